@@ -1,0 +1,43 @@
+# teleport-event-handler: ships Teleport's audit log to Fluentd.
+#
+#   make build   the binary, at bin/teleport-event-handler
+#   make test    the whole test suite (unit, end-to-end), race detector on
+#   make demo    the daemon against a local test Teleport and Fluentd receiver
+
+GO       ?= go
+BIN      := bin/teleport-event-handler
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+GOFLAGS  += -trimpath
+
+export GOFLAGS
+
+.PHONY: all build test test-unit test-e2e demo vet clean deps
+
+all: build
+
+deps:
+	@command -v $(GO) >/dev/null || { echo "Go is required (https://go.dev/dl/)"; exit 1; }
+	$(GO) mod download
+
+build: deps
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/teleport-event-handler
+
+vet: deps
+	$(GO) vet ./...
+
+# The end-to-end tests drive the binary built here (TEH_BINARY).
+test: build vet
+	TEH_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
+
+test-unit: deps
+	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /tests/)
+
+test-e2e: build
+	TEH_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m -v ./tests/e2e/
+
+demo: build
+	$(GO) run ./tests/cmd/demo -binary $(CURDIR)/$(BIN)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,134 @@
+// Package checkpoint is the single writer of the state file.
+//
+// Saves are coalesced per key (group commit): while one fsync'd transaction
+// runs, newer saves pile up in the mailbox and the next transaction writes
+// only the newest of each key. A failed write (disk full, read-only file) is
+// kept and retried with backoff, so nothing confirmed is ever forgotten;
+// requesters simply wait longer for Saved.
+package checkpoint
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// Name is the actor's name under the root.
+const Name = "checkpoint"
+
+type flush struct{ epoch uint64 }
+
+// queue holds the saves not yet written. It lives outside the actor instance
+// so that a restart by the supervisor keeps them.
+type queue struct {
+	pending map[string]*messages.Save
+	order   []string // keys in arrival order, for deterministic writes
+}
+
+// Writer is the checkpoint actor.
+type Writer struct {
+	store *persistence.Store
+	log   zerolog.Logger
+
+	*queue    // survives restarts: confirmed positions are never dropped
+	scheduled bool
+	epoch     uint64 // guards retry timers across restarts
+	failures  int
+	timer     *time.Timer
+}
+
+// Props returns the props of the writer.
+func Props(store *persistence.Store, log zerolog.Logger, opts ...actor.PropsOption) *actor.Props {
+	q := &queue{pending: map[string]*messages.Save{}}
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &Writer{store: store, log: log.With().Str("actor", Name).Logger(), queue: q}
+	}, opts...)
+}
+
+// Receive implements actor.Actor.
+func (w *Writer) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		w.epoch = uint64(time.Now().UnixNano())
+		if len(w.pending) > 0 { // left by a previous incarnation
+			w.scheduled = true
+			ctx.Send(ctx.Self(), &flush{epoch: w.epoch})
+		}
+	case *messages.Save:
+		if _, ok := w.pending[m.Key]; !ok {
+			w.order = append(w.order, m.Key)
+		}
+		w.pending[m.Key] = m
+		if !w.scheduled {
+			w.scheduled = true
+			ctx.Send(ctx.Self(), &flush{epoch: w.epoch})
+		}
+	case *flush:
+		if m.epoch == w.epoch {
+			w.flush(ctx)
+		}
+	case *actor.Stopping:
+		// Last chance: whatever was confirmed gets written.
+		w.stopTimer()
+		if len(w.pending) > 0 {
+			if err := w.write(ctx); err != nil {
+				w.log.Error().Err(err).Msg("final checkpoint write failed; the next start resends events since the previous checkpoint")
+			}
+		}
+	case *actor.Restarting:
+		w.stopTimer()
+	}
+}
+
+func (w *Writer) flush(ctx actor.Context) {
+	w.scheduled = false
+	if len(w.pending) == 0 {
+		return
+	}
+	if err := w.write(ctx); err != nil {
+		w.failures++
+		delay := min(100*time.Millisecond<<min(w.failures-1, 9), 30*time.Second)
+		w.log.Error().Err(err).Dur("retry_in", delay).Int("failures", w.failures).Msg("checkpoint write failed; delivery pauses until it succeeds")
+		w.scheduled = true
+		self, system, epoch := ctx.Self(), ctx.ActorSystem(), w.epoch
+		w.timer = time.AfterFunc(delay, func() { system.Root.Send(self, &flush{epoch: epoch}) })
+		return
+	}
+	if w.failures > 0 {
+		w.log.Info().Int("failures", w.failures).Msg("checkpoint writes recovered")
+		w.failures = 0
+	}
+}
+
+func (w *Writer) write(ctx actor.Context) error {
+	var writes []persistence.Write
+	for _, k := range w.order {
+		writes = append(writes, w.pending[k].Writes...)
+	}
+	start := time.Now()
+	if err := w.store.Apply(writes); err != nil {
+		return err
+	}
+	w.log.Trace().Int("keys", len(w.order)).Dur("took", time.Since(start)).Msg("checkpoint written")
+	for _, k := range w.order {
+		s := w.pending[k]
+		if s.ReplyTo != nil {
+			ctx.Send(s.ReplyTo, &messages.Saved{Key: s.Key, Epoch: s.Epoch, Seq: s.Seq})
+		}
+	}
+	clear(w.pending)
+	w.order = w.order[:0]
+	return nil
+}
+
+func (w *Writer) stopTimer() {
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+	w.epoch++
+}

@@ -1,0 +1,166 @@
+// Package fluentd delivers events to Fluentd's HTTP input over mTLS: a pool
+// actor hands deliveries to at most --fluentd-max-connections connection
+// actors, each of which POSTs one event at a time and retries until the event
+// is either acknowledged (2xx) or rejected for good (dead-lettered).
+package fluentd
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Class is how a send attempt is judged.
+type Class int
+
+const (
+	// Success: any 2xx.
+	Success Class = iota
+	// Retry: network errors, timeouts, 408, 429 and 5xx.
+	Retry
+	// Permanent: any other status; retrying cannot help.
+	Permanent
+)
+
+// Result is the outcome of one attempt.
+type Result struct {
+	Class      Class
+	Status     int           // 0 when no response arrived
+	Reason     string        // for logs and dead letters
+	RetryAfter time.Duration // from a Retry-After header, 0 if none
+}
+
+// Classify judges a response status.
+func Classify(status int) Class {
+	switch {
+	case status >= 200 && status < 300:
+		return Success
+	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
+		return Retry
+	default:
+		return Permanent
+	}
+}
+
+// RequestTimeout bounds one POST, as upstream does.
+const RequestTimeout = 30 * time.Second
+
+// TLSConfig builds the client side of the mTLS connection to Fluentd.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load --fluentd-cert %s and --fluentd-key %s: %w", certFile, keyFile, err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("read --fluentd-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("--fluentd-ca %s holds no PEM certificate", caFile)
+	}
+	// Fluentd's TLS defaults to 1.2 only, so 1.2 must stay allowed.
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// Client posts event bodies. It is safe for concurrent use.
+type Client struct {
+	http *http.Client
+}
+
+// NewClient returns a client that keeps up to maxConns keep-alive
+// connections to Fluentd, so events do not pay a handshake each.
+func NewClient(tlsCfg *tls.Config, maxConns int) *Client {
+	tr := &http.Transport{
+		Proxy:               nil, // Fluentd is addressed directly, whatever HTTPS_PROXY says
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConns:        maxConns,
+		MaxIdleConnsPerHost: maxConns,
+		MaxConnsPerHost:     maxConns,
+		// Fluentd closes idle connections after 10s; retire ours first so a
+		// POST never lands on a connection the server is closing.
+		IdleConnTimeout:       5 * time.Second,
+		ResponseHeaderTimeout: RequestTimeout,
+		ForceAttemptHTTP2:     false, // in_http speaks HTTP/1.1
+	}
+	return &Client{http: &http.Client{Transport: tr, Timeout: RequestTimeout}}
+}
+
+// Close drops idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Post sends one body and classifies the outcome. It never returns an error:
+// every failure is a Result with a reason.
+func (c *Client) Post(ctx context.Context, url string, body []byte) Result {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Result{Class: Retry, Reason: describe(err)}
+	}
+	defer resp.Body.Close()
+	// Read (a bounded part of) the body so the connection can be reused.
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	r := Result{Class: Classify(resp.StatusCode), Status: resp.StatusCode}
+	if r.Class != Success {
+		r.Reason = strings.TrimSpace(resp.Status + ": " + strings.TrimSpace(string(msg)))
+		r.Reason = strings.TrimSuffix(r.Reason, ":")
+		r.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return r
+}
+
+// retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// describe turns a transport error into a short cause for logs.
+func describe(err error) string {
+	var uerr interface{ Unwrap() error }
+	if errors.As(err, &uerr) {
+		err = errors.Unwrap(err) // drop the `Post "url":` prefix: callers log the URL
+	}
+	return err.Error()
+}
+
+// Backoff returns the delay before retry number attempt (1-based): capped
+// exponential with jitter, or what the server asked for with Retry-After
+// (within the same cap).
+func Backoff(attempt int, retryAfter time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
+	const initial, maxDelay = 250 * time.Millisecond, 30 * time.Second
+	if retryAfter > 0 {
+		return min(retryAfter, 5*time.Minute)
+	}
+	d := initial
+	for i := 1; i < attempt && d < maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxDelay)
+	return d/2 + jitter(d/2)
+}

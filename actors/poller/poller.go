@@ -1,0 +1,414 @@
+// Package poller pages the audit log out of Teleport and hands each event to
+// the Fluentd pool, advancing the checkpoint only over a contiguous run of
+// settled events (a watermark).
+//
+// Memory and duplicates are both bounded by Window: at most Window events are
+// handed out and not yet checkpointed at any time, so after a crash at most
+// Window events are sent again, and at most two pages are buffered.
+package poller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/teleport/api/types"
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// Name is the poller's name under the root.
+const Name = "poller"
+
+// StreamKey is the checkpoint key of the audit stream.
+const StreamKey = "audit"
+
+// Searcher is the Teleport API call the poller uses.
+type Searcher interface {
+	SearchUnstructuredEvents(ctx context.Context, from, to time.Time, namespace string, eventTypes []string, limit int, order types.EventOrder, startKey string) ([]*auditlogpb.EventUnstructured, string, error)
+}
+
+// namespace is the only audit namespace Teleport has.
+const namespace = "default"
+
+// Deps configure the poller.
+type Deps struct {
+	Events     Searcher
+	Store      *persistence.Store // read once per start
+	Checkpoint *actor.PID
+	Pool       *actor.PID // unused with DryRun
+	URL        string     // --fluentd-url
+
+	StartTime  time.Time
+	WindowSize time.Duration
+	Timeout    time.Duration // wait between polls once caught up
+	Batch      int
+	Types      []string        // asked of Teleport
+	Skip       map[string]bool // dropped here
+	// Window is the most events handed out and not yet checkpointed.
+	Window int
+
+	DryRun          bool
+	ExitOnLastEvent bool
+	Now             func() time.Time
+	Log             zerolog.Logger
+}
+
+// WindowFor returns the default in-flight window for a pool of maxConns
+// connections: enough to keep every connection busy while checkpoints are
+// being written.
+func WindowFor(maxConns, batch int) int {
+	return max(4*maxConns, batch)
+}
+
+// fetch request and result.
+type fetchReq struct {
+	winStart, to time.Time
+	key          string
+	skip         int
+}
+
+type pageResult struct {
+	epoch    uint64
+	req      fetchReq
+	events   []*auditlogpb.EventUnstructured
+	nextKey  string
+	issuedAt time.Time
+	err      error
+}
+
+type fetchTick struct{ epoch uint64 }
+
+// item is one event (or a window boundary) in order; pos is where the
+// stream resumes once it and everything before it are settled.
+type item struct {
+	seq  uint64
+	pos  persistence.AuditPosition
+	ev   *auditlogpb.EventUnstructured // nil for skipped events and markers
+	body []byte
+	done bool
+	real bool // counts as an event (not a window marker)
+}
+
+// Poller is the actor.
+type Poller struct {
+	Deps
+	log   zerolog.Logger
+	epoch uint64
+
+	// fetch position
+	winStart time.Time
+	pageKey  string
+	skip     int
+	lastID   string
+	lastTime time.Time
+
+	fetching    bool
+	fetchFails  int
+	timer       *time.Timer
+	cancelFetch context.CancelFunc
+	caughtUp    bool
+
+	buffer   []*item // fetched, not handed out
+	inflight []*item // handed out, not yet part of the watermark
+
+	nextSeq   uint64
+	ackedSeq  uint64
+	persisted uint64
+	acked     uint64 // events settled since the first run
+	ackPos    persistence.AuditPosition
+
+	sub      *eventstream.Subscription
+	draining bool
+	drainTo  *actor.PID
+	finished bool
+}
+
+// New returns a poller; spawn it with actor.PropsFromProducer.
+func New(d Deps) *Poller {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Window <= 0 {
+		d.Window = max(d.Batch, 1)
+	}
+	return &Poller{Deps: d}
+}
+
+// Props returns the props of a poller with fixed deps.
+func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+}
+
+// Receive implements actor.Actor.
+func (p *Poller) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		p.start(ctx)
+	case *fetchTick:
+		if m.epoch == p.epoch {
+			p.timer, p.caughtUp = nil, false
+			p.maybeFetch(ctx)
+		}
+	case *pageResult:
+		if m.epoch == p.epoch {
+			p.onPage(ctx, m)
+		}
+	case *messages.Delivered:
+		if m.Epoch == p.epoch {
+			p.onDelivered(ctx, m)
+		}
+	case *messages.Saved:
+		if m.Epoch == p.epoch && m.Seq > p.persisted {
+			p.persisted = m.Seq
+			p.pump(ctx)
+		}
+	case *messages.PoolStarted:
+		p.resend(ctx)
+	case *messages.Drain:
+		p.draining, p.drainTo = true, ctx.Sender()
+		p.stopTimer()
+		p.pump(ctx)
+	case *actor.Restarting, *actor.Stopping:
+		p.stop(ctx)
+	}
+}
+
+func (p *Poller) start(ctx actor.Context) {
+	p.epoch = rand.Uint64()
+	p.log = p.Log.With().Str("actor", Name).Logger()
+	pos, ok, err := p.Store.AuditPosition()
+	if err != nil {
+		panic(fmt.Errorf("load audit position: %w", err))
+	}
+	if !ok {
+		pos = persistence.AuditPosition{WindowStart: p.StartTime}
+	}
+	p.winStart, p.pageKey, p.skip = pos.WindowStart, pos.Cursor, pos.Offset
+	p.lastID, p.lastTime, p.acked, p.ackPos = pos.LastID, pos.LastTime, pos.Acked, pos
+	p.nextSeq = 1
+	p.log.Info().Time("window_start", pos.WindowStart).Int("offset", pos.Offset).Str("last_id", pos.LastID).
+		Uint64("acked", pos.Acked).Msg("audit stream resumes")
+
+	if !p.DryRun {
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
+			if ps, ok := evt.(*messages.PoolStarted); ok {
+				root.Send(self, ps)
+			}
+		})
+	}
+	p.maybeFetch(ctx)
+}
+
+func (p *Poller) stop(ctx actor.Context) {
+	p.stopTimer()
+	if p.cancelFetch != nil {
+		p.cancelFetch()
+	}
+	if p.sub != nil {
+		ctx.ActorSystem().EventStream.Unsubscribe(p.sub)
+		p.sub = nil
+	}
+}
+
+func (p *Poller) stopTimer() {
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+}
+
+// maybeFetch starts the next page request unless one is running, the
+// buffer already holds a page, or a wait is pending.
+func (p *Poller) maybeFetch(ctx actor.Context) {
+	if p.fetching || p.draining || p.timer != nil || p.finished || len(p.buffer) >= p.Batch {
+		return
+	}
+	if p.caughtUp {
+		return // the --timeout timer (or --exit-on-last-event) decides
+	}
+	req := fetchReq{winStart: p.winStart, to: p.winStart.Add(p.WindowSize), key: p.pageKey, skip: p.skip}
+	p.fetching = true
+	fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	p.cancelFetch = cancel
+	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
+	events, types_, batch, now := p.Events, p.Types, p.Batch, p.Now
+	go func() {
+		defer cancel()
+		issued := now()
+		evs, next, err := events.SearchUnstructuredEvents(fctx, req.winStart, req.to, namespace, types_, batch, types.EventOrderAscending, req.key)
+		root.Send(self, &pageResult{epoch: epoch, req: req, events: evs, nextKey: next, issuedAt: issued, err: err})
+	}()
+}
+
+func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
+	p.fetching, p.cancelFetch = false, nil
+	if r.err != nil {
+		p.fetchFails++
+		delay := min(time.Second<<min(p.fetchFails-1, 6), time.Minute)
+		p.log.Error().Err(r.err).Int("failures", p.fetchFails).Dur("retry_in", delay).
+			Msg("searching audit events failed; retrying")
+		p.schedule(ctx, delay)
+		return
+	}
+	if p.fetchFails > 0 {
+		p.log.Info().Int("failures", p.fetchFails).Msg("searching audit events works again")
+		p.fetchFails = 0
+	}
+	if r.req.skip > 0 && r.req.skip <= len(r.events) && p.lastID != "" && r.events[r.req.skip-1].Id != p.lastID {
+		p.log.Warn().Str("expected", p.lastID).Str("found", r.events[r.req.skip-1].Id).
+			Msg("the page at the checkpoint changed since it was read; resuming by position")
+	}
+	for i, ev := range r.events {
+		if i < r.req.skip {
+			continue
+		}
+		it := &item{real: true, pos: persistence.AuditPosition{
+			WindowStart: r.req.winStart, Cursor: r.req.key, Offset: i + 1,
+			LastID: ev.Id, LastTime: ev.Time.AsTime(),
+		}}
+		p.lastID, p.lastTime = ev.Id, it.pos.LastTime
+		if p.Skip[ev.Type] {
+			it.done = true
+		} else {
+			body, err := json.Marshal(ev.Unstructured.AsMap())
+			if err != nil {
+				// A Struct always encodes; if it ever does not, keep
+				// the event rather than drop it.
+				body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
+			}
+			it.ev, it.body = ev, body
+		}
+		p.buffer = append(p.buffer, it)
+	}
+	switch {
+	case r.nextKey != "":
+		p.pageKey, p.skip, p.caughtUp = r.nextKey, max(0, r.req.skip-len(r.events)), false
+	case !r.req.to.After(r.issuedAt):
+		// The window is in the past and fully read: move to the next.
+		p.winStart, p.pageKey, p.skip = r.req.to, "", 0
+		p.buffer = append(p.buffer, &item{done: true, pos: persistence.AuditPosition{
+			WindowStart: p.winStart, LastID: p.lastID, LastTime: p.lastTime,
+		}})
+	default:
+		// Caught up with the live window: read this page again after
+		// --timeout and skip what it already gave.
+		p.skip = max(r.req.skip, len(r.events))
+		p.caughtUp = true
+		if !p.ExitOnLastEvent {
+			p.schedule(ctx, p.Timeout)
+		}
+	}
+	p.pump(ctx)
+}
+
+func (p *Poller) schedule(ctx actor.Context, d time.Duration) {
+	p.stopTimer()
+	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
+	p.timer = time.AfterFunc(d, func() { root.Send(self, &fetchTick{epoch: epoch}) })
+}
+
+// pump hands out buffered events within the window, advances the watermark,
+// fetches more and checks whether the stream is done.
+func (p *Poller) pump(ctx actor.Context) {
+	for !p.draining && len(p.buffer) > 0 && p.nextSeq-1-p.persisted < uint64(p.Window) {
+		it := p.buffer[0]
+		p.buffer[0] = nil
+		p.buffer = p.buffer[1:]
+		it.seq = p.nextSeq
+		p.nextSeq++
+		p.inflight = append(p.inflight, it)
+		switch {
+		case it.done:
+		case p.DryRun:
+			p.log.Info().Str("event_id", it.ev.Id).Str("event_type", it.ev.Type).Time("time", it.pos.LastTime).
+				Msg("dry run: would send event")
+			it.done = true
+		default:
+			ctx.Send(p.Pool, p.delivery(ctx, it))
+		}
+	}
+	if len(p.buffer) == 0 {
+		p.buffer = nil
+	}
+	p.advance(ctx)
+	p.maybeFetch(ctx)
+	p.maybeFinish(ctx)
+}
+
+func (p *Poller) delivery(ctx actor.Context, it *item) *messages.Delivery {
+	return &messages.Delivery{Epoch: p.epoch, Seq: it.seq, URL: p.URL, Body: it.body,
+		EventID: it.ev.Id, Type: it.ev.Type, ReplyTo: ctx.Self()}
+}
+
+func (p *Poller) onDelivered(ctx actor.Context, m *messages.Delivered) {
+	if len(p.inflight) == 0 || m.Seq < p.inflight[0].seq {
+		return // settled already (a resend after a pool restart)
+	}
+	idx := m.Seq - p.inflight[0].seq
+	if idx >= uint64(len(p.inflight)) {
+		return
+	}
+	p.inflight[idx].done = true
+	p.pump(ctx)
+}
+
+// advance moves the watermark over the settled prefix and asks for a
+// checkpoint when it moved.
+func (p *Poller) advance(ctx actor.Context) {
+	moved := false
+	for len(p.inflight) > 0 && p.inflight[0].done {
+		it := p.inflight[0]
+		p.inflight[0] = nil
+		p.inflight = p.inflight[1:]
+		if it.real {
+			p.acked++
+		}
+		p.ackedSeq, p.ackPos = it.seq, it.pos
+		moved = true
+	}
+	if len(p.inflight) == 0 {
+		p.inflight = nil
+	}
+	if !moved {
+		return
+	}
+	p.ackPos.Acked = p.acked
+	ctx.Send(p.Checkpoint, &messages.Save{Key: StreamKey, Epoch: p.epoch, Seq: p.ackedSeq,
+		Writes: []persistence.Write{persistence.AuditPositionWrite(p.ackPos)}, ReplyTo: ctx.Self()})
+}
+
+// resend hands every unsettled event to a pool that lost its queue.
+func (p *Poller) resend(ctx actor.Context) {
+	n := 0
+	for _, it := range p.inflight {
+		if !it.done && it.ev != nil {
+			ctx.Send(p.Pool, p.delivery(ctx, it))
+			n++
+		}
+	}
+	if n > 0 {
+		p.log.Warn().Int("events", n).Msg("fluentd pool restarted; handing in-flight events to it again")
+	}
+}
+
+func (p *Poller) maybeFinish(ctx actor.Context) {
+	settled := len(p.inflight) == 0 && p.persisted == p.nextSeq-1
+	if p.draining && settled && p.drainTo != nil {
+		ctx.Send(p.drainTo, &messages.Drained{})
+		p.drainTo = nil
+	}
+	if p.ExitOnLastEvent && !p.finished && p.caughtUp && !p.fetching && len(p.buffer) == 0 && settled {
+		p.finished = true
+		p.log.Info().Uint64("acked", p.acked).Msg("caught up with the audit log")
+		ctx.Send(ctx.Parent(), &messages.CaughtUp{Events: p.acked})
+	}
+}

@@ -1,0 +1,236 @@
+package poller_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/teleport/api/types"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/actors/root"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+func TestMain(m *testing.M) {
+	// protoactor's dead-letter throttle keeps a timer goroutine for a
+	// second after a message reaches a stopped actor; it ends by itself.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+// fakeLog serves events by index; the cursor is the index of the first event
+// of the next page, and a full page always has a next cursor (as Teleport).
+type fakeLog struct {
+	mu     sync.Mutex
+	events []*auditlogpb.EventUnstructured
+	calls  int
+}
+
+func newFakeLog(n int, start time.Time, types ...string) *fakeLog {
+	f := &fakeLog{}
+	for i := range n {
+		typ := "user.login"
+		if len(types) > 0 {
+			typ = types[i%len(types)]
+		}
+		f.add(fmt.Sprintf("ev-%05d", i), typ, start.Add(time.Duration(i)*time.Second))
+	}
+	return f
+}
+
+func (f *fakeLog) add(id, typ string, t time.Time) {
+	st, _ := structpb.NewStruct(map[string]any{"uid": id, "event": typ, "time": t.Format(time.RFC3339Nano)})
+	f.mu.Lock()
+	f.events = append(f.events, &auditlogpb.EventUnstructured{Id: id, Type: typ, Time: timestamppb.New(t), Unstructured: st})
+	f.mu.Unlock()
+}
+
+func (f *fakeLog) SearchUnstructuredEvents(_ context.Context, from, to time.Time, _ string, _ []string, limit int, _ types.EventOrder, key string) ([]*auditlogpb.EventUnstructured, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	var inRange []*auditlogpb.EventUnstructured
+	for _, e := range f.events {
+		if t := e.Time.AsTime(); !t.Before(from) && t.Before(to) {
+			inRange = append(inRange, e)
+		}
+	}
+	i := 0
+	if key != "" {
+		i, _ = strconv.Atoi(key)
+	}
+	i = min(i, len(inRange))
+	page := inRange[i:min(i+limit, len(inRange))]
+	next := ""
+	if len(page) == limit {
+		next = strconv.Itoa(i + limit)
+	}
+	return page, next, nil
+}
+
+// fakePool acknowledges deliveries, except that it stops answering after
+// `answer` of them (to leave events in flight, as a crash would).
+type fakePool struct {
+	mu     sync.Mutex
+	got    map[string]int
+	order  []string
+	answer int
+}
+
+func (p *fakePool) Receive(ctx actor.Context) {
+	if d, ok := ctx.Message().(*messages.Delivery); ok {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.answer >= 0 && len(p.order) >= p.answer {
+			return
+		}
+		p.got[d.EventID]++
+		p.order = append(p.order, d.EventID)
+		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
+	}
+}
+
+type run struct {
+	store *persistence.Store
+	pool  *fakePool
+	log   *fakeLog
+	deps  poller.Deps
+}
+
+// start runs a root with checkpoint, fake pool and poller until the poller
+// reports CaughtUp (exit-on-last-event: finished is true) or timeout passes,
+// then stops it.
+func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
+	t.Helper()
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
+	done := make(chan error, 1)
+	spec := root.Spec{
+		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: 200 * time.Millisecond,
+		Children: func() []root.Child {
+			var ckpt, pool *actor.PID
+			return []root.Child{
+				{Name: checkpoint.Name, Props: checkpoint.Props(r.store, zerolog.Nop()), Bind: func(p *actor.PID) { ckpt = p }},
+				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return r.pool }), Bind: func(p *actor.PID) { pool = p }},
+				{Name: poller.Name, Drain: true, Props: actor.PropsFromProducer(func() actor.Actor {
+					d := r.deps
+					d.Events, d.Store, d.Checkpoint, d.Pool = r.log, r.store, ckpt, pool
+					return poller.New(d)
+				})},
+			}
+		},
+	}
+	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
+	require.NoError(t, err)
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+		return true
+	case <-time.After(timeout):
+		system.Root.Send(pid, &messages.Shutdown{Reason: "test"})
+	}
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("root did not stop")
+	}
+	return false
+}
+
+func newRun(t *testing.T, log *fakeLog, start time.Time) *run {
+	store, err := persistence.Open(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	return &run{store: store, log: log, pool: &fakePool{got: map[string]int{}, answer: -1}, deps: poller.Deps{
+		URL: "https://fluentd.test/test.log", StartTime: start, WindowSize: time.Hour, Timeout: 10 * time.Millisecond,
+		Batch: 20, Window: 8, ExitOnLastEvent: true, Log: zerolog.Nop(),
+	}}
+}
+
+func TestDeliversEveryEventOnceAcrossWindows(t *testing.T) {
+	start := time.Now().Add(-5 * time.Hour).Truncate(time.Hour)
+	// 5 hours of events, one every 72 seconds: several windows, many pages.
+	log := &fakeLog{}
+	for i := range 250 {
+		log.add(fmt.Sprintf("ev-%05d", i), "user.login", start.Add(time.Duration(i)*72*time.Second))
+	}
+	r := newRun(t, log, start)
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+
+	require.Len(t, r.pool.got, 250)
+	for id, n := range r.pool.got {
+		require.Equal(t, 1, n, id)
+	}
+	pos, ok, err := r.store.AuditPosition()
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.EqualValues(t, 250, pos.Acked)
+	require.Equal(t, "ev-00249", pos.LastID)
+}
+
+func TestSkipsConfiguredTypesButCountsThem(t *testing.T) {
+	start := time.Now().Add(-time.Hour)
+	r := newRun(t, newFakeLog(60, start, "user.login", "session.start", "exec"), start)
+	r.deps.Skip = map[string]bool{"exec": true}
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Len(t, r.pool.got, 40)
+	pos, _, err := r.store.AuditPosition()
+	require.NoError(t, err)
+	require.EqualValues(t, 60, pos.Acked)
+}
+
+func TestResumesAfterStopWithBoundedDuplicates(t *testing.T) {
+	start := time.Now().Add(-time.Hour)
+	log := newFakeLog(300, start)
+	r := newRun(t, log, start)
+	r.pool.answer = 137 // the rest stay in flight, as in a crash
+	r.deps.ExitOnLastEvent = false
+	require.False(t, r.start(t, 2*time.Second))
+	first := r.pool.got
+
+	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	r.deps.ExitOnLastEvent = true
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+
+	dups := 0
+	for i := range 300 {
+		id := fmt.Sprintf("ev-%05d", i)
+		total := first[id] + r.pool.got[id]
+		require.GreaterOrEqual(t, total, 1, "event %s lost", id)
+		dups += total - 1
+	}
+	require.LessOrEqual(t, dups, r.deps.Window, "duplicates beyond the in-flight window")
+}
+
+func TestPicksUpEventsAppendedToTheLiveWindow(t *testing.T) {
+	start := time.Now().Add(-time.Minute)
+	log := newFakeLog(15, start) // less than a page
+	r := newRun(t, log, start)
+	r.deps.ExitOnLastEvent = false
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		for i := 15; i < 50; i++ {
+			log.add(fmt.Sprintf("ev-%05d", i), "exec", start.Add(time.Duration(i)*time.Millisecond))
+		}
+	}()
+	require.False(t, r.start(t, 1500*time.Millisecond))
+	require.Len(t, r.pool.got, 50)
+	for id, n := range r.pool.got {
+		require.Equal(t, 1, n, id)
+	}
+}

@@ -1,0 +1,63 @@
+// Command teleport-event-handler ships Teleport's audit log to Fluentd. It is
+// a drop-in replacement for Teleport's Event Handler plugin.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/fdfwd/teleport-event-handler/daemon"
+	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/logging"
+)
+
+// Set with -ldflags "-X main.version=..." by make build.
+var version = "dev"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	inv, err := config.Parse(os.Args[1:], os.LookupEnv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 2
+	}
+	switch inv.Command {
+	case "help":
+		fmt.Fprint(os.Stdout, inv.Help)
+		return 0
+	case "version":
+		fmt.Printf("teleport-event-handler %s\n", version)
+		return 0
+	}
+
+	cfg := inv.Config
+	log := logging.New(os.Stderr, cfg.Debug)
+	log.Info().Str("version", version).Msg("starting teleport-event-handler")
+
+	// The first signal stops gracefully; a second one exits at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		log.Info().Str("signal", sig.String()).Msg("stopping: finishing in-flight events (send the signal again to exit at once)")
+		cancel()
+		sig = <-sigs
+		log.Warn().Str("signal", sig.String()).Msg("second signal: exiting now; the next start resends unconfirmed events")
+		os.Exit(1)
+	}()
+
+	if err := daemon.Run(ctx, cfg, log, daemon.Options{}); err != nil {
+		log.Error().Err(err).Msg("teleport-event-handler stopped with an error")
+		return 1
+	}
+	log.Info().Msg("stopped")
+	return 0
+}

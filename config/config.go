@@ -1,0 +1,108 @@
+// Package config resolves the daemon's settings from the command line, the
+// environment and a TOML file, the way Teleport's Event Handler plugin does,
+// and validates them before anything starts.
+//
+// Each option is looked up in that order and the first place that sets it
+// wins: flag > environment > file > default. The options themselves are
+// listed once, in options.go.
+package config
+
+import "time"
+
+// Config is everything the daemon needs to run. Default returns its defaults;
+// Parse returns it resolved and validated.
+type Config struct {
+	// Storage is the directory of the persisted progress (--storage). Required.
+	Storage string
+	// Timeout is how long to sleep between polls once the poller has caught up
+	// with the audit log. Upstream calls it a timeout; it is a poll interval.
+	Timeout time.Duration
+	// Batch is the number of events fetched per request.
+	Batch int
+	// Types lists the event types to forward; empty forwards all of them.
+	Types []string
+	// SkipEventTypes lists the event types never forwarded.
+	SkipEventTypes []string
+	// SkipSessionTypes lists the session recording event types never
+	// forwarded. Print events and desktop recordings are skipped by default
+	// because they carry raw terminal output and screen frames; an explicit
+	// empty value forwards everything.
+	SkipSessionTypes []string
+	// StartTime is the oldest event to export on the first run; zero means
+	// the whole audit log. It is stored with the progress, and a later run may
+	// not change it.
+	StartTime time.Time
+	// WindowSize is the span of audit log searched per query.
+	WindowSize time.Duration
+	// Concurrency bounds the session recordings streamed at once.
+	Concurrency int
+	// DryRun reads events but sends nothing and keeps no lasting progress.
+	DryRun bool
+	// ExitOnLastEvent stops the daemon once it has caught up.
+	ExitOnLastEvent bool
+	// Debug turns on debug logging.
+	Debug bool
+
+	Fluentd  FluentdConfig
+	Teleport TeleportConfig
+	Lock     LockConfig
+}
+
+// FluentdConfig says where events go. Fluentd is reached over mTLS only.
+type FluentdConfig struct {
+	// URL receives the audit events.
+	URL string
+	// SessionURL is the base URL of session recordings: events of session
+	// <sid> are posted to <SessionURL>.<sid>.log.
+	SessionURL string
+	// CA, Cert and Key are PEM files: the CA that signed Fluentd's server
+	// certificate, and our client certificate and its key.
+	CA, Cert, Key string
+	// MaxConnections caps the concurrent connections to Fluentd. Zero in the
+	// input means twice Concurrency; Parse always resolves it to that.
+	MaxConnections int
+}
+
+// TeleportConfig says how to reach the Teleport Auth or Proxy Service. It
+// takes either an identity file or a certificate, key and CA, never both.
+type TeleportConfig struct {
+	// Addr is host:port of the Auth Service or the Proxy Service.
+	Addr string
+	// Identity is an identity file as written by `tctl auth sign`.
+	Identity string
+	// CA, Cert and Key are PEM files used instead of an identity file.
+	CA, Cert, Key string
+	// RefreshEnabled reloads the identity file every RefreshInterval, so that
+	// short-lived credentials renewed on disk (by tbot, say) are picked up.
+	RefreshEnabled  bool
+	RefreshInterval time.Duration
+}
+
+// LockConfig drives the auto-locking of users that fail to log in too often.
+type LockConfig struct {
+	Enabled bool
+	// FailedAttempts within Period lock the user.
+	FailedAttempts int
+	Period         time.Duration
+	// For is how long the lock lasts; zero means it never expires.
+	For time.Duration
+}
+
+// Default returns the defaults of Teleport's Event Handler plugin.
+func Default() Config {
+	return Config{
+		Timeout:          5 * time.Second,
+		Batch:            20,
+		SkipSessionTypes: []string{"print", "desktop.recording"},
+		WindowSize:       24 * time.Hour,
+		Concurrency:      5,
+		Teleport: TeleportConfig{
+			Addr:            "localhost:3025",
+			RefreshInterval: time.Minute,
+		},
+		Lock: LockConfig{
+			FailedAttempts: 3,
+			Period:         time.Minute,
+		},
+	}
+}

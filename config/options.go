@@ -1,0 +1,338 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// option is one setting and every way to give it. The table below is the only
+// list of options: the command line, the help, the environment and the file
+// keys are all derived from it.
+type option struct {
+	flag   string   // long flag name, without the dashes
+	short  rune     // short flag, 0 for none
+	global bool     // accepted before the command, like -c and -d upstream
+	group  string   // section of the help
+	env    []string // environment variables, the first one set wins
+	keys   []string // TOML key paths, dotted
+	value  string   // placeholder shown in the help, e.g. PATH
+	help   string
+	// def overrides the default shown in the help, when the zero value of the
+	// field means something else (0 connections is "2 x --concurrency").
+	def string
+	// field points into the Config the option sets; its type decides how the
+	// text is parsed. Nil for --config, which is resolved first and apart.
+	field func(*Config) any
+}
+
+const (
+	groupTeleport = "Teleport connection"
+	groupFluentd  = "Fluentd connection"
+	groupEvents   = "Event processing"
+	groupRun      = "Operation"
+	groupLock     = "User auto-locking"
+)
+
+// groups of the start command, in help order.
+var groups = []string{groupTeleport, groupFluentd, groupEvents, groupRun, groupLock}
+
+// options in help order. Environment variable names and file keys are those
+// of the upstream plugin, including its misspelled FDWRD_ variables, so that
+// existing deployments keep working.
+var options = []*option{
+	{flag: "config", short: 'c', global: true, env: []string{"FDFWD_CONFIG"}, value: "FILE",
+		help: "TOML configuration file"},
+	{flag: "debug", short: 'd', global: true, env: []string{"FDFWD_DEBUG"}, keys: []string{"debug"},
+		help:  "Log at debug level",
+		field: func(c *Config) any { return &c.Debug }},
+
+	{flag: "teleport-addr", group: groupTeleport, env: []string{"FDFWD_TELEPORT_ADDR"}, keys: []string{"teleport.addr"}, value: "HOST:PORT",
+		help:  "Teleport Auth Service or Proxy Service address",
+		field: func(c *Config) any { return &c.Teleport.Addr }},
+	{flag: "teleport-ca", group: groupTeleport, env: []string{"FDFWD_TELEPORT_CA"}, keys: []string{"teleport.ca"}, value: "PATH",
+		help:  "Teleport TLS CA certificate file",
+		field: func(c *Config) any { return &c.Teleport.CA }},
+	{flag: "teleport-cert", group: groupTeleport, env: []string{"FDFWD_TELEPORT_CERT", "FDWRD_TELEPORT_CERT"}, keys: []string{"teleport.cert"}, value: "PATH",
+		help:  "Teleport TLS certificate file",
+		field: func(c *Config) any { return &c.Teleport.Cert }},
+	{flag: "teleport-key", group: groupTeleport, env: []string{"FDFWD_TELEPORT_KEY"}, keys: []string{"teleport.key"}, value: "PATH",
+		help:  "Teleport TLS private key file",
+		field: func(c *Config) any { return &c.Teleport.Key }},
+	{flag: "teleport-identity", group: groupTeleport, env: []string{"FDFWD_TELEPORT_IDENTITY"}, keys: []string{"teleport.identity"}, value: "PATH",
+		help:  "Teleport identity file, instead of a certificate, key and CA",
+		field: func(c *Config) any { return &c.Teleport.Identity }},
+	{flag: "teleport-refresh-enabled", group: groupTeleport, env: []string{"FDFWD_TELEPORT_REFRESH_ENABLED"}, keys: []string{"teleport.refresh.enabled"},
+		help:  "Reload the identity file periodically",
+		field: func(c *Config) any { return &c.Teleport.RefreshEnabled }},
+	{flag: "teleport-refresh-interval", group: groupTeleport, env: []string{"FDFWD_TELEPORT_REFRESH_INTERVAL"}, keys: []string{"teleport.refresh.interval"}, value: "DURATION",
+		help:  "How often to reload the identity file",
+		field: func(c *Config) any { return &c.Teleport.RefreshInterval }},
+
+	{flag: "fluentd-url", group: groupFluentd, env: []string{"FDFWD_FLUENTD_URL"}, keys: []string{"forward.fluentd.url"}, value: "URL",
+		help:  "Fluentd URL receiving the audit events (required)",
+		field: func(c *Config) any { return &c.Fluentd.URL }},
+	{flag: "fluentd-session-url", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SESSION_URL"}, keys: []string{"forward.fluentd.session-url"}, value: "URL",
+		help:  "Base URL for session recordings; .<session-id>.log is appended (required)",
+		field: func(c *Config) any { return &c.Fluentd.SessionURL }},
+	{flag: "fluentd-ca", group: groupFluentd, env: []string{"FDFWD_FLUENTD_CA", "FDWRD_FLUENTD_CA"}, keys: []string{"forward.fluentd.ca"}, value: "PATH",
+		help:  "CA certificate file of Fluentd's server (required unless --dry-run)",
+		field: func(c *Config) any { return &c.Fluentd.CA }},
+	{flag: "fluentd-cert", group: groupFluentd, env: []string{"FDFWD_FLUENTD_CERT", "FDWRD_FLUENTD_CERT"}, keys: []string{"forward.fluentd.cert"}, value: "PATH",
+		help:  "Client certificate file for Fluentd (required unless --dry-run)",
+		field: func(c *Config) any { return &c.Fluentd.Cert }},
+	{flag: "fluentd-key", group: groupFluentd, env: []string{"FDFWD_FLUENTD_KEY", "FDWRD_FLUENTD_KEY"}, keys: []string{"forward.fluentd.key"}, value: "PATH",
+		help:  "Client private key file for Fluentd (required unless --dry-run)",
+		field: func(c *Config) any { return &c.Fluentd.Key }},
+	{flag: "fluentd-max-connections", group: groupFluentd, env: []string{"FDFWD_MAX_CONNECTIONS", "FDWRD_MAX_CONNECTIONS"}, keys: []string{"forward.fluentd.max-connections"}, value: "N",
+		help: "Maximum concurrent connections to Fluentd", def: "2 x --concurrency",
+		field: func(c *Config) any { return &c.Fluentd.MaxConnections }},
+
+	{flag: "batch", group: groupEvents, env: []string{"FDFWD_BATCH"}, keys: []string{"batch"}, value: "N",
+		help:  "Events fetched per request",
+		field: func(c *Config) any { return &c.Batch }},
+	{flag: "timeout", group: groupEvents, env: []string{"FDFWD_TIMEOUT"}, keys: []string{"timeout"}, value: "DURATION",
+		help:  "Pause between polls once all events are read",
+		field: func(c *Config) any { return &c.Timeout }},
+	{flag: "types", group: groupEvents, env: []string{"FDFWD_TYPES"}, keys: []string{"types"}, value: "LIST",
+		help: "Comma-separated event types to forward, exact names, no wildcards", def: "all",
+		field: func(c *Config) any { return &c.Types }},
+	{flag: "skip-session-types", group: groupEvents, env: []string{"FDFWD_SKIP_SESSION_TYPES"}, keys: []string{"skip-session-types"}, value: "LIST",
+		help:  "Comma-separated session event types to skip; '' skips none",
+		field: func(c *Config) any { return &c.SkipSessionTypes }},
+	{flag: "skip-event-types", group: groupEvents, env: []string{"FDFWD_SKIP_EVENT_TYPES"}, keys: []string{"skip-event-types"}, value: "LIST",
+		help:  "Comma-separated audit event types to skip",
+		field: func(c *Config) any { return &c.SkipEventTypes }},
+	{flag: "start-time", group: groupEvents, env: []string{"FDFWD_START_TIME"}, keys: []string{"start-time"}, value: "RFC3339",
+		help:  "Oldest event to export on the first run, e.g. 2024-01-02T15:04:05Z",
+		field: func(c *Config) any { return &c.StartTime }},
+	{flag: "concurrency", group: groupEvents, env: []string{"FDFWD_CONCURRENCY"}, keys: []string{"concurrency"}, value: "N",
+		help:  "Session recordings streamed at once",
+		field: func(c *Config) any { return &c.Concurrency }},
+	{flag: "window-size", group: groupEvents, env: []string{"FDFWD_WINDOW_SIZE"}, keys: []string{"window-size"}, value: "DURATION",
+		help:  "Span of audit log searched per query",
+		field: func(c *Config) any { return &c.WindowSize }},
+	{flag: "storage", group: groupEvents, env: []string{"FDFWD_STORAGE"}, keys: []string{"storage"}, value: "DIR",
+		help:  "Directory of the persisted progress (required)",
+		field: func(c *Config) any { return &c.Storage }},
+
+	{flag: "dry-run", group: groupRun, env: []string{"FDFWD_DRY_RUN"}, keys: []string{"dry-run"},
+		help:  "Read events without sending them to Fluentd",
+		field: func(c *Config) any { return &c.DryRun }},
+	{flag: "exit-on-last-event", group: groupRun, env: []string{"FDFWD_EXIT_ON_LAST_EVENT"}, keys: []string{"exit-on-last-event"},
+		help:  "Exit once the last event is processed",
+		field: func(c *Config) any { return &c.ExitOnLastEvent }},
+
+	{flag: "lock-enabled", group: groupLock, env: []string{"FDFWD_LOCKING_ENABLED"}, keys: []string{"lock-enabled", "lock.enabled"},
+		help:  "Lock users after repeated failed logins",
+		field: func(c *Config) any { return &c.Lock.Enabled }},
+	{flag: "lock-failed-attempts-count", group: groupLock, env: []string{"FDFWD_LOCKING_FAILED_ATTEMPTS"}, keys: []string{"lock-failed-attempts-count", "lock.failed-attempts-count"}, value: "N",
+		help:  "Failed logins within --lock-period that lock a user",
+		field: func(c *Config) any { return &c.Lock.FailedAttempts }},
+	{flag: "lock-period", group: groupLock, env: []string{"FDFWD_LOCKING_PERIOD"}, keys: []string{"lock-period", "lock.period"}, value: "DURATION",
+		help:  "Window in which failed logins are counted",
+		field: func(c *Config) any { return &c.Lock.Period }},
+	{flag: "lock-for", group: groupLock, env: []string{"FDFWD_LOCKING_FOR"}, keys: []string{"lock-for", "lock.for"}, value: "DURATION",
+		help: "How long a lock lasts", def: "0, never expires",
+		field: func(c *Config) any { return &c.Lock.For }},
+}
+
+// optionByFlag returns the option with the long name flag; the names are
+// constants of this package, so a miss is a bug.
+func optionByFlag(flag string) *option {
+	for _, o := range options {
+		if o.flag == flag {
+			return o
+		}
+	}
+	panic("config: no option --" + flag)
+}
+
+// isSwitch reports whether the option is a boolean flag, given without value.
+func (o *option) isSwitch() bool {
+	if o.field == nil {
+		return false
+	}
+	_, ok := o.field(&Config{}).(*bool)
+	return ok
+}
+
+// defaultText is the default as the help shows it, "" when there is none.
+func (o *option) defaultText() string {
+	if o.def != "" || o.field == nil {
+		return o.def
+	}
+	def := Default()
+	switch v := o.field(&def).(type) {
+	case *string:
+		return *v
+	case *int:
+		if *v != 0 {
+			return strconv.Itoa(*v)
+		}
+	case *time.Duration:
+		if *v != 0 {
+			return formatDuration(*v)
+		}
+	case *[]string:
+		return strings.Join(*v, ",")
+	}
+	return ""
+}
+
+// set parses text the way the field's type wants it and stores it in c. The
+// returned problem and fix are phrased for an *Error.
+func (o *option) set(c *Config, text string) (problem, fix string) {
+	switch v := o.field(c).(type) {
+	case *string:
+		*v = text
+	case *bool:
+		b, ok := parseBool(text)
+		if !ok {
+			return "not a boolean", "use true or false"
+		}
+		*v = b
+	case *int:
+		n, err := strconv.Atoi(strings.TrimSpace(text))
+		if err != nil {
+			fix := "use a whole number"
+			if def := Default(); *o.field(&def).(*int) != 0 {
+				fix += " such as " + strconv.Itoa(*o.field(&def).(*int))
+			}
+			return "not a whole number", fix
+		}
+		*v = n
+	case *time.Duration:
+		d, err := time.ParseDuration(strings.TrimSpace(text))
+		if err != nil {
+			return err.Error(), "use a Go duration such as 5s or 1m"
+		}
+		*v = d
+	case *[]string:
+		*v = splitList(text)
+	case *time.Time:
+		t, err := time.Parse(time.RFC3339, strings.TrimSpace(text))
+		if err != nil {
+			return "not an RFC 3339 time", "use the form 2024-01-02T15:04:05Z, or 2024-01-02T15:04:05+01:00 with an offset"
+		}
+		*v = t
+	default:
+		panic("config: unsupported field type for --" + o.flag)
+	}
+	return "", ""
+}
+
+// parseBool accepts the spellings people put in environment files.
+func parseBool(s string) (value, ok bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "1", "yes":
+		return true, true
+	case "false", "0", "no":
+		return false, true
+	}
+	return false, false
+}
+
+// splitList splits a comma-separated list, dropping blanks: "" is an empty
+// list, which for --skip-session-types means skip nothing.
+func splitList(s string) []string {
+	list := []string{}
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			list = append(list, item)
+		}
+	}
+	return list
+}
+
+// formatDuration drops the zero units time.Duration.String appends: 24h, not
+// 24h0m0s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// usage is the help of the program ("") or of a command. Each option gets
+// its flag on one line, then what it does and its default, then where else
+// it can be set, the way Go's flag package lays out its help.
+func usage(command string) string {
+	var b strings.Builder
+	switch command {
+	case "start":
+		fmt.Fprintf(&b, "Usage: %s [-c FILE] [-d] start [options]\n\n", program)
+		b.WriteString("Exports the Teleport audit log and session recordings to Fluentd, resuming\n" +
+			"where the last run stopped. Each option is taken from its flag, else from its\n" +
+			"environment variable, else from the configuration file (-c), else its\n" +
+			"default. Switches also take =true or =false.\n")
+	case "version":
+		fmt.Fprintf(&b, "Usage: %s version\n\nPrints the version.\n", program)
+		return b.String()
+	default:
+		fmt.Fprintf(&b, "Usage: %s [-c FILE] [-d] <command> [options]\n\n", program)
+		b.WriteString("Exports the Teleport audit log and session recordings to Fluentd, as a\n" +
+			"drop-in replacement for Teleport's Event Handler plugin.\n\n" +
+			"Commands:\n" +
+			"  start     Export events to Fluentd\n" +
+			"  version   Print the version\n")
+	}
+
+	b.WriteString("\nGlobal options:\n")
+	for _, o := range options {
+		if o.global {
+			o.writeHelp(&b)
+		}
+	}
+	b.WriteString("  -h, --help\n      Show this help.\n")
+
+	if command != "start" {
+		fmt.Fprintf(&b, "\nRun '%s start --help' for the options of start.\n", program)
+		return b.String()
+	}
+	for _, group := range groups {
+		fmt.Fprintf(&b, "\n%s:\n", group)
+		for _, o := range options {
+			if o.group == group {
+				o.writeHelp(&b)
+			}
+		}
+	}
+	return b.String()
+}
+
+func (o *option) writeHelp(b *strings.Builder) {
+	b.WriteString("  ")
+	if o.short != 0 {
+		fmt.Fprintf(b, "-%c, ", o.short)
+	}
+	b.WriteString("--" + o.flag)
+	if o.value != "" {
+		b.WriteString("=" + o.value)
+	}
+	b.WriteString("\n      " + o.help + ".\n")
+
+	// Default, variables and keys share lines as far as 80 columns allow.
+	var notes []string
+	if def := o.defaultText(); def != "" {
+		notes = append(notes, "Default: "+def+".")
+	}
+	notes = append(notes, "Env: "+strings.Join(o.env, " or ")+".")
+	if len(o.keys) > 0 {
+		notes = append(notes, "File: "+strings.Join(o.keys, " or ")+".")
+	}
+	line := "     "
+	for _, note := range notes {
+		if len(line)+1+len(note) > 80 && strings.TrimSpace(line) != "" {
+			b.WriteString(line + "\n")
+			line = "     "
+		}
+		line += " " + note
+	}
+	b.WriteString(line + "\n")
+}

@@ -1,0 +1,446 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	flags "github.com/jessevdk/go-flags"
+)
+
+const program = "teleport-event-handler"
+
+// Invocation is what the command line asks for.
+type Invocation struct {
+	// Command is "start", "version", or "help" when -h/--help was given.
+	Command string
+	// Config is resolved and validated; set for "start" only.
+	Config *Config
+	// ConfigFile is the TOML file read (from -c or FDFWD_CONFIG), "" if none.
+	ConfigFile string
+	// Help is the text to print on stdout for "help".
+	Help string
+}
+
+// Parse parses the command line (args without the program name) and the
+// environment (lookupEnv, normally os.LookupEnv) and returns what to run. Bad
+// input gives an *Error. Parse only reads files; it creates nothing.
+func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, error) {
+	cl, err := parseCommandLine(args)
+	if err != nil {
+		return nil, err
+	}
+	if cl.help != "" {
+		return &Invocation{Command: "help", Help: cl.help}, nil
+	}
+	if cl.command != "start" {
+		return &Invocation{Command: cl.command, ConfigFile: cl.flags["config"]}, nil
+	}
+
+	r := &resolver{flags: cl.flags, lookupEnv: lookupEnv, got: map[string]setting{}}
+	cfg, err := r.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if err := r.validate(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Fluentd.MaxConnections == 0 {
+		cfg.Fluentd.MaxConnections = 2 * cfg.Concurrency
+	}
+	inv := &Invocation{Command: cl.command, Config: cfg}
+	if r.file != nil {
+		inv.ConfigFile = r.file.path
+	}
+	return inv, nil
+}
+
+// commandLine is the parsed command line, before any typing.
+type commandLine struct {
+	command string
+	flags   map[string]string // text of each option given, by long name
+	help    string
+}
+
+// flagSet is the go-flags view of some options: a struct built from the
+// table with one field per option, a string (a bool for switches) so that
+// the parser keeps the text as given and parsing stays in one place.
+type flagSet struct {
+	opts  []*option
+	data  reflect.Value // pointer to the struct
+	group *flags.Group
+}
+
+func newFlagSet(opts []*option) *flagSet {
+	fields := make([]reflect.StructField, len(opts))
+	for i, o := range opts {
+		tag := fmt.Sprintf(`long:"%s"`, o.flag)
+		if o.short != 0 {
+			tag += fmt.Sprintf(` short:"%c"`, o.short)
+		}
+		typ := reflect.TypeFor[string]()
+		if o.isSwitch() {
+			typ = reflect.TypeFor[bool]()
+		}
+		fields[i] = reflect.StructField{Name: "F" + strconv.Itoa(i), Type: typ, Tag: reflect.StructTag(tag)}
+	}
+	return &flagSet{opts: opts, data: reflect.New(reflect.StructOf(fields))}
+}
+
+// collect records the options that were on the command line.
+func (fs *flagSet) collect(into map[string]string) {
+	for i, fo := range fs.group.Options() {
+		if fo.IsSet() {
+			into[fs.opts[i].flag] = fmt.Sprint(fs.data.Elem().Field(i).Interface())
+		}
+	}
+}
+
+// newParser builds the command line of the upstream plugin:
+// teleport-event-handler [-c FILE] [-d] <start | version> [start options].
+// go-flags lets the global options come after the command too.
+func newParser() (*flags.Parser, []*flagSet) {
+	// The help is ours (see usage): go-flags' layout wraps the long
+	// environment variable names mid-word in 80 columns.
+	p := flags.NewNamedParser(program, flags.HelpFlag|flags.PassDoubleDash|flags.AllowBoolValues)
+	start, err := p.AddCommand("start", "", "", &struct{}{})
+	if err != nil {
+		panic("config: building the command line: " + err.Error())
+	}
+	if _, err := p.AddCommand("version", "", "", &struct{}{}); err != nil {
+		panic("config: building the command line: " + err.Error())
+	}
+
+	var globalOpts, startOpts []*option
+	for _, o := range options {
+		if o.global {
+			globalOpts = append(globalOpts, o)
+		} else {
+			startOpts = append(startOpts, o)
+		}
+	}
+	sets := []*flagSet{newFlagSet(globalOpts), newFlagSet(startOpts)}
+	for i, cmd := range []*flags.Command{p.Command, start} {
+		group, err := cmd.AddGroup("options", "", sets[i].data.Interface())
+		if err != nil {
+			panic("config: building the command line: " + err.Error())
+		}
+		sets[i].group = group
+	}
+	return p, sets
+}
+
+func parseCommandLine(args []string) (*commandLine, error) {
+	p, sets := newParser()
+	rest, err := p.ParseArgs(args)
+	if err != nil {
+		var fe *flags.Error
+		if errors.As(err, &fe) && fe.Type == flags.ErrHelp {
+			command := ""
+			if p.Active != nil {
+				command = p.Active.Name
+			}
+			return &commandLine{help: usage(command)}, nil
+		}
+		msg := err.Error()
+		if errors.As(err, &fe) && fe.Type == flags.ErrCommandRequired {
+			msg = "no command given"
+		}
+		return nil, &Error{Option: "command line", Problem: msg, Fix: "run " + program + " --help for the usage"}
+	}
+	if len(rest) > 0 {
+		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", rest[0]),
+			Fix: "switches take a value only as --flag=false; run " + program + " --help for the usage"}
+	}
+	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}}
+	for _, fs := range sets {
+		fs.collect(cl.flags)
+	}
+	return cl, nil
+}
+
+// setting is the text an option was given and where it came from.
+type setting struct {
+	text string
+	src  string // as in Error.Source
+	key  string // the TOML key, when from the file
+}
+
+// resolver applies the precedence flag > environment > file > default and
+// remembers where each value came from, so that validation can say so.
+type resolver struct {
+	flags     map[string]string
+	lookupEnv func(string) (string, bool)
+	file      *file              // nil without a configuration file
+	got       map[string]setting // options that were set, by flag
+}
+
+// lookup returns the text that sets o, if anything does.
+func (r *resolver) lookup(o *option) (setting, bool, error) {
+	if text, ok := r.flags[o.flag]; ok {
+		return setting{text: text, src: "flag"}, true, nil
+	}
+	for _, name := range o.env {
+		if text, ok := r.lookupEnv(name); ok {
+			return setting{text: text, src: "env " + name}, true, nil
+		}
+	}
+	if r.file != nil {
+		return r.file.lookup(o)
+	}
+	return setting{}, false, nil
+}
+
+// resolve reads the configuration file, if any, and returns the defaults
+// overridden by whatever sets each option.
+func (r *resolver) resolve() (*Config, error) {
+	if s, ok, _ := r.lookup(optionByFlag("config")); ok && s.text != "" {
+		f, err := loadFile(s)
+		if err != nil {
+			return nil, err
+		}
+		r.file = f
+	}
+	cfg := Default()
+	for _, o := range options {
+		if o.field == nil {
+			continue
+		}
+		s, ok, err := r.lookup(o)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			continue
+		}
+		r.got[o.flag] = s
+		if problem, fix := o.set(&cfg, s.text); problem != "" {
+			return nil, r.fail(o.flag, problem, fix)
+		}
+	}
+	return &cfg, nil
+}
+
+// fail returns an *Error about the value the option was set to.
+func (r *resolver) fail(flag, problem, fix string) *Error {
+	s := r.got[flag]
+	return &Error{Option: "--" + flag, Value: s.text, Source: s.src, key: s.key, Problem: problem, Fix: fix}
+}
+
+// file is a parsed TOML configuration file.
+type file struct {
+	path string
+	text string
+	tree map[string]any
+}
+
+func loadFile(s setting) (*file, error) {
+	path := s.text
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{Option: "--config", Value: path, Source: s.src, Problem: err.Error(),
+			Fix: "check the path and that it is readable by this user"}
+	}
+	f := &file{path: path, text: string(data)}
+	md, err := toml.Decode(f.text, &f.tree)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			problem := "invalid TOML: " + pe.Message
+			if key := f.keyOnLine(pe.Position.Line); key != "" {
+				problem += " (key " + key + ")"
+			} else if pe.LastKey != "" {
+				problem += " (after key " + pe.LastKey + ")"
+			}
+			return nil, &Error{Option: "config file", Source: fmt.Sprintf("file %s:%d", path, pe.Position.Line),
+				Problem: problem, Fix: "correct the TOML syntax"}
+		}
+		return nil, &Error{Option: "config file", Source: "file " + path, Problem: err.Error(), Fix: "correct the TOML"}
+	}
+	if err := f.checkKeys(md.Keys()); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// checkKeys refuses keys that set nothing: a misspelt key would otherwise be
+// ignored silently and leave the default in place. The tree was decoded into
+// a map, which marks every key decoded, so MetaData.Undecoded cannot tell;
+// the table of options can.
+func (f *file) checkKeys(keys []toml.Key) error {
+	values, tables := map[string]bool{}, map[string]bool{}
+	for _, o := range options {
+		for _, k := range o.keys {
+			values[k] = true
+			for i := strings.LastIndex(k, "."); i > 0; i = strings.LastIndex(k[:i], ".") {
+				tables[k[:i]] = true
+			}
+		}
+	}
+	for _, key := range keys {
+		name := strings.Join(key, ".")
+		switch {
+		case values[name]:
+		case tables[name]:
+			if v, _ := f.get(name); !isTable(v) {
+				return &Error{Option: name, Source: f.source(name), Problem: "must be a table",
+					Fix: "write it as [" + name + "] followed by its keys"}
+			}
+		default:
+			return &Error{Option: name, Source: f.source(name), Problem: "unknown key",
+				Fix: "remove it or correct its spelling (keys are case-sensitive)"}
+		}
+	}
+	return nil
+}
+
+// lookup returns the text that sets o in the file, if any.
+func (f *file) lookup(o *option) (setting, bool, error) {
+	var found []string
+	for _, k := range o.keys {
+		if _, ok := f.get(k); ok {
+			found = append(found, k)
+		}
+	}
+	if len(found) == 0 {
+		return setting{}, false, nil
+	}
+	if len(found) > 1 {
+		return setting{}, false, &Error{Option: found[1], Source: f.source(found[1]),
+			Problem: "sets the same option as " + found[0], Fix: "keep only one of them"}
+	}
+	key := found[0]
+	v, _ := f.get(key)
+	s := setting{src: f.source(key), key: key}
+	_, isList := o.field(&Config{}).(*[]string)
+	text, problem, fix := tomlText(v, isList)
+	if problem != "" {
+		return setting{}, false, &Error{Option: "--" + o.flag, Value: fmt.Sprint(v), Source: s.src, key: key,
+			Problem: problem, Fix: fix}
+	}
+	s.text = text
+	return s, true, nil
+}
+
+// get returns the value at a dotted key path.
+func (f *file) get(key string) (any, bool) {
+	var v any = f.tree
+	for part := range strings.SplitSeq(key, ".") {
+		table, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = table[part]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+// source is the Error.Source of a key: the file and, if found, the line.
+func (f *file) source(key string) string {
+	if line := f.line(strings.Split(key, ".")); line > 0 {
+		return fmt.Sprintf("file %s:%d", f.path, line)
+	}
+	return "file " + f.path
+}
+
+// line finds the line that sets key, or 0. BurntSushi/toml keeps key
+// positions private, so this follows table headers and key assignments,
+// which covers the way configuration files are written.
+func (f *file) line(key []string) int {
+	var table []string
+	for i, l := range strings.Split(f.text, "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "[") {
+			end := strings.Index(l, "]")
+			if end < 0 {
+				continue
+			}
+			table = splitKey(strings.Trim(l[:end], "[]"))
+			if slices.Equal(table, key) {
+				return i + 1
+			}
+			continue
+		}
+		lhs, rhs, ok := strings.Cut(l, "=")
+		if !ok || strings.HasPrefix(l, "#") {
+			continue
+		}
+		full := append(slices.Clone(table), splitKey(lhs)...)
+		if slices.Equal(full, key) {
+			return i + 1
+		}
+		// An inline table: lock = { enabled = true }.
+		if len(full) < len(key) && slices.Equal(full, key[:len(full)]) && strings.HasPrefix(strings.TrimSpace(rhs), "{") {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// keyOnLine returns the key assigned on a line, if it looks like it.
+func (f *file) keyOnLine(n int) string {
+	lines := strings.Split(f.text, "\n")
+	if n < 1 || n > len(lines) {
+		return ""
+	}
+	lhs, _, ok := strings.Cut(lines[n-1], "=")
+	lhs = strings.TrimSpace(lhs)
+	if !ok || lhs == "" || strings.ContainsAny(lhs, "#[\"'") {
+		return ""
+	}
+	return lhs
+}
+
+func splitKey(s string) []string {
+	parts := strings.Split(s, ".")
+	for i, p := range parts {
+		parts[i] = strings.Trim(strings.TrimSpace(p), `"'`)
+	}
+	return parts
+}
+
+func isTable(v any) bool {
+	_, ok := v.(map[string]any)
+	return ok
+}
+
+// tomlText turns a TOML value into the text a flag would have carried, so
+// that one parser serves every source. Lists may be arrays or "a,b" strings.
+func tomlText(v any, isList bool) (text, problem, fix string) {
+	switch v := v.(type) {
+	case string:
+		return v, "", ""
+	case bool:
+		return strconv.FormatBool(v), "", ""
+	case int64:
+		return strconv.FormatInt(v, 10), "", ""
+	case float64:
+		return strconv.FormatFloat(v, 'g', -1, 64), "", ""
+	case time.Time:
+		return v.Format(time.RFC3339Nano), "", ""
+	case []any:
+		if !isList {
+			return "", "an array where a single value is expected", "write a single value"
+		}
+		items := make([]string, len(v))
+		for i, item := range v {
+			s, ok := item.(string)
+			if !ok {
+				return "", "list items must be strings", `write it as ["a", "b"] or "a,b"`
+			}
+			items[i] = s
+		}
+		return strings.Join(items, ","), "", ""
+	case map[string]any:
+		return "", "a table where a value is expected", "write a single value"
+	}
+	return "", fmt.Sprintf("unsupported TOML value of type %T", v), "write a string, number or boolean"
+}

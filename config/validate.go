@@ -1,0 +1,297 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gravitational/teleport/api/identityfile"
+)
+
+// validate checks a resolved configuration and returns the first problem.
+// The order goes from what a user most likely got wrong (a missing option) to
+// what needs the files read. It only reads: the storage directory in
+// particular is left alone, it is created when the daemon starts.
+func (r *resolver) validate(c *Config) error {
+	for _, check := range []func(*Config) error{
+		r.checkRequired,
+		r.checkURLs,
+		r.checkNumbers,
+		r.checkTeleport,
+		r.checkFluentd,
+		r.checkStorage,
+	} {
+		if err := check(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *resolver) checkRequired(c *Config) error {
+	// teleport-addr has a default, so it can only be emptied, by mistake.
+	required := []string{"storage", "fluentd-url", "fluentd-session-url", "teleport-addr"}
+	if !c.DryRun {
+		required = append(required, "fluentd-ca", "fluentd-cert", "fluentd-key")
+	}
+	for _, flag := range required {
+		o := optionByFlag(flag)
+		if *o.field(c).(*string) != "" {
+			continue
+		}
+		if _, set := r.got[flag]; set {
+			return r.fail(flag, "required option is empty", "set it to a non-empty value")
+		}
+		problem := "required option not set"
+		if flag == "fluentd-ca" || flag == "fluentd-cert" || flag == "fluentd-key" {
+			problem += ": Fluentd is reached over mTLS (unless --dry-run)"
+		}
+		return &Error{Option: "--" + flag, Problem: problem, Fix: "set " + o.ways()}
+	}
+	return nil
+}
+
+// ways lists where a required option can be set, for messages.
+func (o *option) ways() string {
+	return fmt.Sprintf("--%s, %s or %s in the config file", o.flag, o.env[0], o.keys[0])
+}
+
+func (r *resolver) checkURLs(c *Config) error {
+	for _, flag := range []string{"fluentd-url", "fluentd-session-url"} {
+		u, err := url.Parse(*optionByFlag(flag).field(c).(*string))
+		if err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return r.fail(flag, "not a URL: "+err.Error(), "use an https:// URL such as https://fluentd.example.com:8888/test.log")
+		}
+		if u.Scheme != "https" || u.Host == "" {
+			return r.fail(flag, "not an https:// URL with a host (Fluentd is reached over mTLS)",
+				"use an https:// URL such as https://fluentd.example.com:8888/test.log")
+		}
+	}
+	return nil
+}
+
+func (r *resolver) checkNumbers(c *Config) error {
+	atLeast := func(flag string, v, least int) error {
+		if v < least {
+			return r.fail(flag, fmt.Sprintf("must be at least %d", least), fmt.Sprintf("use a number >= %d", least))
+		}
+		return nil
+	}
+	positive := func(flag string, d time.Duration) error {
+		if d <= 0 {
+			return r.fail(flag, "must be positive", "use a duration such as "+optionByFlag(flag).defaultText())
+		}
+		return nil
+	}
+	notNegative := func(flag string, d time.Duration, fix string) error {
+		if d < 0 {
+			return r.fail(flag, "must not be negative", fix)
+		}
+		return nil
+	}
+	checks := []error{
+		atLeast("batch", c.Batch, 1),
+		atLeast("concurrency", c.Concurrency, 1),
+		atLeast("fluentd-max-connections", c.Fluentd.MaxConnections, 0),
+		atLeast("lock-failed-attempts-count", c.Lock.FailedAttempts, 1),
+		positive("timeout", c.Timeout),
+		positive("window-size", c.WindowSize),
+		notNegative("teleport-refresh-interval", c.Teleport.RefreshInterval, "use a duration such as 1m"),
+		notNegative("lock-period", c.Lock.Period, "use a duration such as 1m"),
+		notNegative("lock-for", c.Lock.For, "use a duration such as 30m, or 0 for locks that never expire"),
+	}
+	if c.Teleport.RefreshEnabled {
+		checks = append(checks, positive("teleport-refresh-interval", c.Teleport.RefreshInterval))
+	}
+	if c.Lock.Enabled {
+		checks = append(checks, positive("lock-period", c.Lock.Period))
+	}
+	return firstErr(checks)
+}
+
+func firstErr(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkTeleport wants an identity file or a certificate, key and CA: the two
+// are alternatives, and mixing them would leave it unclear which one is used.
+func (r *resolver) checkTeleport(c *Config) error {
+	t := c.Teleport
+	files := []struct{ flag, path string }{{"teleport-cert", t.Cert}, {"teleport-key", t.Key}, {"teleport-ca", t.CA}}
+	var set, missing []string
+	for _, f := range files {
+		if f.path != "" {
+			set = append(set, "--"+f.flag)
+		} else {
+			missing = append(missing, "--"+f.flag)
+		}
+	}
+	trio := "--teleport-cert, --teleport-key and --teleport-ca"
+	switch {
+	case t.Identity != "" && len(set) > 0:
+		return r.fail("teleport-identity", "cannot be combined with "+join(set),
+			"use either the identity file or "+trio)
+	case t.Identity == "" && len(set) == 0:
+		return &Error{Option: "--teleport-identity", Problem: "no Teleport credentials are set",
+			Fix: "set " + optionByFlag("teleport-identity").ways() + ", or all of " + trio}
+	case t.Identity == "" && len(missing) > 0:
+		return r.fail(strings.TrimPrefix(set[0], "--"), "also needs "+join(missing)+", which "+are(missing)+" not set",
+			"set "+join(missing)+", or use --teleport-identity instead")
+	}
+	if t.RefreshEnabled && t.Identity == "" {
+		return r.fail("teleport-refresh-enabled", "reloads the identity file, but --teleport-identity is not set",
+			"set --teleport-identity, or disable the refresh")
+	}
+
+	if t.Identity != "" {
+		if _, err := r.readFile("teleport-identity"); err != nil {
+			return err
+		}
+		id, err := identityfile.ReadFile(t.Identity)
+		if err != nil {
+			return r.fail("teleport-identity", "not a usable identity file: "+err.Error(),
+				"write it again with tctl auth sign --format=file")
+		}
+		if _, err := id.TLSConfig(); err != nil {
+			return r.fail("teleport-identity", "the identity file has no usable TLS credentials: "+err.Error(),
+				"write it again with tctl auth sign --format=file")
+		}
+		return nil
+	}
+	if err := r.checkKeyPair("teleport-cert", "teleport-key"); err != nil {
+		return err
+	}
+	return r.checkCA("teleport-ca")
+}
+
+func (r *resolver) checkFluentd(c *Config) error {
+	f := c.Fluentd
+	// A dry run does not connect, but files that are given are checked all
+	// the same: a dry run is how a configuration gets tried out.
+	if f.Cert != "" || f.Key != "" {
+		if f.Cert == "" || f.Key == "" {
+			set, missing := "fluentd-cert", "fluentd-key"
+			if f.Cert == "" {
+				set, missing = missing, set
+			}
+			return &Error{Option: "--" + missing, Problem: "required with --" + set,
+				Fix: "set " + optionByFlag(missing).ways()}
+		}
+		if err := r.checkKeyPair("fluentd-cert", "fluentd-key"); err != nil {
+			return err
+		}
+	}
+	if f.CA != "" {
+		return r.checkCA("fluentd-ca")
+	}
+	return nil
+}
+
+// checkStorage only looks: a missing directory is fine, it is created when
+// the daemon starts, but a file in its place will never work.
+func (r *resolver) checkStorage(c *Config) error {
+	info, err := os.Stat(c.Storage)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return r.fail("storage", err.Error(), "check the path and its permissions")
+	case !info.IsDir():
+		return r.fail("storage", "exists and is not a directory", "point it to a directory, or to a path that does not exist yet")
+	}
+	return nil
+}
+
+// readFile reads the file an option names.
+func (r *resolver) readFile(flag string) ([]byte, error) {
+	data, err := os.ReadFile(r.got[flag].text)
+	if err != nil {
+		return nil, r.fail(flag, "cannot read: "+err.Error(), "check the path and that it is readable by this user")
+	}
+	return data, nil
+}
+
+func (r *resolver) checkKeyPair(certFlag, keyFlag string) error {
+	certPEM, err := r.readFile(certFlag)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := r.readFile(keyFlag)
+	if err != nil {
+		return err
+	}
+	if _, err := parseCertificates(certPEM); err != nil {
+		return r.fail(certFlag, err.Error(), "give a PEM certificate file")
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return r.fail(keyFlag, "does not load with --"+certFlag+" "+r.got[certFlag].text+": "+err.Error(),
+			"give the unencrypted PEM private key of that certificate")
+	}
+	return nil
+}
+
+func (r *resolver) checkCA(flag string) error {
+	data, err := r.readFile(flag)
+	if err != nil {
+		return err
+	}
+	if _, err := parseCertificates(data); err != nil {
+		return r.fail(flag, err.Error(), "give the PEM certificate of the certificate authority")
+	}
+	return nil
+}
+
+// parseCertificates returns the certificates of a PEM file, insisting on at
+// least one: x509.CertPool.AppendCertsFromPEM would skip bad ones silently.
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("bad certificate: %w", err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate in the file")
+	}
+	return certs, nil
+}
+
+// join writes a list the way a sentence does: "a", "a and b", "a, b and c".
+func join(items []string) string {
+	if len(items) <= 1 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " and " + items[len(items)-1]
+}
+
+func are(items []string) string {
+	if len(items) == 1 {
+		return "is"
+	}
+	return "are"
+}

@@ -1,0 +1,196 @@
+// Package daemon wires the daemon together: it connects to Teleport and
+// Fluentd, opens the state, and runs the actor tree until it stops.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
+	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/actors/root"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/logging"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/teleport"
+)
+
+// StartTimeError reports a --start-time that differs from the stored one.
+type StartTimeError struct {
+	Given, Stored time.Time
+	Path          string
+}
+
+func (e *StartTimeError) Error() string {
+	return fmt.Sprintf("--start-time %s differs from the start time %s stored in %s by the first run; "+
+		"drop --start-time to continue where the daemon left off, or remove %s to restart ingestion from the new time (events already sent are sent again)",
+		e.Given.UTC().Format(time.RFC3339), e.Stored.UTC().Format(time.RFC3339), e.Path, e.Path)
+}
+
+// Options are the knobs that are not in the configuration, for tests.
+type Options struct {
+	Policy       supervisor.Policy
+	DrainTimeout time.Duration
+	// Teleport, when set, replaces the connection to Teleport.
+	Teleport poller.Searcher
+}
+
+// Run connects to Teleport and Fluentd, starts the actor tree and blocks
+// until ctx is cancelled (a graceful stop), the stream is done
+// (--exit-on-last-event) or the tree gives up. It returns nil after a clean
+// stop.
+func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) error {
+	var events poller.Searcher = opts.Teleport
+	if events == nil {
+		conn, err := teleport.Connect(ctx, cfg.Teleport)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		log.Info().Str("addr", cfg.Teleport.Addr).Str("cluster", conn.Ping.ClusterName).
+			Str("version", conn.Ping.ServerVersion).Msg("connected to teleport")
+		if cfg.Teleport.RefreshEnabled {
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go conn.RunRefresh(rctx, cfg.Teleport.RefreshInterval, log, nil)
+		}
+		events = conn
+	}
+
+	var client *fluentd.Client
+	if !cfg.DryRun {
+		tlsCfg, err := fluentd.TLSConfig(cfg.Fluentd.CA, cfg.Fluentd.Cert, cfg.Fluentd.Key)
+		if err != nil {
+			return err
+		}
+		for _, u := range []string{cfg.Fluentd.URL, cfg.Fluentd.SessionURL} {
+			if err := fluentd.WaitReady(ctx, u, tlsCfg, log); err != nil {
+				if ctx.Err() != nil {
+					return nil // stopped while waiting: nothing was started
+				}
+				return err
+			}
+		}
+		client = fluentd.NewClient(tlsCfg, cfg.Fluentd.MaxConnections)
+		defer client.Close()
+	}
+
+	dir := persistence.Dir(cfg.Storage, cfg.Teleport.Addr)
+	if cfg.DryRun {
+		// A dry run keeps its progress apart from the real one and throws
+		// it away.
+		tmp, err := os.MkdirTemp("", "teleport-event-handler-dry-run-")
+		if err != nil {
+			return fmt.Errorf("dry run state: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	store, err := persistence.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	start, err := resolveStartTime(store, cfg.StartTime)
+	if err != nil {
+		return err
+	}
+	log.Info().Str("state", store.Path()).Time("start_time", start).Bool("dry_run", cfg.DryRun).Msg("state loaded")
+
+	sendCtx, abortSends := context.WithCancel(context.Background())
+	defer abortSends()
+	strategy := supervisor.New(opts.Policy, log)
+	system := actor.NewActorSystem(logging.ActorLogger(log, cfg.Debug))
+	defer system.Shutdown()
+
+	skip := map[string]bool{}
+	for _, t := range cfg.SkipEventTypes {
+		skip[t] = true
+	}
+	done := make(chan error, 1)
+	spec := root.Spec{
+		Strategy:       strategy,
+		Log:            log,
+		Done:           done,
+		DrainTimeout:   opts.DrainTimeout,
+		OnDrainTimeout: abortSends,
+		Children: func() []root.Child {
+			var ckpt, pool *actor.PID
+			sup := actor.WithSupervisor(strategy)
+			children := []root.Child{{
+				Name: checkpoint.Name, Props: checkpoint.Props(store, log, sup), Bind: func(p *actor.PID) { ckpt = p },
+			}}
+			if !cfg.DryRun {
+				children = append(children, root.Child{
+					Name: fluentd.Name, Bind: func(p *actor.PID) { pool = p },
+					Props: fluentd.Props(fluentd.Deps{
+						Client: client, DeadLetters: persistence.NewDeadLetters(store.Dir()),
+						MaxConnections: cfg.Fluentd.MaxConnections, Ctx: sendCtx, Log: log, Supervisor: strategy,
+					}, sup),
+				})
+			}
+			// The poller's deps are read when it is spawned, after the
+			// checkpoint and pool PIDs above are bound.
+			children = append(children, root.Child{Name: poller.Name, Drain: true, Props: actor.PropsFromProducer(func() actor.Actor {
+				return poller.New(poller.Deps{
+					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
+					StartTime: start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,
+					Types: cfg.Types, Skip: skip, Window: poller.WindowFor(cfg.Fluentd.MaxConnections, cfg.Batch),
+					DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log,
+				})
+			}, sup)})
+			return children
+		},
+	}
+	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
+	if err != nil {
+		return fmt.Errorf("start actor tree: %w", err)
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		system.Root.Send(pid, &messages.Shutdown{Reason: "signal"})
+	}
+	// The drain is bounded by DrainTimeout; give the stop sequence a little
+	// more before declaring it stuck.
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(spec.DrainTimeout + 20*time.Second):
+		abortSends()
+		return errors.New("actors did not stop in time; exiting anyway (the next start resumes from the last checkpoint)")
+	}
+}
+
+// resolveStartTime stores the start time on the first run and refuses a
+// different one later.
+func resolveStartTime(store *persistence.Store, given time.Time) (time.Time, error) {
+	stored, ok, err := store.StartTime()
+	if err != nil {
+		return time.Time{}, err
+	}
+	switch {
+	case ok && !given.IsZero() && !given.Equal(stored):
+		return time.Time{}, &StartTimeError{Given: given, Stored: stored, Path: store.Dir()}
+	case ok:
+		return stored, nil
+	}
+	start := given
+	if start.IsZero() {
+		start = time.Now().UTC().Truncate(time.Second)
+	}
+	if err := store.Apply([]persistence.Write{persistence.StartTimeWrite(start)}); err != nil {
+		return time.Time{}, err
+	}
+	return start, nil
+}

@@ -1,0 +1,62 @@
+package persistence
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// AuditPosition is where the audit stream resumes: the first event not yet
+// acknowledged by Fluentd is event number Offset (0-based) of the page that
+// SearchUnstructuredEvents returns for (WindowStart, Cursor).
+//
+// Pages are addressed by the cursor that fetched them rather than by the
+// cursor that follows them, so a restart re-reads the page and skips what was
+// acknowledged; this also works for the last page of the live window, which
+// has no next cursor.
+type AuditPosition struct {
+	WindowStart time.Time `json:"window_start"`
+	Cursor      string    `json:"cursor,omitempty"`
+	Offset      int       `json:"offset"`
+	// LastID and LastTime name the last acknowledged event, to check the
+	// page on resume and to report progress.
+	LastID   string    `json:"last_id,omitempty"`
+	LastTime time.Time `json:"last_time,omitempty"`
+	// Acked counts the events settled since the first run (sent, dead-lettered
+	// or skipped).
+	Acked uint64 `json:"acked"`
+}
+
+// StartTimeWrite stores the start time of the first run.
+func StartTimeWrite(t time.Time) Write {
+	return Write{Bucket: BucketMeta, Key: KeyStartTime, Value: []byte(t.UTC().Format(time.RFC3339Nano))}
+}
+
+// StartTime returns the start time stored by the first run.
+func (s *Store) StartTime() (time.Time, bool, error) {
+	raw, ok, err := s.Get(BucketMeta, KeyStartTime)
+	if err != nil || !ok {
+		return time.Time{}, false, err
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(raw))
+	if err != nil {
+		return time.Time{}, false, &CorruptError{Path: s.path, Err: fmt.Errorf("start time: %w", err)}
+	}
+	return t, true, nil
+}
+
+// AuditPositionWrite encodes a position for Apply.
+func AuditPositionWrite(p AuditPosition) Write {
+	raw, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // a struct of strings, times and ints always encodes
+	}
+	return Write{Bucket: BucketAudit, Key: KeyPosition, Value: raw}
+}
+
+// AuditPosition returns the stored position of the audit stream.
+func (s *Store) AuditPosition() (AuditPosition, bool, error) {
+	var p AuditPosition
+	ok, err := s.getJSON(BucketAudit, KeyPosition, &p)
+	return p, ok, err
+}

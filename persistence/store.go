@@ -1,0 +1,197 @@
+// Package persistence keeps the daemon's progress in a bbolt file under
+// --storage, one directory per Teleport address (as upstream does), and the
+// dead letters beside it.
+//
+// Every write is one fsync'd bbolt transaction, so a kill -9 leaves either the
+// old or the new position on disk, never a torn file.
+package persistence
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the name of the state file inside the per-cluster directory.
+const FileName = "state.db"
+
+// Bucket names.
+const (
+	BucketMeta  = "meta"
+	BucketAudit = "audit"
+)
+
+// Keys in BucketMeta and BucketAudit.
+const (
+	KeySchema    = "schema"
+	KeyStartTime = "start_time"
+	KeyPosition  = "position"
+)
+
+const schemaVersion = "1"
+
+// ErrLocked is returned when another process holds the state file.
+var ErrLocked = errors.New("state file is in use by another process")
+
+// CorruptError reports a state file that cannot be read. The daemon never
+// starts over silently: the operator decides.
+type CorruptError struct {
+	Path string
+	Err  error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("state file %s is unreadable (%v); restore it from a backup, or move it away to start again from --start-time (events already sent will be sent again)", e.Path, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Write is one change to the store.
+type Write struct {
+	Bucket string
+	Key    string
+	Value  []byte // nil with Delete
+	Delete bool
+}
+
+// Store is the state of one Teleport cluster.
+type Store struct {
+	db   *bolt.DB
+	dir  string
+	path string
+}
+
+// Dir returns the per-cluster directory for a Teleport address: host:port
+// becomes host_port, as upstream names it.
+func Dir(storage, teleportAddr string) string {
+	name := strings.NewReplacer(":", "_", "/", "_", "\\", "_").Replace(teleportAddr)
+	if name == "" {
+		name = "default"
+	}
+	return filepath.Join(storage, name)
+}
+
+// Open opens (creating if needed) the state file in dir.
+func Open(dir string) (s *Store, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create storage directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	// bbolt panics on some kinds of damage instead of returning an error.
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, &CorruptError{Path: path, Err: fmt.Errorf("%v", r)}
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("%s: %w; stop the other teleport-event-handler or use another --storage", path, ErrLocked)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum):
+		return nil, &CorruptError{Path: path, Err: err}
+	case err != nil:
+		if os.IsPermission(err) {
+			return nil, fmt.Errorf("open state file %s: %w; give the daemon's user read and write access to it", path, err)
+		}
+		return nil, &CorruptError{Path: path, Err: err}
+	}
+	s = &Store{db: db, dir: dir, path: path}
+	if err := s.init(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) init() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{BucketMeta, BucketAudit} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket([]byte(BucketMeta))
+		switch v := meta.Get([]byte(KeySchema)); {
+		case v == nil:
+			return meta.Put([]byte(KeySchema), []byte(schemaVersion))
+		case string(v) != schemaVersion:
+			return fmt.Errorf("schema version %q, this build reads %q", v, schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		return &CorruptError{Path: s.path, Err: err}
+	}
+	return nil
+}
+
+// Path is the state file's path, for messages.
+func (s *Store) Path() string { return s.path }
+
+// Dir is the per-cluster directory holding the state file.
+func (s *Store) Dir() string { return s.dir }
+
+// Close closes the file.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Apply commits writes in one fsync'd transaction.
+func (s *Store) Apply(writes []Write) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, w := range writes {
+			b, err := tx.CreateBucketIfNotExists([]byte(w.Bucket))
+			if err != nil {
+				return err
+			}
+			if w.Delete {
+				err = b.Delete([]byte(w.Key))
+			} else {
+				err = b.Put([]byte(w.Key), w.Value)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Get reads one value; ok is false when it is absent.
+func (s *Store) Get(bucket, key string) (value []byte, ok bool, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return nil
+		}
+		if v := b.Get([]byte(key)); v != nil {
+			value, ok = append([]byte(nil), v...), true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, &CorruptError{Path: s.path, Err: err}
+	}
+	return value, ok, nil
+}
+
+// getJSON decodes a JSON value; a value that does not decode is corruption.
+func (s *Store) getJSON(bucket, key string, v any) (bool, error) {
+	raw, ok, err := s.Get(bucket, key)
+	if err != nil || !ok {
+		return false, err
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: %w", bucket, key, err)}
+	}
+	return true, nil
+}

@@ -1,0 +1,188 @@
+// Package teleport connects to the Teleport Auth (or Proxy) service with the
+// teleport/api client, checks the connection with Ping, and keeps an identity
+// file fresh when asked to.
+package teleport
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gravitational/teleport/api/client"
+	"github.com/gravitational/teleport/api/client/proto"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/teleport/api/identityfile"
+	"github.com/gravitational/teleport/api/types"
+	"github.com/gravitational/trace"
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/config"
+)
+
+// Namespace is the only audit namespace Teleport has.
+const Namespace = "default"
+
+// DialTimeout bounds the wait for the first connection: short, so that a
+// wrong address or certificate is reported quickly rather than after the
+// client's default 30s.
+const DialTimeout = 10 * time.Second
+
+// Events is the part of the Teleport API that the pipeline uses; tests
+// substitute it.
+type Events interface {
+	SearchUnstructuredEvents(ctx context.Context, from, to time.Time, namespace string, eventTypes []string, limit int, order types.EventOrder, startKey string) ([]*auditlogpb.EventUnstructured, string, error)
+	StreamUnstructuredSessionEvents(ctx context.Context, sessionID string, startIndex int64) (chan *auditlogpb.EventUnstructured, chan error)
+	UpsertLock(ctx context.Context, lock types.Lock) error
+}
+
+// Kind classifies a connection failure.
+type Kind string
+
+const (
+	Unreachable     Kind = "unreachable"
+	TLS             Kind = "tls"
+	ExpiredIdentity Kind = "expired identity"
+	AccessDenied    Kind = "access denied"
+	BadCredentials  Kind = "bad credentials"
+)
+
+// ConnectError says what failed when connecting.
+type ConnectError struct {
+	Addr string
+	Kind Kind
+	Fix  string
+	Err  error
+}
+
+func (e *ConnectError) Error() string {
+	return fmt.Sprintf("teleport at %s: %s: %v; %s", e.Addr, e.Kind, e.Err, e.Fix)
+}
+
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Conn is a connected, pinged client.
+type Conn struct {
+	*client.Client
+	Ping    proto.PingResponse
+	dynamic *client.DynamicIdentityFileCreds
+	cfg     config.TeleportConfig
+}
+
+// Connect builds credentials from cfg, dials and pings.
+func Connect(ctx context.Context, cfg config.TeleportConfig) (*Conn, error) {
+	fail := func(k Kind, fix string, err error) error {
+		return &ConnectError{Addr: cfg.Addr, Kind: k, Fix: fix, Err: err}
+	}
+	c := &Conn{cfg: cfg}
+	var creds client.Credentials
+	var certPEM []byte
+	if cfg.Identity != "" {
+		id, err := identityfile.ReadFile(cfg.Identity)
+		if err != nil {
+			return nil, fail(BadCredentials, "check --teleport-identity", fmt.Errorf("read identity file %s: %w", cfg.Identity, err))
+		}
+		certPEM = id.Certs.TLS
+		if cfg.RefreshEnabled {
+			c.dynamic, err = client.NewDynamicIdentityFileCreds(cfg.Identity)
+			if err != nil {
+				return nil, fail(BadCredentials, "check --teleport-identity", err)
+			}
+			creds = c.dynamic
+		} else {
+			creds = client.LoadIdentityFile(cfg.Identity)
+		}
+	} else {
+		var err error
+		if certPEM, err = os.ReadFile(cfg.Cert); err != nil {
+			return nil, fail(BadCredentials, "check --teleport-cert", err)
+		}
+		creds = client.LoadKeyPair(cfg.Cert, cfg.Key, cfg.CA)
+	}
+	if notAfter, err := leafNotAfter(certPEM); err == nil && time.Now().After(notAfter) {
+		return nil, fail(ExpiredIdentity, "issue a new identity (tctl auth sign) and point the daemon at it",
+			fmt.Errorf("the certificate expired at %s", notAfter.UTC().Format(time.RFC3339)))
+	}
+
+	dialCtx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
+	clt, err := client.New(dialCtx, client.Config{
+		Addrs:       []string{cfg.Addr},
+		Credentials: []client.Credentials{creds},
+		DialTimeout: DialTimeout,
+	})
+	if err != nil {
+		return nil, classify(cfg.Addr, err)
+	}
+	pingCtx, cancelPing := context.WithTimeout(ctx, DialTimeout)
+	defer cancelPing()
+	pong, err := clt.Ping(pingCtx)
+	if err != nil {
+		clt.Close()
+		return nil, classify(cfg.Addr, err)
+	}
+	c.Client, c.Ping = clt, pong
+	return c, nil
+}
+
+func classify(addr string, err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:") || strings.Contains(msg, "certificate"):
+		return &ConnectError{Addr: addr, Kind: TLS, Err: err,
+			Fix: "check that --teleport-ca (or the identity file's CA) is the cluster's CA, that --teleport-addr names the Auth or Proxy service, and that the certificate is not expired or revoked"}
+	case trace.IsAccessDenied(err):
+		return &ConnectError{Addr: addr, Kind: AccessDenied, Err: err,
+			Fix: "give the event handler's role read and list on event and session"}
+	default:
+		return &ConnectError{Addr: addr, Kind: Unreachable, Err: err,
+			Fix: "check --teleport-addr and that the Auth or Proxy service is running and reachable"}
+	}
+}
+
+func leafNotAfter(certPEM []byte) (time.Time, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return time.Time{}, errors.New("no PEM certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return cert.NotAfter, nil
+}
+
+// RunRefresh reloads the identity file every interval until ctx ends, so a
+// renewed identity (from tbot, say) is used without restarting anything.
+// A failed reload keeps the previous identity and is logged.
+func (c *Conn) RunRefresh(ctx context.Context, interval time.Duration, log zerolog.Logger, onReload func(error)) {
+	if c.dynamic == nil {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			err := c.dynamic.Reload()
+			if err != nil {
+				log.Error().Err(err).Str("file", c.cfg.Identity).Msg("identity reload failed; keeping the previous identity")
+			} else {
+				ev := log.Debug().Str("file", c.cfg.Identity)
+				if exp, ok := c.dynamic.Expiry(); ok {
+					ev = ev.Time("expires", exp)
+				}
+				ev.Msg("identity reloaded")
+			}
+			if onReload != nil {
+				onReload(err)
+			}
+		}
+	}
+}
