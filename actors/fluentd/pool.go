@@ -39,6 +39,9 @@ type Pool struct {
 	deps  Deps
 	idle  []*actor.PID
 	queue []*messages.Delivery
+	// stopping is set once the pool itself stops or restarts, when its
+	// connections terminating is expected rather than a failure.
+	stopping bool
 }
 
 // Props returns the pool's props.
@@ -70,6 +73,8 @@ func (p *Pool) Receive(ctx actor.Context) {
 		}
 		p.idle = append(p.idle, m.pid)
 		p.dispatch(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		p.stopping = true
 	case *actor.Terminated:
 		// A connection stopped for good (restart budget spent): the root
 		// sees the pool stop soon after, since a pool without connections
@@ -80,7 +85,7 @@ func (p *Pool) Receive(ctx actor.Context) {
 				break
 			}
 		}
-		if len(ctx.Children()) == 0 {
+		if !p.stopping && len(ctx.Children()) == 0 {
 			panic(fmt.Errorf("all fluentd connections stopped"))
 		}
 	}

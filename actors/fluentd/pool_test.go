@@ -1,0 +1,154 @@
+package fluentd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
+		// http.Transport keeps idle connections' goroutines until they time out.
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
+
+type fixture struct {
+	pki *testpki.Bundle
+	rcv *fluentdsrv.Receiver
+	dl  *persistence.DeadLetters
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	pki, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)})
+	require.NoError(t, err)
+	t.Cleanup(rcv.Close)
+	return &fixture{pki: pki, rcv: rcv, dl: persistence.NewDeadLetters(t.TempDir())}
+}
+
+func (f *fixture) client(t *testing.T, conns int) *fluentd.Client {
+	t.Helper()
+	cfg, err := fluentd.TLSConfig(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	require.NoError(t, err)
+	c := fluentd.NewClient(cfg, conns)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// deliver sends n deliveries through a pool and returns the replies by seq.
+func (f *fixture) deliver(t *testing.T, n, conns int, timeout time.Duration) map[uint64]*messages.Delivered {
+	t.Helper()
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	var mu sync.Mutex
+	got := map[uint64]*messages.Delivered{}
+	all := make(chan struct{})
+	requester := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if d, ok := ctx.Message().(*messages.Delivered); ok {
+			mu.Lock()
+			got[d.Seq] = d
+			if len(got) == n {
+				close(all)
+			}
+			mu.Unlock()
+		}
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool := system.Root.Spawn(fluentd.Props(fluentd.Deps{
+		Client: f.client(t, conns), DeadLetters: f.dl, MaxConnections: conns, Ctx: ctx, Log: zerolog.Nop(),
+	}))
+	for i := range n {
+		system.Root.Send(pool, &messages.Delivery{Seq: uint64(i), URL: f.rcv.URL() + "/test.log",
+			Body: fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec"}`, i), EventID: fmt.Sprintf("ev-%d", i), ReplyTo: requester})
+	}
+	select {
+	case <-all:
+	case <-time.After(timeout):
+		t.Fatalf("only %d of %d deliveries settled", len(got), n)
+	}
+	_ = system.Root.StopFuture(pool).Wait()
+	return got
+}
+
+func TestPoolDeliversConcurrentlyAndRetries(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.FailFirst(5, 503)
+	f.rcv.SetLatency(5 * time.Millisecond)
+	got := f.deliver(t, 200, 4, 30*time.Second)
+	retries := 0
+	for _, d := range got {
+		require.Equal(t, messages.Sent, d.Outcome)
+		retries += d.Attempts - 1
+	}
+	// Each of the five 503s costs exactly one more attempt.
+	require.Equal(t, 5, retries)
+	require.Equal(t, 200, f.rcv.Count())
+	for uid, c := range f.rcv.CountByUID() {
+		require.Equal(t, 1, c, uid)
+	}
+}
+
+func TestPoolDeadLettersPermanentRejections(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == "ev-7" })
+	got := f.deliver(t, 20, 2, 30*time.Second)
+	require.Equal(t, messages.DeadLettered, got[7].Outcome)
+	require.Equal(t, 400, got[7].Status)
+	require.Equal(t, 19, f.rcv.Count())
+	raw, err := os.ReadFile(f.dl.Path())
+	require.NoError(t, err)
+	require.Contains(t, string(raw), `"event_id":"ev-7"`)
+}
+
+func TestCheckTellsFatalFromTransient(t *testing.T) {
+	f := newFixture(t)
+	cfg, err := fluentd.TLSConfig(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, fluentd.Check(ctx, f.rcv.URL()+"/test.log", cfg))
+
+	var tlsErr *fluentd.TLSError
+	otherCA, err := testpki.OtherCA(t.TempDir())
+	require.NoError(t, err)
+	wrong, err := fluentd.TLSConfig(otherCA, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	require.NoError(t, err)
+	err = fluentd.Check(ctx, f.rcv.URL(), wrong)
+	require.True(t, errors.As(err, &tlsErr), "%v", err)
+	require.Contains(t, err.Error(), "--fluentd-ca")
+
+	other, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: f.pki.ServerTLS(f.pki.FluentdServer, other.FluentdCA)})
+	require.NoError(t, err)
+	defer strict.Close()
+	err = fluentd.Check(ctx, strict.URL(), cfg)
+	require.True(t, errors.As(err, &tlsErr), "%v", err)
+	require.Contains(t, err.Error(), "client certificate")
+
+	f.rcv.Down(time.Hour)
+	var unreachable *fluentd.UnreachableError
+	err = fluentd.Check(ctx, f.rcv.URL(), cfg)
+	require.True(t, errors.As(err, &unreachable), "%v", err)
+	f.rcv.Up()
+}
