@@ -258,7 +258,7 @@ func loadFile(s setting) (*file, error) {
 			} else if pe.LastKey != "" {
 				problem += " (after key " + pe.LastKey + ")"
 			}
-			return nil, &Error{Option: "config file", Source: fmt.Sprintf("file %s:%d", path, pe.Position.Line),
+			return nil, &Error{Option: "config file", Source: fmt.Sprintf("file %s, line %d", path, pe.Position.Line),
 				Problem: problem, Fix: "correct the TOML syntax"}
 		}
 		return nil, &Error{Option: "config file", Source: "file " + path, Problem: err.Error(), Fix: "correct the TOML"}
@@ -346,7 +346,7 @@ func (f *file) get(key string) (any, bool) {
 // source is the Error.Source of a key: the file and, if found, the line.
 func (f *file) source(key string) string {
 	if line := f.line(strings.Split(key, ".")); line > 0 {
-		return fmt.Sprintf("file %s:%d", f.path, line)
+		return fmt.Sprintf("file %s, line %d", f.path, line)
 	}
 	return "file " + f.path
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"time"
 
@@ -72,7 +73,16 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		if err != nil {
 			return err
 		}
+		checked := map[string]bool{}
 		for _, u := range []string{cfg.Fluentd.URL, cfg.Fluentd.SessionURL} {
+			// The handshake depends on the endpoint only, and both URLs
+			// usually name the same one.
+			if pu, err := url.Parse(u); err == nil {
+				if checked[pu.Host] {
+					continue
+				}
+				checked[pu.Host] = true
+			}
 			if err := fluentd.WaitReady(ctx, u, tlsCfg, log); err != nil {
 				if ctx.Err() != nil {
 					return nil // stopped while waiting: nothing was started

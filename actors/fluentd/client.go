@@ -151,9 +151,10 @@ func describe(err error) string {
 
 // Backoff returns the delay before retry number attempt (1-based): capped
 // exponential with jitter, or what the server asked for with Retry-After
-// (within the same cap).
+// (capped at five minutes). The cap is short because a retry to Fluentd is
+// cheap and a long one would hold delivery back after an outage ends.
 func Backoff(attempt int, retryAfter time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
-	const initial, maxDelay = 250 * time.Millisecond, 30 * time.Second
+	const initial, maxDelay = 250 * time.Millisecond, 10 * time.Second
 	if retryAfter > 0 {
 		return min(retryAfter, 5*time.Minute)
 	}

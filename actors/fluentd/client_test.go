@@ -33,8 +33,8 @@ func TestBackoffIsCappedExponentialWithJitter(t *testing.T) {
 	require.Equal(t, 125*time.Millisecond, Backoff(1, 0, none))
 	require.Equal(t, 250*time.Millisecond, Backoff(1, 0, full))
 	require.Equal(t, 1*time.Second, Backoff(3, 0, full))
-	require.Equal(t, 30*time.Second, Backoff(20, 0, full))
-	require.Equal(t, 15*time.Second, Backoff(20, 0, none))
+	require.Equal(t, 10*time.Second, Backoff(20, 0, full))
+	require.Equal(t, 5*time.Second, Backoff(20, 0, none))
 	// Retry-After wins, within a cap.
 	require.Equal(t, 42*time.Second, Backoff(1, 42*time.Second, full))
 	require.Equal(t, 5*time.Minute, Backoff(1, time.Hour, full))
