@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
+)
+
+// badInput runs the daemon and expects it to exit non-zero within a second
+// with one message containing every want, having written nothing to storage.
+func badInput(t *testing.T, e *env, env []string, args []string, want ...string) {
+	t.Helper()
+	start := time.Now()
+	p := run(t, env, args...)
+	code := p.wait(t, 5*time.Second)
+	took := time.Since(start)
+	out := p.Output()
+	require.NotZero(t, code, "exit code; output:\n%s", out)
+	require.Less(t, took, 2*time.Second, "took %s", took) // 1s plus process start on a loaded machine
+	for _, w := range want {
+		require.Contains(t, out, w)
+	}
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one message, got:\n%s", out)
+	_, err := os.Stat(e.storage)
+	require.True(t, os.IsNotExist(err), "storage directory was created")
+}
+
+func without(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
+}
+
+func TestBadInputsExitAtOnceWithAClearError(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	require.NoError(t, os.WriteFile(garbage, []byte("not a certificate"), 0o600))
+	writeFile := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+		return p
+	}
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+		want []string
+	}{
+		{"missing storage", nil, without(e.args(), "--storage"), []string{"--storage"}},
+		{"missing fluentd url", nil, without(e.args(), "--fluentd-url"), []string{"--fluentd-url"}},
+		{"identity and cert both", nil, e.args("--teleport-identity", e.pki.IdentityFile), []string{"--teleport-identity"}},
+		{"no teleport credentials", nil, without(without(without(e.args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key"), []string{"--teleport-identity"}},
+		{"unreadable cert", nil, e.args("--fluentd-cert", filepath.Join(dir, "missing.crt")), []string{"--fluentd-cert", "missing.crt"}},
+		{"unparsable ca", nil, e.args("--fluentd-ca", garbage), []string{"--fluentd-ca", "garbage.pem"}},
+		{"unparsable teleport key", nil, e.args("--teleport-key", garbage), []string{"--teleport-key"}},
+		{"http url", nil, e.args("--fluentd-url", "http://127.0.0.1:1/test.log"), []string{"--fluentd-url", "http://127.0.0.1:1/test.log", "https"}},
+		{"bad duration", nil, e.args("--timeout", "5x"), []string{"--timeout", "5x"}},
+		{"bad duration from env", []string{"FDFWD_WINDOW_SIZE=forever"}, e.args(), []string{"window-size", "forever", "FDFWD_WINDOW_SIZE"}},
+		{"bad start time", nil, e.args("--start-time", "yesterday"), []string{"--start-time", "yesterday", "RFC"}},
+		{"malformed toml", nil, append([]string{"-c", writeFile("bad.toml", "storage = \"x\"\nbatch = = 3\n")}, e.args()...), []string{"bad.toml", "line 2"}},
+		{"unknown toml key", nil, append([]string{"-c", writeFile("unknown.toml", "storage = \"x\"\nbach = 3\n")}, e.args()...), []string{"bach"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { badInput(t, e, c.env, c.args, c.want...) })
+	}
+}
+
+func TestFluentdCertificateThatDoesNotVerifyIsFatal(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	otherCA, err := testpki.OtherCA(t.TempDir())
+	require.NoError(t, err)
+	p := run(t, nil, e.args("--fluentd-ca", otherCA)...)
+	require.NotZero(t, p.wait(t, 20*time.Second))
+	require.Contains(t, p.Output(), e.fluentd.URL())
+	require.Contains(t, p.Output(), "--fluentd-ca")
+
+	// Host name not in the certificate: a receiver whose certificate is
+	// issued by the right CA but for another name only.
+	elsewhere, err := certs.IssueServer(e.pki.FluentdCA, "fluentd.elsewhere", []string{"fluentd.elsewhere"}, nil, certs.Options{})
+	require.NoError(t, err)
+	misnamed, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.pki.ServerTLS(elsewhere, e.pki.FluentdCA)})
+	require.NoError(t, err)
+	defer misnamed.Close()
+	p = run(t, nil, e.args("--fluentd-url", misnamed.URL()+"/test.log", "--fluentd-session-url", misnamed.URL()+"/session")...)
+	require.NotZero(t, p.wait(t, 20*time.Second))
+	require.Contains(t, p.Output(), misnamed.URL())
+	require.Contains(t, p.Output(), "certificate")
+	_, err = os.Stat(e.storage)
+	require.True(t, os.IsNotExist(err))
+}
+
+func TestFluentdRefusingTheClientCertificateIsFatal(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// A receiver that trusts only clients of another CA.
+	other, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.pki.ServerTLS(e.pki.FluentdServer, other.FluentdCA)})
+	require.NoError(t, err)
+	defer strict.Close()
+	p := run(t, nil, e.args("--fluentd-url", strict.URL()+"/test.log", "--fluentd-session-url", strict.URL()+"/session")...)
+	require.NotZero(t, p.wait(t, 20*time.Second))
+	require.Contains(t, p.Output(), strict.URL())
+	require.Contains(t, p.Output(), "client certificate")
+}
+
+func TestUnreachableFluentdIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	evs := e.seed(50, 11)
+	e.fluentd.Down(time.Hour)
+	p := run(t, nil, e.args("--exit-on-last-event")...)
+	waitFor(t, 20*time.Second, "an error naming the URL", func() bool {
+		out := p.Output()
+		return strings.Contains(out, "unreachable") && strings.Contains(out, e.fluentd.URL())
+	})
+	e.fluentd.Up()
+	require.Equal(t, 0, p.wait(t, time.Minute))
+	require.Zero(t, delivered(t, e.fluentd, evs, nil))
+}
+
+func TestTeleportConnectionErrorsSayWhatFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// Unreachable: a port nobody listens on.
+	p := run(t, nil, e.args("--teleport-addr", "127.0.0.1:1")...)
+	require.NotZero(t, p.wait(t, 30*time.Second))
+	require.Contains(t, p.Output(), "unreachable")
+	require.Contains(t, p.Output(), "127.0.0.1:1")
+
+	// Expired identity.
+	expired := filepath.Join(t.TempDir(), "expired-identity")
+	require.NoError(t, e.pki.ExpiredIdentity(expired))
+	args := without(without(without(e.args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
+	p = run(t, nil, append(args, "--teleport-identity", expired)...)
+	require.NotZero(t, p.wait(t, 30*time.Second))
+	require.Contains(t, p.Output(), "expired")
+
+	// Wrong CA: the client does not trust the server.
+	otherCA, err := testpki.OtherCA(t.TempDir())
+	require.NoError(t, err)
+	p = run(t, nil, e.args("--teleport-ca", otherCA)...)
+	require.NotZero(t, p.wait(t, 30*time.Second))
+	require.Contains(t, p.Output(), "tls")
+	_, err = os.Stat(e.storage)
+	require.True(t, os.IsNotExist(err))
+}
+
+func TestChangedStartTimeIsRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.seed(10, 12)
+	p := run(t, nil, e.args("--exit-on-last-event")...)
+	require.Equal(t, 0, p.wait(t, time.Minute))
+	p = run(t, nil, e.args("--exit-on-last-event", "--start-time", "2020-01-01T00:00:00Z")...)
+	require.NotZero(t, p.wait(t, 20*time.Second))
+	require.Contains(t, p.Output(), "2020-01-01T00:00:00Z")
+	require.Contains(t, p.Output(), "remove")
+}
+
+func TestIdentityFileWithRefreshWorks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	evs := e.seed(100, 13)
+	args := without(without(without(e.args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
+	p := run(t, nil, append(args, "--teleport-identity", e.pki.IdentityFile,
+		"--teleport-refresh-enabled", "--teleport-refresh-interval", "300ms", "--debug")...)
+	waitFor(t, 30*time.Second, "the first events", func() bool { return e.fluentd.Count() >= 100 })
+	// Replace the identity with a freshly issued one while running.
+	client, err := e.pki.NewTeleportClient()
+	require.NoError(t, err)
+	require.NoError(t, testpki.WriteIdentityFile(e.pki.IdentityFile+".new", e.pki.TeleportCA, client))
+	require.NoError(t, os.Rename(e.pki.IdentityFile+".new", e.pki.IdentityFile))
+	waitFor(t, 10*time.Second, "a reload", func() bool { return strings.Contains(p.Output(), "identity reloaded") })
+	more := teleportGenerate(100, time.Now(), 14)
+	require.NoError(t, e.teleport.AddEvents(more...))
+	waitFor(t, 30*time.Second, "events after the reload", func() bool { return e.fluentd.Count() >= 200 })
+	p.signal(15)
+	require.Equal(t, 0, p.wait(t, 15*time.Second))
+	require.Zero(t, delivered(t, e.fluentd, append(evs, more...), nil))
+}
