@@ -29,9 +29,14 @@ type queue struct {
 	order   []string // keys in arrival order, for deterministic writes
 }
 
+// Store is where the writer commits: *persistence.Store, or a fake in tests.
+type Store interface {
+	Apply([]persistence.Write) error
+}
+
 // Writer is the checkpoint actor.
 type Writer struct {
-	store *persistence.Store
+	store Store
 	log   zerolog.Logger
 
 	*queue    // survives restarts: confirmed positions are never dropped
@@ -42,7 +47,7 @@ type Writer struct {
 }
 
 // Props returns the props of the writer.
-func Props(store *persistence.Store, log zerolog.Logger, opts ...actor.PropsOption) *actor.Props {
+func Props(store Store, log zerolog.Logger, opts ...actor.PropsOption) *actor.Props {
 	q := &queue{pending: map[string]*messages.Save{}}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &Writer{store: store, log: log.With().Str("actor", Name).Logger(), queue: q}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -195,4 +196,22 @@ func TestIdentityFileWithRefreshWorks(t *testing.T) {
 	p.signal(15)
 	require.Equal(t, 0, p.wait(t, 15*time.Second))
 	require.Zero(t, delivered(t, e.fluentd, append(evs, more...), nil))
+}
+
+func TestCorruptStateIsReportedNotReplaced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.seed(10, 15)
+	dir := persistence.Dir(e.storage, e.teleport.Addr())
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	state := filepath.Join(dir, "state.db")
+	garbage := []byte(strings.Repeat("not a bbolt file ", 512))
+	require.NoError(t, os.WriteFile(state, garbage, 0o600))
+	p := run(t, nil, e.args("--exit-on-last-event")...)
+	require.NotZero(t, p.wait(t, 20*time.Second))
+	require.Contains(t, p.Output(), state)
+	require.Zero(t, e.fluentd.Count(), "nothing is sent from scratch")
+	after, err := os.ReadFile(state)
+	require.NoError(t, err)
+	require.Equal(t, garbage, after, "the corrupt file was changed")
 }

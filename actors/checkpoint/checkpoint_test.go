@@ -1,0 +1,187 @@
+package checkpoint_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+// store records transactions and fails the first failN of them.
+type store struct {
+	mu     sync.Mutex
+	failN  int
+	calls  int
+	txs    [][]persistence.Write
+	values map[string]string
+	block  chan struct{} // when set, Apply waits on it (to pile saves up)
+}
+
+func (s *store) Apply(ws []persistence.Write) error {
+	if s.block != nil {
+		<-s.block
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.calls <= s.failN {
+		return errors.New("disk full")
+	}
+	s.txs = append(s.txs, ws)
+	for _, w := range ws {
+		s.values[w.Key] = string(w.Value)
+	}
+	return nil
+}
+
+func (s *store) snapshot() (txs int, values map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	values = map[string]string{}
+	for k, v := range s.values {
+		values[k] = v
+	}
+	return len(s.txs), values
+}
+
+// replies collects Saved messages.
+type replies struct {
+	mu   sync.Mutex
+	last map[string]uint64
+	pid  *actor.PID
+}
+
+func newReplies(system *actor.ActorSystem) *replies {
+	r := &replies{last: map[string]uint64{}}
+	r.pid = system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if m, ok := ctx.Message().(*messages.Saved); ok {
+			r.mu.Lock()
+			r.last[m.Key] = max(r.last[m.Key], m.Seq)
+			r.mu.Unlock()
+		}
+	}))
+	return r
+}
+
+func (r *replies) waitFor(t *testing.T, key string, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		got := r.last[key]
+		r.mu.Unlock()
+		if got >= seq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Saved for %s reached seq %d, want %d", key, got, seq)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func save(key string, seq uint64, to *actor.PID) *messages.Save {
+	return &messages.Save{Key: key, Seq: seq, ReplyTo: to,
+		Writes: []persistence.Write{{Bucket: "b", Key: key, Value: fmt.Appendf(nil, "%d", seq)}}}
+}
+
+func TestCoalescesSavesPerKey(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	s := &store{values: map[string]string{}, block: make(chan struct{})}
+	r := newReplies(system)
+	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop()))
+	// The first transaction blocks; everything sent meanwhile is coalesced.
+	system.Root.Send(w, save("audit", 1, r.pid))
+	for seq := uint64(2); seq <= 100; seq++ {
+		system.Root.Send(w, save("audit", seq, r.pid))
+		system.Root.Send(w, save("other", seq, r.pid))
+	}
+	time.Sleep(50 * time.Millisecond) // let the mailbox fill behind the blocked write
+	close(s.block)
+	r.waitFor(t, "audit", 100)
+	r.waitFor(t, "other", 100)
+	txs, values := s.snapshot()
+	require.Less(t, txs, 10, "saves were not coalesced")
+	require.Equal(t, map[string]string{"audit": "100", "other": "100"}, values)
+	require.NoError(t, system.Root.StopFuture(w).Wait())
+}
+
+func TestRetriesAFailedWriteUntilItSucceeds(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	s := &store{values: map[string]string{}, failN: 3}
+	r := newReplies(system)
+	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop()))
+	system.Root.Send(w, save("audit", 7, r.pid))
+	r.waitFor(t, "audit", 7)
+	_, values := s.snapshot()
+	require.Equal(t, "7", values["audit"])
+	require.NoError(t, system.Root.StopFuture(w).Wait())
+}
+
+// crash makes the writer panic, so that its supervisor restarts it.
+type crash struct{}
+
+func TestPendingSavesSurviveARestart(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	// Writes fail long enough for a restart to happen with saves pending.
+	s := &store{values: map[string]string{}, failN: 2}
+	r := newReplies(system)
+	var panicked sync.Once
+	props := checkpoint.Props(s, zerolog.Nop(), actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
+		return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+			if _, ok := env.Message.(*crash); ok {
+				panicked.Do(func() { panic("injected") })
+				return
+			}
+			next(ctx, env)
+		}
+	}))
+	parent := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		switch m := ctx.Message().(type) {
+		case *actor.Started:
+			ctx.SpawnNamed(props, checkpoint.Name)
+		case *messages.Save, *crash:
+			for _, c := range ctx.Children() {
+				ctx.Send(c, m)
+			}
+		}
+	}))
+	system.Root.Send(parent, save("audit", 5, r.pid))
+	system.Root.Send(parent, &crash{})
+	r.waitFor(t, "audit", 5)
+	_, values := s.snapshot()
+	require.Equal(t, "5", values["audit"])
+	require.NoError(t, system.Root.StopFuture(parent).Wait())
+}
+
+func TestStoppingWritesWhatIsPending(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	s := &store{values: map[string]string{}, failN: 1}
+	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop()))
+	system.Root.Send(w, save("audit", 9, nil))
+	// The first write fails and a retry is scheduled; stopping does not
+	// wait for it but writes at once.
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, system.Root.StopFuture(w).Wait())
+	_, values := s.snapshot()
+	require.Equal(t, "9", values["audit"])
+}
