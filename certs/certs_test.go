@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/tests/tlstest"
 )
 
 // Tests use RSA 2048: 4096-bit keys take seconds each.
@@ -146,67 +147,17 @@ func TestTLSHandshake(t *testing.T) {
 				require.NoError(t, err)
 				cliCert, err := tls.X509KeyPair(cli.CertPEM, cli.KeyPEM)
 				require.NoError(t, err)
-				peer, err := handshake(t,
-					&tls.Config{Certificates: []tls.Certificate{srvCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MaxVersion: version},
+				peer, err := tlstest.Handshake(&tls.Config{Certificates: []tls.Certificate{srvCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MaxVersion: version},
 					&tls.Config{Certificates: []tls.Certificate{cliCert}, RootCAs: pool, ServerName: "127.0.0.1", MaxVersion: version})
 				require.NoError(t, err)
 				require.Equal(t, "cli", peer)
 
 				// Without a client certificate the server refuses.
-				_, err = handshake(t,
-					&tls.Config{Certificates: []tls.Certificate{srvCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MaxVersion: version},
+				_, err = tlstest.Handshake(&tls.Config{Certificates: []tls.Certificate{srvCert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MaxVersion: version},
 					&tls.Config{RootCAs: pool, ServerName: "localhost", MaxVersion: version})
 				require.Error(t, err)
 			})
 		}
-	}
-}
-
-// handshake connects a client to a server over loopback and returns the
-// common name of the client certificate the server saw.
-func handshake(t *testing.T, server, client *tls.Config) (string, error) {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", server)
-	require.NoError(t, err)
-	defer ln.Close()
-	type result struct {
-		cn  string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		tc := c.(*tls.Conn)
-		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			done <- result{err: err}
-			return
-		}
-		_, err = tc.Write([]byte("ok"))
-		done <- result{cn: tc.ConnectionState().PeerCertificates[0].Subject.CommonName, err: err}
-	}()
-	d := &net.Dialer{Timeout: 5 * time.Second}
-	c, err := tls.DialWithDialer(d, "tcp", ln.Addr().String(), client)
-	if err == nil {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		// TLS 1.3 reports a refused client certificate on the first read.
-		_, err = io.ReadFull(c, make([]byte, 2))
-		c.Close()
-	}
-	select {
-	case r := <-done:
-		if err == nil {
-			err = r.err
-		}
-		return r.cn, err
-	case <-time.After(10 * time.Second):
-		t.Fatal("handshake did not finish")
-		return "", nil
 	}
 }
 

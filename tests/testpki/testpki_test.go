@@ -3,8 +3,6 @@ package testpki
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/fdfwd/teleport-event-handler/tests/tlstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -91,7 +91,7 @@ func TestTeleportCredentialsLoadWithTheAPIClient(t *testing.T) {
 		cfg, err := c.TLSConfig()
 		require.NoError(t, err, i)
 		require.Equal(t, "teleport.cluster.local", cfg.ServerName)
-		cn, err := handshake(t, b.ServerTLS(b.TeleportServer, b.TeleportCA), cfg)
+		cn, err := tlstest.Handshake(b.ServerTLS(b.TeleportServer, b.TeleportCA), cfg)
 		require.NoError(t, err, i)
 		require.Equal(t, "teleport-event-handler", cn)
 		if i != 1 { // key pairs carry no SSH certificate
@@ -113,14 +113,14 @@ func TestExpiredIdentityAndOtherCA(t *testing.T) {
 	require.True(t, exp.Before(time.Now()), "expired at %s", exp)
 	cfg, err := client.LoadIdentityFile(path).TLSConfig()
 	require.NoError(t, err)
-	_, err = handshake(t, b.ServerTLS(b.TeleportServer, b.TeleportCA), cfg)
+	_, err = tlstest.Handshake(b.ServerTLS(b.TeleportServer, b.TeleportCA), cfg)
 	require.Error(t, err)
 
 	caFile, err := OtherCA(t.TempDir())
 	require.NoError(t, err)
 	cfg, err = client.LoadKeyPair(b.TeleportCertFile, b.TeleportKeyFile, caFile).TLSConfig()
 	require.NoError(t, err)
-	_, err = handshake(t, b.ServerTLS(b.TeleportServer, b.TeleportCA), cfg)
+	_, err = tlstest.Handshake(b.ServerTLS(b.TeleportServer, b.TeleportCA), cfg)
 	require.ErrorContains(t, err, "certificate signed by unknown authority")
 }
 
@@ -152,57 +152,11 @@ func TestFluentdServerTLS(t *testing.T) {
 	require.NoError(t, err)
 	roots := x509.NewCertPool()
 	require.True(t, roots.AppendCertsFromPEM(pem))
-	_, err = handshake(t, b.ServerTLS(b.FluentdServer, b.FluentdCA), &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: "localhost"})
+	_, err = tlstest.Handshake(b.ServerTLS(b.FluentdServer, b.FluentdCA), &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, ServerName: "localhost"})
 	require.NoError(t, err)
 	// The Teleport client certificate is not accepted by Fluentd.
 	tp, err := tls.LoadX509KeyPair(b.TeleportCertFile, b.TeleportKeyFile)
 	require.NoError(t, err)
-	_, err = handshake(t, b.ServerTLS(b.FluentdServer, b.FluentdCA), &tls.Config{Certificates: []tls.Certificate{tp}, RootCAs: roots, ServerName: "localhost"})
+	_, err = tlstest.Handshake(b.ServerTLS(b.FluentdServer, b.FluentdCA), &tls.Config{Certificates: []tls.Certificate{tp}, RootCAs: roots, ServerName: "localhost"})
 	require.Error(t, err)
-}
-
-// handshake runs a TLS handshake over loopback and returns the client
-// certificate's common name as the server saw it.
-func handshake(t *testing.T, server, client *tls.Config) (string, error) {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", server)
-	require.NoError(t, err)
-	defer ln.Close()
-	type result struct {
-		cn  string
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		defer c.Close()
-		tc := c.(*tls.Conn)
-		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			done <- result{err: err}
-			return
-		}
-		_, err = tc.Write([]byte("ok"))
-		done <- result{cn: tc.ConnectionState().PeerCertificates[0].Subject.CommonName, err: err}
-	}()
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ln.Addr().String(), client)
-	if err == nil {
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		_, err = io.ReadFull(c, make([]byte, 2)) // TLS 1.3 reports a refused client certificate here
-		c.Close()
-	}
-	select {
-	case r := <-done:
-		if err == nil {
-			err = r.err
-		}
-		return r.cn, err
-	case <-time.After(10 * time.Second):
-		t.Fatal("handshake did not finish")
-		return "", nil
-	}
 }
