@@ -99,19 +99,11 @@ func NewCA(commonName string, o Options) (*Pair, error) {
 	if commonName == "" {
 		return nil, errors.New("CA common name is empty")
 	}
-	o, err := o.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	key, err := newKey(o)
+	_, key, tmpl, err := prepare(commonName, o)
 	if err != nil {
 		return nil, err
 	}
 	skid, err := subjectKeyID(key.Public())
-	if err != nil {
-		return nil, err
-	}
-	tmpl, err := template(commonName, o)
 	if err != nil {
 		return nil, err
 	}
@@ -157,15 +149,7 @@ func issue(ca *Pair, commonName string, o Options, customize func(*x509.Certific
 	if commonName == "" {
 		return nil, errors.New("certificate common name is empty")
 	}
-	o, err := o.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	key, err := newKey(o)
-	if err != nil {
-		return nil, err
-	}
-	tmpl, err := template(commonName, o)
+	o, key, tmpl, err := prepare(commonName, o)
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +169,21 @@ func issue(ca *Pair, commonName string, o Options, customize func(*x509.Certific
 		return nil, fmt.Errorf("issue %q: %w", commonName, err)
 	}
 	return p, nil
+}
+
+// prepare applies the defaults to o and makes a new key and a certificate
+// template for it.
+func prepare(commonName string, o Options) (Options, crypto.Signer, *x509.Certificate, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return o, nil, nil, err
+	}
+	key, err := newKey(o)
+	if err != nil {
+		return o, nil, nil, err
+	}
+	tmpl, err := template(commonName, o)
+	return o, key, tmpl, err
 }
 
 func template(commonName string, o Options) (*x509.Certificate, error) {
