@@ -150,7 +150,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 			}
 			// The poller's deps are read when it is spawned, after the
 			// checkpoint and pool PIDs above are bound.
-			children = append(children, root.Child{Name: poller.Name, Drain: true, Props: actor.PropsFromProducer(func() actor.Actor {
+			children = append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
 				return poller.New(poller.Deps{
 					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
 					StartTime: start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,

@@ -7,6 +7,7 @@ package messages
 
 import (
 	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -83,10 +84,37 @@ type Drain struct{}
 // Drained answers Drain.
 type Drained struct{}
 
-// CaughtUp is sent by the poller to the root when --exit-on-last-event is
-// set and everything up to now is delivered and checkpointed.
+// CaughtUp is sent to the root, with --exit-on-last-event, by each child
+// that finishes (Name is the child's name) once everything it knows of up
+// to now is delivered and checkpointed. The poller also sends it to its taps,
+// which finish after it.
 type CaughtUp struct {
+	Name   string
 	Events uint64
+}
+
+// Observe hands an audit event to a tap of the poller (the session manager,
+// the lock policy). The poller's checkpoint does not move past the event
+// until the tap answers Observed, so a tap must answer only once what it
+// needs of the event is durable: a crash then replays the event to it.
+type Observe struct {
+	Epoch   uint64
+	Seq     uint64
+	Event   *auditlogpb.EventUnstructured
+	ReplyTo *actor.PID
+}
+
+// Observed answers Observe; Tap is the answering tap's own PID.
+type Observed struct {
+	Epoch uint64
+	Seq   uint64
+	Tap   *actor.PID
+}
+
+// TapStarted is published on the event stream each time a tap (re)starts:
+// Observes sent to a previous incarnation may be lost and are sent again.
+type TapStarted struct {
+	PID *actor.PID
 }
 
 // Shutdown asks the root to stop the pipeline in order. Code is the process

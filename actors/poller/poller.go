@@ -55,10 +55,20 @@ type Deps struct {
 	// Window is the most events handed out and not yet checkpointed.
 	Window int
 
+	// Taps see the events they want (whatever --skip-event-types says) and
+	// hold the checkpoint back until they have recorded them. At most 64.
+	Taps []Tap
+
 	DryRun          bool
 	ExitOnLastEvent bool
 	Now             func() time.Time
 	Log             zerolog.Logger
+}
+
+// Tap is an actor that observes some audit events.
+type Tap struct {
+	PID   *actor.PID
+	Wants func(*auditlogpb.EventUnstructured) bool
 }
 
 // WindowFor returns the default in-flight window for a pool of maxConns
@@ -91,11 +101,17 @@ type fetchTick struct{ epoch uint64 }
 type item struct {
 	seq  uint64
 	pos  persistence.AuditPosition
-	ev   *auditlogpb.EventUnstructured // nil for skipped events and markers
-	body []byte
-	done bool
-	real bool // counts as an event (not a window marker)
+	ev   *auditlogpb.EventUnstructured // nil for window markers
+	body []byte                        // nil when the event is not sent
+	real bool                          // counts as an event (not a window marker)
+	// sending is set while Fluentd has not settled the event; taps has a
+	// bit for each tap that has not answered Observed.
+	sending bool
+	taps    uint64
+	done    bool
 }
+
+func (it *item) settle() { it.done = !it.sending && it.taps == 0 }
 
 // Poller is the actor.
 type Poller struct {
@@ -170,8 +186,14 @@ func (p *Poller) Receive(ctx actor.Context) {
 			p.persisted = m.Seq
 			p.pump(ctx)
 		}
+	case *messages.Observed:
+		if m.Epoch == p.epoch {
+			p.onObserved(ctx, m)
+		}
 	case *messages.PoolStarted:
 		p.resend(ctx)
+	case *messages.TapStarted:
+		p.reobserve(ctx, m.PID)
 	case *messages.Drain:
 		p.draining, p.drainTo = true, ctx.Sender()
 		p.stopTimer()
@@ -197,14 +219,13 @@ func (p *Poller) start(ctx actor.Context) {
 	p.log.Info().Time("window_start", pos.WindowStart).Int("offset", pos.Offset).Str("last_id", pos.LastID).
 		Uint64("acked", pos.Acked).Msg("audit stream resumes")
 
-	if !p.DryRun {
-		self, root := ctx.Self(), ctx.ActorSystem().Root
-		p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
-			if ps, ok := evt.(*messages.PoolStarted); ok {
-				root.Send(self, ps)
-			}
-		})
-	}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
+		switch evt.(type) {
+		case *messages.PoolStarted, *messages.TapStarted:
+			root.Send(self, evt)
+		}
+	})
 	p.maybeFetch(ctx)
 }
 
@@ -276,17 +297,22 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 			LastID: ev.Id, LastTime: ev.Time.AsTime(),
 		}}
 		p.lastID, p.lastTime = ev.Id, it.pos.LastTime
-		if p.Skip[ev.Type] {
-			it.done = true
-		} else {
+		it.ev = ev
+		if !p.Skip[ev.Type] {
 			body, err := json.Marshal(ev.Unstructured.AsMap())
 			if err != nil {
 				// A Struct always encodes; if it ever does not, keep
 				// the event rather than drop it.
 				body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
 			}
-			it.ev, it.body = ev, body
+			it.body, it.sending = body, true
 		}
+		for i, tap := range p.Taps {
+			if tap.Wants(ev) {
+				it.taps |= 1 << i
+			}
+		}
+		it.settle()
 		p.buffer = append(p.buffer, it)
 	}
 	switch {
@@ -326,12 +352,14 @@ func (p *Poller) pump(ctx actor.Context) {
 		it.seq = p.nextSeq
 		p.nextSeq++
 		p.inflight = append(p.inflight, it)
+		p.observe(ctx, it, ^uint64(0))
 		switch {
-		case it.done:
+		case !it.sending:
 		case p.DryRun:
 			p.log.Info().Str("event_id", it.ev.Id).Str("event_type", it.ev.Type).Time("time", it.pos.LastTime).
 				Msg("dry run: would send event")
-			it.done = true
+			it.sending = false
+			it.settle()
 		default:
 			ctx.Send(p.Pool, p.delivery(ctx, it))
 		}
@@ -349,16 +377,60 @@ func (p *Poller) delivery(ctx actor.Context, it *item) *messages.Delivery {
 		EventID: it.ev.Id, Type: it.ev.Type, ReplyTo: ctx.Self()}
 }
 
-func (p *Poller) onDelivered(ctx actor.Context, m *messages.Delivered) {
-	if len(p.inflight) == 0 || m.Seq < p.inflight[0].seq {
-		return // settled already (a resend after a pool restart)
+// observe sends the item to the taps of mask that still owe an answer.
+func (p *Poller) observe(ctx actor.Context, it *item, mask uint64) {
+	for i, tap := range p.Taps {
+		if it.taps&mask&(1<<i) != 0 {
+			ctx.Send(tap.PID, &messages.Observe{Epoch: p.epoch, Seq: it.seq, Event: it.ev, ReplyTo: ctx.Self()})
+		}
 	}
-	idx := m.Seq - p.inflight[0].seq
+}
+
+// inflightItem returns the unsettled item of seq, or nil when it is settled
+// already (an answer to a resend).
+func (p *Poller) inflightItem(seq uint64) *item {
+	if len(p.inflight) == 0 || seq < p.inflight[0].seq {
+		return nil
+	}
+	idx := seq - p.inflight[0].seq
 	if idx >= uint64(len(p.inflight)) {
+		return nil
+	}
+	return p.inflight[idx]
+}
+
+func (p *Poller) onDelivered(ctx actor.Context, m *messages.Delivered) {
+	if it := p.inflightItem(m.Seq); it != nil {
+		it.sending = false
+		it.settle()
+		p.pump(ctx)
+	}
+}
+
+func (p *Poller) onObserved(ctx actor.Context, m *messages.Observed) {
+	it := p.inflightItem(m.Seq)
+	if it == nil {
 		return
 	}
-	p.inflight[idx].done = true
+	for i, tap := range p.Taps {
+		if tap.PID.Equal(m.Tap) {
+			it.taps &^= 1 << i
+		}
+	}
+	it.settle()
 	p.pump(ctx)
+}
+
+// reobserve hands every unanswered event to a tap that restarted.
+func (p *Poller) reobserve(ctx actor.Context, pid *actor.PID) {
+	for i, tap := range p.Taps {
+		if !tap.PID.Equal(pid) {
+			continue
+		}
+		for _, it := range p.inflight {
+			p.observe(ctx, it, 1<<i)
+		}
+	}
 }
 
 // advance moves the watermark over the settled prefix and asks for a
@@ -390,7 +462,7 @@ func (p *Poller) advance(ctx actor.Context) {
 func (p *Poller) resend(ctx actor.Context) {
 	n := 0
 	for _, it := range p.inflight {
-		if !it.done && it.ev != nil {
+		if it.sending {
 			ctx.Send(p.Pool, p.delivery(ctx, it))
 			n++
 		}
@@ -409,6 +481,9 @@ func (p *Poller) maybeFinish(ctx actor.Context) {
 	if p.ExitOnLastEvent && !p.finished && p.caughtUp && !p.fetching && len(p.buffer) == 0 && settled {
 		p.finished = true
 		p.log.Info().Uint64("acked", p.acked).Msg("caught up with the audit log")
-		ctx.Send(ctx.Parent(), &messages.CaughtUp{Events: p.acked})
+		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Events: p.acked})
+		for _, tap := range p.Taps {
+			ctx.Send(tap.PID, &messages.CaughtUp{Name: Name, Events: p.acked})
+		}
 	}
 }

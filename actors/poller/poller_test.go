@@ -103,10 +103,40 @@ func (p *fakePool) Receive(ctx actor.Context) {
 	}
 }
 
+// fakeTap records the events it observes. It panics once on the first
+// observation when crash is set (a supervised restart), and never answers
+// events of type mute.
+type fakeTap struct {
+	mu      sync.Mutex
+	seen    map[string]int
+	crash   bool
+	crashed bool
+	mute    string
+}
+
+func (f *fakeTap) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		ctx.ActorSystem().EventStream.Publish(&messages.TapStarted{PID: ctx.Self()})
+	case *messages.Observe:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.crash && !f.crashed {
+			f.crashed = true
+			panic("tap failure")
+		}
+		f.seen[m.Event.Id]++
+		if m.Event.Type != f.mute {
+			ctx.Send(m.ReplyTo, &messages.Observed{Epoch: m.Epoch, Seq: m.Seq, Tap: ctx.Self()})
+		}
+	}
+}
+
 type run struct {
 	store *persistence.Store
 	pool  *fakePool
 	log   *fakeLog
+	tap   *fakeTap // optional; wants session.upload
 	deps  poller.Deps
 }
 
@@ -122,16 +152,23 @@ func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 	spec := root.Spec{
 		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: 200 * time.Millisecond,
 		Children: func() []root.Child {
-			var ckpt, pool *actor.PID
-			return []root.Child{
+			var ckpt, pool, tap *actor.PID
+			children := []root.Child{
 				{Name: checkpoint.Name, Props: checkpoint.Props(r.store, zerolog.Nop()), Bind: func(p *actor.PID) { ckpt = p }},
 				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return r.pool }), Bind: func(p *actor.PID) { pool = p }},
-				{Name: poller.Name, Drain: true, Props: actor.PropsFromProducer(func() actor.Actor {
-					d := r.deps
-					d.Events, d.Store, d.Checkpoint, d.Pool = r.log, r.store, ckpt, pool
-					return poller.New(d)
-				})},
 			}
+			if r.tap != nil {
+				children = append(children, root.Child{Name: "tap", Props: actor.PropsFromProducer(func() actor.Actor { return r.tap }),
+					Bind: func(p *actor.PID) { tap = p }})
+			}
+			return append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
+				d := r.deps
+				d.Events, d.Store, d.Checkpoint, d.Pool = r.log, r.store, ckpt, pool
+				if tap != nil {
+					d.Taps = []poller.Tap{{PID: tap, Wants: func(ev *auditlogpb.EventUnstructured) bool { return ev.Type == "session.upload" }}}
+				}
+				return poller.New(d)
+			})})
 		},
 	}
 	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
@@ -233,4 +270,31 @@ func TestPicksUpEventsAppendedToTheLiveWindow(t *testing.T) {
 	for id, n := range r.pool.got {
 		require.Equal(t, 1, n, id)
 	}
+}
+
+func TestTapsSeeTheirEventsEvenSkippedAndSurviveARestart(t *testing.T) {
+	start := time.Now().Add(-time.Hour)
+	r := newRun(t, newFakeLog(90, start, "user.login", "session.upload", "exec"), start)
+	r.deps.Skip = map[string]bool{"session.upload": true}
+	r.tap = &fakeTap{seen: map[string]int{}, crash: true}
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Len(t, r.tap.seen, 30, "every session.upload observed")
+	require.Len(t, r.pool.got, 60, "skipped types are observed, not sent")
+	pos, _, err := r.store.AuditPosition()
+	require.NoError(t, err)
+	require.EqualValues(t, 90, pos.Acked)
+}
+
+func TestCheckpointWaitsForTheTap(t *testing.T) {
+	start := time.Now().Add(-time.Hour)
+	log := newFakeLog(10, start, "user.login")
+	log.add("upload", "session.upload", start.Add(30*time.Second))
+	log.add("after", "exec", start.Add(31*time.Second))
+	r := newRun(t, log, start)
+	r.tap = &fakeTap{seen: map[string]int{}, mute: "session.upload"}
+	require.False(t, r.start(t, time.Second), "caught up although the tap never answered")
+	require.Len(t, r.pool.got, 12, "delivery goes on")
+	pos, _, err := r.store.AuditPosition()
+	require.NoError(t, err)
+	require.Equal(t, "ev-00009", pos.LastID, "the checkpoint stops before the unanswered event")
 }

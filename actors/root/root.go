@@ -25,6 +25,9 @@ type Child struct {
 	// Drain marks the child that is asked to settle its in-flight work
 	// (messages.Drain) before anything is stopped.
 	Drain bool
+	// Finishes marks a child that reports messages.CaughtUp with
+	// --exit-on-last-event; the root stops once all such children have.
+	Finishes bool
 	// Bind receives the child's PID once spawned, so later children can be
 	// given the PIDs of earlier ones.
 	Bind func(*actor.PID)
@@ -60,6 +63,8 @@ type Root struct {
 	alive    map[string]bool
 
 	stopping bool
+	drains   int             // Drain requests not yet answered
+	finished map[string]bool // children that reported CaughtUp
 	stopIdx  int // children[stopIdx:] are still to be stopped, in reverse
 	result   error
 	timer    *time.Timer
@@ -84,10 +89,16 @@ func (r *Root) Receive(ctx actor.Context) {
 	case *messages.Shutdown:
 		r.shutdown(ctx, m.Reason, nil)
 	case *messages.CaughtUp:
+		r.finished[m.Name] = true
+		for _, c := range r.children {
+			if c.Finishes && !r.finished[c.Name] {
+				return
+			}
+		}
 		r.spec.Log.Info().Uint64("events", m.Events).Msg("all events up to now are delivered; exiting (--exit-on-last-event)")
 		r.shutdown(ctx, "caught up", nil)
 	case *messages.Drained:
-		if r.timer != nil {
+		if r.drains--; r.drains == 0 && r.timer != nil {
 			r.timer.Stop()
 			r.timer = nil
 			r.stopNext(ctx)
@@ -116,6 +127,7 @@ func (r *Root) start(ctx actor.Context) {
 	r.children = r.spec.Children()
 	r.pids = map[string]*actor.PID{}
 	r.alive = map[string]bool{}
+	r.finished = map[string]bool{}
 	for _, c := range r.children {
 		pid, err := ctx.SpawnNamed(c.Props, c.Name)
 		if err != nil {
@@ -168,12 +180,15 @@ func (r *Root) shutdown(ctx actor.Context, reason string, err error) {
 	for _, c := range r.children {
 		if c.Drain && r.alive[c.Name] && err == nil {
 			ctx.Request(r.pids[c.Name], &messages.Drain{})
-			self, root := ctx.Self(), ctx.ActorSystem().Root
-			r.timer = time.AfterFunc(r.spec.DrainTimeout, func() { root.Send(self, &drainTimeout{}) })
-			return
+			r.drains++
 		}
 	}
-	r.stopNext(ctx)
+	if r.drains == 0 {
+		r.stopNext(ctx)
+		return
+	}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	r.timer = time.AfterFunc(r.spec.DrainTimeout, func() { root.Send(self, &drainTimeout{}) })
 }
 
 // stopNext stops the last child still alive; each Terminated calls it again
