@@ -17,6 +17,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
+	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/logging"
@@ -42,7 +43,13 @@ type Options struct {
 	Policy       supervisor.Policy
 	DrainTimeout time.Duration
 	// Teleport, when set, replaces the connection to Teleport.
-	Teleport poller.Searcher
+	Teleport API
+}
+
+// API is what the actors call on Teleport.
+type API interface {
+	poller.Searcher
+	sessions.Streamer
 }
 
 // Run connects to Teleport and Fluentd, starts the actor tree and blocks
@@ -50,7 +57,7 @@ type Options struct {
 // (--exit-on-last-event) or the tree gives up. It returns nil after a clean
 // stop.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) error {
-	var events poller.Searcher = opts.Teleport
+	events := opts.Teleport
 	if events == nil {
 		conn, err := teleport.Connect(ctx, cfg.Teleport)
 		if err != nil {
@@ -122,10 +129,6 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	system := actor.NewActorSystem(logging.ActorLogger(log, cfg.Debug))
 	defer system.Shutdown()
 
-	skip := map[string]bool{}
-	for _, t := range cfg.SkipEventTypes {
-		skip[t] = true
-	}
 	done := make(chan error, 1)
 	spec := root.Spec{
 		Strategy:       strategy,
@@ -148,13 +151,26 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 					}, sup),
 				})
 			}
-			// The poller's deps are read when it is spawned, after the
-			// checkpoint and pool PIDs above are bound.
+			// Deps are read when each child is spawned, after the PIDs of
+			// the children before it are bound.
+			var taps []poller.Tap
+			children = append(children, root.Child{
+				Name: sessions.Name, Drain: true, Finishes: true,
+				Bind: func(p *actor.PID) { taps = append(taps, poller.Tap{PID: p, Wants: sessions.Wants}) },
+				Props: actor.PropsFromProducer(func() actor.Actor {
+					return sessions.New(sessions.Deps{
+						Sessions: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.SessionURL,
+						Skip: set(cfg.SkipSessionTypes), Concurrency: cfg.Concurrency,
+						Window: sessions.WindowFor(cfg.Fluentd.MaxConnections, cfg.Concurrency),
+						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Supervisor: strategy, Log: log,
+					})
+				}, sup),
+			})
 			children = append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
 				return poller.New(poller.Deps{
 					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
 					StartTime: start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,
-					Types: cfg.Types, Skip: skip, Window: poller.WindowFor(cfg.Fluentd.MaxConnections, cfg.Batch),
+					Types: cfg.Types, Skip: set(cfg.SkipEventTypes), Taps: taps, Window: poller.WindowFor(cfg.Fluentd.MaxConnections, cfg.Batch),
 					DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log,
 				})
 			}, sup)})
@@ -203,4 +219,12 @@ func resolveStartTime(store *persistence.Store, given time.Time) (time.Time, err
 		return time.Time{}, err
 	}
 	return start, nil
+}
+
+func set(list []string) map[string]bool {
+	m := make(map[string]bool, len(list))
+	for _, s := range list {
+		m[s] = true
+	}
+	return m
 }

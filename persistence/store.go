@@ -195,3 +195,34 @@ func (s *Store) getJSON(bucket, key string, v any) (bool, error) {
 	}
 	return true, nil
 }
+
+// Scan calls fn for the keys of bucket after the key after (all when empty),
+// in key order, until fn returns false or limit keys were seen (no limit
+// when limit <= 0).
+func (s *Store) Scan(bucket, after string, limit int, fn func(key string, value []byte) bool) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucket))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		k, v := c.First()
+		if after != "" {
+			k, v = c.Seek([]byte(after))
+			if k != nil && string(k) == after {
+				k, v = c.Next()
+			}
+		}
+		for n := 0; k != nil && (limit <= 0 || n < limit); n++ {
+			if !fn(string(k), append([]byte(nil), v...)) {
+				return nil
+			}
+			k, v = c.Next()
+		}
+		return nil
+	})
+	if err != nil {
+		return &CorruptError{Path: s.path, Err: err}
+	}
+	return nil
+}

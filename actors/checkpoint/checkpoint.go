@@ -13,6 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -56,6 +57,7 @@ func Props(store Store, log zerolog.Logger, opts ...actor.PropsOption) *actor.Pr
 
 // Receive implements actor.Actor.
 func (w *Writer) Receive(ctx actor.Context) {
+	faults.Inject("checkpoint", ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		w.epoch = uint64(time.Now().UnixNano())

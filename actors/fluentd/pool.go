@@ -9,6 +9,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -132,6 +133,7 @@ func connProps(deps Deps) *actor.Props {
 }
 
 func (c *conn) Receive(ctx actor.Context) {
+	faults.Inject("connection", ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()

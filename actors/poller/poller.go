@@ -20,6 +20,7 @@ import (
 	"github.com/gravitational/teleport/api/types"
 	"github.com/rs/zerolog"
 
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -165,6 +166,7 @@ func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
 
 // Receive implements actor.Actor.
 func (p *Poller) Receive(ctx actor.Context) {
+	faults.Inject("poller", ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.start(ctx)

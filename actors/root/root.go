@@ -65,7 +65,7 @@ type Root struct {
 	stopping bool
 	drains   int             // Drain requests not yet answered
 	finished map[string]bool // children that reported CaughtUp
-	stopIdx  int // children[stopIdx:] are still to be stopped, in reverse
+	stopIdx  int             // children[stopIdx:] are still to be stopped, in reverse
 	result   error
 	timer    *time.Timer
 	reported bool

@@ -1,0 +1,379 @@
+// Package sessions streams session recordings to Fluentd: a manager actor,
+// a tap of the poller, registers each recording its session.upload event
+// announces, and runs one player actor per recording, at most Concurrency at
+// once.
+//
+// Every registered recording lives in the store until it is streamed
+// completely or given up, so the backlog costs disk, not memory: the manager
+// holds at most a slice of it (memQueue) and reads on in queue order.
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// Name is the manager's name under the root.
+const Name = "sessions"
+
+// UploadEvent is the audit event type that announces a complete recording.
+const UploadEvent = "session.upload"
+
+// memQueue is how many queued recordings the manager holds in memory.
+const memQueue = 256
+
+// Streamer is the Teleport API call the players use.
+type Streamer interface {
+	StreamUnstructuredSessionEvents(ctx context.Context, sessionID string, startIndex int64) (chan *auditlogpb.EventUnstructured, chan error)
+}
+
+// Store is what the manager and players read; they write through the
+// checkpoint writer.
+type Store interface {
+	Recording(id string) (persistence.Recording, bool, error)
+	Recordings(after string, limit int) (persistence.RecordingPage, error)
+	LastRecordingSeq() (uint64, error)
+}
+
+// Deps configure the manager and its players.
+type Deps struct {
+	Sessions   Streamer
+	Store      Store
+	Checkpoint *actor.PID
+	Pool       *actor.PID // unused with DryRun
+	// URL is --fluentd-session-url; recording <sid> goes to URL.<sid>.log.
+	URL string
+	// Skip lists the session event types not sent (--skip-session-types).
+	Skip map[string]bool
+	// Concurrency bounds the players (--concurrency).
+	Concurrency int
+	// Window bounds each player's events sent and not yet checkpointed.
+	Window int
+	// UploadWait is how long after its session.upload event a recording
+	// that Teleport does not have is looked for; at least MinAttempts
+	// attempts are made whatever the age of the event.
+	UploadWait  time.Duration
+	MinAttempts int
+
+	DryRun          bool
+	ExitOnLastEvent bool
+	Supervisor      actor.SupervisorStrategy
+	Now             func() time.Time
+	Log             zerolog.Logger
+}
+
+// Defaults for the Deps fields left zero.
+const (
+	DefaultUploadWait  = 10 * time.Minute
+	DefaultMinAttempts = 3
+	DefaultWindow      = 16
+)
+
+// Wants tells the poller which audit events the manager observes.
+func Wants(ev *auditlogpb.EventUnstructured) bool { return ev.Type == UploadEvent }
+
+// Key is the checkpoint key of recording sid.
+func Key(sid string) string { return "session/" + sid }
+
+// URLFor is where the events of recording sid are posted.
+func URLFor(base, sid string) string { return base + "." + sid + ".log" }
+
+// Manager is the session manager actor.
+type Manager struct {
+	Deps
+	log   zerolog.Logger
+	epoch uint64
+
+	nextSeq uint64
+	// queue holds registered recordings not playing, in order; it has
+	// every one there is when loadedAll, else the store has more after
+	// queueAfter.
+	queue      []persistence.Recording
+	queueAfter string
+	loadedAll  bool
+	active     map[string]*actor.PID
+	// registering maps a recording being registered to the Observes
+	// waiting for its registration to be on disk.
+	registering map[string][]*messages.Observe
+	timer       *time.Timer
+
+	auditDone bool
+	finished  bool
+	draining  bool
+	drainTo   *actor.PID
+}
+
+// WindowFor returns each player's window for a pool of maxConns
+// connections shared by concurrency players: enough to keep the pool busy.
+func WindowFor(maxConns, concurrency int) int {
+	return max(DefaultWindow, 4*maxConns/max(concurrency, 1))
+}
+
+// Props returns the manager's props.
+func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+}
+
+// New returns a manager; spawn it with actor.PropsFromProducer.
+func New(d Deps) *Manager {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Concurrency <= 0 {
+		d.Concurrency = 1
+	}
+	if d.Window <= 0 {
+		d.Window = DefaultWindow
+	}
+	if d.UploadWait <= 0 {
+		d.UploadWait = DefaultUploadWait
+	}
+	if d.MinAttempts <= 0 {
+		d.MinAttempts = DefaultMinAttempts
+	}
+	return &Manager{Deps: d}
+}
+
+type startTick struct{ epoch uint64 }
+
+// Receive implements actor.Actor.
+func (m *Manager) Receive(ctx actor.Context) {
+	faults.Inject("sessions", ctx.Message())
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		m.start(ctx)
+	case *messages.Observe:
+		m.observe(ctx, msg)
+	case *messages.Saved:
+		if msg.Epoch == m.epoch {
+			m.registered(ctx, msg)
+		}
+	case *playerDone:
+		m.playerDone(ctx, msg)
+	case *actor.Terminated:
+		m.playerDied(ctx, msg.Who)
+	case *startTick:
+		if msg.epoch == m.epoch {
+			m.timer = nil
+			m.startPlayers(ctx)
+		}
+	case *messages.CaughtUp:
+		m.auditDone = true
+		m.maybeFinish(ctx)
+	case *messages.Drain:
+		m.draining, m.drainTo = true, ctx.Sender()
+		m.stopTimer()
+		for _, pid := range m.active {
+			ctx.Send(pid, &drain{})
+		}
+		m.maybeFinish(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		m.stopTimer()
+	}
+}
+
+func (m *Manager) start(ctx actor.Context) {
+	m.epoch = rand.Uint64()
+	m.log = m.Log.With().Str("actor", Name).Logger()
+	m.active = map[string]*actor.PID{}
+	m.registering = map[string][]*messages.Observe{}
+	last, err := m.Store.LastRecordingSeq()
+	if err != nil {
+		panic(fmt.Errorf("load session queue: %w", err))
+	}
+	// Registrations of a previous incarnation may still be on their way to
+	// disk; numbering from the clock keeps new ones from taking their seq.
+	m.nextSeq = max(last+1, uint64(m.Now().UnixMicro()))
+	m.refill()
+	if n := len(m.queue); n > 0 {
+		more := ""
+		if !m.loadedAll {
+			more = "+"
+		}
+		m.log.Info().Str("recordings", fmt.Sprint(n, more)).Msg("resuming session recordings")
+	}
+	// The poller sends again what a previous incarnation may have lost.
+	ctx.ActorSystem().EventStream.Publish(&messages.TapStarted{PID: ctx.Self()})
+	m.startPlayers(ctx)
+}
+
+// refill reads the next slice of the backlog from the store.
+func (m *Manager) refill() {
+	for !m.loadedAll && len(m.queue) < memQueue/2 {
+		page, err := m.Store.Recordings(m.queueAfter, memQueue-len(m.queue))
+		if err != nil {
+			panic(fmt.Errorf("load session queue: %w", err))
+		}
+		for _, r := range page.Recordings {
+			if m.active[r.ID] == nil {
+				m.queue = append(m.queue, r)
+			}
+		}
+		m.queueAfter, m.loadedAll = page.Last, !page.More
+	}
+}
+
+func (m *Manager) observe(ctx actor.Context, o *messages.Observe) {
+	sid := stringField(o.Event, "sid")
+	answer := func(o *messages.Observe) {
+		ctx.Send(o.ReplyTo, &messages.Observed{Epoch: o.Epoch, Seq: o.Seq, Tap: ctx.Self()})
+	}
+	if sid == "" {
+		m.log.Warn().Str("event_id", o.Event.Id).Msg("session.upload event without a session ID; no recording to stream")
+		answer(o)
+		return
+	}
+	if waiting, ok := m.registering[sid]; ok {
+		m.registering[sid] = append(waiting, o)
+		return
+	}
+	if m.active[sid] != nil {
+		answer(o)
+		return
+	}
+	if _, ok, err := m.Store.Recording(sid); err != nil {
+		panic(fmt.Errorf("look up recording %s: %w", sid, err))
+	} else if ok {
+		answer(o) // replayed after a restart: registered already
+		return
+	}
+	rec := persistence.Recording{ID: sid, Seq: m.nextSeq, Registered: m.Now().UTC(), UploadTime: o.Event.Time.AsTime()}
+	m.nextSeq++
+	m.registering[sid] = []*messages.Observe{o}
+	ctx.Send(m.Checkpoint, &messages.Save{Key: Key(sid), Epoch: m.epoch, Seq: rec.Seq,
+		Writes: persistence.RecordingWrites(rec), ReplyTo: ctx.Self()})
+}
+
+// registered answers the Observes of a recording now on disk and queues it.
+func (m *Manager) registered(ctx actor.Context, s *messages.Saved) {
+	sid := strings.TrimPrefix(s.Key, Key(""))
+	waiting, ok := m.registering[sid]
+	if !ok {
+		return
+	}
+	delete(m.registering, sid)
+	for _, o := range waiting {
+		ctx.Send(o.ReplyTo, &messages.Observed{Epoch: o.Epoch, Seq: o.Seq, Tap: ctx.Self()})
+	}
+	rec, ok, err := m.Store.Recording(sid)
+	if err != nil {
+		panic(fmt.Errorf("look up recording %s: %w", sid, err))
+	}
+	if ok && m.loadedAll && len(m.queue) < memQueue {
+		m.queue = append(m.queue, rec)
+		m.queueAfter = rec.QueueKey()
+	} else {
+		m.loadedAll = false
+	}
+	m.log.Debug().Str("session_id", sid).Msg("session recording registered")
+	m.startPlayers(ctx)
+}
+
+// startPlayers starts queued recordings that are due, up to Concurrency.
+func (m *Manager) startPlayers(ctx actor.Context) {
+	if m.draining {
+		return
+	}
+	m.refill()
+	now := m.Now()
+	var next time.Time
+	for i := 0; i < len(m.queue) && len(m.active) < m.Concurrency; {
+		rec := m.queue[i]
+		if rec.NotBefore.After(now) {
+			if next.IsZero() || rec.NotBefore.Before(next) {
+				next = rec.NotBefore
+			}
+			i++
+			continue
+		}
+		m.queue = append(m.queue[:i], m.queue[i+1:]...)
+		m.active[rec.ID] = ctx.SpawnPrefix(playerProps(m.Deps, rec, m.epoch), "player-")
+		m.refill()
+	}
+	if !next.IsZero() && len(m.active) < m.Concurrency {
+		m.stopTimer()
+		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, m.epoch
+		m.timer = time.AfterFunc(next.Sub(now), func() { root.Send(self, &startTick{epoch: epoch}) })
+	}
+	m.maybeFinish(ctx)
+}
+
+func (m *Manager) playerDone(ctx actor.Context, d *playerDone) {
+	if d.epoch != m.epoch || m.active[d.rec.ID] == nil {
+		return
+	}
+	delete(m.active, d.rec.ID)
+	if d.outcome == retry {
+		m.queue = append(m.queue, d.rec) // at the end: one bad recording does not hold up the rest
+	}
+	m.startPlayers(ctx)
+}
+
+// playerDied handles a player that stopped without reporting: its restart
+// budget is spent. The recording goes back to the queue for later.
+func (m *Manager) playerDied(ctx actor.Context, who *actor.PID) {
+	for sid, pid := range m.active {
+		if !pid.Equal(who) {
+			continue
+		}
+		delete(m.active, sid)
+		rec, ok, err := m.Store.Recording(sid)
+		if err != nil {
+			panic(fmt.Errorf("look up recording %s: %w", sid, err))
+		}
+		if ok && !m.draining {
+			rec.Failures++
+			rec.NotBefore = m.Now().Add(backoff(rec.Failures))
+			m.log.Error().Str("session_id", sid).Time("retry_at", rec.NotBefore).
+				Msg("session player kept failing and was stopped; the recording is retried later")
+			m.queue = append(m.queue, rec)
+		}
+		break
+	}
+	m.startPlayers(ctx)
+}
+
+func (m *Manager) maybeFinish(ctx actor.Context) {
+	idle := len(m.active) == 0 && len(m.registering) == 0
+	if m.draining && idle && m.drainTo != nil {
+		ctx.Send(m.drainTo, &messages.Drained{})
+		m.drainTo = nil
+	}
+	if m.ExitOnLastEvent && m.auditDone && !m.finished && idle && len(m.queue) == 0 && m.loadedAll {
+		m.finished = true
+		m.log.Info().Msg("all known session recordings are done")
+		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name})
+	}
+}
+
+func (m *Manager) stopTimer() {
+	if m.timer != nil {
+		m.timer.Stop()
+		m.timer = nil
+	}
+}
+
+// backoff is the wait before attempt failures+1 of a recording: 1 s
+// doubling to a minute, with jitter.
+func backoff(failures int) time.Duration {
+	d := min(time.Second<<min(max(failures-1, 0), 6), time.Minute)
+	return d/2 + rand.N(d/2+1)
+}
+
+func stringField(ev *auditlogpb.EventUnstructured, name string) string {
+	if ev.Unstructured == nil {
+		return ""
+	}
+	return ev.Unstructured.GetFields()[name].GetStringValue()
+}

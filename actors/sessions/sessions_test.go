@@ -1,0 +1,331 @@
+package sessions_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/gravitational/trace"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/root"
+	"github.com/fdfwd/teleport-event-handler/actors/sessions"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+const base = "https://fluentd.test/session"
+
+// fakeTeleport serves recordings by session ID.
+type fakeTeleport struct {
+	mu         sync.Mutex
+	recs       map[string][]*auditlogpb.EventUnstructured
+	notFound   map[string]int // calls answered NotFound first (-1: always)
+	breakAfter map[string]int // the first stream of the session fails after this many events
+	open, peak int
+	calls      map[string]int
+}
+
+func newFakeTeleport() *fakeTeleport {
+	return &fakeTeleport{recs: map[string][]*auditlogpb.EventUnstructured{}, notFound: map[string]int{},
+		breakAfter: map[string]int{}, calls: map[string]int{}}
+}
+
+// record adds a recording of n events; every third one is a print event.
+func (f *fakeTeleport) record(sid string, n int) {
+	for i := range n {
+		typ := "session.data"
+		if i%3 == 1 {
+			typ = "print"
+		}
+		st, _ := structpb.NewStruct(map[string]any{"event": typ, "sid": sid, "ei": float64(i), "uid": fmt.Sprintf("%s-%d", sid, i)})
+		f.recs[sid] = append(f.recs[sid], &auditlogpb.EventUnstructured{Type: typ, Index: int64(i),
+			Id: fmt.Sprintf("%s-%d", sid, i), Unstructured: st})
+	}
+}
+
+func (f *fakeTeleport) StreamUnstructuredSessionEvents(ctx context.Context, sid string, start int64) (chan *auditlogpb.EventUnstructured, chan error) {
+	events, errs := make(chan *auditlogpb.EventUnstructured), make(chan error, 1)
+	f.mu.Lock()
+	f.calls[sid]++
+	if n := f.notFound[sid]; n != 0 {
+		if n > 0 {
+			f.notFound[sid]--
+		}
+		f.mu.Unlock()
+		errs <- trace.NotFound("recording %s not found", sid)
+		return events, errs
+	}
+	rec := f.recs[sid]
+	breakAfter, breaks := f.breakAfter[sid]
+	delete(f.breakAfter, sid)
+	f.open++
+	f.peak = max(f.peak, f.open)
+	f.mu.Unlock()
+	go func() {
+		defer func() {
+			f.mu.Lock()
+			f.open--
+			f.mu.Unlock()
+		}()
+		sent := 0
+		for _, ev := range rec {
+			if ev.Index < start {
+				continue
+			}
+			if breaks && sent == breakAfter {
+				errs <- trace.BadParameter("stream broken")
+				return
+			}
+			select {
+			case events <- ev:
+				sent++
+				time.Sleep(time.Millisecond) // let streams overlap
+			case <-ctx.Done():
+				errs <- ctx.Err()
+				return
+			}
+		}
+		close(events)
+	}()
+	return events, errs
+}
+
+// fakePool acknowledges every delivery and counts them by URL and ID.
+type fakePool struct {
+	mu  sync.Mutex
+	got map[string]int // url + " " + event ID
+}
+
+func (p *fakePool) Receive(ctx actor.Context) {
+	if d, ok := ctx.Message().(*messages.Delivery); ok {
+		p.mu.Lock()
+		p.got[d.URL+" "+d.EventID]++
+		p.mu.Unlock()
+		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
+	}
+}
+
+func (p *fakePool) count(sid string) (events, dups int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, n := range p.got {
+		if strings.HasPrefix(k, sessions.URLFor(base, sid)+" ") {
+			events++
+			dups += n - 1
+		}
+	}
+	return events, dups
+}
+
+type fixture struct {
+	tp    *fakeTeleport
+	pool  *fakePool
+	store *persistence.Store
+	deps  sessions.Deps
+}
+
+func newFixture(t *testing.T) *fixture {
+	store, err := persistence.Open(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	return &fixture{tp: newFakeTeleport(), pool: &fakePool{got: map[string]int{}}, store: store, deps: sessions.Deps{
+		URL: base, Skip: map[string]bool{"print": true}, Concurrency: 2, Window: 4,
+		ExitOnLastEvent: true, Log: zerolog.Nop(), UploadWait: time.Minute,
+	}}
+}
+
+func upload(sid string, at time.Time) *auditlogpb.EventUnstructured {
+	st, _ := structpb.NewStruct(map[string]any{"event": sessions.UploadEvent, "sid": sid})
+	return &auditlogpb.EventUnstructured{Type: sessions.UploadEvent, Id: "upload-" + sid, Time: timestamppb.New(at), Unstructured: st}
+}
+
+// run starts checkpoint, pool and manager under a root, registers the
+// uploads as the poller would, tells the manager the audit stream caught up
+// and waits for the root to finish or timeout to pass (then stops it).
+func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, timeout time.Duration) (finished bool) {
+	t.Helper()
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
+	done := make(chan error, 1)
+	bound := make(chan *actor.PID, 1)
+	spec := root.Spec{
+		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: 2 * time.Second,
+		Children: func() []root.Child {
+			var ckpt, pool *actor.PID
+			return []root.Child{
+				{Name: checkpoint.Name, Props: checkpoint.Props(f.store, zerolog.Nop()), Bind: func(p *actor.PID) { ckpt = p }},
+				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return f.pool }), Bind: func(p *actor.PID) { pool = p }},
+				{Name: sessions.Name, Drain: true, Finishes: true, Bind: func(p *actor.PID) { bound <- p },
+					Props: actor.PropsFromProducer(func() actor.Actor {
+						d := f.deps
+						d.Sessions, d.Store, d.Checkpoint, d.Pool, d.Supervisor = f.tp, f.store, ckpt, pool, strategy
+						return sessions.New(d)
+					}, actor.WithSupervisor(strategy))},
+			}
+		},
+	}
+	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
+	require.NoError(t, err)
+	var mgr *actor.PID
+	select {
+	case mgr = <-bound:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the manager did not start")
+	}
+
+	// The poller's part: every upload observed, then CaughtUp.
+	observed := make(chan struct{}, len(uploads))
+	driver := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*messages.Observed); ok {
+			observed <- struct{}{}
+		}
+	}))
+	for i, ev := range uploads {
+		system.Root.Send(mgr, &messages.Observe{Epoch: 1, Seq: uint64(i + 1), Event: ev, ReplyTo: driver})
+	}
+	deadline := time.After(timeout)
+	for range uploads {
+		select {
+		case <-observed:
+		case <-deadline:
+			t.Fatal("uploads were not all registered")
+		}
+	}
+	system.Root.Send(mgr, &messages.CaughtUp{Name: "poller"})
+
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+		return true
+	case <-deadline:
+		system.Root.Send(pid, &messages.Shutdown{Reason: "test"})
+	}
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("root did not stop")
+	}
+	return false
+}
+
+func (f *fixture) stored(t *testing.T) []persistence.Recording {
+	page, err := f.store.Recordings("", 1000)
+	require.NoError(t, err)
+	return page.Recordings
+}
+
+func TestStreamsEveryRecordingOnceWithBoundedConcurrency(t *testing.T) {
+	f := newFixture(t)
+	var uploads []*auditlogpb.EventUnstructured
+	for i := range 6 {
+		sid := fmt.Sprintf("s%d", i)
+		f.tp.record(sid, 30+i*7)
+		uploads = append(uploads, upload(sid, time.Now()))
+	}
+	// The same upload seen twice (a replay) registers once.
+	uploads = append(uploads, upload("s0", time.Now()))
+	require.True(t, f.run(t, uploads, 20*time.Second), "did not finish")
+	for i := range 6 {
+		sid := fmt.Sprintf("s%d", i)
+		n := 30 + i*7
+		events, dups := f.pool.count(sid)
+		require.Equal(t, n-(n+1)/3, events, "%s: every event but the skipped prints", sid)
+		require.Zero(t, dups, sid)
+	}
+	require.LessOrEqual(t, f.tp.peak, 2, "more streams at once than --concurrency")
+	require.Empty(t, f.stored(t), "finished recordings stay in the store")
+}
+
+func TestEmptySkipListForwardsEverything(t *testing.T) {
+	f := newFixture(t)
+	f.deps.Skip = nil
+	f.tp.record("all", 20)
+	require.True(t, f.run(t, []*auditlogpb.EventUnstructured{upload("all", time.Now())}, 20*time.Second))
+	events, _ := f.pool.count("all")
+	require.Equal(t, 20, events)
+}
+
+func TestLateRecordingIsWaitedForAndMissingOneGivenUp(t *testing.T) {
+	f := newFixture(t)
+	f.deps.Concurrency = 1
+	f.tp.record("late", 10)
+	f.tp.notFound["late"] = 2
+	f.tp.notFound["gone"] = -1 // its upload event is old: given up after MinAttempts
+	f.tp.record("fine", 10)
+	uploads := []*auditlogpb.EventUnstructured{upload("gone", time.Now().Add(-time.Hour)), upload("late", time.Now()), upload("fine", time.Now())}
+	require.True(t, f.run(t, uploads, 30*time.Second), "did not finish")
+	late, _ := f.pool.count("late")
+	fine, _ := f.pool.count("fine")
+	require.Equal(t, 7, late, "10 events, 3 of them prints")
+	require.Equal(t, 7, fine)
+	require.Equal(t, sessions.DefaultMinAttempts, f.tp.calls["gone"])
+	require.Empty(t, f.stored(t), "a given-up recording stays in the store")
+}
+
+func TestBrokenStreamResumesWithoutDuplicates(t *testing.T) {
+	f := newFixture(t)
+	f.tp.record("broken", 40)
+	f.tp.breakAfter["broken"] = 17
+	require.True(t, f.run(t, []*auditlogpb.EventUnstructured{upload("broken", time.Now())}, 20*time.Second))
+	events, dups := f.pool.count("broken")
+	require.Equal(t, 40-(40+1)/3, events)
+	require.Zero(t, dups)
+	require.Equal(t, 2, f.tp.calls["broken"])
+}
+
+func TestPanickingPlayerIsRestartedAndContinuesFromItsCheckpoint(t *testing.T) {
+	t.Cleanup(faults.Reset)
+	f := newFixture(t)
+	f.deps.Concurrency = 1
+	f.tp.record("p", 200)
+	faults.Arm("player", 3)
+	require.True(t, f.run(t, []*auditlogpb.EventUnstructured{upload("p", time.Now())}, 20*time.Second))
+	require.Equal(t, 3, faults.Injected("player"))
+	events, dups := f.pool.count("p")
+	require.Equal(t, 200-(200+1)/3, events)
+	require.LessOrEqual(t, dups, 3*f.deps.Window, "resends beyond the in-flight window")
+	require.Greater(t, f.tp.calls["p"], 1, "the restarted player streams again from its index")
+}
+
+func TestUnfinishedRecordingsResumeOnStart(t *testing.T) {
+	f := newFixture(t)
+	f.deps.ExitOnLastEvent = false
+	f.tp.record("long", 400)
+	f.tp.record("queued", 30)
+	f.deps.Concurrency = 1
+	// Stop the first run early: "long" is mid-stream, "queued" waits.
+	require.False(t, f.run(t, []*auditlogpb.EventUnstructured{upload("long", time.Now()), upload("queued", time.Now())}, 150*time.Millisecond))
+	first, _ := f.pool.count("long")
+	require.Less(t, first, 400-(400+1)/3, "the first run finished already; nothing to resume")
+	stored := f.stored(t)
+	require.Len(t, stored, 2)
+	require.Positive(t, stored[0].Index, "the index of the recording in progress is checkpointed")
+
+	f.deps.ExitOnLastEvent = true
+	require.True(t, f.run(t, nil, 20*time.Second), "did not finish")
+	long, dups := f.pool.count("long")
+	queued, _ := f.pool.count("queued")
+	require.Equal(t, 400-(400+1)/3, long)
+	require.Equal(t, 30-(30+1)/3, queued)
+	require.Zero(t, dups, "a drained player checkpoints everything it sent")
+	require.Empty(t, f.stored(t))
+}

@@ -1,0 +1,127 @@
+package persistence
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names of the session recordings. BucketSessions maps a session ID
+// to its Recording; BucketSessionQueue maps the zero-padded registration
+// number to the session ID, so that recordings are streamed in the order
+// their session.upload events came, and a backlog can be read a slice at a
+// time instead of held in memory.
+const (
+	BucketSessions     = "sessions"
+	BucketSessionQueue = "session-queue"
+)
+
+// Recording is the progress of one session recording, from its registration
+// (its session.upload event was seen) until it is streamed completely or
+// given up; then it is deleted.
+type Recording struct {
+	ID string `json:"id"`
+	// Seq numbers registrations; it is the recording's place in the queue.
+	Seq uint64 `json:"seq"`
+	// Index is the index of the first session event not yet confirmed.
+	Index int64 `json:"index"`
+	// Registered is when the session.upload event was seen (wall clock): a
+	// recording that Teleport still does not have long after is given up.
+	Registered time.Time `json:"registered"`
+	// UploadTime is the session.upload event's time.
+	UploadTime time.Time `json:"upload_time"`
+	// Failures counts consecutive failed attempts, and NotBefore is when the
+	// next one may start.
+	Failures  int       `json:"failures,omitempty"`
+	NotBefore time.Time `json:"not_before,omitempty"`
+}
+
+// QueueKey is the recording's key in BucketSessionQueue.
+func (r Recording) QueueKey() string { return fmt.Sprintf("%020d", r.Seq) }
+
+// RecordingWrites stores r.
+func RecordingWrites(r Recording) []Write {
+	raw, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // strings, times and ints always encode
+	}
+	return []Write{
+		{Bucket: BucketSessions, Key: r.ID, Value: raw},
+		{Bucket: BucketSessionQueue, Key: r.QueueKey(), Value: []byte(r.ID)},
+	}
+}
+
+// RecordingDeletes removes r once it is finished or given up.
+func RecordingDeletes(r Recording) []Write {
+	return []Write{
+		{Bucket: BucketSessions, Key: r.ID, Delete: true},
+		{Bucket: BucketSessionQueue, Key: r.QueueKey(), Delete: true},
+	}
+}
+
+// Recording returns the stored progress of session id.
+func (s *Store) Recording(id string) (Recording, bool, error) {
+	var r Recording
+	ok, err := s.getJSON(BucketSessions, id, &r)
+	return r, ok, err
+}
+
+// RecordingPage is a slice of the session queue.
+type RecordingPage struct {
+	Recordings []Recording
+	// Last is the last queue key read, where the next page starts.
+	Last string
+	// More is false once the end of the queue was reached.
+	More bool
+}
+
+// Recordings reads the next limit queue entries after queue key after (""
+// for the first) and returns their recordings in queue order. Entries left
+// behind by a recording registered twice (a replay racing a restart) or
+// deleted are skipped.
+func (s *Store) Recordings(after string, limit int) (RecordingPage, error) {
+	type entry struct{ key, id string }
+	var entries []entry
+	if err := s.Scan(BucketSessionQueue, after, limit, func(k string, v []byte) bool {
+		entries = append(entries, entry{k, string(v)})
+		return true
+	}); err != nil {
+		return RecordingPage{}, err
+	}
+	page := RecordingPage{Last: after, More: len(entries) == limit}
+	for _, e := range entries {
+		page.Last = e.key
+		r, ok, err := s.Recording(e.id)
+		if err != nil {
+			return RecordingPage{}, err
+		}
+		if ok && r.QueueKey() == e.key {
+			page.Recordings = append(page.Recordings, r)
+		}
+	}
+	return page, nil
+}
+
+// LastRecordingSeq returns the highest registration number in the queue (0
+// when it is empty), so that numbering goes on after a restart.
+func (s *Store) LastRecordingSeq() (uint64, error) {
+	var last uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(BucketSessionQueue))
+		if b == nil {
+			return nil
+		}
+		if k, _ := b.Cursor().Last(); k != nil {
+			if _, err := fmt.Sscanf(string(k), "%d", &last); err != nil {
+				return fmt.Errorf("session queue key %q: %w", k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, &CorruptError{Path: s.path, Err: err}
+	}
+	return last, nil
+}
