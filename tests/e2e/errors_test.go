@@ -183,7 +183,7 @@ func TestIdentityFileWithRefreshWorks(t *testing.T) {
 	args := without(without(without(e.args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
 	p := run(t, nil, append(args, "--teleport-identity", e.pki.IdentityFile,
 		"--teleport-refresh-enabled", "--teleport-refresh-interval", "300ms", "--debug")...)
-	waitFor(t, 30*time.Second, "the first events", func() bool { return e.fluentd.Count() >= 100 })
+	waitFor(t, 30*time.Second, "the first events", func() bool { return e.audit() >= 100 })
 	// Replace the identity with a freshly issued one while running.
 	client, err := e.pki.NewTeleportClient()
 	require.NoError(t, err)
@@ -192,7 +192,7 @@ func TestIdentityFileWithRefreshWorks(t *testing.T) {
 	waitFor(t, 10*time.Second, "a reload", func() bool { return strings.Contains(p.Output(), "identity reloaded") })
 	more := teleportGenerate(100, time.Now(), 14)
 	require.NoError(t, e.teleport.AddEvents(more...))
-	waitFor(t, 30*time.Second, "events after the reload", func() bool { return e.fluentd.Count() >= 200 })
+	waitFor(t, 30*time.Second, "events after the reload", func() bool { return e.audit() >= 200 })
 	p.signal(15)
 	require.Equal(t, 0, p.wait(t, 15*time.Second))
 	require.Zero(t, delivered(t, e.fluentd, append(evs, more...), nil))

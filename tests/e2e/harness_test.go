@@ -69,6 +69,8 @@ type env struct {
 	storage  string
 	// t0 is where the seeded history starts, an hour before the test.
 	t0 time.Time
+	// recordings are the seeded recordings by session ID.
+	recordings map[string][]apievents.AuditEvent
 }
 
 func newEnv(t *testing.T) *env {
@@ -82,18 +84,33 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	t.Cleanup(fd.Close)
 	return &env{t: t, pki: pki, teleport: tp, fluentd: fd, storage: filepath.Join(t.TempDir(), "storage"),
-		t0: time.Now().Add(-time.Hour).Truncate(time.Second)}
+		t0: time.Now().Add(-time.Hour).Truncate(time.Second), recordings: map[string][]apievents.AuditEvent{}}
 }
 
-// seed adds n audit events of the past, one a second from t0. Seed history
-// once per test: events added later behind the daemon's position are, as in
-// Teleport, not looked for again.
+// seed adds n audit events of the past, one a second from t0, and the
+// recording of each session.upload among them. Seed history once per test:
+// events added later behind the daemon's position are, as in Teleport, not
+// looked for again.
 func (e *env) seed(n int, seed int64) []apievents.AuditEvent {
 	e.t.Helper()
 	evs := teleportsrv.GenerateAuditEvents(n, e.t0, time.Second, seed)
 	require.NoError(e.t, e.teleport.AddEvents(evs...))
+	for _, ev := range evs {
+		if up, ok := ev.(*apievents.SessionUpload); ok {
+			sid := up.SessionID
+			rec := teleportsrv.GenerateRecording(sid, 4+int(ev.GetTime().Unix()%12), ev.GetTime().Add(-time.Minute))
+			require.NoError(e.t, e.teleport.AddRecording(sid, rec...))
+			e.recordings[sid] = rec
+		}
+	}
 	return evs
 }
+
+// audit is the number of audit events received.
+func (e *env) audit() int { return e.fluentd.CountTag("test.log") }
+
+// sessionTag is the tag of recording sid's events.
+func sessionTag(sid string) string { return "session." + sid + ".log" }
 
 // args is a working command line; extra flags come last and win.
 func (e *env) args(extra ...string) []string {

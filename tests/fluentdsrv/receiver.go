@@ -294,6 +294,13 @@ func (r *Receiver) Count() int {
 	return len(r.records)
 }
 
+// CountTag is the number of accepted records of tag.
+func (r *Receiver) CountTag(tag string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.byTag[tag])
+}
+
 // CountByUID counts accepted records by their "uid" field (the Teleport
 // event ID), for exactly-once checks. Records without a uid (session print
 // events) are keyed by tag + "/" + their "ei" (event index).
