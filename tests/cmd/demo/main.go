@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	apievents "github.com/gravitational/teleport/api/types/events"
+
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
@@ -56,10 +58,32 @@ func run() error {
 	}
 	defer tp.Close()
 	start := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
-	if err := tp.AddEvents(teleportsrv.GenerateAuditEvents(*n, start, 3*time.Second, 1)...); err != nil {
+	events := teleportsrv.GenerateAuditEvents(*n, start, 3*time.Second, 1)
+	if err := tp.AddEvents(events...); err != nil {
 		return err
 	}
-	step("test Teleport server on %s with %d audit events from %s", tp.Addr(), *n, start.Format(time.RFC3339))
+	// Every session.upload event gets its recording; print events are
+	// skipped by default (--skip-session-types), the rest are expected.
+	want := map[string]int{"test.log": *n}
+	sessionEvents := 0
+	for i, ev := range events {
+		up, ok := ev.(*apievents.SessionUpload)
+		if !ok {
+			continue
+		}
+		rec := teleportsrv.GenerateRecording(up.SessionID, 20+i%200, ev.GetTime().Add(-10*time.Minute))
+		if err := tp.AddRecording(up.SessionID, rec...); err != nil {
+			return err
+		}
+		for _, r := range rec {
+			if r.GetType() != "print" {
+				want["session."+up.SessionID+".log"]++
+				sessionEvents++
+			}
+		}
+	}
+	step("test Teleport server on %s with %d audit events from %s and %d recordings (%d session events to forward)",
+		tp.Addr(), *n, start.Format(time.RFC3339), len(want)-1, sessionEvents)
 
 	fd, err := fluentdsrv.Start(fluentdsrv.Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA), Dir: dirs["received"]})
 	if err != nil {
@@ -93,21 +117,40 @@ func run() error {
 	step("what arrived (%s)", took.Round(time.Millisecond))
 	tags := fd.Tags()
 	sort.Strings(tags)
+	missing, sessionRecords, sessionTags := 0, 0, 0
 	for _, tag := range tags {
-		file := filepath.Join(dirs["received"], tag+".jsonl")
-		fmt.Printf("  %-12s %6d records  %s\n", tag, len(fd.Records(tag)), file)
+		got := fd.CountTag(tag)
+		missing += max(want[tag]-got, 0)
+		if tag == "test.log" {
+			fmt.Printf("  %-44s %6d records  %s\n", tag, got, filepath.Join(dirs["received"], tag+".jsonl"))
+			continue
+		}
+		sessionRecords += got
+		sessionTags++
+		if sessionTags <= 3 {
+			fmt.Printf("  %-44s %6d records  %s\n", tag, got, filepath.Join(dirs["received"], tag+".jsonl"))
+		}
 	}
+	for tag, n := range want {
+		if fd.CountTag(tag) == 0 {
+			missing += n
+		}
+	}
+	if sessionTags > 3 {
+		fmt.Printf("  ... and %d more session.<id>.log tags\n", sessionTags-3)
+	}
+	fmt.Printf("  sessions: %d recordings, %d session events\n", sessionTags, sessionRecords)
 	dups := 0
 	for _, c := range fd.CountByUID() {
 		dups += c - 1
 	}
-	fmt.Printf("  total        %6d records in %d requests, %d duplicates, %d events seeded\n", fd.Count(), fd.Requests(), dups, *n)
+	fmt.Printf("  total: %d records in %d requests, %d missing, %d duplicates\n", fd.Count(), fd.Requests(), missing, dups)
 	if first := firstLine(filepath.Join(dirs["received"], "test.log.jsonl")); first != "" {
 		fmt.Printf("  first record %s\n", first)
 	}
 	fmt.Printf("  state        %s\n", dirs["storage"])
-	if fd.Count() != *n || dups != 0 {
-		return fmt.Errorf("expected %d records without duplicates", *n)
+	if missing != 0 || dups != 0 || fd.Count() != *n+sessionEvents {
+		return fmt.Errorf("expected %d audit and %d session records, none missing or twice", *n, sessionEvents)
 	}
 	return nil
 }
