@@ -42,6 +42,9 @@ type Config struct {
 	ExitOnLastEvent bool
 	// Debug turns on debug logging.
 	Debug bool
+	// MetricsAddr is where /metrics, /healthz and /readyz are served; empty
+	// serves nothing.
+	MetricsAddr string
 
 	Fluentd  FluentdConfig
 	Teleport TeleportConfig

@@ -123,6 +123,9 @@ var options = []*option{
 	{flag: "exit-on-last-event", group: groupRun, env: []string{"FDFWD_EXIT_ON_LAST_EVENT"}, keys: []string{"exit-on-last-event"},
 		help:  "Exit once the last event is processed",
 		field: func(c *Config) any { return &c.ExitOnLastEvent }},
+	{flag: "metrics-addr", group: groupRun, env: []string{"FDFWD_METRICS_ADDR"}, keys: []string{"metrics-addr"}, value: "HOST:PORT",
+		help:  "Serve /metrics, /healthz, /readyz here, e.g. 127.0.0.1:9465",
+		field: func(c *Config) any { return &c.MetricsAddr }},
 
 	{flag: "lock-enabled", group: groupLock, env: []string{"FDFWD_LOCKING_ENABLED"}, keys: []string{"lock-enabled", "lock.enabled"},
 		help:  "Lock users after repeated failed logins",

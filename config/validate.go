@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -22,6 +23,7 @@ func (r *resolver) validate(c *Config) error {
 	for _, check := range []func(*Config) error{
 		r.checkRequired,
 		r.checkURLs,
+		r.checkMetricsAddr,
 		r.checkNumbers,
 		r.checkTeleport,
 		r.checkFluentd,
@@ -76,6 +78,16 @@ func (r *resolver) checkURLs(c *Config) error {
 			return r.fail(flag, "not an https:// URL with a host (Fluentd is reached over mTLS)",
 				"use an https:// URL such as https://fluentd.example.com:8888/test.log")
 		}
+	}
+	return nil
+}
+
+func (r *resolver) checkMetricsAddr(c *Config) error {
+	if c.MetricsAddr == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+		return r.fail("metrics-addr", "not a host:port address", "use an address such as 127.0.0.1:9465 (or :9465 for every interface)")
 	}
 	return nil
 }
