@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/logging"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/teleport"
 )
@@ -44,6 +46,11 @@ type Options struct {
 	DrainTimeout time.Duration
 	// Teleport, when set, replaces the connection to Teleport.
 	Teleport API
+	// Metrics, when set, replaces the daemon's own (tests read them).
+	Metrics *metrics.Metrics
+	// Progress is where a backfill with --exit-on-last-event draws its
+	// progress bar (a terminal); nil logs progress lines instead.
+	Progress io.Writer
 }
 
 // API is what the actors call on Teleport.
@@ -57,6 +64,17 @@ type API interface {
 // (--exit-on-last-event) or the tree gives up. It returns nil after a clean
 // stop.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) error {
+	m := opts.Metrics
+	if m == nil {
+		m = metrics.New()
+	}
+	if cfg.MetricsAddr != "" {
+		stop, err := m.Serve(cfg.MetricsAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	events := opts.Teleport
 	if events == nil {
 		conn, err := teleport.Connect(ctx, cfg.Teleport)
@@ -69,7 +87,13 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		if cfg.Teleport.RefreshEnabled {
 			rctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			go conn.RunRefresh(rctx, cfg.Teleport.RefreshInterval, log, nil)
+			go conn.RunRefresh(rctx, cfg.Teleport.RefreshInterval, log, func(err error) {
+				if err != nil {
+					m.IdentityReloads.WithLabelValues("error").Inc()
+					return
+				}
+				m.IdentityReloads.WithLabelValues("ok").Inc()
+			})
 		}
 		events = conn
 	}
@@ -126,8 +150,23 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	sendCtx, abortSends := context.WithCancel(context.Background())
 	defer abortSends()
 	strategy := supervisor.New(opts.Policy, log)
+	m.ObserveSupervisor(strategy)
 	system := actor.NewActorSystem(logging.ActorLogger(log, cfg.Debug))
 	defer system.Shutdown()
+	m.WatchDeadLetters(system)
+	m.Health.SetRunning(true)
+	defer m.Health.SetRunning(false)
+	rctx, stopReports := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		m.RunReports(rctx, log, metrics.ReportOptions{Bar: cfg.ExitOnLastEvent && opts.Progress != nil, Out: opts.Progress, Start: start})
+	}()
+	defer func() { stopReports(); <-reported }()
+	// A child's props: supervised by the strategy, counted by kind.
+	childOpts := func(kind string) []actor.PropsOption {
+		return append(m.ActorOptions(kind), actor.WithSupervisor(strategy))
+	}
 
 	done := make(chan error, 1)
 	spec := root.Spec{
@@ -138,17 +177,16 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		OnDrainTimeout: abortSends,
 		Children: func() []root.Child {
 			var ckpt, pool *actor.PID
-			sup := actor.WithSupervisor(strategy)
 			children := []root.Child{{
-				Name: checkpoint.Name, Props: checkpoint.Props(store, log, sup), Bind: func(p *actor.PID) { ckpt = p },
+				Name: checkpoint.Name, Props: checkpoint.Props(store, log, m, childOpts("checkpoint")...), Bind: func(p *actor.PID) { ckpt = p },
 			}}
 			if !cfg.DryRun {
 				children = append(children, root.Child{
 					Name: fluentd.Name, Bind: func(p *actor.PID) { pool = p },
 					Props: fluentd.Props(fluentd.Deps{
 						Client: client, DeadLetters: persistence.NewDeadLetters(store.Dir()),
-						MaxConnections: cfg.Fluentd.MaxConnections, Ctx: sendCtx, Log: log, Supervisor: strategy,
-					}, sup),
+						MaxConnections: cfg.Fluentd.MaxConnections, Ctx: sendCtx, Log: log, Supervisor: strategy, Metrics: m,
+					}, childOpts("fluentd")...),
 				})
 			}
 			// Deps are read when each child is spawned, after the PIDs of
@@ -162,18 +200,18 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 						Sessions: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.SessionURL,
 						Skip: set(cfg.SkipSessionTypes), Concurrency: cfg.Concurrency,
 						Window: sessions.WindowFor(cfg.Fluentd.MaxConnections, cfg.Concurrency),
-						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Supervisor: strategy, Log: log,
+						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Supervisor: strategy, Log: log, Metrics: m,
 					})
-				}, sup),
+				}, childOpts("sessions")...),
 			})
 			children = append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
 				return poller.New(poller.Deps{
 					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
 					StartTime: start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,
 					Types: cfg.Types, Skip: set(cfg.SkipEventTypes), Taps: taps, Window: poller.WindowFor(cfg.Fluentd.MaxConnections, cfg.Batch),
-					DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log,
+					DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log, Metrics: m,
 				})
-			}, sup)})
+			}, childOpts("poller")...)})
 			return children
 		},
 	}

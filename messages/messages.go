@@ -20,6 +20,7 @@ type Delivery struct {
 	Body    []byte // the event's JSON as it is
 	EventID string
 	Type    string
+	Stream  string // "audit" or "session", for metrics
 	ReplyTo *actor.PID
 }
 

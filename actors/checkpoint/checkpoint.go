@@ -15,6 +15,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -37,8 +38,9 @@ type Store interface {
 
 // Writer is the checkpoint actor.
 type Writer struct {
-	store Store
-	log   zerolog.Logger
+	store   Store
+	log     zerolog.Logger
+	metrics *metrics.Metrics
 
 	*queue    // survives restarts: confirmed positions are never dropped
 	scheduled bool
@@ -48,16 +50,19 @@ type Writer struct {
 }
 
 // Props returns the props of the writer.
-func Props(store Store, log zerolog.Logger, opts ...actor.PropsOption) *actor.Props {
+// m may be nil (tests).
+func Props(store Store, log zerolog.Logger, m *metrics.Metrics, opts ...actor.PropsOption) *actor.Props {
+	if m == nil {
+		m = metrics.New()
+	}
 	q := &queue{pending: map[string]*messages.Save{}}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Writer{store: store, log: log.With().Str("actor", Name).Logger(), queue: q}
+		return &Writer{store: store, log: log.With().Str("actor", Name).Logger(), queue: q, metrics: m}
 	}, opts...)
 }
 
 // Receive implements actor.Actor.
 func (w *Writer) Receive(ctx actor.Context) {
-	faults.Inject("checkpoint", ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		w.epoch = uint64(time.Now().UnixNano())
@@ -70,6 +75,7 @@ func (w *Writer) Receive(ctx actor.Context) {
 			w.order = append(w.order, m.Key)
 		}
 		w.pending[m.Key] = m
+		w.metrics.Health.CheckpointPending()
 		if !w.scheduled {
 			w.scheduled = true
 			ctx.Send(ctx.Self(), &flush{epoch: w.epoch})
@@ -117,9 +123,15 @@ func (w *Writer) write(ctx actor.Context) error {
 		writes = append(writes, w.pending[k].Writes...)
 	}
 	start := time.Now()
-	if err := w.store.Apply(writes); err != nil {
+	faults.Inject("checkpoint", writes) // as if the write failed
+	err := w.store.Apply(writes)
+	w.metrics.CheckpointDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		w.metrics.CheckpointWrites.WithLabelValues("error").Inc()
 		return err
 	}
+	w.metrics.CheckpointWrites.WithLabelValues("ok").Inc()
+	w.metrics.Health.CheckpointWritten()
 	w.log.Trace().Int("keys", len(w.order)).Dur("took", time.Since(start)).Msg("checkpoint written")
 	for _, k := range w.order {
 		s := w.pending[k]

@@ -105,7 +105,7 @@ func TestCoalescesSavesPerKey(t *testing.T) {
 	defer system.Shutdown()
 	s := &store{values: map[string]string{}, block: make(chan struct{})}
 	r := newReplies(system)
-	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop()))
+	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop(), nil))
 	// The first transaction blocks; everything sent meanwhile is coalesced.
 	system.Root.Send(w, save("audit", 1, r.pid))
 	for seq := uint64(2); seq <= 100; seq++ {
@@ -127,7 +127,7 @@ func TestRetriesAFailedWriteUntilItSucceeds(t *testing.T) {
 	defer system.Shutdown()
 	s := &store{values: map[string]string{}, failN: 3}
 	r := newReplies(system)
-	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop()))
+	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop(), nil))
 	system.Root.Send(w, save("audit", 7, r.pid))
 	r.waitFor(t, "audit", 7)
 	_, values := s.snapshot()
@@ -145,7 +145,7 @@ func TestPendingSavesSurviveARestart(t *testing.T) {
 	s := &store{values: map[string]string{}, failN: 2}
 	r := newReplies(system)
 	var panicked sync.Once
-	props := checkpoint.Props(s, zerolog.Nop(), actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
+	props := checkpoint.Props(s, zerolog.Nop(), nil, actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
 		return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
 			if _, ok := env.Message.(*crash); ok {
 				panicked.Do(func() { panic("injected") })
@@ -176,7 +176,7 @@ func TestStoppingWritesWhatIsPending(t *testing.T) {
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
 	s := &store{values: map[string]string{}, failN: 1}
-	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop()))
+	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop(), nil))
 	system.Root.Send(w, save("audit", 9, nil))
 	// The first write fails and a retry is scheduled; stopping does not
 	// wait for it but writes at once.

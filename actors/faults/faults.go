@@ -45,7 +45,11 @@ func Reset() {
 
 // Inject panics if a panic is armed for kind and msg is an ordinary message
 // (not one of the actor's lifecycle messages, which would fault the
-// supervisor's own bookkeeping rather than the actor's work).
+// supervisor's own bookkeeping rather than the actor's work). Actors call it
+// where their work can fail: on receipt for those that reload everything on
+// restart, at the I/O step for those that keep their work across restarts
+// (connections hand their delivery back, the checkpoint writer keeps its
+// queue).
 func Inject(kind string, msg any) {
 	if !armed.Load() {
 		return

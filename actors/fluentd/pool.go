@@ -2,6 +2,7 @@ package fluentd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -29,6 +31,8 @@ type Deps struct {
 	Ctx        context.Context
 	Log        zerolog.Logger
 	Supervisor actor.SupervisorStrategy
+	// Metrics may be nil (tests); Props then makes private ones.
+	Metrics *metrics.Metrics
 }
 
 // connIdle tells the pool that a connection can take another delivery.
@@ -47,6 +51,9 @@ type Pool struct {
 
 // Props returns the pool's props.
 func Props(deps Deps, opts ...actor.PropsOption) *actor.Props {
+	if deps.Metrics == nil {
+		deps.Metrics = metrics.New()
+	}
 	return actor.PropsFromProducer(func() actor.Actor { return &Pool{deps: deps} }, opts...)
 }
 
@@ -54,10 +61,11 @@ func Props(deps Deps, opts ...actor.PropsOption) *actor.Props {
 func (p *Pool) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		p.deps.Metrics.PoolCapacity.Set(float64(p.deps.MaxConnections))
 		props := connProps(p.deps)
 		for i := range p.deps.MaxConnections {
 			// Each connection reports itself idle when it starts.
-			if _, err := ctx.SpawnNamed(props, fmt.Sprintf("conn-%d", i)); err != nil {
+			if _, err := ctx.SpawnNamed(props, fmt.Sprintf("connection-%d", i)); err != nil {
 				panic(fmt.Errorf("spawn connection %d: %w", i, err))
 			}
 		}
@@ -123,7 +131,7 @@ type conn struct {
 }
 
 func connProps(deps Deps) *actor.Props {
-	opts := []actor.PropsOption{}
+	opts := deps.Metrics.ActorOptions("connection")
 	if deps.Supervisor != nil {
 		opts = append(opts, actor.WithSupervisor(deps.Supervisor))
 	}
@@ -133,13 +141,13 @@ func connProps(deps Deps) *actor.Props {
 }
 
 func (c *conn) Receive(ctx actor.Context) {
-	faults.Inject("connection", ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
 		ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self()})
 	case *messages.Delivery:
 		c.job, c.attempts = m, 0
+		c.deps.Metrics.SendsInFlight.Inc()
 		c.attempt(ctx)
 	case *retryTick:
 		if m.epoch == c.epoch && c.job != nil {
@@ -151,6 +159,7 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.timer.Stop()
 		}
 		if c.job != nil {
+			c.deps.Metrics.SendsInFlight.Dec()
 			// Hand the unfinished delivery back rather than lose it. If
 			// the pool is stopping too the message is dropped, which is
 			// fine: it was never acknowledged, so it is resent on start.
@@ -163,9 +172,16 @@ func (c *conn) Receive(ctx actor.Context) {
 func (c *conn) attempt(ctx actor.Context) {
 	job := c.job
 	c.attempts++
+	faults.Inject("connection", job) // as if the send failed
+	m := c.deps.Metrics
+	began := time.Now()
 	res := c.deps.Client.Post(c.deps.Ctx, job.URL, job.Body)
+	m.SendDuration.Observe(time.Since(began).Seconds())
+	m.FluentdResponses.WithLabelValues(metrics.StatusClass(res.Status)).Inc()
 	switch res.Class {
 	case Success:
+		m.Health.FluentdSend(nil)
+		m.EventsSent.WithLabelValues(job.Stream).Inc()
 		c.finish(ctx, messages.Sent, res.Status)
 		return
 	case Permanent:
@@ -174,6 +190,8 @@ func (c *conn) attempt(ctx actor.Context) {
 			EventID: job.EventID, Type: job.Type, Event: job.Body,
 		})
 		if err == nil {
+			m.Health.FluentdSend(nil)
+			m.EventsDeadLettered.WithLabelValues(job.Stream).Inc()
 			c.log.Error().Str("url", job.URL).Int("status", res.Status).Str("reason", res.Reason).
 				Str("event_id", job.EventID).Str("event_type", job.Type).Str("file", c.deps.DeadLetters.Path()).
 				Msg("fluentd rejected the event for good; written to the dead-letter file")
@@ -186,6 +204,8 @@ func (c *conn) attempt(ctx actor.Context) {
 	if c.deps.Ctx.Err() != nil {
 		return // shutting down: the event stays unacknowledged and is resent on start
 	}
+	m.EventsRetried.WithLabelValues(job.Stream).Inc()
+	m.Health.FluentdSend(errors.New(res.Reason))
 	delay := Backoff(c.attempts, res.RetryAfter, func(d time.Duration) time.Duration { return rand.N(d + 1) })
 	ev := c.log.Warn()
 	if c.attempts >= 3 {
@@ -200,6 +220,7 @@ func (c *conn) attempt(ctx actor.Context) {
 func (c *conn) finish(ctx actor.Context, o messages.Outcome, status int) {
 	job := c.job
 	c.job = nil
+	c.deps.Metrics.SendsInFlight.Dec()
 	ctx.Send(job.ReplyTo, &messages.Delivered{Epoch: job.Epoch, Seq: job.Seq, Outcome: o, Status: status, Attempts: c.attempts})
 	ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self()})
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -64,6 +65,7 @@ type Deps struct {
 	ExitOnLastEvent bool
 	Now             func() time.Time
 	Log             zerolog.Logger
+	Metrics         *metrics.Metrics // nil: private ones
 }
 
 // Tap is an actor that observes some audit events.
@@ -156,6 +158,9 @@ func New(d Deps) *Poller {
 	if d.Window <= 0 {
 		d.Window = max(d.Batch, 1)
 	}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
+	}
 	return &Poller{Deps: d}
 }
 
@@ -186,6 +191,9 @@ func (p *Poller) Receive(ctx actor.Context) {
 	case *messages.Saved:
 		if m.Epoch == p.epoch && m.Seq > p.persisted {
 			p.persisted = m.Seq
+			if m.Seq == p.ackedSeq {
+				p.Metrics.SetAcked(p.ackPos.LastTime)
+			}
 			p.pump(ctx)
 		}
 	case *messages.Observed:
@@ -274,7 +282,9 @@ func (p *Poller) maybeFetch(ctx actor.Context) {
 
 func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 	p.fetching, p.cancelFetch = false, nil
+	p.Metrics.Health.TeleportCall(r.err)
 	if r.err != nil {
+		p.Metrics.TeleportErrors.WithLabelValues("SearchUnstructuredEvents", metrics.ErrorKind(r.err)).Inc()
 		p.fetchFails++
 		delay := min(time.Second<<min(p.fetchFails-1, 6), time.Minute)
 		p.log.Error().Err(r.err).Int("failures", p.fetchFails).Dur("retry_in", delay).
@@ -300,7 +310,10 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		}}
 		p.lastID, p.lastTime = ev.Id, it.pos.LastTime
 		it.ev = ev
-		if !p.Skip[ev.Type] {
+		p.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
+		if p.Skip[ev.Type] {
+			p.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
+		} else {
 			body, err := json.Marshal(ev.Unstructured.AsMap())
 			if err != nil {
 				// A Struct always encodes; if it ever does not, keep
@@ -376,7 +389,7 @@ func (p *Poller) pump(ctx actor.Context) {
 
 func (p *Poller) delivery(ctx actor.Context, it *item) *messages.Delivery {
 	return &messages.Delivery{Epoch: p.epoch, Seq: it.seq, URL: p.URL, Body: it.body,
-		EventID: it.ev.Id, Type: it.ev.Type, ReplyTo: ctx.Self()}
+		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Audit, ReplyTo: ctx.Self()}
 }
 
 // observe sends the item to the taps of mask that still owe an answer.

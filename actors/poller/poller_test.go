@@ -154,7 +154,7 @@ func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 		Children: func() []root.Child {
 			var ckpt, pool, tap *actor.PID
 			children := []root.Child{
-				{Name: checkpoint.Name, Props: checkpoint.Props(r.store, zerolog.Nop()), Bind: func(p *actor.PID) { ckpt = p }},
+				{Name: checkpoint.Name, Props: checkpoint.Props(r.store, zerolog.Nop(), nil), Bind: func(p *actor.PID) { ckpt = p }},
 				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return r.pool }), Bind: func(p *actor.PID) { pool = p }},
 			}
 			if r.tap != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -71,6 +72,7 @@ type Deps struct {
 	Supervisor      actor.SupervisorStrategy
 	Now             func() time.Time
 	Log             zerolog.Logger
+	Metrics         *metrics.Metrics // nil: private ones
 }
 
 // Defaults for the Deps fields left zero.
@@ -141,6 +143,9 @@ func New(d Deps) *Manager {
 	}
 	if d.MinAttempts <= 0 {
 		d.MinAttempts = DefaultMinAttempts
+	}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
 	}
 	return &Manager{Deps: d}
 }
@@ -301,6 +306,8 @@ func (m *Manager) startPlayers(ctx actor.Context) {
 		m.active[rec.ID] = ctx.SpawnPrefix(playerProps(m.Deps, rec, m.epoch), "player-")
 		m.refill()
 	}
+	m.Metrics.SessionsActive.Set(float64(len(m.active)))
+	m.Metrics.SessionsQueued.Set(float64(len(m.queue)))
 	if !next.IsZero() && len(m.active) < m.Concurrency {
 		m.stopTimer()
 		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, m.epoch

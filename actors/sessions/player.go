@@ -16,6 +16,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -95,7 +96,7 @@ type player struct {
 }
 
 func playerProps(d Deps, rec persistence.Recording, mgrEpoch uint64) *actor.Props {
-	var opts []actor.PropsOption
+	opts := d.Metrics.ActorOptions("player")
 	if d.Supervisor != nil {
 		opts = append(opts, actor.WithSupervisor(d.Supervisor))
 	}
@@ -224,12 +225,14 @@ func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 	}
 	p.progress = true
 	p.read++
+	p.Metrics.EventsFetched.WithLabelValues(metrics.Session).Inc()
 	it := &pitem{seq: p.nextSeq, index: ev.Index, ev: ev}
 	p.nextSeq++
 	p.received = ev.Index + 1
 	p.inflight = append(p.inflight, it)
 	switch {
 	case p.Skip[ev.Type]:
+		p.Metrics.EventsSkipped.WithLabelValues(metrics.Session, "type").Inc()
 		it.done = true
 	case p.DryRun:
 		p.log.Info().Str("event_type", ev.Type).Int64("index", ev.Index).Msg("dry run: would send session event")
@@ -247,7 +250,7 @@ func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 
 func (p *player) delivery(ctx actor.Context, it *pitem) *messages.Delivery {
 	return &messages.Delivery{Epoch: p.epoch, Seq: it.seq, URL: p.url, Body: it.body,
-		EventID: it.ev.Id, Type: it.ev.Type, ReplyTo: ctx.Self()}
+		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Session, ReplyTo: ctx.Self()}
 }
 
 func (p *player) item(seq uint64) *pitem {
@@ -293,6 +296,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 		p.end(ctx, finished, nil)
 		return
 	}
+	p.Metrics.TeleportErrors.WithLabelValues("StreamUnstructuredSessionEvents", metrics.ErrorKind(err)).Inc()
 	now := p.Now()
 	if p.progress {
 		p.rec.Failures = 1 // the recording moved on since its last failure
@@ -306,6 +310,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 		if p.rec.Failures >= p.MinAttempts && now.After(deadline) {
 			p.log.Error().Err(err).Int("attempts", p.rec.Failures).Time("upload_time", p.rec.UploadTime).
 				Msg("session recording not found; giving up on it")
+			p.Metrics.SessionsGivenUp.WithLabelValues("not_found").Inc()
 			p.end(ctx, gaveUp, err)
 			return
 		}
@@ -315,6 +320,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 		if p.rec.Failures >= maxFailures {
 			p.log.Error().Err(err).Int("attempts", p.rec.Failures).Int64("index", p.received).
 				Msg("streaming the session recording keeps failing; giving up on it")
+			p.Metrics.SessionsGivenUp.WithLabelValues("failing").Inc()
 			p.end(ctx, gaveUp, err)
 			return
 		}
@@ -354,6 +360,7 @@ func (p *player) maybeEnd(ctx actor.Context) {
 		return
 	}
 	if p.outcome == finished {
+		p.Metrics.SessionsFinished.Inc()
 		p.log.Info().Int64("events", p.rec.Index).Msg("session recording sent")
 	}
 	ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, rec: p.rec, outcome: p.outcome})

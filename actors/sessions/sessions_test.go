@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/gravitational/trace"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -171,7 +171,7 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 		Children: func() []root.Child {
 			var ckpt, pool *actor.PID
 			return []root.Child{
-				{Name: checkpoint.Name, Props: checkpoint.Props(f.store, zerolog.Nop()), Bind: func(p *actor.PID) { ckpt = p }},
+				{Name: checkpoint.Name, Props: checkpoint.Props(f.store, zerolog.Nop(), nil), Bind: func(p *actor.PID) { ckpt = p }},
 				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return f.pool }), Bind: func(p *actor.PID) { pool = p }},
 				{Name: sessions.Name, Drain: true, Finishes: true, Bind: func(p *actor.PID) { bound <- p },
 					Props: actor.PropsFromProducer(func() actor.Actor {

@@ -39,6 +39,7 @@ type Decision struct {
 	Child    *actor.PID
 	Kind     string // the child's name without its parent path, e.g. "poller"
 	Reason   string
+	Cause    any // the panic value
 	Failures int // within the window, this one included
 	Delay    time.Duration
 	GaveUp   bool
@@ -100,7 +101,7 @@ func (p Policy) Delay(n int) time.Duration {
 // HandleFailure implements actor.SupervisorStrategy.
 func (s *Strategy) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, _ any) {
 	rs.Fail()
-	d := Decision{Child: child, Kind: Kind(child), Reason: fmt.Sprint(reason), Failures: rs.NumberOfFailures(s.policy.Window)}
+	d := Decision{Child: child, Kind: Kind(child), Reason: fmt.Sprint(reason), Cause: reason, Failures: rs.NumberOfFailures(s.policy.Window)}
 	if d.Failures > s.policy.Budget {
 		d.GaveUp = true
 		s.mu.Lock()
@@ -136,7 +137,7 @@ func (s *Strategy) notify(d Decision) {
 }
 
 // Kind names an actor by the last element of its PID, without protoactor's
-// "$n" suffixes: "root/fluentd/conn-3" is "conn".
+// "$n" suffixes: "root/fluentd/connection-3" is "connection".
 func Kind(pid *actor.PID) string {
 	id := pid.Id
 	if i := strings.LastIndexByte(id, '/'); i >= 0 {

@@ -9,8 +9,10 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/fdfwd/teleport-event-handler/daemon"
+	"github.com/mattn/go-isatty"
+
 	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/daemon"
 	"github.com/fdfwd/teleport-event-handler/logging"
 )
 
@@ -54,7 +56,11 @@ func run() int {
 		os.Exit(1)
 	}()
 
-	if err := daemon.Run(ctx, cfg, log, daemon.Options{}); err != nil {
+	var opts daemon.Options
+	if isatty.IsTerminal(os.Stderr.Fd()) {
+		opts.Progress = os.Stderr
+	}
+	if err := daemon.Run(ctx, cfg, log, opts); err != nil {
 		log.Error().Err(err).Msg("teleport-event-handler stopped with an error")
 		return 1
 	}

@@ -1,0 +1,159 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+)
+
+// StuckAfter is how long Fluentd may fail every send, or a checkpoint stay
+// unwritten, before /readyz says the daemon is not ready.
+const StuckAfter = time.Minute
+
+// Health is what /healthz and /readyz report. Actors update it as they go;
+// every method is safe for concurrent use.
+type Health struct {
+	mu              sync.Mutex
+	now             func() time.Time
+	running         bool
+	teleportErr     error
+	fluentdFailing  time.Time // first failure since the last success; zero when fine
+	fluentdErr      string
+	checkpointSince time.Time // oldest checkpoint not yet written; zero when none
+	lastCheckpoint  time.Time
+}
+
+// SetRunning says whether the actor tree is up.
+func (h *Health) SetRunning(v bool) {
+	h.mu.Lock()
+	h.running = v
+	h.mu.Unlock()
+}
+
+// TeleportCall records the outcome of a Teleport API call.
+func (h *Health) TeleportCall(err error) {
+	h.mu.Lock()
+	h.teleportErr = err
+	h.mu.Unlock()
+}
+
+// FluentdSend records the outcome of a POST: nil for an answer that settled
+// the event (2xx or a permanent rejection), else the cause of the retry.
+func (h *Health) FluentdSend(cause error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cause == nil {
+		h.fluentdFailing, h.fluentdErr = time.Time{}, ""
+		return
+	}
+	if h.fluentdFailing.IsZero() {
+		h.fluentdFailing = h.clock()
+	}
+	h.fluentdErr = cause.Error()
+}
+
+// CheckpointPending records that a checkpoint waits to be written.
+func (h *Health) CheckpointPending() {
+	h.mu.Lock()
+	if h.checkpointSince.IsZero() {
+		h.checkpointSince = h.clock()
+	}
+	h.mu.Unlock()
+}
+
+// CheckpointWritten records that every pending checkpoint is on disk.
+func (h *Health) CheckpointWritten() {
+	h.mu.Lock()
+	h.checkpointSince, h.lastCheckpoint = time.Time{}, h.clock()
+	h.mu.Unlock()
+}
+
+func (h *Health) clock() time.Time {
+	if h.now != nil {
+		return h.now()
+	}
+	return time.Now()
+}
+
+// Live reports whether the process and its actor tree run.
+func (h *Health) Live() (bool, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.running {
+		return false, "the actor tree is not running"
+	}
+	return true, "running"
+}
+
+// Ready reports whether the daemon is doing its job, and why not.
+func (h *Health) Ready() (bool, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.clock()
+	switch {
+	case !h.running:
+		return false, "the actor tree is not running"
+	case h.teleportErr != nil:
+		return false, "teleport: " + h.teleportErr.Error()
+	case !h.fluentdFailing.IsZero() && now.Sub(h.fluentdFailing) > StuckAfter:
+		return false, fmt.Sprintf("fluentd: every send failed for %s: %s", now.Sub(h.fluentdFailing).Round(time.Second), h.fluentdErr)
+	case !h.checkpointSince.IsZero() && now.Sub(h.checkpointSince) > StuckAfter:
+		return false, fmt.Sprintf("checkpoint: not written for %s", now.Sub(h.checkpointSince).Round(time.Second))
+	}
+	return true, "ready"
+}
+
+// Handler serves /metrics, /healthz and /readyz.
+func (m *Metrics) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.HandleFunc("/healthz", status(m.Health.Live))
+	mux.HandleFunc("/readyz", status(m.Health.Ready))
+	return mux
+}
+
+func status(check func() (bool, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		ok, reason := check()
+		w.Header().Set("Content-Type", "application/json")
+		code := http.StatusOK
+		if !ok {
+			code = http.StatusServiceUnavailable
+		}
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]any{"ok": ok, "reason": reason})
+	}
+}
+
+// Serve listens on addr and serves Handler until stop is called. The
+// listener is opened before Serve returns, so a taken port is an error at
+// start.
+func (m *Metrics) Serve(addr string, log zerolog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-addr %s: %w; choose a free port", addr, err)
+	}
+	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Str("addr", addr).Msg("metrics server failed")
+		}
+	}()
+	log.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz and /readyz")
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-done
+	}, nil
+}

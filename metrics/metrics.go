@@ -1,0 +1,250 @@
+// Package metrics holds the daemon's Prometheus metrics, in a private
+// registry, and the hooks that feed them from the actor system.
+//
+// Every label has a small, fixed set of values: actor kinds, stream names,
+// status classes. Session IDs never become labels, so short-lived players
+// leave nothing behind.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/gravitational/trace"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+)
+
+const namespace = "teleport_event_handler"
+
+// Stream names, the "stream" label.
+const (
+	Audit   = "audit"
+	Session = "session"
+)
+
+// Metrics are the daemon's metrics. The zero value is not usable; use New.
+type Metrics struct {
+	Registry *prometheus.Registry
+	Health   *Health
+
+	// Actors.
+	ActorsLive          *prometheus.GaugeVec   // kind
+	ActorRestarts       *prometheus.CounterVec // kind, reason
+	SupervisorDecisions *prometheus.CounterVec // kind, decision
+	MailboxDepth        *prometheus.GaugeVec   // kind
+	DeadLetters         prometheus.Counter
+
+	// Pipeline.
+	EventsFetched      *prometheus.CounterVec // stream
+	EventsSent         *prometheus.CounterVec // stream
+	EventsRetried      *prometheus.CounterVec // stream
+	EventsDeadLettered *prometheus.CounterVec // stream
+	EventsSkipped      *prometheus.CounterVec // stream, reason
+	SendsInFlight      prometheus.Gauge
+	PoolCapacity       prometheus.Gauge
+	SendDuration       prometheus.Histogram
+	FluentdResponses   *prometheus.CounterVec // class
+	CheckpointWrites   *prometheus.CounterVec // result
+	CheckpointDuration prometheus.Histogram
+	AckedEventTime     prometheus.Gauge
+
+	SessionsActive   prometheus.Gauge
+	SessionsQueued   prometheus.Gauge
+	SessionsFinished prometheus.Counter
+	SessionsGivenUp  *prometheus.CounterVec // reason: not_found, failing
+
+	LocksCreated    prometheus.Counter
+	IdentityReloads *prometheus.CounterVec // result
+	TeleportErrors  *prometheus.CounterVec // method, code
+
+	ackedUnix atomic.Int64 // for the lag, computed at scrape time
+}
+
+// New returns the metrics registered in a fresh registry, with the Go
+// runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry(), Health: &Health{}}
+	f := factory{m.Registry}
+	m.ActorsLive = f.gaugeVec("actors", "Actors alive, by kind.", "kind")
+	m.ActorRestarts = f.counterVec("actor_restarts_total", "Actor failures that led to a restart, by kind and reason (panic, error, runtime).", "kind", "reason")
+	m.SupervisorDecisions = f.counterVec("supervisor_decisions_total", "Supervisor decisions about failed actors, by kind and decision (restart, stop).", "kind", "decision")
+	m.MailboxDepth = f.gaugeVec("mailbox_messages", "Messages in actor mailboxes, the one being processed included, by kind.", "kind")
+	m.DeadLetters = f.counter("dead_letters_total", "Messages sent to actors that no longer exist (normal at shutdown; a steady rise is not).")
+
+	m.EventsFetched = f.counterVec("events_fetched_total", "Events read from Teleport, by stream (audit, session).", "stream")
+	m.EventsSent = f.counterVec("events_sent_total", "Events Fluentd accepted, by stream.", "stream")
+	m.EventsRetried = f.counterVec("events_retried_total", "Send attempts that failed and were retried, by stream.", "stream")
+	m.EventsDeadLettered = f.counterVec("events_dead_lettered_total", "Events Fluentd rejected for good and written to the dead-letter file, by stream.", "stream")
+	m.EventsSkipped = f.counterVec("events_skipped_total", "Events not sent, by stream and reason (type: --skip-event-types or --skip-session-types).", "stream", "reason")
+	m.SendsInFlight = f.gauge("sends_in_flight", "POSTs to Fluentd in progress, retries waiting included.")
+	m.PoolCapacity = f.gauge("fluentd_connections", "Connection actors in the Fluentd pool (--fluentd-max-connections).")
+	m.SendDuration = f.histogram("send_duration_seconds", "Time of one POST to Fluentd, failures included.", prometheus.ExponentialBuckets(0.001, 2.5, 12))
+	m.FluentdResponses = f.counterVec("fluentd_responses_total", "Answers from Fluentd by status class (2xx, 3xx, 4xx, 5xx, or error for no answer).", "class")
+	m.CheckpointWrites = f.counterVec("checkpoint_writes_total", "Transactions written to the state file, by result (ok, error).", "result")
+	m.CheckpointDuration = f.histogram("checkpoint_write_duration_seconds", "Time of one fsync'd checkpoint transaction.", prometheus.ExponentialBuckets(0.0005, 2.5, 12))
+	m.AckedEventTime = f.gauge("acked_event_timestamp_seconds", "Time of the newest audit event whose position is checkpointed (Unix seconds).")
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "lag_seconds",
+		Help: "How far the checkpointed audit position is behind now; 0 until the first checkpoint.",
+	}, m.lag))
+
+	m.SessionsActive = f.gauge("sessions_active", "Session recordings being streamed.")
+	m.SessionsQueued = f.gauge("sessions_queued", "Session recordings registered and waiting (the in-memory slice of the backlog).")
+	m.SessionsFinished = f.counter("sessions_finished_total", "Session recordings streamed completely.")
+	m.SessionsGivenUp = f.counterVec("sessions_given_up_total", "Session recordings given up, by reason (not_found, failing).", "reason")
+
+	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")
+	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
+	m.TeleportErrors = f.counterVec("teleport_errors_total", "Failed Teleport API calls, by method and error kind.", "method", "code")
+
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetAcked records the time of the newest checkpointed audit event.
+func (m *Metrics) SetAcked(t time.Time) {
+	m.AckedEventTime.Set(float64(t.Unix()))
+	m.ackedUnix.Store(t.UnixNano())
+}
+
+func (m *Metrics) lag() float64 {
+	ns := m.ackedUnix.Load()
+	if ns == 0 {
+		return 0
+	}
+	return max(time.Since(time.Unix(0, ns)).Seconds(), 0)
+}
+
+// StatusClass is the "class" label of a Fluentd answer; 0 means no answer.
+func StatusClass(status int) string {
+	switch {
+	case status >= 200 && status < 600:
+		return string("0123456789"[status/100]) + "xx"
+	default:
+		return "error"
+	}
+}
+
+// ObserveSupervisor counts the decisions of a supervision strategy.
+func (m *Metrics) ObserveSupervisor(s *supervisor.Strategy) {
+	s.Observe(func(d supervisor.Decision) {
+		if d.GaveUp {
+			m.SupervisorDecisions.WithLabelValues(d.Kind, "stop").Inc()
+			return
+		}
+		m.SupervisorDecisions.WithLabelValues(d.Kind, "restart").Inc()
+		m.ActorRestarts.WithLabelValues(d.Kind, reasonClass(d.Cause)).Inc()
+	})
+}
+
+func reasonClass(reason any) string {
+	var rerr runtime.Error
+	switch r := reason.(type) {
+	case error:
+		if errors.As(r, &rerr) {
+			return "runtime"
+		}
+		return "error"
+	default:
+		return "panic"
+	}
+}
+
+// WatchDeadLetters counts dead letters published on the system's event
+// stream.
+func (m *Metrics) WatchDeadLetters(system *actor.ActorSystem) {
+	system.EventStream.Subscribe(func(evt any) {
+		if _, ok := evt.(*actor.DeadLetterEvent); ok {
+			m.DeadLetters.Inc()
+		}
+	})
+}
+
+// ActorOptions returns the props options that count the actors of kind and
+// the messages in their mailboxes.
+func (m *Metrics) ActorOptions(kind string) []actor.PropsOption {
+	live := m.ActorsLive.WithLabelValues(kind)
+	depth := m.MailboxDepth.WithLabelValues(kind)
+	return []actor.PropsOption{
+		actor.WithMailbox(actor.Unbounded(mailboxGauge{depth})),
+		actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
+			return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+				switch env.Message.(type) {
+				case *actor.Started:
+					live.Inc()
+				case *actor.Stopped:
+					live.Dec()
+				}
+				next(ctx, env)
+			}
+		}),
+	}
+}
+
+type mailboxGauge struct{ g prometheus.Gauge }
+
+func (mailboxGauge) MailboxStarted()       {}
+func (b mailboxGauge) MessagePosted(any)   { b.g.Inc() }
+func (b mailboxGauge) MessageReceived(any) { b.g.Dec() }
+func (mailboxGauge) MailboxEmpty()         {}
+
+type factory struct{ r *prometheus.Registry }
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets})
+	f.r.MustRegister(h)
+	return h
+}
+
+// ErrorKind is the "code" label of a failed Teleport call.
+func ErrorKind(err error) string {
+	switch {
+	case trace.IsNotFound(err):
+		return "not_found"
+	case trace.IsAccessDenied(err):
+		return "access_denied"
+	case trace.IsConnectionProblem(err):
+		return "connection_problem"
+	case trace.IsLimitExceeded(err):
+		return "limit_exceeded"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "deadline_exceeded"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	case trace.IsBadParameter(err):
+		return "bad_parameter"
+	default:
+		return "other"
+	}
+}

@@ -1,0 +1,116 @@
+package metrics
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+func TestReadinessFollowsTheParts(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := &Health{now: func() time.Time { return now }}
+	ok, reason := h.Ready()
+	require.False(t, ok)
+	require.Contains(t, reason, "not running")
+
+	h.SetRunning(true)
+	ok, _ = h.Ready()
+	require.True(t, ok)
+
+	h.TeleportCall(errors.New("connection refused"))
+	ok, reason = h.Ready()
+	require.False(t, ok)
+	require.Contains(t, reason, "teleport: connection refused")
+	h.TeleportCall(nil)
+
+	// Fluentd failing: fine for a while, then not ready; one success clears it.
+	h.FluentdSend(errors.New("503 Service Unavailable"))
+	now = now.Add(StuckAfter - time.Second)
+	ok, _ = h.Ready()
+	require.True(t, ok, "a short outage is ridden out")
+	now = now.Add(2 * time.Second)
+	ok, reason = h.Ready()
+	require.False(t, ok)
+	require.Contains(t, reason, "503")
+	h.FluentdSend(nil)
+
+	h.CheckpointPending()
+	now = now.Add(StuckAfter + time.Second)
+	ok, reason = h.Ready()
+	require.False(t, ok)
+	require.Contains(t, reason, "checkpoint")
+	h.CheckpointWritten()
+	ok, _ = h.Ready()
+	require.True(t, ok)
+
+	live, _ := h.Live()
+	require.True(t, live)
+}
+
+func TestHandlerServesJSONProbesAndMetrics(t *testing.T) {
+	m := New()
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+
+	m.Health.SetRunning(true)
+	m.EventsSent.WithLabelValues(Audit).Add(3)
+	resp, err = http.Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(raw), `teleport_event_handler_events_sent_total{stream="audit"} 3`)
+	require.Contains(t, string(raw), "# HELP teleport_event_handler_lag_seconds")
+}
+
+func TestActorOptionsCountLiveActorsAndMailboxes(t *testing.T) {
+	m := New()
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	block := make(chan struct{})
+	props := actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(string); ok {
+			<-block
+		}
+	}, m.ActorOptions("player")...)
+	var pids []*actor.PID
+	for range 3 {
+		pids = append(pids, system.Root.Spawn(props))
+	}
+	require.Eventually(t, func() bool { return testutil.ToFloat64(m.ActorsLive.WithLabelValues("player")) == 3 }, 5*time.Second, 5*time.Millisecond)
+	for range 5 {
+		system.Root.Send(pids[0], "work")
+	}
+	require.Eventually(t, func() bool { return testutil.ToFloat64(m.MailboxDepth.WithLabelValues("player")) == 5 }, 5*time.Second, 5*time.Millisecond,
+		"a message counts until it is processed")
+	close(block)
+	for _, pid := range pids {
+		require.NoError(t, system.Root.StopFuture(pid).Wait())
+	}
+	require.Eventually(t, func() bool { return testutil.ToFloat64(m.ActorsLive.WithLabelValues("player")) == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Zero(t, testutil.ToFloat64(m.MailboxDepth.WithLabelValues("player")))
+}
+
+func TestStatusClass(t *testing.T) {
+	require.Equal(t, "2xx", StatusClass(204))
+	require.Equal(t, "5xx", StatusClass(503))
+	require.Equal(t, "4xx", StatusClass(429))
+	require.Equal(t, "error", StatusClass(0))
+}

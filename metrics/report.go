@@ -1,0 +1,154 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/schollz/progressbar/v3"
+)
+
+// ReportOptions configure RunReports.
+type ReportOptions struct {
+	// Bar draws a progress bar on Out (a terminal) instead of logging
+	// progress lines; for a backfill with --exit-on-last-event.
+	Bar bool
+	Out io.Writer
+	// Start is where the audit log is read from: progress in time runs
+	// from it to now.
+	Start time.Time
+	// Every is the interval of progress lines (without Bar); Summary that
+	// of the summary line.
+	Every, Summary time.Duration
+}
+
+// snapshot is a reading of the counters that progress is told from.
+type snapshot struct {
+	at                        time.Time
+	audit, session            float64 // events sent
+	retried, deadLettered     float64
+	acked                     time.Time
+	sessionsActive, sessQueue float64
+}
+
+func (m *Metrics) snapshot() snapshot {
+	s := snapshot{at: time.Now()}
+	families, err := m.Registry.Gather()
+	if err != nil {
+		return s
+	}
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			stream := ""
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "stream" {
+					stream = l.GetValue()
+				}
+			}
+			v := mt.GetCounter().GetValue() + mt.GetGauge().GetValue()
+			switch f.GetName() {
+			case namespace + "_events_sent_total":
+				if stream == Session {
+					s.session += v
+				} else {
+					s.audit += v
+				}
+			case namespace + "_events_retried_total":
+				s.retried += v
+			case namespace + "_events_dead_lettered_total":
+				s.deadLettered += v
+			case namespace + "_sessions_active":
+				s.sessionsActive = v
+			case namespace + "_sessions_queued":
+				s.sessQueue = v
+			}
+		}
+	}
+	if ns := m.ackedUnix.Load(); ns != 0 {
+		s.acked = time.Unix(0, ns)
+	}
+	return s
+}
+
+// RunReports reports progress until ctx ends: a progress bar or a line
+// every opts.Every, and a summary line every opts.Summary.
+func (m *Metrics) RunReports(ctx context.Context, log zerolog.Logger, opts ReportOptions) {
+	if opts.Every <= 0 {
+		opts.Every = 5 * time.Second
+	}
+	if opts.Summary <= 0 {
+		opts.Summary = time.Minute
+	}
+	var bar *progressbar.ProgressBar
+	tick := opts.Every
+	if opts.Bar {
+		bar = progressbar.NewOptions(1000,
+			progressbar.OptionSetWriter(opts.Out),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionClearOnFinish())
+		tick = 500 * time.Millisecond
+		defer bar.Exit()
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	first := m.snapshot()
+	last, lastSummary := first, first
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := m.snapshot()
+		if bar != nil {
+			_ = bar.Set(int(1000 * m.position(opts.Start, now)))
+			bar.Describe(fmt.Sprintf("%s events, %.0f/s, at %s", count(now.audit+now.session),
+				rate(first, now), position(now.acked)))
+		} else if now.at.Sub(last.at) >= opts.Every {
+			log.Info().Float64("events", now.audit+now.session).Str("rate", fmt.Sprintf("%.1f/s", rate(last, now))).
+				Str("position", position(now.acked)).Str("done", fmt.Sprintf("%.1f%%", 100*m.position(opts.Start, now))).
+				Msg("progress")
+			last = now
+		}
+		if now.at.Sub(lastSummary.at) >= opts.Summary {
+			log.Info().
+				Str("audit_rate", fmt.Sprintf("%.1f/s", (now.audit-lastSummary.audit)/now.at.Sub(lastSummary.at).Seconds())).
+				Str("session_rate", fmt.Sprintf("%.1f/s", (now.session-lastSummary.session)/now.at.Sub(lastSummary.at).Seconds())).
+				Float64("retries", now.retried-lastSummary.retried).
+				Float64("dead_lettered", now.deadLettered-lastSummary.deadLettered).
+				Dur("lag", time.Duration(m.lag()*float64(time.Second)).Round(time.Second)).
+				Float64("sessions_active", now.sessionsActive).Float64("sessions_queued", now.sessQueue).
+				Msg("summary of the last minute")
+			lastSummary = now
+		}
+	}
+}
+
+// position is how far the checkpointed audit position is from start to now.
+func (m *Metrics) position(start time.Time, s snapshot) float64 {
+	if s.acked.IsZero() || !s.at.After(start) {
+		return 0
+	}
+	return min(max(s.acked.Sub(start).Seconds()/s.at.Sub(start).Seconds(), 0), 1)
+}
+
+func rate(from, to snapshot) float64 {
+	d := to.at.Sub(from.at).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return (to.audit + to.session - from.audit - from.session) / d
+}
+
+func position(t time.Time) string {
+	if t.IsZero() {
+		return "start"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func count(v float64) string { return fmt.Sprintf("%.0f", v) }
