@@ -105,9 +105,9 @@ func (m *Metrics) RunReports(ctx context.Context, log zerolog.Logger, opts Repor
 		}
 		now := m.snapshot()
 		if bar != nil {
-			_ = bar.Set(int(1000 * m.position(opts.Start, now)))
 			bar.Describe(fmt.Sprintf("%s events, %.0f/s, at %s", count(now.audit+now.session),
 				rate(first, now), position(now.acked)))
+			_ = bar.Set(int(1000 * m.position(opts.Start, now)))
 		} else if now.at.Sub(last.at) >= opts.Every {
 			log.Info().Float64("events", now.audit+now.session).Str("rate", fmt.Sprintf("%.1f/s", rate(last, now))).
 				Str("position", position(now.acked)).Str("done", fmt.Sprintf("%.1f%%", 100*m.position(opts.Start, now))).
