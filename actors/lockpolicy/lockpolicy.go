@@ -1,0 +1,512 @@
+// Package lockpolicy locks Teleport users who fail to log in too often: a tap
+// of the poller counts failed user.login events per Teleport user in a
+// sliding window of event time (see Window) and writes a Teleport lock with
+// UpsertLock once a user reaches the count.
+//
+// Everything it decides is durable before it answers the poller: counters
+// survive a restart, and a lock is first recorded as pending in the store,
+// then written to Teleport, retried with backoff until Teleport accepts it,
+// also after a restart. The poller's checkpoint therefore never waits for
+// Teleport to accept a lock: a missing permission or an outage of the lock
+// API does not stall the audit stream to Fluentd.
+package lockpolicy
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/teleport/api/types"
+	"github.com/gravitational/trace"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// Name is the lock policy's name under the root.
+const Name = "lockpolicy"
+
+// LoginEvent is the audit event type of a login attempt.
+const LoginEvent = "user.login"
+
+// LockPrefix starts the name of every lock the policy writes.
+const LockPrefix = "event-handler-auto-lock-"
+
+// LockName is the name of the lock of user.
+func LockName(user string) string { return LockPrefix + user }
+
+// Locker is the Teleport API call the policy uses; *client.Client has it.
+type Locker interface {
+	UpsertLock(ctx context.Context, lock types.Lock) error
+}
+
+// Config is the policy (--lock-failed-attempts-count, --lock-period,
+// --lock-for).
+type Config struct {
+	FailedAttempts int
+	Period         time.Duration
+	For            time.Duration // zero: locks never expire
+}
+
+// Deps configure the policy.
+type Deps struct {
+	Locker Locker // unused with DryRun
+	// Store keeps the counters and locks; the policy writes it directly,
+	// one fsync'd transaction per failed login (a low-rate stream).
+	Store *persistence.Store
+	Config
+	// DryRun logs the locks that would be written and writes none.
+	DryRun bool
+
+	// RetryMin and RetryMax bound the backoff between attempts to write a
+	// lock; DeniedRetry is the wait after Teleport denied it (the role may
+	// be fixed while the daemon runs); CallTimeout bounds one attempt.
+	RetryMin, RetryMax time.Duration
+	DeniedRetry        time.Duration
+	CallTimeout        time.Duration
+
+	Now     func() time.Time
+	Log     zerolog.Logger
+	Metrics *metrics.Metrics // nil: private ones
+}
+
+// Defaults for the Deps fields left zero (upstream's, for the policy).
+const (
+	DefaultFailedAttempts = 3
+	DefaultPeriod         = time.Minute
+	DefaultRetryMin       = time.Second
+	DefaultRetryMax       = time.Minute
+	DefaultDeniedRetry    = 5 * time.Minute
+	DefaultCallTimeout    = 30 * time.Second
+)
+
+// maxInFlight bounds concurrent UpsertLock calls.
+const maxInFlight = 4
+
+// Wants tells the poller which audit events the policy observes: failed
+// logins. An event without a boolean success field is not a failure.
+func Wants(ev *auditlogpb.EventUnstructured) bool {
+	if ev.GetType() != LoginEvent {
+		return false
+	}
+	v, ok := ev.GetUnstructured().GetFields()["success"].GetKind().(*structpb.Value_BoolValue)
+	return ok && !v.BoolValue
+}
+
+// Props returns the policy's props.
+func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+}
+
+// New returns a policy; spawn it with actor.PropsFromProducer.
+func New(d Deps) *Policy {
+	if d.FailedAttempts <= 0 {
+		d.FailedAttempts = DefaultFailedAttempts
+	}
+	if d.Period <= 0 {
+		d.Period = DefaultPeriod
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.RetryMin <= 0 {
+		d.RetryMin = DefaultRetryMin
+	}
+	if d.RetryMax < d.RetryMin {
+		d.RetryMax = max(DefaultRetryMax, d.RetryMin)
+	}
+	if d.DeniedRetry <= 0 {
+		d.DeniedRetry = DefaultDeniedRetry
+	}
+	if d.CallTimeout <= 0 {
+		d.CallTimeout = DefaultCallTimeout
+	}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
+	}
+	return &Policy{Deps: d, win: Window{Count: d.FailedAttempts, Period: d.Period, For: d.For}}
+}
+
+// Policy is the actor.
+type Policy struct {
+	Deps
+	win   Window
+	log   zerolog.Logger
+	epoch uint64
+
+	users   map[string]*persistence.LockState
+	pending map[string]*attempt // users whose lock is to be written
+	running int
+	retry   *time.Timer
+	sweep   *time.Timer
+
+	// Attempts in flight run under ctx and are waited for when the actor
+	// stops or restarts.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// denied is set once Teleport refused a lock for lack of permission:
+	// the error is logged once, and once more when a lock gets through.
+	denied bool
+}
+
+type attempt struct {
+	failures  int
+	notBefore time.Time
+	running   bool
+}
+
+type upserted struct {
+	epoch   uint64
+	user    string
+	trigger time.Time
+	err     error
+}
+
+type retryTick struct{ epoch uint64 }
+
+type sweepTick struct{ epoch uint64 }
+
+// Receive implements actor.Actor.
+func (p *Policy) Receive(ctx actor.Context) {
+	faults.Inject(Name, ctx.Message())
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		p.start(ctx)
+	case *messages.Observe:
+		p.observe(ctx, m)
+	case *upserted:
+		if m.epoch == p.epoch {
+			p.onUpserted(ctx, m)
+		}
+	case *retryTick:
+		if m.epoch == p.epoch {
+			p.retry = nil
+			p.runPending(ctx)
+		}
+	case *sweepTick:
+		if m.epoch == p.epoch {
+			p.onSweep(ctx)
+		}
+	case *messages.Drain:
+		// Nothing in flight needs settling: pending locks are durable and
+		// written on the next start.
+		ctx.Respond(&messages.Drained{})
+	case *messages.CaughtUp:
+		// Not a finishing child: locks being retried go on until stopped.
+	case *actor.Stopping, *actor.Restarting:
+		p.stop()
+	}
+}
+
+func (p *Policy) start(ctx actor.Context) {
+	p.epoch = rand.Uint64()
+	p.log = p.Log.With().Str("actor", Name).Logger()
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.users = map[string]*persistence.LockState{}
+	p.pending = map[string]*attempt{}
+	states, err := p.Store.LockStates()
+	if err != nil {
+		panic(fmt.Errorf("load lock policy state: %w", err))
+	}
+	for i := range states {
+		s := &states[i]
+		p.users[s.User] = s
+		if s.Lock != nil && s.Lock.Pending() {
+			p.pending[s.User] = &attempt{}
+		}
+	}
+	if n := len(p.pending); n > 0 {
+		p.log.Info().Int("locks", n).Msg("resuming locks not yet written to teleport")
+	}
+	// The poller sends again what a previous incarnation may have lost.
+	ctx.ActorSystem().EventStream.Publish(&messages.TapStarted{PID: ctx.Self()})
+	p.onSweep(ctx)
+	p.runPending(ctx)
+}
+
+func (p *Policy) stop() {
+	for _, t := range []*time.Timer{p.retry, p.sweep} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	p.retry, p.sweep = nil, nil
+	if p.cancel != nil {
+		p.cancel()
+		p.wg.Wait() // attempts end promptly once cancelled
+	}
+}
+
+// observe counts a failed login and answers once the count is on disk (a
+// lock it completes is on disk as pending).
+func (p *Policy) observe(ctx actor.Context, o *messages.Observe) {
+	// Not deferred: a write that panics must leave the event unanswered.
+	p.count(ctx, o.Event)
+	ctx.Send(o.ReplyTo, &messages.Observed{Epoch: o.Epoch, Seq: o.Seq, Tap: ctx.Self()})
+}
+
+func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
+	if !Wants(ev) {
+		return // only failed logins count, whatever is handed over
+	}
+	user := stringField(ev, "user")
+	t, ok := eventTime(ev)
+	if user == "" || !ok {
+		p.log.Warn().Str("event_id", ev.GetId()).Msg("failed login event without a user or a time; not counted")
+		return
+	}
+	f := persistence.LoginFailure{ID: ev.GetId(), Time: t}
+	if f.ID == "" {
+		f.ID = stringField(ev, "uid")
+	}
+	if f.ID == "" {
+		f.ID = t.Format(time.RFC3339Nano) // Teleport always sets one; this still makes replays count once
+	}
+	now := p.Now()
+	s := p.users[user]
+	if s == nil {
+		s = &persistence.LockState{User: user}
+	}
+	// Work on a copy: if the write fails, the restarted actor reloads what
+	// is on disk.
+	next := clone(*s)
+	v := p.win.Add(&next, f, now)
+	if v == Ignored {
+		p.log.Debug().Str("user", user).Str("event_id", f.ID).Msg("failed login replayed, accounted for by our lock, or too old to matter")
+		return
+	}
+	if v != Lock {
+		p.log.Debug().Str("user", user).Str("event_id", f.ID).Time("event_time", t).Stringer("verdict", v).
+			Int("failures", len(next.Failures)).Msg("failed login counted")
+	} else if p.DryRun {
+		next.Lock.Written = now // nothing to write: remember it as done
+	}
+	p.save(next)
+	s = p.users[user]
+	if v != Lock {
+		return
+	}
+	l := s.Lock
+	expires := "never"
+	if !l.Expires.IsZero() {
+		expires = l.Expires.UTC().Format(time.RFC3339)
+	}
+	lg := p.log.Info().Str("user", user).Str("lock", LockName(user)).Int("failures", l.Count).
+		Str("period", p.Period.String()).Time("trigger", l.Trigger).Str("expires", expires)
+	if p.DryRun {
+		lg.Msg("dry run: would lock user for too many failed logins")
+		return
+	}
+	lg.Msg("locking user for too many failed logins")
+	p.pending[user] = &attempt{}
+	p.runPending(ctx)
+}
+
+// save writes s in one fsync'd transaction and then makes it the state in
+// memory. A failed write is a fault: the restarted actor reloads the store
+// and the poller replays the event.
+func (p *Policy) save(s persistence.LockState) {
+	if err := p.Store.Apply([]persistence.Write{persistence.LockStateWrite(s)}); err != nil {
+		panic(fmt.Errorf("save lock policy state of %s: %w", s.User, err))
+	}
+	if s.Empty() {
+		delete(p.users, s.User)
+		return
+	}
+	p.users[s.User] = &s
+}
+
+// runPending starts the attempts that are due, up to maxInFlight, and sets
+// the retry timer for the next one.
+func (p *Policy) runPending(ctx actor.Context) {
+	now := p.Now()
+	var next time.Time
+	for user, a := range p.pending {
+		if a.running {
+			continue
+		}
+		s := p.users[user]
+		if s == nil || s.Lock == nil || !s.Lock.Pending() {
+			delete(p.pending, user)
+			continue
+		}
+		if p.win.expired(s.Lock, now) {
+			p.log.Warn().Str("user", user).Time("expires", s.Lock.Expires).Int("attempts", a.failures).
+				Msg("the lock expired before teleport accepted it; giving it up")
+			delete(p.pending, user)
+			next := clone(*s)
+			next.Lock = nil
+			p.save(next)
+			continue
+		}
+		if a.notBefore.After(now) || p.running >= maxInFlight {
+			at := now.Add(p.RetryMin) // a slot frees up sooner: onUpserted runs this again
+			if a.notBefore.After(now) {
+				at = a.notBefore
+			}
+			if next.IsZero() || at.Before(next) {
+				next = at
+			}
+			continue
+		}
+		p.upsert(ctx, user, *s.Lock, a)
+	}
+	if p.retry != nil {
+		p.retry.Stop()
+		p.retry = nil
+	}
+	if !next.IsZero() {
+		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
+		p.retry = time.AfterFunc(next.Sub(now), func() { root.Send(self, &retryTick{epoch: epoch}) })
+	}
+}
+
+// upsert writes the lock in a goroutine, so that Receive never waits on
+// Teleport; the outcome comes back as an upserted message.
+func (p *Policy) upsert(ctx actor.Context, user string, l persistence.UserLock, a *attempt) {
+	lock, err := p.lock(user, l)
+	if err != nil {
+		// Only an empty name or target fails, and neither can be.
+		panic(fmt.Errorf("build lock of %s: %w", user, err))
+	}
+	a.running = true
+	p.running++
+	self, root, epoch, pctx, locker, timeout := ctx.Self(), ctx.ActorSystem().Root, p.epoch, p.ctx, p.Locker, p.CallTimeout
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		cctx, cancel := context.WithTimeout(pctx, timeout)
+		err := locker.UpsertLock(cctx, lock)
+		cancel()
+		root.Send(self, &upserted{epoch: epoch, user: user, trigger: l.Trigger, err: err})
+	}()
+}
+
+// lock is the Teleport lock for l.
+func (p *Policy) lock(user string, l persistence.UserLock) (types.Lock, error) {
+	spec := types.LockSpecV2{
+		Target:  types.LockTarget{User: user},
+		Message: fmt.Sprintf("User is locked due to too many failed login attempts: %d within %s (teleport-event-handler)", l.Count, p.Period),
+	}
+	if !l.Expires.IsZero() {
+		exp := l.Expires.UTC()
+		spec.Expires = &exp
+	}
+	return types.NewLock(LockName(user), spec)
+}
+
+func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
+	p.running--
+	a := p.pending[m.user]
+	s := p.users[m.user]
+	if a == nil || s == nil || s.Lock == nil || !s.Lock.Trigger.Equal(m.trigger) {
+		// Given up or replaced by a newer lock meanwhile.
+		p.runPending(ctx)
+		return
+	}
+	a.running = false
+	now := p.Now()
+	if m.err == nil {
+		p.Metrics.LocksCreated.Inc() // Teleport has it, whatever happens to our record
+		delete(p.pending, m.user)
+		next := clone(*s)
+		next.Lock.Written = now
+		p.save(next)
+		lg := p.log.Info().Str("user", m.user).Str("lock", LockName(m.user)).Int("attempts", a.failures+1)
+		if p.denied {
+			p.denied = false
+			lg.Msg("teleport accepted the lock: the lock permission is granted now")
+		} else {
+			lg.Msg("user locked")
+		}
+		p.runPending(ctx)
+		return
+	}
+	a.failures++
+	p.Metrics.TeleportErrors.WithLabelValues("UpsertLock", metrics.ErrorKind(m.err)).Inc()
+	var wait time.Duration
+	switch {
+	case trace.IsAccessDenied(m.err):
+		wait = p.DeniedRetry
+		if !p.denied {
+			p.denied = true
+			p.log.Error().Err(m.err).Str("user", m.user).Dur("retry_every", wait).
+				Msg("teleport denied writing a lock: the role of the event handler's identity needs the lock resource with verbs create and update; " +
+					"add the rule {resources: [lock], verbs: [create, update]} to it (locks are kept and retried until then)")
+		} else {
+			p.log.Debug().Err(m.err).Str("user", m.user).Msg("lock still denied")
+		}
+	default:
+		wait = p.backoff(a.failures)
+		p.log.Warn().Err(m.err).Str("user", m.user).Int("attempt", a.failures).Dur("retry_in", wait).
+			Msg("writing the lock failed; retrying")
+	}
+	a.notBefore = now.Add(wait)
+	p.runPending(ctx)
+}
+
+// backoff is the wait after the nth failed attempt: RetryMin doubling up to
+// RetryMax, with jitter so that many pending locks do not retry at once.
+func (p *Policy) backoff(n int) time.Duration {
+	d := p.RetryMax
+	if n-1 < 30 {
+		d = min(p.RetryMin<<(n-1), p.RetryMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// onSweep forgets what no longer matters and schedules the next sweep.
+func (p *Policy) onSweep(ctx actor.Context) {
+	now := p.Now()
+	var writes []persistence.Write
+	for user, s := range p.users {
+		next := clone(*s)
+		if !p.win.Prune(&next, now) {
+			continue
+		}
+		writes = append(writes, persistence.LockStateWrite(next))
+		if next.Empty() {
+			delete(p.users, user)
+		} else {
+			p.users[user] = &next
+		}
+	}
+	if len(writes) > 0 {
+		if err := p.Store.Apply(writes); err != nil {
+			panic(fmt.Errorf("prune lock policy state: %w", err))
+		}
+	}
+	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
+	p.sweep = time.AfterFunc(max(p.Period, time.Minute), func() { root.Send(self, &sweepTick{epoch: epoch}) })
+}
+
+func clone(s persistence.LockState) persistence.LockState {
+	s.Failures = append([]persistence.LoginFailure(nil), s.Failures...)
+	if s.Lock != nil {
+		l := *s.Lock
+		s.Lock = &l
+	}
+	return s
+}
+
+func stringField(ev *auditlogpb.EventUnstructured, name string) string {
+	return ev.GetUnstructured().GetFields()[name].GetStringValue()
+}
+
+// eventTime is the event's time, from its envelope or its time field.
+func eventTime(ev *auditlogpb.EventUnstructured) (time.Time, bool) {
+	if ts := ev.GetTime(); ts != nil && (ts.GetSeconds() != 0 || ts.GetNanos() != 0) {
+		return ts.AsTime(), true
+	}
+	t, err := time.Parse(time.RFC3339Nano, stringField(ev, "time"))
+	return t, err == nil
+}

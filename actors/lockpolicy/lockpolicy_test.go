@@ -1,0 +1,239 @@
+package lockpolicy_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/teleport/api/types"
+	"github.com/gravitational/trace"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
+)
+
+func TestWants(t *testing.T) {
+	now := time.Now()
+	require.True(t, lockpolicy.Wants(failure("alice", "1", now)))
+	require.False(t, lockpolicy.Wants(login("alice", "2", now, true)), "a successful login")
+	noStatus := failure("alice", "3", now)
+	delete(noStatus.Unstructured.Fields, "success")
+	require.False(t, lockpolicy.Wants(noStatus), "no success field: not a failure")
+	st, _ := structpb.NewStruct(map[string]any{"user": "alice", "success": false})
+	require.False(t, lockpolicy.Wants(&auditlogpb.EventUnstructured{Type: "session.start", Unstructured: st}))
+}
+
+func requireOneLock(t *testing.T, f *fixture, user string, trigger time.Time) *types.LockV2 {
+	t.Helper()
+	eventually(t, 5*time.Second, func() bool { _, locks := f.locker.state(); return len(locks) > 0 }, "no lock written")
+	eventually(t, 5*time.Second, func() bool { l := f.lockState(user).Lock; return l != nil && !l.Pending() }, "the lock is not recorded as written")
+	_, locks := f.locker.state()
+	require.Len(t, locks, 1)
+	l := locks[0]
+	require.Equal(t, lockpolicy.LockName(user), l.GetName())
+	require.Equal(t, types.LockTarget{User: user}, l.Target())
+	require.NotNil(t, l.LockExpiry())
+	require.True(t, l.LockExpiry().Equal(trigger.Add(f.deps.For)), "expires %s, want %s", l.LockExpiry(), trigger.Add(f.deps.For))
+	return l
+}
+
+func TestLocksTheUserOnceWithTargetExpiryAndMessage(t *testing.T) {
+	f := newFixture(t)
+	r := f.start()
+	base := f.clock.ago(10 * time.Second)
+	r.observe(
+		failure("alice", "a1", base),
+		failure("bob", "b1", base.Add(time.Second)),
+		failure("alice", "a2", base.Add(2*time.Second)),
+		failure("bob", "b2", base.Add(3*time.Second)),
+		failure("alice", "a3", base.Add(4*time.Second)),
+	)
+	l := requireOneLock(t, f, "alice", base.Add(4*time.Second))
+	require.Contains(t, l.Message(), "3 within 1m0s")
+	require.Equal(t, 1.0, testutil.ToFloat64(f.m.LocksCreated))
+	require.Len(t, f.lockState("bob").Failures, 2, "bob's count is kept")
+
+	// More failures of a locked user (and replays) lock no one again.
+	r.observe(
+		failure("alice", "a3", base.Add(4*time.Second)),
+		failure("alice", "a4", base.Add(5*time.Second)),
+		failure("alice", "a5", base.Add(6*time.Second)),
+		failure("alice", "a6", base.Add(7*time.Second)),
+	)
+	time.Sleep(50 * time.Millisecond) // an upsert would have been started by now
+	calls, locks := f.locker.state()
+	require.Equal(t, 1, calls)
+	require.Len(t, locks, 1)
+	require.Equal(t, 1, f.logs.count("locking user"))
+}
+
+func TestExpiredLockIsWrittenAgain(t *testing.T) {
+	f := newFixture(t)
+	f.deps.For = time.Minute
+	r := f.start()
+	base := f.clock.ago(5 * time.Second)
+	r.observe(failure("alice", "a1", base), failure("alice", "a2", base.Add(time.Second)), failure("alice", "a3", base.Add(2*time.Second)))
+	requireOneLock(t, f, "alice", base.Add(2*time.Second))
+
+	f.clock.advance(2 * time.Minute)
+	base = f.clock.ago(5 * time.Second)
+	r.observe(failure("alice", "a4", base), failure("alice", "a5", base.Add(time.Second)), failure("alice", "a6", base.Add(2*time.Second)))
+	eventually(t, 5*time.Second, func() bool { _, locks := f.locker.state(); return len(locks) == 2 }, "the expired lock was not written again")
+	_, locks := f.locker.state()
+	require.Equal(t, lockpolicy.LockName("alice"), locks[1].GetName())
+	require.True(t, locks[1].LockExpiry().Equal(base.Add(2*time.Second+time.Minute)))
+}
+
+func TestOldFailuresLockNoOne(t *testing.T) {
+	f := newFixture(t)
+	r := f.start()
+	var evs []*auditlogpb.EventUnstructured
+	for i := range 10 {
+		evs = append(evs, failure("alice", fmt.Sprint("old", i), f.clock.ago(3*time.Hour).Add(time.Duration(i)*time.Second)))
+	}
+	// Recent enough to be remembered, but the window ended over a period ago.
+	for i := range 3 {
+		evs = append(evs, failure("bob", fmt.Sprint("stale", i), f.clock.ago(100*time.Second).Add(time.Duration(i)*time.Second)))
+	}
+	r.observe(evs...)
+	time.Sleep(50 * time.Millisecond)
+	calls, _ := f.locker.state()
+	require.Zero(t, calls)
+	_, ok, err := f.store.LockState("alice")
+	require.NoError(t, err)
+	require.False(t, ok, "failures hours old are not even remembered")
+	require.Nil(t, f.lockState("bob").Lock)
+}
+
+func TestFailedUpsertIsRetriedWithoutHoldingThePoller(t *testing.T) {
+	f := newFixture(t)
+	f.locker.set(trace.ConnectionProblem(errors.New("connection refused"), "teleport is down"))
+	r := f.start()
+	base := f.clock.ago(5 * time.Second)
+	// Every event is answered although Teleport refuses the lock: the lock
+	// is durable as pending.
+	r.observe(failure("alice", "a1", base), failure("alice", "a2", base.Add(time.Second)), failure("alice", "a3", base.Add(2*time.Second)))
+	l := f.lockState("alice").Lock
+	require.NotNil(t, l)
+	require.True(t, l.Pending())
+	eventually(t, 5*time.Second, func() bool { calls, _ := f.locker.state(); return calls >= 4 }, "not retried")
+	require.GreaterOrEqual(t, testutil.ToFloat64(f.m.TeleportErrors.WithLabelValues("UpsertLock", "connection_problem")), 3.0)
+
+	f.locker.set(nil)
+	requireOneLock(t, f, "alice", base.Add(2*time.Second))
+	require.GreaterOrEqual(t, f.logs.count("writing the lock failed; retrying"), 3)
+}
+
+func TestAccessDeniedIsReportedOnceAndRetriedSlowly(t *testing.T) {
+	f := newFixture(t)
+	f.locker.set(trace.AccessDenied("access denied to perform action %q on %q", "create", "lock"))
+	r := f.start()
+	base := f.clock.ago(5 * time.Second)
+	for _, u := range []string{"alice", "bob"} {
+		r.observe(failure(u, u+"1", base), failure(u, u+"2", base.Add(time.Second)), failure(u, u+"3", base.Add(2*time.Second)))
+	}
+	eventually(t, 5*time.Second, func() bool { calls, _ := f.locker.state(); return calls >= 6 }, "not retried after access denied")
+	require.Equal(t, 1, f.logs.count(`"level":"error"`), "one error, however many denials")
+	require.Equal(t, 1, f.logs.count(`"level":"error"`, "lock resource with verbs create and update", "{resources: [lock], verbs: [create, update]}"))
+
+	f.locker.set(nil)
+	eventually(t, 5*time.Second, func() bool { _, locks := f.locker.state(); return len(locks) == 2 }, "locks not written once permitted")
+	for _, u := range []string{"alice", "bob"} {
+		eventually(t, 5*time.Second, func() bool { return !f.lockState(u).Lock.Pending() }, "the lock is not recorded as written")
+	}
+	require.Equal(t, 1, f.logs.count("the lock permission is granted now"))
+	require.Equal(t, 2.0, testutil.ToFloat64(f.m.LocksCreated))
+}
+
+func TestDryRunLogsAndNeverLocks(t *testing.T) {
+	f := newFixture(t)
+	f.deps.DryRun = true
+	f.locker.set(errors.New("UpsertLock must not be called in a dry run"))
+	r := f.start()
+	base := f.clock.ago(5 * time.Second)
+	var evs []*auditlogpb.EventUnstructured
+	for i := range 6 {
+		evs = append(evs, failure("alice", fmt.Sprint("a", i), base.Add(time.Duration(i)*time.Second)))
+	}
+	r.observe(evs...)
+	time.Sleep(50 * time.Millisecond)
+	calls, _ := f.locker.state()
+	require.Zero(t, calls)
+	require.Equal(t, 1, f.logs.count("dry run: would lock user", `"user":"alice"`, `"lock":"event-handler-auto-lock-alice"`))
+	require.Zero(t, testutil.ToFloat64(f.m.LocksCreated))
+}
+
+func TestRestartBetweenFailuresKeepsTheCount(t *testing.T) {
+	f := newFixture(t)
+	base := f.clock.ago(10 * time.Second)
+	first, second := failure("alice", "a1", base), failure("alice", "a2", base.Add(time.Second))
+	r := f.start()
+	r.observe(first, second)
+	r.stop()
+	require.Len(t, f.lockState("alice").Failures, 2)
+
+	// The next life sees the two again (the poller's checkpoint may not
+	// have passed them) and then the third.
+	r = f.start()
+	r.observe(first, second, failure("alice", "a3", base.Add(2*time.Second)))
+	l := requireOneLock(t, f, "alice", base.Add(2*time.Second))
+	require.Contains(t, l.Message(), "3 within")
+	r.stop()
+
+	// And the lock is remembered: a third life replaying everything does
+	// not lock again.
+	r = f.start()
+	r.observe(first, second, failure("alice", "a3", base.Add(2*time.Second)))
+	time.Sleep(50 * time.Millisecond)
+	calls, _ := f.locker.state()
+	require.Equal(t, 1, calls)
+}
+
+func TestCrashOnTheTriggeringFailureIsReplayed(t *testing.T) {
+	t.Cleanup(faults.Reset)
+	f := newFixture(t)
+	r := f.start()
+	base := f.clock.ago(10 * time.Second)
+	r.observe(failure("alice", "a1", base), failure("alice", "a2", base.Add(time.Second)))
+	// The policy panics on the third failure, is restarted and gets it
+	// again, as the poller resends unanswered events to a restarted tap.
+	faults.Arm(lockpolicy.Name, 1)
+	r.observe(failure("alice", "a3", base.Add(2*time.Second)))
+	require.Equal(t, 1, faults.Injected(lockpolicy.Name))
+	requireOneLock(t, f, "alice", base.Add(2*time.Second))
+}
+
+func TestPendingLockIsWrittenAfterRestart(t *testing.T) {
+	f := newFixture(t)
+	f.locker.set(trace.ConnectionProblem(nil, "teleport is down"))
+	base := f.clock.ago(10 * time.Second)
+	r := f.start()
+	r.observe(failure("alice", "a1", base), failure("alice", "a2", base.Add(time.Second)), failure("alice", "a3", base.Add(2*time.Second)))
+	eventually(t, 5*time.Second, func() bool { calls, _ := f.locker.state(); return calls >= 1 }, "no attempt")
+	r.stop()
+	require.True(t, f.lockState("alice").Lock.Pending())
+
+	f.locker.set(nil)
+	f.start()
+	requireOneLock(t, f, "alice", base.Add(2*time.Second))
+	require.Equal(t, 1, f.logs.count("resuming locks not yet written to teleport"))
+}
+
+func TestPendingLockThatExpiredIsGivenUp(t *testing.T) {
+	f := newFixture(t)
+	f.deps.For = time.Minute
+	f.locker.set(trace.ConnectionProblem(nil, "teleport is down"))
+	base := f.clock.ago(10 * time.Second)
+	r := f.start()
+	r.observe(failure("alice", "a1", base), failure("alice", "a2", base.Add(time.Second)), failure("alice", "a3", base.Add(2*time.Second)))
+	f.clock.advance(2 * time.Minute)
+	eventually(t, 5*time.Second, func() bool { return f.logs.count("the lock expired before teleport accepted it") == 1 }, "not given up")
+	require.Nil(t, f.lockState("alice").Lock)
+	_, locks := f.locker.state()
+	require.Empty(t, locks)
+}
