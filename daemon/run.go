@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
+	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
@@ -57,6 +59,7 @@ type Options struct {
 type API interface {
 	poller.Searcher
 	sessions.Streamer
+	lockpolicy.Locker
 }
 
 // Run connects to Teleport and Fluentd, starts the actor tree and blocks
@@ -168,6 +171,13 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		return append(m.ActorOptions(kind), actor.WithSupervisor(strategy))
 	}
 
+	// The lock policy needs failed logins even when --types leaves them
+	// out: fetch them, but do not forward them.
+	types, skip := cfg.Types, set(cfg.SkipEventTypes)
+	if cfg.Lock.Enabled && len(types) > 0 && !slices.Contains(types, lockpolicy.LoginEvent) {
+		types = append(slices.Clone(types), lockpolicy.LoginEvent)
+		skip[lockpolicy.LoginEvent] = true
+	}
 	done := make(chan error, 1)
 	spec := root.Spec{
 		Strategy:       strategy,
@@ -204,11 +214,22 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 					})
 				}, childOpts("sessions")...),
 			})
+			if cfg.Lock.Enabled {
+				children = append(children, root.Child{
+					Name: lockpolicy.Name,
+					Bind: func(p *actor.PID) { taps = append(taps, poller.Tap{PID: p, Wants: lockpolicy.Wants}) },
+					Props: lockpolicy.Props(lockpolicy.Deps{
+						Locker: events, Store: store,
+						Config: lockpolicy.Config{FailedAttempts: cfg.Lock.FailedAttempts, Period: cfg.Lock.Period, For: cfg.Lock.For},
+						DryRun: cfg.DryRun, Log: log, Metrics: m,
+					}, childOpts("lockpolicy")...),
+				})
+			}
 			children = append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
 				return poller.New(poller.Deps{
 					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
 					StartTime: start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,
-					Types: cfg.Types, Skip: set(cfg.SkipEventTypes), Taps: taps, Window: poller.WindowFor(cfg.Fluentd.MaxConnections, cfg.Batch),
+					Types: types, Skip: skip, Taps: taps, Window: poller.WindowFor(cfg.Fluentd.MaxConnections, cfg.Batch),
 					DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log, Metrics: m,
 				})
 			}, childOpts("poller")...)})
