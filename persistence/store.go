@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -99,6 +100,9 @@ func Open(dir string) (s *Store, err error) {
 	case err != nil:
 		if os.IsPermission(err) {
 			return nil, fmt.Errorf("open state file %s: %w; give the daemon's user read and write access to it", path, err)
+		}
+		if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOSPC) {
+			return nil, fmt.Errorf("open state file %s: %w; --storage must be on a writable file system with free space", path, err)
 		}
 		return nil, &CorruptError{Path: path, Err: err}
 	}

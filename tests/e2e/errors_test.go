@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+
 	"github.com/fdfwd/teleport-event-handler/certs"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
@@ -20,8 +22,8 @@ import (
 func badInput(t *testing.T, e *env, env []string, args []string, want ...string) {
 	t.Helper()
 	start := time.Now()
-	p := run(t, env, args...)
-	code := p.wait(t, 5*time.Second)
+	p := harness.Run(t, binary, env, args...)
+	code := p.Wait(t, 5*time.Second)
 	took := time.Since(start)
 	out := p.Output()
 	require.NotZero(t, code, "exit code; output:\n%s", out)
@@ -30,7 +32,7 @@ func badInput(t *testing.T, e *env, env []string, args []string, want ...string)
 		require.Contains(t, out, w)
 	}
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one message, got:\n%s", out)
-	_, err := os.Stat(e.storage)
+	_, err := os.Stat(e.Storage)
 	require.True(t, os.IsNotExist(err), "storage directory was created")
 }
 
@@ -63,19 +65,19 @@ func TestBadInputsExitAtOnceWithAClearError(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"missing storage", nil, without(e.args(), "--storage"), []string{"--storage"}},
-		{"missing fluentd url", nil, without(e.args(), "--fluentd-url"), []string{"--fluentd-url"}},
-		{"identity and cert both", nil, e.args("--teleport-identity", e.pki.IdentityFile), []string{"--teleport-identity"}},
-		{"no teleport credentials", nil, without(without(without(e.args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key"), []string{"--teleport-identity"}},
-		{"unreadable cert", nil, e.args("--fluentd-cert", filepath.Join(dir, "missing.crt")), []string{"--fluentd-cert", "missing.crt"}},
-		{"unparsable ca", nil, e.args("--fluentd-ca", garbage), []string{"--fluentd-ca", "garbage.pem"}},
-		{"unparsable teleport key", nil, e.args("--teleport-key", garbage), []string{"--teleport-key"}},
-		{"http url", nil, e.args("--fluentd-url", "http://127.0.0.1:1/test.log"), []string{"--fluentd-url", "http://127.0.0.1:1/test.log", "https"}},
-		{"bad duration", nil, e.args("--timeout", "5x"), []string{"--timeout", "5x"}},
-		{"bad duration from env", []string{"FDFWD_WINDOW_SIZE=forever"}, e.args(), []string{"window-size", "forever", "FDFWD_WINDOW_SIZE"}},
-		{"bad start time", nil, e.args("--start-time", "yesterday"), []string{"--start-time", "yesterday", "RFC"}},
-		{"malformed toml", nil, append([]string{"-c", writeFile("bad.toml", "storage = \"x\"\nbatch = = 3\n")}, e.args()...), []string{"bad.toml", "line 2"}},
-		{"unknown toml key", nil, append([]string{"-c", writeFile("unknown.toml", "storage = \"x\"\nbach = 3\n")}, e.args()...), []string{"bach"}},
+		{"missing storage", nil, without(e.Args(), "--storage"), []string{"--storage"}},
+		{"missing fluentd url", nil, without(e.Args(), "--fluentd-url"), []string{"--fluentd-url"}},
+		{"identity and cert both", nil, e.Args("--teleport-identity", e.PKI.IdentityFile), []string{"--teleport-identity"}},
+		{"no teleport credentials", nil, without(without(without(e.Args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key"), []string{"--teleport-identity"}},
+		{"unreadable cert", nil, e.Args("--fluentd-cert", filepath.Join(dir, "missing.crt")), []string{"--fluentd-cert", "missing.crt"}},
+		{"unparsable ca", nil, e.Args("--fluentd-ca", garbage), []string{"--fluentd-ca", "garbage.pem"}},
+		{"unparsable teleport key", nil, e.Args("--teleport-key", garbage), []string{"--teleport-key"}},
+		{"http url", nil, e.Args("--fluentd-url", "http://127.0.0.1:1/test.log"), []string{"--fluentd-url", "http://127.0.0.1:1/test.log", "https"}},
+		{"bad duration", nil, e.Args("--timeout", "5x"), []string{"--timeout", "5x"}},
+		{"bad duration from env", []string{"FDFWD_WINDOW_SIZE=forever"}, e.Args(), []string{"window-size", "forever", "FDFWD_WINDOW_SIZE"}},
+		{"bad start time", nil, e.Args("--start-time", "yesterday"), []string{"--start-time", "yesterday", "RFC"}},
+		{"malformed toml", nil, append([]string{"-c", writeFile("bad.toml", "storage = \"x\"\nbatch = = 3\n")}, e.Args()...), []string{"bad.toml", "line 2"}},
+		{"unknown toml key", nil, append([]string{"-c", writeFile("unknown.toml", "storage = \"x\"\nbach = 3\n")}, e.Args()...), []string{"bach"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { badInput(t, e, c.env, c.args, c.want...) })
@@ -87,23 +89,23 @@ func TestFluentdCertificateThatDoesNotVerifyIsFatal(t *testing.T) {
 	e := newEnv(t)
 	otherCA, err := testpki.OtherCA(t.TempDir())
 	require.NoError(t, err)
-	p := run(t, nil, e.args("--fluentd-ca", otherCA)...)
-	require.NotZero(t, p.wait(t, 20*time.Second))
-	require.Contains(t, p.Output(), e.fluentd.URL())
+	p := harness.Run(t, binary, nil, e.Args("--fluentd-ca", otherCA)...)
+	require.NotZero(t, p.Wait(t, 20*time.Second))
+	require.Contains(t, p.Output(), e.Fluentd.URL())
 	require.Contains(t, p.Output(), "--fluentd-ca")
 
 	// Host name not in the certificate: a receiver whose certificate is
 	// issued by the right CA but for another name only.
-	elsewhere, err := certs.IssueServer(e.pki.FluentdCA, "fluentd.elsewhere", []string{"fluentd.elsewhere"}, nil, certs.Options{})
+	elsewhere, err := certs.IssueServer(e.PKI.FluentdCA, "fluentd.elsewhere", []string{"fluentd.elsewhere"}, nil, certs.Options{})
 	require.NoError(t, err)
-	misnamed, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.pki.ServerTLS(elsewhere, e.pki.FluentdCA)})
+	misnamed, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.PKI.ServerTLS(elsewhere, e.PKI.FluentdCA)})
 	require.NoError(t, err)
 	defer misnamed.Close()
-	p = run(t, nil, e.args("--fluentd-url", misnamed.URL()+"/test.log", "--fluentd-session-url", misnamed.URL()+"/session")...)
-	require.NotZero(t, p.wait(t, 20*time.Second))
+	p = harness.Run(t, binary, nil, e.Args("--fluentd-url", misnamed.URL()+"/test.log", "--fluentd-session-url", misnamed.URL()+"/session")...)
+	require.NotZero(t, p.Wait(t, 20*time.Second))
 	require.Contains(t, p.Output(), misnamed.URL())
 	require.Contains(t, p.Output(), "certificate")
-	_, err = os.Stat(e.storage)
+	_, err = os.Stat(e.Storage)
 	require.True(t, os.IsNotExist(err))
 }
 
@@ -113,11 +115,11 @@ func TestFluentdRefusingTheClientCertificateIsFatal(t *testing.T) {
 	// A receiver that trusts only clients of another CA.
 	other, err := testpki.Generate(t.TempDir())
 	require.NoError(t, err)
-	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.pki.ServerTLS(e.pki.FluentdServer, other.FluentdCA)})
+	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.PKI.ServerTLS(e.PKI.FluentdServer, other.FluentdCA)})
 	require.NoError(t, err)
 	defer strict.Close()
-	p := run(t, nil, e.args("--fluentd-url", strict.URL()+"/test.log", "--fluentd-session-url", strict.URL()+"/session")...)
-	require.NotZero(t, p.wait(t, 20*time.Second))
+	p := harness.Run(t, binary, nil, e.Args("--fluentd-url", strict.URL()+"/test.log", "--fluentd-session-url", strict.URL()+"/session")...)
+	require.NotZero(t, p.Wait(t, 20*time.Second))
 	require.Contains(t, p.Output(), strict.URL())
 	require.Contains(t, p.Output(), "client certificate")
 }
@@ -125,53 +127,53 @@ func TestFluentdRefusingTheClientCertificateIsFatal(t *testing.T) {
 func TestUnreachableFluentdIsWaitedFor(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	evs := e.seed(50, 11)
-	e.fluentd.Down(time.Hour)
-	p := run(t, nil, e.args("--exit-on-last-event")...)
-	waitFor(t, 20*time.Second, "an error naming the URL", func() bool {
+	evs := e.Seed(50, 11)
+	e.Fluentd.Down(time.Hour)
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	harness.WaitFor(t, 20*time.Second, "an error naming the URL", func() bool {
 		out := p.Output()
-		return strings.Contains(out, "unreachable") && strings.Contains(out, e.fluentd.URL())
+		return strings.Contains(out, "unreachable") && strings.Contains(out, e.Fluentd.URL())
 	})
-	e.fluentd.Up()
-	require.Equal(t, 0, p.wait(t, time.Minute))
-	require.Zero(t, delivered(t, e.fluentd, evs, nil))
+	e.Fluentd.Up()
+	require.Equal(t, 0, p.Wait(t, time.Minute))
+	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil))
 }
 
 func TestTeleportConnectionErrorsSayWhatFailed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	// Unreachable: a port nobody listens on.
-	p := run(t, nil, e.args("--teleport-addr", "127.0.0.1:1")...)
-	require.NotZero(t, p.wait(t, 30*time.Second))
+	p := harness.Run(t, binary, nil, e.Args("--teleport-addr", "127.0.0.1:1")...)
+	require.NotZero(t, p.Wait(t, 30*time.Second))
 	require.Contains(t, p.Output(), "unreachable")
 	require.Contains(t, p.Output(), "127.0.0.1:1")
 
 	// Expired identity.
 	expired := filepath.Join(t.TempDir(), "expired-identity")
-	require.NoError(t, e.pki.ExpiredIdentity(expired))
-	args := without(without(without(e.args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
-	p = run(t, nil, append(args, "--teleport-identity", expired)...)
-	require.NotZero(t, p.wait(t, 30*time.Second))
+	require.NoError(t, e.PKI.ExpiredIdentity(expired))
+	args := without(without(without(e.Args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
+	p = harness.Run(t, binary, nil, append(args, "--teleport-identity", expired)...)
+	require.NotZero(t, p.Wait(t, 30*time.Second))
 	require.Contains(t, p.Output(), "expired")
 
 	// Wrong CA: the client does not trust the server.
 	otherCA, err := testpki.OtherCA(t.TempDir())
 	require.NoError(t, err)
-	p = run(t, nil, e.args("--teleport-ca", otherCA)...)
-	require.NotZero(t, p.wait(t, 30*time.Second))
+	p = harness.Run(t, binary, nil, e.Args("--teleport-ca", otherCA)...)
+	require.NotZero(t, p.Wait(t, 30*time.Second))
 	require.Contains(t, p.Output(), "tls")
-	_, err = os.Stat(e.storage)
+	_, err = os.Stat(e.Storage)
 	require.True(t, os.IsNotExist(err))
 }
 
 func TestChangedStartTimeIsRefused(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.seed(10, 12)
-	p := run(t, nil, e.args("--exit-on-last-event")...)
-	require.Equal(t, 0, p.wait(t, time.Minute))
-	p = run(t, nil, e.args("--exit-on-last-event", "--start-time", "2020-01-01T00:00:00Z")...)
-	require.NotZero(t, p.wait(t, 20*time.Second))
+	e.Seed(10, 12)
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute))
+	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--start-time", "2020-01-01T00:00:00Z")...)
+	require.NotZero(t, p.Wait(t, 20*time.Second))
 	require.Contains(t, p.Output(), "2020-01-01T00:00:00Z")
 	require.Contains(t, p.Output(), "remove")
 }
@@ -179,38 +181,38 @@ func TestChangedStartTimeIsRefused(t *testing.T) {
 func TestIdentityFileWithRefreshWorks(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	evs := e.seed(100, 13)
-	args := without(without(without(e.args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
-	p := run(t, nil, append(args, "--teleport-identity", e.pki.IdentityFile,
+	evs := e.Seed(100, 13)
+	args := without(without(without(e.Args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
+	p := harness.Run(t, binary, nil, append(args, "--teleport-identity", e.PKI.IdentityFile,
 		"--teleport-refresh-enabled", "--teleport-refresh-interval", "300ms", "--debug")...)
-	waitFor(t, 30*time.Second, "the first events", func() bool { return e.audit() >= 100 })
+	harness.WaitFor(t, 30*time.Second, "the first events", func() bool { return e.Audit() >= 100 })
 	// Replace the identity with a freshly issued one while running.
-	client, err := e.pki.NewTeleportClient()
+	client, err := e.PKI.NewTeleportClient()
 	require.NoError(t, err)
-	require.NoError(t, testpki.WriteIdentityFile(e.pki.IdentityFile+".new", e.pki.TeleportCA, client))
-	require.NoError(t, os.Rename(e.pki.IdentityFile+".new", e.pki.IdentityFile))
-	waitFor(t, 10*time.Second, "a reload", func() bool { return strings.Contains(p.Output(), "identity reloaded") })
+	require.NoError(t, testpki.WriteIdentityFile(e.PKI.IdentityFile+".new", e.PKI.TeleportCA, client))
+	require.NoError(t, os.Rename(e.PKI.IdentityFile+".new", e.PKI.IdentityFile))
+	harness.WaitFor(t, 10*time.Second, "a reload", func() bool { return strings.Contains(p.Output(), "identity reloaded") })
 	more := teleportGenerate(100, time.Now(), 14)
-	require.NoError(t, e.teleport.AddEvents(more...))
-	waitFor(t, 30*time.Second, "events after the reload", func() bool { return e.audit() >= 200 })
-	p.signal(15)
-	require.Equal(t, 0, p.wait(t, 15*time.Second))
-	require.Zero(t, delivered(t, e.fluentd, append(evs, more...), nil))
+	require.NoError(t, e.Teleport.AddEvents(more...))
+	harness.WaitFor(t, 30*time.Second, "events after the reload", func() bool { return e.Audit() >= 200 })
+	p.Signal(15)
+	require.Equal(t, 0, p.Wait(t, 15*time.Second))
+	require.Zero(t, harness.Delivered(t, e.Fluentd, append(evs, more...), nil))
 }
 
 func TestCorruptStateIsReportedNotReplaced(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.seed(10, 15)
-	dir := persistence.Dir(e.storage, e.teleport.Addr())
+	e.Seed(10, 15)
+	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
 	require.NoError(t, os.MkdirAll(dir, 0o700))
 	state := filepath.Join(dir, "state.db")
 	garbage := []byte(strings.Repeat("not a bbolt file ", 512))
 	require.NoError(t, os.WriteFile(state, garbage, 0o600))
-	p := run(t, nil, e.args("--exit-on-last-event")...)
-	require.NotZero(t, p.wait(t, 20*time.Second))
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.NotZero(t, p.Wait(t, 20*time.Second))
 	require.Contains(t, p.Output(), state)
-	require.Zero(t, e.fluentd.Count(), "nothing is sent from scratch")
+	require.Zero(t, e.Fluentd.Count(), "nothing is sent from scratch")
 	after, err := os.ReadFile(state)
 	require.NoError(t, err)
 	require.Equal(t, garbage, after, "the corrupt file was changed")

@@ -8,6 +8,8 @@ import (
 
 	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
 )
 
 // failedLogin is a user.login failure of user at t.
@@ -23,38 +25,38 @@ func failedLogin(user string, i int, t time.Time) apievents.AuditEvent {
 func TestRepeatedFailedLoginsLockTheUserOnceAcrossARestart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.seed(20, 40)
+	e.Seed(20, 40)
 	lockArgs := []string{"--lock-enabled", "--lock-failed-attempts-count", "3", "--lock-period", "1m", "--lock-for", "30m",
 		"--types", "session.start,session.end"} // user.login is fetched for the policy anyway
 	now := time.Now()
 	// Two failures each for alice and bob, then a restart.
-	require.NoError(t, e.teleport.AddEvents(failedLogin("alice", 1, now.Add(-20*time.Second)), failedLogin("alice", 2, now.Add(-15*time.Second)),
+	require.NoError(t, e.Teleport.AddEvents(failedLogin("alice", 1, now.Add(-20*time.Second)), failedLogin("alice", 2, now.Add(-15*time.Second)),
 		failedLogin("bob", 1, now.Add(-20*time.Second)), failedLogin("bob", 2, now.Add(-14*time.Second))))
-	p := run(t, nil, e.args(lockArgs...)...)
-	waitFor(t, 30*time.Second, "the failures to be read", func() bool { return e.teleport.Calls("GetUnstructuredEvents") >= 3 })
+	p := harness.Run(t, binary, nil, e.Args(lockArgs...)...)
+	harness.WaitFor(t, 30*time.Second, "the failures to be read", func() bool { return e.Teleport.Calls("GetUnstructuredEvents") >= 3 })
 	time.Sleep(500 * time.Millisecond) // let the checkpoint settle
-	p.signal(syscall.SIGTERM)
-	require.Equal(t, 0, p.wait(t, 20*time.Second))
-	require.Empty(t, e.teleport.Locks(), "two failures lock no one")
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 20*time.Second))
+	require.Empty(t, e.Teleport.Locks(), "two failures lock no one")
 
 	// The third failure of alice, after the restart, locks her only.
 	third := time.Now().Add(-5 * time.Second)
-	require.NoError(t, e.teleport.AddEvents(failedLogin("alice", 3, third)))
-	p = run(t, nil, e.args(lockArgs...)...)
-	waitFor(t, 30*time.Second, "a lock", func() bool { return len(e.teleport.Locks()) > 0 })
+	require.NoError(t, e.Teleport.AddEvents(failedLogin("alice", 3, third)))
+	p = harness.Run(t, binary, nil, e.Args(lockArgs...)...)
+	harness.WaitFor(t, 30*time.Second, "a lock", func() bool { return len(e.Teleport.Locks()) > 0 })
 	time.Sleep(time.Second) // a second lock would come now
-	p.signal(syscall.SIGTERM)
-	require.Equal(t, 0, p.wait(t, 20*time.Second))
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 20*time.Second))
 
-	locks := e.teleport.Locks()
+	locks := e.Teleport.Locks()
 	require.Len(t, locks, 1)
 	lock := locks[0]
 	require.Equal(t, "event-handler-auto-lock-alice", lock.GetName())
 	require.Equal(t, "alice", lock.Target().User)
 	require.NotNil(t, lock.LockExpiry())
 	require.WithinDuration(t, third.Add(30*time.Minute), *lock.LockExpiry(), time.Second)
-	require.Positive(t, e.audit())
-	for _, raw := range e.fluentd.Records("test.log") {
+	require.Positive(t, e.Audit())
+	for _, raw := range e.Fluentd.Records("test.log") {
 		require.NotContains(t, string(raw), `"event":"user.login"`, "--types leaves logins out of what is forwarded")
 	}
 }
