@@ -3,6 +3,7 @@
 #   make build   the binary, at bin/teleport-event-handler
 #   make test    the whole test suite (unit, end-to-end), race detector on
 #   make demo    the daemon against a local test Teleport and Fluentd receiver
+#   make chaos   the fault-injection suite (TEH_CHAOS_SEED=N replays a run)
 
 GO       ?= go
 BIN      := bin/teleport-event-handler
@@ -12,7 +13,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e demo vet clean deps
+.PHONY: all build test test-unit test-e2e demo chaos vet clean deps
 
 all: build
 
@@ -38,6 +39,13 @@ test-e2e: build
 
 demo: build
 	$(GO) run ./tests/cmd/demo -binary $(CURDIR)/$(BIN)
+
+# A binary with the panic hook compiled in (-tags faults), then every fault
+# scenario; the table is printed and written to chaos-results.json.
+chaos: deps
+	$(GO) build -tags faults -ldflags '$(LDFLAGS)' -o bin/teleport-event-handler-faults ./cmd/teleport-event-handler
+	TEH_CHAOS=1 TEH_BINARY=$(CURDIR)/bin/teleport-event-handler-faults TEH_CHAOS_OUT=$(CURDIR)/chaos-results.json \
+		$(GO) test -count=1 -timeout 30m -v ./tests/faults/
 
 clean:
 	rm -rf bin

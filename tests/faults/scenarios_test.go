@@ -1,0 +1,280 @@
+package faults
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	apievents "github.com/gravitational/teleport/api/types/events"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+
+	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
+)
+
+// Bounds on what a crash may resend, from the defaults: the audit window
+// (4 x 10 connections) and each of 5 players' window (16).
+const (
+	auditWindow   = 40
+	sessionWindow = 5 * 16
+)
+
+// seedAll seeds audit history with recordings and a few long recordings.
+func (s *scenario) seedAll(audit, long, longLen int) []apievents.AuditEvent {
+	evs := s.e.Seed(audit, int64(s.rng.Uint64()>>1))
+	for i := range long {
+		s.e.AddSession(fmt.Sprintf("long-%d", i), longLen, s.e.T0.Add(time.Duration(10+i)*time.Second))
+	}
+	return evs
+}
+
+func (s *scenario) tally(evs []apievents.AuditEvent, except map[string]bool, skip map[string]bool) harness.Tally {
+	return harness.TallyAudit(s.e.Fluentd, evs, except).Plus(s.e.TallySessions(skip))
+}
+
+// finish runs the daemon to the end of the history and returns its output.
+func (s *scenario) finish(extra ...string) string {
+	p := s.e.Run(nil, s.e.Args(append([]string{"--exit-on-last-event"}, extra...)...)...)
+	require.Equal(s.t, 0, p.Wait(s.t, 5*time.Minute))
+	return p.Output()
+}
+
+func TestKillNine(t *testing.T) {
+	s := newScenario(t, "kill -9")
+	evs := s.seedAll(1500, 3, 1500)
+	s.e.Fluentd.SetLatency(time.Millisecond) // stretch the run so kills land mid-stream
+	kills := 0
+	for kills < 20 {
+		p := s.e.Run(nil, s.e.Args("--skip-session-types", "")...)
+		time.Sleep(time.Duration(300+s.rng.IntN(900)) * time.Millisecond)
+		p.Signal(syscall.SIGKILL)
+		p.Wait(t, 10*time.Second)
+		kills++
+	}
+	s.fault("%d x kill -9 at random moments", kills)
+	s.e.Fluentd.SetLatency(0)
+	s.finish("--skip-session-types", "")
+	s.check(s.tally(evs, nil, nil), kills*(auditWindow+sessionWindow))
+}
+
+func TestActorPanics(t *testing.T) {
+	s := newScenario(t, "actor panics")
+	evs := s.seedAll(1200, 2, 800)
+	now := time.Now()
+	for i := range 4 {
+		require.NoError(t, s.e.Teleport.AddEvents(&apievents.UserLogin{
+			Metadata:     apievents.Metadata{ID: fmt.Sprintf("fail-%d", i), Type: "user.login", Code: "T1000W", Time: now.Add(time.Duration(i-30) * time.Second)},
+			UserMetadata: apievents.UserMetadata{User: "mallory"}, Status: apievents.Status{Success: false},
+		}))
+	}
+	armed := map[string]int{"poller": 4, "connection": 6, "player": 20, "sessions": 3, "checkpoint": 4, "lockpolicy": 2}
+	var spec []string
+	total := 0
+	for k, n := range armed {
+		spec = append(spec, fmt.Sprintf("%s=%d", k, n))
+		total += n
+	}
+	s.fault("panics: %s", strings.Join(spec, ","))
+	addr := harness.FreeAddr(t)
+	p := s.e.Run([]string{"TEH_FAULTS=" + strings.Join(spec, ",")}, s.e.Args("--metrics-addr", addr, "--lock-enabled")...)
+	expectSession := 0
+	for _, rec := range s.e.Recordings {
+		for _, ev := range rec {
+			if !defaultSkip[ev.GetType()] {
+				expectSession++
+			}
+		}
+	}
+	var m map[string]float64
+	harness.WaitFor(t, 3*time.Minute, "everything delivered", func() bool {
+		m = harness.Scrape(addr)
+		return s.tally(evs, nil, defaultSkip).Lost == 0 && len(s.e.Teleport.Locks()) == 1 && m != nil
+	})
+	time.Sleep(2 * time.Second) // let players that restarted finish and go
+	m = harness.Scrape(addr)
+	s.row.Restarts = restarts(m)
+	goroutines, players := m["go_goroutines"], m[`teleport_event_handler_actors{kind="player"}`]
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second))
+
+	// The same history without faults, for the goroutine baseline.
+	base := newScenario(t, "actor panics (baseline)")
+	base.seedAll(1200, 2, 800)
+	baddr := harness.FreeAddr(t)
+	bp := base.e.Run(nil, base.e.Args("--metrics-addr", baddr)...)
+	harness.WaitFor(t, 3*time.Minute, "baseline delivered", func() bool { return base.e.Fluentd.Count() >= s.e.Fluentd.Count()-len(s.e.Recordings) })
+	time.Sleep(2 * time.Second)
+	bm := harness.Scrape(baddr)
+	bp.Signal(syscall.SIGTERM)
+	bp.Wait(t, 30*time.Second)
+
+	require.GreaterOrEqual(t, s.row.Restarts, total-2, "each injected panic restarts an actor (a few may land after the work is done)")
+	require.Zero(t, players, "players are gone once their recordings are done")
+	require.LessOrEqual(t, goroutines, bm["go_goroutines"]+10, "goroutines leaked across %d restarts", s.row.Restarts)
+	s.check(s.tally(evs, nil, defaultSkip), s.row.Restarts*(auditWindow+sessionWindow))
+	base.check(base.tally(nil, nil, defaultSkip).Plus(harness.TallyAudit(base.e.Fluentd, nil, nil)), 0)
+	base.fault("none (goroutines %0.f vs %0.f with faults)", bm["go_goroutines"], goroutines)
+}
+
+func TestFluentdNetwork(t *testing.T) {
+	s := newScenario(t, "fluentd network")
+	evs := s.seedAll(1500, 2, 1000)
+	px := newProxy(t, "fluentd", strings.TrimPrefix(s.e.Fluentd.URL(), "https://"))
+	s.e.FluentdURL = "https://" + px.addr()
+	rejected := map[string]bool{}
+	for i := 0; i < len(evs); i += 150 {
+		rejected[evs[i].GetID()] = true
+	}
+	s.e.Fluentd.RejectWhere(400, func(r map[string]any) bool { id, _ := r["uid"].(string); return rejected[id] })
+	s.e.Fluentd.SetRandomFailure(0.05, 503, int64(s.rng.Uint64()>>1))
+	px.toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 30, "jitter": 10})
+	px.toxic(t, "bandwidth", "bandwidth", "upstream", map[string]any{"rate": 256})
+	s.fault("%d events rejected with 400; 5%% random 503; 30±10 ms latency; 256 KB/s", len(rejected))
+
+	p := s.e.Run(nil, s.e.Args()...)
+	time.Sleep(3 * time.Second)
+	px.toxic(t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 100})
+	time.Sleep(2 * time.Second)
+	px.remove(t, "reset")
+	px.toxic(t, "timeout", "timeout", "upstream", map[string]any{"timeout": 2000})
+	time.Sleep(3 * time.Second)
+	px.remove(t, "timeout")
+	s.fault("connection resets for 2 s; timeouts for 3 s")
+	s.e.Fluentd.Down(time.Minute)
+	s.fault("receiver down for 60 s")
+	time.Sleep(61 * time.Second)
+	require.NoError(t, s.e.Fluentd.Err())
+	harness.WaitFor(t, 3*time.Minute, "everything delivered", func() bool { return s.tally(evs, rejected, defaultSkip).Lost == 0 })
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second))
+
+	raw, err := os.ReadFile(filepath.Join(persistence.Dir(s.e.Storage, s.e.TeleportAddr), persistence.DeadLetterFile))
+	require.NoError(t, err)
+	require.Equal(t, len(rejected), strings.Count(string(raw), "\n"), "every rejected event dead-lettered once")
+	s.check(s.tally(evs, rejected, defaultSkip), 0)
+}
+
+func TestTeleportFaults(t *testing.T) {
+	s := newScenario(t, "teleport faults")
+	evs := s.seedAll(1500, 3, 2000)
+	px := newProxy(t, "teleport", s.e.Teleport.Addr())
+	s.e.TeleportAddr = px.addr()
+	s.e.Teleport.FailNext("GetUnstructuredEvents", 5, codes.Unavailable)
+	s.e.Teleport.SetLatency("GetUnstructuredEvents", 300*time.Millisecond)
+	s.e.Teleport.SetRecordingAvailableAfter("long-1", 3)
+	s.fault("5 Unavailable; 300 ms pages; a recording found on the 4th try")
+
+	args := s.e.Args("--teleport-refresh-enabled", "--teleport-refresh-interval", "500ms")
+	args = withIdentity(args, s.e.PKI.IdentityFile)
+	p := s.e.Run(nil, args...)
+	harness.WaitFor(t, time.Minute, "recordings streaming", func() bool { return s.e.Fluentd.CountTag(harness.SessionTag("long-0")) > 100 })
+	px.toxic(t, "reset", "reset_peer", "downstream", map[string]any{"timeout": 50})
+	time.Sleep(time.Second)
+	px.remove(t, "reset")
+	s.fault("streams and pages dropped for 1 s")
+	client, err := s.e.PKI.NewTeleportClient()
+	require.NoError(t, err)
+	require.NoError(t, testpki.WriteIdentityFile(s.e.PKI.IdentityFile+".new", s.e.PKI.TeleportCA, client))
+	require.NoError(t, os.Rename(s.e.PKI.IdentityFile+".new", s.e.PKI.IdentityFile))
+	s.fault("identity file replaced")
+	s.e.Teleport.SetLatency("GetUnstructuredEvents", 0)
+	harness.WaitFor(t, 3*time.Minute, "everything delivered", func() bool { return s.tally(evs, nil, defaultSkip).Lost == 0 })
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second))
+	s.check(s.tally(evs, nil, defaultSkip), 0)
+}
+
+// withIdentity swaps the cert/key/CA flags for an identity file.
+func withIdentity(args []string, identity string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "--teleport-ca", "--teleport-cert", "--teleport-key":
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return append(out, "--teleport-identity", identity)
+}
+
+// mount mounts a tmpfs of size at dir, or skips the test where mounting is
+// not allowed (not root, or no CAP_SYS_ADMIN).
+func mount(t *testing.T, dir, size string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s); the storage scenario needs root", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+}
+
+func remount(t *testing.T, dir, mode string) {
+	t.Helper()
+	out, err := exec.Command("mount", "-o", "remount,"+mode, dir).CombinedOutput()
+	require.NoError(t, err, string(out))
+}
+
+func TestStorage(t *testing.T) {
+	s := newScenario(t, "storage")
+	evs := s.seedAll(2000, 2, 1000)
+	mount(t, s.e.Storage, "4m")
+	s.e.Fluentd.SetLatency(2 * time.Millisecond)
+
+	// Disk full while running: checkpoints fail, delivery pauses, and it
+	// all resumes once space is back.
+	p := s.e.Run(nil, s.e.Args()...)
+	harness.WaitFor(t, time.Minute, "some progress", func() bool { return s.e.Audit() > 200 })
+	filler := filepath.Join(s.e.Storage, "filler")
+	_ = exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=64k").Run() // fails with ENOSPC, as meant
+	s.fault("disk full for 3 s")
+	time.Sleep(3 * time.Second)
+	require.NoError(t, os.Remove(filler))
+	time.Sleep(2 * time.Second)
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second))
+	out := p.Output()
+	require.Contains(t, out, "checkpoint write failed", "the full disk was noticed")
+
+	// A read-only state file: a clear error naming it, and nothing lost.
+	remount(t, s.e.Storage, "ro")
+	s.fault("storage read-only at start")
+	ro := s.e.Run(nil, s.e.Args("--exit-on-last-event")...)
+	require.NotZero(t, ro.Wait(t, 30*time.Second))
+	require.Contains(t, ro.Output(), "state.db")
+	remount(t, s.e.Storage, "rw")
+
+	s.e.Fluentd.SetLatency(0)
+	s.finish()
+	s.check(s.tally(evs, nil, defaultSkip), 2*(auditWindow+sessionWindow))
+}
+
+func TestSoak(t *testing.T) {
+	s := newScenario(t, "soak")
+	evs := s.seedAll(3000, 4, 1500)
+	px := newProxy(t, "fluentd", strings.TrimPrefix(s.e.Fluentd.URL(), "https://"))
+	s.e.FluentdURL = "https://" + px.addr()
+	px.toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 5, "jitter": 5})
+	s.e.Fluentd.SetRandomFailure(0.02, 502, int64(s.rng.Uint64()>>1))
+	s.fault("5±5 ms latency; 2%% random 502")
+	kills, panics := 0, 0
+	for range 6 {
+		env := []string{"TEH_FAULTS=player=2,connection=2,poller=1"}
+		panics += 5
+		p := s.e.Run(env, s.e.Args()...)
+		time.Sleep(time.Duration(1500+s.rng.IntN(1500)) * time.Millisecond)
+		p.Signal(syscall.SIGKILL)
+		p.Wait(t, 10*time.Second)
+		kills++
+	}
+	s.fault("%d x kill -9 with up to %d panics armed", kills, panics)
+	s.finish()
+	s.check(s.tally(evs, nil, defaultSkip), (kills+panics)*(auditWindow+sessionWindow))
+}
