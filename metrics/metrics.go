@@ -176,11 +176,24 @@ func (m *Metrics) ActorOptions(kind string) []actor.PropsOption {
 		actor.WithMailbox(actor.Unbounded(mailboxGauge{depth})),
 		actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
 			return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
+				// A restart ends one incarnation (Restarting) and
+				// starts another (Started) without a Stopped.
 				switch env.Message.(type) {
 				case *actor.Started:
 					live.Inc()
-				case *actor.Stopped:
+				case *actor.Stopped, *actor.Restarting:
 					live.Dec()
+				}
+				if ordinary(env.Message) {
+					// The mailbox never counts out a message that
+					// panics: do it here, and let the panic go on to
+					// the supervisor.
+					defer func() {
+						if r := recover(); r != nil {
+							depth.Dec()
+							panic(r)
+						}
+					}()
 				}
 				next(ctx, env)
 			}
@@ -188,12 +201,31 @@ func (m *Metrics) ActorOptions(kind string) []actor.PropsOption {
 	}
 }
 
+// mailboxGauge counts ordinary messages in when posted and out when
+// processed. System messages, and the mailbox's own suspend and resume around
+// a failure, are left out.
 type mailboxGauge struct{ g prometheus.Gauge }
 
-func (mailboxGauge) MailboxStarted()       {}
-func (b mailboxGauge) MessagePosted(any)   { b.g.Inc() }
-func (b mailboxGauge) MessageReceived(any) { b.g.Dec() }
-func (mailboxGauge) MailboxEmpty()         {}
+func ordinary(msg any) bool {
+	switch msg.(type) {
+	case actor.SystemMessage, actor.AutoReceiveMessage, *actor.SuspendMailbox, *actor.ResumeMailbox:
+		return false
+	}
+	return true
+}
+
+func (mailboxGauge) MailboxStarted() {}
+func (b mailboxGauge) MessagePosted(msg any) {
+	if ordinary(msg) {
+		b.g.Inc()
+	}
+}
+func (b mailboxGauge) MessageReceived(msg any) {
+	if ordinary(msg) {
+		b.g.Dec()
+	}
+}
+func (mailboxGauge) MailboxEmpty() {}
 
 type factory struct{ r *prometheus.Registry }
 

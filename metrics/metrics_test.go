@@ -85,8 +85,14 @@ func TestActorOptionsCountLiveActorsAndMailboxes(t *testing.T) {
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
 	block := make(chan struct{})
+	crashed := false
 	props := actor.PropsFromFunc(func(ctx actor.Context) {
-		if _, ok := ctx.Message().(string); ok {
+		switch msg := ctx.Message().(type) {
+		case string:
+			if msg == "crash" && !crashed {
+				crashed = true
+				panic("crash")
+			}
 			<-block
 		}
 	}, m.ActorOptions("player")...)
@@ -95,6 +101,10 @@ func TestActorOptionsCountLiveActorsAndMailboxes(t *testing.T) {
 		pids = append(pids, system.Root.Spawn(props))
 	}
 	require.Eventually(t, func() bool { return testutil.ToFloat64(m.ActorsLive.WithLabelValues("player")) == 3 }, 5*time.Second, 5*time.Millisecond)
+	// A restart leaves the count alone.
+	system.Root.Send(pids[1], "crash")
+	time.Sleep(100 * time.Millisecond)
+	require.EqualValues(t, 3, testutil.ToFloat64(m.ActorsLive.WithLabelValues("player")))
 	for range 5 {
 		system.Root.Send(pids[0], "work")
 	}
