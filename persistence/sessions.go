@@ -36,6 +36,8 @@ type Recording struct {
 	// next one may start.
 	Failures  int       `json:"failures,omitempty"`
 	NotBefore time.Time `json:"not_before,omitempty"`
+	// NotFound counts the attempts Teleport answered "not found".
+	NotFound int `json:"not_found,omitempty"`
 }
 
 // QueueKey is the recording's key in BucketSessionQueue.

@@ -306,9 +306,10 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 	switch {
 	case trace.IsNotFound(err) && p.rec.Index == 0 && !p.progress:
 		// Uploads can lag their event; old events' recordings will not come.
+		p.rec.NotFound++
 		deadline := p.rec.UploadTime.Add(p.UploadWait)
-		if p.rec.Failures >= p.MinAttempts && now.After(deadline) {
-			p.log.Error().Err(err).Int("attempts", p.rec.Failures).Time("upload_time", p.rec.UploadTime).
+		if p.rec.NotFound >= p.MinAttempts && now.After(deadline) {
+			p.log.Error().Err(err).Int("attempts", p.rec.NotFound).Time("upload_time", p.rec.UploadTime).
 				Msg("session recording not found; giving up on it")
 			p.Metrics.SessionsGivenUp.WithLabelValues("not_found").Inc()
 			p.end(ctx, gaveUp, err)
