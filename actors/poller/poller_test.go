@@ -173,20 +173,11 @@ func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 	}
 	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
 	require.NoError(t, err)
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-		return true
-	case <-time.After(timeout):
-		system.Root.Send(pid, &messages.Shutdown{Reason: "test"})
-	}
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("root did not stop")
-	}
-	return false
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	finished, err = root.Await(system, pid, done, ctx.Done(), 10*time.Second)
+	require.NoError(t, err)
+	return finished
 }
 
 func newRun(t *testing.T, log *fakeLog, start time.Time) *run {

@@ -213,3 +213,23 @@ func (r *Root) report() {
 	r.reported = true
 	r.spec.Done <- r.result
 }
+
+// ErrStuck is returned by Await when the tree did not stop within its grace.
+var ErrStuck = errors.New("the actor tree did not stop in time")
+
+// Await waits until the root reports on done (finished is true) or stop is
+// closed; then it asks the root to shut down and waits up to grace for it.
+func Await(system *actor.ActorSystem, pid *actor.PID, done <-chan error, stop <-chan struct{}, grace time.Duration) (finished bool, err error) {
+	select {
+	case err := <-done:
+		return true, err
+	case <-stop:
+	}
+	system.Root.Send(pid, &messages.Shutdown{Reason: "stop"})
+	select {
+	case err := <-done:
+		return false, err
+	case <-time.After(grace):
+		return false, ErrStuck
+	}
+}

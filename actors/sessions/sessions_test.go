@@ -201,7 +201,9 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 	for i, ev := range uploads {
 		system.Root.Send(mgr, &messages.Observe{Epoch: 1, Seq: uint64(i + 1), Event: ev, ReplyTo: driver})
 	}
-	deadline := time.After(timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	deadline := ctx.Done()
 	for range uploads {
 		select {
 		case <-observed:
@@ -211,20 +213,9 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 	}
 	system.Root.Send(mgr, &messages.CaughtUp{Name: "poller"})
 
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-		return true
-	case <-deadline:
-		system.Root.Send(pid, &messages.Shutdown{Reason: "test"})
-	}
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("root did not stop")
-	}
-	return false
+	finished, err = root.Await(system, pid, done, deadline, 10*time.Second)
+	require.NoError(t, err)
+	return finished
 }
 
 func (f *fixture) stored(t *testing.T) []persistence.Recording {
