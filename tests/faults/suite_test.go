@@ -44,7 +44,7 @@ type Row struct {
 	Lost       int     `json:"lost"`
 	Duplicated int     `json:"duplicated"`
 	DupBound   int     `json:"duplicate_bound"`
-	Restarts   int     `json:"restarts"`
+	Restarts   int     `json:"restarts"` // -1 when the scenario does not scrape them
 	Seconds    float64 `json:"seconds"`
 	Result     string  `json:"result"`
 }
@@ -83,8 +83,12 @@ func report() {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "\nscenario\tfaults injected\texpected\tdelivered\tlost\tduplicated (bound)\trestarts\ttime\tresult\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d (%d)\t%d\t%.0fs\t%s\n", r.Scenario, r.Faults, r.Expected, r.Delivered, r.Lost,
-			r.Duplicated, r.DupBound, r.Restarts, r.Seconds, r.Result)
+		restarts := "-"
+		if r.Restarts >= 0 {
+			restarts = strconv.Itoa(r.Restarts)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d (%d)\t%s\t%.0fs\t%s\n", r.Scenario, r.Faults, r.Expected, r.Delivered, r.Lost,
+			r.Duplicated, r.DupBound, restarts, r.Seconds, r.Result)
 	}
 	w.Flush()
 	out := os.Getenv("TEH_CHAOS_OUT")
@@ -113,7 +117,7 @@ func newScenario(t *testing.T, name string) *scenario {
 	for _, c := range name {
 		h = h*31 + uint64(c)
 	}
-	s := &scenario{t: t, e: e, rng: rand.New(rand.NewPCG(seed, h)), row: Row{Scenario: name}, began: time.Now()}
+	s := &scenario{t: t, e: e, rng: rand.New(rand.NewPCG(seed, h)), row: Row{Scenario: name, Restarts: -1}, began: time.Now()}
 	t.Cleanup(s.record)
 	return s
 }
