@@ -46,10 +46,10 @@ func Reset() {
 // Inject panics if a panic is armed for kind and msg is an ordinary message
 // (not one of the actor's lifecycle messages, which would fault the
 // supervisor's own bookkeeping rather than the actor's work). Actors call it
-// where their work can fail: on receipt for those that reload everything on
-// restart, at the I/O step for those that keep their work across restarts
-// (connections hand their delivery back, the checkpoint writer keeps its
-// queue).
+// where their work can fail: on receipt for those whose work survives a
+// failure on any message (the poller and players reload from the store, the
+// pool keeps each connection's delivery), at the write for the checkpoint
+// writer, whose queue survives a failed write but not a lost Save.
 func Inject(kind string, msg any) {
 	if !armed.Load() {
 		return

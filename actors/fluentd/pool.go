@@ -35,8 +35,13 @@ type Deps struct {
 	Metrics *metrics.Metrics
 }
 
-// connIdle tells the pool that a connection can take another delivery.
-type connIdle struct{ pid *actor.PID }
+// connIdle tells the pool that a connection can take another delivery;
+// started says it comes from a connection that (re)started, which finished
+// nothing it was given before.
+type connIdle struct {
+	pid     *actor.PID
+	started bool
+}
 
 // Pool queues deliveries and hands each to an idle connection actor. The
 // queue is bounded by the requesters' own in-flight windows.
@@ -44,6 +49,10 @@ type Pool struct {
 	deps  Deps
 	idle  []*actor.PID
 	queue []*messages.Delivery
+	// held is the delivery each connection holds, by PID id: a connection
+	// that fails, even on the message that handed it the delivery, does
+	// not lose it.
+	held map[string]*messages.Delivery
 	// stopping is set once the pool itself stops or restarts, when its
 	// connections terminating is expected rather than a failure.
 	stopping bool
@@ -54,7 +63,9 @@ func Props(deps Deps, opts ...actor.PropsOption) *actor.Props {
 	if deps.Metrics == nil {
 		deps.Metrics = metrics.New()
 	}
-	return actor.PropsFromProducer(func() actor.Actor { return &Pool{deps: deps} }, opts...)
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &Pool{deps: deps, held: map[string]*messages.Delivery{}}
+	}, opts...)
 }
 
 // Receive implements actor.Actor.
@@ -75,6 +86,12 @@ func (p *Pool) Receive(ctx actor.Context) {
 		p.queue = append(p.queue, m)
 		p.dispatch(ctx)
 	case *connIdle:
+		if d := p.held[m.pid.Id]; d != nil {
+			delete(p.held, m.pid.Id)
+			if m.started {
+				p.queue = append([]*messages.Delivery{d}, p.queue...)
+			}
+		}
 		for _, pid := range p.idle {
 			if pid.Equal(m.pid) {
 				return // a restarted connection that was idle already
@@ -94,6 +111,11 @@ func (p *Pool) Receive(ctx actor.Context) {
 				break
 			}
 		}
+		if d := p.held[m.Who.Id]; d != nil && !p.stopping {
+			delete(p.held, m.Who.Id)
+			p.queue = append([]*messages.Delivery{d}, p.queue...)
+			p.dispatch(ctx)
+		}
 		if !p.stopping && len(ctx.Children()) == 0 {
 			panic(fmt.Errorf("all fluentd connections stopped"))
 		}
@@ -107,6 +129,7 @@ func (p *Pool) dispatch(ctx actor.Context) {
 		d := p.queue[0]
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
+		p.held[conn.Id] = d
 		ctx.Send(conn, d)
 	}
 	if len(p.queue) == 0 {
@@ -141,10 +164,11 @@ func connProps(deps Deps) *actor.Props {
 }
 
 func (c *conn) Receive(ctx actor.Context) {
+	faults.Inject("connection", ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
-		ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self()})
+		ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self(), started: true})
 	case *messages.Delivery:
 		c.job, c.attempts = m, 0
 		c.deps.Metrics.SendsInFlight.Inc()
@@ -159,11 +183,9 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.timer.Stop()
 		}
 		if c.job != nil {
+			// The pool still holds the delivery and hands it out again
+			// when this connection restarts (or stops for good).
 			c.deps.Metrics.SendsInFlight.Dec()
-			// Hand the unfinished delivery back rather than lose it. If
-			// the pool is stopping too the message is dropped, which is
-			// fine: it was never acknowledged, so it is resent on start.
-			ctx.Send(ctx.Parent(), c.job)
 			c.job = nil
 		}
 	}
@@ -172,7 +194,6 @@ func (c *conn) Receive(ctx actor.Context) {
 func (c *conn) attempt(ctx actor.Context) {
 	job := c.job
 	c.attempts++
-	faults.Inject("connection", job) // as if the send failed
 	m := c.deps.Metrics
 	began := time.Now()
 	res := c.deps.Client.Post(c.deps.Ctx, job.URL, job.Body)
