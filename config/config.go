@@ -64,6 +64,10 @@ type FluentdConfig struct {
 	// MaxConnections caps the concurrent connections to Fluentd. Zero in the
 	// input means twice Concurrency; Parse always resolves it to that.
 	MaxConnections int
+	// Batch is the most events sent in one POST, as a JSON array (Fluentd's
+	// in_http makes one record of each element). 1, the default, sends each
+	// event on its own, as upstream does.
+	Batch int
 }
 
 // TeleportConfig says how to reach the Teleport Auth or Proxy Service. It
@@ -91,6 +95,10 @@ type LockConfig struct {
 	For time.Duration
 }
 
+// MaxFluentdBatch bounds --fluentd-batch: the events held in memory grow
+// with it (see poller.WindowFor).
+const MaxFluentdBatch = 1000
+
 // Default returns the defaults of Teleport's Event Handler plugin.
 func Default() Config {
 	return Config{
@@ -99,6 +107,7 @@ func Default() Config {
 		SkipSessionTypes: []string{"print", "desktop.recording"},
 		WindowSize:       24 * time.Hour,
 		Concurrency:      5,
+		Fluentd:          FluentdConfig{Batch: 1},
 		Teleport: TeleportConfig{
 			Addr:            "localhost:3025",
 			RefreshInterval: time.Minute,

@@ -166,6 +166,7 @@ func TestDefault(t *testing.T) {
 	require.Equal(t, time.Minute, def.Lock.Period)
 	require.Zero(t, def.Lock.For)
 	require.Zero(t, def.Fluentd.MaxConnections)
+	require.Equal(t, 1, def.Fluentd.Batch)
 
 	// Parse with only the required options gives the defaults, with the
 	// connection limit resolved.
@@ -173,7 +174,7 @@ func TestDefault(t *testing.T) {
 	cfg := parseStart(t, f.args(nil), nil)
 	want := Default()
 	want.Storage = f.storage
-	want.Fluentd = FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 10}
+	want.Fluentd = FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 10, Batch: 1}
 	want.Teleport.Identity = f.identity
 	require.Equal(t, want, *cfg)
 }
@@ -280,6 +281,7 @@ ca = %q
 cert = %q
 key = %q
 max-connections = 4
+batch = 50
 
 [teleport]
 addr = "teleport.example.com:443"
@@ -301,7 +303,7 @@ refresh.interval = "2m"
 		Concurrency:      3,
 		ExitOnLastEvent:  true,
 		Debug:            true,
-		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4},
+		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4, Batch: 50},
 		Teleport: TeleportConfig{Addr: "teleport.example.com:443", Identity: f.identity,
 			RefreshEnabled: true, RefreshInterval: 2 * time.Minute},
 		Lock: Default().Lock,
@@ -562,6 +564,8 @@ func TestErrors(t *testing.T) {
 		{name: "bad batch", args: []string{"--batch", "many"}, want: []string{`invalid --batch "many"`, "not a whole number", "such as 20"}},
 		{name: "zero batch", env: map[string]string{"FDFWD_BATCH": "0"}, want: []string{`invalid --batch "0" (from FDFWD_BATCH): must be at least 1`}},
 		{name: "zero concurrency", args: []string{"--concurrency", "0"}, want: []string{`invalid --concurrency "0"`, "must be at least 1"}},
+		{name: "zero fluentd batch", env: map[string]string{"FDFWD_FLUENTD_BATCH": "0"}, want: []string{`invalid --fluentd-batch "0" (from FDFWD_FLUENTD_BATCH): must be at least 1`}},
+		{name: "huge fluentd batch", args: []string{"--fluentd-batch", "100000"}, want: []string{`invalid --fluentd-batch "100000"`, "must be at most 1000"}},
 		{name: "negative max connections", args: []string{"--fluentd-max-connections=-1"}, want: []string{`invalid --fluentd-max-connections "-1"`, "must be at least 0"}},
 		{name: "zero failed attempts", args: []string{"--lock-failed-attempts-count", "0"}, want: []string{`invalid --lock-failed-attempts-count "0"`, "must be at least 1"}},
 		{name: "bad bool env", env: map[string]string{"FDFWD_DRY_RUN": "maybe"}, want: []string{`invalid --dry-run "maybe" (from FDFWD_DRY_RUN): not a boolean; use true or false`}},
@@ -763,7 +767,7 @@ func requireNoZeroFields(t *testing.T, c Config) {
 	t.Helper()
 	for _, v := range []any{c.Storage, c.Timeout, c.Batch, c.Types, c.SkipEventTypes, c.SkipSessionTypes, c.StartTime,
 		c.WindowSize, c.Concurrency, c.DryRun, c.ExitOnLastEvent, c.Debug,
-		c.Fluentd.URL, c.Fluentd.SessionURL, c.Fluentd.CA, c.Fluentd.Cert, c.Fluentd.Key, c.Fluentd.MaxConnections,
+		c.Fluentd.URL, c.Fluentd.SessionURL, c.Fluentd.CA, c.Fluentd.Cert, c.Fluentd.Key, c.Fluentd.MaxConnections, c.Fluentd.Batch,
 		c.Teleport.Addr, c.Teleport.Identity, c.Teleport.CA, c.Teleport.Cert, c.Teleport.Key, c.Teleport.RefreshEnabled, c.Teleport.RefreshInterval,
 		c.Lock.Enabled, c.Lock.FailedAttempts, c.Lock.Period, c.Lock.For} {
 		require.NotZero(t, v)

@@ -99,6 +99,12 @@ func (r *resolver) checkNumbers(c *Config) error {
 		}
 		return nil
 	}
+	atMost := func(flag string, v, most int) error {
+		if v > most {
+			return r.fail(flag, fmt.Sprintf("must be at most %d", most), fmt.Sprintf("use a number <= %d", most))
+		}
+		return nil
+	}
 	positive := func(flag string, d time.Duration) error {
 		if d <= 0 {
 			return r.fail(flag, "must be positive", "use a duration such as "+optionByFlag(flag).defaultText())
@@ -115,6 +121,8 @@ func (r *resolver) checkNumbers(c *Config) error {
 		atLeast("batch", c.Batch, 1),
 		atLeast("concurrency", c.Concurrency, 1),
 		atLeast("fluentd-max-connections", c.Fluentd.MaxConnections, 0),
+		atLeast("fluentd-batch", c.Fluentd.Batch, 1),
+		atMost("fluentd-batch", c.Fluentd.Batch, MaxFluentdBatch),
 		atLeast("lock-failed-attempts-count", c.Lock.FailedAttempts, 1),
 		positive("timeout", c.Timeout),
 		positive("window-size", c.WindowSize),
