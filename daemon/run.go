@@ -178,6 +178,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		types = append(slices.Clone(types), lockpolicy.LoginEvent)
 		skip[lockpolicy.LoginEvent] = true
 	}
+	// The in-flight windows are sized on what the pool carries at once.
+	capacity := fluentd.Capacity(cfg.Fluentd.MaxConnections, cfg.Fluentd.Batch)
 	done := make(chan error, 1)
 	spec := root.Spec{
 		Strategy:       strategy,
@@ -195,7 +197,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 					Name: fluentd.Name, Bind: func(p *actor.PID) { pool = p },
 					Props: fluentd.Props(fluentd.Deps{
 						Client: client, DeadLetters: persistence.NewDeadLetters(store.Dir()),
-						MaxConnections: cfg.Fluentd.MaxConnections, Ctx: sendCtx, Log: log, Supervisor: strategy, Metrics: m,
+						MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch,
+						Ctx: sendCtx, Log: log, Supervisor: strategy, Metrics: m,
 					}, childOpts("fluentd")...),
 				})
 			}
@@ -209,7 +212,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 					return sessions.New(sessions.Deps{
 						Sessions: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.SessionURL,
 						Skip: set(cfg.SkipSessionTypes), Concurrency: cfg.Concurrency,
-						Window: sessions.WindowFor(cfg.Fluentd.MaxConnections, cfg.Concurrency),
+						Window: sessions.WindowFor(capacity, cfg.Concurrency),
 						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Supervisor: strategy, Log: log, Metrics: m,
 					})
 				}, childOpts("sessions")...),
@@ -229,7 +232,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 				return poller.New(poller.Deps{
 					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
 					StartTime: start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,
-					Types: types, Skip: skip, Taps: taps, Window: poller.WindowFor(cfg.Fluentd.MaxConnections, cfg.Batch),
+					Types: types, Skip: skip, Taps: taps, Window: poller.WindowFor(capacity, cfg.Batch),
 					DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log, Metrics: m,
 				})
 			}, childOpts("poller")...)})

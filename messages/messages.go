@@ -6,6 +6,8 @@
 package messages
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 
@@ -22,6 +24,9 @@ type Delivery struct {
 	Type    string
 	Stream  string // "audit" or "session", for metrics
 	ReplyTo *actor.PID
+	// Fetched is when the event was read from Teleport, for the
+	// fetch-to-acknowledgement histogram; zero leaves it out.
+	Fetched time.Time
 }
 
 // Outcome says how a delivery ended.

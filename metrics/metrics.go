@@ -50,8 +50,10 @@ type Metrics struct {
 	SendsInFlight      prometheus.Gauge
 	PoolCapacity       prometheus.Gauge
 	SendDuration       prometheus.Histogram
-	FluentdResponses   *prometheus.CounterVec // class
-	CheckpointWrites   *prometheus.CounterVec // result
+	BatchEvents        prometheus.Histogram
+	FetchToAck         *prometheus.HistogramVec // stream
+	FluentdResponses   *prometheus.CounterVec   // class
+	CheckpointWrites   *prometheus.CounterVec   // result
 	CheckpointDuration prometheus.Histogram
 	AckedEventTime     prometheus.Gauge
 
@@ -86,6 +88,8 @@ func New() *Metrics {
 	m.SendsInFlight = f.gauge("sends_in_flight", "POSTs to Fluentd in progress, retries waiting included.")
 	m.PoolCapacity = f.gauge("fluentd_connections", "Connection actors in the Fluentd pool (--fluentd-max-connections).")
 	m.SendDuration = f.histogram("send_duration_seconds", "Time of one POST to Fluentd, failures included.", prometheus.ExponentialBuckets(0.001, 2.5, 12))
+	m.BatchEvents = f.histogram("fluentd_batch_events", "Events in one POST to Fluentd (1 unless --fluentd-batch is above 1).", []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000})
+	m.FetchToAck = f.histogramVec("fetch_to_ack_seconds", "Time from reading an event from Teleport to Fluentd's 2xx for it, by stream.", prometheus.ExponentialBuckets(0.00025, 1.5, 32), "stream")
 	m.FluentdResponses = f.counterVec("fluentd_responses_total", "Answers from Fluentd by status class (2xx, 3xx, 4xx, 5xx, or error for no answer).", "class")
 	m.CheckpointWrites = f.counterVec("checkpoint_writes_total", "Transactions written to the state file, by result (ok, error).", "result")
 	m.CheckpointDuration = f.histogram("checkpoint_write_duration_seconds", "Time of one fsync'd checkpoint transaction.", prometheus.ExponentialBuckets(0.0005, 2.5, 12))
@@ -255,6 +259,12 @@ func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.Gauge
 
 func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets})
+	f.r.MustRegister(h)
+	return h
+}
+
+func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
 	f.r.MustRegister(h)
 	return h
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -19,6 +20,17 @@ import (
 // Name is the pool's name under the root.
 const Name = "fluentd"
 
+// Defaults for the Deps fields left zero.
+const (
+	// DefaultLinger is how long a partial batch waits for more events
+	// while a connection is free.
+	DefaultLinger = 10 * time.Millisecond
+	// DefaultMaxBatchBytes caps the body of one batch, well under the body
+	// limits of Fluentd (32 MiB) and Fluent Bit (4 MiB). An event bigger
+	// than that is sent on its own.
+	DefaultMaxBatchBytes = 1 << 20
+)
+
 // Deps are what the pool and its connections share.
 type Deps struct {
 	Client      *Client
@@ -26,6 +38,16 @@ type Deps struct {
 	// MaxConnections is the number of connection actors, hence of
 	// concurrent POSTs.
 	MaxConnections int
+	// Batch is the most events sent in one POST, as a JSON array, to one
+	// URL (--fluentd-batch); 1 or less sends each event on its own.
+	Batch int
+	// Linger is how long a partial batch waits for more events while a
+	// connection is free (DefaultLinger when zero). A full batch, or any
+	// batch once the linger has passed, goes at once.
+	Linger time.Duration
+	// MaxBatchBytes caps the body of a batch (DefaultMaxBatchBytes when
+	// zero).
+	MaxBatchBytes int
 	// Ctx aborts sends in progress; it is cancelled when a shutdown runs out
 	// of time.
 	Ctx        context.Context
@@ -35,24 +57,71 @@ type Deps struct {
 	Metrics *metrics.Metrics
 }
 
-// connIdle tells the pool that a connection can take another delivery;
-// started says it comes from a connection that (re)started, which finished
-// nothing it was given before.
+// Capacity is how many events a pool of maxConns connections carries at
+// once with batches of up to batch events: what the requesters' in-flight
+// windows are sized on.
+func Capacity(maxConns, batch int) int {
+	return max(maxConns, 1) * max(batch, 1)
+}
+
+// job is what the pool hands a connection: deliveries to one URL, POSTed
+// together as a JSON array when there are several.
+type job struct {
+	items []*messages.Delivery
+}
+
+// connIdle tells the pool that a connection can take another job; started
+// says it comes from a connection that (re)started, which finished nothing
+// it was given before.
 type connIdle struct {
 	pid     *actor.PID
 	started bool
 }
 
-// Pool queues deliveries and hands each to an idle connection actor. The
-// queue is bounded by the requesters' own in-flight windows.
+// connSettled tells the pool that a connection settled one delivery of its
+// job while sending the job's events one at a time (to isolate a rejected
+// one): a restart of the connection then hands out only the rest again.
+type connSettled struct {
+	pid *actor.PID
+	d   *messages.Delivery
+}
+
+// lingerTick wakes the pool when the oldest partial batch has waited long
+// enough.
+type lingerTick struct{ epoch uint64 }
+
+// queued is a delivery waiting in the pool; order is its arrival number
+// (0 for deliveries handed out before and queued again, which go first).
+type queued struct {
+	d     *messages.Delivery
+	order uint64
+	at    time.Time
+}
+
+// group is the queue of one URL.
+type group struct {
+	url   string
+	items []queued
+}
+
+// Pool queues deliveries by URL and hands them, a batch at a time, to idle
+// connection actors. The queue is bounded by the requesters' own in-flight
+// windows.
 type Pool struct {
-	deps  Deps
-	idle  []*actor.PID
-	queue []*messages.Delivery
-	// held is the delivery each connection holds, by PID id: a connection
-	// that fails, even on the message that handed it the delivery, does
-	// not lose it.
-	held map[string]*messages.Delivery
+	deps   Deps
+	epoch  uint64
+	idle   []*actor.PID
+	groups map[string]*group
+	// urls lists the URLs with queued deliveries, for a stable scan.
+	urls   []string
+	queued int
+	order  uint64
+	// held is what each connection holds, by PID id: a connection that
+	// fails, even on the message that handed it the job, loses nothing.
+	held map[string][]*messages.Delivery
+	// timer wakes the pool at timerAt, for a partial batch.
+	timer   *time.Timer
+	timerAt time.Time
 	// stopping is set once the pool itself stops or restarts, when its
 	// connections terminating is expected rather than a failure.
 	stopping bool
@@ -63,8 +132,15 @@ func Props(deps Deps, opts ...actor.PropsOption) *actor.Props {
 	if deps.Metrics == nil {
 		deps.Metrics = metrics.New()
 	}
+	deps.Batch = max(deps.Batch, 1)
+	if deps.Linger <= 0 {
+		deps.Linger = DefaultLinger
+	}
+	if deps.MaxBatchBytes <= 0 {
+		deps.MaxBatchBytes = DefaultMaxBatchBytes
+	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Pool{deps: deps, held: map[string]*messages.Delivery{}}
+		return &Pool{deps: deps, held: map[string][]*messages.Delivery{}, groups: map[string]*group{}}
 	}, opts...)
 }
 
@@ -72,6 +148,7 @@ func Props(deps Deps, opts ...actor.PropsOption) *actor.Props {
 func (p *Pool) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
+		p.epoch = rand.Uint64()
 		p.deps.Metrics.PoolCapacity.Set(float64(p.deps.MaxConnections))
 		props := connProps(p.deps)
 		for i := range p.deps.MaxConnections {
@@ -83,37 +160,48 @@ func (p *Pool) Receive(ctx actor.Context) {
 		// Deliveries queued by a previous incarnation died with it.
 		ctx.ActorSystem().EventStream.Publish(&messages.PoolStarted{PID: ctx.Self()})
 	case *messages.Delivery:
-		p.queue = append(p.queue, m)
+		p.order++
+		p.enqueue(queued{d: m, order: p.order, at: time.Now()}, false)
 		p.dispatch(ctx)
 	case *connIdle:
-		if d := p.held[m.pid.Id]; d != nil {
+		if held := p.held[m.pid.Id]; held != nil {
 			delete(p.held, m.pid.Id)
 			if m.started {
-				p.queue = append([]*messages.Delivery{d}, p.queue...)
+				p.requeue(held)
 			}
 		}
-		for _, pid := range p.idle {
-			if pid.Equal(m.pid) {
-				return // a restarted connection that was idle already
-			}
+		if !slices.ContainsFunc(p.idle, m.pid.Equal) { // else a restarted connection that was idle already
+			p.idle = append(p.idle, m.pid)
 		}
-		p.idle = append(p.idle, m.pid)
 		p.dispatch(ctx)
+	case *connSettled:
+		held := p.held[m.pid.Id]
+		if i := slices.Index(held, m.d); i >= 0 {
+			// A copy: the connection reads the slice it was given.
+			p.held[m.pid.Id] = slices.Concat(held[:i], held[i+1:])
+		}
+	case *lingerTick:
+		if m.epoch == p.epoch {
+			p.timer = nil
+			p.dispatch(ctx)
+		}
 	case *actor.Stopping, *actor.Restarting:
 		p.stopping = true
+		p.epoch++
+		if p.timer != nil {
+			p.timer.Stop()
+			p.timer = nil
+		}
 	case *actor.Terminated:
 		// A connection stopped for good (restart budget spent): the root
 		// sees the pool stop soon after, since a pool without connections
 		// cannot make progress.
-		for i, pid := range p.idle {
-			if pid.Equal(m.Who) {
-				p.idle = append(p.idle[:i], p.idle[i+1:]...)
-				break
-			}
+		if i := slices.IndexFunc(p.idle, m.Who.Equal); i >= 0 {
+			p.idle = slices.Delete(p.idle, i, i+1)
 		}
-		if d := p.held[m.Who.Id]; d != nil && !p.stopping {
+		if held := p.held[m.Who.Id]; held != nil && !p.stopping {
 			delete(p.held, m.Who.Id)
-			p.queue = append([]*messages.Delivery{d}, p.queue...)
+			p.requeue(held)
 			p.dispatch(ctx)
 		}
 		if !p.stopping && len(ctx.Children()) == 0 {
@@ -122,33 +210,126 @@ func (p *Pool) Receive(ctx actor.Context) {
 	}
 }
 
+// enqueue adds a delivery to its URL's queue, at the front if it was handed
+// out before.
+func (p *Pool) enqueue(q queued, front bool) {
+	g := p.groups[q.d.URL]
+	if g == nil {
+		g = &group{url: q.d.URL}
+		p.groups[q.d.URL] = g
+		p.urls = append(p.urls, q.d.URL)
+	}
+	if front {
+		g.items = append([]queued{q}, g.items...)
+	} else {
+		g.items = append(g.items, q)
+	}
+	p.queued++
+}
+
+// requeue puts back the deliveries of a connection that failed, first in
+// line and in their order.
+func (p *Pool) requeue(ds []*messages.Delivery) {
+	for i := len(ds) - 1; i >= 0; i-- {
+		p.enqueue(queued{d: ds[i]}, true)
+	}
+}
+
+// dispatch hands batches to idle connections: the ready group whose oldest
+// delivery came first goes first. A group is ready when it has a full
+// batch or its oldest delivery has lingered long enough; otherwise the
+// pool sleeps until the first group will be.
 func (p *Pool) dispatch(ctx actor.Context) {
-	for len(p.idle) > 0 && len(p.queue) > 0 {
+	var now time.Time
+	for len(p.idle) > 0 && p.queued > 0 {
+		if now.IsZero() && p.deps.Batch > 1 {
+			now = time.Now()
+		}
+		var best *group
+		var wake time.Time
+		for _, url := range p.urls {
+			g := p.groups[url]
+			head := g.items[0]
+			if p.deps.Batch > 1 && len(g.items) < p.deps.Batch {
+				if due := head.at.Add(p.deps.Linger); due.After(now) {
+					if wake.IsZero() || due.Before(wake) {
+						wake = due
+					}
+					continue
+				}
+			}
+			if best == nil || head.order < best.items[0].order {
+				best = g
+			}
+		}
+		if best == nil {
+			p.wakeAt(ctx, wake, now)
+			return
+		}
 		conn := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		d := p.queue[0]
-		p.queue[0] = nil
-		p.queue = p.queue[1:]
-		p.held[conn.Id] = d
-		ctx.Send(conn, d)
+		items := p.take(best)
+		p.held[conn.Id] = items
+		ctx.Send(conn, &job{items: items})
 	}
-	if len(p.queue) == 0 {
-		p.queue = nil // let the backing array go
+}
+
+// take removes the next batch from g: up to Batch deliveries whose bodies
+// fit in MaxBatchBytes (at least one, whatever its size).
+func (p *Pool) take(g *group) []*messages.Delivery {
+	n, size := 0, 2 // the brackets
+	for n < len(g.items) && n < p.deps.Batch {
+		size += len(g.items[n].d.Body) + 1
+		if n > 0 && size > p.deps.MaxBatchBytes {
+			break
+		}
+		n++
 	}
+	items := make([]*messages.Delivery, n)
+	for i := range n {
+		items[i] = g.items[i].d
+		g.items[i] = queued{}
+	}
+	g.items = g.items[n:]
+	p.queued -= n
+	if len(g.items) == 0 {
+		delete(p.groups, g.url)
+		p.urls = slices.DeleteFunc(p.urls, func(u string) bool { return u == g.url })
+	}
+	return items
+}
+
+// wakeAt arms the linger timer for t unless it is armed for earlier.
+func (p *Pool) wakeAt(ctx actor.Context, t, now time.Time) {
+	if t.IsZero() || (p.timer != nil && !p.timerAt.After(t)) {
+		return
+	}
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	self, system, epoch := ctx.Self(), ctx.ActorSystem(), p.epoch
+	p.timerAt = t
+	p.timer = time.AfterFunc(t.Sub(now), func() { system.Root.Send(self, &lingerTick{epoch: epoch}) })
 }
 
 // retryTick wakes a connection for its next attempt.
 type retryTick struct{ epoch uint64 }
 
-// conn is one connection actor: it POSTs one delivery at a time. The POST
-// runs inside Receive, so the actor is busy for at most RequestTimeout; the
-// waits between retries are timers, so a stop or restart is never held up by
-// a backoff.
+// conn is one connection actor: it POSTs one job at a time. The POST runs
+// inside Receive, so the actor is busy for at most RequestTimeout; the waits
+// between retries are timers, so a stop or restart is never held up by a
+// backoff.
 type conn struct {
-	deps     Deps
-	log      zerolog.Logger
-	epoch    uint64
-	job      *messages.Delivery
+	deps  Deps
+	log   zerolog.Logger
+	epoch uint64
+	// items are the job's deliveries not yet settled, in order.
+	items []*messages.Delivery
+	// single is set once Fluentd refused the batch for good: its events
+	// are then sent one at a time, so that only the bad ones are
+	// dead-lettered.
+	single   bool
+	body     []byte // of the current attempt, kept across its retries
 	attempts int
 	timer    *time.Timer
 }
@@ -169,12 +350,12 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Started:
 		c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
 		ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self(), started: true})
-	case *messages.Delivery:
-		c.job, c.attempts = m, 0
+	case *job:
+		c.items, c.single, c.body, c.attempts = m.items, false, nil, 0
 		c.deps.Metrics.SendsInFlight.Inc()
 		c.attempt(ctx)
 	case *retryTick:
-		if m.epoch == c.epoch && c.job != nil {
+		if m.epoch == c.epoch && len(c.items) > 0 {
 			c.attempt(ctx)
 		}
 	case *actor.Restarting, *actor.Stopping:
@@ -182,66 +363,125 @@ func (c *conn) Receive(ctx actor.Context) {
 		if c.timer != nil {
 			c.timer.Stop()
 		}
-		if c.job != nil {
-			// The pool still holds the delivery and hands it out again
-			// when this connection restarts (or stops for good).
+		if c.items != nil {
+			// The pool still holds the deliveries and hands them out
+			// again when this connection restarts (or stops for good).
 			c.deps.Metrics.SendsInFlight.Dec()
-			c.job = nil
+			c.items = nil
 		}
 	}
 }
 
+// Body returns what one POST of ds carries: the event itself, or a JSON
+// array of the events.
+func Body(ds []*messages.Delivery) []byte {
+	if len(ds) == 1 {
+		return ds[0].Body
+	}
+	n := 1
+	for _, d := range ds {
+		n += len(d.Body) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, d := range ds {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, d.Body...)
+	}
+	return append(b, ']')
+}
+
 func (c *conn) attempt(ctx actor.Context) {
-	job := c.job
+	send := c.items
+	if c.single {
+		send = c.items[:1]
+	}
+	if c.body == nil {
+		c.body = Body(send)
+	}
+	url := send[0].URL
 	c.attempts++
 	m := c.deps.Metrics
 	began := time.Now()
-	res := c.deps.Client.Post(c.deps.Ctx, job.URL, job.Body)
+	res := c.deps.Client.Post(c.deps.Ctx, url, c.body)
 	m.SendDuration.Observe(time.Since(began).Seconds())
+	m.BatchEvents.Observe(float64(len(send)))
 	m.FluentdResponses.WithLabelValues(metrics.StatusClass(res.Status)).Inc()
 	switch res.Class {
 	case Success:
 		m.Health.FluentdSend(nil)
-		m.EventsSent.WithLabelValues(job.Stream).Inc()
-		c.finish(ctx, messages.Sent, res.Status)
+		acked := time.Now()
+		for _, d := range send {
+			m.EventsSent.WithLabelValues(d.Stream).Inc()
+			if !d.Fetched.IsZero() {
+				m.FetchToAck.WithLabelValues(d.Stream).Observe(acked.Sub(d.Fetched).Seconds())
+			}
+		}
+		c.settle(ctx, len(send), messages.Sent, res.Status)
 		return
 	case Permanent:
+		if len(send) > 1 {
+			// One bad event, or a body too big: find out event by event.
+			m.Health.FluentdSend(nil)
+			c.log.Warn().Str("url", url).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
+				Msg("fluentd rejected a batch for good; sending its events one at a time")
+			c.single, c.body, c.attempts = true, nil, 0
+			ctx.Send(ctx.Self(), &retryTick{epoch: c.epoch})
+			return
+		}
+		d := send[0]
 		err := c.deps.DeadLetters.Append(persistence.DeadLetter{
-			Time: time.Now().UTC(), URL: job.URL, Status: res.Status, Reason: res.Reason,
-			EventID: job.EventID, Type: job.Type, Event: job.Body,
+			Time: time.Now().UTC(), URL: url, Status: res.Status, Reason: res.Reason,
+			EventID: d.EventID, Type: d.Type, Event: d.Body,
 		})
 		if err == nil {
 			m.Health.FluentdSend(nil)
-			m.EventsDeadLettered.WithLabelValues(job.Stream).Inc()
-			c.log.Error().Str("url", job.URL).Int("status", res.Status).Str("reason", res.Reason).
-				Str("event_id", job.EventID).Str("event_type", job.Type).Str("file", c.deps.DeadLetters.Path()).
+			m.EventsDeadLettered.WithLabelValues(d.Stream).Inc()
+			c.log.Error().Str("url", url).Int("status", res.Status).Str("reason", res.Reason).
+				Str("event_id", d.EventID).Str("event_type", d.Type).Str("file", c.deps.DeadLetters.Path()).
 				Msg("fluentd rejected the event for good; written to the dead-letter file")
-			c.finish(ctx, messages.DeadLettered, res.Status)
+			c.settle(ctx, 1, messages.DeadLettered, res.Status)
 			return
 		}
 		// Not durable yet: keep the event and try again.
 		res.Reason = fmt.Sprintf("%s; dead-letter write failed: %v", res.Reason, err)
 	}
 	if c.deps.Ctx.Err() != nil {
-		return // shutting down: the event stays unacknowledged and is resent on start
+		return // shutting down: the events stay unacknowledged and are resent on start
 	}
-	m.EventsRetried.WithLabelValues(job.Stream).Inc()
+	for _, d := range send {
+		m.EventsRetried.WithLabelValues(d.Stream).Inc()
+	}
 	m.Health.FluentdSend(errors.New(res.Reason))
 	delay := Backoff(c.attempts, res.RetryAfter, func(d time.Duration) time.Duration { return rand.N(d + 1) })
 	ev := c.log.Warn()
 	if c.attempts >= 3 {
 		ev = c.log.Error()
 	}
-	ev.Str("url", job.URL).Int("status", res.Status).Str("reason", res.Reason).Int("attempt", c.attempts).
-		Dur("retry_in", delay).Msg("fluentd send failed; retrying")
+	ev.Str("url", url).Int("status", res.Status).Str("reason", res.Reason).Int("attempt", c.attempts).
+		Int("events", len(send)).Dur("retry_in", delay).Msg("fluentd send failed; retrying")
 	self, system, epoch := ctx.Self(), ctx.ActorSystem(), c.epoch
 	c.timer = time.AfterFunc(delay, func() { system.Root.Send(self, &retryTick{epoch: epoch}) })
 }
 
-func (c *conn) finish(ctx actor.Context, o messages.Outcome, status int) {
-	job := c.job
-	c.job = nil
+// settle answers the first n deliveries of the job and moves on: to the
+// next event of a batch being sent one at a time, or to the next job.
+func (c *conn) settle(ctx actor.Context, n int, o messages.Outcome, status int) {
+	for _, d := range c.items[:n] {
+		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: c.attempts})
+	}
+	if n < len(c.items) {
+		for _, d := range c.items[:n] {
+			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), d: d})
+		}
+		c.items, c.body, c.attempts = c.items[n:], nil, 0
+		// Through the mailbox, so that a stop is not held up by a batch.
+		ctx.Send(ctx.Self(), &retryTick{epoch: c.epoch})
+		return
+	}
+	c.items, c.body = nil, nil
 	c.deps.Metrics.SendsInFlight.Dec()
-	ctx.Send(job.ReplyTo, &messages.Delivered{Epoch: job.Epoch, Seq: job.Seq, Outcome: o, Status: status, Attempts: c.attempts})
 	ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self()})
 }

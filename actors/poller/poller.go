@@ -9,7 +9,6 @@ package poller
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -74,11 +74,12 @@ type Tap struct {
 	Wants func(*auditlogpb.EventUnstructured) bool
 }
 
-// WindowFor returns the default in-flight window for a pool of maxConns
-// connections: enough to keep every connection busy while checkpoints are
-// being written.
-func WindowFor(maxConns, batch int) int {
-	return max(4*maxConns, batch)
+// WindowFor returns the default in-flight window for a pool that carries
+// capacity events at once (fluentd.Capacity: connections x events per
+// POST): enough to keep every connection busy while checkpoints are being
+// written.
+func WindowFor(capacity, batch int) int {
+	return max(4*capacity, batch)
 }
 
 // fetch request and result.
@@ -107,6 +108,8 @@ type item struct {
 	ev   *auditlogpb.EventUnstructured // nil for window markers
 	body []byte                        // nil when the event is not sent
 	real bool                          // counts as an event (not a window marker)
+	// fetched is when the page holding the event arrived.
+	fetched time.Time
 	// sending is set while Fluentd has not settled the event; taps has a
 	// bit for each tap that has not answered Observed.
 	sending bool
@@ -300,6 +303,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		p.log.Warn().Str("expected", p.lastID).Str("found", r.events[r.req.skip-1].Id).
 			Msg("the page at the checkpoint changed since it was read; resuming by position")
 	}
+	fetched := time.Now()
 	for i, ev := range r.events {
 		if i < r.req.skip {
 			continue
@@ -309,12 +313,12 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 			LastID: ev.Id, LastTime: ev.Time.AsTime(),
 		}}
 		p.lastID, p.lastTime = ev.Id, it.pos.LastTime
-		it.ev = ev
+		it.ev, it.fetched = ev, fetched
 		p.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
 		if p.Skip[ev.Type] {
 			p.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
 		} else {
-			body, err := json.Marshal(ev.Unstructured.AsMap())
+			body, err := eventjson.Marshal(ev.Unstructured)
 			if err != nil {
 				// A Struct always encodes; if it ever does not, keep
 				// the event rather than drop it.
@@ -389,7 +393,7 @@ func (p *Poller) pump(ctx actor.Context) {
 
 func (p *Poller) delivery(ctx actor.Context, it *item) *messages.Delivery {
 	return &messages.Delivery{Epoch: p.epoch, Seq: it.seq, URL: p.URL, Body: it.body,
-		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Audit, ReplyTo: ctx.Self()}
+		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Audit, ReplyTo: ctx.Self(), Fetched: it.fetched}
 }
 
 // observe sends the item to the taps of mask that still owe an answer.

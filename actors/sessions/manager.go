@@ -116,10 +116,11 @@ type Manager struct {
 	drainTo   *actor.PID
 }
 
-// WindowFor returns each player's window for a pool of maxConns
-// connections shared by concurrency players: enough to keep the pool busy.
-func WindowFor(maxConns, concurrency int) int {
-	return max(DefaultWindow, 4*maxConns/max(concurrency, 1))
+// WindowFor returns each player's window for a pool that carries capacity
+// events at once (fluentd.Capacity), shared by concurrency players: enough
+// to keep the pool busy.
+func WindowFor(capacity, concurrency int) int {
+	return max(DefaultWindow, 4*capacity/max(concurrency, 1))
 }
 
 // Props returns the manager's props.

@@ -2,7 +2,6 @@ package sessions
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -63,6 +63,8 @@ type pitem struct {
 	ev    *auditlogpb.EventUnstructured
 	body  []byte // nil when not sent
 	done  bool
+	// fetched is when the event was read from the stream.
+	fetched time.Time
 }
 
 // maxFailures is how many consecutive failures other than "not found" and
@@ -226,7 +228,7 @@ func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 	p.progress = true
 	p.read++
 	p.Metrics.EventsFetched.WithLabelValues(metrics.Session).Inc()
-	it := &pitem{seq: p.nextSeq, index: ev.Index, ev: ev}
+	it := &pitem{seq: p.nextSeq, index: ev.Index, ev: ev, fetched: time.Now()}
 	p.nextSeq++
 	p.received = ev.Index + 1
 	p.inflight = append(p.inflight, it)
@@ -238,7 +240,7 @@ func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 		p.log.Info().Str("event_type", ev.Type).Int64("index", ev.Index).Msg("dry run: would send session event")
 		it.done = true
 	default:
-		body, err := json.Marshal(ev.Unstructured.AsMap())
+		body, err := eventjson.Marshal(ev.Unstructured)
 		if err != nil {
 			body = []byte(fmt.Sprintf(`{"event":%q,"sid":%q,"ei":%d,"encode_error":%q}`, ev.Type, p.rec.ID, ev.Index, err))
 		}
@@ -250,7 +252,7 @@ func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 
 func (p *player) delivery(ctx actor.Context, it *pitem) *messages.Delivery {
 	return &messages.Delivery{Epoch: p.epoch, Seq: it.seq, URL: p.url, Body: it.body,
-		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Session, ReplyTo: ctx.Self()}
+		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Session, ReplyTo: ctx.Self(), Fetched: it.fetched}
 }
 
 func (p *player) item(seq uint64) *pitem {

@@ -1,0 +1,261 @@
+package fluentd_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+)
+
+// batchRun sends deliveries through a pool configured by deps (Client,
+// DeadLetters and Ctx are filled in) and returns the replies by seq.
+type batchRun struct {
+	f       *fixture
+	deps    fluentd.Deps
+	urls    func(i int) string // tag path of delivery i
+	spacing time.Duration      // pause between deliveries
+}
+
+func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64]*messages.Delivered {
+	t.Helper()
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	var mu sync.Mutex
+	got := map[uint64]*messages.Delivered{}
+	all := make(chan struct{})
+	requester := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if d, ok := ctx.Message().(*messages.Delivered); ok {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, dup := got[d.Seq]; dup {
+				t.Errorf("delivery %d settled twice", d.Seq)
+			}
+			got[d.Seq] = d
+			if len(got) == n {
+				close(all)
+			}
+		}
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deps := r.deps
+	if deps.MaxConnections == 0 {
+		deps.MaxConnections = 2
+	}
+	deps.Client, deps.DeadLetters, deps.Ctx, deps.Log = r.f.client(t, deps.MaxConnections), r.f.dl, ctx, zerolog.Nop()
+	pool := system.Root.Spawn(fluentd.Props(deps))
+	urls := r.urls
+	if urls == nil {
+		urls = func(int) string { return "/test.log" }
+	}
+	for i := range n {
+		system.Root.Send(pool, &messages.Delivery{Seq: uint64(i), URL: r.f.rcv.URL() + urls(i),
+			Body: fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec"}`, i), EventID: fmt.Sprintf("ev-%d", i),
+			Stream: metrics.Audit, Fetched: time.Now(), ReplyTo: requester})
+		if r.spacing > 0 {
+			time.Sleep(r.spacing)
+		}
+	}
+	select {
+	case <-all:
+	case <-time.After(timeout):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("only %d of %d deliveries settled", len(got), n)
+	}
+	_ = system.Root.StopFuture(pool).Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	return got
+}
+
+func requireOnce(t *testing.T, f *fixture, n int) {
+	t.Helper()
+	byUID := f.rcv.CountByUID()
+	require.Len(t, byUID, n)
+	for uid, c := range byUID {
+		require.Equal(t, 1, c, uid)
+	}
+}
+
+func TestBatchesGroupEventsByURL(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.SetLatency(5 * time.Millisecond)
+	m := metrics.New()
+	const n = 600
+	// Two URLs interleaved: every third event is a session's.
+	got := batchRun{f: f, deps: fluentd.Deps{Batch: 20, MaxConnections: 3, Metrics: m}, urls: func(i int) string {
+		if i%3 == 0 {
+			return "/session.s1.log"
+		}
+		return "/test.log"
+	}}.deliver(t, n, 30*time.Second)
+	for seq, d := range got {
+		require.Equal(t, messages.Sent, d.Outcome, seq)
+		require.Equal(t, 200, d.Status)
+	}
+	requireOnce(t, f, n)
+	require.Equal(t, n/3, f.rcv.CountTag("session.s1.log"))
+	require.Equal(t, n-n/3, f.rcv.CountTag("test.log"))
+	// Each session record went to the session URL, each audit record to
+	// the audit URL.
+	for _, raw := range f.rcv.Records("session.s1.log") {
+		var rec struct{ UID string }
+		require.NoError(t, json.Unmarshal(raw, &rec))
+		var i int
+		_, err := fmt.Sscanf(rec.UID, "ev-%d", &i)
+		require.NoError(t, err)
+		require.Zero(t, i%3, rec.UID)
+	}
+	// Batches of up to 20: far fewer requests than events, and none bigger.
+	require.LessOrEqual(t, f.rcv.Requests(), n/5, "requests")
+	require.GreaterOrEqual(t, f.rcv.Requests(), n/20)
+	h := histogram(t, m, "teleport_event_handler_fluentd_batch_events")
+	require.Equal(t, uint64(f.rcv.Requests()), h.GetSampleCount())
+	require.Equal(t, float64(n), h.GetSampleSum())
+	for _, b := range h.GetBucket() {
+		if b.GetUpperBound() == 20 {
+			require.Equal(t, h.GetSampleCount(), b.GetCumulativeCount(), "a batch above 20 events")
+		}
+	}
+	acks := histogram(t, m, "teleport_event_handler_fetch_to_ack_seconds")
+	require.Equal(t, uint64(n), acks.GetSampleCount())
+}
+
+func TestOneEventPerPostByDefault(t *testing.T) {
+	f := newFixture(t)
+	got := batchRun{f: f, deps: fluentd.Deps{MaxConnections: 2}}.deliver(t, 50, 30*time.Second)
+	require.Len(t, got, 50)
+	requireOnce(t, f, 50)
+	require.Equal(t, 50, f.rcv.Requests())
+}
+
+func TestPartialBatchGoesAfterTheLinger(t *testing.T) {
+	f := newFixture(t)
+	began := time.Now()
+	got := batchRun{f: f, deps: fluentd.Deps{Batch: 50, MaxConnections: 2, Linger: 300 * time.Millisecond}}.deliver(t, 3, 10*time.Second)
+	require.Len(t, got, 3)
+	require.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond, "sent before the linger")
+	require.Equal(t, 1, f.rcv.Requests(), "the three events should share one POST")
+	requireOnce(t, f, 3)
+}
+
+func TestFullBatchDoesNotWaitForTheLinger(t *testing.T) {
+	f := newFixture(t)
+	began := time.Now()
+	got := batchRun{f: f, deps: fluentd.Deps{Batch: 10, MaxConnections: 1, Linger: time.Hour}}.deliver(t, 30, 20*time.Second)
+	require.Len(t, got, 30)
+	require.Less(t, time.Since(began), 20*time.Second)
+	require.Equal(t, 3, f.rcv.Requests())
+}
+
+func TestBatchBodyIsCapped(t *testing.T) {
+	f := newFixture(t)
+	// Each body is about 32 bytes: a 100-byte cap fits 2 or 3 of them.
+	got := batchRun{f: f, deps: fluentd.Deps{Batch: 50, MaxConnections: 1, MaxBatchBytes: 100, Linger: time.Millisecond}}.deliver(t, 30, 20*time.Second)
+	require.Len(t, got, 30)
+	requireOnce(t, f, 30)
+	require.GreaterOrEqual(t, f.rcv.Requests(), 10)
+}
+
+func TestBatchRetriesAsAWhole(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.FailFirst(3, 503)
+	got := batchRun{f: f, deps: fluentd.Deps{Batch: 10, MaxConnections: 2}}.deliver(t, 100, 30*time.Second)
+	retried := 0
+	for _, d := range got {
+		require.Equal(t, messages.Sent, d.Outcome)
+		if d.Attempts > 1 {
+			retried++
+		}
+	}
+	require.Positive(t, retried)
+	requireOnce(t, f, 100)
+}
+
+func TestRejectedBatchIsolatesTheBadEvent(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == "ev-7" || r["uid"] == "ev-33" })
+	m := metrics.New()
+	got := batchRun{f: f, deps: fluentd.Deps{Batch: 10, MaxConnections: 2, Metrics: m}}.deliver(t, 50, 30*time.Second)
+	for seq, d := range got {
+		if seq == 7 || seq == 33 {
+			require.Equal(t, messages.DeadLettered, d.Outcome, seq)
+			require.Equal(t, 400, d.Status)
+			continue
+		}
+		require.Equal(t, messages.Sent, d.Outcome, seq)
+	}
+	require.Equal(t, 48, f.rcv.Count())
+	requireOnce(t, f, 48)
+	// Only the two bad events are dead letters.
+	raw, err := os.ReadFile(f.dl.Path())
+	require.NoError(t, err)
+	var ids []string
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		var dl struct {
+			EventID string `json:"event_id"`
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &dl))
+		ids = append(ids, dl.EventID)
+	}
+	require.ElementsMatch(t, []string{"ev-7", "ev-33"}, ids)
+	require.Equal(t, 2.0, counter(t, m, "teleport_event_handler_events_dead_lettered_total"))
+	require.Equal(t, 48.0, counter(t, m, "teleport_event_handler_events_sent_total"))
+}
+
+func TestConnectionPanicsLoseNoBatch(t *testing.T) {
+	f := newFixture(t)
+	faults.Arm("connection", 4)
+	t.Cleanup(faults.Reset)
+	got := batchRun{f: f, deps: fluentd.Deps{Batch: 8, MaxConnections: 2}, spacing: 200 * time.Microsecond}.deliver(t, 120, 30*time.Second)
+	require.Len(t, got, 120)
+	require.Equal(t, 4, faults.Injected("connection"))
+	// A connection fails on receipt, before it sends: nothing twice.
+	requireOnce(t, f, 120)
+}
+
+func family(t *testing.T, m *metrics.Metrics, name string) *dto.MetricFamily {
+	t.Helper()
+	fams, err := m.Registry.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
+}
+
+// histogram returns the first series of a histogram.
+func histogram(t *testing.T, m *metrics.Metrics, name string) *dto.Histogram {
+	t.Helper()
+	return family(t, m, name).GetMetric()[0].GetHistogram()
+}
+
+// counter sums every series of a counter.
+func counter(t *testing.T, m *metrics.Metrics, name string) float64 {
+	t.Helper()
+	sum := 0.0
+	for _, s := range family(t, m, name).GetMetric() {
+		sum += s.GetCounter().GetValue()
+	}
+	return sum
+}
