@@ -340,12 +340,12 @@ func (p *Policy) runPending(ctx actor.Context) {
 			continue
 		}
 		if p.win.expired(s.Lock, now) {
-			p.log.Warn().Str("user", user).Time("expires", s.Lock.Expires).Int("attempts", a.failures).
-				Msg("the lock expired before teleport accepted it; giving it up")
 			delete(p.pending, user)
 			next := clone(*s)
 			next.Lock = nil
 			p.save(next)
+			p.log.Warn().Str("user", user).Time("expires", s.Lock.Expires).Int("attempts", a.failures).
+				Msg("the lock expired before teleport accepted it; giving it up")
 			continue
 		}
 		if a.notBefore.After(now) || p.running >= maxInFlight {
