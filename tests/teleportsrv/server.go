@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path"
 	"slices"
@@ -55,6 +56,15 @@ type Config struct {
 	Addr string
 	// ClusterName reported by Ping; default DefaultClusterName.
 	ClusterName string
+	// Export turns on the export API (GetEventExportChunks,
+	// ExportUnstructuredEvents). Off by default: both answer Unimplemented,
+	// as an older Teleport does, and clients use search. SetExport changes it.
+	Export bool
+	// ChunksPerDay is how many export chunks a day's events are spread over
+	// until the day is listed; default DefaultChunksPerDay.
+	ChunksPerDay int
+	// Seed makes chunk names and listing order reproducible; default 1.
+	Seed int64
 }
 
 // Server is a running test Teleport server.
@@ -75,6 +85,11 @@ type Server struct {
 	calls      map[string]int
 	failures   map[string]failure
 	latency    map[string]time.Duration
+
+	export       bool
+	days         map[string]*day // export chunks by UTC date
+	rng          *rand.Rand
+	streamFaults map[string]streamFault
 }
 
 type entry struct {
@@ -101,6 +116,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.ClusterName == "" {
 		cfg.ClusterName = DefaultClusterName
 	}
+	if cfg.Seed == 0 {
+		cfg.Seed = 1
+	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("teleportsrv: listen on %s: %w", cfg.Addr, err)
@@ -116,6 +134,11 @@ func Start(cfg Config) (*Server, error) {
 		calls:      map[string]int{},
 		failures:   map[string]failure{},
 		latency:    map[string]time.Duration{},
+
+		export:       cfg.Export,
+		days:         map[string]*day{},
+		rng:          newRand(cfg.Seed),
+		streamFaults: map[string]streamFault{},
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(cfg.TLS)),
@@ -178,6 +201,7 @@ func (s *Server) AddEvents(evts ...apievents.AuditEvent) error {
 	}
 	s.events = append(s.events, add...)
 	slices.SortStableFunc(s.events, compareEntries)
+	s.addToChunks(add)
 	return nil
 }
 
