@@ -1,0 +1,407 @@
+// Package export reads the audit log through Teleport's export API: a
+// day-walker actor walks UTC days from the stored start, lists each day's
+// chunks (GetEventExportChunks) and runs at most Concurrency chunk-reader
+// actors, each streaming one chunk (ExportUnstructuredEvents) to the Fluentd
+// pool from its persisted cursor.
+//
+// Delivery is as on the search path: a chunk's cursor moves only over a
+// contiguous run of settled events (sent or dead-lettered by the pool, and
+// observed by the taps that want them), so after a crash only the events in
+// flight are sent again. Completed chunks are recorded per day. The day
+// moves on once every chunk of it is done and the day is over; the day and
+// the two before it are listed again every Timeout, for late chunks.
+//
+// Unlike upstream's exporter, --types and --skip-event-types filter here too,
+// and --start-time is honoured to the second. The state lives in its own
+// bucket; on a first start it is seeded from the search path's position, so
+// switching modes never sends a day again.
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/teleport/api/internalutils/stream"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// Name is the day-walker's name under the root.
+const Name = "export"
+
+// Exporter is the part of the Teleport API client the export path uses.
+type Exporter interface {
+	GetEventExportChunks(ctx context.Context, req *auditlogpb.GetEventExportChunksRequest) stream.Stream[*auditlogpb.EventExportChunk]
+	ExportUnstructuredEvents(ctx context.Context, req *auditlogpb.ExportUnstructuredEventsRequest) stream.Stream[*auditlogpb.ExportEventUnstructured]
+}
+
+// Deps configure the export path.
+type Deps struct {
+	Events     Exporter
+	Store      *persistence.Store
+	Checkpoint *actor.PID
+	Pool       *actor.PID // unused with DryRun
+	URL        string
+
+	StartTime   time.Time
+	Timeout     time.Duration // wait between polls once caught up
+	Concurrency int           // chunk readers at once
+	Batch       int           // events per hand-over from a stream
+	Window      int           // events handed out and not checkpointed, per reader
+	Types       map[string]bool
+	Skip        map[string]bool
+	Taps        []poller.Tap
+
+	DryRun          bool
+	ExitOnLastEvent bool
+	Now             func() time.Time
+	Log             zerolog.Logger
+	Metrics         *metrics.Metrics
+	// ReaderProps wraps each reader's props (a supervisor strategy); nil
+	// gives protoactor's default.
+	ReaderProps []actor.PropsOption
+}
+
+type chunkRef struct {
+	day   time.Time
+	chunk string
+}
+
+func (c chunkRef) key() string { return dayName(c.day) + "/" + c.chunk }
+
+type roundResult struct {
+	epoch uint64
+	days  []time.Time
+	lists [][]string
+	err   error
+}
+
+type roundTick struct{ epoch uint64 }
+
+// Walker is the day-walker actor.
+type Walker struct {
+	Deps
+	log   zerolog.Logger
+	epoch uint64
+	st    walkerState
+
+	done    map[string]map[string]bool // day -> completed chunks
+	queue   []chunkRef
+	running map[string]*actor.PID // chunkRef.key -> reader
+	pids    map[string]chunkRef   // reader PID id -> chunk
+
+	listing   bool
+	cancel    context.CancelFunc
+	timer     *time.Timer
+	fails     int
+	idleRound bool // the last round found nothing to do
+	stopping  bool
+	saveSeq   uint64
+
+	draining bool
+	drainTo  *actor.PID
+	drains   int
+	finished bool
+}
+
+// New returns a walker.
+func New(d Deps) *Walker {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Concurrency <= 0 {
+		d.Concurrency = 1
+	}
+	if d.Batch <= 0 {
+		d.Batch = 100
+	}
+	if d.Window <= 0 {
+		d.Window = d.Batch
+	}
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
+	}
+	return &Walker{Deps: d}
+}
+
+// Props returns the walker's props.
+func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+}
+
+// Receive implements actor.Actor.
+func (w *Walker) Receive(ctx actor.Context) {
+	faults.Inject(Name, ctx.Message())
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		w.start(ctx)
+	case *roundTick:
+		if m.epoch == w.epoch {
+			w.timer = nil
+			w.round(ctx)
+		}
+	case *roundResult:
+		if m.epoch == w.epoch {
+			w.onRound(ctx, m)
+		}
+	case *chunkDone:
+		w.onChunkDone(ctx, m)
+	case *messages.Saved:
+	case *actor.Terminated:
+		w.onTerminated(ctx, m.Who)
+	case *messages.Drained:
+		w.drains--
+		w.maybeFinish(ctx)
+	case *messages.Drain:
+		w.draining, w.drainTo = true, ctx.Sender()
+		w.stopTimer()
+		if w.cancel != nil {
+			w.cancel()
+		}
+		w.queue = nil
+		for _, pid := range w.running {
+			ctx.Request(pid, &messages.Drain{})
+			w.drains++
+		}
+		w.maybeFinish(ctx)
+	case *actor.Restarting, *actor.Stopping:
+		w.stopping = true
+		w.stopTimer()
+		if w.cancel != nil {
+			w.cancel()
+		}
+	}
+}
+
+func (w *Walker) start(ctx actor.Context) {
+	w.epoch = rand.Uint64()
+	w.log = w.Log.With().Str("actor", Name).Logger()
+	st, err := initialState(w.Store, w.StartTime)
+	if err != nil {
+		panic(fmt.Errorf("load export state: %w", err))
+	}
+	w.st = st
+	w.done, w.running, w.pids = map[string]map[string]bool{}, map[string]*actor.PID{}, map[string]chunkRef{}
+	w.log.Info().Str("day", dayName(st.Day)).Time("since", st.Since).Uint64("acked", st.Acked).Msg("export resumes")
+	w.save(ctx)
+	w.round(ctx)
+}
+
+// pollDays are the day being walked and the two before it (not before the
+// start day).
+func (w *Walker) pollDays() []time.Time {
+	first := dayOf(w.st.Since)
+	var days []time.Time
+	for i := 2; i >= 0; i-- {
+		if d := w.st.Day.AddDate(0, 0, -i); !d.Before(first) {
+			days = append(days, d)
+		}
+	}
+	return days
+}
+
+// round lists the chunks of the polled days.
+func (w *Walker) round(ctx actor.Context) {
+	if w.listing || w.draining || w.finished || w.timer != nil {
+		return
+	}
+	w.listing = true
+	days := w.pollDays()
+	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	w.cancel = cancel
+	self, root, epoch, src := ctx.Self(), ctx.ActorSystem().Root, w.epoch, w.Events
+	go func() {
+		defer cancel()
+		res := &roundResult{epoch: epoch, days: days}
+		for _, d := range days {
+			st := src.GetEventExportChunks(lctx, &auditlogpb.GetEventExportChunksRequest{Date: timestamppb.New(d)})
+			var names []string
+			for st.Next() {
+				names = append(names, st.Item().GetChunk())
+			}
+			if err := st.Done(); err != nil && !errors.Is(err, io.EOF) {
+				res.err = err
+				break
+			}
+			res.lists = append(res.lists, names)
+		}
+		root.Send(self, res)
+	}()
+}
+
+func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
+	w.listing, w.cancel = false, nil
+	w.Metrics.Health.TeleportCall(r.err)
+	if w.draining {
+		w.maybeFinish(ctx)
+		return
+	}
+	if r.err != nil {
+		w.Metrics.TeleportErrors.WithLabelValues("GetEventExportChunks", metrics.ErrorKind(r.err)).Inc()
+		w.fails++
+		delay := min(100*time.Millisecond<<min(w.fails-1, 9), time.Minute)
+		w.log.Error().Err(r.err).Int("failures", w.fails).Dur("retry_in", delay).Msg("listing export chunks failed; retrying")
+		w.schedule(ctx, delay)
+		return
+	}
+	w.fails = 0
+	found := 0
+	for i, d := range r.days {
+		done, err := w.doneOf(d)
+		if err != nil {
+			panic(err)
+		}
+		for _, c := range r.lists[i] {
+			ref := chunkRef{day: d, chunk: c}
+			if done[c] || w.running[ref.key()] != nil || slices.Contains(w.queue, ref) {
+				continue
+			}
+			w.queue = append(w.queue, ref)
+			found++
+		}
+	}
+	w.idleRound = found == 0 && len(w.running) == 0
+	w.dispatch(ctx)
+	w.next(ctx)
+}
+
+// next decides what follows once nothing is queued or running: the next day
+// when the current one is over, else a poll after Timeout.
+func (w *Walker) next(ctx actor.Context) {
+	if len(w.queue) > 0 || len(w.running) > 0 || w.listing || w.draining {
+		return
+	}
+	if !w.idleRound {
+		w.round(ctx) // list again: chunks done, anything new?
+		return
+	}
+	if !w.st.Day.AddDate(0, 0, 1).After(w.Now()) {
+		w.st.Day = w.st.Day.AddDate(0, 0, 1)
+		w.pruneDone()
+		w.save(ctx)
+		w.round(ctx)
+		return
+	}
+	if w.ExitOnLastEvent {
+		w.maybeFinish(ctx)
+		return
+	}
+	w.schedule(ctx, w.Timeout)
+}
+
+func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {
+	if m, ok := w.done[dayName(d)]; ok {
+		return m, nil
+	}
+	m, err := doneChunks(w.Store, d)
+	if err != nil {
+		return nil, fmt.Errorf("load completed chunks of %s: %w", dayName(d), err)
+	}
+	w.done[dayName(d)] = m
+	return m, nil
+}
+
+func (w *Walker) pruneDone() {
+	keep := map[string]bool{}
+	for _, d := range w.pollDays() {
+		keep[dayName(d)] = true
+	}
+	for k := range w.done {
+		if !keep[k] {
+			delete(w.done, k)
+		}
+	}
+}
+
+func (w *Walker) dispatch(ctx actor.Context) {
+	for !w.draining && len(w.queue) > 0 && len(w.running) < w.Concurrency {
+		ref := w.queue[0]
+		w.queue = w.queue[1:]
+		d := w.Deps
+		props := actor.PropsFromProducer(func() actor.Actor {
+			return &reader{Deps: d, day: ref.day, chunk: ref.chunk, since: w.st.Since, after: w.st.AfterID}
+		}, d.ReaderProps...)
+		pid := ctx.Spawn(props)
+		w.running[ref.key()] = pid
+		w.pids[pid.Id] = ref
+	}
+}
+
+func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
+	ref := chunkRef{day: m.Day, chunk: m.Chunk}
+	pid := w.running[ref.key()]
+	if pid == nil {
+		return
+	}
+	delete(w.running, ref.key())
+	delete(w.pids, pid.Id)
+	ctx.Stop(pid)
+	if done, ok := w.done[dayName(m.Day)]; ok {
+		done[m.Chunk] = true
+	}
+	w.st.Acked += m.Events
+	w.log.Debug().Str("day", dayName(m.Day)).Str("chunk", m.Chunk).Uint64("events", m.Events).Msg("chunk exported")
+	w.idleRound = false
+	w.save(ctx)
+	w.dispatch(ctx)
+	w.next(ctx)
+}
+
+func (w *Walker) onTerminated(ctx actor.Context, who *actor.PID) {
+	ref, ok := w.pids[who.Id]
+	if !ok || w.stopping {
+		return
+	}
+	// A reader stopped without finishing: it used up its restart budget.
+	panic(fmt.Errorf("export reader of chunk %s of %s stopped", ref.chunk, dayName(ref.day)))
+}
+
+func (w *Walker) save(ctx actor.Context) {
+	w.saveSeq++
+	ctx.Send(w.Checkpoint, &messages.Save{Key: "export/walker", Epoch: w.epoch, Seq: w.saveSeq,
+		Writes: []persistence.Write{jsonWrite(walkerKey, w.st)}, ReplyTo: ctx.Self()})
+}
+
+func (w *Walker) schedule(ctx actor.Context, d time.Duration) {
+	w.stopTimer()
+	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, w.epoch
+	w.timer = time.AfterFunc(d, func() { root.Send(self, &roundTick{epoch: epoch}) })
+}
+
+func (w *Walker) stopTimer() {
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
+}
+
+func (w *Walker) maybeFinish(ctx actor.Context) {
+	if w.draining {
+		if w.drains <= 0 && !w.listing && w.drainTo != nil {
+			ctx.Send(w.drainTo, &messages.Drained{})
+			w.drainTo = nil
+		}
+		return
+	}
+	if w.ExitOnLastEvent && !w.finished && w.idleRound && len(w.running) == 0 && len(w.queue) == 0 && !w.listing {
+		w.finished = true
+		w.log.Info().Uint64("acked", w.st.Acked).Msg("caught up with the audit log")
+		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Events: w.st.Acked})
+		for _, tap := range w.Taps {
+			ctx.Send(tap.PID, &messages.CaughtUp{Name: Name, Events: w.st.Acked})
+		}
+	}
+}

@@ -1,0 +1,358 @@
+package export_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/teleport/api/internalutils/stream"
+	"github.com/gravitational/trace"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/actors/export"
+	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/actors/root"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+}
+
+// fakeAPI serves chunks: day -> chunk name -> events. Cursors are the
+// position after an event. failAfter makes the next export stream of any
+// chunk fail after that many events.
+type fakeAPI struct {
+	mu        sync.Mutex
+	days      map[string]map[string][]*auditlogpb.EventUnstructured
+	failAfter int
+	lists     int
+}
+
+func newAPI() *fakeAPI {
+	return &fakeAPI{days: map[string]map[string][]*auditlogpb.EventUnstructured{}, failAfter: -1}
+}
+
+func event(id, typ string, t time.Time) *auditlogpb.EventUnstructured {
+	st, _ := structpb.NewStruct(map[string]any{"uid": id, "event": typ, "time": t.Format(time.RFC3339Nano)})
+	return &auditlogpb.EventUnstructured{Id: id, Type: typ, Time: timestamppb.New(t), Unstructured: st}
+}
+
+// addChunk adds a chunk of n events of the given types, one a second from
+// start (all on start's UTC day), with IDs prefix-i.
+func (f *fakeAPI) addChunk(name, prefix string, n int, start time.Time, types ...string) []string {
+	var ids []string
+	var evs []*auditlogpb.EventUnstructured
+	for i := range n {
+		typ := "user.login"
+		if len(types) > 0 {
+			typ = types[i%len(types)]
+		}
+		id := fmt.Sprintf("%s-%04d", prefix, i)
+		ids = append(ids, id)
+		evs = append(evs, event(id, typ, start.Add(time.Duration(i)*time.Second)))
+	}
+	day := start.UTC().Format(time.DateOnly)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.days[day] == nil {
+		f.days[day] = map[string][]*auditlogpb.EventUnstructured{}
+	}
+	f.days[day][name] = evs
+	return ids
+}
+
+func (f *fakeAPI) GetEventExportChunks(_ context.Context, req *auditlogpb.GetEventExportChunksRequest) stream.Stream[*auditlogpb.EventExportChunk] {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	var out []*auditlogpb.EventExportChunk
+	for name := range f.days[req.Date.AsTime().UTC().Format(time.DateOnly)] {
+		out = append(out, &auditlogpb.EventExportChunk{Chunk: name})
+	}
+	return stream.Slice(out)
+}
+
+func (f *fakeAPI) ExportUnstructuredEvents(_ context.Context, req *auditlogpb.ExportUnstructuredEventsRequest) stream.Stream[*auditlogpb.ExportEventUnstructured] {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	evs, ok := f.days[req.Date.AsTime().UTC().Format(time.DateOnly)][req.Chunk]
+	if !ok {
+		return stream.Fail[*auditlogpb.ExportEventUnstructured](trace.NotFound("no chunk %s", req.Chunk))
+	}
+	from := 0
+	if req.Cursor != "" {
+		from, _ = strconv.Atoi(req.Cursor)
+	}
+	var out []*auditlogpb.ExportEventUnstructured
+	for i := from; i < len(evs); i++ {
+		out = append(out, &auditlogpb.ExportEventUnstructured{Event: evs[i], Cursor: strconv.Itoa(i + 1)})
+	}
+	if f.failAfter >= 0 && f.failAfter < len(out) {
+		out = out[:f.failAfter]
+		f.failAfter = -1
+		items := out
+		i := -1
+		return stream.Func(func() (*auditlogpb.ExportEventUnstructured, error) {
+			i++
+			if i < len(items) {
+				return items[i], nil
+			}
+			return nil, trace.ConnectionProblem(nil, "injected")
+		})
+	}
+	return stream.Slice(out)
+}
+
+type fakePool struct {
+	mu     sync.Mutex
+	got    map[string]int
+	answer int
+}
+
+func (p *fakePool) Receive(ctx actor.Context) {
+	if d, ok := ctx.Message().(*messages.Delivery); ok {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		n := 0
+		for _, c := range p.got {
+			n += c
+		}
+		if p.answer >= 0 && n >= p.answer {
+			return
+		}
+		p.got[d.EventID]++
+		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
+	}
+}
+
+type fakeTap struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (f *fakeTap) Receive(ctx actor.Context) {
+	if m, ok := ctx.Message().(*messages.Observe); ok {
+		f.mu.Lock()
+		f.seen[m.Event.Id]++
+		f.mu.Unlock()
+		ctx.Send(m.ReplyTo, &messages.Observed{Epoch: m.Epoch, Seq: m.Seq, Tap: ctx.Self()})
+	}
+}
+
+type run struct {
+	store *persistence.Store
+	api   *fakeAPI
+	pool  *fakePool
+	tap   *fakeTap
+	deps  export.Deps
+}
+
+func newRun(t *testing.T, api *fakeAPI, start time.Time) *run {
+	store, err := persistence.Open(t.TempDir())
+	require.NoError(t, err)
+	t.Cleanup(func() { store.Close() })
+	return &run{store: store, api: api, pool: &fakePool{got: map[string]int{}, answer: -1}, deps: export.Deps{
+		URL: "https://fluentd.test/test.log", StartTime: start, Timeout: 20 * time.Millisecond,
+		Concurrency: 3, Batch: 7, Window: 10, ExitOnLastEvent: true, Log: zerolog.Nop(),
+	}}
+}
+
+// start runs the tree until the walker reports CaughtUp (finished) or the
+// timeout passes, then stops it.
+func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
+	t.Helper()
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
+	done := make(chan error, 1)
+	spec := root.Spec{
+		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: 2 * time.Second,
+		Children: func() []root.Child {
+			var ckpt, pool, tap *actor.PID
+			children := []root.Child{
+				{Name: checkpoint.Name, Props: checkpoint.Props(r.store, zerolog.Nop(), nil), Bind: func(p *actor.PID) { ckpt = p }},
+				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return r.pool }), Bind: func(p *actor.PID) { pool = p }},
+			}
+			if r.tap != nil {
+				children = append(children, root.Child{Name: "tap", Props: actor.PropsFromProducer(func() actor.Actor { return r.tap }),
+					Bind: func(p *actor.PID) { tap = p }})
+			}
+			return append(children, root.Child{Name: export.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
+				d := r.deps
+				d.Events, d.Store, d.Checkpoint, d.Pool = r.api, r.store, ckpt, pool
+				if tap != nil {
+					d.Taps = []poller.Tap{{PID: tap, Wants: func(ev *auditlogpb.EventUnstructured) bool { return ev.Type == "session.upload" }}}
+				}
+				return export.New(d)
+			})})
+		},
+	}
+	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	finished, err = root.Await(system, pid, done, ctx.Done(), 10*time.Second)
+	require.NoError(t, err)
+	return finished
+}
+
+func today() time.Time { return time.Now().UTC().Truncate(24 * time.Hour) }
+
+// threeDays adds three chunks on each of the last three days and today.
+func threeDays(api *fakeAPI) (ids []string, start time.Time) {
+	start = today().AddDate(0, 0, -3)
+	for d := range 4 {
+		day := start.AddDate(0, 0, d)
+		for c := range 3 {
+			ids = append(ids, api.addChunk(fmt.Sprintf("c%d", c), fmt.Sprintf("d%d-c%d", d, c), 20+c*5, day.Add(time.Duration(c)*time.Minute), "user.login", "session.start", "exec")...)
+		}
+	}
+	return ids, start
+}
+
+func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
+	api := newAPI()
+	ids, start := threeDays(api)
+	r := newRun(t, api, start)
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Len(t, r.pool.got, len(ids))
+	for _, id := range ids {
+		require.Equal(t, 1, r.pool.got[id], id)
+	}
+	// Every chunk is recorded done and no cursor is left.
+	done, cursors := 0, 0
+	require.NoError(t, r.store.Scan(export.Bucket, "", 0, func(k string, _ []byte) bool {
+		switch k[:5] {
+		case "done/":
+			done++
+		case "chunk":
+			cursors++
+		}
+		return true
+	}))
+	require.Equal(t, 12, done)
+	require.Zero(t, cursors)
+
+	// A second run sends nothing again.
+	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	require.True(t, r.start(t, 20*time.Second))
+	require.Empty(t, r.pool.got)
+}
+
+func TestStartTimeToTheSecondAndTypeFilters(t *testing.T) {
+	api := newAPI()
+	day := today().AddDate(0, 0, -1)
+	api.addChunk("a", "a", 60, day.Add(10*time.Hour), "user.login", "session.start", "exec")
+	// An earlier day is not read at all.
+	api.addChunk("old", "old", 10, day.AddDate(0, 0, -1))
+	r := newRun(t, api, day.Add(10*time.Hour+30*time.Second)) // skips a-0000..a-0029
+	r.deps.Types = map[string]bool{"user.login": true, "exec": true}
+	r.deps.Skip = map[string]bool{"exec": true}
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	want := map[string]int{}
+	for i := 30; i < 60; i++ {
+		if i%3 == 0 {
+			want[fmt.Sprintf("a-%04d", i)] = 1
+		}
+	}
+	require.Equal(t, want, r.pool.got)
+}
+
+func TestResumesAfterStopWithBoundedDuplicates(t *testing.T) {
+	api := newAPI()
+	ids, start := threeDays(api)
+	r := newRun(t, api, start)
+	r.pool.answer = 137
+	r.deps.ExitOnLastEvent = false
+	require.False(t, r.start(t, 1500*time.Millisecond))
+	first := r.pool.got
+
+	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	r.deps.ExitOnLastEvent = true
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	dups := 0
+	for _, id := range ids {
+		total := first[id] + r.pool.got[id]
+		require.GreaterOrEqual(t, total, 1, "event %s lost", id)
+		dups += total - 1
+	}
+	require.LessOrEqual(t, dups, r.deps.Concurrency*(r.deps.Window+r.deps.Batch), "duplicates beyond the in-flight windows")
+}
+
+func TestLateChunkOfAPastDayIsRead(t *testing.T) {
+	api := newAPI()
+	ids, start := threeDays(api)
+	r := newRun(t, api, start)
+	r.deps.ExitOnLastEvent = false
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		api.addChunk("late", "late", 15, today().AddDate(0, 0, -1).Add(time.Hour))
+	}()
+	require.False(t, r.start(t, 2*time.Second))
+	require.Len(t, r.pool.got, len(ids)+15)
+	for id, n := range r.pool.got {
+		require.Equal(t, 1, n, id)
+	}
+}
+
+func TestStreamFailureResumesFromTheLastCursorRead(t *testing.T) {
+	api := newAPI()
+	start := today().AddDate(0, 0, -1)
+	ids := api.addChunk("a", "a", 50, start.Add(time.Hour))
+	api.failAfter = 12
+	r := newRun(t, api, start)
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Equal(t, -1, api.failAfter, "the failure was injected")
+	require.Len(t, r.pool.got, len(ids))
+	for id, n := range r.pool.got {
+		require.Equal(t, 1, n, id)
+	}
+}
+
+func TestTapsSeeSkippedEvents(t *testing.T) {
+	api := newAPI()
+	start := today().AddDate(0, 0, -1)
+	api.addChunk("a", "a", 30, start.Add(time.Hour), "user.login", "session.upload")
+	r := newRun(t, api, start)
+	r.deps.Skip = map[string]bool{"session.upload": true}
+	r.tap = &fakeTap{seen: map[string]int{}}
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Len(t, r.pool.got, 15)
+	require.Len(t, r.tap.seen, 15)
+}
+
+func TestSeededFromTheSearchPathNeverResendsADay(t *testing.T) {
+	api := newAPI()
+	start := today().AddDate(0, 0, -2)
+	api.addChunk("a", "a", 40, start.Add(time.Hour))
+	api.addChunk("b", "b", 40, start.AddDate(0, 0, 1).Add(time.Hour))
+	r := newRun(t, api, start)
+	// The search path had acknowledged up to b-0009.
+	require.NoError(t, r.store.Apply([]persistence.Write{persistence.AuditPositionWrite(persistence.AuditPosition{
+		WindowStart: start.AddDate(0, 0, 1), LastID: "b-0009", LastTime: start.AddDate(0, 0, 1).Add(time.Hour + 9*time.Second), Acked: 50,
+	})}))
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	want := map[string]int{}
+	for i := 10; i < 40; i++ {
+		want[fmt.Sprintf("b-%04d", i)] = 1
+	}
+	require.Equal(t, want, r.pool.got)
+	// The search path's state is left as it was.
+	pos, ok, err := r.store.AuditPosition()
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, "b-0009", pos.LastID)
+}

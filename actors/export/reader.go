@@ -1,0 +1,396 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fdfwd/teleport-event-handler/eventjson"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// chunkDone tells the walker that a reader's chunk is settled and recorded
+// as done.
+type chunkDone struct {
+	Day    time.Time
+	Chunk  string
+	Events uint64
+}
+
+// batch is what the stream goroutine hands the reader.
+type batch struct {
+	epoch  uint64
+	events []*auditlogpb.ExportEventUnstructured
+	eof    bool
+	err    error
+	at     time.Time
+}
+
+type reopenTick struct{ epoch uint64 }
+
+// ritem is one event of the chunk (or the end marker) in stream order.
+type ritem struct {
+	seq     uint64
+	cursor  string // resume after this item
+	ev      *auditlogpb.EventUnstructured
+	body    []byte
+	fetched time.Time
+	sending bool
+	taps    uint64
+	done    bool
+	end     bool
+}
+
+func (it *ritem) settle() { it.done = !it.sending && it.taps == 0 }
+
+// reader streams one chunk to the pool, keeping its own watermark: the
+// chunk's cursor is saved only over settled events.
+type reader struct {
+	Deps
+	day   time.Time
+	chunk string
+	since time.Time
+	after string
+	log   zerolog.Logger
+	epoch uint64
+
+	readCursor string // after the last event read
+	credit     chan struct{}
+	cancel     context.CancelFunc
+	streaming  bool
+	fails      int
+	timer      *time.Timer
+
+	buffer   []*ritem
+	inflight []*ritem
+	nextSeq  uint64
+	ackedSeq uint64
+	persist  uint64
+	acked    uint64
+	ackCur   string
+	endSeq   uint64
+	reported bool
+
+	sub      *eventstream.Subscription
+	draining bool
+	drainTo  *actor.PID
+}
+
+func (r *reader) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		r.start(ctx)
+	case *batch:
+		if m.epoch == r.epoch {
+			r.onBatch(ctx, m)
+		}
+	case *reopenTick:
+		if m.epoch == r.epoch {
+			r.timer = nil
+			r.open(ctx)
+		}
+	case *messages.Delivered:
+		if m.Epoch == r.epoch {
+			if it := r.item(m.Seq); it != nil {
+				it.sending = false
+				it.settle()
+				r.pump(ctx)
+			}
+		}
+	case *messages.Observed:
+		if m.Epoch == r.epoch {
+			if it := r.item(m.Seq); it != nil {
+				for i, tap := range r.Taps {
+					if tap.PID.Equal(m.Tap) {
+						it.taps &^= 1 << i
+					}
+				}
+				it.settle()
+				r.pump(ctx)
+			}
+		}
+	case *messages.Saved:
+		if m.Epoch == r.epoch && m.Seq > r.persist {
+			r.persist = m.Seq
+			r.pump(ctx)
+		}
+	case *messages.PoolStarted:
+		for _, it := range r.inflight {
+			if it.sending {
+				ctx.Send(r.Pool, r.delivery(ctx, it))
+			}
+		}
+	case *messages.TapStarted:
+		for i, tap := range r.Taps {
+			if tap.PID.Equal(m.PID) {
+				for _, it := range r.inflight {
+					r.observe(ctx, it, 1<<i)
+				}
+			}
+		}
+	case *messages.Drain:
+		r.draining, r.drainTo = true, ctx.Sender()
+		r.stopStream()
+		r.streaming = false
+		r.pump(ctx)
+	case *actor.Restarting, *actor.Stopping:
+		r.stopStream()
+		if r.sub != nil {
+			ctx.ActorSystem().EventStream.Unsubscribe(r.sub)
+			r.sub = nil
+		}
+	}
+}
+
+func (r *reader) start(ctx actor.Context) {
+	r.epoch = rand.Uint64()
+	r.log = r.Log.With().Str("actor", "export-reader").Str("day", dayName(r.day)).Str("chunk", r.chunk).Logger()
+	var st chunkState
+	if _, err := getJSON(r.Store, chunkKey(r.day, r.chunk), &st); err != nil {
+		panic(fmt.Errorf("load chunk %s of %s: %w", r.chunk, dayName(r.day), err))
+	}
+	r.readCursor, r.ackCur, r.acked, r.nextSeq = st.Cursor, st.Cursor, st.Acked, 1
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	r.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
+		switch evt.(type) {
+		case *messages.PoolStarted, *messages.TapStarted:
+			root.Send(self, evt)
+		}
+	})
+	r.open(ctx)
+}
+
+// open starts streaming the chunk after readCursor. The goroutine hands
+// over one batch at a time and waits for credit before reading more.
+func (r *reader) open(ctx actor.Context) {
+	if r.streaming || r.draining || r.endSeq != 0 {
+		return
+	}
+	r.streaming = true
+	sctx, cancel := context.WithCancel(context.Background())
+	credit := make(chan struct{}, 1)
+	r.cancel, r.credit = cancel, credit
+	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
+	req := &auditlogpb.ExportUnstructuredEventsRequest{Date: timestamppb.New(r.day), Chunk: r.chunk, Cursor: r.readCursor}
+	size := max(r.Batch, 1)
+	src := r.Events
+	go func() {
+		defer cancel()
+		st := src.ExportUnstructuredEvents(sctx, req)
+		defer st.Done()
+		for {
+			b := &batch{epoch: epoch}
+			for len(b.events) < size && st.Next() {
+				b.events = append(b.events, st.Item())
+			}
+			if len(b.events) < size {
+				if err := st.Done(); err != nil && !errors.Is(err, io.EOF) {
+					b.err = err
+				} else {
+					b.eof = true
+				}
+			}
+			b.at = time.Now()
+			root.Send(self, b)
+			if b.eof || b.err != nil {
+				return
+			}
+			select {
+			case <-credit:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+}
+
+func (r *reader) stopStream() {
+	if r.cancel != nil {
+		r.cancel()
+		r.cancel = nil
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+		r.timer = nil
+	}
+}
+
+func (r *reader) onBatch(ctx actor.Context, b *batch) {
+	if !r.streaming {
+		return // a stream cancelled by Drain
+	}
+	for _, x := range b.events {
+		ev := x.GetEvent()
+		if ev == nil {
+			continue
+		}
+		r.readCursor = x.Cursor
+		it := &ritem{cursor: x.Cursor, ev: ev, fetched: b.at}
+		r.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
+		if !r.before(ev) {
+			if r.sends(ev) {
+				body, err := eventjson.Marshal(ev.Unstructured)
+				if err != nil {
+					body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
+				}
+				it.body, it.sending = body, true
+			} else {
+				r.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
+			}
+			for i, tap := range r.Taps {
+				if tap.Wants(ev) {
+					it.taps |= 1 << i
+				}
+			}
+		}
+		it.settle()
+		r.buffer = append(r.buffer, it)
+	}
+	r.Metrics.Health.TeleportCall(b.err)
+	switch {
+	case b.err != nil:
+		r.streaming = false
+		r.cancel = nil
+		r.fails++
+		r.Metrics.TeleportErrors.WithLabelValues("ExportUnstructuredEvents", metrics.ErrorKind(b.err)).Inc()
+		delay := min(100*time.Millisecond<<min(r.fails-1, 9), time.Minute)
+		r.log.Error().Err(b.err).Int("failures", r.fails).Dur("retry_in", delay).Msg("exporting a chunk failed; resuming")
+		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
+		r.timer = time.AfterFunc(delay, func() { root.Send(self, &reopenTick{epoch: epoch}) })
+	case b.eof:
+		r.streaming, r.cancel = false, nil
+		r.buffer = append(r.buffer, &ritem{done: true, end: true, cursor: r.readCursor})
+	default:
+		r.fails = 0
+	}
+	r.pump(ctx)
+}
+
+// before is true for events the export must not send: earlier than
+// --start-time (or than the search path's position it was seeded from).
+func (r *reader) before(ev *auditlogpb.EventUnstructured) bool {
+	t := ev.GetTime().AsTime()
+	return t.Before(r.since) || (r.after != "" && ev.Id == r.after && t.Equal(r.since))
+}
+
+// sends is true when --types and --skip-event-types let the event through.
+func (r *reader) sends(ev *auditlogpb.EventUnstructured) bool {
+	if r.Skip[ev.Type] {
+		return false
+	}
+	return len(r.Types) == 0 || r.Types[ev.Type]
+}
+
+func (r *reader) pump(ctx actor.Context) {
+	for !r.draining && len(r.buffer) > 0 && r.nextSeq-1-r.persist < uint64(r.Window) {
+		it := r.buffer[0]
+		r.buffer[0] = nil
+		r.buffer = r.buffer[1:]
+		it.seq = r.nextSeq
+		if it.end {
+			r.endSeq = it.seq
+		}
+		r.nextSeq++
+		r.inflight = append(r.inflight, it)
+		r.observe(ctx, it, ^uint64(0))
+		switch {
+		case !it.sending:
+		case r.DryRun:
+			r.log.Info().Str("event_id", it.ev.Id).Str("event_type", it.ev.Type).Msg("dry run: would send event")
+			it.sending = false
+			it.settle()
+		default:
+			ctx.Send(r.Pool, r.delivery(ctx, it))
+		}
+	}
+	if len(r.buffer) == 0 {
+		r.buffer = nil
+		if r.streaming && !r.draining {
+			select {
+			case r.credit <- struct{}{}:
+			default:
+			}
+		}
+	}
+	r.advance(ctx)
+	settled := len(r.inflight) == 0 && r.persist == r.nextSeq-1
+	if r.draining && settled && r.drainTo != nil {
+		ctx.Send(r.drainTo, &messages.Drained{})
+		r.drainTo = nil
+	}
+	if r.endSeq != 0 && r.persist >= r.endSeq && !r.reported {
+		r.reported = true
+		ctx.Send(ctx.Parent(), &chunkDone{Day: r.day, Chunk: r.chunk, Events: r.acked})
+	}
+}
+
+func (r *reader) delivery(ctx actor.Context, it *ritem) *messages.Delivery {
+	return &messages.Delivery{Epoch: r.epoch, Seq: it.seq, URL: r.URL, Body: it.body,
+		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Audit, ReplyTo: ctx.Self(), Fetched: it.fetched}
+}
+
+func (r *reader) observe(ctx actor.Context, it *ritem, mask uint64) {
+	for i, tap := range r.Taps {
+		if it.taps&mask&(1<<i) != 0 {
+			ctx.Send(tap.PID, &messages.Observe{Epoch: r.epoch, Seq: it.seq, Event: it.ev, ReplyTo: ctx.Self()})
+		}
+	}
+}
+
+func (r *reader) item(seq uint64) *ritem {
+	if len(r.inflight) == 0 || seq < r.inflight[0].seq {
+		return nil
+	}
+	idx := seq - r.inflight[0].seq
+	if idx >= uint64(len(r.inflight)) {
+		return nil
+	}
+	return r.inflight[idx]
+}
+
+// advance moves the chunk's watermark and saves its cursor; past the end
+// marker the chunk is recorded as done instead.
+func (r *reader) advance(ctx actor.Context) {
+	moved, end := false, false
+	for len(r.inflight) > 0 && r.inflight[0].done {
+		it := r.inflight[0]
+		r.inflight[0] = nil
+		r.inflight = r.inflight[1:]
+		if it.ev != nil {
+			r.acked++
+		}
+		if it.end {
+			end = true
+		}
+		r.ackedSeq, r.ackCur = it.seq, it.cursor
+		moved = true
+	}
+	if len(r.inflight) == 0 {
+		r.inflight = nil
+	}
+	if !moved {
+		return
+	}
+	var writes []persistence.Write
+	if end {
+		writes = []persistence.Write{
+			{Bucket: Bucket, Key: chunkKey(r.day, r.chunk), Delete: true},
+			jsonWrite(doneKey(r.day, r.chunk), doneState{Events: r.acked}),
+		}
+	} else {
+		writes = []persistence.Write{jsonWrite(chunkKey(r.day, r.chunk), chunkState{Cursor: r.ackCur, Acked: r.acked})}
+	}
+	ctx.Send(r.Checkpoint, &messages.Save{Key: "export/" + dayName(r.day) + "/" + r.chunk, Epoch: r.epoch, Seq: r.ackedSeq,
+		Writes: writes, ReplyTo: ctx.Self()})
+}
