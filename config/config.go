@@ -34,8 +34,13 @@ type Config struct {
 	StartTime time.Time
 	// WindowSize is the span of audit log searched per query.
 	WindowSize time.Duration
-	// Concurrency bounds the session recordings streamed at once.
+	// Concurrency bounds the session recordings streamed at once, and the
+	// chunks read at once on the export path.
 	Concurrency int
+	// ExportMode picks how the audit log is read: ExportAuto (also the
+	// empty string) probes Teleport's export API and uses it when the server
+	// has it, ExportExport forces the export API, ExportSearch the search API.
+	ExportMode string
 	// DryRun reads events but sends nothing and keeps no lasting progress.
 	DryRun bool
 	// ExitOnLastEvent stops the daemon once it has caught up.
@@ -98,6 +103,13 @@ type LockConfig struct {
 // MaxFluentdBatch bounds --fluentd-batch: the events held in memory grow
 // with it (see poller.WindowFor).
 const MaxFluentdBatch = 1000
+
+// Export modes (--export-mode).
+const (
+	ExportAuto   = "auto"
+	ExportExport = "export"
+	ExportSearch = "search"
+)
 
 // Default returns the defaults of Teleport's Event Handler plugin.
 func Default() Config {

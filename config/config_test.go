@@ -564,6 +564,7 @@ func TestErrors(t *testing.T) {
 		{name: "bad batch", args: []string{"--batch", "many"}, want: []string{`invalid --batch "many"`, "not a whole number", "such as 20"}},
 		{name: "zero batch", env: map[string]string{"FDFWD_BATCH": "0"}, want: []string{`invalid --batch "0" (from FDFWD_BATCH): must be at least 1`}},
 		{name: "zero concurrency", args: []string{"--concurrency", "0"}, want: []string{`invalid --concurrency "0"`, "must be at least 1"}},
+		{name: "unknown export mode", args: []string{"--export-mode", "bulk"}, want: []string{`invalid --export-mode "bulk"`, "use auto, export or search"}},
 		{name: "zero fluentd batch", env: map[string]string{"FDFWD_FLUENTD_BATCH": "0"}, want: []string{`invalid --fluentd-batch "0" (from FDFWD_FLUENTD_BATCH): must be at least 1`}},
 		{name: "huge fluentd batch", args: []string{"--fluentd-batch", "100000"}, want: []string{`invalid --fluentd-batch "100000"`, "must be at most 1000"}},
 		{name: "negative max connections", args: []string{"--fluentd-max-connections=-1"}, want: []string{`invalid --fluentd-max-connections "-1"`, "must be at least 0"}},

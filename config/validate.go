@@ -136,6 +136,11 @@ func (r *resolver) checkNumbers(c *Config) error {
 	if c.Lock.Enabled {
 		checks = append(checks, positive("lock-period", c.Lock.Period))
 	}
+	switch c.ExportMode {
+	case "", ExportAuto, ExportExport, ExportSearch:
+	default:
+		checks = append(checks, r.fail("export-mode", "is not a mode", "use auto, export or search"))
+	}
 	return firstErr(checks)
 }
 
