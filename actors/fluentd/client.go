@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -103,11 +104,22 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 
 // Post sends one body and classifies the outcome. It never returns an error:
 // every failure is a Result with a reason.
-func (c *Client) Post(ctx context.Context, url string, body []byte) Result {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+func (c *Client) Post(ctx context.Context, rawURL string, body []byte) Result {
+	u, err := url.Parse(rawURL)
 	if err != nil {
 		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
 	}
+	return c.PostURL(ctx, u, body)
+}
+
+// PostURL is Post to a parsed URL, which it does not modify: callers that
+// send to the same URL again and again parse it once.
+func (c *Client) PostURL(ctx context.Context, u *url.URL, body []byte) Result {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "", bytes.NewReader(body))
+	if err != nil {
+		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+	}
+	req.URL, req.Host = u, u.Host
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"slices"
 	"time"
 
@@ -315,14 +316,29 @@ func (p *Pool) wakeAt(ctx actor.Context, t, now time.Time) {
 // retryTick wakes a connection for its next attempt.
 type retryTick struct{ epoch uint64 }
 
+// postReq asks a connection's sender goroutine for one POST; postDone is
+// its answer.
+type postReq struct {
+	epoch uint64
+	url   string
+	body  []byte
+}
+
+type postDone struct {
+	epoch uint64
+	res   Result
+	took  time.Duration
+}
+
 // conn is one connection actor: it POSTs one job at a time. The POST runs
-// inside Receive, so the actor is busy for at most RequestTimeout; the waits
-// between retries are timers, so a stop or restart is never held up by a
-// backoff.
+// on a goroutine of the actor's own (its stack stays grown, where a
+// mailbox goroutine would grow one for every request), so the actor
+// answers a stop at once; the waits between retries are timers.
 type conn struct {
 	deps  Deps
 	log   zerolog.Logger
 	epoch uint64
+	posts chan<- postReq
 	// items are the job's deliveries not yet settled, in order.
 	items []*messages.Delivery
 	// single is set once Fluentd refused the batch for good: its events
@@ -349,6 +365,9 @@ func (c *conn) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
+		posts := make(chan postReq, 1)
+		c.posts = posts
+		go sender(c.deps, posts, ctx.Self(), ctx.ActorSystem())
 		ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self(), started: true})
 	case *job:
 		c.items, c.single, c.body, c.attempts = m.items, false, nil, 0
@@ -358,10 +377,18 @@ func (c *conn) Receive(ctx actor.Context) {
 		if m.epoch == c.epoch && len(c.items) > 0 {
 			c.attempt(ctx)
 		}
+	case *postDone:
+		if m.epoch == c.epoch && len(c.items) > 0 {
+			c.done(ctx, m.res, m.took)
+		}
 	case *actor.Restarting, *actor.Stopping:
 		c.epoch++
 		if c.timer != nil {
 			c.timer.Stop()
+		}
+		if c.posts != nil {
+			close(c.posts) // the sender ends after the POST it may be making
+			c.posts = nil
 		}
 		if c.items != nil {
 			// The pool still holds the deliveries and hands them out
@@ -369,6 +396,28 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.deps.Metrics.SendsInFlight.Dec()
 			c.items = nil
 		}
+	}
+}
+
+// sender makes the POSTs of one connection actor incarnation, until posts
+// is closed.
+func sender(deps Deps, posts <-chan postReq, self *actor.PID, system *actor.ActorSystem) {
+	var lastRaw string
+	var lastURL *url.URL
+	for p := range posts {
+		began := time.Now()
+		var res Result
+		if p.url != lastRaw {
+			u, err := url.Parse(p.url)
+			if err != nil {
+				res = Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+				system.Root.Send(self, &postDone{epoch: p.epoch, res: res})
+				continue
+			}
+			lastRaw, lastURL = p.url, u
+		}
+		res = deps.Client.PostURL(deps.Ctx, lastURL, p.body)
+		system.Root.Send(self, &postDone{epoch: p.epoch, res: res, took: time.Since(began)})
 	}
 }
 
@@ -393,20 +442,30 @@ func Body(ds []*messages.Delivery) []byte {
 	return append(b, ']')
 }
 
-func (c *conn) attempt(ctx actor.Context) {
-	send := c.items
+// sending is what the current attempt sends.
+func (c *conn) sending() []*messages.Delivery {
 	if c.single {
-		send = c.items[:1]
+		return c.items[:1]
 	}
+	return c.items
+}
+
+// attempt hands the next POST to the sender.
+func (c *conn) attempt(ctx actor.Context) {
+	send := c.sending()
 	if c.body == nil {
 		c.body = Body(send)
 	}
-	url := send[0].URL
 	c.attempts++
+	c.posts <- postReq{epoch: c.epoch, url: send[0].URL, body: c.body}
+}
+
+// done judges the answer to an attempt.
+func (c *conn) done(ctx actor.Context, res Result, took time.Duration) {
+	send := c.sending()
+	url := send[0].URL
 	m := c.deps.Metrics
-	began := time.Now()
-	res := c.deps.Client.Post(c.deps.Ctx, url, c.body)
-	m.SendDuration.Observe(time.Since(began).Seconds())
+	m.SendDuration.Observe(took.Seconds())
 	m.BatchEvents.Observe(float64(len(send)))
 	m.FluentdResponses.WithLabelValues(metrics.StatusClass(res.Status)).Inc()
 	switch res.Class {
@@ -428,7 +487,7 @@ func (c *conn) attempt(ctx actor.Context) {
 			c.log.Warn().Str("url", url).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
 				Msg("fluentd rejected a batch for good; sending its events one at a time")
 			c.single, c.body, c.attempts = true, nil, 0
-			ctx.Send(ctx.Self(), &retryTick{epoch: c.epoch})
+			c.attempt(ctx)
 			return
 		}
 		d := send[0]
@@ -477,8 +536,7 @@ func (c *conn) settle(ctx actor.Context, n int, o messages.Outcome, status int) 
 			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), d: d})
 		}
 		c.items, c.body, c.attempts = c.items[n:], nil, 0
-		// Through the mailbox, so that a stop is not held up by a batch.
-		ctx.Send(ctx.Self(), &retryTick{epoch: c.epoch})
+		c.attempt(ctx)
 		return
 	}
 	c.items, c.body = nil, nil
