@@ -13,9 +13,13 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/actors/export"
 	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
@@ -149,6 +153,13 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		return err
 	}
 	log.Info().Str("state", store.Path()).Time("start_time", start).Bool("dry_run", cfg.DryRun).Msg("state loaded")
+	exporter, err := chooseExport(ctx, cfg.ExportMode, events, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while probing: nothing was started
+		}
+		return err
+	}
 
 	sendCtx, abortSends := context.WithCancel(context.Background())
 	defer abortSends()
@@ -228,6 +239,21 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 					}, childOpts("lockpolicy")...),
 				})
 			}
+			if exporter != nil {
+				// Taps see every event on this path, so --types is applied
+				// here as given; the lock policy gets its failed logins.
+				children = append(children, root.Child{Name: export.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
+					return export.New(export.Deps{
+						Events: exporter, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
+						StartTime: start, Timeout: cfg.Timeout, Concurrency: cfg.Concurrency, Batch: cfg.Batch,
+						Window: max(poller.WindowFor(capacity, cfg.Batch)/cfg.Concurrency, cfg.Batch),
+						Types: typesSet(cfg.Types), Skip: skip, Taps: taps,
+						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log, Metrics: m,
+						ReaderProps: childOpts("export-reader"),
+					})
+				}, childOpts("export")...)})
+				return children
+			}
 			children = append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
 				return poller.New(poller.Deps{
 					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
@@ -281,6 +307,68 @@ func resolveStartTime(store *persistence.Store, given time.Time) (time.Time, err
 		return time.Time{}, err
 	}
 	return start, nil
+}
+
+// typesSet is nil (every type) for an empty --types.
+func typesSet(list []string) map[string]bool {
+	if len(list) == 0 {
+		return nil
+	}
+	return set(list)
+}
+
+// chooseExport decides between the export API and search: --export-mode
+// search or export forces one; auto probes the export API once and falls
+// back to search when Teleport answers NotImplemented (an older server).
+// Nil means search.
+func chooseExport(ctx context.Context, mode string, api API, log zerolog.Logger) (export.Exporter, error) {
+	if mode == config.ExportSearch {
+		log.Info().Msg("reading the audit log with search (--export-mode search)")
+		return nil, nil
+	}
+	ex, ok := api.(export.Exporter)
+	if !ok {
+		if mode == config.ExportExport {
+			return nil, errors.New("--export-mode export: this Teleport client has no export API; use --export-mode search or auto")
+		}
+		return nil, nil
+	}
+	if mode == config.ExportExport {
+		log.Info().Msg("reading the audit log with the export API (--export-mode export)")
+		return ex, nil
+	}
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt) * time.Second):
+			}
+		}
+		if err = probeExport(ctx, ex); err == nil {
+			log.Info().Msg("reading the audit log with the export API")
+			return ex, nil
+		}
+		if trace.IsNotImplemented(err) {
+			log.Info().Msg("Teleport has no export API; reading the audit log with search")
+			return nil, nil
+		}
+	}
+	return nil, fmt.Errorf("probe Teleport's export API: %w; use --export-mode search or export to skip the probe", err)
+}
+
+// probeExport lists today's export chunks.
+func probeExport(ctx context.Context, ex export.Exporter) error {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st := ex.GetEventExportChunks(pctx, &auditlogpb.GetEventExportChunksRequest{Date: timestamppb.New(time.Now().UTC())})
+	for st.Next() {
+	}
+	if err := st.Done(); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 func set(list []string) map[string]bool {

@@ -1,0 +1,108 @@
+package e2e
+
+import (
+	"math/rand/v2"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+)
+
+// exportWindow bounds the events a crash on the export path sends again:
+// up to --concurrency chunk readers (the test server has 3 chunks a day),
+// each with max(40 / 5, --batch 20) events in flight.
+const exportWindow = 3 * 20
+
+func TestExportAndSearchDeliverTheSameEvents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Teleport.SetExport(true)
+	evs := e.Seed(800, 21)
+	skipped := map[string]bool{}
+	for _, ev := range evs {
+		if ev.GetType() == "exec" {
+			skipped[ev.GetID()] = true
+		}
+	}
+	require.NotEmpty(t, skipped)
+
+	base := e.Storage
+	e.Storage = filepath.Join(base, "search")
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--export-mode", "search", "--skip-event-types", "exec")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), harness.Tail(p.Output(), 20))
+	bySearch := e.Fluentd.CountByUID()
+	require.Zero(t, e.Teleport.Calls("ExportUnstructuredEvents"))
+
+	e.Storage = filepath.Join(base, "export")
+	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--skip-event-types", "exec")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), harness.Tail(p.Output(), 20))
+	require.Contains(t, p.Output(), "reading the audit log with the export API")
+	require.Positive(t, e.Teleport.Calls("ExportUnstructuredEvents"))
+	all := e.Fluentd.CountByUID()
+
+	// The same events arrive by both paths (a pool restart may resend an
+	// in-flight window: extra copies are bounded, nothing is missing).
+	dups, total := 0, 0
+	for _, ev := range evs {
+		id := ev.GetID()
+		total += all[id]
+		if skipped[id] {
+			require.Zero(t, all[id], "skipped event %s sent", id)
+			continue
+		}
+		byExport := all[id] - bySearch[id]
+		require.Positive(t, bySearch[id], "search lost event %s", id)
+		require.Positive(t, byExport, "export lost event %s", id)
+		dups += bySearch[id] - 1 + byExport - 1
+	}
+	require.LessOrEqual(t, dups, window+exportWindow)
+	require.Equal(t, total, e.Audit(), "nothing else arrived")
+	// Recordings are played from the export path's session.upload events too.
+	e.SessionsDelivered(map[string]bool{"print": true, "desktop.recording": true})
+}
+
+func TestExportKillNineLosesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Teleport.SetExport(true)
+	evs := e.Seed(3000, 22)
+	e.Fluentd.SetLatency(10 * time.Millisecond) // stretch the run so kills land mid-export
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	kills := 0
+	for range 5 {
+		p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+		time.Sleep(time.Duration(700+rng.IntN(800)) * time.Millisecond)
+		if p.Exited() {
+			continue
+		}
+		p.Signal(syscall.SIGKILL)
+		p.Wait(t, 10*time.Second)
+		kills++
+		t.Logf("kill %d: %d audit events received", kills, e.Audit())
+	}
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 0, p.Wait(t, 2*time.Minute), harness.Tail(p.Output(), 20))
+	require.Contains(t, p.Output(), "reading the audit log with the export API")
+	require.Positive(t, kills)
+	dups := harness.Delivered(t, e.Fluentd, evs, nil)
+	t.Logf("%d kills, %d duplicates (bound %d)", kills, dups, kills*exportWindow)
+	require.LessOrEqual(t, dups, kills*exportWindow)
+}
+
+func TestServerWithoutExportAPIFallsBackToSearch(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t) // the test server's export API is off by default
+	evs := e.Seed(300, 23)
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), harness.Tail(p.Output(), 20))
+	require.Contains(t, p.Output(), "Teleport has no export API")
+	require.LessOrEqual(t, harness.Delivered(t, e.Fluentd, evs, nil), window)
+	require.Equal(t, 1, e.Teleport.Calls("GetEventExportChunks"), "probed once")
+	require.Zero(t, e.Teleport.Calls("ExportUnstructuredEvents"))
+}
