@@ -247,7 +247,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 						Events: exporter, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
 						StartTime: start, Timeout: cfg.Timeout, Concurrency: cfg.Concurrency, Batch: cfg.Batch,
 						Window: max(poller.WindowFor(capacity, cfg.Batch)/cfg.Concurrency, cfg.Batch),
-						Types: typesSet(cfg.Types), Skip: skip, Taps: taps,
+						Types:  typesSet(cfg.Types), Skip: skip, Taps: taps,
 						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log, Metrics: m,
 						ReaderProps: childOpts("export-reader"),
 					})
