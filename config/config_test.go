@@ -633,7 +633,7 @@ func TestCommandErrors(t *testing.T) {
 		want string
 	}{
 		{nil, "command line: no command given"},
-		{[]string{"configure"}, "command line: Unknown command `configure'"},
+		{[]string{"bogus"}, "command line: Unknown command `bogus'"},
 		{[]string{"version", "extra"}, `command line: unexpected argument "extra"`},
 	} {
 		_, err := Parse(tt.args, envOf(nil))

@@ -283,13 +283,16 @@ func usage(command string) string {
 	case "version":
 		fmt.Fprintf(&b, "Usage: %s version\n\nPrints the version.\n", program)
 		return b.String()
+	case "configure":
+		return configureUsage()
 	default:
 		fmt.Fprintf(&b, "Usage: %s [-c FILE] [-d] <command> [options]\n\n", program)
 		b.WriteString("Exports the Teleport audit log and session recordings to Fluentd, as a\n" +
 			"drop-in replacement for Teleport's Event Handler plugin.\n\n" +
 			"Commands:\n" +
-			"  start     Export events to Fluentd\n" +
-			"  version   Print the version\n")
+			"  start      Export events to Fluentd\n" +
+			"  configure  Write certificates, fluent.conf, a configuration and a role\n" +
+			"  version    Print the version\n")
 	}
 
 	b.WriteString("\nGlobal options:\n")

@@ -18,10 +18,13 @@ const program = "teleport-event-handler"
 
 // Invocation is what the command line asks for.
 type Invocation struct {
-	// Command is "start", "version", or "help" when -h/--help was given.
+	// Command is "start", "configure", "version", or "help" when -h/--help
+	// was given.
 	Command string
 	// Config is resolved and validated; set for "start" only.
 	Config *Config
+	// Configure is set for "configure" only.
+	Configure *Configure
 	// ConfigFile is the TOML file read (from -c or FDFWD_CONFIG), "" if none.
 	ConfigFile string
 	// Help is the text to print on stdout for "help".
@@ -38,6 +41,13 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 	}
 	if cl.help != "" {
 		return &Invocation{Command: "help", Help: cl.help}, nil
+	}
+	if cl.command == "configure" {
+		c, err := cl.configure.resolve(cl.args, lookupEnv)
+		if err != nil {
+			return nil, err
+		}
+		return &Invocation{Command: cl.command, Configure: c}, nil
 	}
 	if cl.command != "start" {
 		return &Invocation{Command: cl.command, ConfigFile: cl.flags["config"]}, nil
@@ -63,9 +73,11 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 
 // commandLine is the parsed command line, before any typing.
 type commandLine struct {
-	command string
-	flags   map[string]string // text of each option given, by long name
-	help    string
+	command   string
+	flags     map[string]string // text of each option given, by long name
+	help      string
+	configure *configureCommand // the flags of configure
+	args      []string          // arguments after the options (configure only)
 }
 
 // flagSet is the go-flags view of some options: a struct built from the
@@ -103,9 +115,9 @@ func (fs *flagSet) collect(into map[string]string) {
 }
 
 // newParser builds the command line of the upstream plugin:
-// teleport-event-handler [-c FILE] [-d] <start | version> [start options].
+// teleport-event-handler [-c FILE] [-d] <start | configure | version> [options].
 // go-flags lets the global options come after the command too.
-func newParser() (*flags.Parser, []*flagSet) {
+func newParser() (*flags.Parser, []*flagSet, *configureCommand) {
 	// The help is ours (see usage): go-flags' layout wraps the long
 	// environment variable names mid-word in 80 columns.
 	p := flags.NewNamedParser(program, flags.HelpFlag|flags.PassDoubleDash|flags.AllowBoolValues)
@@ -116,6 +128,7 @@ func newParser() (*flags.Parser, []*flagSet) {
 	if _, err := p.AddCommand("version", "", "", &struct{}{}); err != nil {
 		panic("config: building the command line: " + err.Error())
 	}
+	cc := addConfigureCommand(p)
 
 	var globalOpts, startOpts []*option
 	for _, o := range options {
@@ -133,11 +146,11 @@ func newParser() (*flags.Parser, []*flagSet) {
 		}
 		sets[i].group = group
 	}
-	return p, sets
+	return p, sets, cc
 }
 
 func parseCommandLine(args []string) (*commandLine, error) {
-	p, sets := newParser()
+	p, sets, cc := newParser()
 	rest, err := p.ParseArgs(args)
 	if err != nil {
 		var fe *flags.Error
@@ -154,11 +167,11 @@ func parseCommandLine(args []string) (*commandLine, error) {
 		}
 		return nil, &Error{Option: "command line", Problem: msg, Fix: "run " + program + " --help for the usage"}
 	}
-	if len(rest) > 0 {
+	if len(rest) > 0 && p.Active.Name != "configure" {
 		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", rest[0]),
 			Fix: "switches take a value only as --flag=false; run " + program + " --help for the usage"}
 	}
-	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}}
+	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest}
 	for _, fs := range sets {
 		fs.collect(cl.flags)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/configure"
 	"github.com/fdfwd/teleport-event-handler/daemon"
 	"github.com/fdfwd/teleport-event-handler/logging"
 )
@@ -35,6 +36,12 @@ func run() int {
 		return 0
 	case "version":
 		fmt.Printf("teleport-event-handler %s\n", version)
+		return 0
+	case "configure":
+		if _, err := configure.Run(inv.Configure, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			return 1
+		}
 		return 0
 	}
 

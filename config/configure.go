@@ -1,0 +1,332 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	flags "github.com/jessevdk/go-flags"
+
+	"github.com/fdfwd/teleport-event-handler/certs"
+)
+
+// Configure is what the configure command writes (package configure does the
+// writing): a CA, Fluentd's server certificate and the daemon's client
+// certificate for mutual TLS, fluent.conf, a configuration file for start and
+// a Teleport role and user, all in OutDir.
+type Configure struct {
+	// OutDir receives the files; it is created if missing.
+	OutDir string
+	// TeleportAddr is written to the configuration file.
+	TeleportAddr string
+	// FluentdURL and FluentdSessionURL are written to the configuration
+	// file; fluent.conf's port and tags follow from them.
+	FluentdURL, FluentdSessionURL string
+	// KeyType, RSABits and TTL apply to all three certificates.
+	KeyType certs.KeyType
+	RSABits int
+	TTL     time.Duration
+	// DNSNames and IPs are what Fluentd's server certificate is valid for.
+	DNSNames []string
+	IPs      []net.IP
+	// Password encrypts server.key; empty means generate one.
+	Password string
+	// Force overwrites files that exist; without it nothing is written if
+	// any of them does.
+	Force bool
+	// LockEnabled turns auto-locking on in the configuration file and grants
+	// the role the lock permissions that it needs.
+	LockEnabled bool
+}
+
+// Defaults of the configure command. The URLs match fluent.conf's port and
+// the tags that its matches expect.
+const (
+	DefaultConfigureFluentdURL        = "https://localhost:8888/test.log"
+	DefaultConfigureFluentdSessionURL = "https://localhost:8888/session"
+	// PasswordEnv gives the passphrase of server.key without putting it in
+	// the process list.
+	PasswordEnv = "FDFWD_PASSWORD"
+)
+
+var (
+	defaultDNSNames = []string{"localhost"}
+	defaultIPs      = []net.IP{net.IPv4(127, 0, 0, 1)}
+	rsaSizes        = []int{2048, 3072, 4096}
+)
+
+// configureFlags are the flags of configure, as text: typing them is done
+// below, where the errors can name the flag and the fix.
+type configureFlags struct {
+	KeyType           string   `long:"key-type"`
+	Length            string   `long:"length"`
+	TTL               string   `long:"ttl"`
+	DNSNames          []string `long:"dns-names"`
+	IP                []string `long:"ip"`
+	Password          string   `long:"password"`
+	FluentdURL        string   `long:"fluentd-url"`
+	FluentdSessionURL string   `long:"fluentd-session-url"`
+	LockEnabled       bool     `long:"lock-enabled"`
+	Force             bool     `long:"force"`
+}
+
+// configureCommand is the configure command of the parser and what it got.
+type configureCommand struct {
+	cmd   *flags.Command
+	flags configureFlags
+}
+
+func addConfigureCommand(p *flags.Parser) *configureCommand {
+	cc := &configureCommand{}
+	cmd, err := p.AddCommand("configure", "", "", &cc.flags)
+	if err != nil {
+		panic("config: building the command line: " + err.Error())
+	}
+	cc.cmd = cmd
+	return cc
+}
+
+// isSet reports whether a flag of configure was on the command line.
+func (cc *configureCommand) isSet(flag string) bool {
+	o := cc.cmd.FindOptionByLongName(flag)
+	return o != nil && o.IsSet()
+}
+
+func flagError(flag, value, problem, fix string) *Error {
+	return &Error{Option: "--" + flag, Value: value, Source: "flag", Problem: problem, Fix: fix}
+}
+
+// resolve types and checks the flags and arguments of configure.
+func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (string, bool)) (*Configure, error) {
+	const example = "e.g. " + program + " configure ./event-handler teleport.example.com:443"
+	switch {
+	case len(args) == 0:
+		return nil, &Error{Option: "OUT_DIR", Problem: "no output directory given",
+			Fix: "give the directory to write the files to, " + example}
+	case len(args) > 2:
+		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", args[2]),
+			Fix: "configure takes OUT_DIR and TELEPORT_ADDR only; run " + program + " configure --help for the usage"}
+	case strings.TrimSpace(args[0]) == "":
+		return nil, &Error{Option: "OUT_DIR", Problem: "empty output directory", Fix: "give a directory, " + example}
+	}
+	f := cc.flags
+	c := &Configure{
+		OutDir:            args[0],
+		TeleportAddr:      Default().Teleport.Addr,
+		FluentdURL:        DefaultConfigureFluentdURL,
+		FluentdSessionURL: DefaultConfigureFluentdSessionURL,
+		KeyType:           certs.RSA,
+		RSABits:           certs.DefaultRSABits,
+		TTL:               certs.DefaultTTL,
+		DNSNames:          slices.Clone(defaultDNSNames),
+		IPs:               slices.Clone(defaultIPs),
+		Force:             f.Force,
+		LockEnabled:       f.LockEnabled,
+	}
+
+	if len(args) == 2 {
+		c.TeleportAddr = strings.TrimSpace(args[1])
+		if host, port, err := net.SplitHostPort(c.TeleportAddr); err != nil || host == "" || port == "" {
+			return nil, &Error{Option: "TELEPORT_ADDR", Value: args[1], Source: "flag", Problem: "not a host:port address",
+				Fix: "give the Auth Service or Proxy Service address such as teleport.example.com:443"}
+		}
+	}
+
+	if cc.isSet("key-type") {
+		switch certs.KeyType(strings.ToLower(strings.TrimSpace(f.KeyType))) {
+		case certs.RSA:
+		case certs.ECDSA:
+			c.KeyType = certs.ECDSA
+		default:
+			return nil, flagError("key-type", f.KeyType, "unknown key type", "use rsa or ecdsa")
+		}
+	}
+	if cc.isSet("length") {
+		if c.KeyType != certs.RSA {
+			return nil, flagError("length", f.Length, "sets the size of RSA keys, but --key-type is ecdsa (P-256)",
+				"drop --length, or use --key-type rsa")
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(f.Length))
+		if err != nil || !slices.Contains(rsaSizes, n) {
+			return nil, flagError("length", f.Length, "not a supported RSA key size", "use 2048, 3072 or 4096")
+		}
+		c.RSABits = n
+	}
+	if cc.isSet("ttl") {
+		d, err := time.ParseDuration(strings.TrimSpace(f.TTL))
+		if err != nil || d <= 0 {
+			return nil, flagError("ttl", f.TTL, "not a positive duration", "use a Go duration such as 8760h (a year)")
+		}
+		c.TTL = d
+	}
+
+	if cc.isSet("dns-names") {
+		c.DNSNames = splitList(strings.Join(f.DNSNames, ","))
+		for _, name := range c.DNSNames {
+			if net.ParseIP(name) != nil {
+				return nil, flagError("dns-names", name, "is an IP address", "give it with --ip")
+			}
+			if !isDNSName(name) {
+				return nil, flagError("dns-names", name, "not a DNS name", "use names such as fluentd.example.com or *.example.com")
+			}
+		}
+	}
+	if cc.isSet("ip") {
+		c.IPs = nil
+		for _, s := range splitList(strings.Join(f.IP, ",")) {
+			ip := net.ParseIP(s)
+			if ip == nil {
+				return nil, flagError("ip", s, "not an IP address", "use addresses such as 127.0.0.1 or ::1, and --dns-names for names")
+			}
+			c.IPs = append(c.IPs, ip)
+		}
+	}
+	if len(c.DNSNames) == 0 && len(c.IPs) == 0 {
+		return nil, &Error{Option: "--dns-names", Problem: "no DNS name and no IP address for Fluentd's server certificate",
+			Fix: "give the names the daemon reaches Fluentd by with --dns-names and --ip"}
+	}
+
+	for _, u := range []struct {
+		flag string
+		dst  *string
+		text string
+	}{{"fluentd-url", &c.FluentdURL, f.FluentdURL}, {"fluentd-session-url", &c.FluentdSessionURL, f.FluentdSessionURL}} {
+		if !cc.isSet(u.flag) {
+			continue
+		}
+		if err := checkFluentdURL(u.text); err != "" {
+			return nil, flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultConfigureFluentdURL)
+		}
+		*u.dst = u.text
+	}
+	// The daemon posts recordings to <session-url>.<sid>.log.
+	if strings.HasSuffix(c.FluentdSessionURL, "/") {
+		return nil, flagError("fluentd-session-url", c.FluentdSessionURL, "ends with /, and .<session-id>.log is appended to it",
+			"drop the trailing /, as in "+DefaultConfigureFluentdSessionURL)
+	}
+	// One <source> of fluent.conf serves both URLs.
+	if a, s := hostPort(c.FluentdURL), hostPort(c.FluentdSessionURL); a != s {
+		src := "default"
+		if cc.isSet("fluentd-session-url") {
+			src = "flag"
+		}
+		return nil, &Error{Option: "--fluentd-session-url", Value: c.FluentdSessionURL, Source: src,
+			Problem: "is not on the host and port of --fluentd-url " + c.FluentdURL + ", and fluent.conf has one HTTP input",
+			Fix:     "give both URLs the same host and port"}
+	}
+
+	switch {
+	case cc.isSet("password"):
+		if f.Password == "" {
+			return nil, flagError("password", "", "empty passphrase", "give a passphrase, or leave --password out to have one generated")
+		}
+		c.Password = f.Password
+	default:
+		// An empty variable counts as unset: make passes PASS= through.
+		if v, ok := lookupEnv(PasswordEnv); ok && v != "" {
+			c.Password = v
+		}
+	}
+	if strings.IndexFunc(c.Password, unicode.IsControl) >= 0 {
+		src := "flag"
+		if !cc.isSet("password") {
+			src = "env " + PasswordEnv
+		}
+		return nil, &Error{Option: "--password", Value: "(hidden)", Source: src, Problem: "contains control characters, which fluent.conf cannot hold",
+			Fix: "use printable characters only"}
+	}
+	return c, nil
+}
+
+// checkFluentdURL returns what is wrong with a Fluentd URL for configure,
+// "" if nothing.
+func checkFluentdURL(s string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "not a URL"
+	case u.Scheme != "https" || u.Host == "":
+		return "not an https:// URL with a host (Fluentd is reached over mTLS)"
+	case strings.Trim(u.Path, "/") == "":
+		return "has no path, which Fluentd's HTTP input needs as the tag"
+	case u.Port() != "":
+		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+			return "has an invalid port"
+		}
+	}
+	return ""
+}
+
+// hostPort is the host:port of a checked https URL, the port made explicit.
+func hostPort(s string) string {
+	u, _ := url.Parse(s)
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
+
+// isDNSName accepts host names and a leading wildcard label (*.example.com).
+func isDNSName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for i, label := range strings.Split(s, ".") {
+		if i == 0 && label == "*" && strings.Contains(s, ".") {
+			continue
+		}
+		if !dnsLabel.MatchString(label) {
+			return false
+		}
+	}
+	return true
+}
+
+// configureUsage is the help of configure, laid out like that of start.
+func configureUsage() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: %s configure [options] OUT_DIR [TELEPORT_ADDR]\n\n", program)
+	b.WriteString("Writes into OUT_DIR (created if missing) what a deployment needs, under the\n" +
+		"file names of Teleport's Event Handler plugin:\n" +
+		"  ca.crt, ca.key          a CA for mutual TLS between the daemon and Fluentd\n" +
+		"  server.crt, server.key  Fluentd's server certificate; the key is encrypted\n" +
+		"  client.crt, client.key  the daemon's client certificate (key unencrypted)\n" +
+		"  fluent.conf             Fluentd's HTTP input with mTLS and JSON parsing\n" +
+		"  teleport-event-handler.toml       configuration for start (-c)\n" +
+		"  teleport-event-handler-role.yaml  Teleport role and user, for tctl create\n" +
+		"Existing files are left alone unless --force is given. TELEPORT_ADDR is the\n" +
+		"Auth Service or Proxy Service address; default localhost:3025.\n\nOptions:\n")
+	for _, o := range []struct{ flag, value, help, def string }{
+		{"key-type", "rsa|ecdsa", "Key algorithm of the certificates", "rsa"},
+		{"length", "BITS", "RSA key size: 2048, 3072 or 4096", strconv.Itoa(certs.DefaultRSABits)},
+		{"ttl", "DURATION", "Validity of the certificates", formatDuration(certs.DefaultTTL)},
+		{"dns-names", "LIST", "DNS names of Fluentd's server certificate; repeat or comma-separate", strings.Join(defaultDNSNames, ",")},
+		{"ip", "LIST", "IP addresses of Fluentd's server certificate; '' for none", "127.0.0.1"},
+		{"password", "PASSPHRASE", "Passphrase that encrypts server.key; also " + PasswordEnv, "generated and printed once"},
+		{"fluentd-url", "URL", "Fluentd URL for audit events, in the configuration", DefaultConfigureFluentdURL},
+		{"fluentd-session-url", "URL", "Base URL for session recordings", DefaultConfigureFluentdSessionURL},
+		{"lock-enabled", "", "Enable user auto-locking and grant the role create and update on locks", ""},
+		{"force", "", "Overwrite files that exist", ""},
+	} {
+		b.WriteString("  --" + o.flag)
+		if o.value != "" {
+			b.WriteString("=" + o.value)
+		}
+		b.WriteString("\n      " + o.help + ".\n")
+		if o.def != "" {
+			b.WriteString("      Default: " + o.def + ".\n")
+		}
+	}
+	b.WriteString("  -h, --help\n      Show this help.\n")
+	return b.String()
+}

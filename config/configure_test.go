@@ -1,0 +1,117 @@
+package config
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/certs"
+)
+
+func TestConfigureDefaults(t *testing.T) {
+	inv, err := Parse([]string{"configure", "out"}, envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, &Invocation{Command: "configure", Configure: &Configure{
+		OutDir:            "out",
+		TeleportAddr:      "localhost:3025",
+		FluentdURL:        "https://localhost:8888/test.log",
+		FluentdSessionURL: "https://localhost:8888/session",
+		KeyType:           certs.RSA,
+		RSABits:           4096,
+		TTL:               87600 * time.Hour,
+		DNSNames:          []string{"localhost"},
+		IPs:               []net.IP{net.IPv4(127, 0, 0, 1)},
+	}}, inv)
+}
+
+func TestConfigureFlags(t *testing.T) {
+	inv, err := Parse([]string{"-d", "configure", "--key-type", "ECDSA", "--ttl", "8760h",
+		"--dns-names", "fluentd.example.com,*.fluentd.example.com", "--dns-names", "localhost", "--ip", "10.0.0.1,::1",
+		"--fluentd-url", "https://fluentd.example.com/audit", "--fluentd-session-url", "https://fluentd.example.com:443/rec",
+		"--password", "pw", "--lock-enabled", "--force", "dir", "teleport.example.com:443"},
+		envOf(map[string]string{PasswordEnv: "from-env"}))
+	require.NoError(t, err)
+	c := inv.Configure
+	require.Equal(t, "dir", c.OutDir)
+	require.Equal(t, "teleport.example.com:443", c.TeleportAddr)
+	require.Equal(t, certs.ECDSA, c.KeyType)
+	require.Equal(t, 8760*time.Hour, c.TTL)
+	require.Equal(t, []string{"fluentd.example.com", "*.fluentd.example.com", "localhost"}, c.DNSNames)
+	require.Equal(t, []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("::1")}, c.IPs)
+	require.Equal(t, "https://fluentd.example.com/audit", c.FluentdURL)
+	require.Equal(t, "pw", c.Password, "the flag wins over the environment")
+	require.True(t, c.LockEnabled)
+	require.True(t, c.Force)
+
+	inv, err = Parse([]string{"configure", "--length=2048", "--ip", "", "dir"}, envOf(map[string]string{PasswordEnv: "from-env"}))
+	require.NoError(t, err)
+	require.Equal(t, 2048, inv.Configure.RSABits)
+	require.Empty(t, inv.Configure.IPs)
+	require.Equal(t, []string{"localhost"}, inv.Configure.DNSNames)
+	require.Equal(t, "from-env", inv.Configure.Password)
+
+	// make passes PASS= through: an empty variable asks for a generated one.
+	inv, err = Parse([]string{"configure", "dir"}, envOf(map[string]string{PasswordEnv: ""}))
+	require.NoError(t, err)
+	require.Empty(t, inv.Configure.Password)
+}
+
+func TestConfigureErrors(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{}, nil, "OUT_DIR: no output directory given; give the directory to write the files to"},
+		{[]string{""}, nil, "OUT_DIR: empty output directory"},
+		{[]string{"dir", "host:443", "extra"}, nil, `command line: unexpected argument "extra"`},
+		{[]string{"dir", "teleport.example.com"}, nil, `invalid TELEPORT_ADDR "teleport.example.com" (from the command line): not a host:port address`},
+		{[]string{"--key-type", "dsa", "dir"}, nil, `invalid --key-type "dsa" (from the command line): unknown key type; use rsa or ecdsa`},
+		{[]string{"--length", "1024", "dir"}, nil, `invalid --length "1024" (from the command line): not a supported RSA key size; use 2048, 3072 or 4096`},
+		{[]string{"--key-type", "ecdsa", "--length", "4096", "dir"}, nil, "sets the size of RSA keys, but --key-type is ecdsa"},
+		{[]string{"--ttl", "10y", "dir"}, nil, `invalid --ttl "10y"`},
+		{[]string{"--ttl=-1h", "dir"}, nil, "not a positive duration"},
+		{[]string{"--dns-names", "10.0.0.1", "dir"}, nil, `invalid --dns-names "10.0.0.1" (from the command line): is an IP address; give it with --ip`},
+		{[]string{"--dns-names", "bad_name", "dir"}, nil, "not a DNS name"},
+		{[]string{"--ip", "localhost", "dir"}, nil, `invalid --ip "localhost" (from the command line): not an IP address`},
+		{[]string{"--dns-names", "", "--ip", "", "dir"}, nil, "--dns-names: no DNS name and no IP address"},
+		{[]string{"--fluentd-url", "http://fluentd:8888/test.log", "dir"}, nil, "not an https:// URL with a host"},
+		{[]string{"--fluentd-url", "https://fluentd:8888", "dir"}, nil, "has no path, which Fluentd's HTTP input needs as the tag"},
+		{[]string{"--fluentd-url", "https://fluentd:99999/x", "dir"}, nil, "invalid port"},
+		{[]string{"--fluentd-session-url", "https://localhost:8888/session/", "dir"}, nil, "ends with /, and .<session-id>.log is appended"},
+		{[]string{"--fluentd-url", "https://fluentd:8888/test.log", "dir"}, nil,
+			`invalid --fluentd-session-url "https://localhost:8888/session" (the default): is not on the host and port of --fluentd-url`},
+		{[]string{"--fluentd-session-url", "https://localhost:9999/session", "dir"}, nil, "give both URLs the same host and port"},
+		{[]string{"--password", "", "dir"}, nil, "--password (from the command line): empty passphrase"},
+		{[]string{"dir"}, map[string]string{PasswordEnv: "a\nb"}, `invalid --password "(hidden)" (from FDFWD_PASSWORD): contains control characters`},
+		{[]string{"--nope", "dir"}, nil, "unknown flag `nope'"},
+	} {
+		_, err := Parse(append([]string{"configure"}, tt.args...), envOf(tt.env))
+		require.Error(t, err, tt.args)
+		require.IsType(t, &Error{}, err, tt.args)
+		require.Contains(t, err.Error(), tt.want, tt.args)
+		require.NotContains(t, err.Error(), "\n")
+	}
+}
+
+func TestConfigureHelp(t *testing.T) {
+	for _, args := range [][]string{{"configure", "--help"}, {"configure", "-h", "dir"}} {
+		inv, err := Parse(args, envOf(nil))
+		require.NoError(t, err)
+		require.Equal(t, "help", inv.Command)
+		require.Contains(t, inv.Help, "Usage: teleport-event-handler configure [options] OUT_DIR [TELEPORT_ADDR]")
+		for _, flag := range []string{"--key-type", "--length", "--ttl", "--dns-names", "--ip", "--password", PasswordEnv,
+			"--fluentd-url", "--fluentd-session-url", "--lock-enabled", "--force"} {
+			require.Contains(t, inv.Help, flag)
+		}
+		for _, line := range strings.Split(inv.Help, "\n") {
+			require.LessOrEqual(t, len(line), 80, line)
+		}
+	}
+	inv, err := Parse([]string{"--help"}, envOf(nil))
+	require.NoError(t, err)
+	require.Contains(t, inv.Help, "  configure  Write certificates")
+}

@@ -1,0 +1,394 @@
+// Package configure writes what a deployment of teleport-event-handler needs:
+// certificates for mutual TLS between the daemon and Fluentd, fluent.conf, a
+// configuration file for start and a Teleport role and user. The file names
+// are those of Teleport's Event Handler plugin, so that its guides still
+// apply.
+package configure
+
+import (
+	"bytes"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/config"
+)
+
+// The files written, named as upstream names them.
+const (
+	CACert     = "ca.crt"
+	CAKey      = "ca.key"
+	ServerCert = "server.crt"
+	ServerKey  = "server.key"
+	ClientCert = "client.crt"
+	ClientKey  = "client.key"
+	FluentConf = "fluent.conf"
+	ConfigFile = "teleport-event-handler.toml"
+	RoleFile   = "teleport-event-handler-role.yaml"
+)
+
+// Files lists every file Run writes, in the order it writes them.
+var Files = []string{CACert, CAKey, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile}
+
+const (
+	// Identity is where the configuration expects the identity file that
+	// tctl auth sign writes, relative to the output directory.
+	Identity = "identity"
+	// Storage is the state directory in the configuration, relative to the
+	// output directory.
+	Storage = "storage"
+	// Role and User are the Teleport role and user of the daemon.
+	Role = "teleport-event-handler"
+	User = "teleport-event-handler"
+)
+
+// Names in the certificates. Fluentd's server certificate is checked against
+// its DNS names and IP addresses, not its common name.
+const (
+	caName     = "teleport-event-handler CA"
+	clientName = "teleport-event-handler"
+)
+
+// passwordBytes of randomness make a generated passphrase (hex encoded), as
+// upstream does.
+const passwordBytes = 32
+
+//go:embed templates/*.tmpl
+var templateFS embed.FS
+
+var templates = template.Must(template.New("").Funcs(template.FuncMap{
+	"toml":    tomlString,
+	"fluentd": fluentdString,
+}).ParseFS(templateFS, "templates/*.tmpl"))
+
+// Result is what Run wrote.
+type Result struct {
+	// Dir is the absolute output directory.
+	Dir string
+	// Password encrypts server.key. PasswordGenerated says Run made it up,
+	// in which case it was printed.
+	Password          string
+	PasswordGenerated bool
+}
+
+// Run generates everything in memory, then writes the files into c.OutDir,
+// creating it if needed, and prints what it wrote and the next steps to out.
+// Unless c.Force is set it writes nothing if any of the files exists.
+func Run(c *config.Configure, out io.Writer) (*Result, error) {
+	dir, err := filepath.Abs(c.OutDir)
+	if err != nil {
+		return nil, fmt.Errorf("output directory %s: %w", c.OutDir, err)
+	}
+	if err := checkDir(c, dir); err != nil {
+		return nil, err
+	}
+	res := &Result{Dir: dir, Password: c.Password}
+	if res.Password == "" {
+		if res.Password, err = generatePassword(); err != nil {
+			return nil, err
+		}
+		res.PasswordGenerated = true
+	}
+	files, err := render(c, dir, res.Password)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create output directory: %w", err)
+	}
+	for _, name := range Files {
+		f := files[name]
+		if err := writeAtomic(filepath.Join(dir, name), f.data, f.mode); err != nil {
+			return nil, fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	printSummary(out, c, res)
+	return res, nil
+}
+
+// checkDir refuses an output directory that is a file, and, without
+// --force, one that already holds any of the files: a half-replaced set
+// (a new CA with old certificates) would fail in confusing ways.
+func checkDir(c *config.Configure, dir string) error {
+	info, err := os.Stat(dir)
+	switch {
+	case os.IsNotExist(err):
+		return nil
+	case err != nil:
+		return &config.Error{Option: "OUT_DIR", Value: c.OutDir, Source: "flag", Problem: err.Error(),
+			Fix: "check the path and its permissions"}
+	case !info.IsDir():
+		return &config.Error{Option: "OUT_DIR", Value: c.OutDir, Source: "flag", Problem: "exists and is not a directory",
+			Fix: "give a directory, or a path that does not exist yet"}
+	case c.Force:
+		return nil
+	}
+	var existing []string
+	for _, name := range Files {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			existing = append(existing, name)
+		}
+	}
+	if len(existing) > 0 {
+		return &config.Error{Option: "OUT_DIR", Value: c.OutDir, Source: "flag",
+			Problem: "already holds " + strings.Join(existing, ", ") + "; nothing was written",
+			Fix:     "move them away, choose another directory, or add --force to overwrite them"}
+	}
+	return nil
+}
+
+func generatePassword() (string, error) {
+	b := make([]byte, passwordBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate the server key passphrase: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+type file struct {
+	data []byte
+	mode os.FileMode
+}
+
+// render makes every file in memory, so that a failure writes nothing.
+func render(c *config.Configure, dir, password string) (map[string]file, error) {
+	opts := certs.Options{KeyType: c.KeyType, RSABits: c.RSABits, TTL: c.TTL}
+	ca, err := certs.NewCA(caName, opts)
+	if err != nil {
+		return nil, fmt.Errorf("certificate authority: %w", err)
+	}
+	server, err := certs.IssueServer(ca, serverName(c), c.DNSNames, c.IPs, opts)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	// Only the server key is encrypted: the daemon's client key is not,
+	// as upstream, since Go's TLS stack reads no encrypted keys.
+	serverKey, err := certs.EncryptKeyPEM(server.KeyPEM, password)
+	if err != nil {
+		return nil, fmt.Errorf("server key: %w", err)
+	}
+	client, err := certs.IssueClient(ca, clientName, opts)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+
+	d, err := newTemplateData(c, dir, password)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]file{
+		CACert:     {ca.CertPEM, 0o644},
+		CAKey:      {ca.KeyPEM, 0o600},
+		ServerCert: {server.CertPEM, 0o644},
+		ServerKey:  {serverKey, 0o600},
+		ClientCert: {client.CertPEM, 0o644},
+		ClientKey:  {client.KeyPEM, 0o600},
+	}
+	for name, mode := range map[string]os.FileMode{
+		FluentConf: 0o600, // it holds the passphrase
+		ConfigFile: 0o644,
+		RoleFile:   0o644,
+	} {
+		var b bytes.Buffer
+		if err := templates.ExecuteTemplate(&b, name+".tmpl", d); err != nil {
+			return nil, fmt.Errorf("render %s: %w", name, err)
+		}
+		files[name] = file{b.Bytes(), mode}
+	}
+	return files, nil
+}
+
+// serverName is the common name of Fluentd's certificate: its first name.
+func serverName(c *config.Configure) string {
+	if len(c.DNSNames) > 0 {
+		return c.DNSNames[0]
+	}
+	return c.IPs[0].String()
+}
+
+// templateData fills the templates; paths are absolute so that the files work
+// whatever the working directory of Fluentd and the daemon.
+type templateData struct {
+	CACert, ServerCert, ServerKey, ClientCert, ClientKey string
+	Identity, Storage                                    string
+	Password                                             string
+	FluentdURL, SessionURL, TeleportAddr                 string
+	// Port is where fluent.conf listens, from FluentdURL.
+	Port int
+	// AuditTag and SessionMatch are fluent.conf's <match> patterns: Fluentd's
+	// HTTP input tags a record with its URL path, / turned into dots.
+	AuditTag, SessionMatch string
+	Role, User             string
+	LockEnabled            bool
+}
+
+func newTemplateData(c *config.Configure, dir, password string) (*templateData, error) {
+	audit, err := url.Parse(c.FluentdURL)
+	if err != nil {
+		return nil, fmt.Errorf("--fluentd-url: %w", err)
+	}
+	session, err := url.Parse(c.FluentdSessionURL)
+	if err != nil {
+		return nil, fmt.Errorf("--fluentd-session-url: %w", err)
+	}
+	port, err := portOf(audit)
+	if err != nil {
+		return nil, fmt.Errorf("--fluentd-url: %w", err)
+	}
+	abs := func(name string) string { return filepath.Join(dir, name) }
+	return &templateData{
+		CACert: abs(CACert), ServerCert: abs(ServerCert), ServerKey: abs(ServerKey),
+		ClientCert: abs(ClientCert), ClientKey: abs(ClientKey),
+		Identity: abs(Identity), Storage: abs(Storage),
+		Password:     password,
+		FluentdURL:   c.FluentdURL,
+		SessionURL:   c.FluentdSessionURL,
+		TeleportAddr: c.TeleportAddr,
+		Port:         port,
+		AuditTag:     tag(audit.Path),
+		SessionMatch: tag(session.Path) + ".*.log",
+		Role:         Role,
+		User:         User,
+		LockEnabled:  c.LockEnabled,
+	}, nil
+}
+
+// portOf is the port of an https URL.
+func portOf(u *url.URL) (int, error) {
+	if u.Port() == "" {
+		return 443, nil
+	}
+	return strconv.Atoi(u.Port())
+}
+
+// tag is the Fluentd tag in_http gives a request path.
+func tag(path string) string {
+	return strings.ReplaceAll(strings.Trim(path, "/"), "/", ".")
+}
+
+// tomlString quotes s as a TOML basic string: JSON's escapes are a subset of
+// TOML's.
+func tomlString(s string) (string, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(b.String(), "\n"), nil
+}
+
+// fluentdString quotes s for fluent.conf. Single quotes, because Fluentd
+// evaluates #{...} in double-quoted strings as Ruby code; inside single
+// quotes only \' and \\ are escapes.
+func fluentdString(s string) (string, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return "", fmt.Errorf("a line break cannot be written in fluent.conf: %q", s)
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'", nil
+}
+
+// writeAtomic replaces path with data, so that a reader never sees half a
+// file; keys are created with their final mode and so are never readable by
+// others, not even briefly.
+func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*") // created 0600
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = f.Chmod(mode); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// syncDir makes the renames durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync output directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync output directory: %w", err)
+	}
+	return nil
+}
+
+// printSummary lists the files and the steps that follow. Paths are shown as
+// the user gave the directory, so that the commands can be pasted.
+func printSummary(w io.Writer, c *config.Configure, res *Result) {
+	p := func(name string) string { return filepath.Join(c.OutDir, name) }
+	keys := string(c.KeyType)
+	if c.KeyType == certs.RSA {
+		keys = fmt.Sprintf("RSA %d", c.RSABits)
+	}
+	lock := ""
+	if c.LockEnabled {
+		lock = ", and create and update on locks"
+	}
+	sans := make([]string, 0, len(c.DNSNames)+len(c.IPs))
+	sans = append(sans, c.DNSNames...)
+	for _, ip := range c.IPs {
+		sans = append(sans, ip.String())
+	}
+
+	ttl := c.TTL.String()
+	if c.TTL%time.Hour == 0 {
+		ttl = fmt.Sprintf("%dh", c.TTL/time.Hour)
+	}
+	fmt.Fprintf(w, "Wrote to %s (%s keys, valid for %s):\n", res.Dir, strings.ToUpper(keys), ttl)
+	for _, l := range [][2]string{
+		{"ca.crt, ca.key", "the CA of the mTLS pair; keep ca.key offline"},
+		{"server.crt, server.key", "Fluentd's certificate for " + strings.Join(sans, ", ") + "; the key is encrypted"},
+		{"client.crt, client.key", "teleport-event-handler's client certificate"},
+		{FluentConf, "Fluentd's HTTP input, mTLS required"},
+		{ConfigFile, "the configuration for start"},
+		{RoleFile, "Teleport role and user: list and read on events and sessions" + lock},
+	} {
+		fmt.Fprintf(w, "  %-34s %s\n", l[0], l[1])
+	}
+	if res.PasswordGenerated {
+		fmt.Fprintf(w, "\nThe passphrase of server.key was generated. It is in fluent.conf and shown only now:\n  %s\n", res.Password)
+	}
+	fmt.Fprintf(w, `
+Next steps:
+  1. Create the role and the user in Teleport:
+       tctl create -f %s
+  2. Sign an identity file for the user (renew it before it expires):
+       tctl auth sign --format=file --user=%s --out=%s --ttl=8760h
+  3. Start Fluentd, after replacing the stdout outputs of fluent.conf with yours:
+       fluentd -c %s
+  4. Start the daemon:
+       teleport-event-handler -c %s start
+`, p(RoleFile), User, p(Identity), p(FluentConf), p(ConfigFile))
+}
