@@ -4,6 +4,7 @@
 #   make test    the whole test suite (unit, end-to-end), race detector on
 #   make demo    the daemon against a local test Teleport and Fluentd receiver
 #   make chaos   the fault-injection suite (TEH_CHAOS_SEED=N replays a run)
+#   make gen-example-mtls  example mTLS certificates in example/keys/
 
 GO       ?= go
 BIN      := bin/teleport-event-handler
@@ -13,7 +14,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e demo chaos vet clean deps
+.PHONY: all build test test-unit test-e2e demo chaos vet clean deps gen-example-mtls
 
 all: build
 
@@ -46,6 +47,15 @@ chaos: deps
 	$(GO) build -tags faults -ldflags '$(LDFLAGS)' -o bin/teleport-event-handler-faults ./cmd/teleport-event-handler
 	TEH_CHAOS=1 TEH_BINARY=$(CURDIR)/bin/teleport-event-handler-faults TEH_CHAOS_OUT=$(CURDIR)/chaos-results.json \
 		$(GO) test -count=1 -timeout 30m -v ./tests/faults/
+
+# The certificates, fluent.conf, configuration and role of `configure`, made
+# by the daemon itself (no openssl needed): PASS is the passphrase of
+# server.key (generated and printed when empty), KEYLEN the RSA key size.
+# Given through the environment, PASS needs no shell quoting.
+KEYLEN ?= 4096
+gen-example-mtls: export FDFWD_PASSWORD = $(PASS)
+gen-example-mtls: build
+	$(BIN) configure --length '$(KEYLEN)' --force example/keys
 
 clean:
 	rm -rf bin
