@@ -5,6 +5,7 @@
 #   make demo    the daemon against a local test Teleport and Fluentd receiver
 #   make chaos   the fault-injection suite (TEH_CHAOS_SEED=N replays a run)
 #   make gen-example-mtls  example mTLS certificates in example/keys/
+#   make helm-check        helm lint and helm template of the chart
 
 GO       ?= go
 BIN      := bin/teleport-event-handler
@@ -14,7 +15,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e demo chaos vet clean deps gen-example-mtls
+.PHONY: all build test test-unit test-e2e demo chaos vet clean deps gen-example-mtls helm-check
 
 all: build
 
@@ -56,6 +57,13 @@ KEYLEN ?= 4096
 gen-example-mtls: export FDFWD_PASSWORD = $(PASS)
 gen-example-mtls: build
 	$(BIN) configure --length '$(KEYLEN)' --force example/keys
+
+# helm itself, built from the Go module proxy into bin/: lint, and the same
+# objects from helm template as from the Go renderer that make test uses.
+HELM_VERSION ?= v3.22.0
+helm-check: deps
+	GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	PATH=$(CURDIR)/bin:$$PATH $(GO) test -count=1 -v -run 'TestHelm|TestManifests' ./deploy/
 
 clean:
 	rm -rf bin
