@@ -352,9 +352,9 @@ func printSummary(w io.Writer, c *config.Configure, res *Result) {
 	if c.KeyType == certs.RSA {
 		keys = fmt.Sprintf("RSA %d", c.RSABits)
 	}
-	lock := ""
+	grants := "read events and sessions"
 	if c.LockEnabled {
-		lock = ", and create and update on locks"
+		grants += ", lock users"
 	}
 	sans := make([]string, 0, len(c.DNSNames)+len(c.IPs))
 	sans = append(sans, c.DNSNames...)
@@ -368,17 +368,17 @@ func printSummary(w io.Writer, c *config.Configure, res *Result) {
 	}
 	fmt.Fprintf(w, "Wrote to %s (%s keys, valid for %s):\n", res.Dir, strings.ToUpper(keys), ttl)
 	for _, l := range [][2]string{
-		{"ca.crt, ca.key", "the CA of the mTLS pair; keep ca.key offline"},
-		{"server.crt, server.key", "Fluentd's certificate for " + strings.Join(sans, ", ") + "; the key is encrypted"},
-		{"client.crt, client.key", "teleport-event-handler's client certificate"},
+		{"ca.crt, ca.key", "CA of the mTLS pair; keep ca.key offline"},
+		{"server.crt, server.key", "Fluentd's, for " + strings.Join(sans, ", ") + "; key encrypted"},
+		{"client.crt, client.key", "the daemon's client certificate"},
 		{FluentConf, "Fluentd's HTTP input, mTLS required"},
 		{ConfigFile, "the configuration for start"},
-		{RoleFile, "Teleport role and user: list and read on events and sessions" + lock},
+		{RoleFile, "Teleport role and user: " + grants},
 	} {
-		fmt.Fprintf(w, "  %-34s %s\n", l[0], l[1])
+		fmt.Fprintf(w, "  %-33s %s\n", l[0], l[1])
 	}
 	if res.PasswordGenerated {
-		fmt.Fprintf(w, "\nThe passphrase of server.key was generated. It is in fluent.conf and shown only now:\n  %s\n", res.Password)
+		fmt.Fprintf(w, "\nThe passphrase of server.key, generated, in fluent.conf and shown only now:\n  %s\n", res.Password)
 	}
 	fmt.Fprintf(w, `
 Next steps:
