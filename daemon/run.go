@@ -160,6 +160,20 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		}
 		return err
 	}
+	if exporter == nil {
+		// After the export path ran, search starts at the day it was
+		// walking, not from its own older position.
+		seed, ok, err := export.SearchSeed(store)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := store.Apply([]persistence.Write{persistence.AuditPositionWrite(seed)}); err != nil {
+				return err
+			}
+			log.Info().Time("window_start", seed.WindowStart).Msg("search resumes at the day the export path was reading")
+		}
+	}
 
 	sendCtx, abortSends := context.WithCancel(context.Background())
 	defer abortSends()

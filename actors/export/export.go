@@ -84,6 +84,7 @@ func (c chunkRef) key() string { return dayName(c.day) + "/" + c.chunk }
 
 type roundResult struct {
 	epoch uint64
+	at    time.Time // when the listing began
 	days  []time.Time
 	lists [][]string
 	err   error
@@ -110,6 +111,7 @@ type Walker struct {
 	idleRound bool // the last round found nothing to do
 	stopping  bool
 	saveSeq   uint64
+	savedSeq  uint64
 
 	draining bool
 	drainTo  *actor.PID
@@ -160,6 +162,10 @@ func (w *Walker) Receive(ctx actor.Context) {
 	case *chunkDone:
 		w.onChunkDone(ctx, m)
 	case *messages.Saved:
+		if m.Epoch == w.epoch && m.Seq > w.savedSeq {
+			w.savedSeq = m.Seq
+			w.maybeFinish(ctx)
+		}
 	case *actor.Terminated:
 		w.onTerminated(ctx, m.Who)
 	case *messages.Drained:
@@ -222,10 +228,10 @@ func (w *Walker) round(ctx actor.Context) {
 	days := w.pollDays()
 	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	w.cancel = cancel
-	self, root, epoch, src := ctx.Self(), ctx.ActorSystem().Root, w.epoch, w.Events
+	self, root, epoch, src, now := ctx.Self(), ctx.ActorSystem().Root, w.epoch, w.Events, w.Now()
 	go func() {
 		defer cancel()
-		res := &roundResult{epoch: epoch, days: days}
+		res := &roundResult{epoch: epoch, days: days, at: now}
 		for _, d := range days {
 			st := src.GetEventExportChunks(lctx, &auditlogpb.GetEventExportChunksRequest{Date: timestamppb.New(d)})
 			var names []string
@@ -274,6 +280,12 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 		}
 	}
 	w.idleRound = found == 0 && len(w.running) == 0
+	if w.idleRound && r.at.After(w.st.IdleAt) {
+		// Every chunk listed up to r.at is settled: all events before it
+		// are delivered (what search would resume from).
+		w.st.IdleAt = r.at
+		w.save(ctx)
+	}
 	w.dispatch(ctx)
 	w.next(ctx)
 }
@@ -348,7 +360,11 @@ func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
 	}
 	delete(w.running, ref.key())
 	delete(w.pids, pid.Id)
-	ctx.Stop(pid)
+	if !w.draining {
+		// While draining the reader still owes its answer to Drain; it
+		// stops with the walker.
+		ctx.Stop(pid)
+	}
 	if done, ok := w.done[dayName(m.Day)]; ok {
 		done[m.Chunk] = true
 	}
@@ -390,7 +406,7 @@ func (w *Walker) stopTimer() {
 
 func (w *Walker) maybeFinish(ctx actor.Context) {
 	if w.draining {
-		if w.drains <= 0 && !w.listing && w.drainTo != nil {
+		if w.drains <= 0 && !w.listing && w.savedSeq == w.saveSeq && w.drainTo != nil {
 			ctx.Send(w.drainTo, &messages.Drained{})
 			w.drainTo = nil
 		}

@@ -250,6 +250,28 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	r.pool = &fakePool{got: map[string]int{}, answer: -1}
 	require.True(t, r.start(t, 20*time.Second))
 	require.Empty(t, r.pool.got)
+
+	// Switching to search starts it at the day the export was walking.
+	seed, ok, err := export.SearchSeed(r.store)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, seed.WindowStart.Before(today()), "not before the day walked")
+	if time.Since(today()) > export.SeedMargin+time.Minute {
+		require.True(t, seed.WindowStart.After(today()), "the export had caught up: after the day's start")
+	}
+	require.False(t, seed.WindowStart.After(time.Now().Add(-export.SeedMargin)))
+	require.EqualValues(t, len(ids), seed.Acked)
+	require.NoError(t, r.store.Apply([]persistence.Write{persistence.AuditPositionWrite(seed)}))
+	_, ok, err = export.SearchSeed(r.store)
+	require.NoError(t, err)
+	require.False(t, ok, "a search position at or after the export's day is kept")
+}
+
+func TestSearchSeedWithoutExportState(t *testing.T) {
+	r := newRun(t, newAPI(), today())
+	_, ok, err := export.SearchSeed(r.store)
+	require.NoError(t, err)
+	require.False(t, ok)
 }
 
 func TestStartTimeToTheSecondAndTypeFilters(t *testing.T) {

@@ -31,6 +31,8 @@ type walkerState struct {
 	AfterID string `json:"after_id,omitempty"`
 	// Acked counts events settled by the export path.
 	Acked uint64 `json:"acked"`
+	// IdleAt is when the last listing began that found every chunk settled.
+	IdleAt time.Time `json:"idle_at,omitempty"`
 }
 
 type chunkState struct {
@@ -93,17 +95,66 @@ func doneChunks(s *persistence.Store, day time.Time) (map[string]bool, error) {
 // switching modes never sends a day again), else from --start-time.
 func initialState(s *persistence.Store, start time.Time) (walkerState, error) {
 	var st walkerState
-	ok, err := getJSON(s, walkerKey, &st)
-	if err != nil || ok {
-		return st, err
-	}
-	st = walkerState{Day: dayOf(start), Since: start}
-	pos, ok, err := s.AuditPosition()
+	resumed, err := getJSON(s, walkerKey, &st)
 	if err != nil {
 		return st, err
 	}
-	if ok && !pos.LastTime.IsZero() && pos.LastTime.After(start) {
-		st = walkerState{Day: dayOf(pos.LastTime), Since: pos.LastTime, AfterID: pos.LastID, Acked: pos.Acked}
+	if !resumed {
+		st = walkerState{Day: dayOf(start), Since: start}
+	}
+	pos, ok, err := s.AuditPosition()
+	if err != nil || !ok {
+		return st, err
+	}
+	// Everything before the search window is delivered, and within it
+	// everything up to the last acknowledged event. When search got further
+	// than the export (it ran in between), the export starts from there.
+	since, after := pos.WindowStart, ""
+	if pos.LastTime.After(since) {
+		since, after = pos.LastTime, pos.LastID
+	}
+	if since.After(st.Since) {
+		st.Since, st.AfterID = since, after
+		if d := dayOf(since); d.After(st.Day) {
+			st.Day = d
+		}
+		st.Acked = max(st.Acked, pos.Acked)
 	}
 	return st, nil
+}
+
+// SeedMargin is how far before the export's last caught-up moment search
+// resumes when the mode changes: Teleport files events into export chunks
+// with some delay, so the newest events may not have been in any chunk.
+const SeedMargin = 15 * time.Minute
+
+// SearchSeed returns the position the search path should start from after
+// the export path ran: every event before the day the export was walking is
+// delivered, and every event before the last time it found all chunks
+// settled, so search resumes there rather than from its own older position.
+// ok is false when the search position needs no change.
+func SearchSeed(s *persistence.Store) (persistence.AuditPosition, bool, error) {
+	var st walkerState
+	found, err := getJSON(s, walkerKey, &st)
+	if err != nil || !found {
+		return persistence.AuditPosition{}, false, err
+	}
+	pos, ok, err := s.AuditPosition()
+	if err != nil {
+		return persistence.AuditPosition{}, false, err
+	}
+	seed := persistence.AuditPosition{WindowStart: st.Day, Acked: max(st.Acked, pos.Acked)}
+	if at := st.IdleAt.Add(-SeedMargin); at.After(seed.WindowStart) {
+		// The export had caught up then: search starts a margin before,
+		// for events Teleport had not yet put in a chunk.
+		seed.WindowStart = at
+	}
+	if seed.WindowStart.Before(st.Since) {
+		// The export never got past its start: keep to it.
+		seed.WindowStart = st.Since
+	}
+	if ok && !seed.WindowStart.After(pos.WindowStart) {
+		return persistence.AuditPosition{}, false, nil
+	}
+	return seed, true, nil
 }

@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
+	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 )
 
 // exportWindow bounds the events a crash on the export path sends again:
@@ -105,4 +107,37 @@ func TestServerWithoutExportAPIFallsBackToSearch(t *testing.T) {
 	require.LessOrEqual(t, harness.Delivered(t, e.Fluentd, evs, nil), window)
 	require.Equal(t, 1, e.Teleport.Calls("GetEventExportChunks"), "probed once")
 	require.Zero(t, e.Teleport.Calls("ExportUnstructuredEvents"))
+}
+
+func TestSwitchingModesSendsNothingAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Teleport.SetExport(true)
+	evs := e.Seed(300, 24) // 5 minutes from an hour ago: older than the seed margin
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--export-mode", "export")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), harness.Tail(p.Output(), 20))
+	require.LessOrEqual(t, harness.Delivered(t, e.Fluentd, evs, nil), exportWindow)
+	after := e.Audit()
+
+	// Export to search: search starts where the export had caught up.
+	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--export-mode", "search")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), harness.Tail(p.Output(), 20))
+	require.Contains(t, p.Output(), "search resumes at the day the export path was reading")
+	require.Equal(t, after, e.Audit(), "search sent events the export had sent")
+
+	// New events, read by search; then back to export: nothing again.
+	var more []apievents.AuditEvent
+	for _, ev := range teleportsrv.GenerateAuditEvents(50, time.Now().Add(-30*time.Second), 100*time.Millisecond, 25) {
+		if ev.GetType() != "session.upload" { // no recordings behind these
+			more = append(more, ev)
+		}
+	}
+	require.NoError(t, e.Teleport.AddEvents(more...))
+	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--export-mode", "search")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), harness.Tail(p.Output(), 20))
+	require.Zero(t, harness.Delivered(t, e.Fluentd, more, nil))
+	after = e.Audit()
+	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--export-mode", "export")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), harness.Tail(p.Output(), 20))
+	require.Equal(t, after, e.Audit(), "export sent events search had sent")
 }
