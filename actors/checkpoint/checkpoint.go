@@ -2,7 +2,10 @@
 //
 // Saves are coalesced per key (group commit): while one fsync'd transaction
 // runs, newer saves pile up in the mailbox and the next transaction writes
-// only the newest of each key. A failed write (disk full, read-only file) is
+// only the newest of each key. Transactions start at most every Interval: a
+// save to an idle writer is written at once, but under load saves gather for
+// up to Interval, so that a busy pipeline pays a few fsyncs a second rather
+// than one per message. A failed write (disk full, read-only file) is
 // kept and retried with backoff, so nothing confirmed is ever forgotten;
 // requesters simply wait longer for Saved.
 package checkpoint
@@ -21,6 +24,9 @@ import (
 
 // Name is the actor's name under the root.
 const Name = "checkpoint"
+
+// DefaultInterval is the least time between the starts of two transactions.
+const DefaultInterval = 10 * time.Millisecond
 
 type flush struct{ epoch uint64 }
 
@@ -47,17 +53,25 @@ type Writer struct {
 	epoch     uint64 // guards retry timers across restarts
 	failures  int
 	timer     *time.Timer
+	interval  time.Duration
+	lastStart time.Time // of the last transaction
 }
 
-// Props returns the props of the writer.
-// m may be nil (tests).
+// Props returns the props of the writer, with transactions at most every
+// DefaultInterval. m may be nil (tests).
 func Props(store Store, log zerolog.Logger, m *metrics.Metrics, opts ...actor.PropsOption) *actor.Props {
+	return PropsInterval(store, log, m, DefaultInterval, opts...)
+}
+
+// PropsInterval is Props with transactions at most every interval (0: one
+// starts as soon as the previous one ends).
+func PropsInterval(store Store, log zerolog.Logger, m *metrics.Metrics, interval time.Duration, opts ...actor.PropsOption) *actor.Props {
 	if m == nil {
 		m = metrics.New()
 	}
 	q := &queue{pending: map[string]*messages.Save{}}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Writer{store: store, log: log.With().Str("actor", Name).Logger(), queue: q, metrics: m}
+		return &Writer{store: store, log: log.With().Str("actor", Name).Logger(), queue: q, metrics: m, interval: interval}
 	}, opts...)
 }
 
@@ -78,7 +92,12 @@ func (w *Writer) Receive(ctx actor.Context) {
 		w.metrics.Health.CheckpointPending()
 		if !w.scheduled {
 			w.scheduled = true
-			ctx.Send(ctx.Self(), &flush{epoch: w.epoch})
+			if wait := time.Until(w.lastStart.Add(w.interval)); wait > 0 {
+				self, system, epoch := ctx.Self(), ctx.ActorSystem(), w.epoch
+				w.timer = time.AfterFunc(wait, func() { system.Root.Send(self, &flush{epoch: epoch}) })
+			} else {
+				ctx.Send(ctx.Self(), &flush{epoch: w.epoch})
+			}
 		}
 	case *flush:
 		if m.epoch == w.epoch {
@@ -123,6 +142,7 @@ func (w *Writer) write(ctx actor.Context) error {
 		writes = append(writes, w.pending[k].Writes...)
 	}
 	start := time.Now()
+	w.lastStart = start
 	faults.Inject("checkpoint", writes) // as if the write failed
 	err := w.store.Apply(writes)
 	w.metrics.CheckpointDuration.Observe(time.Since(start).Seconds())

@@ -122,6 +122,34 @@ func TestCoalescesSavesPerKey(t *testing.T) {
 	require.NoError(t, system.Root.StopFuture(w).Wait())
 }
 
+func TestTransactionsAreSpacedByTheInterval(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	s := &store{values: map[string]string{}}
+	r := newReplies(system)
+	const interval = 20 * time.Millisecond
+	w := system.Root.Spawn(checkpoint.PropsInterval(s, zerolog.Nop(), nil, interval))
+	// A save to an idle writer is written at once.
+	began := time.Now()
+	system.Root.Send(w, save("audit", 1, r.pid))
+	r.waitFor(t, "audit", 1)
+	require.Less(t, time.Since(began), interval, "the first save waited")
+	// A steady stream of saves for 300 ms: about one transaction per
+	// interval, not one per save.
+	seq := uint64(1)
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+		seq++
+		system.Root.Send(w, save("audit", seq, r.pid))
+		time.Sleep(time.Millisecond)
+	}
+	r.waitFor(t, "audit", seq)
+	txs, values := s.snapshot()
+	require.LessOrEqual(t, txs, 1+int(time.Since(began)/interval)+1)
+	require.Greater(t, seq, uint64(3*txs), "saves were not gathered")
+	require.Equal(t, fmt.Sprint(seq), values["audit"])
+	require.NoError(t, system.Root.StopFuture(w).Wait())
+}
+
 func TestRetriesAFailedWriteUntilItSucceeds(t *testing.T) {
 	system := actor.NewActorSystem()
 	defer system.Shutdown()

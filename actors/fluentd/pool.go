@@ -65,26 +65,43 @@ func Capacity(maxConns, batch int) int {
 	return max(maxConns, 1) * max(batch, 1)
 }
 
+// Depth is how many jobs a connection holds at once: it starts the next
+// POST as soon as an answer comes, without waiting for the pool, so the
+// connection does not idle for a round trip between actors.
+const Depth = 2
+
 // job is what the pool hands a connection: deliveries to one URL, POSTed
 // together as a JSON array when there are several.
 type job struct {
+	id    uint64
 	items []*messages.Delivery
 }
 
-// connIdle tells the pool that a connection can take another job; started
-// says it comes from a connection that (re)started, which finished nothing
-// it was given before.
+// connIdle tells the pool that a connection finished job id and can take
+// another; started says instead that the connection (re)started, which
+// finished nothing it was given before.
 type connIdle struct {
 	pid     *actor.PID
+	job     uint64
 	started bool
 }
 
-// connSettled tells the pool that a connection settled one delivery of its
+// connSettled tells the pool that a connection settled one delivery of a
 // job while sending the job's events one at a time (to isolate a rejected
 // one): a restart of the connection then hands out only the rest again.
 type connSettled struct {
 	pid *actor.PID
+	job uint64
 	d   *messages.Delivery
+}
+
+// connState is the pool's view of a connection: its free job slots and the
+// deliveries of the jobs it holds, by job id.
+type connState struct {
+	pid   *actor.PID
+	free  int
+	held  map[uint64][]*messages.Delivery
+	order []uint64 // job ids in the order handed out
 }
 
 // lingerTick wakes the pool when the oldest partial batch has waited long
@@ -109,17 +126,19 @@ type group struct {
 // connection actors. The queue is bounded by the requesters' own in-flight
 // windows.
 type Pool struct {
-	deps   Deps
-	epoch  uint64
-	idle   []*actor.PID
+	deps  Deps
+	epoch uint64
+	// conns by PID id, and in spawn order for a stable scan. What a
+	// connection holds stays here until it is settled: a connection that
+	// fails, even on the message that handed it a job, loses nothing.
+	conns  map[string]*connState
+	list   []*connState
+	jobID  uint64
 	groups map[string]*group
 	// urls lists the URLs with queued deliveries, for a stable scan.
 	urls   []string
 	queued int
 	order  uint64
-	// held is what each connection holds, by PID id: a connection that
-	// fails, even on the message that handed it the job, loses nothing.
-	held map[string][]*messages.Delivery
 	// timer wakes the pool at timerAt, for a partial batch.
 	timer   *time.Timer
 	timerAt time.Time
@@ -141,7 +160,7 @@ func Props(deps Deps, opts ...actor.PropsOption) *actor.Props {
 		deps.MaxBatchBytes = DefaultMaxBatchBytes
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Pool{deps: deps, held: map[string][]*messages.Delivery{}, groups: map[string]*group{}}
+		return &Pool{deps: deps, conns: map[string]*connState{}, groups: map[string]*group{}}
 	}, opts...)
 }
 
@@ -165,21 +184,32 @@ func (p *Pool) Receive(ctx actor.Context) {
 		p.enqueue(queued{d: m, order: p.order, at: time.Now()}, false)
 		p.dispatch(ctx)
 	case *connIdle:
-		if held := p.held[m.pid.Id]; held != nil {
-			delete(p.held, m.pid.Id)
-			if m.started {
-				p.requeue(held)
+		c := p.conns[m.pid.Id]
+		switch {
+		case c == nil && !m.started:
+			return // from a connection that stopped for good
+		case c == nil:
+			c = &connState{pid: m.pid, free: Depth, held: map[uint64][]*messages.Delivery{}}
+			p.conns[m.pid.Id] = c
+			p.list = append(p.list, c)
+		case m.started:
+			// Restarted: whatever it held is handed out again.
+			p.release(c)
+		default:
+			if _, ok := c.held[m.job]; ok {
+				delete(c.held, m.job)
+				c.order = slices.DeleteFunc(c.order, func(id uint64) bool { return id == m.job })
+				c.free++
 			}
-		}
-		if !slices.ContainsFunc(p.idle, m.pid.Equal) { // else a restarted connection that was idle already
-			p.idle = append(p.idle, m.pid)
 		}
 		p.dispatch(ctx)
 	case *connSettled:
-		held := p.held[m.pid.Id]
-		if i := slices.Index(held, m.d); i >= 0 {
-			// A copy: the connection reads the slice it was given.
-			p.held[m.pid.Id] = slices.Concat(held[:i], held[i+1:])
+		if c := p.conns[m.pid.Id]; c != nil {
+			held := c.held[m.job]
+			if i := slices.Index(held, m.d); i >= 0 {
+				// A copy: the connection reads the slice it was given.
+				c.held[m.job] = slices.Concat(held[:i], held[i+1:])
+			}
 		}
 	case *lingerTick:
 		if m.epoch == p.epoch {
@@ -197,13 +227,14 @@ func (p *Pool) Receive(ctx actor.Context) {
 		// A connection stopped for good (restart budget spent): the root
 		// sees the pool stop soon after, since a pool without connections
 		// cannot make progress.
-		if i := slices.IndexFunc(p.idle, m.Who.Equal); i >= 0 {
-			p.idle = slices.Delete(p.idle, i, i+1)
-		}
-		if held := p.held[m.Who.Id]; held != nil && !p.stopping {
-			delete(p.held, m.Who.Id)
-			p.requeue(held)
-			p.dispatch(ctx)
+		if c := p.conns[m.Who.Id]; c != nil {
+			delete(p.conns, m.Who.Id)
+			p.list = slices.DeleteFunc(p.list, func(x *connState) bool { return x == c })
+			if !p.stopping {
+				p.release(c)
+				c.free = 0
+				p.dispatch(ctx)
+			}
 		}
 		if !p.stopping && len(ctx.Children()) == 0 {
 			panic(fmt.Errorf("all fluentd connections stopped"))
@@ -228,12 +259,30 @@ func (p *Pool) enqueue(q queued, front bool) {
 	p.queued++
 }
 
-// requeue puts back the deliveries of a connection that failed, first in
-// line and in their order.
-func (p *Pool) requeue(ds []*messages.Delivery) {
-	for i := len(ds) - 1; i >= 0; i-- {
-		p.enqueue(queued{d: ds[i]}, true)
+// release puts back every delivery a connection holds, first in line and in
+// their order, and frees its slots.
+func (p *Pool) release(c *connState) {
+	for j := len(c.order) - 1; j >= 0; j-- {
+		ds := c.held[c.order[j]]
+		for i := len(ds) - 1; i >= 0; i-- {
+			p.enqueue(queued{d: ds[i]}, true)
+		}
 	}
+	clear(c.held)
+	c.order = c.order[:0]
+	c.free = Depth
+}
+
+// freest returns the connection with the most free slots, nil when none
+// has one: an idle connection is preferred to one that is sending.
+func (p *Pool) freest() *connState {
+	var best *connState
+	for _, c := range p.list {
+		if c.free > 0 && (best == nil || c.free > best.free) {
+			best = c
+		}
+	}
+	return best
 }
 
 // dispatch hands batches to idle connections: the ready group whose oldest
@@ -242,7 +291,11 @@ func (p *Pool) requeue(ds []*messages.Delivery) {
 // pool sleeps until the first group will be.
 func (p *Pool) dispatch(ctx actor.Context) {
 	var now time.Time
-	for len(p.idle) > 0 && p.queued > 0 {
+	for p.queued > 0 {
+		conn := p.freest()
+		if conn == nil {
+			return
+		}
 		if now.IsZero() && p.deps.Batch > 1 {
 			now = time.Now()
 		}
@@ -267,11 +320,12 @@ func (p *Pool) dispatch(ctx actor.Context) {
 			p.wakeAt(ctx, wake, now)
 			return
 		}
-		conn := p.idle[len(p.idle)-1]
-		p.idle = p.idle[:len(p.idle)-1]
 		items := p.take(best)
-		p.held[conn.Id] = items
-		ctx.Send(conn, &job{items: items})
+		p.jobID++
+		conn.held[p.jobID] = items
+		conn.order = append(conn.order, p.jobID)
+		conn.free--
+		ctx.Send(conn.pid, &job{id: p.jobID, items: items})
 	}
 }
 
@@ -313,32 +367,26 @@ func (p *Pool) wakeAt(ctx actor.Context, t, now time.Time) {
 	p.timer = time.AfterFunc(t.Sub(now), func() { system.Root.Send(self, &lingerTick{epoch: epoch}) })
 }
 
-// retryTick wakes a connection for its next attempt.
-type retryTick struct{ epoch uint64 }
+// retryTick wakes a connection for the next attempt of a job.
+type retryTick struct{ epoch, job uint64 }
 
 // postReq asks a connection's sender goroutine for one POST; postDone is
 // its answer.
 type postReq struct {
-	epoch uint64
-	url   string
-	body  []byte
+	epoch, job uint64
+	url        string
+	body       []byte
 }
 
 type postDone struct {
-	epoch uint64
-	res   Result
-	took  time.Duration
+	epoch, job uint64
+	res        Result
+	took       time.Duration
 }
 
-// conn is one connection actor: it POSTs one job at a time. The POST runs
-// on a goroutine of the actor's own (its stack stays grown, where a
-// mailbox goroutine would grow one for every request), so the actor
-// answers a stop at once; the waits between retries are timers.
-type conn struct {
-	deps  Deps
-	log   zerolog.Logger
-	epoch uint64
-	posts chan<- postReq
+// sendJob is a job a connection holds.
+type sendJob struct {
+	id uint64
 	// items are the job's deliveries not yet settled, in order.
 	items []*messages.Delivery
 	// single is set once Fluentd refused the batch for good: its events
@@ -350,13 +398,35 @@ type conn struct {
 	timer    *time.Timer
 }
 
+// sending is what the job's current attempt sends.
+func (j *sendJob) sending() []*messages.Delivery {
+	if j.single {
+		return j.items[:1]
+	}
+	return j.items
+}
+
+// conn is one connection actor. Its POSTs run one after the other on a
+// goroutine of its own (whose stack stays grown, where a mailbox goroutine
+// would grow one for every request), so the actor answers a stop at once.
+// It holds up to Depth jobs: the next one's POST is queued to the sender
+// while the current one is on the wire. The waits between retries are
+// timers.
+type conn struct {
+	deps  Deps
+	log   zerolog.Logger
+	epoch uint64
+	posts chan<- postReq
+	jobs  map[uint64]*sendJob
+}
+
 func connProps(deps Deps) *actor.Props {
 	opts := deps.Metrics.ActorOptions("connection")
 	if deps.Supervisor != nil {
 		opts = append(opts, actor.WithSupervisor(deps.Supervisor))
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &conn{deps: deps, epoch: rand.Uint64()}
+		return &conn{deps: deps, epoch: rand.Uint64(), jobs: map[uint64]*sendJob{}}
 	}, opts...)
 }
 
@@ -365,59 +435,64 @@ func (c *conn) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
-		posts := make(chan postReq, 1)
+		// At most one attempt of each job is queued: Depth never blocks.
+		posts := make(chan postReq, Depth)
 		c.posts = posts
 		go sender(c.deps, posts, ctx.Self(), ctx.ActorSystem())
 		ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self(), started: true})
 	case *job:
-		c.items, c.single, c.body, c.attempts = m.items, false, nil, 0
+		j := &sendJob{id: m.id, items: m.items}
+		c.jobs[m.id] = j
 		c.deps.Metrics.SendsInFlight.Inc()
-		c.attempt(ctx)
+		c.attempt(j)
 	case *retryTick:
-		if m.epoch == c.epoch && len(c.items) > 0 {
-			c.attempt(ctx)
+		if j := c.jobs[m.job]; m.epoch == c.epoch && j != nil {
+			c.attempt(j)
 		}
 	case *postDone:
-		if m.epoch == c.epoch && len(c.items) > 0 {
-			c.done(ctx, m.res, m.took)
+		if j := c.jobs[m.job]; m.epoch == c.epoch && j != nil {
+			c.done(ctx, j, m.res, m.took)
 		}
 	case *actor.Restarting, *actor.Stopping:
 		c.epoch++
-		if c.timer != nil {
-			c.timer.Stop()
-		}
 		if c.posts != nil {
-			close(c.posts) // the sender ends after the POST it may be making
+			close(c.posts) // the sender ends after the POSTs queued to it
 			c.posts = nil
 		}
-		if c.items != nil {
+		for id, j := range c.jobs {
+			if j.timer != nil {
+				j.timer.Stop()
+			}
 			// The pool still holds the deliveries and hands them out
 			// again when this connection restarts (or stops for good).
 			c.deps.Metrics.SendsInFlight.Dec()
-			c.items = nil
+			delete(c.jobs, id)
 		}
 	}
 }
 
-// sender makes the POSTs of one connection actor incarnation, until posts
-// is closed.
+// sender makes the POSTs of one connection actor incarnation, in order,
+// until posts is closed.
 func sender(deps Deps, posts <-chan postReq, self *actor.PID, system *actor.ActorSystem) {
 	var lastRaw string
 	var lastURL *url.URL
 	for p := range posts {
+		if deps.Ctx.Err() != nil {
+			system.Root.Send(self, &postDone{epoch: p.epoch, job: p.job, res: Result{Class: Retry, Reason: deps.Ctx.Err().Error()}})
+			continue
+		}
 		began := time.Now()
-		var res Result
 		if p.url != lastRaw {
 			u, err := url.Parse(p.url)
 			if err != nil {
-				res = Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
-				system.Root.Send(self, &postDone{epoch: p.epoch, res: res})
+				res := Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+				system.Root.Send(self, &postDone{epoch: p.epoch, job: p.job, res: res})
 				continue
 			}
 			lastRaw, lastURL = p.url, u
 		}
-		res = deps.Client.PostURL(deps.Ctx, lastURL, p.body)
-		system.Root.Send(self, &postDone{epoch: p.epoch, res: res, took: time.Since(began)})
+		res := deps.Client.PostURL(deps.Ctx, lastURL, p.body)
+		system.Root.Send(self, &postDone{epoch: p.epoch, job: p.job, res: res, took: time.Since(began)})
 	}
 }
 
@@ -442,27 +517,19 @@ func Body(ds []*messages.Delivery) []byte {
 	return append(b, ']')
 }
 
-// sending is what the current attempt sends.
-func (c *conn) sending() []*messages.Delivery {
-	if c.single {
-		return c.items[:1]
+// attempt queues the job's next POST to the sender.
+func (c *conn) attempt(j *sendJob) {
+	send := j.sending()
+	if j.body == nil {
+		j.body = Body(send)
 	}
-	return c.items
+	j.attempts++
+	c.posts <- postReq{epoch: c.epoch, job: j.id, url: send[0].URL, body: j.body}
 }
 
-// attempt hands the next POST to the sender.
-func (c *conn) attempt(ctx actor.Context) {
-	send := c.sending()
-	if c.body == nil {
-		c.body = Body(send)
-	}
-	c.attempts++
-	c.posts <- postReq{epoch: c.epoch, url: send[0].URL, body: c.body}
-}
-
-// done judges the answer to an attempt.
-func (c *conn) done(ctx actor.Context, res Result, took time.Duration) {
-	send := c.sending()
+// done judges the answer to an attempt of j.
+func (c *conn) done(ctx actor.Context, j *sendJob, res Result, took time.Duration) {
+	send := j.sending()
 	url := send[0].URL
 	m := c.deps.Metrics
 	m.SendDuration.Observe(took.Seconds())
@@ -478,7 +545,7 @@ func (c *conn) done(ctx actor.Context, res Result, took time.Duration) {
 				m.FetchToAck.WithLabelValues(d.Stream).Observe(acked.Sub(d.Fetched).Seconds())
 			}
 		}
-		c.settle(ctx, len(send), messages.Sent, res.Status)
+		c.settle(ctx, j, len(send), messages.Sent, res.Status)
 		return
 	case Permanent:
 		if len(send) > 1 {
@@ -486,8 +553,8 @@ func (c *conn) done(ctx actor.Context, res Result, took time.Duration) {
 			m.Health.FluentdSend(nil)
 			c.log.Warn().Str("url", url).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
 				Msg("fluentd rejected a batch for good; sending its events one at a time")
-			c.single, c.body, c.attempts = true, nil, 0
-			c.attempt(ctx)
+			j.single, j.body, j.attempts = true, nil, 0
+			c.attempt(j)
 			return
 		}
 		d := send[0]
@@ -501,7 +568,7 @@ func (c *conn) done(ctx actor.Context, res Result, took time.Duration) {
 			c.log.Error().Str("url", url).Int("status", res.Status).Str("reason", res.Reason).
 				Str("event_id", d.EventID).Str("event_type", d.Type).Str("file", c.deps.DeadLetters.Path()).
 				Msg("fluentd rejected the event for good; written to the dead-letter file")
-			c.settle(ctx, 1, messages.DeadLettered, res.Status)
+			c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
 			return
 		}
 		// Not durable yet: keep the event and try again.
@@ -514,32 +581,32 @@ func (c *conn) done(ctx actor.Context, res Result, took time.Duration) {
 		m.EventsRetried.WithLabelValues(d.Stream).Inc()
 	}
 	m.Health.FluentdSend(errors.New(res.Reason))
-	delay := Backoff(c.attempts, res.RetryAfter, func(d time.Duration) time.Duration { return rand.N(d + 1) })
+	delay := Backoff(j.attempts, res.RetryAfter, func(d time.Duration) time.Duration { return rand.N(d + 1) })
 	ev := c.log.Warn()
-	if c.attempts >= 3 {
+	if j.attempts >= 3 {
 		ev = c.log.Error()
 	}
-	ev.Str("url", url).Int("status", res.Status).Str("reason", res.Reason).Int("attempt", c.attempts).
+	ev.Str("url", url).Int("status", res.Status).Str("reason", res.Reason).Int("attempt", j.attempts).
 		Int("events", len(send)).Dur("retry_in", delay).Msg("fluentd send failed; retrying")
-	self, system, epoch := ctx.Self(), ctx.ActorSystem(), c.epoch
-	c.timer = time.AfterFunc(delay, func() { system.Root.Send(self, &retryTick{epoch: epoch}) })
+	self, system, epoch, id := ctx.Self(), ctx.ActorSystem(), c.epoch, j.id
+	j.timer = time.AfterFunc(delay, func() { system.Root.Send(self, &retryTick{epoch: epoch, job: id}) })
 }
 
-// settle answers the first n deliveries of the job and moves on: to the
-// next event of a batch being sent one at a time, or to the next job.
-func (c *conn) settle(ctx actor.Context, n int, o messages.Outcome, status int) {
-	for _, d := range c.items[:n] {
-		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: c.attempts})
+// settle answers the first n deliveries of j and moves on: to the next
+// event of a batch being sent one at a time, or frees the job's slot.
+func (c *conn) settle(ctx actor.Context, j *sendJob, n int, o messages.Outcome, status int) {
+	for _, d := range j.items[:n] {
+		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: j.attempts})
 	}
-	if n < len(c.items) {
-		for _, d := range c.items[:n] {
-			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), d: d})
+	if n < len(j.items) {
+		for _, d := range j.items[:n] {
+			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), job: j.id, d: d})
 		}
-		c.items, c.body, c.attempts = c.items[n:], nil, 0
-		c.attempt(ctx)
+		j.items, j.body, j.attempts = j.items[n:], nil, 0
+		c.attempt(j)
 		return
 	}
-	c.items, c.body = nil, nil
+	delete(c.jobs, j.id)
 	c.deps.Metrics.SendsInFlight.Dec()
-	ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self()})
+	ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self(), job: j.id})
 }

@@ -74,12 +74,18 @@ type Tap struct {
 	Wants func(*auditlogpb.EventUnstructured) bool
 }
 
+// MinWindow is the least in-flight window WindowFor gives: events wait for
+// a checkpoint transaction (at most every checkpoint.DefaultInterval) after
+// Fluentd's answer, and the window must cover that wait at the rates a
+// single Fluentd takes (about 10k events/s) or the stream stalls on it.
+const MinWindow = 256
+
 // WindowFor returns the default in-flight window for a pool that carries
 // capacity events at once (fluentd.Capacity: connections x events per
 // POST): enough to keep every connection busy while checkpoints are being
 // written.
 func WindowFor(capacity, batch int) int {
-	return max(4*capacity, batch)
+	return max(4*capacity, batch, MinWindow)
 }
 
 // fetch request and result.
@@ -132,10 +138,13 @@ type Poller struct {
 	lastID   string
 	lastTime time.Time
 
-	fetching    bool
-	fetchFails  int
-	timer       *time.Timer
-	cancelFetch context.CancelFunc
+	fetching   bool
+	fetchFails int
+	timer      *time.Timer
+	// fetches goes to the goroutine that makes the page requests, one at a
+	// time; stopFetches ends it and the request it may be making.
+	fetches     chan<- fetchReq
+	stopFetches context.CancelFunc
 	caughtUp    bool
 
 	buffer   []*item // fetched, not handed out
@@ -146,6 +155,11 @@ type Poller struct {
 	persisted uint64
 	acked     uint64 // events settled since the first run
 	ackPos    persistence.AuditPosition
+
+	// saving is set while a Save is on its way to the checkpoint writer;
+	// resave says the watermark moved since, so another one follows its
+	// Saved. Only the newest position matters, so one at a time is enough.
+	saving, resave bool
 
 	sub      *eventstream.Subscription
 	draining bool
@@ -192,10 +206,17 @@ func (p *Poller) Receive(ctx actor.Context) {
 			p.onDelivered(ctx, m)
 		}
 	case *messages.Saved:
-		if m.Epoch == p.epoch && m.Seq > p.persisted {
-			p.persisted = m.Seq
-			if m.Seq == p.ackedSeq {
-				p.Metrics.SetAcked(p.ackPos.LastTime)
+		if m.Epoch == p.epoch {
+			p.saving = false
+			if m.Seq > p.persisted {
+				p.persisted = m.Seq
+				if m.Seq == p.ackedSeq {
+					p.Metrics.SetAcked(p.ackPos.LastTime)
+				}
+			}
+			if p.resave {
+				p.resave = false
+				p.save(ctx)
 			}
 			p.pump(ctx)
 		}
@@ -233,6 +254,10 @@ func (p *Poller) start(ctx actor.Context) {
 		Uint64("acked", pos.Acked).Msg("audit stream resumes")
 
 	self, root := ctx.Self(), ctx.ActorSystem().Root
+	fetches := make(chan fetchReq, 1)
+	fctx, cancel := context.WithCancel(context.Background())
+	p.fetches, p.stopFetches = fetches, cancel
+	go fetcher(fctx, fetches, p.Events, p.Types, p.Batch, p.Now, p.epoch, self, root)
 	p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
 		switch evt.(type) {
 		case *messages.PoolStarted, *messages.TapStarted:
@@ -244,8 +269,9 @@ func (p *Poller) start(ctx actor.Context) {
 
 func (p *Poller) stop(ctx actor.Context) {
 	p.stopTimer()
-	if p.cancelFetch != nil {
-		p.cancelFetch()
+	if p.stopFetches != nil {
+		p.stopFetches()
+		p.stopFetches = nil
 	}
 	if p.sub != nil {
 		ctx.ActorSystem().EventStream.Unsubscribe(p.sub)
@@ -269,22 +295,34 @@ func (p *Poller) maybeFetch(ctx actor.Context) {
 	if p.caughtUp {
 		return // the --timeout timer (or --exit-on-last-event) decides
 	}
-	req := fetchReq{winStart: p.winStart, to: p.winStart.Add(p.WindowSize), key: p.pageKey, skip: p.skip}
 	p.fetching = true
-	fctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	p.cancelFetch = cancel
-	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
-	events, types_, batch, now := p.Events, p.Types, p.Batch, p.Now
-	go func() {
-		defer cancel()
-		issued := now()
-		evs, next, err := events.SearchUnstructuredEvents(fctx, req.winStart, req.to, namespace, types_, batch, types.EventOrderAscending, req.key)
-		root.Send(self, &pageResult{epoch: epoch, req: req, events: evs, nextKey: next, issuedAt: issued, err: err})
-	}()
+	p.fetches <- fetchReq{winStart: p.winStart, to: p.winStart.Add(p.WindowSize), key: p.pageKey, skip: p.skip}
+}
+
+// fetcher makes the page requests of one poller incarnation until ctx ends.
+// A long-lived goroutine keeps its stack grown, where one per request
+// would grow a fresh stack through the gRPC client every time.
+func fetcher(ctx context.Context, reqs <-chan fetchReq, events Searcher, types_ []string, batch int, now func() time.Time,
+	epoch uint64, self *actor.PID, root *actor.RootContext) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-reqs:
+			rctx, cancel := context.WithTimeout(ctx, time.Minute)
+			issued := now()
+			evs, next, err := events.SearchUnstructuredEvents(rctx, req.winStart, req.to, namespace, types_, batch, types.EventOrderAscending, req.key)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			root.Send(self, &pageResult{epoch: epoch, req: req, events: evs, nextKey: next, issuedAt: issued, err: err})
+		}
+	}
 }
 
 func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
-	p.fetching, p.cancelFetch = false, nil
+	p.fetching = false
 	p.Metrics.Health.TeleportCall(r.err)
 	if r.err != nil {
 		p.Metrics.TeleportErrors.WithLabelValues("SearchUnstructuredEvents", metrics.ErrorKind(r.err)).Inc()
@@ -473,6 +511,16 @@ func (p *Poller) advance(ctx actor.Context) {
 		return
 	}
 	p.ackPos.Acked = p.acked
+	if p.saving {
+		p.resave = true
+		return
+	}
+	p.save(ctx)
+}
+
+// save asks the checkpoint writer to store the watermark.
+func (p *Poller) save(ctx actor.Context) {
+	p.saving = true
 	ctx.Send(p.Checkpoint, &messages.Save{Key: StreamKey, Epoch: p.epoch, Seq: p.ackedSeq,
 		Writes: []persistence.Write{persistence.AuditPositionWrite(p.ackPos)}, ReplyTo: ctx.Self()})
 }

@@ -79,7 +79,7 @@ type Deps struct {
 const (
 	DefaultUploadWait  = 10 * time.Minute
 	DefaultMinAttempts = 3
-	DefaultWindow      = 16
+	DefaultWindow      = 32
 )
 
 // Wants tells the poller which audit events the manager observes.

@@ -19,9 +19,9 @@ import (
 
 // window is the daemon's in-flight window with default flags: at most this
 // many events are handed out and not yet checkpointed, so a crash resends at
-// most this many (4 x --fluentd-max-connections, which defaults to
-// 2 x --concurrency = 10).
-const window = 40
+// most this many (poller.MinWindow, more than 4 x --fluentd-max-connections
+// = 40 with the defaults).
+const window = 256
 
 func TestCleanRunDeliversEveryEventExactlyOnce(t *testing.T) {
 	t.Parallel()

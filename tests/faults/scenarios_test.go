@@ -20,10 +20,10 @@ import (
 )
 
 // Bounds on what a crash may resend, from the defaults: the audit window
-// (4 x 10 connections) and each of 5 players' window (16).
+// (poller.MinWindow) and each of 5 players' window (sessions.DefaultWindow).
 const (
-	auditWindow   = 40
-	sessionWindow = 5 * 16
+	auditWindow   = 256
+	sessionWindow = 5 * 32
 )
 
 // seedAll seeds audit history with recordings and a few long recordings.
