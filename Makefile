@@ -4,6 +4,9 @@
 #   make test    the whole test suite (unit, end-to-end), race detector on
 #   make demo    the daemon against a local test Teleport and Fluentd receiver
 #   make chaos   the fault-injection suite (TEH_CHAOS_SEED=N replays a run)
+#   make bench   throughput against the test Teleport server and receiver
+#                (BENCH_FLAGS=-quick for a short run; make bench-memory: RSS
+#                with a 1,000,000-event backlog)
 #   make gen-example-mtls  example mTLS certificates in example/keys/
 #   make helm-check        helm lint and helm template of the chart
 
@@ -15,7 +18,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e demo chaos vet clean deps gen-example-mtls helm-check
+.PHONY: all build test test-unit test-e2e demo chaos bench bench-memory vet clean deps gen-example-mtls helm-check
 
 all: build
 
@@ -48,6 +51,14 @@ chaos: deps
 	$(GO) build -tags faults -ldflags '$(LDFLAGS)' -o bin/teleport-event-handler-faults ./cmd/teleport-event-handler
 	TEH_CHAOS=1 TEH_BINARY=$(CURDIR)/bin/teleport-event-handler-faults TEH_CHAOS_OUT=$(CURDIR)/chaos-results.json \
 		$(GO) test -count=1 -timeout 30m -v ./tests/faults/
+
+# The test Teleport server, the receiver and the daemon in separate processes
+# (see tests/bench); results in bench-out/.
+bench: build
+	$(GO) run ./tests/bench -binary $(CURDIR)/$(BIN) $(BENCH_FLAGS)
+
+bench-memory: build
+	$(GO) run ./tests/bench -memory -binary $(CURDIR)/$(BIN) $(BENCH_FLAGS)
 
 # The certificates, fluent.conf, configuration and role of `configure`, made
 # by the daemon itself (no openssl needed): PASS is the passphrase of

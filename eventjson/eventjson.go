@@ -7,20 +7,29 @@
 package eventjson
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
-// Marshal returns the JSON of s. Like json.Marshal, it fails only on a NaN
-// or infinite number.
+// Marshal returns the JSON of s, in a slice of its own exact size. Like
+// json.Marshal, it fails only on a NaN or infinite number.
 func Marshal(s *structpb.Struct) ([]byte, error) {
-	return Append(make([]byte, 0, 1024), s)
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.b, e.err = e.b[:0], nil
+	e.object(s)
+	if e.err != nil {
+		return nil, e.err
+	}
+	return bytes.Clone(e.b), nil
 }
 
 // Append appends the JSON of s to dst.
@@ -33,6 +42,10 @@ func Append(dst []byte, s *structpb.Struct) ([]byte, error) {
 	}
 	return e.b, nil
 }
+
+// encoders keep their buffers between events, so encoding an event
+// allocates its result only.
+var encoders = sync.Pool{New: func() any { return &encoder{b: make([]byte, 0, 4096)} }}
 
 type encoder struct {
 	b    []byte

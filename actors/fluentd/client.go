@@ -102,6 +102,9 @@ func NewClient(tlsCfg *tls.Config, maxConns int) *Client {
 // Close drops idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }
 
+// jsonHeader is the header of every POST.
+var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+
 // Post sends one body and classifies the outcome. It never returns an error:
 // every failure is a Result with a reason.
 func (c *Client) Post(ctx context.Context, rawURL string, body []byte) Result {
@@ -120,7 +123,7 @@ func (c *Client) PostURL(ctx context.Context, u *url.URL, body []byte) Result {
 		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
 	}
 	req.URL, req.Host = u, u.Host
-	req.Header.Set("Content-Type", "application/json")
+	req.Header = jsonHeader // read only: the transport does not change it
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return Result{Class: Retry, Reason: describe(err)}
