@@ -264,4 +264,3 @@ func waitStdin(answer func(string) string) {
 		}
 	}
 }
-
