@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +22,9 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
 // batchRun sends deliveries through a pool configured by deps (Client,
@@ -265,4 +270,24 @@ func counter(t *testing.T, m *metrics.Metrics, name string) float64 {
 		sum += s.GetCounter().GetValue()
 	}
 	return sum
+}
+
+// A connection is opened once and reused: no TLS handshake per event.
+func TestConnectionsAreReused(t *testing.T) {
+	pki, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	var handshakes atomic.Int64
+	cfg := pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		handshakes.Add(1)
+		return nil, nil
+	}
+	rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: cfg})
+	require.NoError(t, err)
+	t.Cleanup(rcv.Close)
+	f := &fixture{pki: pki, rcv: rcv, dl: persistence.NewDeadLetters(t.TempDir())}
+	got := batchRun{f: f, deps: fluentd.Deps{MaxConnections: 4}}.deliver(t, 600, 30*time.Second)
+	require.Len(t, got, 600)
+	require.Equal(t, 600, rcv.Requests())
+	require.LessOrEqual(t, handshakes.Load(), int64(4), "handshakes for 600 POSTs over 4 connections")
 }

@@ -371,6 +371,7 @@ type result struct {
 	Duplicates int     `json:"duplicates"`
 	Missing    int     `json:"missing"`
 	Failures   int     `json:"failed_posts,omitempty"`
+	Handshakes int     `json:"tls_handshakes"`
 	ExitCode   int     `json:"exit_code"`
 	Queued     int     `json:"recordings_waiting_peak,omitempty"`
 	// From the daemon's last scrape, for diagnosis.
@@ -561,8 +562,8 @@ func runCapacity(o *options, lg *child, name string, batch, limit int) (result, 
 		return result{}, fmt.Errorf("load generator: %q", answer)
 	}
 	stats, _ := rcv.ask("stats")
-	var count, unique, requests int
-	fmt.Sscanf(stats, "%d %d %d", &count, &unique, &requests)
+	var count, unique, requests, handshakes int
+	fmt.Sscanf(stats, "%d %d %d %d", &count, &unique, &requests, &handshakes)
 	rcvCPU := rcv.stop()
 	r.Name, r.Kind = name, "capacity"
 	r.Rate = float64(r.Events) / r.Seconds
@@ -570,6 +571,7 @@ func runCapacity(o *options, lg *child, name string, batch, limit int) (result, 
 	r.ReceiverCPUPer10k = rcvCPU / float64(r.Events) * 10000
 	r.Duplicates = count - unique
 	r.Missing = r.Events - unique
+	r.Handshakes = handshakes
 	step("  %d events in %d POSTs in %.1fs: %.0f events/s (load generator CPU %.2fs per 10k events, receiver %.2fs)",
 		r.Events, r.Posts, r.Seconds, r.Rate, r.CPUPer10k, r.ReceiverCPUPer10k)
 	return r, nil
@@ -721,9 +723,9 @@ loop:
 	if err != nil {
 		return result{}, err
 	}
-	var count, unique, requests int
-	fmt.Sscanf(stats, "%d %d %d", &count, &unique, &requests)
-	r.Events, r.Posts = unique, requests
+	var count, unique, requests, handshakes int
+	fmt.Sscanf(stats, "%d %d %d %d", &count, &unique, &requests, &handshakes)
+	r.Events, r.Posts, r.Handshakes = unique, requests, handshakes
 	if expected > 0 {
 		r.TeleportCPUPer10k = tpCPU / float64(expected) * 10000
 		r.ReceiverCPUPer10k = rcvCPU / float64(expected) * 10000
@@ -751,6 +753,7 @@ loop:
 		unique, r.Duplicates, requests, wall, r.Rate, r.CPUPer10k, r.MaxRSSMB, r.P50ms, r.P99ms)
 	step("  %d checkpoint transactions (mean %.2f ms), POST mean %.2f ms; CPU of the Teleport server %.2fs and of the receiver %.2fs per 10k events",
 		r.CheckpointWrites, r.CheckpointMeanMs, r.SendMeanMs, r.TeleportCPUPer10k, r.ReceiverCPUPer10k)
+	step("  %d TLS handshakes at the receiver for %d POSTs", r.Handshakes, r.Posts)
 	step("  peaks: heap in use %.0f MB, heap from the OS %.0f MB, stacks %.1f MB, %d goroutines", r.PeakHeapInuseMB, r.PeakHeapSysMB, r.PeakStackMB, r.PeakGoroutines)
 	return r, nil
 }

@@ -109,11 +109,17 @@ func runTeleport(pkiDir string, p plan) error {
 }
 
 // runFluentd runs a receiver until stdin closes; "stats" answers with the
-// records, the distinct records and the requests received.
+// records, the distinct records, the requests received and the TLS
+// handshakes made.
 func runFluentd(pkiDir string) error {
 	cfg, err := serverTLS(pkiDir, "fluentd-server", filepath.Join(pkiDir, "fluentd-ca.crt"))
 	if err != nil {
 		return err
+	}
+	var handshakes atomic.Int64
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		handshakes.Add(1)
+		return nil, nil
 	}
 	rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: cfg})
 	if err != nil {
@@ -126,7 +132,7 @@ func runFluentd(pkiDir string) error {
 		case "count":
 			return strconv.Itoa(rcv.Count())
 		case "stats":
-			return fmt.Sprintf("%d %d %d", rcv.Count(), len(rcv.CountByUID()), rcv.Requests())
+			return fmt.Sprintf("%d %d %d %d", rcv.Count(), len(rcv.CountByUID()), rcv.Requests(), handshakes.Load())
 		}
 		return "unknown command"
 	})
