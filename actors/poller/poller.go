@@ -96,9 +96,14 @@ type fetchReq struct {
 }
 
 type pageResult struct {
-	epoch    uint64
-	req      fetchReq
-	events   []*auditlogpb.EventUnstructured
+	epoch  uint64
+	req    fetchReq
+	events []*auditlogpb.EventUnstructured
+	// bodies are the events' JSON, encoded by the fetcher while the actor
+	// hands out the previous page; nil for the skipped types.
+	bodies [][]byte
+	// fetched is when the page arrived.
+	fetched  time.Time
 	nextKey  string
 	issuedAt time.Time
 	err      error
@@ -257,7 +262,7 @@ func (p *Poller) start(ctx actor.Context) {
 	fetches := make(chan fetchReq, 1)
 	fctx, cancel := context.WithCancel(context.Background())
 	p.fetches, p.stopFetches = fetches, cancel
-	go fetcher(fctx, fetches, p.Events, p.Types, p.Batch, p.Now, p.epoch, self, root)
+	go fetcher(fctx, fetches, p.Events, p.Types, p.Skip, p.Batch, p.Now, p.epoch, self, root)
 	p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
 		switch evt.(type) {
 		case *messages.PoolStarted, *messages.TapStarted:
@@ -302,7 +307,7 @@ func (p *Poller) maybeFetch(ctx actor.Context) {
 // fetcher makes the page requests of one poller incarnation until ctx ends.
 // A long-lived goroutine keeps its stack grown, where one per request
 // would grow a fresh stack through the gRPC client every time.
-func fetcher(ctx context.Context, reqs <-chan fetchReq, events Searcher, types_ []string, batch int, now func() time.Time,
+func fetcher(ctx context.Context, reqs <-chan fetchReq, events Searcher, types_ []string, skip map[string]bool, batch int, now func() time.Time,
 	epoch uint64, self *actor.PID, root *actor.RootContext) {
 	for {
 		select {
@@ -316,9 +321,30 @@ func fetcher(ctx context.Context, reqs <-chan fetchReq, events Searcher, types_ 
 			if ctx.Err() != nil {
 				return
 			}
-			root.Send(self, &pageResult{epoch: epoch, req: req, events: evs, nextKey: next, issuedAt: issued, err: err})
+			fetched := time.Now()
+			var bodies [][]byte
+			if err == nil {
+				bodies = make([][]byte, len(evs))
+				for i, ev := range evs {
+					if i >= req.skip && !skip[ev.Type] {
+						bodies[i] = encode(ev)
+					}
+				}
+			}
+			root.Send(self, &pageResult{epoch: epoch, req: req, events: evs, bodies: bodies, fetched: fetched, nextKey: next, issuedAt: issued, err: err})
 		}
 	}
+}
+
+// encode returns the event's JSON as it is.
+func encode(ev *auditlogpb.EventUnstructured) []byte {
+	body, err := eventjson.Marshal(ev.Unstructured)
+	if err != nil {
+		// A Struct always encodes; if it ever does not, keep the event
+		// rather than drop it.
+		body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
+	}
+	return body
 }
 
 func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
@@ -341,7 +367,10 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		p.log.Warn().Str("expected", p.lastID).Str("found", r.events[r.req.skip-1].Id).
 			Msg("the page at the checkpoint changed since it was read; resuming by position")
 	}
-	fetched := time.Now()
+	fetched := r.fetched
+	if fetched.IsZero() {
+		fetched = time.Now()
+	}
 	for i, ev := range r.events {
 		if i < r.req.skip {
 			continue
@@ -356,11 +385,12 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		if p.Skip[ev.Type] {
 			p.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
 		} else {
-			body, err := eventjson.Marshal(ev.Unstructured)
-			if err != nil {
-				// A Struct always encodes; if it ever does not, keep
-				// the event rather than drop it.
-				body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
+			var body []byte
+			if i < len(r.bodies) {
+				body = r.bodies[i]
+			}
+			if body == nil {
+				body = encode(ev)
 			}
 			it.body, it.sending = body, true
 		}

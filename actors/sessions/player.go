@@ -49,6 +49,10 @@ type drain struct{}
 type streamEvent struct {
 	epoch uint64
 	ev    *auditlogpb.EventUnstructured
+	// body is the event's JSON, encoded by the stream's goroutine; nil
+	// when it is not sent.
+	body    []byte
+	fetched time.Time
 }
 
 type streamEnd struct {
@@ -114,7 +118,7 @@ func (p *player) Receive(ctx actor.Context) {
 		p.start(ctx)
 	case *streamEvent:
 		if m.epoch == p.epoch {
-			p.onEvent(ctx, m.ev)
+			p.onEvent(ctx, m)
 		}
 	case *streamEnd:
 		if m.epoch == p.epoch {
@@ -188,6 +192,7 @@ func (p *player) startStream(ctx actor.Context) {
 	p.cancel = cancel
 	p.credits = make(chan struct{}, p.Window)
 	self, root, epoch, credits := ctx.Self(), ctx.ActorSystem().Root, p.epoch, p.credits
+	skip, dryRun, sid := p.Skip, p.DryRun, p.rec.ID
 	events, errs := p.Sessions.StreamUnstructuredSessionEvents(sctx, p.rec.ID, p.received)
 	go func() {
 		for {
@@ -197,12 +202,17 @@ func (p *player) startStream(ctx actor.Context) {
 					root.Send(self, &streamEnd{epoch: epoch})
 					return
 				}
+				fetched := time.Now()
+				var body []byte
+				if !skip[ev.Type] && !dryRun {
+					body = encode(ev, sid)
+				}
 				select {
 				case credits <- struct{}{}:
 				case <-sctx.Done():
 					return
 				}
-				root.Send(self, &streamEvent{epoch: epoch, ev: ev})
+				root.Send(self, &streamEvent{epoch: epoch, ev: ev, body: body, fetched: fetched})
 			case err := <-errs:
 				root.Send(self, &streamEnd{epoch: epoch, err: err})
 				return
@@ -220,7 +230,17 @@ func (p *player) stopStream() {
 	}
 }
 
-func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
+// encode returns a session event's JSON as it is.
+func encode(ev *auditlogpb.EventUnstructured, sid string) []byte {
+	body, err := eventjson.Marshal(ev.Unstructured)
+	if err != nil {
+		body = []byte(fmt.Sprintf(`{"event":%q,"sid":%q,"ei":%d,"encode_error":%q}`, ev.Type, sid, ev.Index, err))
+	}
+	return body
+}
+
+func (p *player) onEvent(ctx actor.Context, m *streamEvent) {
+	ev := m.ev
 	if p.ending {
 		<-p.credits
 		return
@@ -228,7 +248,7 @@ func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 	p.progress = true
 	p.read++
 	p.Metrics.EventsFetched.WithLabelValues(metrics.Session).Inc()
-	it := &pitem{seq: p.nextSeq, index: ev.Index, ev: ev, fetched: time.Now()}
+	it := &pitem{seq: p.nextSeq, index: ev.Index, ev: ev, fetched: m.fetched}
 	p.nextSeq++
 	p.received = ev.Index + 1
 	p.inflight = append(p.inflight, it)
@@ -240,11 +260,10 @@ func (p *player) onEvent(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 		p.log.Info().Str("event_type", ev.Type).Int64("index", ev.Index).Msg("dry run: would send session event")
 		it.done = true
 	default:
-		body, err := eventjson.Marshal(ev.Unstructured)
-		if err != nil {
-			body = []byte(fmt.Sprintf(`{"event":%q,"sid":%q,"ei":%d,"encode_error":%q}`, ev.Type, p.rec.ID, ev.Index, err))
+		it.body = m.body
+		if it.body == nil {
+			it.body = encode(ev, p.rec.ID)
 		}
-		it.body = body
 		ctx.Send(p.Pool, p.delivery(ctx, it))
 	}
 	p.advance(ctx)
