@@ -398,6 +398,7 @@ type report struct {
 	Plan    string   `json:"backlog"`
 	Daemon  string   `json:"daemon_command"`
 	Results []result `json:"results"`
+	Targets []string `json:"targets"`
 	Notes   []string `json:"notes"`
 }
 
@@ -841,6 +842,7 @@ func machine() string {
 }
 
 func finish(o *options, rep *report) error {
+	rep.Targets = targets(rep)
 	table := markdown(rep)
 	fmt.Println()
 	fmt.Println(table)
@@ -902,10 +904,51 @@ func markdown(rep *report) string {
 		fmt.Fprintf(&b, "| %s | %s | %d | %.1f s | %.0f | %s | %.2f | %s | %s |\n",
 			r.Name, events, r.Posts, r.Seconds, r.Rate, vs, r.CPUPer10k, rss, lat)
 	}
+	b.WriteString("\nCPU seconds per 10,000 events, by process (all on the same cores):\n\n")
+	b.WriteString("| run | daemon or load generator | receiver | test Teleport server | TLS handshakes at the receiver |\n")
+	b.WriteString("|---|---|---|---|---|\n")
+	for _, r := range rep.Results {
+		tp := "-"
+		if r.Kind == "daemon" {
+			tp = fmt.Sprintf("%.2f", r.TeleportCPUPer10k)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %s | %d |\n", r.Name, r.CPUPer10k, r.ReceiverCPUPer10k, tp, r.Handshakes)
+	}
+	if len(rep.Targets) > 0 {
+		b.WriteString("\nTargets:\n")
+		for _, t := range rep.Targets {
+			fmt.Fprintf(&b, "\n- %s", t)
+		}
+		b.WriteString("\n")
+	}
 	for _, n := range rep.Notes {
-		fmt.Fprintf(&b, "\n%s", n)
+		fmt.Fprintf(&b, "\n%s\n", n)
 	}
 	return strings.TrimRight(b.String(), "\n")
+}
+
+// targets says whether the figures meet the issue's targets.
+func targets(rep *report) []string {
+	var out []string
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**not met**"
+	}
+	for _, r := range rep.Results {
+		switch {
+		case r.Kind != "daemon":
+		case strings.HasPrefix(r.BaselineName, "receiver capacity, 1 event"):
+			out = append(out, fmt.Sprintf("%s: at least 0.8 x the receiver's capacity with single-event POSTs: %.2f, %s", r.Name, r.Ratio, verdict(r.Ratio >= 0.8)))
+		case strings.HasPrefix(r.BaselineName, "target:"):
+			out = append(out, fmt.Sprintf("%s: at least %.0f events/s (%s): %.0f, %s", r.Name, r.Baseline, strings.TrimPrefix(r.BaselineName, "target: "), r.Rate, verdict(r.Ratio >= 1)))
+		}
+		if r.Kind == "daemon" && r.Queued > 0 {
+			out = append(out, fmt.Sprintf("%s: peak RSS under 150 MB with this backlog: %.0f MB, %s", r.Name, r.MaxRSSMB, verdict(r.MaxRSSMB < 150)))
+		}
+	}
+	return out
 }
 
 func ms(v float64) string {
