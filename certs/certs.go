@@ -395,16 +395,16 @@ func DecryptKeyPEM(keyPEM []byte, passphrase string) ([]byte, error) {
 // 0600). Each file is replaced atomically, so a reader never sees half a
 // key, and the key is never readable by others, not even briefly.
 func (p *Pair) WriteFiles(certPath, keyPath string) error {
-	if err := writeAtomic(certPath, p.CertPEM, 0o644); err != nil {
+	if err := WriteFileAtomic(certPath, p.CertPEM, 0o644); err != nil {
 		return fmt.Errorf("write certificate: %w", err)
 	}
-	if err := writeAtomic(keyPath, p.KeyPEM, 0o600); err != nil {
+	if err := WriteFileAtomic(keyPath, p.KeyPEM, 0o600); err != nil {
 		return fmt.Errorf("write private key: %w", err)
 	}
 	return nil
 }
 
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*") // created 0600
 	if err != nil {
 		return err

@@ -109,7 +109,7 @@ func Run(c *config.Configure, out io.Writer) (*Result, error) {
 	}
 	for _, name := range Files {
 		f := files[name]
-		if err := writeAtomic(filepath.Join(dir, name), f.data, f.mode); err != nil {
+		if err := certs.WriteFileAtomic(filepath.Join(dir, name), f.data, f.mode); err != nil {
 			return nil, fmt.Errorf("write %s: %w", name, err)
 		}
 	}
@@ -300,35 +300,6 @@ func fluentdString(s string) (string, error) {
 		return "", fmt.Errorf("a line break cannot be written in fluent.conf: %q", s)
 	}
 	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'", nil
-}
-
-// writeAtomic replaces path with data, so that a reader never sees half a
-// file; keys are created with their final mode and so are never readable by
-// others, not even briefly.
-func writeAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*") // created 0600
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // syncDir makes the renames durable.
