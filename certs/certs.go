@@ -404,6 +404,9 @@ func (p *Pair) WriteFiles(certPath, keyPath string) error {
 	return nil
 }
 
+// WriteFileAtomic replaces path with data, so that a reader never sees half a
+// file; the file is created with its final mode, so a key is never readable
+// by others, not even briefly.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*") // created 0600
 	if err != nil {
