@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		return err
 	}
 	log.Info().Str("state", store.Path()).Time("start_time", start).Bool("dry_run", cfg.DryRun).Msg("state loaded")
-	exporter, err := chooseExport(ctx, cfg.ExportMode, events, log)
+	exporter, err := chooseExport(ctx, cfg.ExportMode, cfg.Teleport.Addr, events, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while probing: nothing was started
@@ -332,10 +332,11 @@ func typesSet(list []string) map[string]bool {
 }
 
 // chooseExport decides between the export API and search: --export-mode
-// search or export forces one; auto probes the export API once and falls
-// back to search when Teleport answers NotImplemented (an older server).
-// Nil means search.
-func chooseExport(ctx context.Context, mode string, api API, log zerolog.Logger) (export.Exporter, error) {
+// search forces search without asking; auto probes the export API and falls
+// back to search when Teleport answers NotImplemented (an older server);
+// export probes too, so that a server without the API is refused at start
+// rather than retried for ever. Nil means search.
+func chooseExport(ctx context.Context, mode, addr string, api API, log zerolog.Logger) (export.Exporter, error) {
 	if mode == config.ExportSearch {
 		log.Info().Msg("reading the audit log with search (--export-mode search)")
 		return nil, nil
@@ -347,10 +348,6 @@ func chooseExport(ctx context.Context, mode string, api API, log zerolog.Logger)
 		}
 		return nil, nil
 	}
-	if mode == config.ExportExport {
-		log.Info().Msg("reading the audit log with the export API (--export-mode export)")
-		return ex, nil
-	}
 	var err error
 	for attempt := range 3 {
 		if attempt > 0 {
@@ -361,15 +358,18 @@ func chooseExport(ctx context.Context, mode string, api API, log zerolog.Logger)
 			}
 		}
 		if err = probeExport(ctx, ex); err == nil {
-			log.Info().Msg("reading the audit log with the export API")
+			log.Info().Str("export_mode", mode).Msg("reading the audit log with the export API")
 			return ex, nil
 		}
 		if trace.IsNotImplemented(err) {
+			if mode == config.ExportExport {
+				return nil, fmt.Errorf("--export-mode export: Teleport at %s has no export API (it answered NotImplemented to GetEventExportChunks; Teleport 15.4+ has it); use --export-mode auto or search", addr)
+			}
 			log.Info().Msg("Teleport has no export API; reading the audit log with search")
 			return nil, nil
 		}
 	}
-	return nil, fmt.Errorf("probe Teleport's export API: %w; use --export-mode search or export to skip the probe", err)
+	return nil, fmt.Errorf("probe Teleport's export API at %s (--export-mode %s): %w; use --export-mode search to read with search without the probe", addr, mode, err)
 }
 
 // probeExport lists today's export chunks.

@@ -107,6 +107,15 @@ func TestServerWithoutExportAPIFallsBackToSearch(t *testing.T) {
 	require.LessOrEqual(t, harness.Delivered(t, e.Fluentd, evs, nil), window)
 	require.Equal(t, 1, e.Teleport.Calls("GetEventExportChunks"), "probed once")
 	require.Zero(t, e.Teleport.Calls("ExportUnstructuredEvents"))
+
+	// Forcing the export path on such a server is refused at start, not
+	// retried for ever.
+	e.Storage = filepath.Join(t.TempDir(), "forced")
+	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--export-mode", "export")...)
+	require.NotEqual(t, 0, p.Wait(t, 30*time.Second), harness.Tail(p.Output(), 20))
+	require.Contains(t, p.Output(), "--export-mode export: Teleport at "+e.Teleport.Addr()+" has no export API")
+	require.Contains(t, p.Output(), "use --export-mode auto or search")
+	require.Zero(t, e.Teleport.Calls("ExportUnstructuredEvents"))
 }
 
 func TestSwitchingModesSendsNothingAgain(t *testing.T) {
