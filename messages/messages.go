@@ -93,10 +93,12 @@ type Drained struct{}
 // CaughtUp is sent to the root, with --exit-on-last-event, by each child
 // that finishes (Name is the child's name) once everything it knows of up
 // to now is delivered and checkpointed. The poller also sends it to its taps,
-// which finish after it.
+// which finish after it. A non-nil Err makes the daemon exit with it once
+// every child has finished (work left undone that the next start retries).
 type CaughtUp struct {
 	Name   string
 	Events uint64
+	Err    error
 }
 
 // Observe hands an audit event to a tap of the poller (the session manager,

@@ -62,6 +62,8 @@ type Metrics struct {
 	SessionsFinished prometheus.Counter
 	SessionsGivenUp  *prometheus.CounterVec // reason: not_found, failing
 
+	ExportChunksParked prometheus.Gauge
+
 	LocksCreated    prometheus.Counter
 	IdentityReloads *prometheus.CounterVec // result
 	TeleportErrors  *prometheus.CounterVec // method, code
@@ -103,6 +105,7 @@ func New() *Metrics {
 	m.SessionsQueued = f.gauge("sessions_queued", "Session recordings registered and waiting (the in-memory slice of the backlog).")
 	m.SessionsFinished = f.counter("sessions_finished_total", "Session recordings streamed completely.")
 	m.SessionsGivenUp = f.counterVec("sessions_given_up_total", "Session recordings given up, by reason (not_found, failing).", "reason")
+	m.ExportChunksParked = f.gauge("export_chunks_parked", "Export chunks that kept failing and wait to be read again (their events are not delivered yet).")
 
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")

@@ -11,6 +11,11 @@
 // moves on once every chunk of it is done and the day is over; the day and
 // the two before it are listed again every Timeout, for late chunks.
 //
+// A chunk Teleport keeps failing to serve (other than by being unreachable)
+// is parked after maxChunkFailures attempts: recorded as such, left out of
+// its day's completion so that the export goes on, and read again from its
+// cursor every ParkRetry and at every start.
+//
 // Unlike upstream's exporter, --types and --skip-event-types filter here too,
 // and --start-time is honoured to the second. The state lives in its own
 // bucket; on a first start it is seeded from the search path's position, so
@@ -24,6 +29,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -58,6 +64,8 @@ type Deps struct {
 
 	StartTime   time.Time
 	Timeout     time.Duration // wait between polls once caught up
+	ParkRetry   time.Duration // wait before reading parked chunks again
+	Backoff     time.Duration // first wait after a failed call, doubling up to a minute
 	Concurrency int           // chunk readers at once
 	Batch       int           // events per hand-over from a stream
 	Window      int           // events handed out and not checkpointed, per reader
@@ -92,6 +100,11 @@ type roundResult struct {
 
 type roundTick struct{ epoch uint64 }
 
+type parkTick struct{ epoch uint64 }
+
+// DefaultParkRetry is how long a parked chunk waits before it is read again.
+const DefaultParkRetry = 10 * time.Minute
+
 // Walker is the day-walker actor.
 type Walker struct {
 	Deps
@@ -103,6 +116,10 @@ type Walker struct {
 	queue   []chunkRef
 	running map[string]*actor.PID // chunkRef.key -> reader
 	pids    map[string]chunkRef   // reader PID id -> chunk
+	parked  map[string]chunkRef   // chunkRef.key -> chunk waiting for parkTimer
+	retried map[string]bool       // chunkRef.key of parked chunks read again
+
+	parkTimer *time.Timer
 
 	listing   bool
 	cancel    context.CancelFunc
@@ -136,6 +153,12 @@ func New(d Deps) *Walker {
 	if d.Metrics == nil {
 		d.Metrics = metrics.New()
 	}
+	if d.Backoff <= 0 {
+		d.Backoff = 100 * time.Millisecond
+	}
+	if d.ParkRetry <= 0 {
+		d.ParkRetry = DefaultParkRetry
+	}
 	return &Walker{Deps: d}
 }
 
@@ -161,6 +184,13 @@ func (w *Walker) Receive(ctx actor.Context) {
 		}
 	case *chunkDone:
 		w.onChunkDone(ctx, m)
+	case *chunkParked:
+		w.onChunkParked(ctx, m)
+	case *parkTick:
+		if m.epoch == w.epoch {
+			w.parkTimer = nil
+			w.retryParked(ctx)
+		}
 	case *messages.Saved:
 		if m.Epoch == w.epoch && m.Seq > w.savedSeq {
 			w.savedSeq = m.Seq
@@ -174,6 +204,7 @@ func (w *Walker) Receive(ctx actor.Context) {
 	case *messages.Drain:
 		w.draining, w.drainTo = true, ctx.Sender()
 		w.stopTimer()
+		w.stopParkTimer()
 		if w.cancel != nil {
 			w.cancel()
 		}
@@ -186,6 +217,7 @@ func (w *Walker) Receive(ctx actor.Context) {
 	case *actor.Restarting, *actor.Stopping:
 		w.stopping = true
 		w.stopTimer()
+		w.stopParkTimer()
 		if w.cancel != nil {
 			w.cancel()
 		}
@@ -201,7 +233,21 @@ func (w *Walker) start(ctx actor.Context) {
 	}
 	w.st = st
 	w.done, w.running, w.pids = map[string]map[string]bool{}, map[string]*actor.PID{}, map[string]chunkRef{}
+	w.parked, w.retried = map[string]chunkRef{}, map[string]bool{}
 	w.log.Info().Str("day", dayName(st.Day)).Time("since", st.Since).Uint64("acked", st.Acked).Msg("export resumes")
+	parked, err := parkedChunks(w.Store)
+	if err != nil {
+		panic(fmt.Errorf("load parked export chunks: %w", err))
+	}
+	if len(parked) > 0 {
+		// Read them again first: they may have come right since.
+		w.log.Warn().Int("chunks", len(parked)).Msg("reading the export chunks parked by an earlier run again")
+		w.queue = parked
+		for _, ref := range parked {
+			w.retried[ref.key()] = true
+		}
+	}
+	w.Metrics.ExportChunksParked.Set(float64(len(parked)))
 	w.save(ctx)
 	w.round(ctx)
 }
@@ -258,7 +304,7 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 	if r.err != nil {
 		w.Metrics.TeleportErrors.WithLabelValues("GetEventExportChunks", metrics.ErrorKind(r.err)).Inc()
 		w.fails++
-		delay := min(100*time.Millisecond<<min(w.fails-1, 9), time.Minute)
+		delay := backoff(w.Backoff, w.fails)
 		w.log.Error().Err(r.err).Int("failures", w.fails).Dur("retry_in", delay).Msg("listing export chunks failed; retrying")
 		w.schedule(ctx, delay)
 		return
@@ -272,7 +318,8 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 		}
 		for _, c := range r.lists[i] {
 			ref := chunkRef{day: d, chunk: c}
-			if done[c] || w.running[ref.key()] != nil || slices.Contains(w.queue, ref) {
+			_, parked := w.parked[ref.key()]
+			if done[c] || parked || w.running[ref.key()] != nil || slices.Contains(w.queue, ref) {
 				continue
 			}
 			w.queue = append(w.queue, ref)
@@ -280,9 +327,10 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 		}
 	}
 	w.idleRound = found == 0 && len(w.running) == 0
-	if w.idleRound && r.at.After(w.st.IdleAt) {
+	if w.idleRound && len(w.parked) == 0 && r.at.After(w.st.IdleAt) {
 		// Every chunk listed up to r.at is settled: all events before it
-		// are delivered (what search would resume from).
+		// are delivered (what search would resume from). Not while a
+		// chunk is parked: its events are not.
 		w.st.IdleAt = r.at
 		w.save(ctx)
 	}
@@ -312,6 +360,11 @@ func (w *Walker) next(ctx actor.Context) {
 		return
 	}
 	w.schedule(ctx, w.Timeout)
+}
+
+// backoff is the wait after the nth failure in a row.
+func backoff(first time.Duration, n int) time.Duration {
+	return min(first<<min(n-1, 10), time.Minute)
 }
 
 func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {
@@ -370,10 +423,65 @@ func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
 	}
 	w.st.Acked += m.Events
 	w.log.Debug().Str("day", dayName(m.Day)).Str("chunk", m.Chunk).Uint64("events", m.Events).Msg("chunk exported")
+	if w.retried[ref.key()] {
+		delete(w.retried, ref.key())
+		w.Metrics.ExportChunksParked.Dec()
+		w.log.Info().Str("day", dayName(m.Day)).Str("chunk", m.Chunk).Msg("parked chunk exported")
+	}
 	w.idleRound = false
 	w.save(ctx)
 	w.dispatch(ctx)
 	w.next(ctx)
+}
+
+func (w *Walker) onChunkParked(ctx actor.Context, m *chunkParked) {
+	ref := chunkRef{day: m.Day, chunk: m.Chunk}
+	pid := w.running[ref.key()]
+	if pid == nil {
+		return
+	}
+	delete(w.running, ref.key())
+	delete(w.pids, pid.Id)
+	if !w.draining {
+		ctx.Stop(pid)
+	}
+	if w.retried[ref.key()] {
+		delete(w.retried, ref.key())
+	} else {
+		w.Metrics.ExportChunksParked.Inc()
+	}
+	w.parked[ref.key()] = ref
+	w.log.Error().Err(m.Err).Str("day", dayName(m.Day)).Str("chunk", m.Chunk).Int("attempts", m.Attempts).
+		Dur("retry_in", w.ParkRetry).Msg("export chunk parked: its remaining events are read again later; the export goes on without it")
+	if w.parkTimer == nil && !w.draining {
+		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, w.epoch
+		w.parkTimer = time.AfterFunc(w.ParkRetry, func() { root.Send(self, &parkTick{epoch: epoch}) })
+	}
+	w.idleRound = false
+	w.dispatch(ctx)
+	w.next(ctx)
+	w.maybeFinish(ctx)
+}
+
+// retryParked queues the parked chunks again.
+func (w *Walker) retryParked(ctx actor.Context) {
+	if w.draining || w.finished {
+		return
+	}
+	for key, ref := range w.parked {
+		w.queue = append(w.queue, ref)
+		w.retried[key] = true
+		delete(w.parked, key)
+	}
+	w.idleRound = false
+	w.dispatch(ctx)
+}
+
+func (w *Walker) stopParkTimer() {
+	if w.parkTimer != nil {
+		w.parkTimer.Stop()
+		w.parkTimer = nil
+	}
 }
 
 func (w *Walker) onTerminated(ctx actor.Context, who *actor.PID) {
@@ -414,8 +522,19 @@ func (w *Walker) maybeFinish(ctx actor.Context) {
 	}
 	if w.ExitOnLastEvent && !w.finished && w.idleRound && len(w.running) == 0 && len(w.queue) == 0 && !w.listing {
 		w.finished = true
+		w.stopParkTimer()
 		w.log.Info().Uint64("acked", w.st.Acked).Msg("caught up with the audit log")
-		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Events: w.st.Acked})
+		var err error
+		if len(w.parked) > 0 {
+			names := make([]string, 0, len(w.parked))
+			for key := range w.parked {
+				names = append(names, key)
+			}
+			slices.Sort(names)
+			err = fmt.Errorf("export: %d chunk(s) could not be read and are parked, to be read again at the next start: %s",
+				len(names), strings.Join(names, ", "))
+		}
+		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Events: w.st.Acked, Err: err})
 		for _, tap := range w.Taps {
 			ctx.Send(tap.PID, &messages.CaughtUp{Name: Name, Events: w.st.Acked})
 		}

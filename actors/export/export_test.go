@@ -12,6 +12,7 @@ import (
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/internalutils/stream"
 	"github.com/gravitational/trace"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -24,6 +25,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -39,10 +41,19 @@ type fakeAPI struct {
 	days      map[string]map[string][]*auditlogpb.EventUnstructured
 	failAfter int
 	lists     int
+	// broken chunks serve their events up to index stopAt, then fail with
+	// BadParameter, this many more times.
+	broken map[string]int
+	stopAt int
+	reads  map[string]int
+	// unavailable fails this many more export streams at once with a
+	// connection problem.
+	unavailable int
 }
 
 func newAPI() *fakeAPI {
-	return &fakeAPI{days: map[string]map[string][]*auditlogpb.EventUnstructured{}, failAfter: -1}
+	return &fakeAPI{days: map[string]map[string][]*auditlogpb.EventUnstructured{}, failAfter: -1,
+		broken: map[string]int{}, reads: map[string]int{}}
 }
 
 func event(id, typ string, t time.Time) *auditlogpb.EventUnstructured {
@@ -96,9 +107,26 @@ func (f *fakeAPI) ExportUnstructuredEvents(_ context.Context, req *auditlogpb.Ex
 	if req.Cursor != "" {
 		from, _ = strconv.Atoi(req.Cursor)
 	}
+	f.reads[req.Chunk]++
+	if f.unavailable > 0 {
+		f.unavailable--
+		return stream.Fail[*auditlogpb.ExportEventUnstructured](trace.ConnectionProblem(nil, "injected: unavailable"))
+	}
 	var out []*auditlogpb.ExportEventUnstructured
 	for i := from; i < len(evs); i++ {
 		out = append(out, &auditlogpb.ExportEventUnstructured{Event: evs[i], Cursor: strconv.Itoa(i + 1)})
+	}
+	if f.broken[req.Chunk] > 0 {
+		f.broken[req.Chunk]--
+		items := out[:max(min(f.stopAt-from, len(out)), 0)]
+		i := -1
+		return stream.Func(func() (*auditlogpb.ExportEventUnstructured, error) {
+			i++
+			if i < len(items) {
+				return items[i], nil
+			}
+			return nil, trace.BadParameter("injected: cannot read chunk %s at %d", req.Chunk, f.stopAt)
+		})
 	}
 	if f.failAfter >= 0 && f.failAfter < len(out) {
 		out = out[:f.failAfter]
@@ -165,7 +193,7 @@ func newRun(t *testing.T, api *fakeAPI, start time.Time) *run {
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
 	return &run{store: store, api: api, pool: &fakePool{got: map[string]int{}, answer: -1}, deps: export.Deps{
-		URL: "https://fluentd.test/test.log", StartTime: start, Timeout: 20 * time.Millisecond,
+		URL: "https://fluentd.test/test.log", StartTime: start, Timeout: 20 * time.Millisecond, Backoff: time.Millisecond,
 		Concurrency: 3, Batch: 7, Window: 10, ExitOnLastEvent: true, Log: zerolog.Nop(),
 	}}
 }
@@ -173,6 +201,15 @@ func newRun(t *testing.T, api *fakeAPI, start time.Time) *run {
 // start runs the tree until the walker reports CaughtUp (finished) or the
 // timeout passes, then stops it.
 func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
+	t.Helper()
+	finished, err := r.startUntil(t, timeout, nil)
+	require.NoError(t, err)
+	return finished
+}
+
+// startUntil runs the tree until the walker reports CaughtUp, until returns
+// true or the timeout passes, and returns the run's error.
+func (r *run) startUntil(t *testing.T, timeout time.Duration, until func() bool) (finished bool, err error) {
 	t.Helper()
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
@@ -204,9 +241,21 @@ func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	finished, err = root.Await(system, pid, done, ctx.Done(), 10*time.Second)
-	require.NoError(t, err)
-	return finished
+	if until != nil {
+		go func() {
+			defer cancel()
+			tick := time.NewTicker(10 * time.Millisecond)
+			defer tick.Stop()
+			for !until() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+	return root.Await(system, pid, done, ctx.Done(), 10*time.Second)
 }
 
 func today() time.Time { return time.Now().UTC().Truncate(24 * time.Hour) }
@@ -378,3 +427,102 @@ func TestSeededFromTheSearchPathNeverResendsADay(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, "b-0009", pos.LastID)
 }
+
+func (p *fakePool) count(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.got[id]
+}
+
+// A chunk Teleport cannot serve is parked: the export goes on without it
+// (other chunks and days), the run ends with an error naming it, and the
+// next start reads it again from its cursor.
+func TestFailingChunkIsParkedAndReadAgainAtTheNextStart(t *testing.T) {
+	api := newAPI()
+	start := today().AddDate(0, 0, -2)
+	a := api.addChunk("a", "a", 30, start.Add(time.Hour))
+	b := api.addChunk("b", "b", 30, start.Add(2*time.Hour))
+	c := api.addChunk("c", "c", 30, start.AddDate(0, 0, 1).Add(time.Hour))
+	api.broken["b"], api.stopAt = 1000, 5
+	r := newRun(t, api, start)
+	r.deps.Metrics = metrics.New()
+	r.deps.ParkRetry = time.Hour
+	finished, err := r.startUntil(t, 30*time.Second, nil)
+	require.True(t, finished, "did not finish")
+	require.ErrorContains(t, err, "1 chunk(s) could not be read and are parked")
+	require.ErrorContains(t, err, dayName(start)+"/b")
+	require.Equal(t, 10, api.reads["b"], "parked after 10 failures in a row")
+	for _, id := range append(a, c...) {
+		require.Equal(t, 1, r.pool.got[id], id)
+	}
+	for i, id := range b {
+		require.Equal(t, map[bool]int{true: 1, false: 0}[i < 5], r.pool.got[id], id)
+	}
+	require.EqualValues(t, 1, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
+	// The walker moved on past the parked chunk's day, and search would not
+	// be seeded past the parked chunk.
+	seed, ok, err := export.SearchSeed(r.store)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.False(t, seed.WindowStart.After(today()), "seeded past a parked chunk")
+
+	// Teleport serves it again: the next start reads it from its cursor.
+	delete(api.broken, "b")
+	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	r.deps.Metrics = metrics.New()
+	require.True(t, r.start(t, 20*time.Second))
+	want := map[string]int{}
+	for _, id := range b[5:] {
+		want[id] = 1
+	}
+	require.Equal(t, want, r.pool.got)
+	require.Zero(t, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
+	require.NoError(t, r.store.Scan(export.Bucket, "", 0, func(k string, _ []byte) bool {
+		require.NotContains(t, k, "parked/")
+		return true
+	}))
+}
+
+// While the daemon runs, a parked chunk is read again every ParkRetry.
+func TestParkedChunkIsRetriedWhileRunning(t *testing.T) {
+	api := newAPI()
+	start := today().AddDate(0, 0, -1)
+	a := api.addChunk("a", "a", 30, start.Add(time.Hour))
+	b := api.addChunk("b", "b", 30, start.Add(2*time.Hour))
+	api.broken["b"], api.stopAt = 12, 5 // parked once, then 2 more failures
+	r := newRun(t, api, start)
+	r.deps.Metrics = metrics.New()
+	r.deps.ExitOnLastEvent = false
+	r.deps.ParkRetry = 50 * time.Millisecond
+	all := func() bool {
+		for _, id := range append(a, b...) {
+			if r.pool.count(id) == 0 {
+				return false
+			}
+		}
+		return testutil.ToFloat64(r.deps.Metrics.ExportChunksParked) == 0
+	}
+	_, err := r.startUntil(t, 30*time.Second, all)
+	require.NoError(t, err)
+	require.True(t, all(), "the parked chunk was not read again")
+	require.Equal(t, 13, api.reads["b"])
+	for _, id := range append(a, b...) {
+		require.Equal(t, 1, r.pool.got[id], id)
+	}
+}
+
+// Connection problems never park a chunk.
+func TestConnectionProblemsNeverParkAChunk(t *testing.T) {
+	api := newAPI()
+	start := today().AddDate(0, 0, -1)
+	ids := api.addChunk("a", "a", 30, start.Add(time.Hour))
+	api.unavailable = 12
+	r := newRun(t, api, start)
+	r.deps.Metrics = metrics.New()
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Zero(t, api.unavailable)
+	require.Len(t, r.pool.got, len(ids))
+	require.Zero(t, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
+}
+
+func dayName(d time.Time) string { return d.UTC().Format(time.DateOnly) }

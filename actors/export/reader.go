@@ -10,6 +10,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/gravitational/trace"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -27,6 +28,21 @@ type chunkDone struct {
 	Chunk  string
 	Events uint64
 }
+
+// chunkParked tells the walker that reading a chunk kept failing: what was
+// read of it is settled and its cursor saved, and it is recorded as parked,
+// to be retried later.
+type chunkParked struct {
+	Day      time.Time
+	Chunk    string
+	Err      error
+	Attempts int
+}
+
+// maxChunkFailures is how many times in a row a chunk may fail with an error
+// other than a connection problem before it is parked, so that one chunk
+// Teleport cannot serve does not hold up its day and every day after it.
+const maxChunkFailures = 10
 
 // batch is what the stream goroutine hands the reader.
 type batch struct {
@@ -49,7 +65,7 @@ type ritem struct {
 	sending bool
 	taps    uint64
 	done    bool
-	end     bool
+	end     bool // the last item of the chunk, or of this attempt when parked
 }
 
 func (it *ritem) settle() { it.done = !it.sending && it.taps == 0 }
@@ -80,6 +96,7 @@ type reader struct {
 	acked    uint64
 	ackCur   string
 	endSeq   uint64
+	parkErr  error // set when the chunk is being parked
 	reported bool
 
 	sub      *eventstream.Subscription
@@ -262,9 +279,19 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 	case b.err != nil:
 		r.streaming = false
 		r.cancel = nil
+		if len(b.events) > 0 {
+			r.fails = 0 // it moved on since the last failure
+		}
 		r.fails++
 		r.Metrics.TeleportErrors.WithLabelValues("ExportUnstructuredEvents", metrics.ErrorKind(b.err)).Inc()
-		delay := min(100*time.Millisecond<<min(r.fails-1, 9), time.Minute)
+		if r.fails >= maxChunkFailures && !transient(b.err) {
+			r.log.Error().Err(b.err).Int("failures", r.fails).Str("cursor", r.readCursor).
+				Msg("exporting a chunk keeps failing; parking it to retry later, from its cursor, while the other chunks go on")
+			r.parkErr = b.err
+			r.buffer = append(r.buffer, &ritem{done: true, end: true, cursor: r.readCursor})
+			break
+		}
+		delay := backoff(r.Backoff, r.fails)
 		r.log.Error().Err(b.err).Int("failures", r.fails).Dur("retry_in", delay).Msg("exporting a chunk failed; resuming")
 		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
 		r.timer = time.AfterFunc(delay, func() { root.Send(self, &reopenTick{epoch: epoch}) })
@@ -331,8 +358,18 @@ func (r *reader) pump(ctx actor.Context) {
 	}
 	if r.endSeq != 0 && r.persist >= r.endSeq && !r.reported {
 		r.reported = true
-		ctx.Send(ctx.Parent(), &chunkDone{Day: r.day, Chunk: r.chunk, Events: r.acked})
+		if r.parkErr != nil {
+			ctx.Send(ctx.Parent(), &chunkParked{Day: r.day, Chunk: r.chunk, Err: r.parkErr, Attempts: r.fails})
+		} else {
+			ctx.Send(ctx.Parent(), &chunkDone{Day: r.day, Chunk: r.chunk, Events: r.acked})
+		}
 	}
+}
+
+// transient errors are retried for as long as they last: Teleport is
+// unreachable, overloaded or slow, which says nothing about the chunk.
+func transient(err error) bool {
+	return trace.IsConnectionProblem(err) || trace.IsLimitExceeded(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (r *reader) delivery(ctx actor.Context, it *ritem) *messages.Delivery {
@@ -383,12 +420,19 @@ func (r *reader) advance(ctx actor.Context) {
 		return
 	}
 	var writes []persistence.Write
-	if end {
+	switch {
+	case end && r.parkErr != nil:
+		writes = []persistence.Write{
+			jsonWrite(chunkKey(r.day, r.chunk), chunkState{Cursor: r.ackCur, Acked: r.acked}),
+			jsonWrite(parkedKey(r.day, r.chunk), parkedState{Error: r.parkErr.Error(), Attempts: r.fails, At: r.Now()}),
+		}
+	case end:
 		writes = []persistence.Write{
 			{Bucket: Bucket, Key: chunkKey(r.day, r.chunk), Delete: true},
+			{Bucket: Bucket, Key: parkedKey(r.day, r.chunk), Delete: true},
 			jsonWrite(doneKey(r.day, r.chunk), doneState{Events: r.acked}),
 		}
-	} else {
+	default:
 		writes = []persistence.Write{jsonWrite(chunkKey(r.day, r.chunk), chunkState{Cursor: r.ackCur, Acked: r.acked})}
 	}
 	ctx.Send(r.Checkpoint, &messages.Save{Key: "export/" + dayName(r.day) + "/" + r.chunk, Epoch: r.epoch, Seq: r.ackedSeq,

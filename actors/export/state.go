@@ -14,6 +14,8 @@ import (
 //
 //	chunk/<day>/<chunk>  chunkState: the cursor after the last event settled
 //	done/<day>/<chunk>   doneState: the chunk is fully settled
+//	parked/<day>/<chunk> parkedState: reading the chunk kept failing; it is
+//	                     retried later, from its cursor
 //	walker               walkerState: the day being walked and the start
 const Bucket = "export"
 
@@ -44,6 +46,12 @@ type doneState struct {
 	Events uint64 `json:"events"`
 }
 
+type parkedState struct {
+	Error    string    `json:"error"`
+	Attempts int       `json:"attempts"`
+	At       time.Time `json:"at"`
+}
+
 func dayOf(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
@@ -56,6 +64,10 @@ func chunkKey(day time.Time, chunk string) string { return "chunk/" + dayName(da
 func donePrefix(day time.Time) string { return "done/" + dayName(day) + "/" }
 
 func doneKey(day time.Time, chunk string) string { return donePrefix(day) + chunk }
+
+const parkedPrefix = "parked/"
+
+func parkedKey(day time.Time, chunk string) string { return parkedPrefix + dayName(day) + "/" + chunk }
 
 func jsonWrite(key string, v any) persistence.Write {
 	raw, err := json.Marshal(v)
@@ -87,6 +99,30 @@ func doneChunks(s *persistence.Store, day time.Time) (map[string]bool, error) {
 		out[strings.TrimPrefix(key, prefix)] = true
 		return true
 	})
+	return out, err
+}
+
+// parkedChunks lists the chunks set aside after repeated failures.
+func parkedChunks(s *persistence.Store) ([]chunkRef, error) {
+	var out []chunkRef
+	var bad error
+	err := s.Scan(Bucket, "parked", 0, func(key string, _ []byte) bool {
+		rest, ok := strings.CutPrefix(key, parkedPrefix)
+		if !ok {
+			return false // past the parked keys
+		}
+		name, chunk, _ := strings.Cut(rest, "/")
+		day, err := time.Parse(time.DateOnly, name)
+		if err != nil {
+			bad = &persistence.CorruptError{Path: s.Path(), Err: fmt.Errorf("%s/%s: %w", Bucket, key, err)}
+			return false
+		}
+		out = append(out, chunkRef{day: day, chunk: chunk})
+		return true
+	})
+	if err == nil {
+		err = bad
+	}
 	return out, err
 }
 
