@@ -119,7 +119,7 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.latencyEvents, "latency-events", 10_000, "audit events of the backlog's tail read in the latency runs (with their recordings)")
 	flag.IntVar(&o.capacityLimit, "capacity-events", 0, "events the load generator sends per capacity run (0: as many as the daemon)")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "leave out the latency runs")
-	flag.StringVar(&runs, "runs", "capacity,single,single-page20,capacity-batch,batch,latency,latency-batch", "the runs to make, comma-separated")
+	flag.StringVar(&runs, "runs", "capacity,single,single-page20,export,capacity-batch,batch,export-batch,latency,latency-batch", "the runs to make, comma-separated")
 	flag.IntVar(&o.page, "page", 500, "--batch (events per page read from Teleport) of the daemon runs, unless a run says otherwise; 500 is Teleport's own default page")
 	flag.BoolVar(&o.memory, "memory", false, "the memory run: 1,000,000 audit events, 1,000 recordings queued at once (sizes can be changed with -audit, -recordings, -sessions)")
 	flag.BoolVar(&quick, "quick", false, "small sizes for a quick check: 20,000 audit events, 200 recordings, 5,000 session events, 2,000 in the latency runs")
@@ -430,7 +430,7 @@ func orchestrate(o *options) error {
 	auditAll, sessionAll := totals(audit, recs, o.plan.Start)
 	rep.Plan = fmt.Sprintf("%d audit events, %d recordings with %d session events (%d events in all)", auditAll, len(recs), sessionAll, auditAll+sessionAll)
 	step("backlog: %s", rep.Plan)
-	rep.Daemon = fmt.Sprintf("teleport-event-handler start --teleport-addr <test server> --teleport-identity <file> --fluentd-url <receiver>/test.log --fluentd-session-url <receiver>/session --fluentd-ca/cert/key <files> --storage <fresh dir> --start-time <first event> --fluentd-max-connections %d --skip-session-types '' --metrics-addr <port> --exit-on-last-event --batch %d %s",
+	rep.Daemon = fmt.Sprintf("teleport-event-handler start --teleport-addr <test server> --teleport-identity <file> --fluentd-url <receiver>/test.log --fluentd-session-url <receiver>/session --fluentd-ca/cert/key <files> --storage <fresh dir> --start-time <first event> --fluentd-max-connections %d --skip-session-types '' --metrics-addr <port> --exit-on-last-event --batch %d --export-mode search (export API runs: --export-mode export) %s",
 		o.conns, o.page, strings.Join(o.extra, " "))
 
 	began := time.Now()
@@ -492,6 +492,15 @@ func orchestrate(o *options) error {
 		r.setBaseline("receiver capacity, 1 event per POST", capSingle.Rate)
 		rep.Results = append(rep.Results, r)
 	}
+	exportFlags := []string{"--export-mode", "export"}
+	if o.runs["export"] {
+		r, err := runDaemon(o, "daemon, export API, 1 event per POST", tp, o.plan.Start, total, exportFlags, 0, 0, time.Time{})
+		if err != nil {
+			return err
+		}
+		r.setBaseline("receiver capacity, 1 event per POST", capSingle.Rate)
+		rep.Results = append(rep.Results, r)
+	}
 	if o.runs["capacity-batch"] {
 		if capBatch, err = runCapacity(o, lg, fmt.Sprintf("receiver capacity, arrays of %d, %d connections", o.batch, o.conns), o.batch, limit); err != nil {
 			return err
@@ -500,6 +509,14 @@ func orchestrate(o *options) error {
 	}
 	if o.runs["batch"] {
 		r, err := runDaemon(o, fmt.Sprintf("daemon, --fluentd-batch %d", o.batch), tp, o.plan.Start, total, batchFlags, 0, 0, time.Time{})
+		if err != nil {
+			return err
+		}
+		r.setBaseline(fmt.Sprintf("receiver capacity, arrays of %d", o.batch), capBatch.Rate)
+		rep.Results = append(rep.Results, r)
+	}
+	if o.runs["export-batch"] {
+		r, err := runDaemon(o, fmt.Sprintf("daemon, export API, --fluentd-batch %d", o.batch), tp, o.plan.Start, total, append(slices.Clone(exportFlags), batchFlags...), 0, 0, time.Time{})
 		if err != nil {
 			return err
 		}
@@ -657,6 +674,11 @@ func runDaemon(o *options, name string, tp *child, from time.Time, expected int,
 	}
 	if !slices.Contains(flags, "--batch") && !slices.Contains(o.extra, "--batch") {
 		args = append(args, "--batch", strconv.Itoa(o.page))
+	}
+	if !slices.Contains(flags, "--export-mode") && !slices.Contains(o.extra, "--export-mode") {
+		// The test server offers both APIs: runs read with search unless
+		// they say otherwise.
+		args = append(args, "--export-mode", "search")
 	}
 	args = append(append(args, flags...), o.extra...)
 	logf, err := os.Create(filepath.Join(dir, "daemon.log"))

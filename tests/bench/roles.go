@@ -59,7 +59,8 @@ func runTeleport(pkiDir string, p plan) error {
 	if err != nil {
 		return err
 	}
-	srv, err := teleportsrv.Start(teleportsrv.Config{TLS: cfg})
+	// Both audit log APIs: each daemon run picks one with --export-mode.
+	srv, err := teleportsrv.Start(teleportsrv.Config{TLS: cfg, Export: true})
 	if err != nil {
 		return err
 	}
