@@ -59,8 +59,8 @@ type Delivered struct {
 }
 
 // PoolStarted is published on the actor system's event stream each time the
-// Fluentd pool (re)starts: deliveries that were queued in a previous
-// incarnation are gone and must be sent again.
+// Fluentd pool restarts (not when it first starts): deliveries that were
+// queued in the previous incarnation are gone and must be sent again.
 type PoolStarted struct {
 	PID *actor.PID
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -145,6 +146,7 @@ type Pool struct {
 	// stopping is set once the pool itself stops or restarts, when its
 	// connections terminating is expected rather than a failure.
 	stopping bool
+	starts   *atomic.Int64 // shared by the incarnations of one Props
 }
 
 // Props returns the pool's props.
@@ -159,13 +161,19 @@ func Props(deps Deps, opts ...actor.PropsOption) *actor.Props {
 	if deps.MaxBatchBytes <= 0 {
 		deps.MaxBatchBytes = DefaultMaxBatchBytes
 	}
+	// Incarnations of this pool: only a restart loses deliveries. On the
+	// first start nothing is lost, and announcing it would make requesters
+	// that subscribed before the pool ran its Started send everything they
+	// had in flight twice.
+	starts := new(atomic.Int64)
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Pool{deps: deps, conns: map[string]*connState{}, groups: map[string]*group{}}
+		return &Pool{deps: deps, conns: map[string]*connState{}, groups: map[string]*group{}, starts: starts}
 	}, opts...)
 }
 
 // Receive implements actor.Actor.
 func (p *Pool) Receive(ctx actor.Context) {
+	faults.Inject("pool", ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.epoch = rand.Uint64()
@@ -177,8 +185,10 @@ func (p *Pool) Receive(ctx actor.Context) {
 				panic(fmt.Errorf("spawn connection %d: %w", i, err))
 			}
 		}
-		// Deliveries queued by a previous incarnation died with it.
-		ctx.ActorSystem().EventStream.Publish(&messages.PoolStarted{PID: ctx.Self()})
+		if p.starts.Add(1) > 1 {
+			// Deliveries queued by the previous incarnation died with it.
+			ctx.ActorSystem().EventStream.Publish(&messages.PoolStarted{PID: ctx.Self()})
+		}
 	case *messages.Delivery:
 		p.order++
 		p.enqueue(queued{d: m, order: p.order, at: time.Now()}, false)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -151,4 +153,57 @@ func TestCheckTellsFatalFromTransient(t *testing.T) {
 	err = fluentd.Check(ctx, f.rcv.URL(), cfg)
 	require.True(t, errors.As(err, &unreachable), "%v", err)
 	f.rcv.Up()
+}
+
+// The pool announces PoolStarted on a restart, when deliveries queued in it
+// are lost, and not on its first start: a requester that subscribed before
+// the pool ran its Started would otherwise send everything in flight twice.
+func TestPoolStartedOnlyOnRestart(t *testing.T) {
+	f := newFixture(t)
+	t.Cleanup(faults.Reset)
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	var announced atomic.Int32
+	sub := system.EventStream.Subscribe(func(evt any) {
+		if _, ok := evt.(*messages.PoolStarted); ok {
+			announced.Add(1)
+		}
+	})
+	defer system.EventStream.Unsubscribe(sub)
+	replies := make(chan *messages.Delivered, 4)
+	requester := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if d, ok := ctx.Message().(*messages.Delivered); ok {
+			replies <- d
+		}
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pool := system.Root.Spawn(fluentd.Props(fluentd.Deps{
+		Client: f.client(t, 2), DeadLetters: f.dl, MaxConnections: 2, Ctx: ctx, Log: zerolog.Nop(),
+	}))
+	send := func(seq uint64) {
+		system.Root.Send(pool, &messages.Delivery{Seq: seq, URL: f.rcv.URL() + "/test.log",
+			Body: fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec"}`, seq), EventID: fmt.Sprintf("ev-%d", seq), ReplyTo: requester})
+	}
+	wait := func(seq uint64) {
+		t.Helper()
+		select {
+		case d := <-replies:
+			require.Equal(t, seq, d.Seq)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delivery %d not settled", seq)
+		}
+	}
+	send(1)
+	wait(1)
+	require.Zero(t, announced.Load(), "announced on its first start")
+
+	faults.Arm("pool", 1)
+	send(2) // lost with the failed incarnation: requesters resend on PoolStarted
+	require.Eventually(t, func() bool { return announced.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, 1, faults.Injected("pool"))
+	send(3)
+	wait(3)
+	require.EqualValues(t, 1, announced.Load())
+	_ = system.Root.StopFuture(pool).Wait()
 }
