@@ -74,7 +74,7 @@ func TestActorPanics(t *testing.T) {
 			UserMetadata: apievents.UserMetadata{User: "mallory"}, Status: apievents.Status{Success: false},
 		}))
 	}
-	armed := map[string]int{"poller": 4, "connection": 6, "player": 20, "sessions": 3, "checkpoint": 4, "lockpolicy": 2}
+	armed := map[string]int{"poller": 4, "pool": 2, "connection": 6, "player": 20, "sessions": 3, "checkpoint": 4, "lockpolicy": 2}
 	var spec []string
 	total := 0
 	for k, n := range armed {
