@@ -405,11 +405,12 @@ func (w *Walker) dispatch(ctx actor.Context) {
 	}
 }
 
-func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
-	ref := chunkRef{day: m.Day, chunk: m.Chunk}
+// release forgets the reader of ref, which has reported its end, and stops
+// it; false when no reader runs it.
+func (w *Walker) release(ctx actor.Context, ref chunkRef) bool {
 	pid := w.running[ref.key()]
 	if pid == nil {
-		return
+		return false
 	}
 	delete(w.running, ref.key())
 	delete(w.pids, pid.Id)
@@ -417,6 +418,14 @@ func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
 		// While draining the reader still owes its answer to Drain; it
 		// stops with the walker.
 		ctx.Stop(pid)
+	}
+	return true
+}
+
+func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
+	ref := chunkRef{day: m.Day, chunk: m.Chunk}
+	if !w.release(ctx, ref) {
+		return
 	}
 	if done, ok := w.done[dayName(m.Day)]; ok {
 		done[m.Chunk] = true
@@ -436,14 +445,8 @@ func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
 
 func (w *Walker) onChunkParked(ctx actor.Context, m *chunkParked) {
 	ref := chunkRef{day: m.Day, chunk: m.Chunk}
-	pid := w.running[ref.key()]
-	if pid == nil {
+	if !w.release(ctx, ref) {
 		return
-	}
-	delete(w.running, ref.key())
-	delete(w.pids, pid.Id)
-	if !w.draining {
-		ctx.Stop(pid)
 	}
 	if w.retried[ref.key()] {
 		delete(w.retried, ref.key())
