@@ -62,14 +62,15 @@ type Root struct {
 	pids     map[string]*actor.PID
 	alive    map[string]bool
 
-	stopping  bool
-	drains    int             // Drain requests not yet answered
-	finished  map[string]bool // children that reported CaughtUp
-	caughtErr error           // what they reported left undone
-	stopIdx   int             // children[stopIdx:] are still to be stopped, in reverse
-	result    error
-	timer     *time.Timer
-	reported  bool
+	stopping     bool
+	drains       int             // Drain requests not yet answered
+	finished     map[string]bool // children that reported CaughtUp
+	caughtErr    error           // what they reported left undone
+	caughtEvents uint64          // audit events acknowledged, as the audit reader reported
+	stopIdx      int             // children[stopIdx:] are still to be stopped, in reverse
+	result       error
+	timer        *time.Timer
+	reported     bool
 }
 
 // Props returns the root's props, with spec.Strategy supervising its
@@ -92,12 +93,13 @@ func (r *Root) Receive(ctx actor.Context) {
 	case *messages.CaughtUp:
 		r.finished[m.Name] = true
 		r.caughtErr = errors.Join(r.caughtErr, m.Err)
+		r.caughtEvents = max(r.caughtEvents, m.Events) // only the audit reader counts
 		for _, c := range r.children {
 			if c.Finishes && !r.finished[c.Name] {
 				return
 			}
 		}
-		r.spec.Log.Info().Uint64("events", m.Events).Msg("all events up to now are delivered; exiting (--exit-on-last-event)")
+		r.spec.Log.Info().Uint64("audit_events", r.caughtEvents).Msg("all events up to now are delivered; exiting (--exit-on-last-event)")
 		r.shutdown(ctx, "caught up", r.caughtErr)
 	case *messages.Drained:
 		if r.drains--; r.drains == 0 && r.timer != nil {
