@@ -187,11 +187,16 @@ func TestPoolStartedOnlyOnRestart(t *testing.T) {
 	}
 	wait := func(seq uint64) {
 		t.Helper()
-		select {
-		case d := <-replies:
-			require.Equal(t, seq, d.Seq)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("delivery %d not settled", seq)
+		deadline := time.After(10 * time.Second)
+		for {
+			select {
+			case d := <-replies:
+				if d.Seq == seq {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("delivery %d not settled", seq)
+			}
 		}
 	}
 	send(1)
@@ -199,7 +204,8 @@ func TestPoolStartedOnlyOnRestart(t *testing.T) {
 	require.Zero(t, announced.Load(), "announced on its first start")
 
 	faults.Arm("pool", 1)
-	send(2) // lost with the failed incarnation: requesters resend on PoolStarted
+	send(2) // the pool fails on its next message: this one or a connection's
+	// report; what it held is lost and requesters resend on PoolStarted.
 	require.Eventually(t, func() bool { return announced.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, 1, faults.Injected("pool"))
 	send(3)
