@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -55,20 +56,14 @@ type batch struct {
 
 type reopenTick struct{ epoch uint64 }
 
-// ritem is one event of the chunk (or the end marker) in stream order.
-type ritem struct {
-	seq     uint64
-	cursor  string // resume after this item
-	ev      *auditlogpb.EventUnstructured
-	body    []byte
-	fetched time.Time
-	sending bool
-	taps    uint64
-	done    bool
-	end     bool // the last item of the chunk, or of this attempt when parked
+// chunkPos is where a chunk resumes after an item.
+type chunkPos struct {
+	cursor string
+	end    bool // the last item of the chunk, or of this attempt when parked
 }
 
-func (it *ritem) settle() { it.done = !it.sending && it.taps == 0 }
+// ritem is one event of the chunk, or the end marker, in stream order.
+type ritem = inflight.Item[chunkPos]
 
 // reader streams one chunk to the pool, keeping its own watermark: the
 // chunk's cursor is saved only over settled events.
@@ -88,15 +83,13 @@ type reader struct {
 	fails      int
 	timer      *time.Timer
 
-	buffer   []*ritem
-	inflight []*ritem
-	nextSeq  uint64
+	tr       inflight.Tracker[chunkPos]
 	ackedSeq uint64
-	persist  uint64
 	acked    uint64
 	ackCur   string
-	endSeq   uint64
-	parkErr  error // set when the chunk is being parked
+	ending   bool   // the end marker is queued: the stream is over
+	endSeq   uint64 // the end marker's seq once it is settled
+	parkErr  error  // set when the chunk is being parked
 	reported bool
 
 	sub      *eventstream.Subscription
@@ -118,44 +111,21 @@ func (r *reader) Receive(ctx actor.Context) {
 			r.open(ctx)
 		}
 	case *messages.Delivered:
-		if m.Epoch == r.epoch {
-			if it := r.item(m.Seq); it != nil {
-				it.sending = false
-				it.settle()
-				r.pump(ctx)
-			}
+		if r.tr.Delivered(m) {
+			r.pump(ctx)
 		}
 	case *messages.Observed:
-		if m.Epoch == r.epoch {
-			if it := r.item(m.Seq); it != nil {
-				for i, tap := range r.Taps {
-					if tap.PID.Equal(m.Tap) {
-						it.taps &^= 1 << i
-					}
-				}
-				it.settle()
-				r.pump(ctx)
-			}
+		if r.tr.Observed(m) {
+			r.pump(ctx)
 		}
 	case *messages.Saved:
-		if m.Epoch == r.epoch && m.Seq > r.persist {
-			r.persist = m.Seq
+		if m.Epoch == r.epoch && r.tr.Persisted(m.Seq) {
 			r.pump(ctx)
 		}
 	case *messages.PoolStarted:
-		for _, it := range r.inflight {
-			if it.sending {
-				ctx.Send(r.Pool, r.delivery(ctx, it))
-			}
-		}
+		r.tr.PoolStarted(ctx)
 	case *messages.TapStarted:
-		for i, tap := range r.Taps {
-			if tap.PID.Equal(m.PID) {
-				for _, it := range r.inflight {
-					r.observe(ctx, it, 1<<i)
-				}
-			}
-		}
+		r.tr.TapStarted(ctx, m.PID)
 	case *messages.Drain:
 		r.draining, r.drainTo = true, ctx.Sender()
 		r.stopStream()
@@ -177,7 +147,9 @@ func (r *reader) start(ctx actor.Context) {
 	if _, err := getJSON(r.Store, chunkKey(r.day, r.chunk), &st); err != nil {
 		panic(fmt.Errorf("load chunk %s of %s: %w", r.chunk, dayName(r.day), err))
 	}
-	r.readCursor, r.ackCur, r.acked, r.nextSeq = st.Cursor, st.Cursor, st.Acked, 1
+	r.readCursor, r.ackCur, r.acked = st.Cursor, st.Cursor, st.Acked
+	r.tr = inflight.Tracker[chunkPos]{URL: r.URL, Stream: metrics.Audit, Pool: r.Pool, Taps: r.Taps, Window: r.Window}
+	r.tr.Reset(r.epoch)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	r.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
 		switch evt.(type) {
@@ -191,7 +163,7 @@ func (r *reader) start(ctx actor.Context) {
 // open starts streaming the chunk after readCursor. The goroutine hands
 // over one batch at a time and waits for credit before reading more.
 func (r *reader) open(ctx actor.Context) {
-	if r.streaming || r.draining || r.endSeq != 0 {
+	if r.streaming || r.draining || r.ending {
 		return
 	}
 	r.streaming = true
@@ -253,7 +225,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 			continue
 		}
 		r.readCursor = x.Cursor
-		it := &ritem{cursor: x.Cursor, ev: ev, fetched: b.at}
+		it := &ritem{Pos: chunkPos{cursor: x.Cursor}, Ev: ev, Fetched: b.at}
 		r.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
 		if !r.before(ev) {
 			if r.sends(ev) {
@@ -261,18 +233,13 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 				if err != nil {
 					body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
 				}
-				it.body, it.sending = body, true
+				it.Body, it.Sending = body, true
 			} else {
 				r.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
 			}
-			for i, tap := range r.Taps {
-				if tap.Wants(ev) {
-					it.taps |= 1 << i
-				}
-			}
+			it.Taps = r.tr.TapsFor(ev)
 		}
-		it.settle()
-		r.buffer = append(r.buffer, it)
+		r.tr.Add(it)
 	}
 	r.Metrics.Health.TeleportCall(b.err)
 	switch {
@@ -287,8 +254,8 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 		if r.fails >= maxChunkFailures && !transient(b.err) {
 			r.log.Error().Err(b.err).Int("failures", r.fails).Str("cursor", r.readCursor).
 				Msg("exporting a chunk keeps failing; parking it to retry later, from its cursor, while the other chunks go on")
-			r.parkErr = b.err
-			r.buffer = append(r.buffer, &ritem{done: true, end: true, cursor: r.readCursor})
+			r.parkErr, r.ending = b.err, true
+			r.tr.Add(&ritem{Pos: chunkPos{cursor: r.readCursor, end: true}})
 			break
 		}
 		delay := backoff(r.Backoff, r.fails)
@@ -296,8 +263,8 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
 		r.timer = time.AfterFunc(delay, func() { root.Send(self, &reopenTick{epoch: epoch}) })
 	case b.eof:
-		r.streaming, r.cancel = false, nil
-		r.buffer = append(r.buffer, &ritem{done: true, end: true, cursor: r.readCursor})
+		r.streaming, r.cancel, r.ending = false, nil, true
+		r.tr.Add(&ritem{Pos: chunkPos{cursor: r.readCursor, end: true}})
 	default:
 		r.fails = 0
 	}
@@ -320,43 +287,28 @@ func (r *reader) sends(ev *auditlogpb.EventUnstructured) bool {
 }
 
 func (r *reader) pump(ctx actor.Context) {
-	for !r.draining && len(r.buffer) > 0 && r.nextSeq-1-r.persist < uint64(r.Window) {
-		it := r.buffer[0]
-		r.buffer[0] = nil
-		r.buffer = r.buffer[1:]
-		it.seq = r.nextSeq
-		if it.end {
-			r.endSeq = it.seq
-		}
-		r.nextSeq++
-		r.inflight = append(r.inflight, it)
-		r.observe(ctx, it, ^uint64(0))
-		switch {
-		case !it.sending:
-		case r.DryRun:
-			r.log.Info().Str("event_id", it.ev.Id).Str("event_type", it.ev.Type).Msg("dry run: would send event")
-			it.sending = false
-			it.settle()
-		default:
-			ctx.Send(r.Pool, r.delivery(ctx, it))
-		}
-	}
-	if len(r.buffer) == 0 {
-		r.buffer = nil
-		if r.streaming && !r.draining {
-			select {
-			case r.credit <- struct{}{}:
-			default:
+	if !r.draining {
+		var dryRun func(*ritem)
+		if r.DryRun {
+			dryRun = func(it *ritem) {
+				r.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Msg("dry run: would send event")
 			}
+		}
+		r.tr.HandOut(ctx, dryRun)
+	}
+	if r.tr.Buffered() == 0 && r.streaming && !r.draining {
+		select {
+		case r.credit <- struct{}{}:
+		default:
 		}
 	}
 	r.advance(ctx)
-	settled := len(r.inflight) == 0 && r.persist == r.nextSeq-1
+	settled := r.tr.Settled()
 	if r.draining && settled && r.drainTo != nil {
 		ctx.Send(r.drainTo, &messages.Drained{})
 		r.drainTo = nil
 	}
-	if r.endSeq != 0 && r.persist >= r.endSeq && !r.reported {
+	if r.endSeq != 0 && settled && !r.reported {
 		r.reported = true
 		if r.parkErr != nil {
 			ctx.Send(ctx.Parent(), &chunkParked{Day: r.day, Chunk: r.chunk, Err: r.parkErr, Attempts: r.fails})
@@ -372,53 +324,22 @@ func transient(err error) bool {
 	return trace.IsConnectionProblem(err) || trace.IsLimitExceeded(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
-func (r *reader) delivery(ctx actor.Context, it *ritem) *messages.Delivery {
-	return &messages.Delivery{Epoch: r.epoch, Seq: it.seq, URL: r.URL, Body: it.body,
-		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Audit, ReplyTo: ctx.Self(), Fetched: it.fetched}
-}
-
-func (r *reader) observe(ctx actor.Context, it *ritem, mask uint64) {
-	for i, tap := range r.Taps {
-		if it.taps&mask&(1<<i) != 0 {
-			ctx.Send(tap.PID, &messages.Observe{Epoch: r.epoch, Seq: it.seq, Event: it.ev, ReplyTo: ctx.Self()})
-		}
-	}
-}
-
-func (r *reader) item(seq uint64) *ritem {
-	if len(r.inflight) == 0 || seq < r.inflight[0].seq {
-		return nil
-	}
-	idx := seq - r.inflight[0].seq
-	if idx >= uint64(len(r.inflight)) {
-		return nil
-	}
-	return r.inflight[idx]
-}
-
 // advance moves the chunk's watermark and saves its cursor; past the end
-// marker the chunk is recorded as done instead.
+// marker the chunk is recorded as done (or parked) instead.
 func (r *reader) advance(ctx actor.Context) {
-	moved, end := false, false
-	for len(r.inflight) > 0 && r.inflight[0].done {
-		it := r.inflight[0]
-		r.inflight[0] = nil
-		r.inflight = r.inflight[1:]
-		if it.ev != nil {
+	end := false
+	last := r.tr.Advance(func(it *ritem) {
+		if it.Ev != nil {
 			r.acked++
 		}
-		if it.end {
-			end = true
+		if it.Pos.end {
+			end, r.endSeq = true, it.Seq
 		}
-		r.ackedSeq, r.ackCur = it.seq, it.cursor
-		moved = true
-	}
-	if len(r.inflight) == 0 {
-		r.inflight = nil
-	}
-	if !moved {
+	})
+	if last == nil {
 		return
 	}
+	r.ackedSeq, r.ackCur = last.Seq, last.Pos.cursor
 	var writes []persistence.Write
 	switch {
 	case end && r.parkErr != nil:

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -69,10 +70,7 @@ type Deps struct {
 }
 
 // Tap is an actor that observes some audit events.
-type Tap struct {
-	PID   *actor.PID
-	Wants func(*auditlogpb.EventUnstructured) bool
-}
+type Tap = inflight.Tap
 
 // MinWindow is the least in-flight window WindowFor gives: events wait for
 // a checkpoint transaction (at most every checkpoint.DefaultInterval) after
@@ -111,24 +109,9 @@ type pageResult struct {
 
 type fetchTick struct{ epoch uint64 }
 
-// item is one event (or a window boundary) in order; pos is where the
+// item is one event (or a window boundary) in order; Pos is where the
 // stream resumes once it and everything before it are settled.
-type item struct {
-	seq  uint64
-	pos  persistence.AuditPosition
-	ev   *auditlogpb.EventUnstructured // nil for window markers
-	body []byte                        // nil when the event is not sent
-	real bool                          // counts as an event (not a window marker)
-	// fetched is when the page holding the event arrived.
-	fetched time.Time
-	// sending is set while Fluentd has not settled the event; taps has a
-	// bit for each tap that has not answered Observed.
-	sending bool
-	taps    uint64
-	done    bool
-}
-
-func (it *item) settle() { it.done = !it.sending && it.taps == 0 }
+type item = inflight.Item[persistence.AuditPosition]
 
 // Poller is the actor.
 type Poller struct {
@@ -152,14 +135,12 @@ type Poller struct {
 	stopFetches context.CancelFunc
 	caughtUp    bool
 
-	buffer   []*item // fetched, not handed out
-	inflight []*item // handed out, not yet part of the watermark
+	// tr holds the events fetched and not yet checkpointed.
+	tr inflight.Tracker[persistence.AuditPosition]
 
-	nextSeq   uint64
-	ackedSeq  uint64
-	persisted uint64
-	acked     uint64 // events settled since the first run
-	ackPos    persistence.AuditPosition
+	ackedSeq uint64
+	acked    uint64 // events settled since the first run
+	ackPos   persistence.AuditPosition
 
 	// saving is set while a Save is on its way to the checkpoint writer;
 	// resave says the watermark moved since, so another one follows its
@@ -207,14 +188,13 @@ func (p *Poller) Receive(ctx actor.Context) {
 			p.onPage(ctx, m)
 		}
 	case *messages.Delivered:
-		if m.Epoch == p.epoch {
-			p.onDelivered(ctx, m)
+		if p.tr.Delivered(m) {
+			p.pump(ctx)
 		}
 	case *messages.Saved:
 		if m.Epoch == p.epoch {
 			p.saving = false
-			if m.Seq > p.persisted {
-				p.persisted = m.Seq
+			if p.tr.Persisted(m.Seq) {
 				if m.Seq == p.ackedSeq {
 					p.Metrics.SetAcked(p.ackPos.LastTime)
 				}
@@ -226,13 +206,13 @@ func (p *Poller) Receive(ctx actor.Context) {
 			p.pump(ctx)
 		}
 	case *messages.Observed:
-		if m.Epoch == p.epoch {
-			p.onObserved(ctx, m)
+		if p.tr.Observed(m) {
+			p.pump(ctx)
 		}
 	case *messages.PoolStarted:
 		p.resend(ctx)
 	case *messages.TapStarted:
-		p.reobserve(ctx, m.PID)
+		p.tr.TapStarted(ctx, m.PID)
 	case *messages.Drain:
 		p.draining, p.drainTo = true, ctx.Sender()
 		p.stopTimer()
@@ -254,7 +234,8 @@ func (p *Poller) start(ctx actor.Context) {
 	}
 	p.winStart, p.pageKey, p.skip = pos.WindowStart, pos.Cursor, pos.Offset
 	p.lastID, p.lastTime, p.acked, p.ackPos = pos.LastID, pos.LastTime, pos.Acked, pos
-	p.nextSeq = 1
+	p.tr = inflight.Tracker[persistence.AuditPosition]{URL: p.URL, Stream: metrics.Audit, Pool: p.Pool, Taps: p.Taps, Window: p.Window}
+	p.tr.Reset(p.epoch)
 	p.log.Info().Time("window_start", pos.WindowStart).Int("offset", pos.Offset).Str("last_id", pos.LastID).
 		Uint64("acked", pos.Acked).Msg("audit stream resumes")
 
@@ -294,7 +275,7 @@ func (p *Poller) stopTimer() {
 // maybeFetch starts the next page request unless one is running, the
 // buffer already holds a page, or a wait is pending.
 func (p *Poller) maybeFetch(ctx actor.Context) {
-	if p.fetching || p.draining || p.timer != nil || p.finished || len(p.buffer) >= p.Batch {
+	if p.fetching || p.draining || p.timer != nil || p.finished || p.tr.Buffered() >= p.Batch {
 		return
 	}
 	if p.caughtUp {
@@ -375,12 +356,11 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		if i < r.req.skip {
 			continue
 		}
-		it := &item{real: true, pos: persistence.AuditPosition{
+		it := &item{Ev: ev, Fetched: fetched, Pos: persistence.AuditPosition{
 			WindowStart: r.req.winStart, Cursor: r.req.key, Offset: i + 1,
 			LastID: ev.Id, LastTime: ev.Time.AsTime(),
 		}}
-		p.lastID, p.lastTime = ev.Id, it.pos.LastTime
-		it.ev, it.fetched = ev, fetched
+		p.lastID, p.lastTime = ev.Id, it.Pos.LastTime
 		p.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
 		if p.Skip[ev.Type] {
 			p.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
@@ -392,15 +372,10 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 			if body == nil {
 				body = encode(ev)
 			}
-			it.body, it.sending = body, true
+			it.Body, it.Sending = body, true
 		}
-		for i, tap := range p.Taps {
-			if tap.Wants(ev) {
-				it.taps |= 1 << i
-			}
-		}
-		it.settle()
-		p.buffer = append(p.buffer, it)
+		it.Taps = p.tr.TapsFor(ev)
+		p.tr.Add(it)
 	}
 	switch {
 	case r.nextKey != "":
@@ -408,7 +383,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 	case !r.req.to.After(r.issuedAt):
 		// The window is in the past and fully read: move to the next.
 		p.winStart, p.pageKey, p.skip = r.req.to, "", 0
-		p.buffer = append(p.buffer, &item{done: true, pos: persistence.AuditPosition{
+		p.tr.Add(&item{Pos: persistence.AuditPosition{
 			WindowStart: p.winStart, LastID: p.lastID, LastTime: p.lastTime,
 		}})
 	default:
@@ -432,114 +407,33 @@ func (p *Poller) schedule(ctx actor.Context, d time.Duration) {
 // pump hands out buffered events within the window, advances the watermark,
 // fetches more and checks whether the stream is done.
 func (p *Poller) pump(ctx actor.Context) {
-	for !p.draining && len(p.buffer) > 0 && p.nextSeq-1-p.persisted < uint64(p.Window) {
-		it := p.buffer[0]
-		p.buffer[0] = nil
-		p.buffer = p.buffer[1:]
-		it.seq = p.nextSeq
-		p.nextSeq++
-		p.inflight = append(p.inflight, it)
-		p.observe(ctx, it, ^uint64(0))
-		switch {
-		case !it.sending:
-		case p.DryRun:
-			p.log.Info().Str("event_id", it.ev.Id).Str("event_type", it.ev.Type).Time("time", it.pos.LastTime).
-				Msg("dry run: would send event")
-			it.sending = false
-			it.settle()
-		default:
-			ctx.Send(p.Pool, p.delivery(ctx, it))
+	if !p.draining {
+		var dryRun func(*item)
+		if p.DryRun {
+			dryRun = func(it *item) {
+				p.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Time("time", it.Pos.LastTime).
+					Msg("dry run: would send event")
+			}
 		}
-	}
-	if len(p.buffer) == 0 {
-		p.buffer = nil
+		p.tr.HandOut(ctx, dryRun)
 	}
 	p.advance(ctx)
 	p.maybeFetch(ctx)
 	p.maybeFinish(ctx)
 }
 
-func (p *Poller) delivery(ctx actor.Context, it *item) *messages.Delivery {
-	return &messages.Delivery{Epoch: p.epoch, Seq: it.seq, URL: p.URL, Body: it.body,
-		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Audit, ReplyTo: ctx.Self(), Fetched: it.fetched}
-}
-
-// observe sends the item to the taps of mask that still owe an answer.
-func (p *Poller) observe(ctx actor.Context, it *item, mask uint64) {
-	for i, tap := range p.Taps {
-		if it.taps&mask&(1<<i) != 0 {
-			ctx.Send(tap.PID, &messages.Observe{Epoch: p.epoch, Seq: it.seq, Event: it.ev, ReplyTo: ctx.Self()})
-		}
-	}
-}
-
-// inflightItem returns the unsettled item of seq, or nil when it is settled
-// already (an answer to a resend).
-func (p *Poller) inflightItem(seq uint64) *item {
-	if len(p.inflight) == 0 || seq < p.inflight[0].seq {
-		return nil
-	}
-	idx := seq - p.inflight[0].seq
-	if idx >= uint64(len(p.inflight)) {
-		return nil
-	}
-	return p.inflight[idx]
-}
-
-func (p *Poller) onDelivered(ctx actor.Context, m *messages.Delivered) {
-	if it := p.inflightItem(m.Seq); it != nil {
-		it.sending = false
-		it.settle()
-		p.pump(ctx)
-	}
-}
-
-func (p *Poller) onObserved(ctx actor.Context, m *messages.Observed) {
-	it := p.inflightItem(m.Seq)
-	if it == nil {
-		return
-	}
-	for i, tap := range p.Taps {
-		if tap.PID.Equal(m.Tap) {
-			it.taps &^= 1 << i
-		}
-	}
-	it.settle()
-	p.pump(ctx)
-}
-
-// reobserve hands every unanswered event to a tap that restarted.
-func (p *Poller) reobserve(ctx actor.Context, pid *actor.PID) {
-	for i, tap := range p.Taps {
-		if !tap.PID.Equal(pid) {
-			continue
-		}
-		for _, it := range p.inflight {
-			p.observe(ctx, it, 1<<i)
-		}
-	}
-}
-
 // advance moves the watermark over the settled prefix and asks for a
 // checkpoint when it moved.
 func (p *Poller) advance(ctx actor.Context) {
-	moved := false
-	for len(p.inflight) > 0 && p.inflight[0].done {
-		it := p.inflight[0]
-		p.inflight[0] = nil
-		p.inflight = p.inflight[1:]
-		if it.real {
+	last := p.tr.Advance(func(it *item) {
+		if it.Ev != nil {
 			p.acked++
 		}
-		p.ackedSeq, p.ackPos = it.seq, it.pos
-		moved = true
-	}
-	if len(p.inflight) == 0 {
-		p.inflight = nil
-	}
-	if !moved {
+	})
+	if last == nil {
 		return
 	}
+	p.ackedSeq, p.ackPos = last.Seq, last.Pos
 	p.ackPos.Acked = p.acked
 	if p.saving {
 		p.resave = true
@@ -557,25 +451,18 @@ func (p *Poller) save(ctx actor.Context) {
 
 // resend hands every unsettled event to a pool that lost its queue.
 func (p *Poller) resend(ctx actor.Context) {
-	n := 0
-	for _, it := range p.inflight {
-		if it.sending {
-			ctx.Send(p.Pool, p.delivery(ctx, it))
-			n++
-		}
-	}
-	if n > 0 {
+	if n := p.tr.PoolStarted(ctx); n > 0 {
 		p.log.Warn().Int("events", n).Msg("fluentd pool restarted; handing in-flight events to it again")
 	}
 }
 
 func (p *Poller) maybeFinish(ctx actor.Context) {
-	settled := len(p.inflight) == 0 && p.persisted == p.nextSeq-1
+	settled := p.tr.Settled()
 	if p.draining && settled && p.drainTo != nil {
 		ctx.Send(p.drainTo, &messages.Drained{})
 		p.drainTo = nil
 	}
-	if p.ExitOnLastEvent && !p.finished && p.caughtUp && !p.fetching && len(p.buffer) == 0 && settled {
+	if p.ExitOnLastEvent && !p.finished && p.caughtUp && !p.fetching && p.tr.Buffered() == 0 && settled {
 		p.finished = true
 		p.log.Info().Uint64("acked", p.acked).Msg("caught up with the audit log")
 		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Events: p.acked})

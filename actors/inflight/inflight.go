@@ -1,0 +1,213 @@
+// Package inflight keeps the audit events a reader (the poller, an export
+// chunk reader) has read and not yet checkpointed. Each event waits for the
+// pool's Delivered, when it is sent, and for the Observed of every tap that
+// wants it; the reader's watermark moves over the contiguous prefix of
+// settled items only, so a crash resends at most what is in flight.
+package inflight
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+
+	"github.com/fdfwd/teleport-event-handler/messages"
+)
+
+// Tap is an actor that observes some audit events (the session manager, the
+// lock policy). At most 64 per reader: each has a bit in Item.Taps.
+type Tap struct {
+	PID   *actor.PID
+	Wants func(*auditlogpb.EventUnstructured) bool
+}
+
+// Item is one event, or a marker without one, in read order. P is where the
+// reader resumes once the item and everything before it are settled.
+type Item[P any] struct {
+	Seq uint64
+	Pos P
+	Ev  *auditlogpb.EventUnstructured // nil for markers
+	// Body is the event's JSON, set with Sending when it goes to Fluentd.
+	Body    []byte
+	Fetched time.Time // when the event arrived from Teleport
+	// Sending is set while the pool has not settled the event; Taps has a
+	// bit for each tap that has not answered Observed.
+	Sending bool
+	Taps    uint64
+}
+
+// Settled is true once nothing is owed for the item.
+func (it *Item[P]) Settled() bool { return !it.Sending && it.Taps == 0 }
+
+// Tracker is one reader's items between reading and checkpointing. It is
+// used from the reader actor only.
+type Tracker[P any] struct {
+	Epoch  uint64 // of the reader's incarnation: answers to older ones are ignored
+	URL    string // where events go
+	Stream string // metrics label of the deliveries
+	Pool   *actor.PID
+	Taps   []Tap
+	// Window is the most items handed out and not yet checkpointed.
+	Window int
+
+	buffer    []*Item[P] // read, not handed out
+	inflight  []*Item[P] // handed out, not yet part of the watermark
+	nextSeq   uint64
+	persisted uint64
+}
+
+// Reset empties the tracker for a new incarnation of its reader.
+func (t *Tracker[P]) Reset(epoch uint64) {
+	t.Epoch, t.buffer, t.inflight, t.nextSeq, t.persisted = epoch, nil, nil, 1, 0
+}
+
+// TapsFor returns the bits of the taps that want ev.
+func (t *Tracker[P]) TapsFor(ev *auditlogpb.EventUnstructured) uint64 {
+	var bits uint64
+	for i, tap := range t.Taps {
+		if tap.Wants(ev) {
+			bits |= 1 << i
+		}
+	}
+	return bits
+}
+
+// Add queues an item read from Teleport.
+func (t *Tracker[P]) Add(it *Item[P]) { t.buffer = append(t.buffer, it) }
+
+// Buffered is the number of items read and not handed out.
+func (t *Tracker[P]) Buffered() int { return len(t.buffer) }
+
+// HandOut moves buffered items into flight while the window allows: each
+// goes to the taps that want it and, when it is to be sent, to the pool, or
+// to dryRun (non-nil with --dry-run), after which it counts as sent.
+func (t *Tracker[P]) HandOut(ctx actor.Context, dryRun func(*Item[P])) {
+	for len(t.buffer) > 0 && t.nextSeq-1-t.persisted < uint64(t.Window) {
+		it := t.buffer[0]
+		t.buffer[0] = nil
+		t.buffer = t.buffer[1:]
+		it.Seq = t.nextSeq
+		t.nextSeq++
+		t.inflight = append(t.inflight, it)
+		t.observe(ctx, it, ^uint64(0))
+		switch {
+		case !it.Sending:
+		case dryRun != nil:
+			dryRun(it)
+			it.Sending = false
+		default:
+			ctx.Send(t.Pool, t.delivery(ctx, it))
+		}
+	}
+	if len(t.buffer) == 0 {
+		t.buffer = nil
+	}
+}
+
+func (t *Tracker[P]) delivery(ctx actor.Context, it *Item[P]) *messages.Delivery {
+	return &messages.Delivery{Epoch: t.Epoch, Seq: it.Seq, URL: t.URL, Body: it.Body,
+		EventID: it.Ev.Id, Type: it.Ev.Type, Stream: t.Stream, ReplyTo: ctx.Self(), Fetched: it.Fetched}
+}
+
+// observe sends the item to the taps of mask that still owe an answer.
+func (t *Tracker[P]) observe(ctx actor.Context, it *Item[P], mask uint64) {
+	for i, tap := range t.Taps {
+		if it.Taps&mask&(1<<i) != 0 {
+			ctx.Send(tap.PID, &messages.Observe{Epoch: t.Epoch, Seq: it.Seq, Event: it.Ev, ReplyTo: ctx.Self()})
+		}
+	}
+}
+
+// item returns the unsettled item of seq, or nil when it is settled already
+// (an answer to a resend) or of another incarnation.
+func (t *Tracker[P]) item(seq uint64) *Item[P] {
+	if len(t.inflight) == 0 || seq < t.inflight[0].Seq {
+		return nil
+	}
+	idx := seq - t.inflight[0].Seq
+	if idx >= uint64(len(t.inflight)) {
+		return nil
+	}
+	return t.inflight[idx]
+}
+
+// Delivered records the pool's answer; false when it changes nothing.
+func (t *Tracker[P]) Delivered(m *messages.Delivered) bool {
+	it := t.item(m.Seq)
+	if m.Epoch != t.Epoch || it == nil {
+		return false
+	}
+	it.Sending = false
+	return true
+}
+
+// Observed records a tap's answer; false when it changes nothing.
+func (t *Tracker[P]) Observed(m *messages.Observed) bool {
+	it := t.item(m.Seq)
+	if m.Epoch != t.Epoch || it == nil {
+		return false
+	}
+	for i, tap := range t.Taps {
+		if tap.PID.Equal(m.Tap) {
+			it.Taps &^= 1 << i
+		}
+	}
+	return true
+}
+
+// TapStarted hands every unanswered item to a tap that restarted.
+func (t *Tracker[P]) TapStarted(ctx actor.Context, pid *actor.PID) {
+	for i, tap := range t.Taps {
+		if tap.PID.Equal(pid) {
+			for _, it := range t.inflight {
+				t.observe(ctx, it, 1<<i)
+			}
+		}
+	}
+}
+
+// PoolStarted hands every unsettled event to a pool that restarted and
+// lost its queue, and returns how many.
+func (t *Tracker[P]) PoolStarted(ctx actor.Context) int {
+	n := 0
+	for _, it := range t.inflight {
+		if it.Sending {
+			ctx.Send(t.Pool, t.delivery(ctx, it))
+			n++
+		}
+	}
+	return n
+}
+
+// Advance takes the settled prefix out of flight and returns its last item
+// (nil when none settled); each is passed to each, in order.
+func (t *Tracker[P]) Advance(each func(*Item[P])) *Item[P] {
+	var last *Item[P]
+	for len(t.inflight) > 0 && t.inflight[0].Settled() {
+		last = t.inflight[0]
+		t.inflight[0] = nil
+		t.inflight = t.inflight[1:]
+		if each != nil {
+			each(last)
+		}
+	}
+	if len(t.inflight) == 0 {
+		t.inflight = nil
+	}
+	return last
+}
+
+// Persisted records that the checkpoint up to item seq is on disk: the
+// window opens by as much. False when it is not newer than the last.
+func (t *Tracker[P]) Persisted(seq uint64) bool {
+	if seq <= t.persisted {
+		return false
+	}
+	t.persisted = seq
+	return true
+}
+
+// Settled is true when every item handed out is settled and checkpointed.
+func (t *Tracker[P]) Settled() bool {
+	return len(t.inflight) == 0 && t.persisted == t.nextSeq-1
+}

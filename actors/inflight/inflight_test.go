@@ -1,0 +1,129 @@
+package inflight
+
+import (
+	"testing"
+
+	"github.com/asynkron/protoactor-go/actor"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/messages"
+)
+
+// fakeCtx records what the tracker sends; the rest of actor.Context is not
+// used by it.
+type fakeCtx struct {
+	actor.Context
+	self *actor.PID
+	sent []any
+}
+
+func (f *fakeCtx) Send(_ *actor.PID, msg any) { f.sent = append(f.sent, msg) }
+func (f *fakeCtx) Self() *actor.PID           { return f.self }
+
+func (f *fakeCtx) take() []any {
+	out := f.sent
+	f.sent = nil
+	return out
+}
+
+var (
+	pool = actor.NewPID("test", "pool")
+	tap  = actor.NewPID("test", "tap")
+)
+
+func newTracker(window int) *Tracker[int] {
+	t := &Tracker[int]{URL: "https://fluentd/test.log", Stream: "audit", Pool: pool, Window: window,
+		Taps: []Tap{{PID: tap, Wants: func(ev *auditlogpb.EventUnstructured) bool { return ev.Type == "session.upload" }}}}
+	t.Reset(7)
+	return t
+}
+
+func add(t *Tracker[int], pos int, typ string, send bool) {
+	ev := &auditlogpb.EventUnstructured{Id: typ + "-" + string(rune('a'+pos)), Type: typ}
+	it := &Item[int]{Pos: pos, Ev: ev, Sending: send, Body: []byte(`{}`)}
+	it.Taps = t.TapsFor(ev)
+	t.Add(it)
+}
+
+func TestWatermarkMovesOverTheSettledPrefixOnly(t *testing.T) {
+	tr, ctx := newTracker(3), &fakeCtx{self: actor.NewPID("test", "reader")}
+	add(tr, 1, "exec", true)
+	add(tr, 2, "session.upload", true)
+	add(tr, 3, "exec", false) // skipped: settled at once
+	add(tr, 4, "exec", true)
+	tr.HandOut(ctx, nil)
+	sent := ctx.take()
+	// Window 3: items 1-3 go out; 2 to the pool and the tap.
+	require.Len(t, sent, 3)
+	require.Equal(t, uint64(1), sent[0].(*messages.Delivery).Seq)
+	require.Equal(t, uint64(2), sent[1].(*messages.Observe).Seq)
+	require.Equal(t, uint64(2), sent[2].(*messages.Delivery).Seq)
+	require.Equal(t, 1, tr.Buffered())
+
+	// 2 is sent but not observed: the watermark stops at 1.
+	require.True(t, tr.Delivered(&messages.Delivered{Epoch: 7, Seq: 2}))
+	require.True(t, tr.Delivered(&messages.Delivered{Epoch: 7, Seq: 1}))
+	last := tr.Advance(nil)
+	require.Equal(t, 1, last.Pos)
+	require.False(t, tr.Delivered(&messages.Delivered{Epoch: 7, Seq: 1}), "settled already")
+	require.False(t, tr.Delivered(&messages.Delivered{Epoch: 6, Seq: 2}), "another incarnation")
+
+	// The tap answers: 2 and 3 settle.
+	require.True(t, tr.Observed(&messages.Observed{Epoch: 7, Seq: 2, Tap: tap}))
+	var seen []int
+	last = tr.Advance(func(it *Item[int]) { seen = append(seen, it.Pos) })
+	require.Equal(t, []int{2, 3}, seen)
+	require.Equal(t, uint64(3), last.Seq)
+	require.Nil(t, tr.Advance(nil))
+
+	// The window opens only as the checkpoint is persisted.
+	tr.HandOut(ctx, nil)
+	require.Empty(t, ctx.take())
+	require.True(t, tr.Persisted(3))
+	require.False(t, tr.Persisted(2))
+	require.True(t, tr.Settled(), "all handed out is checkpointed (4 is still buffered)")
+	tr.HandOut(ctx, nil)
+	require.Len(t, ctx.take(), 1)
+	require.True(t, tr.Delivered(&messages.Delivered{Epoch: 7, Seq: 4}))
+	require.Equal(t, 4, tr.Advance(nil).Pos)
+	require.False(t, tr.Settled(), "not checkpointed yet")
+	tr.Persisted(4)
+	require.True(t, tr.Settled())
+}
+
+func TestRestartsOfThePoolAndTapsGetWhatTheyOwe(t *testing.T) {
+	tr, ctx := newTracker(10), &fakeCtx{self: actor.NewPID("test", "reader")}
+	add(tr, 1, "exec", true)
+	add(tr, 2, "session.upload", true)
+	add(tr, 3, "session.upload", false)
+	tr.HandOut(ctx, nil)
+	ctx.take()
+	require.True(t, tr.Delivered(&messages.Delivered{Epoch: 7, Seq: 1}))
+
+	// Only 2 is still unsent.
+	require.Equal(t, 1, tr.PoolStarted(ctx))
+	sent := ctx.take()
+	require.Len(t, sent, 1)
+	require.Equal(t, uint64(2), sent[0].(*messages.Delivery).Seq)
+
+	// 2 and 3 still owe the tap an answer.
+	tr.TapStarted(ctx, tap)
+	sent = ctx.take()
+	require.Len(t, sent, 2)
+	require.Equal(t, uint64(2), sent[0].(*messages.Observe).Seq)
+	require.Equal(t, uint64(3), sent[1].(*messages.Observe).Seq)
+	tr.TapStarted(ctx, actor.NewPID("test", "other"))
+	require.Empty(t, ctx.take())
+}
+
+func TestDryRunSettlesWithoutThePool(t *testing.T) {
+	tr, ctx := newTracker(10), &fakeCtx{self: actor.NewPID("test", "reader")}
+	add(tr, 1, "exec", true)
+	add(tr, 2, "exec", true)
+	var logged []int
+	tr.HandOut(ctx, func(it *Item[int]) { logged = append(logged, it.Pos) })
+	require.Empty(t, ctx.take())
+	require.Equal(t, []int{1, 2}, logged)
+	require.Equal(t, 2, tr.Advance(nil).Pos)
+}
