@@ -20,6 +20,8 @@ import (
 	"github.com/gravitational/teleport/api/types"
 	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fdfwd/teleport-event-handler/config"
 )
@@ -185,4 +187,19 @@ func (c *Conn) RunRefresh(ctx context.Context, interval time.Duration, log zerol
 			}
 		}
 	}
+}
+
+// Transient is true for errors that say Teleport is unreachable, overloaded
+// or slow rather than anything about the request: callers retry those for as
+// long as they last, and give up on others after a bounded number of tries.
+func Transient(err error) bool {
+	if trace.IsConnectionProblem(err) || trace.IsLimitExceeded(err) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	// Codes trail.FromGRPC leaves unconverted.
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Aborted, codes.Unavailable, codes.ResourceExhausted:
+		return true
+	}
+	return false
 }

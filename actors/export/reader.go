@@ -11,7 +11,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
-	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/teleport"
 )
 
 // chunkDone tells the walker that a reader's chunk is settled and recorded
@@ -251,7 +251,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 		}
 		r.fails++
 		r.Metrics.TeleportErrors.WithLabelValues("ExportUnstructuredEvents", metrics.ErrorKind(b.err)).Inc()
-		if r.fails >= maxChunkFailures && !transient(b.err) {
+		if r.fails >= maxChunkFailures && !teleport.Transient(b.err) {
 			r.log.Error().Err(b.err).Int("failures", r.fails).Str("cursor", r.readCursor).
 				Msg("exporting a chunk keeps failing; parking it to retry later, from its cursor, while the other chunks go on")
 			r.parkErr, r.ending = b.err, true
@@ -316,12 +316,6 @@ func (r *reader) pump(ctx actor.Context) {
 			ctx.Send(ctx.Parent(), &chunkDone{Day: r.day, Chunk: r.chunk, Events: r.acked})
 		}
 	}
-}
-
-// transient errors are retried for as long as they last: Teleport is
-// unreachable, overloaded or slow, which says nothing about the chunk.
-func transient(err error) bool {
-	return trace.IsConnectionProblem(err) || trace.IsLimitExceeded(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // advance moves the chunk's watermark and saves its cursor; past the end

@@ -2,7 +2,6 @@ package sessions
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/teleport"
 )
 
 // outcome is how a player ended.
@@ -336,7 +336,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 			p.end(ctx, gaveUp, err)
 			return
 		}
-	case trace.IsConnectionProblem(err), trace.IsLimitExceeded(err), errors.Is(err, context.DeadlineExceeded):
+	case teleport.Transient(err):
 		// Teleport is unreachable or busy: retry for as long as it takes.
 	default:
 		if p.rec.Failures >= maxFailures {
