@@ -19,12 +19,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/export"
-	"github.com/fdfwd/teleport-event-handler/actors/poller"
-	"github.com/fdfwd/teleport-event-handler/actors/root"
-	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -144,47 +141,11 @@ func (f *fakeAPI) ExportUnstructuredEvents(_ context.Context, req *auditlogpb.Ex
 	return stream.Slice(out)
 }
 
-type fakePool struct {
-	mu     sync.Mutex
-	got    map[string]int
-	answer int
-}
-
-func (p *fakePool) Receive(ctx actor.Context) {
-	if d, ok := ctx.Message().(*messages.Delivery); ok {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		n := 0
-		for _, c := range p.got {
-			n += c
-		}
-		if p.answer >= 0 && n >= p.answer {
-			return
-		}
-		p.got[d.EventID]++
-		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
-	}
-}
-
-type fakeTap struct {
-	mu   sync.Mutex
-	seen map[string]int
-}
-
-func (f *fakeTap) Receive(ctx actor.Context) {
-	if m, ok := ctx.Message().(*messages.Observe); ok {
-		f.mu.Lock()
-		f.seen[m.Event.Id]++
-		f.mu.Unlock()
-		ctx.Send(m.ReplyTo, &messages.Observed{Epoch: m.Epoch, Seq: m.Seq, Tap: ctx.Self()})
-	}
-}
-
 type run struct {
 	store *persistence.Store
 	api   *fakeAPI
-	pool  *fakePool
-	tap   *fakeTap
+	pool  *inflighttest.Pool
+	tap   *inflighttest.Tap
 	deps  export.Deps
 }
 
@@ -192,7 +153,7 @@ func newRun(t *testing.T, api *fakeAPI, start time.Time) *run {
 	store, err := persistence.Open(t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
-	return &run{store: store, api: api, pool: &fakePool{got: map[string]int{}, answer: -1}, deps: export.Deps{
+	return &run{store: store, api: api, pool: inflighttest.NewPool(), deps: export.Deps{
 		URL: "https://fluentd.test/test.log", StartTime: start, Timeout: 20 * time.Millisecond, Backoff: time.Millisecond,
 		Concurrency: 3, Batch: 7, Window: 10, ExitOnLastEvent: true, Log: zerolog.Nop(),
 	}}
@@ -211,51 +172,13 @@ func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 // true or the timeout passes, and returns the run's error.
 func (r *run) startUntil(t *testing.T, timeout time.Duration, until func() bool) (finished bool, err error) {
 	t.Helper()
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
-	done := make(chan error, 1)
-	spec := root.Spec{
-		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: 2 * time.Second,
-		Children: func() []root.Child {
-			var ckpt, pool, tap *actor.PID
-			children := []root.Child{
-				{Name: checkpoint.Name, Props: checkpoint.Props(r.store, zerolog.Nop(), nil), Bind: func(p *actor.PID) { ckpt = p }},
-				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return r.pool }), Bind: func(p *actor.PID) { pool = p }},
-			}
-			if r.tap != nil {
-				children = append(children, root.Child{Name: "tap", Props: actor.PropsFromProducer(func() actor.Actor { return r.tap }),
-					Bind: func(p *actor.PID) { tap = p }})
-			}
-			return append(children, root.Child{Name: export.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
-				d := r.deps
-				d.Events, d.Store, d.Checkpoint, d.Pool = r.api, r.store, ckpt, pool
-				if tap != nil {
-					d.Taps = []poller.Tap{{PID: tap, Wants: func(ev *auditlogpb.EventUnstructured) bool { return ev.Type == "session.upload" }}}
-				}
-				return export.New(d)
-			})})
-		},
-	}
-	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	if until != nil {
-		go func() {
-			defer cancel()
-			tick := time.NewTicker(10 * time.Millisecond)
-			defer tick.Stop()
-			for !until() {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		}()
-	}
-	return root.Await(system, pid, done, ctx.Done(), 10*time.Second)
+	tree := inflighttest.Tree{Store: r.store, Pool: r.pool, Tap: r.tap, Name: export.Name, DrainTimeout: 2 * time.Second,
+		Reader: func(ckpt, pool *actor.PID, taps []inflight.Tap) actor.Actor {
+			d := r.deps
+			d.Events, d.Store, d.Checkpoint, d.Pool, d.Taps = r.api, r.store, ckpt, pool, taps
+			return export.New(d)
+		}}
+	return tree.Run(t, timeout, until)
 }
 
 func today() time.Time { return time.Now().UTC().Truncate(24 * time.Hour) }
@@ -277,9 +200,9 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	ids, start := threeDays(api)
 	r := newRun(t, api, start)
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
-	require.Len(t, r.pool.got, len(ids))
+	require.Len(t, r.pool.Got, len(ids))
 	for _, id := range ids {
-		require.Equal(t, 1, r.pool.got[id], id)
+		require.Equal(t, 1, r.pool.Got[id], id)
 	}
 	// Every chunk is recorded done and no cursor is left.
 	done, cursors := 0, 0
@@ -296,9 +219,9 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	require.Zero(t, cursors)
 
 	// A second run sends nothing again.
-	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	r.pool = inflighttest.NewPool()
 	require.True(t, r.start(t, 20*time.Second))
-	require.Empty(t, r.pool.got)
+	require.Empty(t, r.pool.Got)
 
 	// Switching to search starts it at the day the export was walking.
 	seed, ok, err := export.SearchSeed(r.store)
@@ -339,24 +262,24 @@ func TestStartTimeToTheSecondAndTypeFilters(t *testing.T) {
 			want[fmt.Sprintf("a-%04d", i)] = 1
 		}
 	}
-	require.Equal(t, want, r.pool.got)
+	require.Equal(t, want, r.pool.Got)
 }
 
 func TestResumesAfterStopWithBoundedDuplicates(t *testing.T) {
 	api := newAPI()
 	ids, start := threeDays(api)
 	r := newRun(t, api, start)
-	r.pool.answer = 137
+	r.pool.Answer = 137
 	r.deps.ExitOnLastEvent = false
 	require.False(t, r.start(t, 1500*time.Millisecond))
-	first := r.pool.got
+	first := r.pool.Got
 
-	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	r.pool = inflighttest.NewPool()
 	r.deps.ExitOnLastEvent = true
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 	dups := 0
 	for _, id := range ids {
-		total := first[id] + r.pool.got[id]
+		total := first[id] + r.pool.Got[id]
 		require.GreaterOrEqual(t, total, 1, "event %s lost", id)
 		dups += total - 1
 	}
@@ -373,8 +296,8 @@ func TestLateChunkOfAPastDayIsRead(t *testing.T) {
 		api.addChunk("late", "late", 15, today().AddDate(0, 0, -1).Add(time.Hour))
 	}()
 	require.False(t, r.start(t, 2*time.Second))
-	require.Len(t, r.pool.got, len(ids)+15)
-	for id, n := range r.pool.got {
+	require.Len(t, r.pool.Got, len(ids)+15)
+	for id, n := range r.pool.Got {
 		require.Equal(t, 1, n, id)
 	}
 }
@@ -387,8 +310,8 @@ func TestStreamFailureResumesFromTheLastCursorRead(t *testing.T) {
 	r := newRun(t, api, start)
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 	require.Equal(t, -1, api.failAfter, "the failure was injected")
-	require.Len(t, r.pool.got, len(ids))
-	for id, n := range r.pool.got {
+	require.Len(t, r.pool.Got, len(ids))
+	for id, n := range r.pool.Got {
 		require.Equal(t, 1, n, id)
 	}
 }
@@ -399,10 +322,10 @@ func TestTapsSeeSkippedEvents(t *testing.T) {
 	api.addChunk("a", "a", 30, start.Add(time.Hour), "user.login", "session.upload")
 	r := newRun(t, api, start)
 	r.deps.Skip = map[string]bool{"session.upload": true}
-	r.tap = &fakeTap{seen: map[string]int{}}
+	r.tap = inflighttest.NewTap()
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
-	require.Len(t, r.pool.got, 15)
-	require.Len(t, r.tap.seen, 15)
+	require.Len(t, r.pool.Got, 15)
+	require.Len(t, r.tap.Seen, 15)
 }
 
 func TestSeededFromTheSearchPathNeverResendsADay(t *testing.T) {
@@ -420,18 +343,12 @@ func TestSeededFromTheSearchPathNeverResendsADay(t *testing.T) {
 	for i := 10; i < 40; i++ {
 		want[fmt.Sprintf("b-%04d", i)] = 1
 	}
-	require.Equal(t, want, r.pool.got)
+	require.Equal(t, want, r.pool.Got)
 	// The search path's state is left as it was.
 	pos, ok, err := r.store.AuditPosition()
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, "b-0009", pos.LastID)
-}
-
-func (p *fakePool) count(id string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.got[id]
 }
 
 // A chunk Teleport cannot serve is parked: the export goes on without it
@@ -453,10 +370,10 @@ func TestFailingChunkIsParkedAndReadAgainAtTheNextStart(t *testing.T) {
 	require.ErrorContains(t, err, dayName(start)+"/b")
 	require.Equal(t, 10, api.reads["b"], "parked after 10 failures in a row")
 	for _, id := range append(a, c...) {
-		require.Equal(t, 1, r.pool.got[id], id)
+		require.Equal(t, 1, r.pool.Got[id], id)
 	}
 	for i, id := range b {
-		require.Equal(t, map[bool]int{true: 1, false: 0}[i < 5], r.pool.got[id], id)
+		require.Equal(t, map[bool]int{true: 1, false: 0}[i < 5], r.pool.Got[id], id)
 	}
 	require.EqualValues(t, 1, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
 	// The walker moved on past the parked chunk's day, and search would not
@@ -468,14 +385,14 @@ func TestFailingChunkIsParkedAndReadAgainAtTheNextStart(t *testing.T) {
 
 	// Teleport serves it again: the next start reads it from its cursor.
 	delete(api.broken, "b")
-	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	r.pool = inflighttest.NewPool()
 	r.deps.Metrics = metrics.New()
 	require.True(t, r.start(t, 20*time.Second))
 	want := map[string]int{}
 	for _, id := range b[5:] {
 		want[id] = 1
 	}
-	require.Equal(t, want, r.pool.got)
+	require.Equal(t, want, r.pool.Got)
 	require.Zero(t, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
 	require.NoError(t, r.store.Scan(export.Bucket, "", 0, func(k string, _ []byte) bool {
 		require.NotContains(t, k, "parked/")
@@ -496,7 +413,7 @@ func TestParkedChunkIsRetriedWhileRunning(t *testing.T) {
 	r.deps.ParkRetry = 50 * time.Millisecond
 	all := func() bool {
 		for _, id := range append(a, b...) {
-			if r.pool.count(id) == 0 {
+			if r.pool.Count(id) == 0 {
 				return false
 			}
 		}
@@ -507,7 +424,7 @@ func TestParkedChunkIsRetriedWhileRunning(t *testing.T) {
 	require.True(t, all(), "the parked chunk was not read again")
 	require.Equal(t, 13, api.reads["b"])
 	for _, id := range append(a, b...) {
-		require.Equal(t, 1, r.pool.got[id], id)
+		require.Equal(t, 1, r.pool.Got[id], id)
 	}
 }
 
@@ -521,7 +438,7 @@ func TestConnectionProblemsNeverParkAChunk(t *testing.T) {
 	r.deps.Metrics = metrics.New()
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 	require.Zero(t, api.unavailable)
-	require.Len(t, r.pool.got, len(ids))
+	require.Len(t, r.pool.Got, len(ids))
 	require.Zero(t, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
 }
 

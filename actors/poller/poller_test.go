@@ -17,11 +17,9 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
-	"github.com/fdfwd/teleport-event-handler/actors/root"
-	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -81,62 +79,11 @@ func (f *fakeLog) SearchUnstructuredEvents(_ context.Context, from, to time.Time
 	return page, next, nil
 }
 
-// fakePool acknowledges deliveries, except that it stops answering after
-// `answer` of them (to leave events in flight, as a crash would).
-type fakePool struct {
-	mu     sync.Mutex
-	got    map[string]int
-	order  []string
-	answer int
-}
-
-func (p *fakePool) Receive(ctx actor.Context) {
-	if d, ok := ctx.Message().(*messages.Delivery); ok {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.answer >= 0 && len(p.order) >= p.answer {
-			return
-		}
-		p.got[d.EventID]++
-		p.order = append(p.order, d.EventID)
-		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
-	}
-}
-
-// fakeTap records the events it observes. It panics once on the first
-// observation when crash is set (a supervised restart), and never answers
-// events of type mute.
-type fakeTap struct {
-	mu      sync.Mutex
-	seen    map[string]int
-	crash   bool
-	crashed bool
-	mute    string
-}
-
-func (f *fakeTap) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		ctx.ActorSystem().EventStream.Publish(&messages.TapStarted{PID: ctx.Self()})
-	case *messages.Observe:
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.crash && !f.crashed {
-			f.crashed = true
-			panic("tap failure")
-		}
-		f.seen[m.Event.Id]++
-		if m.Event.Type != f.mute {
-			ctx.Send(m.ReplyTo, &messages.Observed{Epoch: m.Epoch, Seq: m.Seq, Tap: ctx.Self()})
-		}
-	}
-}
-
 type run struct {
 	store *persistence.Store
-	pool  *fakePool
+	pool  *inflighttest.Pool
 	log   *fakeLog
-	tap   *fakeTap // optional; wants session.upload
+	tap   *inflighttest.Tap // optional; wants session.upload
 	deps  poller.Deps
 }
 
@@ -145,37 +92,13 @@ type run struct {
 // then stops it.
 func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 	t.Helper()
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
-	done := make(chan error, 1)
-	spec := root.Spec{
-		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: 200 * time.Millisecond,
-		Children: func() []root.Child {
-			var ckpt, pool, tap *actor.PID
-			children := []root.Child{
-				{Name: checkpoint.Name, Props: checkpoint.Props(r.store, zerolog.Nop(), nil), Bind: func(p *actor.PID) { ckpt = p }},
-				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return r.pool }), Bind: func(p *actor.PID) { pool = p }},
-			}
-			if r.tap != nil {
-				children = append(children, root.Child{Name: "tap", Props: actor.PropsFromProducer(func() actor.Actor { return r.tap }),
-					Bind: func(p *actor.PID) { tap = p }})
-			}
-			return append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
-				d := r.deps
-				d.Events, d.Store, d.Checkpoint, d.Pool = r.log, r.store, ckpt, pool
-				if tap != nil {
-					d.Taps = []poller.Tap{{PID: tap, Wants: func(ev *auditlogpb.EventUnstructured) bool { return ev.Type == "session.upload" }}}
-				}
-				return poller.New(d)
-			})})
-		},
-	}
-	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	finished, err = root.Await(system, pid, done, ctx.Done(), 10*time.Second)
+	tree := inflighttest.Tree{Store: r.store, Pool: r.pool, Tap: r.tap, Name: poller.Name, DrainTimeout: 200 * time.Millisecond,
+		Reader: func(ckpt, pool *actor.PID, taps []inflight.Tap) actor.Actor {
+			d := r.deps
+			d.Events, d.Store, d.Checkpoint, d.Pool, d.Taps = r.log, r.store, ckpt, pool, taps
+			return poller.New(d)
+		}}
+	finished, err := tree.Run(t, timeout, nil)
 	require.NoError(t, err)
 	return finished
 }
@@ -184,7 +107,7 @@ func newRun(t *testing.T, log *fakeLog, start time.Time) *run {
 	store, err := persistence.Open(t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
-	return &run{store: store, log: log, pool: &fakePool{got: map[string]int{}, answer: -1}, deps: poller.Deps{
+	return &run{store: store, log: log, pool: inflighttest.NewPool(), deps: poller.Deps{
 		URL: "https://fluentd.test/test.log", StartTime: start, WindowSize: time.Hour, Timeout: 10 * time.Millisecond,
 		Batch: 20, Window: 8, ExitOnLastEvent: true, Log: zerolog.Nop(),
 	}}
@@ -200,8 +123,8 @@ func TestDeliversEveryEventOnceAcrossWindows(t *testing.T) {
 	r := newRun(t, log, start)
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 
-	require.Len(t, r.pool.got, 250)
-	for id, n := range r.pool.got {
+	require.Len(t, r.pool.Got, 250)
+	for id, n := range r.pool.Got {
 		require.Equal(t, 1, n, id)
 	}
 	pos, ok, err := r.store.AuditPosition()
@@ -216,7 +139,7 @@ func TestSkipsConfiguredTypesButCountsThem(t *testing.T) {
 	r := newRun(t, newFakeLog(60, start, "user.login", "session.start", "exec"), start)
 	r.deps.Skip = map[string]bool{"exec": true}
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
-	require.Len(t, r.pool.got, 40)
+	require.Len(t, r.pool.Got, 40)
 	pos, _, err := r.store.AuditPosition()
 	require.NoError(t, err)
 	require.EqualValues(t, 60, pos.Acked)
@@ -226,19 +149,19 @@ func TestResumesAfterStopWithBoundedDuplicates(t *testing.T) {
 	start := time.Now().Add(-time.Hour)
 	log := newFakeLog(300, start)
 	r := newRun(t, log, start)
-	r.pool.answer = 137 // the rest stay in flight, as in a crash
+	r.pool.Answer = 137 // the rest stay in flight, as in a crash
 	r.deps.ExitOnLastEvent = false
 	require.False(t, r.start(t, 2*time.Second))
-	first := r.pool.got
+	first := r.pool.Got
 
-	r.pool = &fakePool{got: map[string]int{}, answer: -1}
+	r.pool = inflighttest.NewPool()
 	r.deps.ExitOnLastEvent = true
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 
 	dups := 0
 	for i := range 300 {
 		id := fmt.Sprintf("ev-%05d", i)
-		total := first[id] + r.pool.got[id]
+		total := first[id] + r.pool.Got[id]
 		require.GreaterOrEqual(t, total, 1, "event %s lost", id)
 		dups += total - 1
 	}
@@ -257,8 +180,8 @@ func TestPicksUpEventsAppendedToTheLiveWindow(t *testing.T) {
 		}
 	}()
 	require.False(t, r.start(t, 1500*time.Millisecond))
-	require.Len(t, r.pool.got, 50)
-	for id, n := range r.pool.got {
+	require.Len(t, r.pool.Got, 50)
+	for id, n := range r.pool.Got {
 		require.Equal(t, 1, n, id)
 	}
 }
@@ -267,10 +190,10 @@ func TestTapsSeeTheirEventsEvenSkippedAndSurviveARestart(t *testing.T) {
 	start := time.Now().Add(-time.Hour)
 	r := newRun(t, newFakeLog(90, start, "user.login", "session.upload", "exec"), start)
 	r.deps.Skip = map[string]bool{"session.upload": true}
-	r.tap = &fakeTap{seen: map[string]int{}, crash: true}
+	r.tap = &inflighttest.Tap{Seen: map[string]int{}, Crash: true}
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
-	require.Len(t, r.tap.seen, 30, "every session.upload observed")
-	require.Len(t, r.pool.got, 60, "skipped types are observed, not sent")
+	require.Len(t, r.tap.Seen, 30, "every session.upload observed")
+	require.Len(t, r.pool.Got, 60, "skipped types are observed, not sent")
 	pos, _, err := r.store.AuditPosition()
 	require.NoError(t, err)
 	require.EqualValues(t, 90, pos.Acked)
@@ -282,9 +205,9 @@ func TestCheckpointWaitsForTheTap(t *testing.T) {
 	log.add("upload", "session.upload", start.Add(30*time.Second))
 	log.add("after", "exec", start.Add(31*time.Second))
 	r := newRun(t, log, start)
-	r.tap = &fakeTap{seen: map[string]int{}, mute: "session.upload"}
+	r.tap = &inflighttest.Tap{Seen: map[string]int{}, Mute: "session.upload"}
 	require.False(t, r.start(t, time.Second), "caught up although the tap never answered")
-	require.Len(t, r.pool.got, 12, "delivery goes on")
+	require.Len(t, r.pool.Got, 12, "delivery goes on")
 	pos, _, err := r.store.AuditPosition()
 	require.NoError(t, err)
 	require.Equal(t, "ev-00009", pos.LastID, "the checkpoint stops before the unanswered event")
