@@ -129,6 +129,9 @@ type Walker struct {
 	stopping  bool
 	saveSeq   uint64
 	savedSeq  uint64
+	// savingAt is the delivered position of the newest Save: every event
+	// before it is delivered (the lag metric's reference).
+	savingAt time.Time
 
 	draining bool
 	drainTo  *actor.PID
@@ -194,6 +197,9 @@ func (w *Walker) Receive(ctx actor.Context) {
 	case *messages.Saved:
 		if m.Epoch == w.epoch && m.Seq > w.savedSeq {
 			w.savedSeq = m.Seq
+			if m.Seq == w.saveSeq {
+				w.Metrics.SetAcked(w.savingAt)
+			}
 			w.maybeFinish(ctx)
 		}
 	case *actor.Terminated:
@@ -498,8 +504,24 @@ func (w *Walker) onTerminated(ctx actor.Context, who *actor.PID) {
 
 func (w *Walker) save(ctx actor.Context) {
 	w.saveSeq++
+	w.savingAt = w.deliveredUpTo()
 	ctx.Send(w.Checkpoint, &messages.Save{Key: "export/walker", Epoch: w.epoch, Seq: w.saveSeq,
 		Writes: []persistence.Write{jsonWrite(walkerKey, w.st)}, ReplyTo: ctx.Self()})
+}
+
+// deliveredUpTo is the time before which every event is delivered (or
+// before the start), as far as the walker knows: the start time, the start
+// of the day it walks (the days before are complete) or, later, when a
+// listing last found every chunk settled. Parked chunks are left out: they
+// have a gauge of their own.
+func (w *Walker) deliveredUpTo() time.Time {
+	t := w.st.Since
+	for _, u := range []time.Time{w.st.Day, w.st.IdleAt} {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
 }
 
 func (w *Walker) schedule(ctx actor.Context, d time.Duration) {

@@ -199,7 +199,12 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	api := newAPI()
 	ids, start := threeDays(api)
 	r := newRun(t, api, start)
+	r.deps.Metrics = metrics.New()
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	// Caught up: the delivered position is today's last settled listing.
+	acked := time.Unix(int64(testutil.ToFloat64(r.deps.Metrics.AckedEventTime)), 0)
+	require.False(t, acked.Before(today()), "acked position %s", acked)
+	require.False(t, acked.After(time.Now()))
 	require.Len(t, r.pool.Got, len(ids))
 	for _, id := range ids {
 		require.Equal(t, 1, r.pool.Got[id], id)
