@@ -39,7 +39,8 @@ type Config struct {
 	Concurrency int
 	// ExportMode picks how the audit log is read: ExportAuto (also the
 	// empty string) probes Teleport's export API and uses it when the server
-	// has it, ExportExport forces the export API, ExportSearch the search API.
+	// has it, ExportExport requires the export API (the start fails without
+	// it), ExportSearch uses the search API without asking.
 	ExportMode string
 	// DryRun reads events but sends nothing and keeps no lasting progress.
 	DryRun bool

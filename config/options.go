@@ -114,7 +114,7 @@ var options = []*option{
 		help:  "Session recordings streamed at once",
 		field: func(c *Config) any { return &c.Concurrency }},
 	{flag: "export-mode", group: groupEvents, env: []string{"FDFWD_EXPORT_MODE"}, keys: []string{"export-mode"}, value: "MODE",
-		help: "Audit log API: auto (export when Teleport has it), export, search", def: "auto",
+		help: "Audit log API: auto (export if available), export (required) or search", def: "auto",
 		field: func(c *Config) any { return &c.ExportMode }},
 	{flag: "window-size", group: groupEvents, env: []string{"FDFWD_WINDOW_SIZE"}, keys: []string{"window-size"}, value: "DURATION",
 		help:  "Span of audit log searched per query",
