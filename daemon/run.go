@@ -335,7 +335,9 @@ func typesSet(list []string) map[string]bool {
 // search forces search without asking; auto probes the export API and falls
 // back to search when Teleport answers NotImplemented (an older server);
 // export probes too, so that a server without the API is refused at start
-// rather than retried for ever. Nil means search.
+// rather than retried for ever. A probe that fails because Teleport is
+// unreachable or busy is repeated until it answers; other failures end the
+// start after three tries. Nil means search.
 func chooseExport(ctx context.Context, mode, addr string, api API, log zerolog.Logger) (export.Exporter, error) {
 	if mode == config.ExportSearch {
 		log.Info().Msg("reading the audit log with search (--export-mode search)")
@@ -348,28 +350,38 @@ func chooseExport(ctx context.Context, mode, addr string, api API, log zerolog.L
 		}
 		return nil, nil
 	}
-	var err error
-	for attempt := range 3 {
+	hard := 0 // failures other than Teleport being unreachable or busy
+	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(time.Duration(attempt) * time.Second):
+			case <-time.After(min(time.Second<<min(attempt-1, 5), 30*time.Second)):
 			}
 		}
-		if err = probeExport(ctx, ex); err == nil {
+		err := probeExport(ctx, ex)
+		switch {
+		case err == nil:
 			log.Info().Str("export_mode", mode).Msg("reading the audit log with the export API")
 			return ex, nil
-		}
-		if trace.IsNotImplemented(err) {
+		case trace.IsNotImplemented(err):
 			if mode == config.ExportExport {
 				return nil, fmt.Errorf("--export-mode export: Teleport at %s has no export API (it answered NotImplemented to GetEventExportChunks; Teleport 15.4+ has it); use --export-mode auto or search", addr)
 			}
 			log.Info().Msg("Teleport has no export API; reading the audit log with search")
 			return nil, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case teleport.Transient(err):
+			// Teleport answers Ping but not this yet (restarting, busy):
+			// wait for it as for any other call.
+			log.Warn().Err(err).Int("attempt", attempt+1).Msg("probing Teleport's export API failed; retrying")
+			continue
+		}
+		if hard++; hard == 3 {
+			return nil, fmt.Errorf("probe Teleport's export API at %s (--export-mode %s): %w; use --export-mode search to read with search without the probe", addr, mode, err)
 		}
 	}
-	return nil, fmt.Errorf("probe Teleport's export API at %s (--export-mode %s): %w; use --export-mode search to read with search without the probe", addr, mode, err)
 }
 
 // probeExport lists today's export chunks.

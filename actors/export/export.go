@@ -332,7 +332,9 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 			found++
 		}
 	}
-	w.idleRound = found == 0 && len(w.running) == 0
+	// Idle: nothing new, nothing running and nothing queued (such as the
+	// chunks parked by an earlier run, queued at start).
+	w.idleRound = found == 0 && len(w.running) == 0 && len(w.queue) == 0
 	if w.idleRound && len(w.parked) == 0 && r.at.After(w.st.IdleAt) {
 		// Every chunk listed up to r.at is settled: all events before it
 		// are delivered (what search would resume from). Not while a

@@ -381,12 +381,29 @@ func TestFailingChunkIsParkedAndReadAgainAtTheNextStart(t *testing.T) {
 		require.Equal(t, map[bool]int{true: 1, false: 0}[i < 5], r.pool.Got[id], id)
 	}
 	require.EqualValues(t, 1, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
-	// The walker moved on past the parked chunk's day, and search would not
-	// be seeded past the parked chunk.
+	// The walker moved on past the parked chunk's day, but search would
+	// start at that day, and the delivered position is the day walked.
 	seed, ok, err := export.SearchSeed(r.store)
 	require.NoError(t, err)
 	require.True(t, ok)
-	require.False(t, seed.WindowStart.After(today()), "seeded past a parked chunk")
+	require.Equal(t, start, seed.WindowStart, "search seeded past a parked chunk")
+	require.EqualValues(t, today().Unix(), testutil.ToFloat64(r.deps.Metrics.AckedEventTime))
+
+	// Still broken at the next start: read again (10 more times), parked
+	// again, and nothing counts as settled past it meanwhile.
+	r.deps.Metrics = metrics.New()
+	finished, err = r.startUntil(t, 30*time.Second, nil)
+	require.True(t, finished, "did not finish")
+	require.ErrorContains(t, err, dayName(start)+"/b")
+	require.Equal(t, 20, api.reads["b"])
+	require.Len(t, r.pool.Got, 65)
+	for id, n := range r.pool.Got {
+		require.Equal(t, 1, n, "%s sent again", id)
+	}
+	require.EqualValues(t, today().Unix(), testutil.ToFloat64(r.deps.Metrics.AckedEventTime))
+	seed, _, err = export.SearchSeed(r.store)
+	require.NoError(t, err)
+	require.Equal(t, start, seed.WindowStart)
 
 	// Teleport serves it again: the next start reads it from its cursor.
 	delete(api.broken, "b")
@@ -433,12 +450,13 @@ func TestParkedChunkIsRetriedWhileRunning(t *testing.T) {
 	}
 }
 
-// Connection problems never park a chunk.
+// Connection problems never park a chunk, nor count towards parking it.
 func TestConnectionProblemsNeverParkAChunk(t *testing.T) {
 	api := newAPI()
 	start := today().AddDate(0, 0, -1)
 	ids := api.addChunk("a", "a", 30, start.Add(time.Hour))
 	api.unavailable = 12
+	api.broken["a"] = 3 // after the 12: 3 other failures, 15 in a row
 	r := newRun(t, api, start)
 	r.deps.Metrics = metrics.New()
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")

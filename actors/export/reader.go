@@ -40,9 +40,10 @@ type chunkParked struct {
 	Attempts int
 }
 
-// maxChunkFailures is how many times in a row a chunk may fail with an error
-// other than a connection problem before it is parked, so that one chunk
-// Teleport cannot serve does not hold up its day and every day after it.
+// maxChunkFailures is how many times a chunk may fail, without progress in
+// between, with an error that is not transient (teleport.Transient) before
+// it is parked, so that one chunk Teleport cannot serve does not hold up its
+// day and every day after it.
 const maxChunkFailures = 10
 
 // batch is what the stream goroutine hands the reader.
@@ -80,7 +81,8 @@ type reader struct {
 	credit     chan struct{}
 	cancel     context.CancelFunc
 	streaming  bool
-	fails      int
+	fails      int // failures in a row, for the backoff
+	hardFails  int // of those, the ones that are not transient
 	timer      *time.Timer
 
 	tr       inflight.Tracker[chunkPos]
@@ -247,12 +249,15 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 		r.streaming = false
 		r.cancel = nil
 		if len(b.events) > 0 {
-			r.fails = 0 // it moved on since the last failure
+			r.fails, r.hardFails = 0, 0 // it moved on since the last failure
 		}
 		r.fails++
+		if !teleport.Transient(b.err) {
+			r.hardFails++
+		}
 		r.Metrics.TeleportErrors.WithLabelValues("ExportUnstructuredEvents", metrics.ErrorKind(b.err)).Inc()
-		if r.fails >= maxChunkFailures && !teleport.Transient(b.err) {
-			r.log.Error().Err(b.err).Int("failures", r.fails).Str("cursor", r.readCursor).
+		if r.hardFails >= maxChunkFailures {
+			r.log.Error().Err(b.err).Int("failures", r.hardFails).Str("cursor", r.readCursor).
 				Msg("exporting a chunk keeps failing; parking it to retry later, from its cursor, while the other chunks go on")
 			r.parkErr, r.ending = b.err, true
 			r.tr.Add(&ritem{Pos: chunkPos{cursor: r.readCursor, end: true}})
@@ -266,7 +271,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 		r.streaming, r.cancel, r.ending = false, nil, true
 		r.tr.Add(&ritem{Pos: chunkPos{cursor: r.readCursor, end: true}})
 	default:
-		r.fails = 0
+		r.fails, r.hardFails = 0, 0
 	}
 	r.pump(ctx)
 }
@@ -311,7 +316,7 @@ func (r *reader) pump(ctx actor.Context) {
 	if r.endSeq != 0 && settled && !r.reported {
 		r.reported = true
 		if r.parkErr != nil {
-			ctx.Send(ctx.Parent(), &chunkParked{Day: r.day, Chunk: r.chunk, Err: r.parkErr, Attempts: r.fails})
+			ctx.Send(ctx.Parent(), &chunkParked{Day: r.day, Chunk: r.chunk, Err: r.parkErr, Attempts: r.hardFails})
 		} else {
 			ctx.Send(ctx.Parent(), &chunkDone{Day: r.day, Chunk: r.chunk, Events: r.acked})
 		}
@@ -339,7 +344,7 @@ func (r *reader) advance(ctx actor.Context) {
 	case end && r.parkErr != nil:
 		writes = []persistence.Write{
 			jsonWrite(chunkKey(r.day, r.chunk), chunkState{Cursor: r.ackCur, Acked: r.acked}),
-			jsonWrite(parkedKey(r.day, r.chunk), parkedState{Error: r.parkErr.Error(), Attempts: r.fails, At: r.Now()}),
+			jsonWrite(parkedKey(r.day, r.chunk), parkedState{Error: r.parkErr.Error(), Attempts: r.hardFails, At: r.Now()}),
 		}
 	case end:
 		writes = []persistence.Write{

@@ -167,7 +167,8 @@ const SeedMargin = 15 * time.Minute
 // SearchSeed returns the position the search path should start from after
 // the export path ran: every event before the day the export was walking is
 // delivered, and every event before the last time it found all chunks
-// settled, so search resumes there rather than from its own older position.
+// settled, so search resumes there rather than from its own older position;
+// but not after the day of a parked chunk, whose events are not delivered.
 // ok is false when the search position needs no change.
 func SearchSeed(s *persistence.Store) (persistence.AuditPosition, bool, error) {
 	var st walkerState
@@ -184,6 +185,18 @@ func SearchSeed(s *persistence.Store) (persistence.AuditPosition, bool, error) {
 		// The export had caught up then: search starts a margin before,
 		// for events Teleport had not yet put in a chunk.
 		seed.WindowStart = at
+	}
+	parked, err := parkedChunks(s)
+	if err != nil {
+		return persistence.AuditPosition{}, false, err
+	}
+	for _, ref := range parked {
+		// The export moved on without a parked chunk: search reads its day
+		// again (sending the rest of that day twice rather than losing the
+		// chunk's events).
+		if ref.day.Before(seed.WindowStart) {
+			seed.WindowStart = ref.day
+		}
 	}
 	if seed.WindowStart.Before(st.Since) {
 		// The export never got past its start: keep to it.

@@ -91,8 +91,10 @@ func (r *Root) Receive(ctx actor.Context) {
 	case *messages.Shutdown:
 		r.shutdown(ctx, m.Reason, nil)
 	case *messages.CaughtUp:
+		if !r.finished[m.Name] { // once per child, even if it restarts and reports again
+			r.caughtErr = errors.Join(r.caughtErr, m.Err)
+		}
 		r.finished[m.Name] = true
-		r.caughtErr = errors.Join(r.caughtErr, m.Err)
 		r.caughtEvents = max(r.caughtEvents, m.Events) // only the audit reader counts
 		for _, c := range r.children {
 			if c.Finishes && !r.finished[c.Name] {
@@ -100,7 +102,12 @@ func (r *Root) Receive(ctx actor.Context) {
 			}
 		}
 		r.spec.Log.Info().Uint64("audit_events", r.caughtEvents).Msg("all events up to now are delivered; exiting (--exit-on-last-event)")
-		r.shutdown(ctx, "caught up", r.caughtErr)
+		// What was left undone is the exit status, but the children still
+		// drain as in any orderly stop.
+		if r.result == nil {
+			r.result = r.caughtErr
+		}
+		r.shutdown(ctx, "caught up", nil)
 	case *messages.Drained:
 		if r.drains--; r.drains == 0 && r.timer != nil {
 			r.timer.Stop()

@@ -187,6 +187,40 @@ func TestShutdownDrainsBeforeStoppingInReverseOrder(t *testing.T) {
 	rec.mu.Unlock()
 }
 
+// Children that finish with work left undone make the exit status, once
+// each, and still drain as in any orderly stop.
+func TestCaughtUpWithAnErrorDrainsAndReturnsIt(t *testing.T) {
+	drained := make(chan struct{})
+	finisher := func(name string, err error) *actor.Props {
+		return actor.PropsFromFunc(func(ctx actor.Context) {
+			switch ctx.Message().(type) {
+			case *actor.Started:
+				for range 2 { // a child that restarted reports again
+					ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: name, Err: err})
+				}
+			case *messages.Drain:
+				if name == "reader" {
+					close(drained)
+				}
+				ctx.Respond(&messages.Drained{})
+			}
+		})
+	}
+	_, _, done, _ := startRoot(t, supervisor.Default, func() []root.Child {
+		return []root.Child{
+			{Name: "reader", Props: finisher("reader", errors.New("2 chunks parked")), Drain: true, Finishes: true},
+			{Name: "tap", Props: finisher("tap", nil), Drain: true, Finishes: true},
+		}
+	})
+	err := wait(t, done)
+	require.EqualError(t, err, "2 chunks parked")
+	select {
+	case <-drained:
+	default:
+		t.Fatal("the reader was not drained")
+	}
+}
+
 func TestPolicyDelayIsCappedExponential(t *testing.T) {
 	p := supervisor.Policy{InitialDelay: 100 * time.Millisecond, MaxDelay: time.Second}
 	var got []string
