@@ -17,7 +17,7 @@ import (
 // probeAPI answers the export probe with the errors queued in answers, then
 // with NotImplemented.
 type probeAPI struct {
-	API // the rest is not used by the probe
+	API     // the rest is not used by the probe
 	mu      sync.Mutex
 	answers []error
 	probes  int
@@ -58,7 +58,7 @@ func TestExportProbe(t *testing.T) {
 			answers: []error{unavailable()}, err: "--export-mode export: Teleport at teleport.test:3025 has no export API", probes: 2},
 		{name: "export, gives up on other errors", mode: config.ExportExport,
 			answers: []error{trace.AccessDenied("denied"), trace.AccessDenied("denied"), trace.AccessDenied("denied")},
-			err: "probe Teleport's export API at teleport.test:3025 (--export-mode export): denied", probes: 3},
+			err:     "probe Teleport's export API at teleport.test:3025 (--export-mode export): denied", probes: 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
