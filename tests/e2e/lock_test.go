@@ -60,3 +60,37 @@ func TestRepeatedFailedLoginsLockTheUserOnceAcrossARestart(t *testing.T) {
 		require.NotContains(t, string(raw), `"event":"user.login"`, "--types leaves logins out of what is forwarded")
 	}
 }
+
+// On the export path too, failed logins reach the lock policy whatever
+// --types forwards.
+func TestFailedLoginsReadWithTheExportAPILockTheUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Teleport.SetExport(true)
+	forwarded := 0
+	for _, ev := range e.Seed(40, 41) {
+		if ev.GetType() == "session.start" || ev.GetType() == "session.end" {
+			forwarded++
+		}
+	}
+	require.Positive(t, forwarded)
+	now := time.Now()
+	require.NoError(t, e.Teleport.AddEvents(failedLogin("carol", 1, now.Add(-20*time.Second)),
+		failedLogin("carol", 2, now.Add(-15*time.Second)), failedLogin("carol", 3, now.Add(-10*time.Second))))
+	p := harness.Run(t, binary, nil, e.Args("--export-mode", "export", "--lock-enabled", "--lock-failed-attempts-count", "3",
+		"--lock-period", "1m", "--types", "session.start,session.end")...)
+	harness.WaitFor(t, 30*time.Second, "a lock and the --types events", func() bool {
+		return len(e.Teleport.Locks()) > 0 && e.Audit() >= forwarded
+	})
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 20*time.Second), harness.Tail(p.Output(), 20))
+	require.Contains(t, p.Output(), "reading the audit log with the export API")
+	require.Equal(t, forwarded, e.Audit(), "only the --types events are forwarded")
+	locks := e.Teleport.Locks()
+	require.Len(t, locks, 1)
+	require.Equal(t, "carol", locks[0].Target().User)
+	require.Positive(t, e.Teleport.Calls("ExportUnstructuredEvents"))
+	for _, raw := range e.Fluentd.Records("test.log") {
+		require.NotContains(t, string(raw), `"event":"user.login"`, "--types leaves logins out of what is forwarded")
+	}
+}
