@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -59,20 +58,7 @@ func TestKillNineAtRandomMomentsLosesNothing(t *testing.T) {
 	e := newEnv(t)
 	evs := e.Seed(3000, 3)
 	e.Fluentd.SetLatency(2 * time.Millisecond) // stretch the run so kills land mid-stream
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0))
-	kills := 0
-	for range 6 {
-		p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
-		time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
-		if p.Exited() {
-			continue // finished before the kill
-		}
-		p.Signal(syscall.SIGKILL)
-		p.Wait(t, 10*time.Second)
-		kills++
-	}
+	kills := killAtRandom(t, e, []string{"--exit-on-last-event"}, 6, 200, 600)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, 2*time.Minute))
 	dups := harness.Delivered(t, e.Fluentd, evs, nil)

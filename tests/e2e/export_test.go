@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"math/rand/v2"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,21 +70,7 @@ func TestExportKillNineLosesNothing(t *testing.T) {
 	e.Teleport.SetExport(true)
 	evs := e.Seed(3000, 22)
 	e.Fluentd.SetLatency(10 * time.Millisecond) // stretch the run so kills land mid-export
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(uint64(seed), 0))
-	kills := 0
-	for range 5 {
-		p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
-		time.Sleep(time.Duration(700+rng.IntN(800)) * time.Millisecond)
-		if p.Exited() {
-			continue
-		}
-		p.Signal(syscall.SIGKILL)
-		p.Wait(t, 10*time.Second)
-		kills++
-		t.Logf("kill %d: %d audit events received", kills, e.Audit())
-	}
+	kills := killAtRandom(t, e, []string{"--exit-on-last-event"}, 5, 700, 800)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, 2*time.Minute), harness.Tail(p.Output(), 20))
 	require.Contains(t, p.Output(), "reading the audit log with the export API")
