@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,40 +56,11 @@ func (f *fixture) client(t *testing.T, conns int) *fluentd.Client {
 	return c
 }
 
-// deliver sends n deliveries through a pool and returns the replies by seq.
+// deliver sends n deliveries through a pool of conns connections and
+// returns the replies by seq.
 func (f *fixture) deliver(t *testing.T, n, conns int, timeout time.Duration) map[uint64]*messages.Delivered {
 	t.Helper()
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	var mu sync.Mutex
-	got := map[uint64]*messages.Delivered{}
-	all := make(chan struct{})
-	requester := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		if d, ok := ctx.Message().(*messages.Delivered); ok {
-			mu.Lock()
-			got[d.Seq] = d
-			if len(got) == n {
-				close(all)
-			}
-			mu.Unlock()
-		}
-	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	pool := system.Root.Spawn(fluentd.Props(fluentd.Deps{
-		Client: f.client(t, conns), DeadLetters: f.dl, MaxConnections: conns, Ctx: ctx, Log: zerolog.Nop(),
-	}))
-	for i := range n {
-		system.Root.Send(pool, &messages.Delivery{Seq: uint64(i), URL: f.rcv.URL() + "/test.log",
-			Body: fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec"}`, i), EventID: fmt.Sprintf("ev-%d", i), ReplyTo: requester})
-	}
-	select {
-	case <-all:
-	case <-time.After(timeout):
-		t.Fatalf("only %d of %d deliveries settled", len(got), n)
-	}
-	_ = system.Root.StopFuture(pool).Wait()
-	return got
+	return batchRun{f: f, deps: fluentd.Deps{MaxConnections: conns}}.deliver(t, n, timeout)
 }
 
 func TestPoolDeliversConcurrentlyAndRetries(t *testing.T) {
