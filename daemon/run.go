@@ -26,6 +26,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/logging"
 	"github.com/fdfwd/teleport-event-handler/messages"
@@ -356,7 +357,7 @@ func chooseExport(ctx context.Context, mode, addr string, api API, log zerolog.L
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(min(time.Second<<min(attempt-1, 5), 30*time.Second)):
+			case <-time.After(probeRetries.Delay(attempt)):
 			}
 		}
 		err := probeExport(ctx, ex)
@@ -383,6 +384,9 @@ func chooseExport(ctx context.Context, mode, addr string, api API, log zerolog.L
 		}
 	}
 }
+
+// probeRetries is the wait between probes of the export API.
+var probeRetries = backoff.Policy{Initial: time.Second, Max: 30 * time.Second}
 
 // probeExport lists today's export chunks.
 func probeExport(ctx context.Context, ex export.Exporter) error {

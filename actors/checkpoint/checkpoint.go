@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -29,6 +30,9 @@ const Name = "checkpoint"
 const DefaultInterval = 10 * time.Millisecond
 
 type flush struct{ epoch uint64 }
+
+// retries is the wait after failed writes in a row.
+var retries = backoff.Policy{Initial: 100 * time.Millisecond, Max: 30 * time.Second}
 
 // queue holds the saves not yet written. It lives outside the actor instance
 // so that a restart by the supervisor keeps them.
@@ -123,7 +127,7 @@ func (w *Writer) flush(ctx actor.Context) {
 	}
 	if err := w.write(ctx); err != nil {
 		w.failures++
-		delay := min(100*time.Millisecond<<min(w.failures-1, 9), 30*time.Second)
+		delay := retries.Delay(w.failures)
 		w.log.Error().Err(err).Dur("retry_in", delay).Int("failures", w.failures).Msg("checkpoint write failed; delivery pauses until it succeeds")
 		w.scheduled = true
 		self, system, epoch := ctx.Self(), ctx.ActorSystem(), w.epoch

@@ -40,6 +40,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -63,12 +64,12 @@ type Deps struct {
 	URL        string
 
 	StartTime   time.Time
-	Timeout     time.Duration // wait between polls once caught up
-	ParkRetry   time.Duration // wait before reading parked chunks again
-	Backoff     time.Duration // first wait after a failed call, doubling up to a minute
-	Concurrency int           // chunk readers at once
-	Batch       int           // events per hand-over from a stream
-	Window      int           // events handed out and not checkpointed, per reader
+	Timeout     time.Duration  // wait between polls once caught up
+	ParkRetry   time.Duration  // wait before reading parked chunks again
+	Retries     backoff.Policy // waits after failed calls in a row (DefaultRetries when zero)
+	Concurrency int            // chunk readers at once
+	Batch       int            // events per hand-over from a stream
+	Window      int            // events handed out and not checkpointed, per reader
 	Types       map[string]bool
 	Skip        map[string]bool
 	Taps        []poller.Tap
@@ -101,6 +102,10 @@ type roundResult struct {
 type roundTick struct{ epoch uint64 }
 
 type parkTick struct{ epoch uint64 }
+
+// DefaultRetries is the wait after failed calls to Teleport in a row: 100 ms
+// doubling up to a minute.
+var DefaultRetries = backoff.Policy{Initial: 100 * time.Millisecond, Max: time.Minute}
 
 // DefaultParkRetry is how long a parked chunk waits before it is read again.
 const DefaultParkRetry = 10 * time.Minute
@@ -156,8 +161,8 @@ func New(d Deps) *Walker {
 	if d.Metrics == nil {
 		d.Metrics = metrics.New()
 	}
-	if d.Backoff <= 0 {
-		d.Backoff = 100 * time.Millisecond
+	if d.Retries == (backoff.Policy{}) {
+		d.Retries = DefaultRetries
 	}
 	if d.ParkRetry <= 0 {
 		d.ParkRetry = DefaultParkRetry
@@ -310,7 +315,7 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 	if r.err != nil {
 		w.Metrics.TeleportErrors.WithLabelValues("GetEventExportChunks", metrics.ErrorKind(r.err)).Inc()
 		w.fails++
-		delay := backoff(w.Backoff, w.fails)
+		delay := w.Retries.Delay(w.fails)
 		w.log.Error().Err(r.err).Int("failures", w.fails).Dur("retry_in", delay).Msg("listing export chunks failed; retrying")
 		w.schedule(ctx, delay)
 		return
@@ -368,11 +373,6 @@ func (w *Walker) next(ctx actor.Context) {
 		return
 	}
 	w.schedule(ctx, w.Timeout)
-}
-
-// backoff is the wait after the nth failure in a row.
-func backoff(first time.Duration, n int) time.Duration {
-	return min(first<<min(n-1, 10), time.Minute)
 }
 
 func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {

@@ -22,6 +22,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/export"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -154,7 +155,7 @@ func newRun(t *testing.T, api *fakeAPI, start time.Time) *run {
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
 	return &run{store: store, api: api, pool: inflighttest.NewPool(), deps: export.Deps{
-		URL: "https://fluentd.test/test.log", StartTime: start, Timeout: 20 * time.Millisecond, Backoff: time.Millisecond,
+		URL: "https://fluentd.test/test.log", StartTime: start, Timeout: 20 * time.Millisecond, Retries: backoff.Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond},
 		Concurrency: 3, Batch: 7, Window: 10, ExitOnLastEvent: true, Log: zerolog.Nop(),
 	}}
 }

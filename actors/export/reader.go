@@ -263,7 +263,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 			r.tr.Add(&ritem{Pos: chunkPos{cursor: r.readCursor, end: true}})
 			break
 		}
-		delay := backoff(r.Backoff, r.fails)
+		delay := r.Retries.Delay(r.fails)
 		r.log.Error().Err(b.err).Int("failures", r.fails).Dur("retry_in", delay).Msg("exporting a chunk failed; resuming")
 		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
 		r.timer = time.AfterFunc(delay, func() { root.Send(self, &reopenTick{epoch: epoch}) })

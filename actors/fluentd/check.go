@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
 	"time"
@@ -137,7 +136,7 @@ func WaitReady(ctx context.Context, rawURL string, cfg *tls.Config, log zerolog.
 			}
 			return err
 		}
-		delay := Backoff(attempt, 0, func(d time.Duration) time.Duration { return rand.N(d + 1) })
+		delay := Retries.Delay(attempt)
 		log.Error().Str("url", rawURL).Err(unreachable.Err).Dur("retry_in", delay).Msg("fluentd is unreachable; waiting for it")
 		select {
 		case <-ctx.Done():

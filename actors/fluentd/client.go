@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fdfwd/teleport-event-handler/backoff"
 )
 
 // Class is how a send attempt is judged.
@@ -164,19 +166,19 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// Backoff returns the delay before retry number attempt (1-based): capped
-// exponential with jitter, or what the server asked for with Retry-After
-// (capped at five minutes). The cap is short because a retry to Fluentd is
-// cheap and a long one would hold delivery back after an outage ends.
-func Backoff(attempt int, retryAfter time.Duration, jitter func(time.Duration) time.Duration) time.Duration {
-	const initial, maxDelay = 250 * time.Millisecond, 10 * time.Second
+// Retries is the wait before retrying a send to Fluentd. The cap is short
+// because a retry to Fluentd is cheap and a long one would hold delivery
+// back after an outage ends.
+var Retries = backoff.Policy{Initial: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: true}
+
+// MaxRetryAfter caps the wait a Retry-After header can ask for.
+const MaxRetryAfter = 5 * time.Minute
+
+// RetryDelay is the wait before retry number attempt (1-based): what the
+// server asked for with Retry-After (up to MaxRetryAfter), else Retries.
+func RetryDelay(attempt int, retryAfter time.Duration) time.Duration {
 	if retryAfter > 0 {
-		return min(retryAfter, 5*time.Minute)
+		return min(retryAfter, MaxRetryAfter)
 	}
-	d := initial
-	for i := 1; i < attempt && d < maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxDelay)
-	return d/2 + jitter(d/2)
+	return Retries.Delay(attempt)
 }

@@ -27,15 +27,13 @@ func TestRetryAfter(t *testing.T) {
 	require.Zero(t, retryAfter(now.Add(-time.Minute).Format(http.TimeFormat), now))
 }
 
-func TestBackoffIsCappedExponentialWithJitter(t *testing.T) {
-	none := func(time.Duration) time.Duration { return 0 }
-	full := func(d time.Duration) time.Duration { return d }
-	require.Equal(t, 125*time.Millisecond, Backoff(1, 0, none))
-	require.Equal(t, 250*time.Millisecond, Backoff(1, 0, full))
-	require.Equal(t, 1*time.Second, Backoff(3, 0, full))
-	require.Equal(t, 10*time.Second, Backoff(20, 0, full))
-	require.Equal(t, 5*time.Second, Backoff(20, 0, none))
+func TestRetryDelayIsCappedExponentialWithJitter(t *testing.T) {
+	for attempt, nominal := range map[int]time.Duration{1: 250 * time.Millisecond, 3: time.Second, 20: 10 * time.Second} {
+		d := RetryDelay(attempt, 0)
+		require.GreaterOrEqual(t, d, nominal/2, "attempt %d", attempt)
+		require.LessOrEqual(t, d, nominal, "attempt %d", attempt)
+	}
 	// Retry-After wins, within a cap.
-	require.Equal(t, 42*time.Second, Backoff(1, 42*time.Second, full))
-	require.Equal(t, 5*time.Minute, Backoff(1, time.Hour, full))
+	require.Equal(t, 42*time.Second, RetryDelay(1, 42*time.Second))
+	require.Equal(t, 5*time.Minute, RetryDelay(1, time.Hour))
 }

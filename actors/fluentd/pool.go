@@ -591,7 +591,7 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res Result, took time.Duratio
 		m.EventsRetried.WithLabelValues(d.Stream).Inc()
 	}
 	m.Health.FluentdSend(errors.New(res.Reason))
-	delay := Backoff(j.attempts, res.RetryAfter, func(d time.Duration) time.Duration { return rand.N(d + 1) })
+	delay := RetryDelay(j.attempts, res.RetryAfter)
 	ev := c.log.Warn()
 	if j.attempts >= 3 {
 		ev = c.log.Error()

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -446,7 +447,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 			p.log.Debug().Err(m.err).Str("user", m.user).Msg("lock still denied")
 		}
 	default:
-		wait = p.backoff(a.failures)
+		wait = p.retries().Delay(a.failures)
 		p.log.Warn().Err(m.err).Str("user", m.user).Int("attempt", a.failures).Dur("retry_in", wait).
 			Msg("writing the lock failed; retrying")
 	}
@@ -454,14 +455,10 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 	p.runPending(ctx)
 }
 
-// backoff is the wait after the nth failed attempt: RetryMin doubling up to
-// RetryMax, with jitter so that many pending locks do not retry at once.
-func (p *Policy) backoff(n int) time.Duration {
-	d := p.RetryMax
-	if n-1 < 30 {
-		d = min(p.RetryMin<<(n-1), p.RetryMax)
-	}
-	return d/2 + rand.N(d/2+1)
+// retries is the wait after the nth failed attempt: RetryMin doubling up
+// to RetryMax, with jitter so that many pending locks do not retry at once.
+func (p *Policy) retries() backoff.Policy {
+	return backoff.Policy{Initial: p.RetryMin, Max: p.RetryMax, Jitter: true}
 }
 
 // onSweep forgets what no longer matters and schedules the next sweep.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -85,6 +86,9 @@ const MinWindow = 256
 func WindowFor(capacity, batch int) int {
 	return max(4*capacity, batch, MinWindow)
 }
+
+// fetchBackoff is the wait after failed searches in a row.
+var fetchBackoff = backoff.Policy{Initial: time.Second, Max: time.Minute}
 
 // fetch request and result.
 type fetchReq struct {
@@ -334,7 +338,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 	if r.err != nil {
 		p.Metrics.TeleportErrors.WithLabelValues("SearchUnstructuredEvents", metrics.ErrorKind(r.err)).Inc()
 		p.fetchFails++
-		delay := min(time.Second<<min(p.fetchFails-1, 6), time.Minute)
+		delay := fetchBackoff.Delay(p.fetchFails)
 		p.log.Error().Err(r.err).Int("failures", p.fetchFails).Dur("retry_in", delay).
 			Msg("searching audit events failed; retrying")
 		p.schedule(ctx, delay)

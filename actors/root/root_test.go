@@ -110,7 +110,7 @@ func TestRestartsAFailingChildWithBackoff(t *testing.T) {
 	require.Len(t, delays, 3)
 	// Jitter keeps each delay within [d/2, d] of the nominal 20, 40, 80ms.
 	for i, d := range delays {
-		nominal := policy.Delay(i + 1)
+		nominal := policy.Backoff().Nominal(i + 1)
 		require.GreaterOrEqual(t, d, nominal/2)
 		require.LessOrEqual(t, d, nominal)
 	}
@@ -225,7 +225,7 @@ func TestPolicyDelayIsCappedExponential(t *testing.T) {
 	p := supervisor.Policy{InitialDelay: 100 * time.Millisecond, MaxDelay: time.Second}
 	var got []string
 	for n := 1; n <= 6; n++ {
-		got = append(got, fmt.Sprint(p.Delay(n)))
+		got = append(got, fmt.Sprint(p.Backoff().Nominal(n)))
 	}
 	require.Equal(t, []string{"100ms", "200ms", "400ms", "800ms", "1s", "1s"}, got)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -342,7 +343,7 @@ func (m *Manager) playerDied(ctx actor.Context, who *actor.PID) {
 		}
 		if ok && !m.draining {
 			rec.Failures++
-			rec.NotBefore = m.Now().Add(backoff(rec.Failures))
+			rec.NotBefore = m.Now().Add(retries.Delay(rec.Failures))
 			m.log.Error().Str("session_id", sid).Time("retry_at", rec.NotBefore).
 				Msg("session player kept failing and was stopped; the recording is retried later")
 			m.queue = append(m.queue, rec)
@@ -372,12 +373,9 @@ func (m *Manager) stopTimer() {
 	}
 }
 
-// backoff is the wait before attempt failures+1 of a recording: 1 s
-// doubling to a minute, with jitter.
-func backoff(failures int) time.Duration {
-	d := min(time.Second<<min(max(failures-1, 0), 6), time.Minute)
-	return d/2 + rand.N(d/2+1)
-}
+// retries is the wait before the next attempt of a recording after its
+// nth failure in a row: 1 s doubling to a minute, with jitter.
+var retries = backoff.Policy{Initial: time.Second, Max: time.Minute, Jitter: true}
 
 func stringField(ev *auditlogpb.EventUnstructured, name string) string {
 	if ev.Unstructured == nil {

@@ -347,7 +347,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 			return
 		}
 	}
-	p.rec.NotBefore = now.Add(backoff(p.rec.Failures))
+	p.rec.NotBefore = now.Add(retries.Delay(p.rec.Failures))
 	p.log.Warn().Err(err).Int("attempt", p.rec.Failures).Time("retry_at", p.rec.NotBefore).
 		Msg("streaming the session recording failed; retrying")
 	p.end(ctx, retry, err)

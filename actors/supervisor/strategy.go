@@ -9,13 +9,14 @@ package supervisor
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/backoff"
 )
 
 // Policy tunes the strategy. The zero value is replaced by Default.
@@ -88,14 +89,11 @@ func (s *Strategy) GaveUp(child *actor.PID) (Decision, bool) {
 	return d, ok
 }
 
-// Delay returns the restart delay after the n-th failure (n >= 1), before
-// jitter.
-func (p Policy) Delay(n int) time.Duration {
-	d := p.InitialDelay
-	for i := 1; i < n && d < p.MaxDelay; i++ {
-		d *= 2
-	}
-	return min(d, p.MaxDelay)
+// Backoff is the delay before a restart after the n-th failure: full
+// jitter on the upper half keeps restarts of many children from lining up
+// while never restarting sooner than half the nominal delay.
+func (p Policy) Backoff() backoff.Policy {
+	return backoff.Policy{Initial: p.InitialDelay, Max: p.MaxDelay, Jitter: true}
 }
 
 // HandleFailure implements actor.SupervisorStrategy.
@@ -114,10 +112,7 @@ func (s *Strategy) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor
 		sup.StopChildren(child)
 		return
 	}
-	// Full jitter on the upper half keeps restarts of many children from
-	// lining up while never restarting sooner than half the nominal delay.
-	base := s.policy.Delay(d.Failures)
-	d.Delay = base/2 + rand.N(base/2+1)
+	d.Delay = s.policy.Backoff().Delay(d.Failures)
 	s.log.Warn().Str("actor", d.Kind).Str("reason", d.Reason).Int("failures", d.Failures).
 		Dur("restart_in", d.Delay).Msg("actor failed, restarting")
 	s.notify(d)

@@ -1,0 +1,45 @@
+// Package backoff is the daemon's one retry policy: the wait before retry n
+// of anything (a Fluentd send, a Teleport call, a checkpoint write, an actor
+// restart) doubles from Initial up to Max, optionally with jitter.
+//
+// A Policy is a value and Delay a pure function of the attempt number, so
+// callers keep their count where it belongs (in the actor, or in the state
+// file for a recording) and a restart neither resets nor needs the policy.
+package backoff
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Policy is capped exponential backoff.
+type Policy struct {
+	// Initial is the wait before the first retry; each later one doubles.
+	Initial time.Duration
+	// Max caps the wait.
+	Max time.Duration
+	// Jitter spreads each wait uniformly over its upper half, [d/2, d], so
+	// that many callers failing together do not retry together, while none
+	// retries sooner than half the nominal wait.
+	Jitter bool
+}
+
+// Nominal is the wait before retry n (1-based; below 1 counts as 1),
+// without jitter.
+func (p Policy) Nominal(n int) time.Duration {
+	d := max(p.Initial, 0)
+	for i := 1; i < n && d < p.Max; i++ {
+		d *= 2
+	}
+	return min(d, max(p.Max, p.Initial))
+}
+
+// Delay is the wait before retry n (1-based), with jitter when the policy
+// has it.
+func (p Policy) Delay(n int) time.Duration {
+	d := p.Nominal(n)
+	if p.Jitter && d > 0 {
+		d = d/2 + rand.N(d/2+1)
+	}
+	return d
+}

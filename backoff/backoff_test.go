@@ -1,0 +1,48 @@
+package backoff_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/backoff"
+)
+
+func TestNominalDoublesUpToTheCap(t *testing.T) {
+	p := backoff.Policy{Initial: 100 * time.Millisecond, Max: time.Second}
+	for n, want := range map[int]time.Duration{
+		-1: 100 * time.Millisecond, 0: 100 * time.Millisecond, 1: 100 * time.Millisecond,
+		2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 4: 800 * time.Millisecond,
+		5: time.Second, 6: time.Second, 1000: time.Second,
+	} {
+		require.Equal(t, want, p.Nominal(n), "retry %d", n)
+		require.Equal(t, want, p.Delay(n), "retry %d without jitter", n)
+	}
+}
+
+func TestACapBelowTheInitialWaitKeepsTheInitialWait(t *testing.T) {
+	p := backoff.Policy{Initial: time.Second}
+	require.Equal(t, time.Second, p.Nominal(1))
+	require.Equal(t, time.Second, p.Nominal(10))
+}
+
+func TestJitterStaysInTheUpperHalf(t *testing.T) {
+	p := backoff.Policy{Initial: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: true}
+	seen := map[time.Duration]bool{}
+	for range 1000 {
+		for n := 1; n <= 8; n++ {
+			d, nominal := p.Delay(n), p.Nominal(n)
+			require.GreaterOrEqual(t, d, nominal/2, "retry %d", n)
+			require.LessOrEqual(t, d, nominal, "retry %d", n)
+			if n == 8 {
+				seen[d] = true
+			}
+		}
+	}
+	require.Greater(t, len(seen), 100, "jittered waits should differ")
+}
+
+func TestZeroPolicyRetriesAtOnce(t *testing.T) {
+	require.Zero(t, backoff.Policy{Jitter: true}.Delay(5))
+}
