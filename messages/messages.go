@@ -11,7 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 
-	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // Delivery asks the Fluentd pool to POST one event.
@@ -72,7 +72,7 @@ type Save struct {
 	Key     string
 	Epoch   uint64
 	Seq     uint64
-	Writes  []persistence.Write
+	Writes  []kv.Write // built with persistence's constructors
 	ReplyTo *actor.PID
 }
 

@@ -1,7 +1,6 @@
 package persistence
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -47,11 +46,7 @@ func (s *Store) StartTime() (time.Time, bool, error) {
 
 // AuditPositionWrite encodes a position for Apply.
 func AuditPositionWrite(p AuditPosition) Write {
-	raw, err := json.Marshal(p)
-	if err != nil {
-		panic(err) // a struct of strings, times and ints always encodes
-	}
-	return Write{Bucket: BucketAudit, Key: KeyPosition, Value: raw}
+	return putJSON(BucketAudit, KeyPosition, p)
 }
 
 // AuditPosition returns the stored position of the audit stream.

@@ -51,13 +51,9 @@ func (s LockState) Empty() bool { return len(s.Failures) == 0 && s.Lock == nil }
 // LockStateWrite stores s, or deletes it once it is empty.
 func LockStateWrite(s LockState) Write {
 	if s.Empty() {
-		return Write{Bucket: BucketLockPolicy, Key: s.User, Delete: true}
+		return del(BucketLockPolicy, s.User)
 	}
-	raw, err := json.Marshal(s)
-	if err != nil {
-		panic(err) // strings, times and ints always encode
-	}
-	return Write{Bucket: BucketLockPolicy, Key: s.User, Value: raw}
+	return putJSON(BucketLockPolicy, s.User, s)
 }
 
 // LockState returns the stored state of user.

@@ -1,7 +1,6 @@
 package persistence
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -45,22 +44,15 @@ func (r Recording) QueueKey() string { return fmt.Sprintf("%020d", r.Seq) }
 
 // RecordingWrites stores r.
 func RecordingWrites(r Recording) []Write {
-	raw, err := json.Marshal(r)
-	if err != nil {
-		panic(err) // strings, times and ints always encode
-	}
 	return []Write{
-		{Bucket: BucketSessions, Key: r.ID, Value: raw},
+		putJSON(BucketSessions, r.ID, r),
 		{Bucket: BucketSessionQueue, Key: r.QueueKey(), Value: []byte(r.ID)},
 	}
 }
 
 // RecordingDeletes removes r once it is finished or given up.
 func RecordingDeletes(r Recording) []Write {
-	return []Write{
-		{Bucket: BucketSessions, Key: r.ID, Delete: true},
-		{Bucket: BucketSessionQueue, Key: r.QueueKey(), Delete: true},
-	}
+	return []Write{del(BucketSessions, r.ID), del(BucketSessionQueue, r.QueueKey())}
 }
 
 // Recording returns the stored progress of session id.

@@ -18,6 +18,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // FileName is the name of the state file inside the per-cluster directory.
@@ -54,13 +56,24 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
-// Write is one change to the store.
-type Write struct {
-	Bucket string
-	Key    string
-	Value  []byte // nil with Delete
-	Delete bool
+// Write is one change to the store. It is kv.Write, a plain value, so that
+// the messages that carry writes to the checkpoint writer need not import
+// the store.
+type Write = kv.Write
+
+// putJSON is the write that stores v as JSON at bucket/key. Every record of
+// the state file is a plain struct of strings, times and numbers, which
+// always encodes.
+func putJSON(bucket, key string, v any) Write {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Errorf("encode %s/%s: %w", bucket, key, err))
+	}
+	return Write{Bucket: bucket, Key: key, Value: raw}
 }
+
+// del is the write that removes bucket/key.
+func del(bucket, key string) Write { return Write{Bucket: bucket, Key: key, Delete: true} }
 
 // Store is the state of one Teleport cluster.
 type Store struct {

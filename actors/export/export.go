@@ -84,12 +84,7 @@ type Deps struct {
 	ReaderProps []actor.PropsOption
 }
 
-type chunkRef struct {
-	day   time.Time
-	chunk string
-}
-
-func (c chunkRef) key() string { return dayName(c.day) + "/" + c.chunk }
+type chunkRef = persistence.ChunkRef
 
 type roundResult struct {
 	epoch uint64
@@ -115,7 +110,7 @@ type Walker struct {
 	Deps
 	log   zerolog.Logger
 	epoch uint64
-	st    walkerState
+	st    persistence.ExportWalker
 
 	done    map[string]map[string]bool // day -> completed chunks
 	queue   []chunkRef
@@ -245,8 +240,8 @@ func (w *Walker) start(ctx actor.Context) {
 	w.st = st
 	w.done, w.running, w.pids = map[string]map[string]bool{}, map[string]*actor.PID{}, map[string]chunkRef{}
 	w.parked, w.retried = map[string]chunkRef{}, map[string]bool{}
-	w.log.Info().Str("day", dayName(st.Day)).Time("since", st.Since).Uint64("acked", st.Acked).Msg("export resumes")
-	parked, err := parkedChunks(w.Store)
+	w.log.Info().Str("day", persistence.DayName(st.Day)).Time("since", st.Since).Uint64("acked", st.Acked).Msg("export resumes")
+	parked, err := w.Store.ExportParkedChunks()
 	if err != nil {
 		panic(fmt.Errorf("load parked export chunks: %w", err))
 	}
@@ -255,7 +250,7 @@ func (w *Walker) start(ctx actor.Context) {
 		w.log.Warn().Int("chunks", len(parked)).Msg("reading the export chunks parked by an earlier run again")
 		w.queue = parked
 		for _, ref := range parked {
-			w.retried[ref.key()] = true
+			w.retried[ref.String()] = true
 		}
 	}
 	w.Metrics.ExportChunksParked.Set(float64(len(parked)))
@@ -266,7 +261,7 @@ func (w *Walker) start(ctx actor.Context) {
 // pollDays are the day being walked and the two before it (not before the
 // start day).
 func (w *Walker) pollDays() []time.Time {
-	first := dayOf(w.st.Since)
+	first := persistence.Day(w.st.Since)
 	var days []time.Time
 	for i := 2; i >= 0; i-- {
 		if d := w.st.Day.AddDate(0, 0, -i); !d.Before(first) {
@@ -328,9 +323,9 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 			panic(err)
 		}
 		for _, c := range r.lists[i] {
-			ref := chunkRef{day: d, chunk: c}
-			_, parked := w.parked[ref.key()]
-			if done[c] || parked || w.running[ref.key()] != nil || slices.Contains(w.queue, ref) {
+			ref := chunkRef{Day: d, Chunk: c}
+			_, parked := w.parked[ref.String()]
+			if done[c] || parked || w.running[ref.String()] != nil || slices.Contains(w.queue, ref) {
 				continue
 			}
 			w.queue = append(w.queue, ref)
@@ -376,21 +371,21 @@ func (w *Walker) next(ctx actor.Context) {
 }
 
 func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {
-	if m, ok := w.done[dayName(d)]; ok {
+	if m, ok := w.done[persistence.DayName(d)]; ok {
 		return m, nil
 	}
-	m, err := doneChunks(w.Store, d)
+	m, err := w.Store.ExportDoneChunks(d)
 	if err != nil {
-		return nil, fmt.Errorf("load completed chunks of %s: %w", dayName(d), err)
+		return nil, fmt.Errorf("load completed chunks of %s: %w", persistence.DayName(d), err)
 	}
-	w.done[dayName(d)] = m
+	w.done[persistence.DayName(d)] = m
 	return m, nil
 }
 
 func (w *Walker) pruneDone() {
 	keep := map[string]bool{}
 	for _, d := range w.pollDays() {
-		keep[dayName(d)] = true
+		keep[persistence.DayName(d)] = true
 	}
 	for k := range w.done {
 		if !keep[k] {
@@ -405,10 +400,10 @@ func (w *Walker) dispatch(ctx actor.Context) {
 		w.queue = w.queue[1:]
 		d := w.Deps
 		props := actor.PropsFromProducer(func() actor.Actor {
-			return &reader{Deps: d, day: ref.day, chunk: ref.chunk, since: w.st.Since, after: w.st.AfterID}
+			return &reader{Deps: d, ref: ref, since: w.st.Since, after: w.st.AfterID}
 		}, d.ReaderProps...)
 		pid := ctx.Spawn(props)
-		w.running[ref.key()] = pid
+		w.running[ref.String()] = pid
 		w.pids[pid.Id] = ref
 	}
 }
@@ -416,11 +411,11 @@ func (w *Walker) dispatch(ctx actor.Context) {
 // release forgets the reader of ref, which has reported its end, and stops
 // it; false when no reader runs it.
 func (w *Walker) release(ctx actor.Context, ref chunkRef) bool {
-	pid := w.running[ref.key()]
+	pid := w.running[ref.String()]
 	if pid == nil {
 		return false
 	}
-	delete(w.running, ref.key())
+	delete(w.running, ref.String())
 	delete(w.pids, pid.Id)
 	if !w.draining {
 		// While draining the reader still owes its answer to Drain; it
@@ -431,19 +426,19 @@ func (w *Walker) release(ctx actor.Context, ref chunkRef) bool {
 }
 
 func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
-	ref := chunkRef{day: m.Day, chunk: m.Chunk}
+	ref := m.Ref
 	if !w.release(ctx, ref) {
 		return
 	}
-	if done, ok := w.done[dayName(m.Day)]; ok {
-		done[m.Chunk] = true
+	if done, ok := w.done[persistence.DayName(ref.Day)]; ok {
+		done[ref.Chunk] = true
 	}
 	w.st.Acked += m.Events
-	w.log.Debug().Str("day", dayName(m.Day)).Str("chunk", m.Chunk).Uint64("events", m.Events).Msg("chunk exported")
-	if w.retried[ref.key()] {
-		delete(w.retried, ref.key())
+	w.log.Debug().Str("day", persistence.DayName(ref.Day)).Str("chunk", ref.Chunk).Uint64("events", m.Events).Msg("chunk exported")
+	if w.retried[ref.String()] {
+		delete(w.retried, ref.String())
 		w.Metrics.ExportChunksParked.Dec()
-		w.log.Info().Str("day", dayName(m.Day)).Str("chunk", m.Chunk).Msg("parked chunk exported")
+		w.log.Info().Str("day", persistence.DayName(ref.Day)).Str("chunk", ref.Chunk).Msg("parked chunk exported")
 	}
 	w.idleRound = false
 	w.save(ctx)
@@ -452,17 +447,17 @@ func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
 }
 
 func (w *Walker) onChunkParked(ctx actor.Context, m *chunkParked) {
-	ref := chunkRef{day: m.Day, chunk: m.Chunk}
+	ref := m.Ref
 	if !w.release(ctx, ref) {
 		return
 	}
-	if w.retried[ref.key()] {
-		delete(w.retried, ref.key())
+	if w.retried[ref.String()] {
+		delete(w.retried, ref.String())
 	} else {
 		w.Metrics.ExportChunksParked.Inc()
 	}
-	w.parked[ref.key()] = ref
-	w.log.Error().Err(m.Err).Str("day", dayName(m.Day)).Str("chunk", m.Chunk).Int("attempts", m.Attempts).
+	w.parked[ref.String()] = ref
+	w.log.Error().Err(m.Err).Str("day", persistence.DayName(ref.Day)).Str("chunk", ref.Chunk).Int("attempts", m.Attempts).
 		Dur("retry_in", w.ParkRetry).Msg("export chunk parked: its remaining events are read again later; the export goes on without it")
 	if w.parkTimer == nil && !w.draining {
 		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, w.epoch
@@ -501,14 +496,14 @@ func (w *Walker) onTerminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	// A reader stopped without finishing: it used up its restart budget.
-	panic(fmt.Errorf("export reader of chunk %s of %s stopped", ref.chunk, dayName(ref.day)))
+	panic(fmt.Errorf("export reader of chunk %s stopped", ref))
 }
 
 func (w *Walker) save(ctx actor.Context) {
 	w.saveSeq++
 	w.savingAt = w.deliveredUpTo()
 	ctx.Send(w.Checkpoint, &messages.Save{Key: "export/walker", Epoch: w.epoch, Seq: w.saveSeq,
-		Writes: []persistence.Write{jsonWrite(walkerKey, w.st)}, ReplyTo: ctx.Self()})
+		Writes: []persistence.Write{persistence.ExportWalkerWrite(w.st)}, ReplyTo: ctx.Self()})
 }
 
 // deliveredUpTo is the time before which every event is delivered (or

@@ -212,7 +212,7 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	}
 	// Every chunk is recorded done and no cursor is left.
 	done, cursors := 0, 0
-	require.NoError(t, r.store.Scan(export.Bucket, "", 0, func(k string, _ []byte) bool {
+	require.NoError(t, r.store.Scan(persistence.BucketExport, "", 0, func(k string, _ []byte) bool {
 		switch k[:5] {
 		case "done/":
 			done++
@@ -417,7 +417,7 @@ func TestFailingChunkIsParkedAndReadAgainAtTheNextStart(t *testing.T) {
 	}
 	require.Equal(t, want, r.pool.Got)
 	require.Zero(t, testutil.ToFloat64(r.deps.Metrics.ExportChunksParked))
-	require.NoError(t, r.store.Scan(export.Bucket, "", 0, func(k string, _ []byte) bool {
+	require.NoError(t, r.store.Scan(persistence.BucketExport, "", 0, func(k string, _ []byte) bool {
 		require.NotContains(t, k, "parked/")
 		return true
 	}))

@@ -25,8 +25,7 @@ import (
 // chunkDone tells the walker that a reader's chunk is settled and recorded
 // as done.
 type chunkDone struct {
-	Day    time.Time
-	Chunk  string
+	Ref    chunkRef
 	Events uint64
 }
 
@@ -34,8 +33,7 @@ type chunkDone struct {
 // read of it is settled and its cursor saved, and it is recorded as parked,
 // to be retried later.
 type chunkParked struct {
-	Day      time.Time
-	Chunk    string
+	Ref      chunkRef
 	Err      error
 	Attempts int
 }
@@ -70,8 +68,7 @@ type ritem = inflight.Item[chunkPos]
 // chunk's cursor is saved only over settled events.
 type reader struct {
 	Deps
-	day   time.Time
-	chunk string
+	ref   chunkRef
 	since time.Time
 	after string
 	log   zerolog.Logger
@@ -144,10 +141,10 @@ func (r *reader) Receive(ctx actor.Context) {
 
 func (r *reader) start(ctx actor.Context) {
 	r.epoch = rand.Uint64()
-	r.log = r.Log.With().Str("actor", "export-reader").Str("day", dayName(r.day)).Str("chunk", r.chunk).Logger()
-	var st chunkState
-	if _, err := getJSON(r.Store, chunkKey(r.day, r.chunk), &st); err != nil {
-		panic(fmt.Errorf("load chunk %s of %s: %w", r.chunk, dayName(r.day), err))
+	r.log = r.Log.With().Str("actor", "export-reader").Str("day", persistence.DayName(r.ref.Day)).Str("chunk", r.ref.Chunk).Logger()
+	st, _, err := r.Store.ExportChunk(r.ref)
+	if err != nil {
+		panic(fmt.Errorf("load chunk %s: %w", r.ref, err))
 	}
 	r.readCursor, r.ackCur, r.acked = st.Cursor, st.Cursor, st.Acked
 	r.tr = inflight.Tracker[chunkPos]{URL: r.URL, Stream: metrics.Audit, Pool: r.Pool, Taps: r.Taps, Window: r.Window}
@@ -173,7 +170,7 @@ func (r *reader) open(ctx actor.Context) {
 	credit := make(chan struct{}, 1)
 	r.cancel, r.credit = cancel, credit
 	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
-	req := &auditlogpb.ExportUnstructuredEventsRequest{Date: timestamppb.New(r.day), Chunk: r.chunk, Cursor: r.readCursor}
+	req := &auditlogpb.ExportUnstructuredEventsRequest{Date: timestamppb.New(r.ref.Day), Chunk: r.ref.Chunk, Cursor: r.readCursor}
 	size := max(r.Batch, 1)
 	src := r.Events
 	go func() {
@@ -316,9 +313,9 @@ func (r *reader) pump(ctx actor.Context) {
 	if r.endSeq != 0 && settled && !r.reported {
 		r.reported = true
 		if r.parkErr != nil {
-			ctx.Send(ctx.Parent(), &chunkParked{Day: r.day, Chunk: r.chunk, Err: r.parkErr, Attempts: r.hardFails})
+			ctx.Send(ctx.Parent(), &chunkParked{Ref: r.ref, Err: r.parkErr, Attempts: r.hardFails})
 		} else {
-			ctx.Send(ctx.Parent(), &chunkDone{Day: r.day, Chunk: r.chunk, Events: r.acked})
+			ctx.Send(ctx.Parent(), &chunkDone{Ref: r.ref, Events: r.acked})
 		}
 	}
 }
@@ -342,19 +339,13 @@ func (r *reader) advance(ctx actor.Context) {
 	var writes []persistence.Write
 	switch {
 	case end && r.parkErr != nil:
-		writes = []persistence.Write{
-			jsonWrite(chunkKey(r.day, r.chunk), chunkState{Cursor: r.ackCur, Acked: r.acked}),
-			jsonWrite(parkedKey(r.day, r.chunk), parkedState{Error: r.parkErr.Error(), Attempts: r.hardFails, At: r.Now()}),
-		}
+		writes = persistence.ExportParkedWrites(r.ref, persistence.ExportChunk{Cursor: r.ackCur, Acked: r.acked},
+			persistence.ExportParked{Error: r.parkErr.Error(), Attempts: r.hardFails, At: r.Now()})
 	case end:
-		writes = []persistence.Write{
-			{Bucket: Bucket, Key: chunkKey(r.day, r.chunk), Delete: true},
-			{Bucket: Bucket, Key: parkedKey(r.day, r.chunk), Delete: true},
-			jsonWrite(doneKey(r.day, r.chunk), doneState{Events: r.acked}),
-		}
+		writes = persistence.ExportDoneWrites(r.ref, r.acked)
 	default:
-		writes = []persistence.Write{jsonWrite(chunkKey(r.day, r.chunk), chunkState{Cursor: r.ackCur, Acked: r.acked})}
+		writes = []persistence.Write{persistence.ExportChunkWrite(r.ref, persistence.ExportChunk{Cursor: r.ackCur, Acked: r.acked})}
 	}
-	ctx.Send(r.Checkpoint, &messages.Save{Key: "export/" + dayName(r.day) + "/" + r.chunk, Epoch: r.epoch, Seq: r.ackedSeq,
+	ctx.Send(r.Checkpoint, &messages.Save{Key: "export/" + r.ref.String(), Epoch: r.epoch, Seq: r.ackedSeq,
 		Writes: writes, ReplyTo: ctx.Self()})
 }

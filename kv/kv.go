@@ -1,0 +1,14 @@
+// Package kv is the value type of one change to the state file: a key of a
+// bucket, put or deleted. It has no dependencies, so that the actors'
+// protocol (messages) carries changes to the checkpoint writer without
+// importing the store. Package persistence defines every bucket and key and
+// applies the changes.
+package kv
+
+// Write is one change to the state file.
+type Write struct {
+	Bucket string
+	Key    string
+	Value  []byte // nil with Delete
+	Delete bool
+}

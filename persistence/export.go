@@ -1,0 +1,153 @@
+package persistence
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// BucketExport holds the export path's state, apart from the search path's
+// (BucketAudit), by key:
+//
+//	walker               ExportWalker: the day being walked and the start
+//	chunk/<day>/<chunk>  ExportChunk: the cursor after the last event settled
+//	done/<day>/<chunk>   ExportDone: the chunk is fully settled
+//	parked/<day>/<chunk> ExportParked: reading the chunk kept failing; it is
+//	                     read again later, from its cursor
+//
+// Days are UTC dates, 2006-01-02.
+const BucketExport = "export"
+
+const (
+	keyExportWalker    = "walker"
+	prefixExportChunk  = "chunk/"
+	prefixExportDone   = "done/"
+	prefixExportParked = "parked/"
+)
+
+// ExportWalker is where the export day-walker resumes.
+type ExportWalker struct {
+	// Day is the UTC day being walked (the two before it are polled again).
+	Day time.Time `json:"day"`
+	// Since: events before it are not exported (--start-time, or the last
+	// event the search path acknowledged when the state was seeded from it).
+	Since time.Time `json:"since"`
+	// AfterID is the last event the search path acknowledged, at Since; it
+	// is not sent again.
+	AfterID string `json:"after_id,omitempty"`
+	// Acked counts events settled by the export path.
+	Acked uint64 `json:"acked"`
+	// IdleAt is when the last listing began that found every chunk settled.
+	IdleAt time.Time `json:"idle_at,omitempty"`
+}
+
+// ExportChunk is where a chunk being read resumes.
+type ExportChunk struct {
+	Cursor string `json:"cursor"`
+	Acked  uint64 `json:"acked"`
+}
+
+// ExportDone records a chunk whose every event is settled.
+type ExportDone struct {
+	Events uint64 `json:"events"`
+}
+
+// ExportParked records a chunk set aside after repeated failures.
+type ExportParked struct {
+	Error    string    `json:"error"`
+	Attempts int       `json:"attempts"`
+	At       time.Time `json:"at"`
+}
+
+// ChunkRef names one export chunk: a chunk of a UTC day.
+type ChunkRef struct {
+	Day   time.Time
+	Chunk string
+}
+
+// String is day/chunk, as chunks are named in logs and keys.
+func (c ChunkRef) String() string { return DayName(c.Day) + "/" + c.Chunk }
+
+// Day is the UTC day of t, at midnight.
+func Day(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// DayName is the UTC date of d, as days are named in keys and logs.
+func DayName(d time.Time) string { return d.UTC().Format(time.DateOnly) }
+
+// ExportWalker returns the stored state of the day-walker.
+func (s *Store) ExportWalker() (ExportWalker, bool, error) {
+	var w ExportWalker
+	ok, err := s.getJSON(BucketExport, keyExportWalker, &w)
+	return w, ok, err
+}
+
+// ExportWalkerWrite stores the day-walker's state.
+func ExportWalkerWrite(w ExportWalker) Write { return putJSON(BucketExport, keyExportWalker, w) }
+
+// ExportChunk returns the stored position of a chunk.
+func (s *Store) ExportChunk(c ChunkRef) (ExportChunk, bool, error) {
+	var st ExportChunk
+	ok, err := s.getJSON(BucketExport, prefixExportChunk+c.String(), &st)
+	return st, ok, err
+}
+
+// ExportChunkWrite stores the position of a chunk being read.
+func ExportChunkWrite(c ChunkRef, st ExportChunk) Write {
+	return putJSON(BucketExport, prefixExportChunk+c.String(), st)
+}
+
+// ExportParkedWrites store the position of a chunk that is set aside, and
+// why.
+func ExportParkedWrites(c ChunkRef, st ExportChunk, p ExportParked) []Write {
+	return []Write{ExportChunkWrite(c, st), putJSON(BucketExport, prefixExportParked+c.String(), p)}
+}
+
+// ExportDoneWrites record a chunk as done, in place of its position.
+func ExportDoneWrites(c ChunkRef, events uint64) []Write {
+	return []Write{
+		del(BucketExport, prefixExportChunk+c.String()),
+		del(BucketExport, prefixExportParked+c.String()),
+		putJSON(BucketExport, prefixExportDone+c.String(), ExportDone{Events: events}),
+	}
+}
+
+// ExportDoneChunks lists the completed chunks of a day.
+func (s *Store) ExportDoneChunks(day time.Time) (map[string]bool, error) {
+	prefix := prefixExportDone + DayName(day) + "/"
+	out := map[string]bool{}
+	err := s.Scan(BucketExport, prefix[:len(prefix)-1], 0, func(key string, _ []byte) bool {
+		if !strings.HasPrefix(key, prefix) {
+			return false // past the day's keys
+		}
+		out[strings.TrimPrefix(key, prefix)] = true
+		return true
+	})
+	return out, err
+}
+
+// ExportParkedChunks lists the chunks set aside after repeated failures.
+func (s *Store) ExportParkedChunks() ([]ChunkRef, error) {
+	var out []ChunkRef
+	var bad error
+	err := s.Scan(BucketExport, strings.TrimSuffix(prefixExportParked, "/"), 0, func(key string, _ []byte) bool {
+		rest, ok := strings.CutPrefix(key, prefixExportParked)
+		if !ok {
+			return false // past the parked keys
+		}
+		name, chunk, _ := strings.Cut(rest, "/")
+		day, err := time.Parse(time.DateOnly, name)
+		if err != nil {
+			bad = &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: %w", BucketExport, key, err)}
+			return false
+		}
+		out = append(out, ChunkRef{Day: day, Chunk: chunk})
+		return true
+	})
+	if err == nil {
+		err = bad
+	}
+	return out, err
+}
