@@ -16,6 +16,7 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -190,4 +191,21 @@ func appendString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// Event returns the JSON that Fluentd receives for a Teleport event (an
+// audit or a session event). An event that does not encode (only a NaN or
+// infinite number can do that) is kept rather than dropped: it is sent as
+// an object naming its type, ID and index, and the error, so that the
+// receiver sees it and the stream goes on.
+func Event(ev *auditlogpb.EventUnstructured) []byte {
+	body, err := Marshal(ev.GetUnstructured())
+	if err == nil {
+		return body
+	}
+	b := append([]byte(`{"event":`), appendString(nil, ev.GetType())...)
+	b = append(append(b, `,"uid":`...), appendString(nil, ev.GetId())...)
+	b = strconv.AppendInt(append(b, `,"ei":`...), ev.GetIndex(), 10)
+	b = append(append(b, `,"encode_error":`...), appendString(nil, err.Error())...)
+	return append(b, '}')
 }

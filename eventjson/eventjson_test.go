@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -163,4 +164,19 @@ func BenchmarkMarshal(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestEventThatDoesNotEncodeIsKept(t *testing.T) {
+	ok := &auditlogpb.EventUnstructured{Type: "exec", Id: "e1", Unstructured: &structpb.Struct{Fields: map[string]*structpb.Value{
+		"event": structpb.NewStringValue("exec"), "uid": structpb.NewStringValue("e1")}}}
+	require.JSONEq(t, `{"event":"exec","uid":"e1"}`, string(eventjson.Event(ok)))
+
+	bad := &auditlogpb.EventUnstructured{Type: "session.data", Id: "s1-4", Index: 4, Unstructured: &structpb.Struct{
+		Fields: map[string]*structpb.Value{"x": structpb.NewNumberValue(math.NaN())}}}
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(eventjson.Event(bad), &got))
+	require.Equal(t, "session.data", got["event"])
+	require.Equal(t, "s1-4", got["uid"])
+	require.EqualValues(t, 4, got["ei"])
+	require.Contains(t, got["encode_error"], "NaN")
 }

@@ -228,11 +228,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 		r.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
 		if !r.before(ev) {
 			if r.sends(ev) {
-				body, err := eventjson.Marshal(ev.Unstructured)
-				if err != nil {
-					body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
-				}
-				it.Body, it.Sending = body, true
+				it.Body, it.Sending = eventjson.Event(ev), true
 			} else {
 				r.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
 			}

@@ -312,24 +312,13 @@ func fetcher(ctx context.Context, reqs <-chan fetchReq, events Searcher, types_ 
 				bodies = make([][]byte, len(evs))
 				for i, ev := range evs {
 					if i >= req.skip && !skip[ev.Type] {
-						bodies[i] = encode(ev)
+						bodies[i] = eventjson.Event(ev)
 					}
 				}
 			}
 			root.Send(self, &pageResult{epoch: epoch, req: req, events: evs, bodies: bodies, fetched: fetched, nextKey: next, issuedAt: issued, err: err})
 		}
 	}
-}
-
-// encode returns the event's JSON as it is.
-func encode(ev *auditlogpb.EventUnstructured) []byte {
-	body, err := eventjson.Marshal(ev.Unstructured)
-	if err != nil {
-		// A Struct always encodes; if it ever does not, keep the event
-		// rather than drop it.
-		body = []byte(fmt.Sprintf(`{"event":%q,"uid":%q,"encode_error":%q}`, ev.Type, ev.Id, err))
-	}
-	return body
 }
 
 func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
@@ -374,7 +363,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 				body = r.bodies[i]
 			}
 			if body == nil {
-				body = encode(ev)
+				body = eventjson.Event(ev)
 			}
 			it.Body, it.Sending = body, true
 		}

@@ -192,7 +192,7 @@ func (p *player) startStream(ctx actor.Context) {
 	p.cancel = cancel
 	p.credits = make(chan struct{}, p.Window)
 	self, root, epoch, credits := ctx.Self(), ctx.ActorSystem().Root, p.epoch, p.credits
-	skip, dryRun, sid := p.Skip, p.DryRun, p.rec.ID
+	skip, dryRun := p.Skip, p.DryRun
 	events, errs := p.Sessions.StreamUnstructuredSessionEvents(sctx, p.rec.ID, p.received)
 	go func() {
 		for {
@@ -205,7 +205,7 @@ func (p *player) startStream(ctx actor.Context) {
 				fetched := time.Now()
 				var body []byte
 				if !skip[ev.Type] && !dryRun {
-					body = encode(ev, sid)
+					body = eventjson.Event(ev)
 				}
 				select {
 				case credits <- struct{}{}:
@@ -228,15 +228,6 @@ func (p *player) stopStream() {
 		p.cancel()
 		p.cancel = nil
 	}
-}
-
-// encode returns a session event's JSON as it is.
-func encode(ev *auditlogpb.EventUnstructured, sid string) []byte {
-	body, err := eventjson.Marshal(ev.Unstructured)
-	if err != nil {
-		body = []byte(fmt.Sprintf(`{"event":%q,"sid":%q,"ei":%d,"encode_error":%q}`, ev.Type, sid, ev.Index, err))
-	}
-	return body
 }
 
 func (p *player) onEvent(ctx actor.Context, m *streamEvent) {
@@ -262,7 +253,7 @@ func (p *player) onEvent(ctx actor.Context, m *streamEvent) {
 	default:
 		it.body = m.body
 		if it.body == nil {
-			it.body = encode(ev, p.rec.ID)
+			it.body = eventjson.Event(ev)
 		}
 		ctx.Send(p.Pool, p.delivery(ctx, it))
 	}
