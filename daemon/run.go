@@ -20,14 +20,15 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/export"
-	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/actors/pool"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/logging"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -106,12 +107,14 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		events = conn
 	}
 
-	var client *fluentd.Client
+	var transport fluentd.Transport
 	if !cfg.DryRun {
 		tlsCfg, err := fluentd.TLSConfig(cfg.Fluentd.CA, cfg.Fluentd.Cert, cfg.Fluentd.Key)
 		if err != nil {
 			return err
 		}
+		transport = fluentd.NewHTTP(tlsCfg, cfg.Fluentd.MaxConnections)
+		defer transport.Close()
 		checked := map[string]bool{}
 		for _, u := range []string{cfg.Fluentd.URL, cfg.Fluentd.SessionURL} {
 			// The handshake depends on the endpoint only, and both URLs
@@ -122,15 +125,13 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 				}
 				checked[pu.Host] = true
 			}
-			if err := fluentd.WaitReady(ctx, u, tlsCfg, log); err != nil {
+			if err := fluentd.WaitReady(ctx, transport, u, log); err != nil {
 				if ctx.Err() != nil {
 					return nil // stopped while waiting: nothing was started
 				}
 				return err
 			}
 		}
-		client = fluentd.NewClient(tlsCfg, cfg.Fluentd.MaxConnections)
-		defer client.Close()
 	}
 
 	dir := persistence.Dir(cfg.Storage, cfg.Teleport.Addr)
@@ -205,7 +206,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		skip[lockpolicy.LoginEvent] = true
 	}
 	// The in-flight windows are sized on what the pool carries at once.
-	capacity := fluentd.Capacity(cfg.Fluentd.MaxConnections, cfg.Fluentd.Batch)
+	capacity := pool.Capacity(cfg.Fluentd.MaxConnections, cfg.Fluentd.Batch)
 	done := make(chan error, 1)
 	spec := root.Spec{
 		Strategy:       strategy,
@@ -214,15 +215,15 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		DrainTimeout:   opts.DrainTimeout,
 		OnDrainTimeout: abortSends,
 		Children: func() []root.Child {
-			var ckpt, pool *actor.PID
+			var ckpt, poolPID *actor.PID
 			children := []root.Child{{
 				Name: checkpoint.Name, Props: checkpoint.Props(store, log, m, childOpts("checkpoint")...), Bind: func(p *actor.PID) { ckpt = p },
 			}}
 			if !cfg.DryRun {
 				children = append(children, root.Child{
-					Name: fluentd.Name, Bind: func(p *actor.PID) { pool = p },
-					Props: fluentd.Props(fluentd.Deps{
-						Client: client, DeadLetters: persistence.NewDeadLetters(store.Dir()),
+					Name: pool.Name, Bind: func(p *actor.PID) { poolPID = p },
+					Props: pool.Props(pool.Deps{
+						Transport: transport, DeadLetters: persistence.NewDeadLetters(store.Dir()),
 						MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch,
 						Ctx: sendCtx, Log: log, Supervisor: strategy, Metrics: m,
 					}, childOpts("fluentd")...),
@@ -236,7 +237,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 				Bind: func(p *actor.PID) { taps = append(taps, poller.Tap{PID: p, Wants: sessions.Wants}) },
 				Props: actor.PropsFromProducer(func() actor.Actor {
 					return sessions.New(sessions.Deps{
-						Sessions: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.SessionURL,
+						Sessions: events, Store: store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.SessionURL,
 						Skip: set(cfg.SkipSessionTypes), Concurrency: cfg.Concurrency,
 						Window: sessions.WindowFor(capacity, cfg.Concurrency),
 						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Supervisor: strategy, Log: log, Metrics: m,
@@ -259,7 +260,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 				// here as given; the lock policy gets its failed logins.
 				children = append(children, root.Child{Name: export.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
 					return export.New(export.Deps{
-						Events: exporter, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
+						Events: exporter, Store: store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL,
 						StartTime: start, Timeout: cfg.Timeout, Concurrency: cfg.Concurrency, Batch: cfg.Batch,
 						Window: max(poller.WindowFor(capacity, cfg.Batch)/cfg.Concurrency, cfg.Batch),
 						Types:  typesSet(cfg.Types), Skip: skip, Taps: taps,
@@ -271,7 +272,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 			}
 			children = append(children, root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
 				return poller.New(poller.Deps{
-					Events: events, Store: store, Checkpoint: ckpt, Pool: pool, URL: cfg.Fluentd.URL,
+					Events: events, Store: store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL,
 					StartTime: start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,
 					Types: types, Skip: skip, Taps: taps, Window: poller.WindowFor(capacity, cfg.Batch),
 					DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: log, Metrics: m,

@@ -80,7 +80,7 @@ type Tap = inflight.Tap
 const MinWindow = 256
 
 // WindowFor returns the default in-flight window for a pool that carries
-// capacity events at once (fluentd.Capacity: connections x events per
+// capacity events at once (pool.Capacity: connections x events per
 // POST): enough to keep every connection busy while checkpoints are being
 // written.
 func WindowFor(capacity, batch int) int {

@@ -118,7 +118,7 @@ type Manager struct {
 }
 
 // WindowFor returns each player's window for a pool that carries capacity
-// events at once (fluentd.Capacity), shared by concurrency players: enough
+// events at once (pool.Capacity), shared by concurrency players: enough
 // to keep the pool busy.
 func WindowFor(capacity, concurrency int) int {
 	return max(DefaultWindow, 4*capacity/max(concurrency, 1))

@@ -16,9 +16,8 @@ import (
 
 	apievents "github.com/gravitational/teleport/api/types/events"
 
-	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
-	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
@@ -142,9 +141,9 @@ func runFluentd(pkiDir string) error {
 
 // post is one request of the load generator.
 type post struct {
-	path string
-	body []byte
-	n    int // events in it
+	path   string
+	events [][]byte
+	n      int // events in it
 }
 
 // bodies are the plan's events as the daemon sends them: the same encoder
@@ -154,11 +153,11 @@ func bodies(p plan, batch int) ([]post, error) {
 	audit, recs := p.build()
 	var posts []post
 	add := func(path string, evs []apievents.AuditEvent) error {
-		group := make([]*messages.Delivery, 0, batch)
+		group := make([][]byte, 0, batch)
 		flush := func() {
 			if len(group) > 0 {
-				posts = append(posts, post{path: path, body: fluentd.Body(group), n: len(group)})
-				group = group[:0]
+				posts = append(posts, post{path: path, events: group, n: len(group)})
+				group = make([][]byte, 0, batch)
 			}
 		}
 		for _, ev := range evs {
@@ -170,7 +169,7 @@ func bodies(p plan, batch int) ([]post, error) {
 			if err != nil {
 				return err
 			}
-			group = append(group, &messages.Delivery{Body: b})
+			group = append(group, b)
 			if len(group) == batch {
 				flush()
 			}
@@ -231,7 +230,7 @@ func load(base string, tlsCfg *tls.Config, conns int, posts []post, limit int) (
 		n++
 	}
 	posts = posts[:n]
-	client := fluentd.NewClient(tlsCfg, conns)
+	client := fluentd.NewHTTP(tlsCfg, conns)
 	defer client.Close()
 	var next atomic.Int64
 	var failed atomic.Int64
@@ -242,13 +241,15 @@ func load(base string, tlsCfg *tls.Config, conns int, posts []post, limit int) (
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			sender := client.NewSender()
+			defer sender.Close()
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= len(posts) {
 					return
 				}
 				for {
-					res := client.Post(ctxBackground, base+posts[i].path, posts[i].body)
+					res := sender.Send(ctxBackground, base+posts[i].path, posts[i].events)
 					if res.Class == fluentd.Success {
 						break
 					}

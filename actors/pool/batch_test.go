@@ -1,4 +1,4 @@
-package fluentd_test
+package pool_test
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
-	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
+	"github.com/fdfwd/teleport-event-handler/actors/pool"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -31,7 +31,7 @@ import (
 // DeadLetters and Ctx are filled in) and returns the replies by seq.
 type batchRun struct {
 	f       *fixture
-	deps    fluentd.Deps
+	deps    pool.Deps
 	urls    func(i int) string // tag path of delivery i
 	spacing time.Duration      // pause between deliveries
 }
@@ -62,8 +62,8 @@ func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64
 	if deps.MaxConnections == 0 {
 		deps.MaxConnections = 2
 	}
-	deps.Client, deps.DeadLetters, deps.Ctx, deps.Log = r.f.client(t, deps.MaxConnections), r.f.dl, ctx, zerolog.Nop()
-	pool := system.Root.Spawn(fluentd.Props(deps))
+	deps.Transport, deps.DeadLetters, deps.Ctx, deps.Log = r.f.client(t, deps.MaxConnections), r.f.dl, ctx, zerolog.Nop()
+	pool := system.Root.Spawn(pool.Props(deps))
 	urls := r.urls
 	if urls == nil {
 		urls = func(int) string { return "/test.log" }
@@ -104,7 +104,7 @@ func TestBatchesGroupEventsByURL(t *testing.T) {
 	m := metrics.New()
 	const n = 600
 	// Two URLs interleaved: every third event is a session's.
-	got := batchRun{f: f, deps: fluentd.Deps{Batch: 20, MaxConnections: 3, Metrics: m}, urls: func(i int) string {
+	got := batchRun{f: f, deps: pool.Deps{Batch: 20, MaxConnections: 3, Metrics: m}, urls: func(i int) string {
 		if i%3 == 0 {
 			return "/session.s1.log"
 		}
@@ -144,7 +144,7 @@ func TestBatchesGroupEventsByURL(t *testing.T) {
 
 func TestOneEventPerPostByDefault(t *testing.T) {
 	f := newFixture(t)
-	got := batchRun{f: f, deps: fluentd.Deps{MaxConnections: 2}}.deliver(t, 50, 30*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2}}.deliver(t, 50, 30*time.Second)
 	require.Len(t, got, 50)
 	requireOnce(t, f, 50)
 	require.Equal(t, 50, f.rcv.Requests())
@@ -153,7 +153,7 @@ func TestOneEventPerPostByDefault(t *testing.T) {
 func TestPartialBatchGoesAfterTheLinger(t *testing.T) {
 	f := newFixture(t)
 	began := time.Now()
-	got := batchRun{f: f, deps: fluentd.Deps{Batch: 50, MaxConnections: 2, Linger: 300 * time.Millisecond}}.deliver(t, 3, 10*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{Batch: 50, MaxConnections: 2, Linger: 300 * time.Millisecond}}.deliver(t, 3, 10*time.Second)
 	require.Len(t, got, 3)
 	require.GreaterOrEqual(t, time.Since(began), 300*time.Millisecond, "sent before the linger")
 	require.Equal(t, 1, f.rcv.Requests(), "the three events should share one POST")
@@ -163,7 +163,7 @@ func TestPartialBatchGoesAfterTheLinger(t *testing.T) {
 func TestFullBatchDoesNotWaitForTheLinger(t *testing.T) {
 	f := newFixture(t)
 	began := time.Now()
-	got := batchRun{f: f, deps: fluentd.Deps{Batch: 10, MaxConnections: 1, Linger: time.Hour}}.deliver(t, 30, 20*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{Batch: 10, MaxConnections: 1, Linger: time.Hour}}.deliver(t, 30, 20*time.Second)
 	require.Len(t, got, 30)
 	require.Less(t, time.Since(began), 20*time.Second)
 	require.Equal(t, 3, f.rcv.Requests())
@@ -172,7 +172,7 @@ func TestFullBatchDoesNotWaitForTheLinger(t *testing.T) {
 func TestBatchBodyIsCapped(t *testing.T) {
 	f := newFixture(t)
 	// Each body is about 32 bytes: a 100-byte cap fits 2 or 3 of them.
-	got := batchRun{f: f, deps: fluentd.Deps{Batch: 50, MaxConnections: 1, MaxBatchBytes: 100, Linger: time.Millisecond}}.deliver(t, 30, 20*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{Batch: 50, MaxConnections: 1, MaxBatchBytes: 100, Linger: time.Millisecond}}.deliver(t, 30, 20*time.Second)
 	require.Len(t, got, 30)
 	requireOnce(t, f, 30)
 	require.GreaterOrEqual(t, f.rcv.Requests(), 10)
@@ -181,7 +181,7 @@ func TestBatchBodyIsCapped(t *testing.T) {
 func TestBatchRetriesAsAWhole(t *testing.T) {
 	f := newFixture(t)
 	f.rcv.FailFirst(3, 503)
-	got := batchRun{f: f, deps: fluentd.Deps{Batch: 10, MaxConnections: 2}}.deliver(t, 100, 30*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{Batch: 10, MaxConnections: 2}}.deliver(t, 100, 30*time.Second)
 	retried := 0
 	for _, d := range got {
 		require.Equal(t, messages.Sent, d.Outcome)
@@ -197,7 +197,7 @@ func TestRejectedBatchIsolatesTheBadEvent(t *testing.T) {
 	f := newFixture(t)
 	f.rcv.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == "ev-7" || r["uid"] == "ev-33" })
 	m := metrics.New()
-	got := batchRun{f: f, deps: fluentd.Deps{Batch: 10, MaxConnections: 2, Metrics: m}}.deliver(t, 50, 30*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{Batch: 10, MaxConnections: 2, Metrics: m}}.deliver(t, 50, 30*time.Second)
 	for seq, d := range got {
 		if seq == 7 || seq == 33 {
 			require.Equal(t, messages.DeadLettered, d.Outcome, seq)
@@ -229,7 +229,7 @@ func TestConnectionPanicsLoseNoBatch(t *testing.T) {
 	f := newFixture(t)
 	faults.Arm("connection", 4)
 	t.Cleanup(faults.Reset)
-	got := batchRun{f: f, deps: fluentd.Deps{Batch: 8, MaxConnections: 2}, spacing: 200 * time.Microsecond}.deliver(t, 120, 30*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{Batch: 8, MaxConnections: 2}, spacing: 200 * time.Microsecond}.deliver(t, 120, 30*time.Second)
 	require.Len(t, got, 120)
 	require.Equal(t, 4, faults.Injected("connection"))
 	// Nothing lost; a connection that fails after its POST went out
@@ -286,7 +286,7 @@ func TestConnectionsAreReused(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(rcv.Close)
 	f := &fixture{pki: pki, rcv: rcv, dl: persistence.NewDeadLetters(t.TempDir())}
-	got := batchRun{f: f, deps: fluentd.Deps{MaxConnections: 4}}.deliver(t, 600, 30*time.Second)
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 4}}.deliver(t, 600, 30*time.Second)
 	require.Len(t, got, 600)
 	require.Equal(t, 600, rcv.Requests())
 	require.LessOrEqual(t, handshakes.Load(), int64(4), "handshakes for 600 POSTs over 4 connections")

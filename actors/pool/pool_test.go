@@ -1,8 +1,7 @@
-package fluentd_test
+package pool_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -15,7 +14,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
-	"github.com/fdfwd/teleport-event-handler/actors/fluentd"
+	"github.com/fdfwd/teleport-event-handler/actors/pool"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
@@ -47,11 +47,11 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{pki: pki, rcv: rcv, dl: persistence.NewDeadLetters(t.TempDir())}
 }
 
-func (f *fixture) client(t *testing.T, conns int) *fluentd.Client {
+func (f *fixture) client(t *testing.T, conns int) *fluentd.HTTP {
 	t.Helper()
 	cfg, err := fluentd.TLSConfig(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
 	require.NoError(t, err)
-	c := fluentd.NewClient(cfg, conns)
+	c := fluentd.NewHTTP(cfg, conns)
 	t.Cleanup(c.Close)
 	return c
 }
@@ -60,7 +60,7 @@ func (f *fixture) client(t *testing.T, conns int) *fluentd.Client {
 // returns the replies by seq.
 func (f *fixture) deliver(t *testing.T, n, conns int, timeout time.Duration) map[uint64]*messages.Delivered {
 	t.Helper()
-	return batchRun{f: f, deps: fluentd.Deps{MaxConnections: conns}}.deliver(t, n, timeout)
+	return batchRun{f: f, deps: pool.Deps{MaxConnections: conns}}.deliver(t, n, timeout)
 }
 
 func TestPoolDeliversConcurrentlyAndRetries(t *testing.T) {
@@ -93,38 +93,6 @@ func TestPoolDeadLettersPermanentRejections(t *testing.T) {
 	require.Contains(t, string(raw), `"event_id":"ev-7"`)
 }
 
-func TestCheckTellsFatalFromTransient(t *testing.T) {
-	f := newFixture(t)
-	cfg, err := fluentd.TLSConfig(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
-	require.NoError(t, err)
-	ctx := context.Background()
-	require.NoError(t, fluentd.Check(ctx, f.rcv.URL()+"/test.log", cfg))
-
-	var tlsErr *fluentd.TLSError
-	otherCA, err := testpki.OtherCA(t.TempDir())
-	require.NoError(t, err)
-	wrong, err := fluentd.TLSConfig(otherCA, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
-	require.NoError(t, err)
-	err = fluentd.Check(ctx, f.rcv.URL(), wrong)
-	require.True(t, errors.As(err, &tlsErr), "%v", err)
-	require.Contains(t, err.Error(), "--fluentd-ca")
-
-	other, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
-	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: f.pki.ServerTLS(f.pki.FluentdServer, other.FluentdCA)})
-	require.NoError(t, err)
-	defer strict.Close()
-	err = fluentd.Check(ctx, strict.URL(), cfg)
-	require.True(t, errors.As(err, &tlsErr), "%v", err)
-	require.Contains(t, err.Error(), "client certificate")
-
-	f.rcv.Down(time.Hour)
-	var unreachable *fluentd.UnreachableError
-	err = fluentd.Check(ctx, f.rcv.URL(), cfg)
-	require.True(t, errors.As(err, &unreachable), "%v", err)
-	f.rcv.Up()
-}
-
 // The pool announces PoolStarted on a restart, when deliveries queued in it
 // are lost, and not on its first start: a requester that subscribed before
 // the pool ran its Started would otherwise send everything in flight twice.
@@ -148,8 +116,8 @@ func TestPoolStartedOnlyOnRestart(t *testing.T) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	pool := system.Root.Spawn(fluentd.Props(fluentd.Deps{
-		Client: f.client(t, 2), DeadLetters: f.dl, MaxConnections: 2, Ctx: ctx, Log: zerolog.Nop(),
+	pool := system.Root.Spawn(pool.Props(pool.Deps{
+		Transport: f.client(t, 2), DeadLetters: f.dl, MaxConnections: 2, Ctx: ctx, Log: zerolog.Nop(),
 	}))
 	send := func(seq uint64) {
 		system.Root.Send(pool, &messages.Delivery{Seq: seq, URL: f.rcv.URL() + "/test.log",

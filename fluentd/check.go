@@ -123,12 +123,12 @@ func isRemoteAlert(err error) bool {
 	return false
 }
 
-// WaitReady checks the endpoint until the handshake works. A *TLSError is
-// returned at once; an unreachable endpoint is logged and retried with
-// capped, jittered backoff until ctx ends.
-func WaitReady(ctx context.Context, rawURL string, cfg *tls.Config, log zerolog.Logger) error {
+// WaitReady checks the endpoint of rawURL with t until the handshake works.
+// A *TLSError is returned at once; an unreachable endpoint is logged and
+// checked again with Retries until ctx ends.
+func WaitReady(ctx context.Context, t Transport, rawURL string, log zerolog.Logger) error {
 	for attempt := 1; ; attempt++ {
-		err := Check(ctx, rawURL, cfg)
+		err := t.Check(ctx, rawURL)
 		var unreachable *UnreachableError
 		if err == nil || !errors.As(err, &unreachable) {
 			if err == nil && attempt > 1 {

@@ -1,7 +1,3 @@
-// Package fluentd delivers events to Fluentd's HTTP input over mTLS: a pool
-// actor hands deliveries to at most --fluentd-max-connections connection
-// actors, each of which POSTs one event at a time and retries until the event
-// is either acknowledged (2xx) or rejected for good (dead-lettered).
 package fluentd
 
 import (
@@ -19,31 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/fdfwd/teleport-event-handler/backoff"
 )
 
-// Class is how a send attempt is judged.
-type Class int
-
-const (
-	// Success: any 2xx.
-	Success Class = iota
-	// Retry: network errors, timeouts, 408, 429 and 5xx.
-	Retry
-	// Permanent: any other status; retrying cannot help.
-	Permanent
-)
-
-// Result is the outcome of one attempt.
-type Result struct {
-	Class      Class
-	Status     int           // 0 when no response arrived
-	Reason     string        // for logs and dead letters
-	RetryAfter time.Duration // from a Retry-After header, 0 if none
-}
-
-// Classify judges a response status.
+// Classify judges an HTTP response status.
 func Classify(status int) Class {
 	switch {
 	case status >= 200 && status < 300:
@@ -76,14 +50,17 @@ func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
-// Client posts event bodies. It is safe for concurrent use.
-type Client struct {
+// HTTP is the transport to Fluentd's in_http input over mTLS: one event per
+// POST as a JSON object, or several as a JSON array, which in_http splits
+// into records.
+type HTTP struct {
 	http *http.Client
+	tls  *tls.Config
 }
 
-// NewClient returns a client that keeps up to maxConns keep-alive
+// NewHTTP returns a transport that keeps up to maxConns keep-alive
 // connections to Fluentd, so events do not pay a handshake each.
-func NewClient(tlsCfg *tls.Config, maxConns int) *Client {
+func NewHTTP(tlsCfg *tls.Config, maxConns int) *HTTP {
 	tr := &http.Transport{
 		Proxy:               nil, // Fluentd is addressed directly, whatever HTTPS_PROXY says
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -98,18 +75,67 @@ func NewClient(tlsCfg *tls.Config, maxConns int) *Client {
 		ResponseHeaderTimeout: RequestTimeout,
 		ForceAttemptHTTP2:     false, // in_http speaks HTTP/1.1
 	}
-	return &Client{http: &http.Client{Transport: tr, Timeout: RequestTimeout}}
+	return &HTTP{http: &http.Client{Transport: tr, Timeout: RequestTimeout}, tls: tlsCfg}
 }
 
 // Close drops idle connections.
-func (c *Client) Close() { c.http.CloseIdleConnections() }
+func (c *HTTP) Close() { c.http.CloseIdleConnections() }
+
+// Check implements Transport: one TLS handshake with the endpoint of url.
+func (c *HTTP) Check(ctx context.Context, url string) error { return Check(ctx, url, c.tls) }
+
+// NewSender implements Transport. The senders share the transport's
+// keep-alive connections.
+func (c *HTTP) NewSender() Sender { return &httpSender{c: c} }
+
+// httpSender remembers the last URL it parsed: a connection sends to the
+// same few URLs again and again.
+type httpSender struct {
+	c       *HTTP
+	lastRaw string
+	lastURL *url.URL
+}
+
+func (s *httpSender) Send(ctx context.Context, rawURL string, events [][]byte) Result {
+	if rawURL != s.lastRaw {
+		u, err := url.Parse(rawURL)
+		if err != nil {
+			return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+		}
+		s.lastRaw, s.lastURL = rawURL, u
+	}
+	return s.c.PostURL(ctx, s.lastURL, Body(events))
+}
+
+func (s *httpSender) Close() {}
+
+// Body is what one POST of events carries: the event itself, or a JSON
+// array of the events.
+func Body(events [][]byte) []byte {
+	if len(events) == 1 {
+		return events[0]
+	}
+	n := 1
+	for _, e := range events {
+		n += len(e) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, e := range events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, ']')
+}
 
 // jsonHeader is the header of every POST.
 var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 
 // Post sends one body and classifies the outcome. It never returns an error:
 // every failure is a Result with a reason.
-func (c *Client) Post(ctx context.Context, rawURL string, body []byte) Result {
+func (c *HTTP) Post(ctx context.Context, rawURL string, body []byte) Result {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
@@ -119,7 +145,7 @@ func (c *Client) Post(ctx context.Context, rawURL string, body []byte) Result {
 
 // PostURL is Post to a parsed URL, which it does not modify: callers that
 // send to the same URL again and again parse it once.
-func (c *Client) PostURL(ctx context.Context, u *url.URL, body []byte) Result {
+func (c *HTTP) PostURL(ctx context.Context, u *url.URL, body []byte) Result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "", bytes.NewReader(body))
 	if err != nil {
 		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
@@ -164,21 +190,4 @@ func describe(err error) string {
 		err = errors.Unwrap(err) // drop the `Post "url":` prefix: callers log the URL
 	}
 	return err.Error()
-}
-
-// Retries is the wait before retrying a send to Fluentd. The cap is short
-// because a retry to Fluentd is cheap and a long one would hold delivery
-// back after an outage ends.
-var Retries = backoff.Policy{Initial: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: true}
-
-// MaxRetryAfter caps the wait a Retry-After header can ask for.
-const MaxRetryAfter = 5 * time.Minute
-
-// RetryDelay is the wait before retry number attempt (1-based): what the
-// server asked for with Retry-After (up to MaxRetryAfter), else Retries.
-func RetryDelay(attempt int, retryAfter time.Duration) time.Duration {
-	if retryAfter > 0 {
-		return min(retryAfter, MaxRetryAfter)
-	}
-	return Retries.Delay(attempt)
 }

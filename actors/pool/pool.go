@@ -1,11 +1,15 @@
-package fluentd
+// Package pool delivers events to Fluentd: a pool actor queues deliveries
+// by URL and hands them, a batch at a time, to at most
+// --fluentd-max-connections connection actors, each of which sends with its
+// own fluentd.Sender and retries until the batch is either acknowledged or
+// rejected for good (its events dead-lettered).
+package pool
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -14,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -35,7 +40,7 @@ const (
 
 // Deps are what the pool and its connections share.
 type Deps struct {
-	Client      *Client
+	Transport   fluentd.Transport
 	DeadLetters *persistence.DeadLetters
 	// MaxConnections is the number of connection actors, hence of
 	// concurrent POSTs.
@@ -385,12 +390,12 @@ type retryTick struct{ epoch, job uint64 }
 type postReq struct {
 	epoch, job uint64
 	url        string
-	body       []byte
+	events     [][]byte
 }
 
 type postDone struct {
 	epoch, job uint64
-	res        Result
+	res        fluentd.Result
 	took       time.Duration
 }
 
@@ -403,7 +408,7 @@ type sendJob struct {
 	// are then sent one at a time, so that only the bad ones are
 	// dead-lettered.
 	single   bool
-	body     []byte // of the current attempt, kept across its retries
+	events   [][]byte // of the current attempt, kept across its retries
 	attempts int
 	timer    *time.Timer
 }
@@ -481,64 +486,43 @@ func (c *conn) Receive(ctx actor.Context) {
 	}
 }
 
-// sender makes the POSTs of one connection actor incarnation, in order,
+// sender makes the sends of one connection actor incarnation, in order,
 // until posts is closed.
 func sender(deps Deps, posts <-chan postReq, self *actor.PID, system *actor.ActorSystem) {
-	var lastRaw string
-	var lastURL *url.URL
+	s := deps.Transport.NewSender()
+	defer s.Close()
 	for p := range posts {
 		if deps.Ctx.Err() != nil {
-			system.Root.Send(self, &postDone{epoch: p.epoch, job: p.job, res: Result{Class: Retry, Reason: deps.Ctx.Err().Error()}})
+			system.Root.Send(self, &postDone{epoch: p.epoch, job: p.job, res: fluentd.Result{Class: fluentd.Retry, Reason: deps.Ctx.Err().Error()}})
 			continue
 		}
 		began := time.Now()
-		if p.url != lastRaw {
-			u, err := url.Parse(p.url)
-			if err != nil {
-				res := Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
-				system.Root.Send(self, &postDone{epoch: p.epoch, job: p.job, res: res})
-				continue
-			}
-			lastRaw, lastURL = p.url, u
-		}
-		res := deps.Client.PostURL(deps.Ctx, lastURL, p.body)
+		res := s.Send(deps.Ctx, p.url, p.events)
 		system.Root.Send(self, &postDone{epoch: p.epoch, job: p.job, res: res, took: time.Since(began)})
 	}
 }
 
-// Body returns what one POST of ds carries: the event itself, or a JSON
-// array of the events.
-func Body(ds []*messages.Delivery) []byte {
-	if len(ds) == 1 {
-		return ds[0].Body
-	}
-	n := 1
-	for _, d := range ds {
-		n += len(d.Body) + 1
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
+// bodies are the events of ds, in order.
+func bodies(ds []*messages.Delivery) [][]byte {
+	events := make([][]byte, len(ds))
 	for i, d := range ds {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, d.Body...)
+		events[i] = d.Body
 	}
-	return append(b, ']')
+	return events
 }
 
 // attempt queues the job's next POST to the sender.
 func (c *conn) attempt(j *sendJob) {
 	send := j.sending()
-	if j.body == nil {
-		j.body = Body(send)
+	if j.events == nil {
+		j.events = bodies(send)
 	}
 	j.attempts++
-	c.posts <- postReq{epoch: c.epoch, job: j.id, url: send[0].URL, body: j.body}
+	c.posts <- postReq{epoch: c.epoch, job: j.id, url: send[0].URL, events: j.events}
 }
 
 // done judges the answer to an attempt of j.
-func (c *conn) done(ctx actor.Context, j *sendJob, res Result, took time.Duration) {
+func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time.Duration) {
 	send := j.sending()
 	url := send[0].URL
 	m := c.deps.Metrics
@@ -546,7 +530,7 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res Result, took time.Duratio
 	m.BatchEvents.Observe(float64(len(send)))
 	m.FluentdResponses.WithLabelValues(metrics.StatusClass(res.Status)).Inc()
 	switch res.Class {
-	case Success:
+	case fluentd.Success:
 		m.Health.FluentdSend(nil)
 		acked := time.Now()
 		for _, d := range send {
@@ -557,13 +541,13 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res Result, took time.Duratio
 		}
 		c.settle(ctx, j, len(send), messages.Sent, res.Status)
 		return
-	case Permanent:
+	case fluentd.Permanent:
 		if len(send) > 1 {
 			// One bad event, or a body too big: find out event by event.
 			m.Health.FluentdSend(nil)
 			c.log.Warn().Str("url", url).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
 				Msg("fluentd rejected a batch for good; sending its events one at a time")
-			j.single, j.body, j.attempts = true, nil, 0
+			j.single, j.events, j.attempts = true, nil, 0
 			c.attempt(j)
 			return
 		}
@@ -591,7 +575,7 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res Result, took time.Duratio
 		m.EventsRetried.WithLabelValues(d.Stream).Inc()
 	}
 	m.Health.FluentdSend(errors.New(res.Reason))
-	delay := RetryDelay(j.attempts, res.RetryAfter)
+	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
 	ev := c.log.Warn()
 	if j.attempts >= 3 {
 		ev = c.log.Error()
@@ -612,7 +596,7 @@ func (c *conn) settle(ctx actor.Context, j *sendJob, n int, o messages.Outcome, 
 		for _, d := range j.items[:n] {
 			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), job: j.id, d: d})
 		}
-		j.items, j.body, j.attempts = j.items[n:], nil, 0
+		j.items, j.events, j.attempts = j.items[n:], nil, 0
 		c.attempt(j)
 		return
 	}

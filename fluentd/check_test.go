@@ -1,0 +1,61 @@
+package fluentd_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
+)
+
+type fixture struct {
+	pki *testpki.Bundle
+	rcv *fluentdsrv.Receiver
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	pki, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)})
+	require.NoError(t, err)
+	t.Cleanup(rcv.Close)
+	return &fixture{pki: pki, rcv: rcv}
+}
+
+func TestCheckTellsFatalFromTransient(t *testing.T) {
+	f := newFixture(t)
+	cfg, err := fluentd.TLSConfig(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, fluentd.Check(ctx, f.rcv.URL()+"/test.log", cfg))
+
+	var tlsErr *fluentd.TLSError
+	otherCA, err := testpki.OtherCA(t.TempDir())
+	require.NoError(t, err)
+	wrong, err := fluentd.TLSConfig(otherCA, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	require.NoError(t, err)
+	err = fluentd.Check(ctx, f.rcv.URL(), wrong)
+	require.True(t, errors.As(err, &tlsErr), "%v", err)
+	require.Contains(t, err.Error(), "--fluentd-ca")
+
+	other, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: f.pki.ServerTLS(f.pki.FluentdServer, other.FluentdCA)})
+	require.NoError(t, err)
+	defer strict.Close()
+	err = fluentd.Check(ctx, strict.URL(), cfg)
+	require.True(t, errors.As(err, &tlsErr), "%v", err)
+	require.Contains(t, err.Error(), "client certificate")
+
+	f.rcv.Down(time.Hour)
+	var unreachable *fluentd.UnreachableError
+	err = fluentd.Check(ctx, f.rcv.URL(), cfg)
+	require.True(t, errors.As(err, &unreachable), "%v", err)
+	f.rcv.Up()
+}

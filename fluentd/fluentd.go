@@ -1,0 +1,79 @@
+// Package fluentd is the wire to Fluentd: TLS set-up, the start-up
+// handshake check, and the transports that send a batch of events and judge
+// Fluentd's answer. It knows nothing of actors: the pool (actors/pool)
+// drives a Transport, one Sender per connection actor, and the bench and
+// the tests use the same Transport directly.
+//
+// HTTP (Fluentd's in_http: one JSON object, or an array, per POST) is the
+// transport today. Another wire protocol is another Transport: the pool
+// hands it batches of encoded events for a URL and needs nothing else.
+package fluentd
+
+import (
+	"context"
+	"time"
+
+	"github.com/fdfwd/teleport-event-handler/backoff"
+)
+
+// Transport is one wire protocol to Fluentd. It is safe for concurrent
+// use.
+type Transport interface {
+	// Check connects once to the endpoint of url, without sending an
+	// event, and returns nil, a *TLSError (waiting will not fix it) or an
+	// *UnreachableError (Fluentd may come up later).
+	Check(ctx context.Context, url string) error
+	// NewSender returns the sender of one connection of the pool.
+	NewSender() Sender
+	// Close releases what the transport keeps open.
+	Close()
+}
+
+// Sender sends the batches of one connection, one at a time: it is used by
+// one goroutine.
+type Sender interface {
+	// Send delivers events (each one JSON object) to url in one request
+	// and judges the answer. It never returns an error: every failure is a
+	// Result with a reason.
+	Send(ctx context.Context, url string, events [][]byte) Result
+	// Close releases what the sender holds.
+	Close()
+}
+
+// Class is how a send attempt is judged.
+type Class int
+
+const (
+	// Success: Fluentd took every event of the request.
+	Success Class = iota
+	// Retry: the request may succeed later (network errors, timeouts, 408,
+	// 429 and 5xx).
+	Retry
+	// Permanent: Fluentd refused the request; sending it again cannot help.
+	Permanent
+)
+
+// Result is the outcome of one attempt.
+type Result struct {
+	Class      Class
+	Status     int           // 0 when no response arrived
+	Reason     string        // for logs and dead letters
+	RetryAfter time.Duration // asked for by the server, 0 if not
+}
+
+// Retries is the wait before retrying a send to Fluentd. The cap is short
+// because a retry to Fluentd is cheap and a long one would hold delivery
+// back after an outage ends.
+var Retries = backoff.Policy{Initial: 250 * time.Millisecond, Max: 10 * time.Second, Jitter: true}
+
+// MaxRetryAfter caps the wait a Retry-After header can ask for.
+const MaxRetryAfter = 5 * time.Minute
+
+// RetryDelay is the wait before retry number attempt (1-based): what the
+// server asked for with Retry-After (up to MaxRetryAfter), else Retries.
+func RetryDelay(attempt int, retryAfter time.Duration) time.Duration {
+	if retryAfter > 0 {
+		return min(retryAfter, MaxRetryAfter)
+	}
+	return Retries.Delay(attempt)
+}
