@@ -179,11 +179,11 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 
 	sendCtx, abortSends := context.WithCancel(context.Background())
 	defer abortSends()
-	strategy := supervisor.New(opts.Policy, log)
-	m.ObserveSupervisor(strategy)
+	kit := supervisor.NewKit(opts.Policy, log, m)
+	strategy := kit.Strategy
 	system := actor.NewActorSystem(logging.ActorLogger(log, cfg.Debug))
 	defer system.Shutdown()
-	m.WatchDeadLetters(system)
+	supervisor.CountDeadLetters(system, m)
 	m.Health.SetRunning(true)
 	defer m.Health.SetRunning(false)
 	rctx, stopReports := context.WithCancel(ctx)
@@ -194,9 +194,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	}()
 	defer func() { stopReports(); <-reported }()
 	// A child's props: supervised by the strategy, counted by kind.
-	childOpts := func(kind string) []actor.PropsOption {
-		return append(m.ActorOptions(kind), actor.WithSupervisor(strategy))
-	}
+	childOpts := kit.Options
 
 	// The lock policy needs failed logins even when --types leaves them
 	// out: fetch them, but do not forward them.
@@ -225,7 +223,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 					Props: pool.Props(pool.Deps{
 						Transport: transport, DeadLetters: persistence.NewDeadLetters(store.Dir()),
 						MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch,
-						Ctx: sendCtx, Log: log, Supervisor: strategy, Metrics: m,
+						Ctx: sendCtx, Log: log, Kit: kit, Metrics: m,
 					}, childOpts("fluentd")...),
 				})
 			}
@@ -240,7 +238,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 						Sessions: events, Store: store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.SessionURL,
 						Skip: set(cfg.SkipSessionTypes), Concurrency: cfg.Concurrency,
 						Window: sessions.WindowFor(capacity, cfg.Concurrency),
-						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Supervisor: strategy, Log: log, Metrics: m,
+						DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Kit: kit, Log: log, Metrics: m,
 					})
 				}, childOpts("sessions")...),
 			})

@@ -13,12 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/gravitational/trace"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 )
 
 const namespace = "teleport_event_handler"
@@ -139,16 +136,16 @@ func StatusClass(status int) string {
 	}
 }
 
-// ObserveSupervisor counts the decisions of a supervision strategy.
-func (m *Metrics) ObserveSupervisor(s *supervisor.Strategy) {
-	s.Observe(func(d supervisor.Decision) {
-		if d.GaveUp {
-			m.SupervisorDecisions.WithLabelValues(d.Kind, "stop").Inc()
-			return
-		}
-		m.SupervisorDecisions.WithLabelValues(d.Kind, "restart").Inc()
-		m.ActorRestarts.WithLabelValues(d.Kind, reasonClass(d.Cause)).Inc()
-	})
+// CountDecision counts one decision of the supervisor about a failed
+// actor of kind: a restart (by the kind of failure: a panic with an error,
+// a runtime error or another value) or, when it gave up, a stop.
+func (m *Metrics) CountDecision(kind string, gaveUp bool, cause any) {
+	if gaveUp {
+		m.SupervisorDecisions.WithLabelValues(kind, "stop").Inc()
+		return
+	}
+	m.SupervisorDecisions.WithLabelValues(kind, "restart").Inc()
+	m.ActorRestarts.WithLabelValues(kind, reasonClass(cause)).Inc()
 }
 
 func reasonClass(reason any) string {
@@ -163,76 +160,6 @@ func reasonClass(reason any) string {
 		return "panic"
 	}
 }
-
-// WatchDeadLetters counts dead letters published on the system's event
-// stream.
-func (m *Metrics) WatchDeadLetters(system *actor.ActorSystem) {
-	system.EventStream.Subscribe(func(evt any) {
-		if _, ok := evt.(*actor.DeadLetterEvent); ok {
-			m.DeadLetters.Inc()
-		}
-	})
-}
-
-// ActorOptions returns the props options that count the actors of kind and
-// the messages in their mailboxes.
-func (m *Metrics) ActorOptions(kind string) []actor.PropsOption {
-	live := m.ActorsLive.WithLabelValues(kind)
-	depth := m.MailboxDepth.WithLabelValues(kind)
-	return []actor.PropsOption{
-		actor.WithMailbox(actor.Unbounded(mailboxGauge{depth})),
-		actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
-			return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
-				// A restart ends one incarnation (Restarting) and
-				// starts another (Started) without a Stopped.
-				switch env.Message.(type) {
-				case *actor.Started:
-					live.Inc()
-				case *actor.Stopped, *actor.Restarting:
-					live.Dec()
-				}
-				if ordinary(env.Message) {
-					// The mailbox never counts out a message that
-					// panics: do it here, and let the panic go on to
-					// the supervisor.
-					defer func() {
-						if r := recover(); r != nil {
-							depth.Dec()
-							panic(r)
-						}
-					}()
-				}
-				next(ctx, env)
-			}
-		}),
-	}
-}
-
-// mailboxGauge counts ordinary messages in when posted and out when
-// processed. System messages, and the mailbox's own suspend and resume around
-// a failure, are left out.
-type mailboxGauge struct{ g prometheus.Gauge }
-
-func ordinary(msg any) bool {
-	switch msg.(type) {
-	case actor.SystemMessage, actor.AutoReceiveMessage, *actor.SuspendMailbox, *actor.ResumeMailbox:
-		return false
-	}
-	return true
-}
-
-func (mailboxGauge) MailboxStarted() {}
-func (b mailboxGauge) MessagePosted(msg any) {
-	if ordinary(msg) {
-		b.g.Inc()
-	}
-}
-func (b mailboxGauge) MessageReceived(msg any) {
-	if ordinary(msg) {
-		b.g.Dec()
-	}
-}
-func (mailboxGauge) MailboxEmpty() {}
 
 type factory struct{ r *prometheus.Registry }
 

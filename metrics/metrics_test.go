@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -78,44 +76,6 @@ func TestHandlerServesJSONProbesAndMetrics(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(raw), `teleport_event_handler_events_sent_total{stream="audit"} 3`)
 	require.Contains(t, string(raw), "# HELP teleport_event_handler_lag_seconds")
-}
-
-func TestActorOptionsCountLiveActorsAndMailboxes(t *testing.T) {
-	m := New()
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	block := make(chan struct{})
-	crashed := false
-	props := actor.PropsFromFunc(func(ctx actor.Context) {
-		switch msg := ctx.Message().(type) {
-		case string:
-			if msg == "crash" && !crashed {
-				crashed = true
-				panic("crash")
-			}
-			<-block
-		}
-	}, m.ActorOptions("player")...)
-	var pids []*actor.PID
-	for range 3 {
-		pids = append(pids, system.Root.Spawn(props))
-	}
-	require.Eventually(t, func() bool { return testutil.ToFloat64(m.ActorsLive.WithLabelValues("player")) == 3 }, 5*time.Second, 5*time.Millisecond)
-	// A restart leaves the count alone.
-	system.Root.Send(pids[1], "crash")
-	time.Sleep(100 * time.Millisecond)
-	require.EqualValues(t, 3, testutil.ToFloat64(m.ActorsLive.WithLabelValues("player")))
-	for range 5 {
-		system.Root.Send(pids[0], "work")
-	}
-	require.Eventually(t, func() bool { return testutil.ToFloat64(m.MailboxDepth.WithLabelValues("player")) == 5 }, 5*time.Second, 5*time.Millisecond,
-		"a message counts until it is processed")
-	close(block)
-	for _, pid := range pids {
-		require.NoError(t, system.Root.StopFuture(pid).Wait())
-	}
-	require.Eventually(t, func() bool { return testutil.ToFloat64(m.ActorsLive.WithLabelValues("player")) == 0 }, 5*time.Second, 5*time.Millisecond)
-	require.Zero(t, testutil.ToFloat64(m.MailboxDepth.WithLabelValues("player")))
 }
 
 func TestStatusClass(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -57,9 +58,10 @@ type Deps struct {
 	MaxBatchBytes int
 	// Ctx aborts sends in progress; it is cancelled when a shutdown runs out
 	// of time.
-	Ctx        context.Context
-	Log        zerolog.Logger
-	Supervisor actor.SupervisorStrategy
+	Ctx context.Context
+	Log zerolog.Logger
+	// Kit makes the connections' props.
+	Kit supervisor.Kit
 	// Metrics may be nil (tests); Props then makes private ones.
 	Metrics *metrics.Metrics
 }
@@ -436,13 +438,9 @@ type conn struct {
 }
 
 func connProps(deps Deps) *actor.Props {
-	opts := deps.Metrics.ActorOptions("connection")
-	if deps.Supervisor != nil {
-		opts = append(opts, actor.WithSupervisor(deps.Supervisor))
-	}
-	return actor.PropsFromProducer(func() actor.Actor {
+	return deps.Kit.Props("connection", func() actor.Actor {
 		return &conn{deps: deps, epoch: rand.Uint64(), jobs: map[uint64]*sendJob{}}
-	}, opts...)
+	})
 }
 
 func (c *conn) Receive(ctx actor.Context) {

@@ -203,8 +203,10 @@ func (r *Root) shutdown(ctx actor.Context, reason string, err error) {
 }
 
 // stopNext stops the last child still alive; each Terminated calls it again
-// until none is left, then the root stops itself.
+// until none is left, then the root stops itself. From the first call on,
+// no child is restarted: the restarts still waiting are cancelled.
 func (r *Root) stopNext(ctx actor.Context) {
+	r.spec.Strategy.Shutdown()
 	for r.stopIdx > 0 {
 		c := r.children[r.stopIdx-1]
 		if !r.alive[c.Name] {

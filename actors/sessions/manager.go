@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -70,10 +71,11 @@ type Deps struct {
 
 	DryRun          bool
 	ExitOnLastEvent bool
-	Supervisor      actor.SupervisorStrategy
-	Now             func() time.Time
-	Log             zerolog.Logger
-	Metrics         *metrics.Metrics // nil: private ones
+	// Kit makes the players' props.
+	Kit     supervisor.Kit
+	Now     func() time.Time
+	Log     zerolog.Logger
+	Metrics *metrics.Metrics // nil: private ones
 }
 
 // Defaults for the Deps fields left zero.

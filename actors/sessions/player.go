@@ -102,13 +102,9 @@ type player struct {
 }
 
 func playerProps(d Deps, rec persistence.Recording, mgrEpoch uint64) *actor.Props {
-	opts := d.Metrics.ActorOptions("player")
-	if d.Supervisor != nil {
-		opts = append(opts, actor.WithSupervisor(d.Supervisor))
-	}
-	return actor.PropsFromProducer(func() actor.Actor {
+	return d.Kit.Props("player", func() actor.Actor {
 		return &player{Deps: d, rec: rec, mgr: mgrEpoch}
-	}, opts...)
+	})
 }
 
 func (p *player) Receive(ctx actor.Context) {

@@ -176,7 +176,7 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 				{Name: sessions.Name, Drain: true, Finishes: true, Bind: func(p *actor.PID) { bound <- p },
 					Props: actor.PropsFromProducer(func() actor.Actor {
 						d := f.deps
-						d.Sessions, d.Store, d.Checkpoint, d.Pool, d.Supervisor = f.tp, f.store, ckpt, pool, strategy
+						d.Sessions, d.Store, d.Checkpoint, d.Pool, d.Kit = f.tp, f.store, ckpt, pool, supervisor.Kit{Strategy: strategy}
 						return sessions.New(d)
 					}, actor.WithSupervisor(strategy))},
 			}

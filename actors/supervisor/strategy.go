@@ -1,21 +1,29 @@
-// Package supervisor is the restart policy of every actor in the tree.
+// Package supervisor is how every actor of the tree is made and restarted.
+//
+// Kit gives an actor its props: supervised by the tree's Strategy and
+// counted by kind in the metrics. A kind is the name an actor is spawned
+// with (Spawn names siblings of one kind kind-$<n>), and Kind recovers it
+// from a PID, so that metric labels are bounded by the names in the code.
 //
 // protoactor's own strategies either restart with no delay (OneForOne) or
-// back off linearly forever (ExponentialBackoff). Ours restarts a failed
+// back off linearly for ever (ExponentialBackoff). Strategy restarts a failed
 // child after a capped, jittered exponential delay and gives up once the
-// child has used its restart budget: the child is stopped and its parent sees
-// it terminate, which the root turns into an orderly exit with an error.
+// child has used its restart budget: the child is stopped and its parent
+// sees it terminate, which the root turns into an orderly exit with an
+// error. Shutdown cancels the restarts still waiting, so that none outlives
+// the tree.
 package supervisor
 
 import (
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 )
 
@@ -29,16 +37,25 @@ type Policy struct {
 	// and the child is stopped for good.
 	Budget int
 	Window time.Duration
+	// Clock runs the restart delays (the real clock when nil).
+	Clock clockwork.Clock
 }
 
 // Default restarts after 100ms, 200ms, ... up to 30s, and gives up after the
 // 10th failure within 10 minutes.
 var Default = Policy{InitialDelay: 100 * time.Millisecond, MaxDelay: 30 * time.Second, Budget: 10, Window: 10 * time.Minute}
 
+// Backoff is the delay before a restart after the n-th failure: full
+// jitter on the upper half keeps restarts of many children from lining up
+// while never restarting sooner than half the nominal delay.
+func (p Policy) Backoff() backoff.Policy {
+	return backoff.Policy{Initial: p.InitialDelay, Max: p.MaxDelay, Jitter: true}
+}
+
 // Decision is what the strategy did about one failure.
 type Decision struct {
 	Child    *actor.PID
-	Kind     string // the child's name without its parent path, e.g. "poller"
+	Kind     string // the child's kind, e.g. "poller" (see Kind)
 	Reason   string
 	Cause    any // the panic value
 	Failures int // within the window, this one included
@@ -53,10 +70,12 @@ type Strategy struct {
 
 	mu       sync.Mutex
 	observer func(Decision)
-	gaveUp   map[string]Decision // by child PID id
+	gaveUp   map[string]Decision        // by child PID id
+	waiting  map[string]clockwork.Timer // delayed restarts, by child PID id
+	shutdown bool
 }
 
-// New returns a strategy. Use one per parent: it remembers which children it
+// New returns a strategy. Use one per tree: it remembers which children it
 // gave up on.
 func New(p Policy, log zerolog.Logger) *Strategy {
 	if p.InitialDelay <= 0 {
@@ -71,7 +90,8 @@ func New(p Policy, log zerolog.Logger) *Strategy {
 	if p.Window <= 0 {
 		p.Window = Default.Window
 	}
-	return &Strategy{policy: p, log: log, gaveUp: map[string]Decision{}}
+	p.Clock = timer.Or(p.Clock)
+	return &Strategy{policy: p, log: log, gaveUp: map[string]Decision{}, waiting: map[string]clockwork.Timer{}}
 }
 
 // Observe registers a function called with every decision (metrics, tests).
@@ -89,36 +109,74 @@ func (s *Strategy) GaveUp(child *actor.PID) (Decision, bool) {
 	return d, ok
 }
 
-// Backoff is the delay before a restart after the n-th failure: full
-// jitter on the upper half keeps restarts of many children from lining up
-// while never restarting sooner than half the nominal delay.
-func (p Policy) Backoff() backoff.Policy {
-	return backoff.Policy{Initial: p.InitialDelay, Max: p.MaxDelay, Jitter: true}
+// Shutdown cancels the restarts still waiting for their delay; from now on
+// a failed child is stopped rather than restarted. The root calls it when
+// it starts stopping its children.
+func (s *Strategy) Shutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shutdown = true
+	for id, t := range s.waiting {
+		t.Stop()
+		delete(s.waiting, id)
+	}
+}
+
+// Waiting is how many restarts wait for their delay.
+func (s *Strategy) Waiting() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.waiting)
 }
 
 // HandleFailure implements actor.SupervisorStrategy.
 func (s *Strategy) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason, _ any) {
 	rs.Fail()
 	d := Decision{Child: child, Kind: Kind(child), Reason: fmt.Sprint(reason), Cause: reason, Failures: rs.NumberOfFailures(s.policy.Window)}
-	if d.Failures > s.policy.Budget {
-		d.GaveUp = true
-		s.mu.Lock()
-		s.gaveUp[child.Id] = d
-		s.mu.Unlock()
-		s.log.Error().Str("actor", d.Kind).Str("reason", d.Reason).Int("failures", d.Failures).
-			Dur("window", s.policy.Window).Msg("actor failed too often, stopping it")
-		s.notify(d)
-		system.EventStream.Publish(&actor.SupervisorEvent{Child: child, Reason: reason, Directive: actor.StopDirective})
+	s.mu.Lock()
+	stopping := s.shutdown
+	s.mu.Unlock()
+	switch {
+	case stopping:
+		s.log.Debug().Str("actor", d.Kind).Str("reason", d.Reason).Msg("actor failed while the tree stops; stopping it")
 		sup.StopChildren(child)
-		return
+	case d.Failures > s.policy.Budget:
+		s.giveUp(system, sup, d)
+	default:
+		s.restartLater(system, sup, d)
 	}
+}
+
+func (s *Strategy) giveUp(system *actor.ActorSystem, sup actor.Supervisor, d Decision) {
+	d.GaveUp = true
+	s.mu.Lock()
+	s.gaveUp[d.Child.Id] = d
+	s.mu.Unlock()
+	s.log.Error().Str("actor", d.Kind).Str("reason", d.Reason).Int("failures", d.Failures).
+		Dur("window", s.policy.Window).Msg("actor failed too often, stopping it")
+	s.notify(d)
+	system.EventStream.Publish(&actor.SupervisorEvent{Child: d.Child, Reason: d.Cause, Directive: actor.StopDirective})
+	sup.StopChildren(d.Child)
+}
+
+func (s *Strategy) restartLater(system *actor.ActorSystem, sup actor.Supervisor, d Decision) {
 	d.Delay = s.policy.Backoff().Delay(d.Failures)
 	s.log.Warn().Str("actor", d.Kind).Str("reason", d.Reason).Int("failures", d.Failures).
 		Dur("restart_in", d.Delay).Msg("actor failed, restarting")
 	s.notify(d)
-	time.AfterFunc(d.Delay, func() {
-		system.EventStream.Publish(&actor.SupervisorEvent{Child: child, Reason: reason, Directive: actor.RestartDirective})
-		sup.RestartChildren(child)
+	id := d.Child.Id
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waiting[id] = s.policy.Clock.AfterFunc(d.Delay, func() {
+		s.mu.Lock()
+		if _, ok := s.waiting[id]; !ok {
+			s.mu.Unlock()
+			return // cancelled by Shutdown
+		}
+		delete(s.waiting, id)
+		s.mu.Unlock()
+		system.EventStream.Publish(&actor.SupervisorEvent{Child: d.Child, Reason: d.Cause, Directive: actor.RestartDirective})
+		sup.RestartChildren(d.Child)
 	})
 }
 
@@ -129,17 +187,4 @@ func (s *Strategy) notify(d Decision) {
 	if f != nil {
 		f(d)
 	}
-}
-
-// Kind names an actor by the last element of its PID, without protoactor's
-// "$n" suffixes: "root/fluentd/connection-3" is "connection".
-func Kind(pid *actor.PID) string {
-	id := pid.Id
-	if i := strings.LastIndexByte(id, '/'); i >= 0 {
-		id = id[i+1:]
-	}
-	if i := strings.IndexAny(id, "-$"); i > 0 {
-		id = id[:i]
-	}
-	return id
 }
