@@ -204,7 +204,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		skip[lockpolicy.LoginEvent] = true
 	}
 	// The in-flight windows are sized on what the pool carries at once.
-	capacity := pool.Capacity(cfg.Fluentd.MaxConnections, cfg.Fluentd.Batch)
+	capacity := max(cfg.Fluentd.MaxConnections, 1) * max(cfg.Fluentd.Batch, 1)
 	done := make(chan error, 1)
 	spec := root.Spec{
 		Strategy:       strategy,
@@ -224,7 +224,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 						Transport: transport, DeadLetters: persistence.NewDeadLetters(store.Dir()),
 						MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch,
 						Ctx: sendCtx, Log: log, Kit: kit, Metrics: m,
-					}, childOpts("fluentd")...),
+					}),
 				})
 			}
 			// Deps are read when each child is spawned, after the PIDs of

@@ -48,21 +48,16 @@ func (o Outcome) String() string {
 }
 
 // Delivered answers a Delivery once it is settled. Retries happen before it
-// is sent, so every Delivery gets exactly one Delivered unless the pool loses
-// it in a restart (then PoolStarted tells the requester to send it again).
+// is sent, and the pool hands out again what it or a connection held when
+// it failed, so every Delivery gets one Delivered: requesters send each
+// delivery once. (A failure just after an answer went out can make it two;
+// requesters ignore answers to what is settled.)
 type Delivered struct {
 	Epoch    uint64
 	Seq      uint64
 	Outcome  Outcome
 	Status   int
 	Attempts int
-}
-
-// PoolStarted is published on the actor system's event stream each time the
-// Fluentd pool restarts (not when it first starts): deliveries that were
-// queued in the previous incarnation are gone and must be sent again.
-type PoolStarted struct {
-	PID *actor.PID
 }
 
 // Save asks the checkpoint writer to commit writes in one fsync'd

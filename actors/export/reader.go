@@ -121,8 +121,6 @@ func (r *reader) Receive(ctx actor.Context) {
 		if m.Epoch == r.epoch && r.tr.Persisted(m.Seq) {
 			r.pump(ctx)
 		}
-	case *messages.PoolStarted:
-		r.tr.PoolStarted(ctx)
 	case *messages.TapStarted:
 		r.tr.TapStarted(ctx, m.PID)
 	case *messages.Drain:
@@ -152,7 +150,7 @@ func (r *reader) start(ctx actor.Context) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	r.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
 		switch evt.(type) {
-		case *messages.PoolStarted, *messages.TapStarted:
+		case *messages.TapStarted:
 			root.Send(self, evt)
 		}
 	})

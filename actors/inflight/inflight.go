@@ -166,19 +166,6 @@ func (t *Tracker[P]) TapStarted(ctx actor.Context, pid *actor.PID) {
 	}
 }
 
-// PoolStarted hands every unsettled event to a pool that restarted and
-// lost its queue, and returns how many.
-func (t *Tracker[P]) PoolStarted(ctx actor.Context) int {
-	n := 0
-	for _, it := range t.inflight {
-		if it.Sending {
-			ctx.Send(t.Pool, t.delivery(ctx, it))
-			n++
-		}
-	}
-	return n
-}
-
 // Advance takes the settled prefix out of flight and returns its last item
 // (nil when none settled); each is passed to each, in order.
 func (t *Tracker[P]) Advance(each func(*Item[P])) *Item[P] {

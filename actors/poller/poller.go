@@ -213,8 +213,6 @@ func (p *Poller) Receive(ctx actor.Context) {
 		if p.tr.Observed(m) {
 			p.pump(ctx)
 		}
-	case *messages.PoolStarted:
-		p.resend(ctx)
 	case *messages.TapStarted:
 		p.tr.TapStarted(ctx, m.PID)
 	case *messages.Drain:
@@ -250,7 +248,7 @@ func (p *Poller) start(ctx actor.Context) {
 	go fetcher(fctx, fetches, p.Events, p.Types, p.Skip, p.Batch, p.Now, p.epoch, self, root)
 	p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
 		switch evt.(type) {
-		case *messages.PoolStarted, *messages.TapStarted:
+		case *messages.TapStarted:
 			root.Send(self, evt)
 		}
 	})
@@ -440,13 +438,6 @@ func (p *Poller) save(ctx actor.Context) {
 	p.saving = true
 	ctx.Send(p.Checkpoint, &messages.Save{Key: StreamKey, Epoch: p.epoch, Seq: p.ackedSeq,
 		Writes: []persistence.Write{persistence.AuditPositionWrite(p.ackPos)}, ReplyTo: ctx.Self()})
-}
-
-// resend hands every unsettled event to a pool that lost its queue.
-func (p *Poller) resend(ctx actor.Context) {
-	if n := p.tr.PoolStarted(ctx); n > 0 {
-		p.log.Warn().Int("events", n).Msg("fluentd pool restarted; handing in-flight events to it again")
-	}
 }
 
 func (p *Poller) maybeFinish(ctx actor.Context) {

@@ -1,15 +1,10 @@
 package pool_test
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -93,61 +88,20 @@ func TestPoolDeadLettersPermanentRejections(t *testing.T) {
 	require.Contains(t, string(raw), `"event_id":"ev-7"`)
 }
 
-// The pool announces PoolStarted on a restart, when deliveries queued in it
-// are lost, and not on its first start: a requester that subscribed before
-// the pool ran its Started would otherwise send everything in flight twice.
-func TestPoolStartedOnlyOnRestart(t *testing.T) {
+// A pool that fails loses nothing: what it queued and what its connections
+// held is sent after its restart, and every delivery is answered, each
+// event arriving at least once and at most twice.
+func TestPoolRestartLosesNothing(t *testing.T) {
 	f := newFixture(t)
 	t.Cleanup(faults.Reset)
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	var announced atomic.Int32
-	sub := system.EventStream.Subscribe(func(evt any) {
-		if _, ok := evt.(*messages.PoolStarted); ok {
-			announced.Add(1)
-		}
-	})
-	defer system.EventStream.Unsubscribe(sub)
-	replies := make(chan *messages.Delivered, 4)
-	requester := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		if d, ok := ctx.Message().(*messages.Delivered); ok {
-			replies <- d
-		}
-	}))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	pool := system.Root.Spawn(pool.Props(pool.Deps{
-		Transport: f.client(t, 2), DeadLetters: f.dl, MaxConnections: 2, Ctx: ctx, Log: zerolog.Nop(),
-	}))
-	send := func(seq uint64) {
-		system.Root.Send(pool, &messages.Delivery{Seq: seq, URL: f.rcv.URL() + "/test.log",
-			Body: fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec"}`, seq), EventID: fmt.Sprintf("ev-%d", seq), ReplyTo: requester})
+	f.rcv.SetLatency(2 * time.Millisecond)
+	faults.Arm("pool", 3)
+	got := batchRun{f: f, deps: pool.Deps{Batch: 5, MaxConnections: 2}, spacing: 100 * time.Microsecond}.deliver(t, 200, 30*time.Second)
+	require.Len(t, got, 200)
+	require.Equal(t, 3, faults.Injected("pool"))
+	byUID := f.rcv.CountByUID()
+	require.Len(t, byUID, 200)
+	for uid, c := range byUID {
+		require.LessOrEqual(t, c, 2, uid)
 	}
-	wait := func(seq uint64) {
-		t.Helper()
-		deadline := time.After(10 * time.Second)
-		for {
-			select {
-			case d := <-replies:
-				if d.Seq == seq {
-					return
-				}
-			case <-deadline:
-				t.Fatalf("delivery %d not settled", seq)
-			}
-		}
-	}
-	send(1)
-	wait(1)
-	require.Zero(t, announced.Load(), "announced on its first start")
-
-	faults.Arm("pool", 1)
-	send(2) // the pool fails on its next message: this one or a connection's
-	// report; what it held is lost and requesters resend on PoolStarted.
-	require.Eventually(t, func() bool { return announced.Load() == 1 }, 10*time.Second, 10*time.Millisecond)
-	require.Equal(t, 1, faults.Injected("pool"))
-	send(3)
-	wait(3)
-	require.EqualValues(t, 1, announced.Load())
-	_ = system.Root.StopFuture(pool).Wait()
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/eventstream"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
@@ -86,7 +85,6 @@ type player struct {
 	url     string
 	cancel  context.CancelFunc
 	credits chan struct{} // one per event read and not yet checkpointed
-	sub     *eventstream.Subscription
 
 	inflight  []*pitem
 	nextSeq   uint64
@@ -133,22 +131,12 @@ func (p *player) Receive(ctx actor.Context) {
 			p.release()
 			p.maybeEnd(ctx)
 		}
-	case *messages.PoolStarted:
-		for _, it := range p.inflight {
-			if !it.done {
-				ctx.Send(p.Pool, p.delivery(ctx, it))
-			}
-		}
 	case *drain:
 		if !p.ending {
 			p.end(ctx, drained, nil)
 		}
 	case *actor.Restarting, *actor.Stopping:
 		p.stopStream()
-		if p.sub != nil {
-			ctx.ActorSystem().EventStream.Unsubscribe(p.sub)
-			p.sub = nil
-		}
 	}
 }
 
@@ -164,14 +152,6 @@ func (p *player) start(ctx actor.Context) {
 		p.rec = rec
 	}
 	p.received, p.nextSeq = p.rec.Index, 1
-	if !p.DryRun {
-		self, root := ctx.Self(), ctx.ActorSystem().Root
-		p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
-			if ps, ok := evt.(*messages.PoolStarted); ok {
-				root.Send(self, ps)
-			}
-		})
-	}
 	if p.rec.Index > 0 {
 		p.log.Info().Int64("index", p.rec.Index).Msg("resuming session recording")
 	} else {

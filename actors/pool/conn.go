@@ -1,0 +1,310 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// Depth is how many jobs a connection holds at once: it starts the next
+// request as soon as an answer comes, without waiting for the pool, so the
+// connection does not idle for a round trip between actors.
+const Depth = 2
+
+// job is what the pool hands a connection: deliveries to one URL, sent
+// together. inc is the connection incarnation it is meant for: a job sent
+// to an earlier one was queued again when this one started.
+type job struct {
+	id, inc uint64
+	items   []*messages.Delivery
+}
+
+// connStarted tells the pool that a connection (re)started, as incarnation
+// inc: whatever it held before is not going to finish.
+type connStarted struct {
+	pid *actor.PID
+	inc uint64
+}
+
+// connIdle tells the pool that a connection finished a job and can take
+// another.
+type connIdle struct {
+	pid *actor.PID
+	job uint64
+}
+
+// connSettled tells the pool that a connection settled one delivery of a
+// job while sending the job's events one at a time (to isolate a rejected
+// one): a restart of the connection then hands out only the rest again.
+type connSettled struct {
+	pid *actor.PID
+	job uint64
+	d   *messages.Delivery
+}
+
+// retryTick wakes a connection for the next attempt of a job.
+type retryTick struct{ job uint64 }
+
+// sendReq asks a connection's sender goroutine for one request; sendDone
+// is its answer.
+type sendReq struct {
+	job    uint64
+	url    string
+	events [][]byte
+}
+
+type sendDone struct {
+	job  uint64
+	res  fluentd.Result
+	took time.Duration
+}
+
+// sendJob is a job a connection holds.
+type sendJob struct {
+	id uint64
+	// items are the job's deliveries not yet settled, in order.
+	items []*messages.Delivery
+	// single is set once Fluentd refused the batch for good: its events
+	// are then sent one at a time, so that only the bad ones are
+	// dead-lettered.
+	single   bool
+	events   [][]byte // of the current attempt, kept across its retries
+	attempts int
+	retry    timer.Timer
+}
+
+// sending is what the job's current attempt sends.
+func (j *sendJob) sending() []*messages.Delivery {
+	if j.single {
+		return j.items[:1]
+	}
+	return j.items
+}
+
+// conn is one connection actor. Its requests run one after the other on a
+// goroutine of its own (whose stack stays grown, where a mailbox goroutine
+// would grow one for every request), so the actor answers a stop at once;
+// the goroutine is cancelled and waited for when the actor stops or
+// restarts, so no incarnation's request outlives it. It holds up to Depth
+// jobs: the next one's request is queued to the sender while the current
+// one is on the wire. The waits between retries are timers.
+type conn struct {
+	deps       Deps
+	log        zerolog.Logger
+	inc        uint64
+	requests   chan<- sendReq
+	stopSender func()
+	jobs       map[uint64]*sendJob
+}
+
+func connProps(deps Deps) *actor.Props {
+	return deps.Kit.Props("connection", func() actor.Actor {
+		return &conn{deps: deps, jobs: map[uint64]*sendJob{}}
+	})
+}
+
+func (c *conn) Receive(ctx actor.Context) {
+	msg := timer.Message(ctx)
+	faults.Inject("connection", msg)
+	switch m := msg.(type) {
+	case *actor.Started:
+		c.start(ctx)
+	case *job:
+		if m.inc == c.inc {
+			j := &sendJob{id: m.id, items: m.items, retry: timer.Timer{Clock: c.deps.Clock}}
+			c.jobs[m.id] = j
+			c.deps.Metrics.SendsInFlight.Inc()
+			c.attempt(j)
+		}
+	case *retryTick:
+		if j := c.jobs[m.job]; j != nil {
+			c.attempt(j)
+		}
+	case *sendDone:
+		if j := c.jobs[m.job]; j != nil {
+			c.done(ctx, j, m.res, m.took)
+		}
+	case *actor.Restarting, *actor.Stopping:
+		c.stop()
+	}
+}
+
+func (c *conn) start(ctx actor.Context) {
+	c.inc = rand.Uint64()
+	c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
+	sctx, cancel := context.WithCancel(c.deps.Ctx)
+	// At most one attempt of each job is queued: Depth never blocks.
+	requests := make(chan sendReq, Depth)
+	ended := make(chan struct{})
+	s := c.deps.Transport.NewSender()
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		defer close(ended)
+		defer s.Close()
+		send(sctx, s, requests, func(d *sendDone) { root.Send(self, d) })
+	}()
+	c.requests = requests
+	c.stopSender = func() { cancel(); <-ended }
+	ctx.Send(ctx.Parent(), &connStarted{pid: ctx.Self(), inc: c.inc})
+}
+
+// stop ends the sender, aborting its request in progress, and drops the
+// jobs: the pool still holds their deliveries and hands them out again
+// when this connection restarts (or stops for good).
+func (c *conn) stop() {
+	if c.stopSender != nil {
+		c.stopSender()
+		c.stopSender = nil
+	}
+	for id, j := range c.jobs {
+		j.retry.Stop()
+		c.deps.Metrics.SendsInFlight.Dec()
+		delete(c.jobs, id)
+	}
+}
+
+// send makes one connection incarnation's requests, in order, until ctx
+// ends (the actor stopped, or a shutdown aborted the sends: the events in
+// flight stay unconfirmed and are sent again on the next start).
+func send(ctx context.Context, s fluentd.Sender, requests <-chan sendReq, reply func(*sendDone)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-requests:
+			began := time.Now()
+			res := s.Send(ctx, r.url, r.events)
+			if ctx.Err() != nil {
+				return
+			}
+			reply(&sendDone{job: r.job, res: res, took: time.Since(began)})
+		}
+	}
+}
+
+// attempt queues the job's next request to the sender.
+func (c *conn) attempt(j *sendJob) {
+	send := j.sending()
+	if j.events == nil {
+		j.events = make([][]byte, len(send))
+		for i, d := range send {
+			j.events[i] = d.Body
+		}
+	}
+	j.attempts++
+	c.requests <- sendReq{job: j.id, url: send[0].URL, events: j.events}
+}
+
+// done judges the answer to an attempt of j.
+func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time.Duration) {
+	send := j.sending()
+	m := c.deps.Metrics
+	m.SendDuration.Observe(took.Seconds())
+	m.BatchEvents.Observe(float64(len(send)))
+	m.FluentdResponses.WithLabelValues(metrics.StatusClass(res.Status)).Inc()
+	switch res.Class {
+	case fluentd.Success:
+		c.accepted(ctx, j, res)
+		return
+	case fluentd.Permanent:
+		if len(send) > 1 {
+			// One bad event, or a body too big: find out event by event.
+			m.Health.FluentdSend(nil)
+			c.log.Warn().Str("url", send[0].URL).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
+				Msg("fluentd rejected a batch for good; sending its events one at a time")
+			j.single, j.events, j.attempts = true, nil, 0
+			c.attempt(j)
+			return
+		}
+		err := c.deadLetter(send[0], res)
+		if err == nil {
+			c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
+			return
+		}
+		// Not durable yet: keep the event and try again.
+		res.Reason = fmt.Sprintf("%s; dead-letter write failed: %v", res.Reason, err)
+	}
+	c.retry(ctx, j, res)
+}
+
+// accepted settles what Fluentd took.
+func (c *conn) accepted(ctx actor.Context, j *sendJob, res fluentd.Result) {
+	send := j.sending()
+	m := c.deps.Metrics
+	m.Health.FluentdSend(nil)
+	acked := time.Now()
+	for _, d := range send {
+		m.EventsSent.WithLabelValues(d.Stream).Inc()
+		if !d.Fetched.IsZero() {
+			m.FetchToAck.WithLabelValues(d.Stream).Observe(acked.Sub(d.Fetched).Seconds())
+		}
+	}
+	c.settle(ctx, j, len(send), messages.Sent, res.Status)
+}
+
+// deadLetter writes an event Fluentd refused for good to the dead-letter
+// file.
+func (c *conn) deadLetter(d *messages.Delivery, res fluentd.Result) error {
+	err := c.deps.DeadLetters.Append(persistence.DeadLetter{
+		Time: time.Now().UTC(), URL: d.URL, Status: res.Status, Reason: res.Reason,
+		EventID: d.EventID, Type: d.Type, Event: d.Body,
+	})
+	if err != nil {
+		return err
+	}
+	c.deps.Metrics.Health.FluentdSend(nil)
+	c.deps.Metrics.EventsDeadLettered.WithLabelValues(d.Stream).Inc()
+	c.log.Error().Str("url", d.URL).Int("status", res.Status).Str("reason", res.Reason).
+		Str("event_id", d.EventID).Str("event_type", d.Type).Str("file", c.deps.DeadLetters.Path()).
+		Msg("fluentd rejected the event for good; written to the dead-letter file")
+	return nil
+}
+
+// retry schedules the next attempt of j after a failed one.
+func (c *conn) retry(ctx actor.Context, j *sendJob, res fluentd.Result) {
+	send := j.sending()
+	m := c.deps.Metrics
+	for _, d := range send {
+		m.EventsRetried.WithLabelValues(d.Stream).Inc()
+	}
+	m.Health.FluentdSend(errors.New(res.Reason))
+	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
+	ev := c.log.Warn()
+	if j.attempts >= 3 {
+		ev = c.log.Error()
+	}
+	ev.Str("url", send[0].URL).Int("status", res.Status).Str("reason", res.Reason).Int("attempt", j.attempts).
+		Int("events", len(send)).Dur("retry_in", delay).Msg("fluentd send failed; retrying")
+	j.retry.After(ctx, delay, &retryTick{job: j.id})
+}
+
+// settle answers the first n deliveries of j and moves on: to the next
+// event of a batch being sent one at a time, or frees the job's slot.
+func (c *conn) settle(ctx actor.Context, j *sendJob, n int, o messages.Outcome, status int) {
+	for _, d := range j.items[:n] {
+		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: j.attempts})
+	}
+	if n < len(j.items) {
+		for _, d := range j.items[:n] {
+			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), job: j.id, d: d})
+		}
+		j.items, j.events, j.attempts = j.items[n:], nil, 0
+		c.attempt(j)
+		return
+	}
+	delete(c.jobs, j.id)
+	c.deps.Metrics.SendsInFlight.Dec()
+	ctx.Send(ctx.Parent(), &connIdle{pid: ctx.Self(), job: j.id})
+}
