@@ -102,7 +102,7 @@ type LockConfig struct {
 }
 
 // MaxFluentdBatch bounds --fluentd-batch: the events held in memory grow
-// with it (see poller.WindowFor).
+// with it (see the daemon's Plan).
 const MaxFluentdBatch = 1000
 
 // Export modes (--export-mode).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/internalutils/stream"
@@ -11,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/config"
 )
 
@@ -42,6 +44,10 @@ func (p *probeAPI) ExportUnstructuredEvents(context.Context, *auditlogpb.ExportU
 }
 
 func TestExportProbe(t *testing.T) {
+	// The waits between probes are not what is tested here.
+	was := probeRetries
+	probeRetries = backoff.Policy{Initial: time.Millisecond}
+	t.Cleanup(func() { probeRetries = was })
 	unavailable := func() error { return trace.ConnectionProblem(nil, "unavailable") }
 	for _, tc := range []struct {
 		name    string

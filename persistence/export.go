@@ -68,6 +68,9 @@ type ChunkRef struct {
 // String is day/chunk, as chunks are named in logs and keys.
 func (c ChunkRef) String() string { return DayName(c.Day) + "/" + c.Chunk }
 
+// DayName is the chunk's day, as days are named in keys and logs.
+func (c ChunkRef) DayName() string { return DayName(c.Day) }
+
 // Day is the UTC day of t, at midnight.
 func Day(t time.Time) time.Time {
 	t = t.UTC()

@@ -15,15 +15,11 @@ import (
 
 	"github.com/gravitational/teleport/api/client"
 	"github.com/gravitational/teleport/api/client/proto"
-	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/identityfile"
-	"github.com/gravitational/teleport/api/types"
 	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/fdfwd/teleport-event-handler/config"
 )
 
 // Namespace is the only audit namespace Teleport has.
@@ -33,14 +29,6 @@ const Namespace = "default"
 // wrong address or certificate is reported quickly rather than after the
 // client's default 30s.
 const DialTimeout = 10 * time.Second
-
-// Events is the part of the Teleport API that the pipeline uses; tests
-// substitute it.
-type Events interface {
-	SearchUnstructuredEvents(ctx context.Context, from, to time.Time, namespace string, eventTypes []string, limit int, order types.EventOrder, startKey string) ([]*auditlogpb.EventUnstructured, string, error)
-	StreamUnstructuredSessionEvents(ctx context.Context, sessionID string, startIndex int64) (chan *auditlogpb.EventUnstructured, chan error)
-	UpsertLock(ctx context.Context, lock types.Lock) error
-}
 
 // Kind classifies a connection failure.
 type Kind string
@@ -67,16 +55,30 @@ func (e *ConnectError) Error() string {
 
 func (e *ConnectError) Unwrap() error { return e.Err }
 
+// Config says how to reach the Teleport Auth or Proxy Service: with an
+// identity file, or with a certificate, key and CA.
+type Config struct {
+	// Addr is host:port of the Auth Service or the Proxy Service.
+	Addr string
+	// Identity is an identity file as written by `tctl auth sign`.
+	Identity string
+	// CA, Cert and Key are PEM files used instead of an identity file.
+	CA, Cert, Key string
+	// Reload lets RunRefresh reload the identity file, so that short-lived
+	// credentials renewed on disk (by tbot, say) are picked up.
+	Reload bool
+}
+
 // Conn is a connected, pinged client.
 type Conn struct {
 	*client.Client
 	Ping    proto.PingResponse
 	dynamic *client.DynamicIdentityFileCreds
-	cfg     config.TeleportConfig
+	cfg     Config
 }
 
 // Connect builds credentials from cfg, dials and pings.
-func Connect(ctx context.Context, cfg config.TeleportConfig) (*Conn, error) {
+func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	fail := func(k Kind, fix string, err error) error {
 		return &ConnectError{Addr: cfg.Addr, Kind: k, Fix: fix, Err: err}
 	}
@@ -89,7 +91,7 @@ func Connect(ctx context.Context, cfg config.TeleportConfig) (*Conn, error) {
 			return nil, fail(BadCredentials, "check --teleport-identity", fmt.Errorf("read identity file %s: %w", cfg.Identity, err))
 		}
 		certPEM = id.Certs.TLS
-		if cfg.RefreshEnabled {
+		if cfg.Reload {
 			c.dynamic, err = client.NewDynamicIdentityFileCreds(cfg.Identity)
 			if err != nil {
 				return nil, fail(BadCredentials, "check --teleport-identity", err)

@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -29,7 +32,7 @@ const Name = "checkpoint"
 // DefaultInterval is the least time between the starts of two transactions.
 const DefaultInterval = 10 * time.Millisecond
 
-type flush struct{ epoch uint64 }
+type flush struct{}
 
 // retries is the wait after failed writes in a row.
 var retries = backoff.Policy{Initial: 100 * time.Millisecond, Max: 30 * time.Second}
@@ -54,39 +57,49 @@ type Writer struct {
 
 	*queue    // survives restarts: confirmed positions are never dropped
 	scheduled bool
-	epoch     uint64 // guards retry timers across restarts
 	failures  int
-	timer     *time.Timer
+	wait      timer.Timer // until the next transaction may start
 	interval  time.Duration
 	lastStart time.Time // of the last transaction
 }
 
-// Props returns the props of the writer, with transactions at most every
-// DefaultInterval. m may be nil (tests).
-func Props(store Store, log zerolog.Logger, m *metrics.Metrics, opts ...actor.PropsOption) *actor.Props {
-	return PropsInterval(store, log, m, DefaultInterval, opts...)
+// Deps configure the writer.
+type Deps struct {
+	Store Store
+	// Interval is the least time between the starts of two transactions
+	// (DefaultInterval when zero; negative: one starts as soon as the
+	// previous one ends).
+	Interval time.Duration
+	Clock    clockwork.Clock
+	Log      zerolog.Logger
+	Metrics  *metrics.Metrics // nil: private ones
+	Kit      supervisor.Kit
 }
 
-// PropsInterval is Props with transactions at most every interval (0: one
-// starts as soon as the previous one ends).
-func PropsInterval(store Store, log zerolog.Logger, m *metrics.Metrics, interval time.Duration, opts ...actor.PropsOption) *actor.Props {
-	if m == nil {
-		m = metrics.New()
+// Props returns the props of the writer.
+func Props(d Deps) *actor.Props {
+	if d.Metrics == nil {
+		d.Metrics = metrics.New()
 	}
+	if d.Interval == 0 {
+		d.Interval = DefaultInterval
+	}
+	d.Clock = timer.Or(d.Clock)
 	q := &queue{pending: map[string]*messages.Save{}}
-	return actor.PropsFromProducer(func() actor.Actor {
-		return &Writer{store: store, log: log.With().Str("actor", Name).Logger(), queue: q, metrics: m, interval: interval}
-	}, opts...)
+	log := d.Log.With().Str("actor", Name).Logger()
+	return d.Kit.Props(Name, func() actor.Actor {
+		return &Writer{store: d.Store, log: log, queue: q, metrics: d.Metrics, interval: max(d.Interval, 0),
+			wait: timer.Timer{Clock: d.Clock}}
+	})
 }
 
 // Receive implements actor.Actor.
 func (w *Writer) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+	switch m := timer.Message(ctx).(type) {
 	case *actor.Started:
-		w.epoch = uint64(time.Now().UnixNano())
 		if len(w.pending) > 0 { // left by a previous incarnation
 			w.scheduled = true
-			ctx.Send(ctx.Self(), &flush{epoch: w.epoch})
+			ctx.Send(ctx.Self(), &flush{})
 		}
 	case *messages.Save:
 		if _, ok := w.pending[m.Key]; !ok {
@@ -96,27 +109,24 @@ func (w *Writer) Receive(ctx actor.Context) {
 		w.metrics.Health.CheckpointPending()
 		if !w.scheduled {
 			w.scheduled = true
-			if wait := time.Until(w.lastStart.Add(w.interval)); wait > 0 {
-				self, system, epoch := ctx.Self(), ctx.ActorSystem(), w.epoch
-				w.timer = time.AfterFunc(wait, func() { system.Root.Send(self, &flush{epoch: epoch}) })
+			if wait := w.lastStart.Add(w.interval).Sub(w.wait.Clock.Now()); wait > 0 {
+				w.wait.After(ctx, wait, &flush{})
 			} else {
-				ctx.Send(ctx.Self(), &flush{epoch: w.epoch})
+				ctx.Send(ctx.Self(), &flush{})
 			}
 		}
 	case *flush:
-		if m.epoch == w.epoch {
-			w.flush(ctx)
-		}
+		w.flush(ctx)
 	case *actor.Stopping:
 		// Last chance: whatever was confirmed gets written.
-		w.stopTimer()
+		w.wait.Stop()
 		if len(w.pending) > 0 {
 			if err := w.write(ctx); err != nil {
 				w.log.Error().Err(err).Msg("final checkpoint write failed; the next start resends events since the previous checkpoint")
 			}
 		}
 	case *actor.Restarting:
-		w.stopTimer()
+		w.wait.Stop()
 	}
 }
 
@@ -130,8 +140,7 @@ func (w *Writer) flush(ctx actor.Context) {
 		delay := retries.Delay(w.failures)
 		w.log.Error().Err(err).Dur("retry_in", delay).Int("failures", w.failures).Msg("checkpoint write failed; delivery pauses until it succeeds")
 		w.scheduled = true
-		self, system, epoch := ctx.Self(), ctx.ActorSystem(), w.epoch
-		w.timer = time.AfterFunc(delay, func() { system.Root.Send(self, &flush{epoch: epoch}) })
+		w.wait.After(ctx, delay, &flush{})
 		return
 	}
 	if w.failures > 0 {
@@ -145,8 +154,8 @@ func (w *Writer) write(ctx actor.Context) error {
 	for _, k := range w.order {
 		writes = append(writes, w.pending[k].Writes...)
 	}
-	start := time.Now()
-	w.lastStart = start
+	w.lastStart = w.wait.Clock.Now()
+	start := time.Now()                 // the transaction's own time, for the metrics
 	faults.Inject("checkpoint", writes) // as if the write failed
 	err := w.store.Apply(writes)
 	w.metrics.CheckpointDuration.Observe(time.Since(start).Seconds())
@@ -166,12 +175,4 @@ func (w *Writer) write(ctx actor.Context) error {
 	clear(w.pending)
 	w.order = w.order[:0]
 	return nil
-}
-
-func (w *Writer) stopTimer() {
-	if w.timer != nil {
-		w.timer.Stop()
-		w.timer = nil
-	}
-	w.epoch++
 }

@@ -1,6 +1,7 @@
 package checkpoint_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -8,11 +9,12 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/rs/zerolog"
+	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -105,7 +107,7 @@ func TestCoalescesSavesPerKey(t *testing.T) {
 	defer system.Shutdown()
 	s := &store{values: map[string]string{}, block: make(chan struct{})}
 	r := newReplies(system)
-	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop(), nil))
+	w := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: s}))
 	// The first transaction blocks; everything sent meanwhile is coalesced.
 	system.Root.Send(w, save("audit", 1, r.pid))
 	for seq := uint64(2); seq <= 100; seq++ {
@@ -128,7 +130,7 @@ func TestTransactionsAreSpacedByTheInterval(t *testing.T) {
 	s := &store{values: map[string]string{}}
 	r := newReplies(system)
 	const interval = 20 * time.Millisecond
-	w := system.Root.Spawn(checkpoint.PropsInterval(s, zerolog.Nop(), nil, interval))
+	w := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: s, Interval: interval}))
 	// A save to an idle writer is written at once.
 	began := time.Now()
 	system.Root.Send(w, save("audit", 1, r.pid))
@@ -155,61 +157,56 @@ func TestRetriesAFailedWriteUntilItSucceeds(t *testing.T) {
 	defer system.Shutdown()
 	s := &store{values: map[string]string{}, failN: 3}
 	r := newReplies(system)
-	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop(), nil))
+	clock := clockwork.NewFakeClock()
+	w := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: s, Clock: clock}))
 	system.Root.Send(w, save("audit", 7, r.pid))
+	for range 3 {
+		waiters(t, clock, 1) // a failed write's retry
+		clock.Advance(time.Minute)
+	}
 	r.waitFor(t, "audit", 7)
 	_, values := s.snapshot()
 	require.Equal(t, "7", values["audit"])
 	require.NoError(t, system.Root.StopFuture(w).Wait())
 }
 
-// crash makes the writer panic, so that its supervisor restarts it.
-type crash struct{}
-
 func TestPendingSavesSurviveARestart(t *testing.T) {
+	t.Cleanup(faults.Reset)
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
-	// Writes fail long enough for a restart to happen with saves pending.
-	s := &store{values: map[string]string{}, failN: 2}
+	s := &store{values: map[string]string{}}
 	r := newReplies(system)
-	var panicked sync.Once
-	props := checkpoint.Props(s, zerolog.Nop(), nil, actor.WithReceiverMiddleware(func(next actor.ReceiverFunc) actor.ReceiverFunc {
-		return func(ctx actor.ReceiverContext, env *actor.MessageEnvelope) {
-			if _, ok := env.Message.(*crash); ok {
-				panicked.Do(func() { panic("injected") })
-				return
-			}
-			next(ctx, env)
-		}
-	}))
-	parent := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		switch m := ctx.Message().(type) {
-		case *actor.Started:
-			ctx.SpawnNamed(props, checkpoint.Name)
-		case *messages.Save, *crash:
-			for _, c := range ctx.Children() {
-				ctx.Send(c, m)
-			}
-		}
-	}))
-	system.Root.Send(parent, save("audit", 5, r.pid))
-	system.Root.Send(parent, &crash{})
+	// The first write fails by panicking: protoactor's default supervisor
+	// restarts the writer with the save still pending.
+	faults.Arm("checkpoint", 1)
+	w := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: s}))
+	system.Root.Send(w, save("audit", 5, r.pid))
 	r.waitFor(t, "audit", 5)
+	require.Equal(t, 1, faults.Injected("checkpoint"))
 	_, values := s.snapshot()
 	require.Equal(t, "5", values["audit"])
-	require.NoError(t, system.Root.StopFuture(parent).Wait())
+	require.NoError(t, system.Root.StopFuture(w).Wait())
 }
 
 func TestStoppingWritesWhatIsPending(t *testing.T) {
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
 	s := &store{values: map[string]string{}, failN: 1}
-	w := system.Root.Spawn(checkpoint.Props(s, zerolog.Nop(), nil))
+	clock := clockwork.NewFakeClock()
+	w := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: s, Clock: clock}))
 	system.Root.Send(w, save("audit", 9, nil))
 	// The first write fails and a retry is scheduled; stopping does not
 	// wait for it but writes at once.
-	time.Sleep(20 * time.Millisecond)
+	waiters(t, clock, 1)
 	require.NoError(t, system.Root.StopFuture(w).Wait())
 	_, values := s.snapshot()
 	require.Equal(t, "9", values["audit"])
+}
+
+// waiters waits until n timers wait on the clock.
+func waiters(t *testing.T, clock *clockwork.FakeClock, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, clock.BlockUntilContext(ctx, n))
 }

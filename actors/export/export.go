@@ -17,9 +17,10 @@
 // cursor every ParkRetry and at every start.
 //
 // Unlike upstream's exporter, --types and --skip-event-types filter here too,
-// and --start-time is honoured to the second. The state lives in its own
-// bucket; on a first start it is seeded from the search path's position, so
-// switching modes never sends a day again.
+// and --start-time is honoured to the second. The state (persistence's
+// export bucket) is kept apart from the search path's; on a first start it
+// is seeded from the search path's position, so switching modes never sends
+// a day again.
 package export
 
 import (
@@ -35,11 +36,14 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/internalutils/stream"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
-	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -48,6 +52,9 @@ import (
 
 // Name is the day-walker's name under the root.
 const Name = "export"
+
+// ReaderKind is the kind of the chunk readers.
+const ReaderKind = "export-reader"
 
 // Exporter is the part of the Teleport API client the export path uses.
 type Exporter interface {
@@ -70,18 +77,16 @@ type Deps struct {
 	Concurrency int            // chunk readers at once
 	Batch       int            // events per hand-over from a stream
 	Window      int            // events handed out and not checkpointed, per reader
-	Types       map[string]bool
-	Skip        map[string]bool
-	Taps        []poller.Tap
+	Filter      inflight.Filter
+	Taps        []inflight.Tap
 
 	DryRun          bool
 	ExitOnLastEvent bool
-	Now             func() time.Time
+	Clock           clockwork.Clock
 	Log             zerolog.Logger
 	Metrics         *metrics.Metrics
-	// ReaderProps wraps each reader's props (a supervisor strategy); nil
-	// gives protoactor's default.
-	ReaderProps []actor.PropsOption
+	// Kit makes the readers' props.
+	Kit supervisor.Kit
 }
 
 type chunkRef = persistence.ChunkRef
@@ -94,9 +99,9 @@ type roundResult struct {
 	err   error
 }
 
-type roundTick struct{ epoch uint64 }
+type roundTick struct{}
 
-type parkTick struct{ epoch uint64 }
+type parkTick struct{}
 
 // DefaultRetries is the wait after failed calls to Teleport in a row: 100 ms
 // doubling up to a minute.
@@ -114,21 +119,18 @@ type Walker struct {
 
 	done    map[string]map[string]bool // day -> completed chunks
 	queue   []chunkRef
-	running map[string]*actor.PID // chunkRef.key -> reader
+	running map[string]*actor.PID // chunkRef.String -> reader
 	pids    map[string]chunkRef   // reader PID id -> chunk
-	parked  map[string]chunkRef   // chunkRef.key -> chunk waiting for parkTimer
-	retried map[string]bool       // chunkRef.key of parked chunks read again
+	parked  map[string]chunkRef   // chunkRef.String -> chunk waiting for parkWait
+	retried map[string]bool       // chunkRef.String of parked chunks read again
 
-	parkTimer *time.Timer
-
-	listing   bool
-	cancel    context.CancelFunc
-	timer     *time.Timer
-	fails     int
-	idleRound bool // the last round found nothing to do
-	stopping  bool
-	saveSeq   uint64
-	savedSeq  uint64
+	wait, parkWait timer.Timer
+	listing        *supervisor.Task
+	fails          int
+	idleRound      bool // the last round found nothing to do
+	stopping       bool
+	saveSeq        uint64
+	savedSeq       uint64
 	// savingAt is the delivered position of the newest Save: every event
 	// before it is delivered (the lag metric's reference).
 	savingAt time.Time
@@ -141,12 +143,8 @@ type Walker struct {
 
 // New returns a walker.
 func New(d Deps) *Walker {
-	if d.Now == nil {
-		d.Now = time.Now
-	}
-	if d.Concurrency <= 0 {
-		d.Concurrency = 1
-	}
+	d.Clock = timer.Or(d.Clock)
+	d.Concurrency = max(d.Concurrency, 1)
 	if d.Batch <= 0 {
 		d.Batch = 100
 	}
@@ -162,25 +160,23 @@ func New(d Deps) *Walker {
 	if d.ParkRetry <= 0 {
 		d.ParkRetry = DefaultParkRetry
 	}
-	return &Walker{Deps: d}
+	return &Walker{Deps: d, wait: timer.Timer{Clock: d.Clock}, parkWait: timer.Timer{Clock: d.Clock}}
 }
 
-// Props returns the walker's props.
-func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+// Props returns the walker's props, made by d.Kit.
+func Props(d Deps) *actor.Props {
+	return d.Kit.Props(Name, func() actor.Actor { return New(d) })
 }
 
 // Receive implements actor.Actor.
 func (w *Walker) Receive(ctx actor.Context) {
-	faults.Inject(Name, ctx.Message())
-	switch m := ctx.Message().(type) {
+	msg := timer.Message(ctx)
+	faults.Inject(Name, msg)
+	switch m := msg.(type) {
 	case *actor.Started:
 		w.start(ctx)
 	case *roundTick:
-		if m.epoch == w.epoch {
-			w.timer = nil
-			w.round(ctx)
-		}
+		w.round(ctx)
 	case *roundResult:
 		if m.epoch == w.epoch {
 			w.onRound(ctx, m)
@@ -190,10 +186,7 @@ func (w *Walker) Receive(ctx actor.Context) {
 	case *chunkParked:
 		w.onChunkParked(ctx, m)
 	case *parkTick:
-		if m.epoch == w.epoch {
-			w.parkTimer = nil
-			w.retryParked(ctx)
-		}
+		w.retryParked(ctx)
 	case *messages.Saved:
 		if m.Epoch == w.epoch && m.Seq > w.savedSeq {
 			w.savedSeq = m.Seq
@@ -203,30 +196,15 @@ func (w *Walker) Receive(ctx actor.Context) {
 			w.maybeFinish(ctx)
 		}
 	case *actor.Terminated:
-		w.onTerminated(ctx, m.Who)
+		w.onTerminated(m.Who)
 	case *messages.Drained:
 		w.drains--
 		w.maybeFinish(ctx)
 	case *messages.Drain:
-		w.draining, w.drainTo = true, ctx.Sender()
-		w.stopTimer()
-		w.stopParkTimer()
-		if w.cancel != nil {
-			w.cancel()
-		}
-		w.queue = nil
-		for _, pid := range w.running {
-			ctx.Request(pid, &messages.Drain{})
-			w.drains++
-		}
-		w.maybeFinish(ctx)
+		w.drain(ctx)
 	case *actor.Restarting, *actor.Stopping:
 		w.stopping = true
-		w.stopTimer()
-		w.stopParkTimer()
-		if w.cancel != nil {
-			w.cancel()
-		}
+		w.stopWork()
 	}
 }
 
@@ -258,6 +236,26 @@ func (w *Walker) start(ctx actor.Context) {
 	w.round(ctx)
 }
 
+// stopWork ends the waits and the listing in progress.
+func (w *Walker) stopWork() {
+	w.wait.Stop()
+	w.parkWait.Stop()
+	w.listing.Stop()
+	w.listing = nil
+}
+
+// drain stops walking and asks the readers to settle what they sent.
+func (w *Walker) drain(ctx actor.Context) {
+	w.draining, w.drainTo = true, ctx.Sender()
+	w.stopWork()
+	w.queue = nil
+	for _, pid := range w.running {
+		ctx.Request(pid, &messages.Drain{})
+		w.drains++
+	}
+	w.maybeFinish(ctx)
+}
+
 // pollDays are the day being walked and the two before it (not before the
 // start day).
 func (w *Walker) pollDays() []time.Time {
@@ -271,37 +269,43 @@ func (w *Walker) pollDays() []time.Time {
 	return days
 }
 
-// round lists the chunks of the polled days.
+// round lists the chunks of the polled days, on a goroutine of its own.
 func (w *Walker) round(ctx actor.Context) {
-	if w.listing || w.draining || w.finished || w.timer != nil {
+	if w.listing != nil || w.draining || w.finished || w.wait.Armed() {
 		return
 	}
-	w.listing = true
 	days := w.pollDays()
-	lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	w.cancel = cancel
-	self, root, epoch, src, now := ctx.Self(), ctx.ActorSystem().Root, w.epoch, w.Events, w.Now()
-	go func() {
+	self, root, epoch, src, now := ctx.Self(), ctx.ActorSystem().Root, w.epoch, w.Events, w.Clock.Now()
+	w.listing = supervisor.Go(context.Background(), func(task context.Context) {
+		lctx, cancel := context.WithTimeout(task, time.Minute)
 		defer cancel()
 		res := &roundResult{epoch: epoch, days: days, at: now}
-		for _, d := range days {
-			st := src.GetEventExportChunks(lctx, &auditlogpb.GetEventExportChunksRequest{Date: timestamppb.New(d)})
-			var names []string
-			for st.Next() {
-				names = append(names, st.Item().GetChunk())
-			}
-			if err := st.Done(); err != nil && !errors.Is(err, io.EOF) {
-				res.err = err
-				break
-			}
-			res.lists = append(res.lists, names)
+		res.lists, res.err = listChunks(lctx, src, days)
+		if task.Err() == nil { // else the walker stopped listing
+			root.Send(self, res)
 		}
-		root.Send(self, res)
-	}()
+	})
+}
+
+// listChunks lists the chunks of each day.
+func listChunks(ctx context.Context, src Exporter, days []time.Time) ([][]string, error) {
+	var lists [][]string
+	for _, d := range days {
+		st := src.GetEventExportChunks(ctx, &auditlogpb.GetEventExportChunksRequest{Date: timestamppb.New(d)})
+		var names []string
+		for st.Next() {
+			names = append(names, st.Item().GetChunk())
+		}
+		if err := st.Done(); err != nil && !errors.Is(err, io.EOF) {
+			return lists, err
+		}
+		lists = append(lists, names)
+	}
+	return lists, nil
 }
 
 func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
-	w.listing, w.cancel = false, nil
+	w.listing = nil
 	w.Metrics.Health.TeleportCall(r.err)
 	if w.draining {
 		w.maybeFinish(ctx)
@@ -312,10 +316,28 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 		w.fails++
 		delay := w.Retries.Delay(w.fails)
 		w.log.Error().Err(r.err).Int("failures", w.fails).Dur("retry_in", delay).Msg("listing export chunks failed; retrying")
-		w.schedule(ctx, delay)
+		w.wait.After(ctx, delay, &roundTick{})
 		return
 	}
 	w.fails = 0
+	found := w.enqueueNew(r)
+	// Idle: nothing new, nothing running and nothing queued (such as the
+	// chunks parked by an earlier run, queued at start).
+	w.idleRound = found == 0 && len(w.running) == 0 && len(w.queue) == 0
+	if w.idleRound && len(w.parked) == 0 && r.at.After(w.st.IdleAt) {
+		// Every chunk listed up to r.at is settled: all events before it
+		// are delivered (what search would resume from). Not while a
+		// chunk is parked: its events are not.
+		w.st.IdleAt = r.at
+		w.save(ctx)
+	}
+	w.dispatch(ctx)
+	w.next(ctx)
+}
+
+// enqueueNew queues the chunks of a listing that are neither done, parked,
+// running nor queued, and returns how many.
+func (w *Walker) enqueueNew(r *roundResult) int {
 	found := 0
 	for i, d := range r.days {
 		done, err := w.doneOf(d)
@@ -332,31 +354,20 @@ func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 			found++
 		}
 	}
-	// Idle: nothing new, nothing running and nothing queued (such as the
-	// chunks parked by an earlier run, queued at start).
-	w.idleRound = found == 0 && len(w.running) == 0 && len(w.queue) == 0
-	if w.idleRound && len(w.parked) == 0 && r.at.After(w.st.IdleAt) {
-		// Every chunk listed up to r.at is settled: all events before it
-		// are delivered (what search would resume from). Not while a
-		// chunk is parked: its events are not.
-		w.st.IdleAt = r.at
-		w.save(ctx)
-	}
-	w.dispatch(ctx)
-	w.next(ctx)
+	return found
 }
 
 // next decides what follows once nothing is queued or running: the next day
 // when the current one is over, else a poll after Timeout.
 func (w *Walker) next(ctx actor.Context) {
-	if len(w.queue) > 0 || len(w.running) > 0 || w.listing || w.draining {
+	if len(w.queue) > 0 || len(w.running) > 0 || w.listing != nil || w.draining {
 		return
 	}
 	if !w.idleRound {
 		w.round(ctx) // list again: chunks done, anything new?
 		return
 	}
-	if !w.st.Day.AddDate(0, 0, 1).After(w.Now()) {
+	if !w.st.Day.AddDate(0, 0, 1).After(w.Clock.Now()) {
 		w.st.Day = w.st.Day.AddDate(0, 0, 1)
 		w.pruneDone()
 		w.save(ctx)
@@ -367,7 +378,7 @@ func (w *Walker) next(ctx actor.Context) {
 		w.maybeFinish(ctx)
 		return
 	}
-	w.schedule(ctx, w.Timeout)
+	w.wait.After(ctx, w.Timeout, &roundTick{})
 }
 
 func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {
@@ -394,111 +405,6 @@ func (w *Walker) pruneDone() {
 	}
 }
 
-func (w *Walker) dispatch(ctx actor.Context) {
-	for !w.draining && len(w.queue) > 0 && len(w.running) < w.Concurrency {
-		ref := w.queue[0]
-		w.queue = w.queue[1:]
-		d := w.Deps
-		props := actor.PropsFromProducer(func() actor.Actor {
-			return &reader{Deps: d, ref: ref, since: w.st.Since, after: w.st.AfterID}
-		}, d.ReaderProps...)
-		pid := ctx.Spawn(props)
-		w.running[ref.String()] = pid
-		w.pids[pid.Id] = ref
-	}
-}
-
-// release forgets the reader of ref, which has reported its end, and stops
-// it; false when no reader runs it.
-func (w *Walker) release(ctx actor.Context, ref chunkRef) bool {
-	pid := w.running[ref.String()]
-	if pid == nil {
-		return false
-	}
-	delete(w.running, ref.String())
-	delete(w.pids, pid.Id)
-	if !w.draining {
-		// While draining the reader still owes its answer to Drain; it
-		// stops with the walker.
-		ctx.Stop(pid)
-	}
-	return true
-}
-
-func (w *Walker) onChunkDone(ctx actor.Context, m *chunkDone) {
-	ref := m.Ref
-	if !w.release(ctx, ref) {
-		return
-	}
-	if done, ok := w.done[persistence.DayName(ref.Day)]; ok {
-		done[ref.Chunk] = true
-	}
-	w.st.Acked += m.Events
-	w.log.Debug().Str("day", persistence.DayName(ref.Day)).Str("chunk", ref.Chunk).Uint64("events", m.Events).Msg("chunk exported")
-	if w.retried[ref.String()] {
-		delete(w.retried, ref.String())
-		w.Metrics.ExportChunksParked.Dec()
-		w.log.Info().Str("day", persistence.DayName(ref.Day)).Str("chunk", ref.Chunk).Msg("parked chunk exported")
-	}
-	w.idleRound = false
-	w.save(ctx)
-	w.dispatch(ctx)
-	w.next(ctx)
-}
-
-func (w *Walker) onChunkParked(ctx actor.Context, m *chunkParked) {
-	ref := m.Ref
-	if !w.release(ctx, ref) {
-		return
-	}
-	if w.retried[ref.String()] {
-		delete(w.retried, ref.String())
-	} else {
-		w.Metrics.ExportChunksParked.Inc()
-	}
-	w.parked[ref.String()] = ref
-	w.log.Error().Err(m.Err).Str("day", persistence.DayName(ref.Day)).Str("chunk", ref.Chunk).Int("attempts", m.Attempts).
-		Dur("retry_in", w.ParkRetry).Msg("export chunk parked: its remaining events are read again later; the export goes on without it")
-	if w.parkTimer == nil && !w.draining {
-		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, w.epoch
-		w.parkTimer = time.AfterFunc(w.ParkRetry, func() { root.Send(self, &parkTick{epoch: epoch}) })
-	}
-	w.idleRound = false
-	w.dispatch(ctx)
-	w.next(ctx)
-	w.maybeFinish(ctx)
-}
-
-// retryParked queues the parked chunks again.
-func (w *Walker) retryParked(ctx actor.Context) {
-	if w.draining || w.finished {
-		return
-	}
-	for key, ref := range w.parked {
-		w.queue = append(w.queue, ref)
-		w.retried[key] = true
-		delete(w.parked, key)
-	}
-	w.idleRound = false
-	w.dispatch(ctx)
-}
-
-func (w *Walker) stopParkTimer() {
-	if w.parkTimer != nil {
-		w.parkTimer.Stop()
-		w.parkTimer = nil
-	}
-}
-
-func (w *Walker) onTerminated(ctx actor.Context, who *actor.PID) {
-	ref, ok := w.pids[who.Id]
-	if !ok || w.stopping {
-		return
-	}
-	// A reader stopped without finishing: it used up its restart budget.
-	panic(fmt.Errorf("export reader of chunk %s stopped", ref))
-}
-
 func (w *Walker) save(ctx actor.Context) {
 	w.saveSeq++
 	w.savingAt = w.deliveredUpTo()
@@ -521,30 +427,17 @@ func (w *Walker) deliveredUpTo() time.Time {
 	return t
 }
 
-func (w *Walker) schedule(ctx actor.Context, d time.Duration) {
-	w.stopTimer()
-	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, w.epoch
-	w.timer = time.AfterFunc(d, func() { root.Send(self, &roundTick{epoch: epoch}) })
-}
-
-func (w *Walker) stopTimer() {
-	if w.timer != nil {
-		w.timer.Stop()
-		w.timer = nil
-	}
-}
-
 func (w *Walker) maybeFinish(ctx actor.Context) {
 	if w.draining {
-		if w.drains <= 0 && !w.listing && w.savedSeq == w.saveSeq && w.drainTo != nil {
+		if w.drains <= 0 && w.listing == nil && w.savedSeq == w.saveSeq && w.drainTo != nil {
 			ctx.Send(w.drainTo, &messages.Drained{})
 			w.drainTo = nil
 		}
 		return
 	}
-	if w.ExitOnLastEvent && !w.finished && w.idleRound && len(w.running) == 0 && len(w.queue) == 0 && !w.listing {
+	if w.ExitOnLastEvent && !w.finished && w.idleRound && len(w.running) == 0 && len(w.queue) == 0 && w.listing == nil {
 		w.finished = true
-		w.stopParkTimer()
+		w.parkWait.Stop()
 		w.log.Info().Uint64("acked", w.st.Acked).Msg("caught up with the audit log")
 		var err error
 		if len(w.parked) > 0 {

@@ -20,8 +20,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/export"
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -173,7 +175,7 @@ func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 // true or the timeout passes, and returns the run's error.
 func (r *run) startUntil(t *testing.T, timeout time.Duration, until func() bool) (finished bool, err error) {
 	t.Helper()
-	tree := inflighttest.Tree{Store: r.store, Pool: r.pool, Tap: r.tap, Name: export.Name, DrainTimeout: 2 * time.Second,
+	tree := inflighttest.Tree{Store: r.store, Pool: r.pool, Tap: r.tap, Name: export.Name, DrainTimeout: 2 * time.Second, Kit: r.deps.Kit,
 		Reader: func(ckpt, pool *actor.PID, taps []inflight.Tap) actor.Actor {
 			d := r.deps
 			d.Events, d.Store, d.Checkpoint, d.Pool, d.Taps = r.api, r.store, ckpt, pool, taps
@@ -259,8 +261,7 @@ func TestStartTimeToTheSecondAndTypeFilters(t *testing.T) {
 	// An earlier day is not read at all.
 	api.addChunk("old", "old", 10, day.AddDate(0, 0, -1))
 	r := newRun(t, api, day.Add(10*time.Hour+30*time.Second)) // skips a-0000..a-0029
-	r.deps.Types = map[string]bool{"user.login": true, "exec": true}
-	r.deps.Skip = map[string]bool{"exec": true}
+	r.deps.Filter = inflight.Filter{Only: map[string]bool{"user.login": true, "exec": true}, Skip: map[string]bool{"exec": true}}
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 	want := map[string]int{}
 	for i := 30; i < 60; i++ {
@@ -327,7 +328,7 @@ func TestTapsSeeSkippedEvents(t *testing.T) {
 	start := today().AddDate(0, 0, -1)
 	api.addChunk("a", "a", 30, start.Add(time.Hour), "user.login", "session.upload")
 	r := newRun(t, api, start)
-	r.deps.Skip = map[string]bool{"session.upload": true}
+	r.deps.Filter = inflight.Filter{Skip: map[string]bool{"session.upload": true}}
 	r.tap = inflighttest.NewTap()
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 	require.Len(t, r.pool.Got, 15)
@@ -467,3 +468,47 @@ func TestConnectionProblemsNeverParkAChunk(t *testing.T) {
 }
 
 func dayName(d time.Time) string { return d.UTC().Format(time.DateOnly) }
+
+// Readers are spawned under the name of their kind: restarting them, however
+// often, adds no value to the kind label of the metrics.
+func TestReaderRestartsKeepTheKindLabelBounded(t *testing.T) {
+	t.Cleanup(faults.Reset)
+	api := newAPI()
+	ids, start := threeDays(api)
+	r := newRun(t, api, start)
+	m := metrics.New()
+	r.deps.Metrics = m
+	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond, Budget: 100}, zerolog.Nop())
+	strategy.Observe(func(d supervisor.Decision) { m.CountDecision(d.Kind, d.GaveUp, d.Cause) })
+	r.deps.Kit = supervisor.Kit{Strategy: strategy, Metrics: m}
+	faults.Arm(export.ReaderKind, 6)
+	require.True(t, r.start(t, 30*time.Second), "did not catch up")
+	require.Equal(t, 6, faults.Injected(export.ReaderKind))
+	require.Equal(t, []string{export.ReaderKind}, labelValues(t, m, "teleport_event_handler_actor_restarts_total", "kind"))
+	require.EqualValues(t, 6, testutil.ToFloat64(m.ActorRestarts.WithLabelValues(export.ReaderKind, "panic")))
+	require.ElementsMatch(t, []string{export.Name, export.ReaderKind}, labelValues(t, m, "teleport_event_handler_actors", "kind"))
+	for _, id := range ids {
+		require.GreaterOrEqual(t, r.pool.Got[id], 1, id)
+	}
+}
+
+// labelValues lists the values of label over the series of a metric.
+func labelValues(t *testing.T, m *metrics.Metrics, name, label string) []string {
+	t.Helper()
+	fams, err := m.Registry.Gather()
+	require.NoError(t, err)
+	var out []string
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				if l.GetName() == label {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+	}
+	return out
+}

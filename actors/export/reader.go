@@ -14,8 +14,10 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
-	"github.com/fdfwd/teleport-event-handler/eventjson"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -53,16 +55,13 @@ type batch struct {
 	at     time.Time
 }
 
-type reopenTick struct{ epoch uint64 }
+type reopenTick struct{}
 
 // chunkPos is where a chunk resumes after an item.
 type chunkPos struct {
 	cursor string
 	end    bool // the last item of the chunk, or of this attempt when parked
 }
-
-// ritem is one event of the chunk, or the end marker, in stream order.
-type ritem = inflight.Item[chunkPos]
 
 // reader streams one chunk to the pool, keeping its own watermark: the
 // chunk's cursor is saved only over settled events.
@@ -76,14 +75,12 @@ type reader struct {
 
 	readCursor string // after the last event read
 	credit     chan struct{}
-	cancel     context.CancelFunc
-	streaming  bool
+	stream     *supervisor.Task
 	fails      int // failures in a row, for the backoff
 	hardFails  int // of those, the ones that are not transient
-	timer      *time.Timer
+	reopen     timer.Timer
 
 	tr       inflight.Tracker[chunkPos]
-	ackedSeq uint64
 	acked    uint64
 	ackCur   string
 	ending   bool   // the end marker is queued: the stream is over
@@ -97,7 +94,9 @@ type reader struct {
 }
 
 func (r *reader) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+	msg := timer.Message(ctx)
+	faults.Inject(ReaderKind, msg)
+	switch m := msg.(type) {
 	case *actor.Started:
 		r.start(ctx)
 	case *batch:
@@ -105,10 +104,7 @@ func (r *reader) Receive(ctx actor.Context) {
 			r.onBatch(ctx, m)
 		}
 	case *reopenTick:
-		if m.epoch == r.epoch {
-			r.timer = nil
-			r.open(ctx)
-		}
+		r.open(ctx)
 	case *messages.Delivered:
 		if r.tr.Delivered(m) {
 			r.pump(ctx)
@@ -126,7 +122,6 @@ func (r *reader) Receive(ctx actor.Context) {
 	case *messages.Drain:
 		r.draining, r.drainTo = true, ctx.Sender()
 		r.stopStream()
-		r.streaming = false
 		r.pump(ctx)
 	case *actor.Restarting, *actor.Stopping:
 		r.stopStream()
@@ -139,18 +134,19 @@ func (r *reader) Receive(ctx actor.Context) {
 
 func (r *reader) start(ctx actor.Context) {
 	r.epoch = rand.Uint64()
-	r.log = r.Log.With().Str("actor", "export-reader").Str("day", persistence.DayName(r.ref.Day)).Str("chunk", r.ref.Chunk).Logger()
+	r.log = r.Log.With().Str("actor", ReaderKind).Str("day", r.ref.DayName()).Str("chunk", r.ref.Chunk).Logger()
+	r.reopen = timer.Timer{Clock: r.Clock}
 	st, _, err := r.Store.ExportChunk(r.ref)
 	if err != nil {
 		panic(fmt.Errorf("load chunk %s: %w", r.ref, err))
 	}
 	r.readCursor, r.ackCur, r.acked = st.Cursor, st.Cursor, st.Acked
-	r.tr = inflight.Tracker[chunkPos]{URL: r.URL, Stream: metrics.Audit, Pool: r.Pool, Taps: r.Taps, Window: r.Window}
+	r.tr = inflight.Tracker[chunkPos]{URL: r.URL, Stream: metrics.Audit, Pool: r.Pool, Taps: r.Taps,
+		Filter: r.Filter, Metrics: r.Metrics, Window: r.Window}
 	r.tr.Reset(r.epoch)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	r.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
-		switch evt.(type) {
-		case *messages.TapStarted:
+		if _, ok := evt.(*messages.TapStarted); ok {
 			root.Send(self, evt)
 		}
 	})
@@ -160,20 +156,16 @@ func (r *reader) start(ctx actor.Context) {
 // open starts streaming the chunk after readCursor. The goroutine hands
 // over one batch at a time and waits for credit before reading more.
 func (r *reader) open(ctx actor.Context) {
-	if r.streaming || r.draining || r.ending {
+	if r.stream != nil || r.draining || r.ending {
 		return
 	}
-	r.streaming = true
-	sctx, cancel := context.WithCancel(context.Background())
 	credit := make(chan struct{}, 1)
-	r.cancel, r.credit = cancel, credit
+	r.credit = credit
 	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
 	req := &auditlogpb.ExportUnstructuredEventsRequest{Date: timestamppb.New(r.ref.Day), Chunk: r.ref.Chunk, Cursor: r.readCursor}
-	size := max(r.Batch, 1)
-	src := r.Events
-	go func() {
-		defer cancel()
-		st := src.ExportUnstructuredEvents(sctx, req)
+	size, src := max(r.Batch, 1), r.Events
+	r.stream = supervisor.Go(context.Background(), func(ctx context.Context) {
+		st := src.ExportUnstructuredEvents(ctx, req)
 		defer st.Done()
 		for {
 			b := &batch{epoch: epoch}
@@ -188,33 +180,32 @@ func (r *reader) open(ctx actor.Context) {
 				}
 			}
 			b.at = time.Now()
+			if ctx.Err() != nil {
+				return // stopped by the reader
+			}
 			root.Send(self, b)
 			if b.eof || b.err != nil {
 				return
 			}
 			select {
 			case <-credit:
-			case <-sctx.Done():
+			case <-ctx.Done():
 				return
 			}
 		}
-	}()
+	})
 }
 
+// stopStream ends the stream and the wait to reopen it.
 func (r *reader) stopStream() {
-	if r.cancel != nil {
-		r.cancel()
-		r.cancel = nil
-	}
-	if r.timer != nil {
-		r.timer.Stop()
-		r.timer = nil
-	}
+	r.stream.Stop()
+	r.stream = nil
+	r.reopen.Stop()
 }
 
 func (r *reader) onBatch(ctx actor.Context, b *batch) {
-	if !r.streaming {
-		return // a stream cancelled by Drain
+	if r.stream == nil {
+		return // a stream stopped by Drain
 	}
 	for _, x := range b.events {
 		ev := x.GetEvent()
@@ -222,49 +213,48 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 			continue
 		}
 		r.readCursor = x.Cursor
-		it := &ritem{Pos: chunkPos{cursor: x.Cursor}, Ev: ev, Fetched: b.at}
-		r.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
-		if !r.before(ev) {
-			if r.sends(ev) {
-				it.Body, it.Sending = eventjson.Event(ev), true
-			} else {
-				r.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
-			}
-			it.Taps = r.tr.TapsFor(ev)
+		if r.before(ev) {
+			r.tr.Pass(ev, chunkPos{cursor: x.Cursor})
+		} else {
+			r.tr.Event(ev, chunkPos{cursor: x.Cursor}, b.at, nil)
 		}
-		r.tr.Add(it)
 	}
 	r.Metrics.Health.TeleportCall(b.err)
 	switch {
 	case b.err != nil:
-		r.streaming = false
-		r.cancel = nil
-		if len(b.events) > 0 {
-			r.fails, r.hardFails = 0, 0 // it moved on since the last failure
-		}
-		r.fails++
-		if !teleport.Transient(b.err) {
-			r.hardFails++
-		}
-		r.Metrics.TeleportErrors.WithLabelValues("ExportUnstructuredEvents", metrics.ErrorKind(b.err)).Inc()
-		if r.hardFails >= maxChunkFailures {
-			r.log.Error().Err(b.err).Int("failures", r.hardFails).Str("cursor", r.readCursor).
-				Msg("exporting a chunk keeps failing; parking it to retry later, from its cursor, while the other chunks go on")
-			r.parkErr, r.ending = b.err, true
-			r.tr.Add(&ritem{Pos: chunkPos{cursor: r.readCursor, end: true}})
-			break
-		}
-		delay := r.Retries.Delay(r.fails)
-		r.log.Error().Err(b.err).Int("failures", r.fails).Dur("retry_in", delay).Msg("exporting a chunk failed; resuming")
-		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
-		r.timer = time.AfterFunc(delay, func() { root.Send(self, &reopenTick{epoch: epoch}) })
+		r.stopStream()
+		r.failed(ctx, b.err, len(b.events) > 0)
 	case b.eof:
-		r.streaming, r.cancel, r.ending = false, nil, true
-		r.tr.Add(&ritem{Pos: chunkPos{cursor: r.readCursor, end: true}})
+		r.stopStream()
+		r.ending = true
+		r.tr.Mark(chunkPos{cursor: r.readCursor, end: true})
 	default:
 		r.fails, r.hardFails = 0, 0
 	}
 	r.pump(ctx)
+}
+
+// failed handles a stream that broke: it is opened again from the cursor
+// after a backoff, or the chunk is parked once it failed too often.
+func (r *reader) failed(ctx actor.Context, err error, progress bool) {
+	if progress {
+		r.fails, r.hardFails = 0, 0 // it moved on since the last failure
+	}
+	r.fails++
+	if !teleport.Transient(err) {
+		r.hardFails++
+	}
+	r.Metrics.TeleportErrors.WithLabelValues("ExportUnstructuredEvents", metrics.ErrorKind(err)).Inc()
+	if r.hardFails >= maxChunkFailures {
+		r.log.Error().Err(err).Int("failures", r.hardFails).Str("cursor", r.readCursor).
+			Msg("exporting a chunk keeps failing; parking it to retry later, from its cursor, while the other chunks go on")
+		r.parkErr, r.ending = err, true
+		r.tr.Mark(chunkPos{cursor: r.readCursor, end: true})
+		return
+	}
+	delay := r.Retries.Delay(r.fails)
+	r.log.Error().Err(err).Int("failures", r.fails).Dur("retry_in", delay).Msg("exporting a chunk failed; resuming")
+	r.reopen.After(ctx, delay, &reopenTick{})
 }
 
 // before is true for events the export must not send: earlier than
@@ -274,25 +264,17 @@ func (r *reader) before(ev *auditlogpb.EventUnstructured) bool {
 	return t.Before(r.since) || (r.after != "" && ev.Id == r.after && t.Equal(r.since))
 }
 
-// sends is true when --types and --skip-event-types let the event through.
-func (r *reader) sends(ev *auditlogpb.EventUnstructured) bool {
-	if r.Skip[ev.Type] {
-		return false
-	}
-	return len(r.Types) == 0 || r.Types[ev.Type]
-}
-
 func (r *reader) pump(ctx actor.Context) {
 	if !r.draining {
-		var dryRun func(*ritem)
+		var dryRun func(*inflight.Item[chunkPos])
 		if r.DryRun {
-			dryRun = func(it *ritem) {
+			dryRun = func(it *inflight.Item[chunkPos]) {
 				r.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Msg("dry run: would send event")
 			}
 		}
 		r.tr.HandOut(ctx, dryRun)
 	}
-	if r.tr.Buffered() == 0 && r.streaming && !r.draining {
+	if r.tr.Buffered() == 0 && r.stream != nil && !r.draining {
 		select {
 		case r.credit <- struct{}{}:
 		default:
@@ -318,7 +300,7 @@ func (r *reader) pump(ctx actor.Context) {
 // marker the chunk is recorded as done (or parked) instead.
 func (r *reader) advance(ctx actor.Context) {
 	end := false
-	last := r.tr.Advance(func(it *ritem) {
+	last := r.tr.Advance(func(it *inflight.Item[chunkPos]) {
 		if it.Ev != nil {
 			r.acked++
 		}
@@ -329,17 +311,18 @@ func (r *reader) advance(ctx actor.Context) {
 	if last == nil {
 		return
 	}
-	r.ackedSeq, r.ackCur = last.Seq, last.Pos.cursor
+	r.ackCur = last.Pos.cursor
+	pos := persistence.ExportChunk{Cursor: r.ackCur, Acked: r.acked}
 	var writes []persistence.Write
 	switch {
 	case end && r.parkErr != nil:
-		writes = persistence.ExportParkedWrites(r.ref, persistence.ExportChunk{Cursor: r.ackCur, Acked: r.acked},
-			persistence.ExportParked{Error: r.parkErr.Error(), Attempts: r.hardFails, At: r.Now()})
+		writes = persistence.ExportParkedWrites(r.ref, pos,
+			persistence.ExportParked{Error: r.parkErr.Error(), Attempts: r.hardFails, At: r.Clock.Now()})
 	case end:
 		writes = persistence.ExportDoneWrites(r.ref, r.acked)
 	default:
-		writes = []persistence.Write{persistence.ExportChunkWrite(r.ref, persistence.ExportChunk{Cursor: r.ackCur, Acked: r.acked})}
+		writes = []persistence.Write{persistence.ExportChunkWrite(r.ref, pos)}
 	}
-	ctx.Send(r.Checkpoint, &messages.Save{Key: "export/" + r.ref.String(), Epoch: r.epoch, Seq: r.ackedSeq,
+	ctx.Send(r.Checkpoint, &messages.Save{Key: "export/" + r.ref.String(), Epoch: r.epoch, Seq: last.Seq,
 		Writes: writes, ReplyTo: ctx.Self()})
 }

@@ -1,17 +1,22 @@
-// Package inflight keeps the audit events a reader (the poller, an export
-// chunk reader) has read and not yet checkpointed. Each event waits for the
-// pool's Delivered, when it is sent, and for the Observed of every tap that
-// wants it; the reader's watermark moves over the contiguous prefix of
-// settled items only, so a crash resends at most what is in flight.
+// Package inflight keeps the events a reader (the search poller, an export
+// chunk reader, a session player) has read and not yet checkpointed. Each
+// event waits for the pool's Delivered, when it is sent, and for the
+// Observed of every tap that wants it; the reader's watermark moves over
+// the contiguous prefix of settled items only, so a crash resends at most
+// what is in flight. It also decides, with the reader's Filter, which
+// events are sent at all.
 package inflight
 
 import (
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 
+	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 )
 
 // Tap is an actor that observes some audit events (the session manager, the
@@ -21,13 +26,37 @@ type Tap struct {
 	Wants func(*auditlogpb.EventUnstructured) bool
 }
 
-// Item is one event, or a marker without one, in read order. P is where the
-// reader resumes once the item and everything before it are settled.
+// Filter says which events are sent to Fluentd: those of the types in Only
+// (every type when Only is empty) and not in Skip. Taps see the events they
+// want whatever it says.
+type Filter struct {
+	Only map[string]bool
+	Skip map[string]bool
+}
+
+// Sends is true for the events of typ that go to Fluentd.
+func (f Filter) Sends(typ string) bool {
+	return !f.Skip[typ] && (len(f.Only) == 0 || f.Only[typ])
+}
+
+// Types lists Only, sorted: what to ask Teleport's search for (nil: every
+// type).
+func (f Filter) Types() []string {
+	var out []string
+	for t := range f.Only {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Item is one event, or a marker without one, in read order. Pos is where
+// the reader resumes once the item and everything before it are settled.
 type Item[P any] struct {
 	Seq uint64
 	Pos P
 	Ev  *auditlogpb.EventUnstructured // nil for markers
-	// Body is the event's JSON, set with Sending when it goes to Fluentd.
+	// Body is the event's JSON, set when it goes to Fluentd.
 	Body    []byte
 	Fetched time.Time // when the event arrived from Teleport
 	// Sending is set while the pool has not settled the event; Taps has a
@@ -42,11 +71,13 @@ func (it *Item[P]) Settled() bool { return !it.Sending && it.Taps == 0 }
 // Tracker is one reader's items between reading and checkpointing. It is
 // used from the reader actor only.
 type Tracker[P any] struct {
-	Epoch  uint64 // of the reader's incarnation: answers to older ones are ignored
-	URL    string // where events go
-	Stream string // metrics label of the deliveries
-	Pool   *actor.PID
-	Taps   []Tap
+	Epoch   uint64 // of the reader's incarnation: answers to older ones are ignored
+	URL     string // where events go
+	Stream  string // metrics label: metrics.Audit or metrics.Session
+	Pool    *actor.PID
+	Taps    []Tap
+	Filter  Filter
+	Metrics *metrics.Metrics
 	// Window is the most items handed out and not yet checkpointed.
 	Window int
 
@@ -61,8 +92,35 @@ func (t *Tracker[P]) Reset(epoch uint64) {
 	t.Epoch, t.buffer, t.inflight, t.nextSeq, t.persisted = epoch, nil, nil, 1, 0
 }
 
-// TapsFor returns the bits of the taps that want ev.
-func (t *Tracker[P]) TapsFor(ev *auditlogpb.EventUnstructured) uint64 {
+// Event queues an event read from Teleport, after which the reader resumes
+// at pos. It is sent to Fluentd when the filter lets its type through, as
+// body (encoded here when nil), and observed by the taps that want it.
+func (t *Tracker[P]) Event(ev *auditlogpb.EventUnstructured, pos P, fetched time.Time, body []byte) {
+	it := &Item[P]{Pos: pos, Ev: ev, Fetched: fetched, Taps: t.tapsFor(ev)}
+	t.Metrics.EventsFetched.WithLabelValues(t.Stream).Inc()
+	if t.Filter.Sends(ev.GetType()) {
+		if body == nil {
+			body = eventjson.Event(ev)
+		}
+		it.Body, it.Sending = body, true
+	} else {
+		t.Metrics.EventsSkipped.WithLabelValues(t.Stream, "type").Inc()
+	}
+	t.buffer = append(t.buffer, it)
+}
+
+// Pass queues an event read from Teleport that is neither sent nor
+// observed: one before the reader's start.
+func (t *Tracker[P]) Pass(ev *auditlogpb.EventUnstructured, pos P) {
+	t.Metrics.EventsFetched.WithLabelValues(t.Stream).Inc()
+	t.buffer = append(t.buffer, &Item[P]{Pos: pos, Ev: ev})
+}
+
+// Mark queues a position without an event: the end of a search window or
+// of a stream. The reader sees it pass in Advance.
+func (t *Tracker[P]) Mark(pos P) { t.buffer = append(t.buffer, &Item[P]{Pos: pos}) }
+
+func (t *Tracker[P]) tapsFor(ev *auditlogpb.EventUnstructured) uint64 {
 	var bits uint64
 	for i, tap := range t.Taps {
 		if tap.Wants(ev) {
@@ -71,9 +129,6 @@ func (t *Tracker[P]) TapsFor(ev *auditlogpb.EventUnstructured) uint64 {
 	}
 	return bits
 }
-
-// Add queues an item read from Teleport.
-func (t *Tracker[P]) Add(it *Item[P]) { t.buffer = append(t.buffer, it) }
 
 // Buffered is the number of items read and not handed out.
 func (t *Tracker[P]) Buffered() int { return len(t.buffer) }
@@ -96,17 +151,13 @@ func (t *Tracker[P]) HandOut(ctx actor.Context, dryRun func(*Item[P])) {
 			dryRun(it)
 			it.Sending = false
 		default:
-			ctx.Send(t.Pool, t.delivery(ctx, it))
+			ctx.Send(t.Pool, &messages.Delivery{Epoch: t.Epoch, Seq: it.Seq, URL: t.URL, Body: it.Body,
+				EventID: it.Ev.Id, Type: it.Ev.Type, Stream: t.Stream, ReplyTo: ctx.Self(), Fetched: it.Fetched})
 		}
 	}
 	if len(t.buffer) == 0 {
 		t.buffer = nil
 	}
-}
-
-func (t *Tracker[P]) delivery(ctx actor.Context, it *Item[P]) *messages.Delivery {
-	return &messages.Delivery{Epoch: t.Epoch, Seq: it.Seq, URL: t.URL, Body: it.Body,
-		EventID: it.Ev.Id, Type: it.Ev.Type, Stream: t.Stream, ReplyTo: ctx.Self(), Fetched: it.Fetched}
 }
 
 // observe sends the item to the taps of mask that still owe an answer.

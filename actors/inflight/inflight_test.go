@@ -1,13 +1,18 @@
 package inflight
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 )
 
 // fakeCtx records what the tracker sends; the rest of actor.Context is not
@@ -33,25 +38,24 @@ var (
 )
 
 func newTracker(window int) *Tracker[int] {
-	t := &Tracker[int]{URL: "https://fluentd/test.log", Stream: "audit", Pool: pool, Window: window,
-		Taps: []Tap{{PID: tap, Wants: func(ev *auditlogpb.EventUnstructured) bool { return ev.Type == "session.upload" }}}}
+	t := &Tracker[int]{URL: "https://fluentd/test.log", Stream: "audit", Pool: pool, Window: window, Metrics: metrics.New(),
+		Filter: Filter{Skip: map[string]bool{"skipped": true, "skipped.upload": true}},
+		Taps:   []Tap{{PID: tap, Wants: func(ev *auditlogpb.EventUnstructured) bool { return strings.HasSuffix(ev.Type, "upload") }}}}
 	t.Reset(7)
 	return t
 }
 
-func add(t *Tracker[int], pos int, typ string, send bool) {
-	ev := &auditlogpb.EventUnstructured{Id: typ + "-" + string(rune('a'+pos)), Type: typ}
-	it := &Item[int]{Pos: pos, Ev: ev, Sending: send, Body: []byte(`{}`)}
-	it.Taps = t.TapsFor(ev)
-	t.Add(it)
+// add reads an event of typ; skipped types are not sent.
+func add(t *Tracker[int], pos int, typ string) {
+	t.Event(&auditlogpb.EventUnstructured{Id: typ + "-" + string(rune('a'+pos)), Type: typ}, pos, time.Now(), []byte(`{}`))
 }
 
 func TestWatermarkMovesOverTheSettledPrefixOnly(t *testing.T) {
 	tr, ctx := newTracker(3), &fakeCtx{self: actor.NewPID("test", "reader")}
-	add(tr, 1, "exec", true)
-	add(tr, 2, "session.upload", true)
-	add(tr, 3, "exec", false) // skipped: settled at once
-	add(tr, 4, "exec", true)
+	add(tr, 1, "exec")
+	add(tr, 2, "session.upload")
+	add(tr, 3, "skipped") // not sent: settled at once
+	add(tr, 4, "exec")
 	tr.HandOut(ctx, nil)
 	sent := ctx.take()
 	// Window 3: items 1-3 go out; 2 to the pool and the tap.
@@ -94,9 +98,9 @@ func TestWatermarkMovesOverTheSettledPrefixOnly(t *testing.T) {
 
 func TestRestartsOfTapsGetWhatTheyOwe(t *testing.T) {
 	tr, ctx := newTracker(10), &fakeCtx{self: actor.NewPID("test", "reader")}
-	add(tr, 1, "exec", true)
-	add(tr, 2, "session.upload", true)
-	add(tr, 3, "session.upload", false)
+	add(tr, 1, "exec")
+	add(tr, 2, "session.upload")
+	add(tr, 3, "skipped.upload")
 	tr.HandOut(ctx, nil)
 	ctx.take()
 	require.True(t, tr.Delivered(&messages.Delivered{Epoch: 7, Seq: 1}))
@@ -113,11 +117,42 @@ func TestRestartsOfTapsGetWhatTheyOwe(t *testing.T) {
 
 func TestDryRunSettlesWithoutThePool(t *testing.T) {
 	tr, ctx := newTracker(10), &fakeCtx{self: actor.NewPID("test", "reader")}
-	add(tr, 1, "exec", true)
-	add(tr, 2, "exec", true)
+	add(tr, 1, "exec")
+	add(tr, 2, "exec")
 	var logged []int
 	tr.HandOut(ctx, func(it *Item[int]) { logged = append(logged, it.Pos) })
 	require.Empty(t, ctx.take())
 	require.Equal(t, []int{1, 2}, logged)
 	require.Equal(t, 2, tr.Advance(nil).Pos)
+}
+
+func TestFilterSendsTheTypesAskedForButNotTheSkipped(t *testing.T) {
+	all := Filter{}
+	require.True(t, all.Sends("exec"))
+	require.Nil(t, all.Types())
+	f := Filter{Only: map[string]bool{"exec": true, "user.login": true}, Skip: map[string]bool{"user.login": true}}
+	require.True(t, f.Sends("exec"))
+	require.False(t, f.Sends("user.login"), "fetched for a tap, not sent")
+	require.False(t, f.Sends("session.start"))
+	require.Equal(t, []string{"exec", "user.login"}, f.Types())
+}
+
+func TestEventsAreCountedAndEncoded(t *testing.T) {
+	tr, ctx := newTracker(10), &fakeCtx{self: actor.NewPID("test", "reader")}
+	st, err := structpb.NewStruct(map[string]any{"event": "exec", "uid": "e1"})
+	require.NoError(t, err)
+	tr.Event(&auditlogpb.EventUnstructured{Id: "e1", Type: "exec", Unstructured: st}, 1, time.Now(), nil)
+	add(tr, 2, "skipped")
+	tr.Pass(&auditlogpb.EventUnstructured{Id: "old", Type: "exec"}, 3)
+	tr.Mark(4)
+	tr.HandOut(ctx, nil)
+	sent := ctx.take()
+	require.Len(t, sent, 1, "the skipped and passed events go nowhere")
+	require.JSONEq(t, `{"event":"exec","uid":"e1"}`, string(sent[0].(*messages.Delivery).Body))
+	require.EqualValues(t, 3, testutil.ToFloat64(tr.Metrics.EventsFetched.WithLabelValues("audit")))
+	require.EqualValues(t, 1, testutil.ToFloat64(tr.Metrics.EventsSkipped.WithLabelValues("audit", "type")))
+	var passed []int
+	tr.Delivered(&messages.Delivered{Epoch: 7, Seq: 1})
+	tr.Advance(func(it *Item[int]) { passed = append(passed, it.Pos) })
+	require.Equal(t, []int{1, 2, 3, 4}, passed)
 }

@@ -13,6 +13,7 @@ import (
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/types"
 	apievents "github.com/gravitational/teleport/api/types/events"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -92,12 +93,17 @@ func (b *logBuffer) count(parts ...string) int {
 	return n
 }
 
-// clock is the wall clock moved by an offset.
-type clock struct{ offset atomic.Int64 }
+// clock is the wall clock moved by an offset; its timers run in real time.
+type clock struct {
+	clockwork.Clock
+	offset atomic.Int64
+}
 
-func (c *clock) Now() time.Time                { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) advance(d time.Duration)       { c.offset.Add(int64(d)) }
-func (c *clock) ago(d time.Duration) time.Time { return c.Now().Add(-d) }
+func (c *clock) Now() time.Time                  { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
+func (c *clock) Until(t time.Time) time.Duration { return t.Sub(c.Now()) }
+func (c *clock) advance(d time.Duration)         { c.offset.Add(int64(d)) }
+func (c *clock) ago(d time.Duration) time.Time   { return c.Now().Add(-d) }
 
 type fixture struct {
 	t      *testing.T
@@ -113,14 +119,14 @@ func newFixture(t *testing.T) *fixture {
 	store, err := persistence.Open(t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
-	f := &fixture{t: t, store: store, locker: &fakeLocker{}, logs: &logBuffer{}, clock: &clock{}, m: metrics.New()}
+	f := &fixture{t: t, store: store, locker: &fakeLocker{}, logs: &logBuffer{}, clock: &clock{Clock: clockwork.NewRealClock()}, m: metrics.New()}
 	f.deps = lockpolicy.Deps{
 		Locker:   f.locker,
 		Store:    store,
 		Config:   lockpolicy.Config{FailedAttempts: 3, Period: time.Minute, For: 30 * time.Minute},
 		RetryMin: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond, DeniedRetry: 30 * time.Millisecond,
 		CallTimeout: 5 * time.Second,
-		Now:         f.clock.Now,
+		Clock:       f.clock,
 		Log:         zerolog.New(f.logs).Level(zerolog.DebugLevel),
 		Metrics:     f.m,
 	}
@@ -133,8 +139,7 @@ func newFixture(t *testing.T) *fixture {
 type run struct {
 	t      *testing.T
 	system *actor.ActorSystem
-	root   *actor.PID
-	done   chan error
+	tree   *root.Tree
 	driver *actor.PID
 
 	mu         sync.Mutex
@@ -147,7 +152,7 @@ type run struct {
 
 func (f *fixture) start() *run {
 	t := f.t
-	r := &run{t: t, system: actor.NewActorSystem(), done: make(chan error, 1), started: make(chan struct{}),
+	r := &run{t: t, system: actor.NewActorSystem(), started: make(chan struct{}),
 		unanswered: map[uint64]*messages.Observe{}, answered: make(chan uint64, 1024)}
 	r.driver = r.system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
 		if o, ok := ctx.Message().(*messages.Observed); ok {
@@ -177,14 +182,10 @@ func (f *fixture) start() *run {
 	})
 	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
 	deps := f.deps
-	spec := root.Spec{
-		Strategy: strategy, Log: zerolog.Nop(), Done: r.done, DrainTimeout: 2 * time.Second,
-		Children: func() []root.Child {
-			return []root.Child{{Name: lockpolicy.Name, Props: lockpolicy.Props(deps, actor.WithSupervisor(strategy))}}
-		},
-	}
+	deps.Kit = supervisor.Kit{Strategy: strategy}
 	var err error
-	r.root, err = r.system.Root.SpawnNamed(root.Props(spec), "root")
+	r.tree, err = root.Start(r.system, root.Spec{Strategy: strategy, Log: zerolog.Nop(), DrainTimeout: 2 * time.Second,
+		Children: []root.Child{{Name: lockpolicy.Name, Props: lockpolicy.Props(deps)}}})
 	require.NoError(t, err)
 	select {
 	case <-r.started:
@@ -225,13 +226,10 @@ func (r *run) stop() {
 	if r.system == nil {
 		return
 	}
-	r.system.Root.Send(r.root, &messages.Shutdown{Reason: "test"})
-	select {
-	case err := <-r.done:
-		require.NoError(r.t, err)
-	case <-time.After(10 * time.Second):
-		r.t.Fatal("the tree did not stop")
-	}
+	stop := make(chan struct{})
+	close(stop)
+	_, err := r.tree.Wait(stop, 10*time.Second)
+	require.NoError(r.t, err)
 	r.system.Shutdown()
 	r.system = nil
 }

@@ -22,10 +22,13 @@ import (
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/types"
 	"github.com/gravitational/trace"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -74,9 +77,10 @@ type Deps struct {
 	DeniedRetry        time.Duration
 	CallTimeout        time.Duration
 
-	Now     func() time.Time
+	Clock   clockwork.Clock
 	Log     zerolog.Logger
 	Metrics *metrics.Metrics // nil: private ones
+	Kit     supervisor.Kit
 }
 
 // Defaults for the Deps fields left zero (upstream's, for the policy).
@@ -102,9 +106,9 @@ func Wants(ev *auditlogpb.EventUnstructured) bool {
 	return ok && !v.BoolValue
 }
 
-// Props returns the policy's props.
-func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+// Props returns the policy's props, made by d.Kit.
+func Props(d Deps) *actor.Props {
+	return d.Kit.Props(Name, func() actor.Actor { return New(d) })
 }
 
 // New returns a policy; spawn it with actor.PropsFromProducer.
@@ -115,9 +119,7 @@ func New(d Deps) *Policy {
 	if d.Period <= 0 {
 		d.Period = DefaultPeriod
 	}
-	if d.Now == nil {
-		d.Now = time.Now
-	}
+	d.Clock = timer.Or(d.Clock)
 	if d.RetryMin <= 0 {
 		d.RetryMin = DefaultRetryMin
 	}
@@ -133,7 +135,8 @@ func New(d Deps) *Policy {
 	if d.Metrics == nil {
 		d.Metrics = metrics.New()
 	}
-	return &Policy{Deps: d, win: Window{Count: d.FailedAttempts, Period: d.Period, For: d.For}}
+	return &Policy{Deps: d, win: Window{Count: d.FailedAttempts, Period: d.Period, For: d.For},
+		retry: timer.Timer{Clock: d.Clock}, sweep: timer.Timer{Clock: d.Clock}}
 }
 
 // Policy is the actor.
@@ -146,8 +149,8 @@ type Policy struct {
 	users   map[string]*persistence.LockState
 	pending map[string]*attempt // users whose lock is to be written
 	running int
-	retry   *time.Timer
-	sweep   *time.Timer
+	retry   timer.Timer // until the next pending lock is due
+	sweep   timer.Timer // until old failures are forgotten
 
 	// Attempts in flight run under ctx and are waited for when the actor
 	// stops or restarts.
@@ -172,14 +175,15 @@ type upserted struct {
 	err     error
 }
 
-type retryTick struct{ epoch uint64 }
+type retryTick struct{}
 
-type sweepTick struct{ epoch uint64 }
+type sweepTick struct{}
 
 // Receive implements actor.Actor.
 func (p *Policy) Receive(ctx actor.Context) {
-	faults.Inject(Name, ctx.Message())
-	switch m := ctx.Message().(type) {
+	msg := timer.Message(ctx)
+	faults.Inject(Name, msg)
+	switch m := msg.(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *messages.Observe:
@@ -189,14 +193,9 @@ func (p *Policy) Receive(ctx actor.Context) {
 			p.onUpserted(ctx, m)
 		}
 	case *retryTick:
-		if m.epoch == p.epoch {
-			p.retry = nil
-			p.runPending(ctx)
-		}
+		p.runPending(ctx)
 	case *sweepTick:
-		if m.epoch == p.epoch {
-			p.onSweep(ctx)
-		}
+		p.onSweep(ctx)
 	case *messages.Drain:
 		// Nothing in flight needs settling: pending locks are durable and
 		// written on the next start.
@@ -235,12 +234,8 @@ func (p *Policy) start(ctx actor.Context) {
 }
 
 func (p *Policy) stop() {
-	for _, t := range []*time.Timer{p.retry, p.sweep} {
-		if t != nil {
-			t.Stop()
-		}
-	}
-	p.retry, p.sweep = nil, nil
+	p.retry.Stop()
+	p.sweep.Stop()
 	if p.cancel != nil {
 		p.cancel()
 		p.wg.Wait() // attempts end promptly once cancelled
@@ -272,7 +267,7 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 	if f.ID == "" {
 		f.ID = t.Format(time.RFC3339Nano) // Teleport always sets one; this still makes replays count once
 	}
-	now := p.Now()
+	now := p.Clock.Now()
 	s := p.users[user]
 	if s == nil {
 		s = &persistence.LockState{User: user}
@@ -329,7 +324,7 @@ func (p *Policy) save(s persistence.LockState) {
 // runPending starts the attempts that are due, up to maxInFlight, and sets
 // the retry timer for the next one.
 func (p *Policy) runPending(ctx actor.Context) {
-	now := p.Now()
+	now := p.Clock.Now()
 	var next time.Time
 	for user, a := range p.pending {
 		if a.running {
@@ -361,13 +356,9 @@ func (p *Policy) runPending(ctx actor.Context) {
 		}
 		p.upsert(ctx, user, *s.Lock, a)
 	}
-	if p.retry != nil {
-		p.retry.Stop()
-		p.retry = nil
-	}
+	p.retry.Stop()
 	if !next.IsZero() {
-		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
-		p.retry = time.AfterFunc(next.Sub(now), func() { root.Send(self, &retryTick{epoch: epoch}) })
+		p.retry.After(ctx, next.Sub(now), &retryTick{})
 	}
 }
 
@@ -415,7 +406,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		return
 	}
 	a.running = false
-	now := p.Now()
+	now := p.Clock.Now()
 	if m.err == nil {
 		p.Metrics.LocksCreated.Inc() // Teleport has it, whatever happens to our record
 		delete(p.pending, m.user)
@@ -463,7 +454,7 @@ func (p *Policy) retries() backoff.Policy {
 
 // onSweep forgets what no longer matters and schedules the next sweep.
 func (p *Policy) onSweep(ctx actor.Context) {
-	now := p.Now()
+	now := p.Clock.Now()
 	var writes []persistence.Write
 	for user, s := range p.users {
 		next := clone(*s)
@@ -482,8 +473,7 @@ func (p *Policy) onSweep(ctx actor.Context) {
 			panic(fmt.Errorf("prune lock policy state: %w", err))
 		}
 	}
-	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
-	p.sweep = time.AfterFunc(max(p.Period, time.Minute), func() { root.Send(self, &sweepTick{epoch: epoch}) })
+	p.sweep.After(ctx, max(p.Period, time.Minute), &sweepTick{})
 }
 
 func clone(s persistence.LockState) persistence.LockState {

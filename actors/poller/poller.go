@@ -1,6 +1,7 @@
-// Package poller pages the audit log out of Teleport and hands each event to
-// the Fluentd pool, advancing the checkpoint only over a contiguous run of
-// settled events (a watermark).
+// Package poller pages the audit log out of Teleport with search and hands
+// each event to the Fluentd pool and to the taps that want it, advancing
+// the checkpoint only over a contiguous run of settled events (the
+// watermark, kept by inflight.Tracker).
 //
 // Memory and duplicates are both bounded by Window: at most Window events are
 // handed out and not yet checkpointed at any time, so after a crash at most
@@ -17,15 +18,19 @@ import (
 	"github.com/asynkron/protoactor-go/eventstream"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/types"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/teleport"
 )
 
 // Name is the poller's name under the root.
@@ -39,9 +44,6 @@ type Searcher interface {
 	SearchUnstructuredEvents(ctx context.Context, from, to time.Time, namespace string, eventTypes []string, limit int, order types.EventOrder, startKey string) ([]*auditlogpb.EventUnstructured, string, error)
 }
 
-// namespace is the only audit namespace Teleport has.
-const namespace = "default"
-
 // Deps configure the poller.
 type Deps struct {
 	Events     Searcher
@@ -54,43 +56,29 @@ type Deps struct {
 	WindowSize time.Duration
 	Timeout    time.Duration // wait between polls once caught up
 	Batch      int
-	Types      []string        // asked of Teleport
-	Skip       map[string]bool // dropped here
+	// Filter says what is sent; the types it lets through are what
+	// Teleport is asked for.
+	Filter inflight.Filter
 	// Window is the most events handed out and not yet checkpointed.
 	Window int
 
-	// Taps see the events they want (whatever --skip-event-types says) and
-	// hold the checkpoint back until they have recorded them. At most 64.
-	Taps []Tap
+	// Taps see the events they want (whatever the filter says) and hold
+	// the checkpoint back until they have recorded them. At most 64.
+	Taps []inflight.Tap
 
 	DryRun          bool
 	ExitOnLastEvent bool
-	Now             func() time.Time
+	Clock           clockwork.Clock
 	Log             zerolog.Logger
 	Metrics         *metrics.Metrics // nil: private ones
+	Kit             supervisor.Kit
 }
 
-// Tap is an actor that observes some audit events.
-type Tap = inflight.Tap
+// retries is the wait after failed searches in a row.
+var retries = backoff.Policy{Initial: time.Second, Max: time.Minute}
 
-// MinWindow is the least in-flight window WindowFor gives: events wait for
-// a checkpoint transaction (at most every checkpoint.DefaultInterval) after
-// Fluentd's answer, and the window must cover that wait at the rates a
-// single Fluentd takes (about 10k events/s) or the stream stalls on it.
-const MinWindow = 256
-
-// WindowFor returns the default in-flight window for a pool that carries
-// capacity events at once (pool.Capacity: connections x events per
-// POST): enough to keep every connection busy while checkpoints are being
-// written.
-func WindowFor(capacity, batch int) int {
-	return max(4*capacity, batch, MinWindow)
-}
-
-// fetchBackoff is the wait after failed searches in a row.
-var fetchBackoff = backoff.Policy{Initial: time.Second, Max: time.Minute}
-
-// fetch request and result.
+// fetchReq asks the fetcher for a page: the events of (winStart, to) from
+// cursor key, of which the first skip are checkpointed already.
 type fetchReq struct {
 	winStart, to time.Time
 	key          string
@@ -102,7 +90,7 @@ type pageResult struct {
 	req    fetchReq
 	events []*auditlogpb.EventUnstructured
 	// bodies are the events' JSON, encoded by the fetcher while the actor
-	// hands out the previous page; nil for the skipped types.
+	// hands out the previous page; nil for the ones not sent.
 	bodies [][]byte
 	// fetched is when the page arrived.
 	fetched  time.Time
@@ -111,11 +99,9 @@ type pageResult struct {
 	err      error
 }
 
-type fetchTick struct{ epoch uint64 }
-
-// item is one event (or a window boundary) in order; Pos is where the
-// stream resumes once it and everything before it are settled.
-type item = inflight.Item[persistence.AuditPosition]
+// fetchTick ends a wait: after a failed search, or between polls of the
+// live window.
+type fetchTick struct{}
 
 // Poller is the actor.
 type Poller struct {
@@ -132,12 +118,12 @@ type Poller struct {
 
 	fetching   bool
 	fetchFails int
-	timer      *time.Timer
+	wait       timer.Timer
 	// fetches goes to the goroutine that makes the page requests, one at a
-	// time; stopFetches ends it and the request it may be making.
-	fetches     chan<- fetchReq
-	stopFetches context.CancelFunc
-	caughtUp    bool
+	// time.
+	fetches  chan<- fetchReq
+	fetcher  *supervisor.Task
+	caughtUp bool
 
 	// tr holds the events fetched and not yet checkpointed.
 	tr inflight.Tracker[persistence.AuditPosition]
@@ -159,34 +145,31 @@ type Poller struct {
 
 // New returns a poller; spawn it with actor.PropsFromProducer.
 func New(d Deps) *Poller {
-	if d.Now == nil {
-		d.Now = time.Now
-	}
+	d.Clock = timer.Or(d.Clock)
 	if d.Window <= 0 {
 		d.Window = max(d.Batch, 1)
 	}
 	if d.Metrics == nil {
 		d.Metrics = metrics.New()
 	}
-	return &Poller{Deps: d}
+	return &Poller{Deps: d, wait: timer.Timer{Clock: d.Clock}}
 }
 
-// Props returns the props of a poller with fixed deps.
-func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+// Props returns the poller's props, made by d.Kit.
+func Props(d Deps) *actor.Props {
+	return d.Kit.Props(Name, func() actor.Actor { return New(d) })
 }
 
 // Receive implements actor.Actor.
 func (p *Poller) Receive(ctx actor.Context) {
-	faults.Inject("poller", ctx.Message())
-	switch m := ctx.Message().(type) {
+	msg := timer.Message(ctx)
+	faults.Inject(Name, msg)
+	switch m := msg.(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *fetchTick:
-		if m.epoch == p.epoch {
-			p.timer, p.caughtUp = nil, false
-			p.maybeFetch(ctx)
-		}
+		p.caughtUp = false
+		p.maybeFetch()
 	case *pageResult:
 		if m.epoch == p.epoch {
 			p.onPage(ctx, m)
@@ -197,17 +180,7 @@ func (p *Poller) Receive(ctx actor.Context) {
 		}
 	case *messages.Saved:
 		if m.Epoch == p.epoch {
-			p.saving = false
-			if p.tr.Persisted(m.Seq) {
-				if m.Seq == p.ackedSeq {
-					p.Metrics.SetAcked(p.ackPos.LastTime)
-				}
-			}
-			if p.resave {
-				p.resave = false
-				p.save(ctx)
-			}
-			p.pump(ctx)
+			p.onSaved(ctx, m)
 		}
 	case *messages.Observed:
 		if p.tr.Observed(m) {
@@ -217,7 +190,7 @@ func (p *Poller) Receive(ctx actor.Context) {
 		p.tr.TapStarted(ctx, m.PID)
 	case *messages.Drain:
 		p.draining, p.drainTo = true, ctx.Sender()
-		p.stopTimer()
+		p.wait.Stop()
 		p.pump(ctx)
 	case *actor.Restarting, *actor.Stopping:
 		p.stop(ctx)
@@ -236,48 +209,41 @@ func (p *Poller) start(ctx actor.Context) {
 	}
 	p.winStart, p.pageKey, p.skip = pos.WindowStart, pos.Cursor, pos.Offset
 	p.lastID, p.lastTime, p.acked, p.ackPos = pos.LastID, pos.LastTime, pos.Acked, pos
-	p.tr = inflight.Tracker[persistence.AuditPosition]{URL: p.URL, Stream: metrics.Audit, Pool: p.Pool, Taps: p.Taps, Window: p.Window}
+	p.tr = inflight.Tracker[persistence.AuditPosition]{URL: p.URL, Stream: metrics.Audit, Pool: p.Pool,
+		Taps: p.Taps, Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
 	p.tr.Reset(p.epoch)
 	p.log.Info().Time("window_start", pos.WindowStart).Int("offset", pos.Offset).Str("last_id", pos.LastID).
 		Uint64("acked", pos.Acked).Msg("audit stream resumes")
 
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	fetches := make(chan fetchReq, 1)
-	fctx, cancel := context.WithCancel(context.Background())
-	p.fetches, p.stopFetches = fetches, cancel
-	go fetcher(fctx, fetches, p.Events, p.Types, p.Skip, p.Batch, p.Now, p.epoch, self, root)
+	p.fetches = fetches
+	epoch := p.epoch
+	f := fetcher{events: p.Events, filter: p.Filter, types: p.Filter.Types(), batch: p.Batch, now: p.Clock.Now,
+		reply: func(r *pageResult) { r.epoch = epoch; root.Send(self, r) }}
+	p.fetcher = supervisor.Go(context.Background(), func(ctx context.Context) { f.run(ctx, fetches) })
 	p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
-		switch evt.(type) {
-		case *messages.TapStarted:
+		if _, ok := evt.(*messages.TapStarted); ok {
 			root.Send(self, evt)
 		}
 	})
-	p.maybeFetch(ctx)
+	p.maybeFetch()
 }
 
 func (p *Poller) stop(ctx actor.Context) {
-	p.stopTimer()
-	if p.stopFetches != nil {
-		p.stopFetches()
-		p.stopFetches = nil
-	}
+	p.wait.Stop()
+	p.fetcher.Stop()
+	p.fetcher = nil
 	if p.sub != nil {
 		ctx.ActorSystem().EventStream.Unsubscribe(p.sub)
 		p.sub = nil
 	}
 }
 
-func (p *Poller) stopTimer() {
-	if p.timer != nil {
-		p.timer.Stop()
-		p.timer = nil
-	}
-}
-
 // maybeFetch starts the next page request unless one is running, the
 // buffer already holds a page, or a wait is pending.
-func (p *Poller) maybeFetch(ctx actor.Context) {
-	if p.fetching || p.draining || p.timer != nil || p.finished || p.tr.Buffered() >= p.Batch {
+func (p *Poller) maybeFetch() {
+	if p.fetching || p.draining || p.wait.Armed() || p.finished || p.tr.Buffered() >= p.Batch {
 		return
 	}
 	if p.caughtUp {
@@ -287,34 +253,41 @@ func (p *Poller) maybeFetch(ctx actor.Context) {
 	p.fetches <- fetchReq{winStart: p.winStart, to: p.winStart.Add(p.WindowSize), key: p.pageKey, skip: p.skip}
 }
 
-// fetcher makes the page requests of one poller incarnation until ctx ends.
-// A long-lived goroutine keeps its stack grown, where one per request
-// would grow a fresh stack through the gRPC client every time.
-func fetcher(ctx context.Context, reqs <-chan fetchReq, events Searcher, types_ []string, skip map[string]bool, batch int, now func() time.Time,
-	epoch uint64, self *actor.PID, root *actor.RootContext) {
+// fetcher makes the page requests of one poller incarnation. A long-lived
+// goroutine keeps its stack grown, where one per request would grow a
+// fresh stack through the gRPC client every time.
+type fetcher struct {
+	events Searcher
+	filter inflight.Filter
+	types  []string
+	batch  int
+	now    func() time.Time
+	reply  func(*pageResult)
+}
+
+func (f fetcher) run(ctx context.Context, reqs <-chan fetchReq) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case req := <-reqs:
 			rctx, cancel := context.WithTimeout(ctx, time.Minute)
-			issued := now()
-			evs, next, err := events.SearchUnstructuredEvents(rctx, req.winStart, req.to, namespace, types_, batch, types.EventOrderAscending, req.key)
+			issued := f.now()
+			evs, next, err := f.events.SearchUnstructuredEvents(rctx, req.winStart, req.to, teleport.Namespace, f.types, f.batch, types.EventOrderAscending, req.key)
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
-			fetched := time.Now()
-			var bodies [][]byte
+			r := &pageResult{req: req, events: evs, fetched: time.Now(), nextKey: next, issuedAt: issued, err: err}
 			if err == nil {
-				bodies = make([][]byte, len(evs))
+				r.bodies = make([][]byte, len(evs))
 				for i, ev := range evs {
-					if i >= req.skip && !skip[ev.Type] {
-						bodies[i] = eventjson.Event(ev)
+					if i >= req.skip && f.filter.Sends(ev.Type) {
+						r.bodies[i] = eventjson.Event(ev)
 					}
 				}
 			}
-			root.Send(self, &pageResult{epoch: epoch, req: req, events: evs, bodies: bodies, fetched: fetched, nextKey: next, issuedAt: issued, err: err})
+			f.reply(r)
 		}
 	}
 }
@@ -325,10 +298,10 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 	if r.err != nil {
 		p.Metrics.TeleportErrors.WithLabelValues("SearchUnstructuredEvents", metrics.ErrorKind(r.err)).Inc()
 		p.fetchFails++
-		delay := fetchBackoff.Delay(p.fetchFails)
+		delay := retries.Delay(p.fetchFails)
 		p.log.Error().Err(r.err).Int("failures", p.fetchFails).Dur("retry_in", delay).
 			Msg("searching audit events failed; retrying")
-		p.schedule(ctx, delay)
+		p.wait.After(ctx, delay, &fetchTick{})
 		return
 	}
 	if p.fetchFails > 0 {
@@ -339,69 +312,50 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		p.log.Warn().Str("expected", p.lastID).Str("found", r.events[r.req.skip-1].Id).
 			Msg("the page at the checkpoint changed since it was read; resuming by position")
 	}
-	fetched := r.fetched
-	if fetched.IsZero() {
-		fetched = time.Now()
-	}
-	for i, ev := range r.events {
-		if i < r.req.skip {
-			continue
-		}
-		it := &item{Ev: ev, Fetched: fetched, Pos: persistence.AuditPosition{
-			WindowStart: r.req.winStart, Cursor: r.req.key, Offset: i + 1,
-			LastID: ev.Id, LastTime: ev.Time.AsTime(),
-		}}
-		p.lastID, p.lastTime = ev.Id, it.Pos.LastTime
-		p.Metrics.EventsFetched.WithLabelValues(metrics.Audit).Inc()
-		if p.Skip[ev.Type] {
-			p.Metrics.EventsSkipped.WithLabelValues(metrics.Audit, "type").Inc()
-		} else {
-			var body []byte
-			if i < len(r.bodies) {
-				body = r.bodies[i]
-			}
-			if body == nil {
-				body = eventjson.Event(ev)
-			}
-			it.Body, it.Sending = body, true
-		}
-		it.Taps = p.tr.TapsFor(ev)
-		p.tr.Add(it)
-	}
+	p.read(r)
 	switch {
 	case r.nextKey != "":
 		p.pageKey, p.skip, p.caughtUp = r.nextKey, max(0, r.req.skip-len(r.events)), false
 	case !r.req.to.After(r.issuedAt):
 		// The window is in the past and fully read: move to the next.
 		p.winStart, p.pageKey, p.skip = r.req.to, "", 0
-		p.tr.Add(&item{Pos: persistence.AuditPosition{
-			WindowStart: p.winStart, LastID: p.lastID, LastTime: p.lastTime,
-		}})
+		p.tr.Mark(persistence.AuditPosition{WindowStart: p.winStart, LastID: p.lastID, LastTime: p.lastTime})
 	default:
 		// Caught up with the live window: read this page again after
 		// --timeout and skip what it already gave.
 		p.skip = max(r.req.skip, len(r.events))
 		p.caughtUp = true
 		if !p.ExitOnLastEvent {
-			p.schedule(ctx, p.Timeout)
+			p.wait.After(ctx, p.Timeout, &fetchTick{})
 		}
 	}
 	p.pump(ctx)
 }
 
-func (p *Poller) schedule(ctx actor.Context, d time.Duration) {
-	p.stopTimer()
-	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, p.epoch
-	p.timer = time.AfterFunc(d, func() { root.Send(self, &fetchTick{epoch: epoch}) })
+// read queues the page's events that are not checkpointed yet.
+func (p *Poller) read(r *pageResult) {
+	for i, ev := range r.events {
+		if i < r.req.skip {
+			continue
+		}
+		pos := persistence.AuditPosition{WindowStart: r.req.winStart, Cursor: r.req.key, Offset: i + 1,
+			LastID: ev.Id, LastTime: ev.Time.AsTime()}
+		p.lastID, p.lastTime = ev.Id, pos.LastTime
+		var body []byte
+		if i < len(r.bodies) {
+			body = r.bodies[i]
+		}
+		p.tr.Event(ev, pos, r.fetched, body)
+	}
 }
 
 // pump hands out buffered events within the window, advances the watermark,
 // fetches more and checks whether the stream is done.
 func (p *Poller) pump(ctx actor.Context) {
 	if !p.draining {
-		var dryRun func(*item)
+		var dryRun func(*inflight.Item[persistence.AuditPosition])
 		if p.DryRun {
-			dryRun = func(it *item) {
+			dryRun = func(it *inflight.Item[persistence.AuditPosition]) {
 				p.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Time("time", it.Pos.LastTime).
 					Msg("dry run: would send event")
 			}
@@ -409,14 +363,14 @@ func (p *Poller) pump(ctx actor.Context) {
 		p.tr.HandOut(ctx, dryRun)
 	}
 	p.advance(ctx)
-	p.maybeFetch(ctx)
+	p.maybeFetch()
 	p.maybeFinish(ctx)
 }
 
 // advance moves the watermark over the settled prefix and asks for a
 // checkpoint when it moved.
 func (p *Poller) advance(ctx actor.Context) {
-	last := p.tr.Advance(func(it *item) {
+	last := p.tr.Advance(func(it *inflight.Item[persistence.AuditPosition]) {
 		if it.Ev != nil {
 			p.acked++
 		}
@@ -438,6 +392,18 @@ func (p *Poller) save(ctx actor.Context) {
 	p.saving = true
 	ctx.Send(p.Checkpoint, &messages.Save{Key: StreamKey, Epoch: p.epoch, Seq: p.ackedSeq,
 		Writes: []persistence.Write{persistence.AuditPositionWrite(p.ackPos)}, ReplyTo: ctx.Self()})
+}
+
+func (p *Poller) onSaved(ctx actor.Context, m *messages.Saved) {
+	p.saving = false
+	if p.tr.Persisted(m.Seq) && m.Seq == p.ackedSeq {
+		p.Metrics.SetAcked(p.ackPos.LastTime)
+	}
+	if p.resave {
+		p.resave = false
+		p.save(ctx)
+	}
+	p.pump(ctx)
 }
 
 func (p *Poller) maybeFinish(ctx actor.Context) {

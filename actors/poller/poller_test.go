@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/types"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -92,13 +93,19 @@ type run struct {
 // then stops it.
 func (r *run) start(t *testing.T, timeout time.Duration) (finished bool) {
 	t.Helper()
+	return r.startUntil(t, timeout, nil)
+}
+
+// startUntil is start that also stops once until returns true.
+func (r *run) startUntil(t *testing.T, timeout time.Duration, until func() bool) (finished bool) {
+	t.Helper()
 	tree := inflighttest.Tree{Store: r.store, Pool: r.pool, Tap: r.tap, Name: poller.Name, DrainTimeout: 200 * time.Millisecond,
 		Reader: func(ckpt, pool *actor.PID, taps []inflight.Tap) actor.Actor {
 			d := r.deps
 			d.Events, d.Store, d.Checkpoint, d.Pool, d.Taps = r.log, r.store, ckpt, pool, taps
 			return poller.New(d)
 		}}
-	finished, err := tree.Run(t, timeout, nil)
+	finished, err := tree.Run(t, timeout, until)
 	require.NoError(t, err)
 	return finished
 }
@@ -137,7 +144,7 @@ func TestDeliversEveryEventOnceAcrossWindows(t *testing.T) {
 func TestSkipsConfiguredTypesButCountsThem(t *testing.T) {
 	start := time.Now().Add(-time.Hour)
 	r := newRun(t, newFakeLog(60, start, "user.login", "session.start", "exec"), start)
-	r.deps.Skip = map[string]bool{"exec": true}
+	r.deps.Filter = inflight.Filter{Skip: map[string]bool{"exec": true}}
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 	require.Len(t, r.pool.Got, 40)
 	pos, _, err := r.store.AuditPosition()
@@ -173,13 +180,21 @@ func TestPicksUpEventsAppendedToTheLiveWindow(t *testing.T) {
 	log := newFakeLog(15, start) // less than a page
 	r := newRun(t, log, start)
 	r.deps.ExitOnLastEvent = false
+	clock := clockwork.NewFakeClockAt(time.Now())
+	r.deps.Clock = clock
 	go func() {
-		time.Sleep(300 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// Caught up: the poller waits --timeout before reading again.
+		if clock.BlockUntilContext(ctx, 1) != nil {
+			return
+		}
 		for i := 15; i < 50; i++ {
 			log.add(fmt.Sprintf("ev-%05d", i), "exec", start.Add(time.Duration(i)*time.Millisecond))
 		}
+		clock.Advance(r.deps.Timeout)
 	}()
-	require.False(t, r.start(t, 1500*time.Millisecond))
+	require.False(t, r.startUntil(t, 10*time.Second, func() bool { return r.pool.Count("ev-00049") == 1 }))
 	require.Len(t, r.pool.Got, 50)
 	for id, n := range r.pool.Got {
 		require.Equal(t, 1, n, id)
@@ -189,7 +204,7 @@ func TestPicksUpEventsAppendedToTheLiveWindow(t *testing.T) {
 func TestTapsSeeTheirEventsEvenSkippedAndSurviveARestart(t *testing.T) {
 	start := time.Now().Add(-time.Hour)
 	r := newRun(t, newFakeLog(90, start, "user.login", "session.upload", "exec"), start)
-	r.deps.Skip = map[string]bool{"session.upload": true}
+	r.deps.Filter = inflight.Filter{Skip: map[string]bool{"session.upload": true}}
 	r.tap = &inflighttest.Tap{Seen: map[string]int{}, Crash: true}
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")
 	require.Len(t, r.tap.Seen, 30, "every session.upload observed")

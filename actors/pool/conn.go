@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
@@ -101,12 +102,12 @@ func (j *sendJob) sending() []*messages.Delivery {
 // jobs: the next one's request is queued to the sender while the current
 // one is on the wire. The waits between retries are timers.
 type conn struct {
-	deps       Deps
-	log        zerolog.Logger
-	inc        uint64
-	requests   chan<- sendReq
-	stopSender func()
-	jobs       map[uint64]*sendJob
+	deps     Deps
+	log      zerolog.Logger
+	inc      uint64
+	requests chan<- sendReq
+	sender   *supervisor.Task
+	jobs     map[uint64]*sendJob
 }
 
 func connProps(deps Deps) *actor.Props {
@@ -144,19 +145,15 @@ func (c *conn) Receive(ctx actor.Context) {
 func (c *conn) start(ctx actor.Context) {
 	c.inc = rand.Uint64()
 	c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
-	sctx, cancel := context.WithCancel(c.deps.Ctx)
 	// At most one attempt of each job is queued: Depth never blocks.
 	requests := make(chan sendReq, Depth)
-	ended := make(chan struct{})
 	s := c.deps.Transport.NewSender()
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
-		defer close(ended)
+	c.sender = supervisor.Go(c.deps.Ctx, func(ctx context.Context) {
 		defer s.Close()
-		send(sctx, s, requests, func(d *sendDone) { root.Send(self, d) })
-	}()
+		send(ctx, s, requests, func(d *sendDone) { root.Send(self, d) })
+	})
 	c.requests = requests
-	c.stopSender = func() { cancel(); <-ended }
 	ctx.Send(ctx.Parent(), &connStarted{pid: ctx.Self(), inc: c.inc})
 }
 
@@ -164,10 +161,8 @@ func (c *conn) start(ctx actor.Context) {
 // jobs: the pool still holds their deliveries and hands them out again
 // when this connection restarts (or stops for good).
 func (c *conn) stop() {
-	if c.stopSender != nil {
-		c.stopSender()
-		c.stopSender = nil
-	}
+	c.sender.Stop()
+	c.sender = nil
 	for id, j := range c.jobs {
 		j.retry.Stop()
 		c.deps.Metrics.SendsInFlight.Dec()

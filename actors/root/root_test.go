@@ -2,13 +2,13 @@ package root_test
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -59,17 +59,16 @@ func (r *recorder) props(name string) *actor.Props {
 	})
 }
 
-func startRoot(t *testing.T, policy supervisor.Policy, children func() []root.Child) (*actor.ActorSystem, *actor.PID, <-chan error, *supervisor.Strategy) {
+func startRoot(t *testing.T, policy supervisor.Policy, children ...root.Child) (*actor.ActorSystem, *root.Tree, *supervisor.Strategy) {
 	t.Helper()
 	system := actor.NewActorSystem()
 	t.Cleanup(system.Shutdown)
 	strategy := supervisor.New(policy, zerolog.Nop())
-	done := make(chan error, 1)
-	pid, err := system.Root.SpawnNamed(root.Props(root.Spec{
-		Children: children, Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: time.Second,
-	}), "root")
+	tree, err := root.Start(system, root.Spec{
+		Children: children, Strategy: strategy, Log: zerolog.Nop(), DrainTimeout: time.Second,
+	})
 	require.NoError(t, err)
-	return system, pid, done, strategy
+	return system, tree, strategy
 }
 
 func wait(t *testing.T, done <-chan error) error {
@@ -83,66 +82,29 @@ func wait(t *testing.T, done <-chan error) error {
 	}
 }
 
-func TestRestartsAFailingChildWithBackoff(t *testing.T) {
-	var starts, failures atomic.Int32
-	failures.Store(3)
-	bound := make(chan *actor.PID, 1)
-	policy := supervisor.Policy{InitialDelay: 20 * time.Millisecond, MaxDelay: time.Second, Budget: 5, Window: time.Minute}
-	system, pid, done, strategy := startRoot(t, policy, func() []root.Child {
-		return []root.Child{{Name: "flaky", Props: actor.PropsFromProducer(func() actor.Actor {
-			return &flaky{starts: &starts, failures: &failures}
-		}), Bind: func(p *actor.PID) { bound <- p }}}
-	})
-	child := <-bound
-	var mu sync.Mutex
-	var delays []time.Duration
-	strategy.Observe(func(d supervisor.Decision) {
-		mu.Lock()
-		delays = append(delays, d.Delay)
-		mu.Unlock()
-	})
-	for range 3 {
-		system.Root.Send(child, &boom{})
-		time.Sleep(200 * time.Millisecond)
-	}
-	require.Eventually(t, func() bool { return starts.Load() == 4 }, 5*time.Second, 10*time.Millisecond)
-	mu.Lock()
-	require.Len(t, delays, 3)
-	// Jitter keeps each delay within [d/2, d] of the nominal 20, 40, 80ms.
-	for i, d := range delays {
-		nominal := policy.Backoff().Nominal(i + 1)
-		require.GreaterOrEqual(t, d, nominal/2)
-		require.LessOrEqual(t, d, nominal)
-	}
-	mu.Unlock()
-
-	system.Root.Send(pid, &messages.Shutdown{Reason: "test"})
-	require.NoError(t, wait(t, done))
-}
-
 func TestChildThatExhaustsItsBudgetStopsTheTreeWithAnError(t *testing.T) {
 	var starts, failures atomic.Int32
 	failures.Store(1 << 20)
 	rec := &recorder{}
-	bound := make(chan *actor.PID, 1)
-	policy := supervisor.Policy{InitialDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Budget: 3, Window: time.Minute}
-	system, _, done, _ := startRoot(t, policy, func() []root.Child {
-		return []root.Child{
-			{Name: "first", Props: rec.props("first")},
-			{Name: "flaky", Props: actor.PropsFromProducer(func() actor.Actor {
-				return &flaky{starts: &starts, failures: &failures}
-			}), Bind: func(p *actor.PID) { bound <- p }},
-			{Name: "last", Props: rec.props("last")},
-		}
-	})
-	child := <-bound
-	go func() {
-		for range 20 {
-			system.Root.Send(child, &boom{})
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	err := wait(t, done)
+	clock := clockwork.NewFakeClock()
+	policy := supervisor.Policy{InitialDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, Budget: 3, Window: time.Minute, Clock: clock}
+	system, tree, strategy := startRoot(t, policy,
+		root.Child{Name: "first", Props: rec.props("first")},
+		root.Child{Name: "flaky", Props: actor.PropsFromProducer(func() actor.Actor {
+			return &flaky{starts: &starts, failures: &failures}
+		})},
+		root.Child{Name: "last", Props: rec.props("last")},
+	)
+	child := root.PID(system, "flaky")
+	require.Eventually(t, func() bool { return starts.Load() == 1 }, 5*time.Second, time.Millisecond)
+	for i := range 3 {
+		system.Root.Send(child, &boom{})
+		require.Eventually(t, func() bool { return strategy.Waiting() == 1 }, 5*time.Second, time.Millisecond, "failure %d", i+1)
+		clock.Advance(time.Second)
+		require.Eventually(t, func() bool { return starts.Load() == int32(i+2) }, 5*time.Second, time.Millisecond)
+	}
+	system.Root.Send(child, &boom{}) // the 4th failure within the window: over the budget
+	err := wait(t, tree.Done())
 	require.ErrorIs(t, err, root.ErrGaveUp)
 	require.Contains(t, err.Error(), "flaky failed 4 times")
 	require.Contains(t, err.Error(), "injected failure")
@@ -151,7 +113,6 @@ func TestChildThatExhaustsItsBudgetStopsTheTreeWithAnError(t *testing.T) {
 	rec.mu.Lock()
 	require.Equal(t, []string{"last", "first"}, rec.stopped)
 	rec.mu.Unlock()
-	time.Sleep(50 * time.Millisecond) // let the sender goroutine finish
 }
 
 func TestShutdownDrainsBeforeStoppingInReverseOrder(t *testing.T) {
@@ -173,15 +134,13 @@ func TestShutdownDrainsBeforeStoppingInReverseOrder(t *testing.T) {
 			rec.mu.Unlock()
 		}
 	})
-	system, pid, done, _ := startRoot(t, supervisor.Default, func() []root.Child {
-		return []root.Child{
-			{Name: "a", Props: rec.props("a")},
-			{Name: "b", Props: rec.props("b")},
-			{Name: "drainer", Props: drainer, Drain: true},
-		}
-	})
-	system.Root.Send(pid, &messages.Shutdown{Reason: "test"})
-	require.NoError(t, wait(t, done))
+	system, tree, _ := startRoot(t, supervisor.Default,
+		root.Child{Name: "a", Props: rec.props("a")},
+		root.Child{Name: "b", Props: rec.props("b")},
+		root.Child{Name: "drainer", Props: drainer, Drain: true},
+	)
+	system.Root.Send(tree.PID(), &messages.Shutdown{Reason: "test"})
+	require.NoError(t, wait(t, tree.Done()))
 	rec.mu.Lock()
 	require.Equal(t, []string{"drainer", "b", "a"}, rec.stopped)
 	rec.mu.Unlock()
@@ -206,13 +165,11 @@ func TestCaughtUpWithAnErrorDrainsAndReturnsIt(t *testing.T) {
 			}
 		})
 	}
-	_, _, done, _ := startRoot(t, supervisor.Default, func() []root.Child {
-		return []root.Child{
-			{Name: "reader", Props: finisher("reader", errors.New("2 chunks parked")), Drain: true, Finishes: true},
-			{Name: "tap", Props: finisher("tap", nil), Drain: true, Finishes: true},
-		}
-	})
-	err := wait(t, done)
+	_, tree, _ := startRoot(t, supervisor.Default,
+		root.Child{Name: "reader", Props: finisher("reader", errors.New("2 chunks parked")), Drain: true, Finishes: true},
+		root.Child{Name: "tap", Props: finisher("tap", nil), Drain: true, Finishes: true},
+	)
+	err := wait(t, tree.Done())
 	require.EqualError(t, err, "2 chunks parked")
 	select {
 	case <-drained:
@@ -221,11 +178,36 @@ func TestCaughtUpWithAnErrorDrainsAndReturnsIt(t *testing.T) {
 	}
 }
 
-func TestPolicyDelayIsCappedExponential(t *testing.T) {
-	p := supervisor.Policy{InitialDelay: 100 * time.Millisecond, MaxDelay: time.Second}
-	var got []string
-	for n := 1; n <= 6; n++ {
-		got = append(got, fmt.Sprint(p.Backoff().Nominal(n)))
+// Siblings are wired by name: a child's PID is known before it is spawned,
+// and Wait stops the tree in order when asked.
+func TestSiblingsAreWiredByName(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	got := make(chan string, 1)
+	echo := root.PID(system, "echo")
+	tree, err := root.Start(system, root.Spec{Strategy: supervisor.New(supervisor.Default, zerolog.Nop()), Log: zerolog.Nop(),
+		Children: []root.Child{
+			{Name: "echo", Props: actor.PropsFromFunc(func(ctx actor.Context) {
+				if s, ok := ctx.Message().(string); ok {
+					got <- s
+				}
+			})},
+			{Name: "caller", Props: actor.PropsFromFunc(func(ctx actor.Context) {
+				if _, ok := ctx.Message().(*actor.Started); ok {
+					ctx.Send(echo, "hello")
+				}
+			})},
+		}})
+	require.NoError(t, err)
+	select {
+	case s := <-got:
+		require.Equal(t, "hello", s)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the message to the sibling did not arrive")
 	}
-	require.Equal(t, []string{"100ms", "200ms", "400ms", "800ms", "1s", "1s"}, got)
+	stop := make(chan struct{})
+	close(stop)
+	finished, err := tree.Wait(stop, 5*time.Second)
+	require.NoError(t, err)
+	require.False(t, finished, "stopped, not finished")
 }

@@ -17,10 +17,13 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -57,8 +60,8 @@ type Deps struct {
 	Pool       *actor.PID // unused with DryRun
 	// URL is --fluentd-session-url; recording <sid> goes to URL.<sid>.log.
 	URL string
-	// Skip lists the session event types not sent (--skip-session-types).
-	Skip map[string]bool
+	// Filter says which session events are sent (--skip-session-types).
+	Filter inflight.Filter
 	// Concurrency bounds the players (--concurrency).
 	Concurrency int
 	// Window bounds each player's events sent and not yet checkpointed.
@@ -73,7 +76,7 @@ type Deps struct {
 	ExitOnLastEvent bool
 	// Kit makes the players' props.
 	Kit     supervisor.Kit
-	Now     func() time.Time
+	Clock   clockwork.Clock
 	Log     zerolog.Logger
 	Metrics *metrics.Metrics // nil: private ones
 }
@@ -111,7 +114,7 @@ type Manager struct {
 	// registering maps a recording being registered to the Observes
 	// waiting for its registration to be on disk.
 	registering map[string][]*messages.Observe
-	timer       *time.Timer
+	wait        timer.Timer // until the first queued recording is due
 
 	auditDone bool
 	finished  bool
@@ -119,23 +122,14 @@ type Manager struct {
 	drainTo   *actor.PID
 }
 
-// WindowFor returns each player's window for a pool that carries capacity
-// events at once (pool.Capacity), shared by concurrency players: enough
-// to keep the pool busy.
-func WindowFor(capacity, concurrency int) int {
-	return max(DefaultWindow, 4*capacity/max(concurrency, 1))
-}
-
-// Props returns the manager's props.
-func Props(d Deps, opts ...actor.PropsOption) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return New(d) }, opts...)
+// Props returns the manager's props, made by d.Kit.
+func Props(d Deps) *actor.Props {
+	return d.Kit.Props(Name, func() actor.Actor { return New(d) })
 }
 
 // New returns a manager; spawn it with actor.PropsFromProducer.
 func New(d Deps) *Manager {
-	if d.Now == nil {
-		d.Now = time.Now
-	}
+	d.Clock = timer.Or(d.Clock)
 	if d.Concurrency <= 0 {
 		d.Concurrency = 1
 	}
@@ -151,15 +145,16 @@ func New(d Deps) *Manager {
 	if d.Metrics == nil {
 		d.Metrics = metrics.New()
 	}
-	return &Manager{Deps: d}
+	return &Manager{Deps: d, wait: timer.Timer{Clock: d.Clock}}
 }
 
-type startTick struct{ epoch uint64 }
+type startTick struct{}
 
 // Receive implements actor.Actor.
 func (m *Manager) Receive(ctx actor.Context) {
-	faults.Inject("sessions", ctx.Message())
-	switch msg := ctx.Message().(type) {
+	msg := timer.Message(ctx)
+	faults.Inject(Name, msg)
+	switch msg := msg.(type) {
 	case *actor.Started:
 		m.start(ctx)
 	case *messages.Observe:
@@ -173,22 +168,19 @@ func (m *Manager) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		m.playerDied(ctx, msg.Who)
 	case *startTick:
-		if msg.epoch == m.epoch {
-			m.timer = nil
-			m.startPlayers(ctx)
-		}
+		m.startPlayers(ctx)
 	case *messages.CaughtUp:
 		m.auditDone = true
 		m.maybeFinish(ctx)
 	case *messages.Drain:
 		m.draining, m.drainTo = true, ctx.Sender()
-		m.stopTimer()
+		m.wait.Stop()
 		for _, pid := range m.active {
 			ctx.Send(pid, &drain{})
 		}
 		m.maybeFinish(ctx)
 	case *actor.Stopping, *actor.Restarting:
-		m.stopTimer()
+		m.wait.Stop()
 	}
 }
 
@@ -203,7 +195,7 @@ func (m *Manager) start(ctx actor.Context) {
 	}
 	// Registrations of a previous incarnation may still be on their way to
 	// disk; numbering from the clock keeps new ones from taking their seq.
-	m.nextSeq = max(last+1, uint64(m.Now().UnixMicro()))
+	m.nextSeq = max(last+1, uint64(m.Clock.Now().UnixMicro()))
 	m.refill()
 	if n := len(m.queue); n > 0 {
 		more := ""
@@ -257,7 +249,7 @@ func (m *Manager) observe(ctx actor.Context, o *messages.Observe) {
 		answer(o) // replayed after a restart: registered already
 		return
 	}
-	rec := persistence.Recording{ID: sid, Seq: m.nextSeq, Registered: m.Now().UTC(), UploadTime: o.Event.Time.AsTime()}
+	rec := persistence.Recording{ID: sid, Seq: m.nextSeq, Registered: m.Clock.Now().UTC(), UploadTime: o.Event.Time.AsTime()}
 	m.nextSeq++
 	m.registering[sid] = []*messages.Observe{o}
 	ctx.Send(m.Checkpoint, &messages.Save{Key: Key(sid), Epoch: m.epoch, Seq: rec.Seq,
@@ -295,7 +287,7 @@ func (m *Manager) startPlayers(ctx actor.Context) {
 		return
 	}
 	m.refill()
-	now := m.Now()
+	now := m.Clock.Now()
 	var next time.Time
 	for i := 0; i < len(m.queue) && len(m.active) < m.Concurrency; {
 		rec := m.queue[i]
@@ -307,15 +299,13 @@ func (m *Manager) startPlayers(ctx actor.Context) {
 			continue
 		}
 		m.queue = append(m.queue[:i], m.queue[i+1:]...)
-		m.active[rec.ID] = ctx.SpawnPrefix(playerProps(m.Deps, rec, m.epoch), "player-")
+		m.active[rec.ID] = supervisor.Spawn(ctx, playerProps(m.Deps, rec, m.epoch), PlayerKind)
 		m.refill()
 	}
 	m.Metrics.SessionsActive.Set(float64(len(m.active)))
 	m.Metrics.SessionsQueued.Set(float64(len(m.queue)))
 	if !next.IsZero() && len(m.active) < m.Concurrency {
-		m.stopTimer()
-		self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, m.epoch
-		m.timer = time.AfterFunc(next.Sub(now), func() { root.Send(self, &startTick{epoch: epoch}) })
+		m.wait.After(ctx, next.Sub(now), &startTick{})
 	}
 	m.maybeFinish(ctx)
 }
@@ -345,7 +335,7 @@ func (m *Manager) playerDied(ctx actor.Context, who *actor.PID) {
 		}
 		if ok && !m.draining {
 			rec.Failures++
-			rec.NotBefore = m.Now().Add(retries.Delay(rec.Failures))
+			rec.NotBefore = m.Clock.Now().Add(retries.Delay(rec.Failures))
 			m.log.Error().Str("session_id", sid).Time("retry_at", rec.NotBefore).
 				Msg("session player kept failing and was stopped; the recording is retried later")
 			m.queue = append(m.queue, rec)
@@ -365,13 +355,6 @@ func (m *Manager) maybeFinish(ctx actor.Context) {
 		m.finished = true
 		m.log.Info().Msg("all known session recordings are done")
 		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name})
-	}
-}
-
-func (m *Manager) stopTimer() {
-	if m.timer != nil {
-		m.timer.Stop()
-		m.timer = nil
 	}
 }
 

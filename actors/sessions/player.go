@@ -12,12 +12,17 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/teleport"
 )
+
+// PlayerKind is the kind of the session players.
+const PlayerKind = "player"
 
 // outcome is how a player ended.
 type outcome int
@@ -59,15 +64,11 @@ type streamEnd struct {
 	err   error
 }
 
-// pitem is a session event sent or skipped and not yet checkpointed.
-type pitem struct {
-	seq   uint64
+// playerPos is where a recording resumes after an item: the index of its
+// first event not yet confirmed. end marks the last item of the stream.
+type playerPos struct {
 	index int64
-	ev    *auditlogpb.EventUnstructured
-	body  []byte // nil when not sent
-	done  bool
-	// fetched is when the event was read from the stream.
-	fetched time.Time
+	end   bool
 }
 
 // maxFailures is how many consecutive failures other than "not found" and
@@ -75,38 +76,36 @@ type pitem struct {
 const maxFailures = 10
 
 // player streams one recording from its stored index and checkpoints the
-// index over the contiguous run of confirmed events.
+// index over the contiguous run of confirmed events (inflight.Tracker).
 type player struct {
 	Deps
-	rec     persistence.Recording
-	mgr     uint64 // the manager's epoch, for playerDone
-	log     zerolog.Logger
-	epoch   uint64
-	url     string
-	cancel  context.CancelFunc
-	credits chan struct{} // one per event read and not yet checkpointed
+	rec   persistence.Recording
+	mgr   uint64 // the manager's epoch, for playerDone
+	log   zerolog.Logger
+	epoch uint64
 
-	inflight  []*pitem
-	nextSeq   uint64
-	persisted uint64
-	read      uint64 // events read in this incarnation, each holding a credit
-	freed     uint64 // credits given back
-	received  int64  // index after the last event read: where a new stream starts
-	progress  bool   // an event was read in this attempt
+	tr      inflight.Tracker[playerPos]
+	stream  *supervisor.Task
+	credits chan struct{} // one per event read and not yet checkpointed
+	read    uint64        // events read in this incarnation, each holding a credit
+	freed   uint64        // credits given back
+	saved   uint64        // seq of the newest checkpoint on disk
+	next    int64         // index after the last event read: where the stream is
+	moved   bool          // an event was read in this attempt
 
 	ending  bool // no more events will be read
 	outcome outcome
-	final   uint64 // seq of the final Save, once sent
+	endSeq  uint64 // seq of the end marker, once its checkpoint is sent
 }
 
 func playerProps(d Deps, rec persistence.Recording, mgrEpoch uint64) *actor.Props {
-	return d.Kit.Props("player", func() actor.Actor {
+	return d.Kit.Props(PlayerKind, func() actor.Actor {
 		return &player{Deps: d, rec: rec, mgr: mgrEpoch}
 	})
 }
 
 func (p *player) Receive(ctx actor.Context) {
-	faults.Inject("player", ctx.Message())
+	faults.Inject(PlayerKind, ctx.Message())
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.start(ctx)
@@ -119,31 +118,28 @@ func (p *player) Receive(ctx actor.Context) {
 			p.onEnd(ctx, m.err)
 		}
 	case *messages.Delivered:
-		if m.Epoch == p.epoch {
-			if it := p.item(m.Seq); it != nil {
-				it.done = true
-				p.advance(ctx)
-			}
+		if p.tr.Delivered(m) {
+			p.pump(ctx)
 		}
 	case *messages.Saved:
-		if m.Epoch == p.epoch && m.Seq > p.persisted {
-			p.persisted = m.Seq
+		if m.Epoch == p.epoch && p.tr.Persisted(m.Seq) {
+			p.saved = m.Seq
 			p.release()
-			p.maybeEnd(ctx)
+			p.pump(ctx)
 		}
 	case *drain:
 		if !p.ending {
-			p.end(ctx, drained, nil)
+			p.end(ctx, drained)
 		}
 	case *actor.Restarting, *actor.Stopping:
-		p.stopStream()
+		p.stream.Stop()
+		p.stream = nil
 	}
 }
 
 func (p *player) start(ctx actor.Context) {
 	p.epoch = rand.Uint64()
-	p.log = p.Log.With().Str("actor", "player").Str("session_id", p.rec.ID).Logger()
-	p.url = URLFor(p.URL, p.rec.ID)
+	p.log = p.Log.With().Str("actor", PlayerKind).Str("session_id", p.rec.ID).Logger()
 	// After a restart by the supervisor the store knows better than the
 	// copy the manager gave.
 	if rec, ok, err := p.Store.Recording(p.rec.ID); err != nil {
@@ -151,7 +147,10 @@ func (p *player) start(ctx actor.Context) {
 	} else if ok {
 		p.rec = rec
 	}
-	p.received, p.nextSeq = p.rec.Index, 1
+	p.next = p.rec.Index
+	p.tr = inflight.Tracker[playerPos]{URL: URLFor(p.URL, p.rec.ID), Stream: metrics.Session, Pool: p.Pool,
+		Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
+	p.tr.Reset(p.epoch)
 	if p.rec.Index > 0 {
 		p.log.Info().Int64("index", p.rec.Index).Msg("resuming session recording")
 	} else {
@@ -160,17 +159,15 @@ func (p *player) start(ctx actor.Context) {
 	p.startStream(ctx)
 }
 
-// startStream reads the recording from p.received in a goroutine that
+// startStream reads the recording from its index in a goroutine that
 // forwards each event to the actor, holding a credit per event, so that at
 // most Window events are read ahead of the checkpoint.
 func (p *player) startStream(ctx actor.Context) {
-	sctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
 	p.credits = make(chan struct{}, p.Window)
 	self, root, epoch, credits := ctx.Self(), ctx.ActorSystem().Root, p.epoch, p.credits
-	skip, dryRun := p.Skip, p.DryRun
-	events, errs := p.Sessions.StreamUnstructuredSessionEvents(sctx, p.rec.ID, p.received)
-	go func() {
+	filter, dryRun, sessions, sid, from := p.Filter, p.DryRun, p.Sessions, p.rec.ID, p.next
+	p.stream = supervisor.Go(context.Background(), func(ctx context.Context) {
+		events, errs := sessions.StreamUnstructuredSessionEvents(ctx, sid, from)
 		for {
 			select {
 			case ev, ok := <-events:
@@ -180,119 +177,99 @@ func (p *player) startStream(ctx actor.Context) {
 				}
 				fetched := time.Now()
 				var body []byte
-				if !skip[ev.Type] && !dryRun {
+				if filter.Sends(ev.Type) && !dryRun {
 					body = eventjson.Event(ev)
 				}
 				select {
 				case credits <- struct{}{}:
-				case <-sctx.Done():
+				case <-ctx.Done():
 					return
 				}
 				root.Send(self, &streamEvent{epoch: epoch, ev: ev, body: body, fetched: fetched})
 			case err := <-errs:
 				root.Send(self, &streamEnd{epoch: epoch, err: err})
 				return
-			case <-sctx.Done():
+			case <-ctx.Done():
 				return
 			}
 		}
-	}()
-}
-
-func (p *player) stopStream() {
-	if p.cancel != nil {
-		p.cancel()
-		p.cancel = nil
-	}
+	})
 }
 
 func (p *player) onEvent(ctx actor.Context, m *streamEvent) {
-	ev := m.ev
 	if p.ending {
 		<-p.credits
 		return
 	}
-	p.progress = true
+	p.moved = true
 	p.read++
-	p.Metrics.EventsFetched.WithLabelValues(metrics.Session).Inc()
-	it := &pitem{seq: p.nextSeq, index: ev.Index, ev: ev, fetched: m.fetched}
-	p.nextSeq++
-	p.received = ev.Index + 1
-	p.inflight = append(p.inflight, it)
-	switch {
-	case p.Skip[ev.Type]:
-		p.Metrics.EventsSkipped.WithLabelValues(metrics.Session, "type").Inc()
-		it.done = true
-	case p.DryRun:
-		p.log.Info().Str("event_type", ev.Type).Int64("index", ev.Index).Msg("dry run: would send session event")
-		it.done = true
-	default:
-		it.body = m.body
-		if it.body == nil {
-			it.body = eventjson.Event(ev)
-		}
-		ctx.Send(p.Pool, p.delivery(ctx, it))
-	}
-	p.advance(ctx)
-}
-
-func (p *player) delivery(ctx actor.Context, it *pitem) *messages.Delivery {
-	return &messages.Delivery{Epoch: p.epoch, Seq: it.seq, URL: p.url, Body: it.body,
-		EventID: it.ev.Id, Type: it.ev.Type, Stream: metrics.Session, ReplyTo: ctx.Self(), Fetched: it.fetched}
-}
-
-func (p *player) item(seq uint64) *pitem {
-	if len(p.inflight) == 0 || seq < p.inflight[0].seq {
-		return nil
-	}
-	if i := seq - p.inflight[0].seq; i < uint64(len(p.inflight)) {
-		return p.inflight[i]
-	}
-	return nil
-}
-
-// advance checkpoints the index after the settled prefix.
-func (p *player) advance(ctx actor.Context) {
-	var last *pitem
-	for len(p.inflight) > 0 && p.inflight[0].done {
-		last = p.inflight[0]
-		p.inflight[0] = nil
-		p.inflight = p.inflight[1:]
-	}
-	if last == nil {
-		return
-	}
-	p.rec.Index = last.index + 1
-	p.save(ctx, last.seq, persistence.RecordingWrites(p.rec))
-}
-
-func (p *player) save(ctx actor.Context, seq uint64, writes []persistence.Write) {
-	ctx.Send(p.Checkpoint, &messages.Save{Key: Key(p.rec.ID), Epoch: p.epoch, Seq: seq, Writes: writes, ReplyTo: ctx.Self()})
+	p.next = m.ev.Index + 1
+	p.tr.Event(m.ev, playerPos{index: p.next}, m.fetched, m.body)
+	p.pump(ctx)
 }
 
 // release returns the credits of checkpointed events to the reader. Events
-// take seqs 1, 2, ... in the order read, so those up to p.persisted are on
-// disk.
+// take seqs 1, 2, ... in the order read, so those up to p.saved are on disk.
 func (p *player) release() {
-	for ; p.freed < min(p.persisted, p.read); p.freed++ {
+	for ; p.freed < min(p.saved, p.read); p.freed++ {
 		<-p.credits
 	}
 }
 
+func (p *player) pump(ctx actor.Context) {
+	var dryRun func(*inflight.Item[playerPos])
+	if p.DryRun {
+		dryRun = func(it *inflight.Item[playerPos]) {
+			p.log.Info().Str("event_type", it.Ev.Type).Int64("index", it.Ev.Index).Msg("dry run: would send session event")
+		}
+	}
+	p.tr.HandOut(ctx, dryRun)
+	p.advance(ctx)
+	if p.endSeq != 0 && p.tr.Settled() {
+		if p.outcome == finished {
+			p.Metrics.SessionsFinished.Inc()
+			p.log.Info().Int64("events", p.rec.Index).Msg("session recording sent")
+		}
+		ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, rec: p.rec, outcome: p.outcome})
+		ctx.Stop(ctx.Self())
+		p.endSeq = 0
+	}
+}
+
+// advance checkpoints the index after the settled prefix; past the end
+// marker, the recording's final state: removed once finished or given up,
+// else kept for the next attempt.
+func (p *player) advance(ctx actor.Context) {
+	end := false
+	last := p.tr.Advance(func(it *inflight.Item[playerPos]) { end = end || it.Pos.end })
+	if last == nil {
+		return
+	}
+	p.rec.Index = last.Pos.index
+	writes := persistence.RecordingWrites(p.rec)
+	if end {
+		p.endSeq = last.Seq
+		if p.outcome == finished || p.outcome == gaveUp {
+			writes = persistence.RecordingDeletes(p.rec)
+		}
+	}
+	ctx.Send(p.Checkpoint, &messages.Save{Key: Key(p.rec.ID), Epoch: p.epoch, Seq: last.Seq, Writes: writes, ReplyTo: ctx.Self()})
+}
+
 func (p *player) onEnd(ctx actor.Context, err error) {
 	if err == nil {
-		p.end(ctx, finished, nil)
+		p.end(ctx, finished)
 		return
 	}
 	p.Metrics.TeleportErrors.WithLabelValues("StreamUnstructuredSessionEvents", metrics.ErrorKind(err)).Inc()
-	now := p.Now()
-	if p.progress {
+	now := p.Clock.Now()
+	if p.moved {
 		p.rec.Failures = 1 // the recording moved on since its last failure
 	} else {
 		p.rec.Failures++
 	}
 	switch {
-	case trace.IsNotFound(err) && p.rec.Index == 0 && !p.progress:
+	case trace.IsNotFound(err) && p.rec.Index == 0 && !p.moved:
 		// Uploads can lag their event; old events' recordings will not come.
 		p.rec.NotFound++
 		deadline := p.rec.UploadTime.Add(p.UploadWait)
@@ -300,58 +277,35 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 			p.log.Error().Err(err).Int("attempts", p.rec.NotFound).Time("upload_time", p.rec.UploadTime).
 				Msg("session recording not found; giving up on it")
 			p.Metrics.SessionsGivenUp.WithLabelValues("not_found").Inc()
-			p.end(ctx, gaveUp, err)
+			p.end(ctx, gaveUp)
 			return
 		}
 	case teleport.Transient(err):
 		// Teleport is unreachable or busy: retry for as long as it takes.
 	default:
 		if p.rec.Failures >= maxFailures {
-			p.log.Error().Err(err).Int("attempts", p.rec.Failures).Int64("index", p.received).
+			p.log.Error().Err(err).Int("attempts", p.rec.Failures).Int64("index", p.next).
 				Msg("streaming the session recording keeps failing; giving up on it")
 			p.Metrics.SessionsGivenUp.WithLabelValues("failing").Inc()
-			p.end(ctx, gaveUp, err)
+			p.end(ctx, gaveUp)
 			return
 		}
 	}
 	p.rec.NotBefore = now.Add(retries.Delay(p.rec.Failures))
 	p.log.Warn().Err(err).Int("attempt", p.rec.Failures).Time("retry_at", p.rec.NotBefore).
 		Msg("streaming the session recording failed; retrying")
-	p.end(ctx, retry, err)
+	p.end(ctx, retry)
 }
 
-// end stops reading and, once every event read is settled and
-// checkpointed, writes the final state and reports to the manager.
-func (p *player) end(ctx actor.Context, o outcome, _ error) {
-	p.stopStream()
+// end stops reading and queues the end marker: once every event read is
+// settled, the recording's final state is written and the manager told.
+func (p *player) end(ctx actor.Context, o outcome) {
+	p.stream.Stop()
+	p.stream = nil
 	p.ending, p.outcome = true, o
 	if o == finished {
 		p.rec.Failures, p.rec.NotBefore = 0, time.Time{}
 	}
-	p.maybeEnd(ctx)
-}
-
-func (p *player) maybeEnd(ctx actor.Context) {
-	if !p.ending || len(p.inflight) > 0 {
-		return
-	}
-	if p.final == 0 {
-		p.final = p.nextSeq
-		p.nextSeq++
-		writes := persistence.RecordingWrites(p.rec)
-		if p.outcome == finished || p.outcome == gaveUp {
-			writes = persistence.RecordingDeletes(p.rec)
-		}
-		p.save(ctx, p.final, writes)
-		return
-	}
-	if p.persisted < p.final {
-		return
-	}
-	if p.outcome == finished {
-		p.Metrics.SessionsFinished.Inc()
-		p.log.Info().Int64("events", p.rec.Index).Msg("session recording sent")
-	}
-	ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, rec: p.rec, outcome: p.outcome})
-	ctx.Stop(ctx.Self())
+	p.tr.Mark(playerPos{index: p.next, end: true})
+	p.pump(ctx)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
@@ -146,7 +147,7 @@ func newFixture(t *testing.T) *fixture {
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
 	return &fixture{tp: newFakeTeleport(), pool: &fakePool{got: map[string]int{}}, store: store, deps: sessions.Deps{
-		URL: base, Skip: map[string]bool{"print": true}, Concurrency: 2, Window: 4,
+		URL: base, Filter: inflight.Filter{Skip: map[string]bool{"print": true}}, Concurrency: 2, Window: 4,
 		ExitOnLastEvent: true, Log: zerolog.Nop(), UploadWait: time.Minute,
 	}}
 }
@@ -164,29 +165,27 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
 	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
-	done := make(chan error, 1)
-	bound := make(chan *actor.PID, 1)
-	spec := root.Spec{
-		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: 2 * time.Second,
-		Children: func() []root.Child {
-			var ckpt, pool *actor.PID
-			return []root.Child{
-				{Name: checkpoint.Name, Props: checkpoint.Props(f.store, zerolog.Nop(), nil), Bind: func(p *actor.PID) { ckpt = p }},
-				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return f.pool }), Bind: func(p *actor.PID) { pool = p }},
-				{Name: sessions.Name, Drain: true, Finishes: true, Bind: func(p *actor.PID) { bound <- p },
-					Props: actor.PropsFromProducer(func() actor.Actor {
-						d := f.deps
-						d.Sessions, d.Store, d.Checkpoint, d.Pool, d.Kit = f.tp, f.store, ckpt, pool, supervisor.Kit{Strategy: strategy}
-						return sessions.New(d)
-					}, actor.WithSupervisor(strategy))},
-			}
-		},
-	}
-	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
+	d := f.deps
+	d.Sessions, d.Store, d.Kit = f.tp, f.store, supervisor.Kit{Strategy: strategy}
+	d.Checkpoint, d.Pool = root.PID(system, checkpoint.Name), root.PID(system, "pool")
+	// The manager announces its start as a tap does.
+	started := make(chan struct{})
+	var once sync.Once
+	system.EventStream.Subscribe(func(evt any) {
+		if _, ok := evt.(*messages.TapStarted); ok {
+			once.Do(func() { close(started) })
+		}
+	})
+	tree, err := root.Start(system, root.Spec{Strategy: strategy, Log: zerolog.Nop(), DrainTimeout: 2 * time.Second,
+		Children: []root.Child{
+			{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: f.store})},
+			{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return f.pool })},
+			{Name: sessions.Name, Drain: true, Finishes: true, Props: sessions.Props(d)},
+		}})
 	require.NoError(t, err)
-	var mgr *actor.PID
+	mgr := root.PID(system, sessions.Name)
 	select {
-	case mgr = <-bound:
+	case <-started:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the manager did not start")
 	}
@@ -213,7 +212,7 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 	}
 	system.Root.Send(mgr, &messages.CaughtUp{Name: "poller"})
 
-	finished, err = root.Await(system, pid, done, deadline, 10*time.Second)
+	finished, err = tree.Wait(deadline, 10*time.Second)
 	require.NoError(t, err)
 	return finished
 }
@@ -248,7 +247,7 @@ func TestStreamsEveryRecordingOnceWithBoundedConcurrency(t *testing.T) {
 
 func TestEmptySkipListForwardsEverything(t *testing.T) {
 	f := newFixture(t)
-	f.deps.Skip = nil
+	f.deps.Filter = inflight.Filter{}
 	f.tp.record("all", 20)
 	require.True(t, f.run(t, []*auditlogpb.EventUnstructured{upload("all", time.Now())}, 20*time.Second))
 	events, _ := f.pool.count("all")

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"strings"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -149,3 +150,37 @@ func CountDeadLetters(system *actor.ActorSystem, m *metrics.Metrics) {
 		}
 	})
 }
+
+// Task is a goroutine with an owner: an actor's fetcher, stream reader or
+// sender, which the actor starts with Go and ends with Stop when it stops
+// or restarts, so that no goroutine outlives the incarnation that started
+// it (or the daemon's identity refresh, which Run ends the same way).
+type Task struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Go runs f in a goroutine, with a context that Stop cancels.
+func Go(parent context.Context, f func(ctx context.Context)) *Task {
+	ctx, cancel := context.WithCancel(parent)
+	t := &Task{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		defer cancel()
+		f(ctx)
+	}()
+	return t
+}
+
+// Stop cancels the task's context and waits for it to return. It does
+// nothing on a nil Task, and may be called more than once.
+func (t *Task) Stop() {
+	if t == nil {
+		return
+	}
+	t.cancel()
+	<-t.done
+}
+
+// Done is closed once the task has returned.
+func (t *Task) Done() <-chan struct{} { return t.done }

@@ -18,7 +18,7 @@ import (
 
 // window is the daemon's in-flight window with default flags: at most this
 // many events are handed out and not yet checkpointed, so a crash resends at
-// most this many (poller.MinWindow, more than 4 x --fluentd-max-connections
+// most this many (daemon.MinWindow, more than 4 x --fluentd-max-connections
 // = 40 with the defaults).
 const window = 256
 

@@ -20,7 +20,7 @@ import (
 )
 
 // Bounds on what a crash may resend, from the defaults: the audit window
-// (poller.MinWindow) and each of 5 players' window (sessions.DefaultWindow).
+// (daemon.MinWindow) and each of 5 players' window (sessions.DefaultWindow).
 const (
 	auditWindow   = 256
 	sessionWindow = 5 * 32

@@ -103,6 +103,8 @@ type Tree struct {
 	// Reader builds the reader with the checkpoint writer's and the pool's
 	// PIDs, and the taps (Tap with Wants, when set).
 	Reader func(ckpt, pool *actor.PID, taps []inflight.Tap) actor.Actor
+	// Kit makes the reader's props (protoactor's defaults when zero).
+	Kit supervisor.Kit
 }
 
 // Run runs the tree until the reader reports CaughtUp (finished is true),
@@ -112,27 +114,21 @@ func (tr Tree) Run(t testing.TB, timeout time.Duration, until func() bool) (fini
 	t.Helper()
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
-	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
-	done := make(chan error, 1)
-	spec := root.Spec{
-		Strategy: strategy, Log: zerolog.Nop(), Done: done, DrainTimeout: tr.DrainTimeout,
-		Children: func() []root.Child {
-			var ckpt, pool *actor.PID
-			var taps []inflight.Tap
-			children := []root.Child{
-				{Name: checkpoint.Name, Props: checkpoint.Props(tr.Store, zerolog.Nop(), nil), Bind: func(p *actor.PID) { ckpt = p }},
-				{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return tr.Pool }), Bind: func(p *actor.PID) { pool = p }},
-			}
-			if tr.Tap != nil {
-				children = append(children, root.Child{Name: "tap", Props: actor.PropsFromProducer(func() actor.Actor { return tr.Tap }),
-					Bind: func(p *actor.PID) { taps = []inflight.Tap{{PID: p, Wants: Wants}} }})
-			}
-			return append(children, root.Child{Name: tr.Name, Drain: true, Finishes: true, Props: actor.PropsFromProducer(func() actor.Actor {
-				return tr.Reader(ckpt, pool, taps)
-			})})
-		},
+	ckpt, pool := root.PID(system, checkpoint.Name), root.PID(system, "pool")
+	children := []root.Child{
+		{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: tr.Store})},
+		{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return tr.Pool })},
 	}
-	pid, err := system.Root.SpawnNamed(root.Props(spec), "root")
+	var taps []inflight.Tap
+	if tr.Tap != nil {
+		children = append(children, root.Child{Name: "tap", Props: actor.PropsFromProducer(func() actor.Actor { return tr.Tap })})
+		taps = []inflight.Tap{{PID: root.PID(system, "tap"), Wants: Wants}}
+	}
+	children = append(children, root.Child{Name: tr.Name, Drain: true, Finishes: true, Props: tr.Kit.Props(tr.Name, func() actor.Actor {
+		return tr.Reader(ckpt, pool, taps)
+	})})
+	tree, err := root.Start(system, root.Spec{Children: children, Log: zerolog.Nop(), DrainTimeout: tr.DrainTimeout,
+		Strategy: supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())})
 	if err != nil {
 		return false, err
 	}
@@ -152,5 +148,5 @@ func (tr Tree) Run(t testing.TB, timeout time.Duration, until func() bool) (fini
 			}
 		}()
 	}
-	return root.Await(system, pid, done, ctx.Done(), 10*time.Second)
+	return tree.Wait(ctx.Done(), 10*time.Second)
 }

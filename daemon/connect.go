@@ -1,0 +1,74 @@
+package daemon
+
+import (
+	"context"
+	"net/url"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/teleport"
+)
+
+// connectTeleport connects to Teleport and pings it, and reloads the
+// identity file every --teleport-refresh-interval when asked to. With
+// opts.Teleport (tests) it uses that instead.
+func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *metrics.Metrics, log zerolog.Logger) (API, func(), error) {
+	if opts.Teleport != nil {
+		return opts.Teleport, func() {}, nil
+	}
+	t := cfg.Teleport
+	conn, err := teleport.Connect(ctx, teleport.Config{Addr: t.Addr, Identity: t.Identity, CA: t.CA, Cert: t.Cert, Key: t.Key, Reload: t.RefreshEnabled})
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info().Str("addr", t.Addr).Str("cluster", conn.Ping.ClusterName).Str("version", conn.Ping.ServerVersion).Msg("connected to teleport")
+	var refresh *supervisor.Task
+	if t.RefreshEnabled {
+		refresh = supervisor.Go(ctx, func(ctx context.Context) {
+			conn.RunRefresh(ctx, t.RefreshInterval, log, func(err error) {
+				result := "ok"
+				if err != nil {
+					result = "error"
+				}
+				m.IdentityReloads.WithLabelValues(result).Inc()
+			})
+		})
+	}
+	return conn, func() { refresh.Stop(); conn.Close() }, nil
+}
+
+// connectFluentd sets up the transport to Fluentd and waits until the
+// handshake with each endpoint works: a certificate problem is fatal, an
+// unreachable Fluentd is waited for. With --dry-run, which sends nothing,
+// there is no transport.
+func connectFluentd(ctx context.Context, cfg *config.Config, log zerolog.Logger) (fluentd.Transport, error) {
+	if cfg.DryRun {
+		return nil, nil
+	}
+	f := cfg.Fluentd
+	tlsCfg, err := fluentd.TLSConfig(f.CA, f.Cert, f.Key)
+	if err != nil {
+		return nil, err
+	}
+	t := fluentd.NewHTTP(tlsCfg, f.MaxConnections)
+	checked := map[string]bool{}
+	for _, u := range []string{f.URL, f.SessionURL} {
+		// The handshake depends on the endpoint only, and both URLs
+		// usually name the same one.
+		if pu, err := url.Parse(u); err == nil {
+			if checked[pu.Host] {
+				continue
+			}
+			checked[pu.Host] = true
+		}
+		if err := fluentd.WaitReady(ctx, t, u, log); err != nil {
+			t.Close()
+			return nil, err
+		}
+	}
+	return t, nil
+}

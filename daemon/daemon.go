@@ -1,0 +1,101 @@
+// Package daemon runs the daemon: a short sequence of phases, each in a
+// file of its own. Connect to Teleport and Fluentd (connect.go), open the
+// state (state.go), choose the read path (readpath.go), plan the windows and
+// filters (plan.go), and run the actor tree until it stops (tree.go).
+package daemon
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
+	"github.com/fdfwd/teleport-event-handler/actors/poller"
+	"github.com/fdfwd/teleport-event-handler/actors/sessions"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+)
+
+// Options are the knobs that are not in the configuration, for tests.
+type Options struct {
+	Policy       supervisor.Policy
+	DrainTimeout time.Duration
+	// Teleport, when set, replaces the connection to Teleport.
+	Teleport API
+	// Metrics, when set, replaces the daemon's own (tests read them).
+	Metrics *metrics.Metrics
+	// Progress is where a backfill with --exit-on-last-event draws its
+	// progress bar (a terminal); nil logs progress lines instead.
+	Progress io.Writer
+}
+
+// API is what the actors call on Teleport.
+type API interface {
+	poller.Searcher
+	sessions.Streamer
+	lockpolicy.Locker
+}
+
+// Run connects to Teleport and Fluentd, starts the actor tree and blocks
+// until ctx is cancelled (a graceful stop), the stream is done
+// (--exit-on-last-event) or the tree gives up. It returns nil after a clean
+// stop, and after a stop while it was still waiting for Fluentd or
+// Teleport's export API (nothing was started).
+func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) error {
+	m := opts.Metrics
+	if m == nil {
+		m = metrics.New()
+	}
+	stopMetrics, err := serveMetrics(cfg.MetricsAddr, m, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+
+	api, closeTeleport, err := connectTeleport(ctx, cfg, opts, m, log)
+	if err != nil {
+		return err
+	}
+	defer closeTeleport()
+	transport, err := connectFluentd(ctx, cfg, log)
+	if err != nil {
+		return quiet(ctx, err)
+	}
+	if transport != nil {
+		defer transport.Close()
+	}
+
+	st, err := openState(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	exporter, err := chooseReadPath(ctx, cfg, api, st.store, log)
+	if err != nil {
+		return quiet(ctx, err)
+	}
+
+	return runTree(ctx, tree{
+		cfg: cfg, plan: planFor(cfg), opts: opts, log: log, metrics: m,
+		api: api, exporter: exporter, transport: transport, store: st.store, start: st.start,
+	})
+}
+
+// quiet drops the error of a phase that ended because ctx was cancelled.
+func quiet(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz on addr, if set.
+func serveMetrics(addr string, m *metrics.Metrics, log zerolog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	return m.Serve(addr, log)
+}
