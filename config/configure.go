@@ -104,6 +104,24 @@ func flagError(flag, value, problem, fix string) *Error {
 
 // resolve types and checks the flags and arguments of configure.
 func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (string, bool)) (*Configure, error) {
+	c, err := cc.resolveArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	for _, step := range []func(*Configure) error{cc.resolveKeys, cc.resolveNames, cc.resolveURLs} {
+		if err := step(c); err != nil {
+			return nil, err
+		}
+	}
+	if err := cc.resolvePassword(c, lookupEnv); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// resolveArgs checks OUT_DIR and TELEPORT_ADDR and starts from the
+// defaults.
+func (cc *configureCommand) resolveArgs(args []string) (*Configure, error) {
 	const example = "e.g. " + program + " configure ./event-handler teleport.example.com:443"
 	switch {
 	case len(args) == 0:
@@ -115,7 +133,6 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 	case strings.TrimSpace(args[0]) == "":
 		return nil, &Error{Option: "OUT_DIR", Problem: "empty output directory", Fix: "give a directory, " + example}
 	}
-	f := cc.flags
 	c := &Configure{
 		OutDir:            args[0],
 		TeleportAddr:      Default().Teleport.Addr,
@@ -126,10 +143,9 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 		TTL:               certs.DefaultTTL,
 		DNSNames:          slices.Clone(defaultDNSNames),
 		IPs:               slices.Clone(defaultIPs),
-		Force:             f.Force,
-		LockEnabled:       f.LockEnabled,
+		Force:             cc.flags.Force,
+		LockEnabled:       cc.flags.LockEnabled,
 	}
-
 	if len(args) == 2 {
 		c.TeleportAddr = strings.TrimSpace(args[1])
 		if host, port, err := net.SplitHostPort(c.TeleportAddr); err != nil || host == "" || port == "" {
@@ -137,43 +153,54 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 				Fix: "give the Auth Service or Proxy Service address such as teleport.example.com:443"}
 		}
 	}
+	return c, nil
+}
 
+// resolveKeys checks --key-type, --length and --ttl.
+func (cc *configureCommand) resolveKeys(c *Configure) error {
+	f := cc.flags
 	if cc.isSet("key-type") {
 		switch certs.KeyType(strings.ToLower(strings.TrimSpace(f.KeyType))) {
 		case certs.RSA:
 		case certs.ECDSA:
 			c.KeyType = certs.ECDSA
 		default:
-			return nil, flagError("key-type", f.KeyType, "unknown key type", "use rsa or ecdsa")
+			return flagError("key-type", f.KeyType, "unknown key type", "use rsa or ecdsa")
 		}
 	}
 	if cc.isSet("length") {
 		if c.KeyType != certs.RSA {
-			return nil, flagError("length", f.Length, "sets the size of RSA keys, but --key-type is ecdsa (P-256)",
+			return flagError("length", f.Length, "sets the size of RSA keys, but --key-type is ecdsa (P-256)",
 				"drop --length, or use --key-type rsa")
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(f.Length))
 		if err != nil || !slices.Contains(rsaSizes, n) {
-			return nil, flagError("length", f.Length, "not a supported RSA key size", "use 2048, 3072 or 4096")
+			return flagError("length", f.Length, "not a supported RSA key size", "use 2048, 3072 or 4096")
 		}
 		c.RSABits = n
 	}
 	if cc.isSet("ttl") {
 		d, err := time.ParseDuration(strings.TrimSpace(f.TTL))
 		if err != nil || d <= 0 {
-			return nil, flagError("ttl", f.TTL, "not a positive duration", "use a Go duration such as 8760h (a year)")
+			return flagError("ttl", f.TTL, "not a positive duration", "use a Go duration such as 8760h (a year)")
 		}
 		c.TTL = d
 	}
+	return nil
+}
 
+// resolveNames checks --dns-names and --ip, the names of Fluentd's server
+// certificate.
+func (cc *configureCommand) resolveNames(c *Configure) error {
+	f := cc.flags
 	if cc.isSet("dns-names") {
 		c.DNSNames = splitList(strings.Join(f.DNSNames, ","))
 		for _, name := range c.DNSNames {
 			if net.ParseIP(name) != nil {
-				return nil, flagError("dns-names", name, "is an IP address", "give it with --ip")
+				return flagError("dns-names", name, "is an IP address", "give it with --ip")
 			}
 			if !isDNSName(name) {
-				return nil, flagError("dns-names", name, "not a DNS name", "use names such as fluentd.example.com or *.example.com")
+				return flagError("dns-names", name, "not a DNS name", "use names such as fluentd.example.com or *.example.com")
 			}
 		}
 	}
@@ -182,16 +209,21 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 		for _, s := range splitList(strings.Join(f.IP, ",")) {
 			ip := net.ParseIP(s)
 			if ip == nil {
-				return nil, flagError("ip", s, "not an IP address", "use addresses such as 127.0.0.1 or ::1, and --dns-names for names")
+				return flagError("ip", s, "not an IP address", "use addresses such as 127.0.0.1 or ::1, and --dns-names for names")
 			}
 			c.IPs = append(c.IPs, ip)
 		}
 	}
 	if len(c.DNSNames) == 0 && len(c.IPs) == 0 {
-		return nil, &Error{Option: "--dns-names", Problem: "no DNS name and no IP address for Fluentd's server certificate",
+		return &Error{Option: "--dns-names", Problem: "no DNS name and no IP address for Fluentd's server certificate",
 			Fix: "give the names the daemon reaches Fluentd by with --dns-names and --ip"}
 	}
+	return nil
+}
 
+// resolveURLs checks --fluentd-url and --fluentd-session-url.
+func (cc *configureCommand) resolveURLs(c *Configure) error {
+	f := cc.flags
 	for _, u := range []struct {
 		flag string
 		dst  *string
@@ -201,13 +233,13 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 			continue
 		}
 		if err := checkFluentdURL(u.text); err != "" {
-			return nil, flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultConfigureFluentdURL)
+			return flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultConfigureFluentdURL)
 		}
 		*u.dst = u.text
 	}
 	// The daemon posts recordings to <session-url>.<sid>.log.
 	if strings.HasSuffix(c.FluentdSessionURL, "/") {
-		return nil, flagError("fluentd-session-url", c.FluentdSessionURL, "ends with /, and .<session-id>.log is appended to it",
+		return flagError("fluentd-session-url", c.FluentdSessionURL, "ends with /, and .<session-id>.log is appended to it",
 			"drop the trailing /, as in "+DefaultConfigureFluentdSessionURL)
 	}
 	// One <source> of fluent.conf serves both URLs.
@@ -216,15 +248,21 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 		if cc.isSet("fluentd-session-url") {
 			src = "flag"
 		}
-		return nil, &Error{Option: "--fluentd-session-url", Value: c.FluentdSessionURL, Source: src,
+		return &Error{Option: "--fluentd-session-url", Value: c.FluentdSessionURL, Source: src,
 			Problem: "is not on the host and port of --fluentd-url " + c.FluentdURL + ", and fluent.conf has one HTTP input",
 			Fix:     "give both URLs the same host and port"}
 	}
+	return nil
+}
 
+// resolvePassword takes the passphrase of server.key from --password or
+// the environment; empty means one is generated.
+func (cc *configureCommand) resolvePassword(c *Configure, lookupEnv func(string) (string, bool)) error {
+	f := cc.flags
 	switch {
 	case cc.isSet("password"):
 		if f.Password == "" {
-			return nil, flagError("password", "", "empty passphrase", "give a passphrase, or leave --password out to have one generated")
+			return flagError("password", "", "empty passphrase", "give a passphrase, or leave --password out to have one generated")
 		}
 		c.Password = f.Password
 	default:
@@ -238,10 +276,10 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 		if !cc.isSet("password") {
 			src = "env " + PasswordEnv
 		}
-		return nil, &Error{Option: "--password", Value: "(hidden)", Source: src, Problem: "contains control characters, which fluent.conf cannot hold",
+		return &Error{Option: "--password", Value: "(hidden)", Source: src, Problem: "contains control characters, which fluent.conf cannot hold",
 			Fix: "use printable characters only"}
 	}
-	return c, nil
+	return nil
 }
 
 // checkFluentdURL returns what is wrong with a Fluentd URL for configure,
