@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/teleport/api/internalutils/stream"
 	"github.com/gravitational/trace"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -298,11 +300,23 @@ func TestLateChunkOfAPastDayIsRead(t *testing.T) {
 	ids, start := threeDays(api)
 	r := newRun(t, api, start)
 	r.deps.ExitOnLastEvent = false
+	clock := clockwork.NewFakeClockAt(time.Now())
+	r.deps.Clock = clock
+	var last atomic.Pointer[string] // the late chunk's last event
 	go func() {
-		time.Sleep(500 * time.Millisecond)
-		api.addChunk("late", "late", 15, today().AddDate(0, 0, -1).Add(time.Hour))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// Caught up: the walker waits --timeout before listing again.
+		if clock.BlockUntilContext(ctx, 1) != nil {
+			return
+		}
+		late := api.addChunk("late", "late", 15, today().AddDate(0, 0, -1).Add(time.Hour))
+		last.Store(&late[len(late)-1])
+		clock.Advance(r.deps.Timeout)
 	}()
-	require.False(t, r.start(t, 2*time.Second))
+	finished, err := r.startUntil(t, 10*time.Second, func() bool { id := last.Load(); return id != nil && r.pool.Count(*id) == 1 })
+	require.NoError(t, err)
+	require.False(t, finished)
 	require.Len(t, r.pool.Got, len(ids)+15)
 	for id, n := range r.pool.Got {
 		require.Equal(t, 1, n, id)
