@@ -1,5 +1,7 @@
 // Package metrics holds the daemon's Prometheus metrics, in a private
-// registry, and the hooks that feed them from the actor system.
+// registry, with the health probes and the progress reports. It knows
+// nothing of actors: the actors feed it, and supervisor.Kit counts the
+// actors themselves.
 //
 // Every label has a small, fixed set of values: actor kinds, stream names,
 // status classes. Session IDs never become labels, so short-lived players

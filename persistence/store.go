@@ -1,6 +1,8 @@
 // Package persistence keeps the daemon's progress in a bbolt file under
 // --storage, one directory per Teleport address (as upstream does), and the
-// dead letters beside it.
+// dead letters beside it. Every bucket and key of the state file is defined
+// here, with the records stored under them; writes are kv.Write values,
+// which the checkpoint writer applies.
 //
 // Every write is one fsync'd bbolt transaction, so a kill -9 leaves either the
 // old or the new position on disk, never a torn file.

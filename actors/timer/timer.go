@@ -2,11 +2,11 @@
 // that tests can drive.
 //
 // An actor keeps one Timer per purpose. Arming it again replaces what was
-// pending and Stop cancels it; a message from a replaced or cancelled
-// arming, or one that arrives after the actor restarted, is recognised on
-// receipt by Message and dropped, so actors need no epochs of their own
-// for their timers. An actor stops its timers when it stops or restarts
-// (a timer outlives the instance that armed it otherwise).
+// pending and Stop cancels it; a message of a replaced or cancelled arming
+// that is already on its way is recognised on receipt by Message and
+// dropped, so actors need no epochs of their own for their timers. An actor
+// stops its timers when it stops or restarts: a timer would outlive the
+// instance that armed it otherwise, and its message reach the next one.
 package timer
 
 import (
