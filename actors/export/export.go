@@ -170,9 +170,7 @@ func Props(d Deps) *actor.Props {
 
 // Receive implements actor.Actor.
 func (w *Walker) Receive(ctx actor.Context) {
-	msg := timer.Message(ctx)
-	faults.Inject(Name, msg)
-	switch m := msg.(type) {
+	switch m := faults.Received(Name, timer.Message(ctx)).(type) {
 	case *actor.Started:
 		w.start(ctx)
 	case *roundTick:

@@ -94,9 +94,7 @@ type reader struct {
 }
 
 func (r *reader) Receive(ctx actor.Context) {
-	msg := timer.Message(ctx)
-	faults.Inject(ReaderKind, msg)
-	switch m := msg.(type) {
+	switch m := faults.Received(ReaderKind, timer.Message(ctx)).(type) {
 	case *actor.Started:
 		r.start(ctx)
 	case *batch:
@@ -105,12 +103,8 @@ func (r *reader) Receive(ctx actor.Context) {
 		}
 	case *reopenTick:
 		r.open(ctx)
-	case *messages.Delivered:
-		if r.tr.Delivered(m) {
-			r.pump(ctx)
-		}
-	case *messages.Observed:
-		if r.tr.Observed(m) {
+	case *messages.Delivered, *messages.Observed:
+		if r.tr.Answered(m) {
 			r.pump(ctx)
 		}
 	case *messages.Saved:

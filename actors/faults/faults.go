@@ -68,3 +68,10 @@ func Inject(kind string, msg any) {
 	mu.Unlock()
 	panic(fmt.Sprintf("fault injected into %s actor", kind))
 }
+
+// Received is Inject that hands msg on, for the first line of an actor's
+// Receive: switch m := faults.Received(kind, ctx.Message()).(type) { ... }
+func Received(kind string, msg any) any {
+	Inject(kind, msg)
+	return msg
+}

@@ -182,6 +182,20 @@ func (t *Tracker[P]) item(seq uint64) *Item[P] {
 	return t.inflight[idx]
 }
 
+// Answered records an answer to what the tracker handed out, the pool's
+// *messages.Delivered or a tap's *messages.Observed; false when it changes
+// nothing (an answer to a resend, to an earlier incarnation, or another
+// message).
+func (t *Tracker[P]) Answered(msg any) bool {
+	switch m := msg.(type) {
+	case *messages.Delivered:
+		return t.Delivered(m)
+	case *messages.Observed:
+		return t.Observed(m)
+	}
+	return false
+}
+
 // Delivered records the pool's answer; false when it changes nothing.
 func (t *Tracker[P]) Delivered(m *messages.Delivered) bool {
 	it := t.item(m.Seq)

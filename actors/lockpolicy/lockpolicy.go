@@ -181,9 +181,7 @@ type sweepTick struct{}
 
 // Receive implements actor.Actor.
 func (p *Policy) Receive(ctx actor.Context) {
-	msg := timer.Message(ctx)
-	faults.Inject(Name, msg)
-	switch m := msg.(type) {
+	switch m := faults.Received(Name, timer.Message(ctx)).(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *messages.Observe:

@@ -162,9 +162,7 @@ func Props(d Deps) *actor.Props {
 
 // Receive implements actor.Actor.
 func (p *Poller) Receive(ctx actor.Context) {
-	msg := timer.Message(ctx)
-	faults.Inject(Name, msg)
-	switch m := msg.(type) {
+	switch m := faults.Received(Name, timer.Message(ctx)).(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *fetchTick:
@@ -174,17 +172,13 @@ func (p *Poller) Receive(ctx actor.Context) {
 		if m.epoch == p.epoch {
 			p.onPage(ctx, m)
 		}
-	case *messages.Delivered:
-		if p.tr.Delivered(m) {
+	case *messages.Delivered, *messages.Observed:
+		if p.tr.Answered(m) {
 			p.pump(ctx)
 		}
 	case *messages.Saved:
 		if m.Epoch == p.epoch {
 			p.onSaved(ctx, m)
-		}
-	case *messages.Observed:
-		if p.tr.Observed(m) {
-			p.pump(ctx)
 		}
 	case *messages.TapStarted:
 		p.tr.TapStarted(ctx, m.PID)

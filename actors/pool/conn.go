@@ -117,9 +117,7 @@ func connProps(deps Deps) *actor.Props {
 }
 
 func (c *conn) Receive(ctx actor.Context) {
-	msg := timer.Message(ctx)
-	faults.Inject("connection", msg)
-	switch m := msg.(type) {
+	switch m := faults.Received("connection", timer.Message(ctx)).(type) {
 	case *actor.Started:
 		c.start(ctx)
 	case *job:

@@ -152,9 +152,7 @@ type startTick struct{}
 
 // Receive implements actor.Actor.
 func (m *Manager) Receive(ctx actor.Context) {
-	msg := timer.Message(ctx)
-	faults.Inject(Name, msg)
-	switch msg := msg.(type) {
+	switch msg := faults.Received(Name, timer.Message(ctx)).(type) {
 	case *actor.Started:
 		m.start(ctx)
 	case *messages.Observe:

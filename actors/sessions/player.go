@@ -105,8 +105,7 @@ func playerProps(d Deps, rec persistence.Recording, mgrEpoch uint64) *actor.Prop
 }
 
 func (p *player) Receive(ctx actor.Context) {
-	faults.Inject(PlayerKind, ctx.Message())
-	switch m := ctx.Message().(type) {
+	switch m := faults.Received(PlayerKind, ctx.Message()).(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *streamEvent:
@@ -118,7 +117,7 @@ func (p *player) Receive(ctx actor.Context) {
 			p.onEnd(ctx, m.err)
 		}
 	case *messages.Delivered:
-		if p.tr.Delivered(m) {
+		if p.tr.Answered(m) {
 			p.pump(ctx)
 		}
 	case *messages.Saved:
