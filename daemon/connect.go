@@ -67,6 +67,9 @@ func connectFluentd(ctx context.Context, cfg *config.Config, log zerolog.Logger)
 		}
 		if err := fluentd.WaitReady(ctx, t, u, log); err != nil {
 			t.Close()
+			if ctx.Err() != nil {
+				return nil, errStopped
+			}
 			return nil, err
 		}
 	}

@@ -6,6 +6,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"time"
 
@@ -62,7 +63,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	defer closeTeleport()
 	transport, err := connectFluentd(ctx, cfg, log)
 	if err != nil {
-		return quiet(ctx, err)
+		return quiet(err)
 	}
 	if transport != nil {
 		defer transport.Close()
@@ -75,7 +76,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	defer st.close()
 	exporter, err := chooseReadPath(ctx, cfg, api, st.store, log)
 	if err != nil {
-		return quiet(ctx, err)
+		return quiet(err)
 	}
 
 	return runTree(ctx, tree{
@@ -84,9 +85,14 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	})
 }
 
-// quiet drops the error of a phase that ended because ctx was cancelled.
-func quiet(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+// errStopped ends a phase that was waiting (for Fluentd, for Teleport's
+// export API) when the daemon was asked to stop: nothing was started, and
+// the stop is clean.
+var errStopped = errors.New("stopped while waiting")
+
+// quiet is err, but nil for errStopped.
+func quiet(err error) error {
+	if errors.Is(err, errStopped) {
 		return nil
 	}
 	return err

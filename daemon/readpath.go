@@ -25,6 +25,9 @@ import (
 // position.
 func chooseReadPath(ctx context.Context, cfg *config.Config, api API, store *persistence.Store, log zerolog.Logger) (export.Exporter, error) {
 	exporter, err := chooseExport(ctx, cfg.ExportMode, cfg.Teleport.Addr, api, log)
+	if err != nil && ctx.Err() != nil {
+		return nil, errStopped
+	}
 	if err != nil || exporter != nil {
 		return exporter, err
 	}

@@ -19,6 +19,9 @@ import (
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
+// connKind is the kind of the connection actors.
+const connKind = "connection"
+
 // Depth is how many jobs a connection holds at once: it starts the next
 // request as soon as an answer comes, without waiting for the pool, so the
 // connection does not idle for a round trip between actors.
@@ -111,13 +114,13 @@ type conn struct {
 }
 
 func connProps(deps Deps) *actor.Props {
-	return deps.Kit.Props("connection", func() actor.Actor {
+	return deps.Kit.Props(connKind, func() actor.Actor {
 		return &conn{deps: deps, jobs: map[uint64]*sendJob{}}
 	})
 }
 
 func (c *conn) Receive(ctx actor.Context) {
-	switch m := faults.Received("connection", timer.Message(ctx)).(type) {
+	switch m := faults.Received(connKind, timer.Message(ctx)).(type) {
 	case *actor.Started:
 		c.start(ctx)
 	case *job:

@@ -160,11 +160,10 @@ func (p *Pool) start(ctx actor.Context) {
 	p.conns, p.list = map[string]*connState{}, nil
 	p.deps.Metrics.PoolCapacity.Set(float64(p.deps.MaxConnections))
 	props := connProps(p.deps)
-	for i := range p.deps.MaxConnections {
-		pid, err := ctx.SpawnNamed(props, fmt.Sprintf("connection-%d", i))
-		if err != nil {
-			panic(fmt.Errorf("spawn connection %d: %w", i, err))
-		}
+	for range p.deps.MaxConnections {
+		// A name of its own in each incarnation of the pool, so that
+		// nothing meant for an earlier connection reaches this one.
+		pid := supervisor.Spawn(ctx, props, connKind)
 		// No slot until it reports its start.
 		c := &connState{pid: pid}
 		p.conns[pid.Id] = c

@@ -113,7 +113,9 @@ func (p *player) Receive(ctx actor.Context) {
 			p.onEvent(ctx, m)
 		}
 	case *streamEnd:
-		if m.epoch == p.epoch {
+		// Once ending (a drain), the stream's end changes nothing: what it
+		// read after the drain was dropped, and is read again next time.
+		if m.epoch == p.epoch && !p.ending {
 			p.onEnd(ctx, m.err)
 		}
 	case *messages.Delivered:
@@ -140,12 +142,21 @@ func (p *player) start(ctx actor.Context) {
 	p.epoch = rand.Uint64()
 	p.log = p.Log.With().Str("actor", PlayerKind).Str("session_id", p.rec.ID).Logger()
 	// After a restart by the supervisor the store knows better than the
-	// copy the manager gave.
-	if rec, ok, err := p.Store.Recording(p.rec.ID); err != nil {
+	// copy the manager gave. The manager stores a recording before it
+	// starts its player, so one that is gone was finished (or given up)
+	// by this player's previous incarnation, which failed before it could
+	// report.
+	rec, ok, err := p.Store.Recording(p.rec.ID)
+	if err != nil {
 		panic(fmt.Errorf("load recording %s: %w", p.rec.ID, err))
-	} else if ok {
-		p.rec = rec
 	}
+	if !ok {
+		p.log.Info().Msg("session recording already sent")
+		ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, rec: p.rec, outcome: finished})
+		ctx.Stop(ctx.Self())
+		return
+	}
+	p.rec = rec
 	p.next = p.rec.Index
 	p.tr = inflight.Tracker[playerPos]{URL: URLFor(p.URL, p.rec.ID), Stream: metrics.Session, Pool: p.Pool,
 		Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
@@ -299,6 +310,9 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 // end stops reading and queues the end marker: once every event read is
 // settled, the recording's final state is written and the manager told.
 func (p *player) end(ctx actor.Context, o outcome) {
+	if p.ending {
+		return
+	}
 	p.stream.Stop()
 	p.stream = nil
 	p.ending, p.outcome = true, o

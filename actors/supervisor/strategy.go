@@ -167,17 +167,19 @@ func (s *Strategy) restartLater(system *actor.ActorSystem, sup actor.Supervisor,
 	id := d.Child.Id
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.waiting[id] = s.policy.Clock.AfterFunc(d.Delay, func() {
+	var t clockwork.Timer
+	t = s.policy.Clock.AfterFunc(d.Delay, func() {
 		s.mu.Lock()
-		if _, ok := s.waiting[id]; !ok {
+		if s.waiting[id] != t {
 			s.mu.Unlock()
-			return // cancelled by Shutdown
+			return // cancelled by Shutdown, or replaced
 		}
 		delete(s.waiting, id)
 		s.mu.Unlock()
 		system.EventStream.Publish(&actor.SupervisorEvent{Child: d.Child, Reason: d.Cause, Directive: actor.RestartDirective})
 		sup.RestartChildren(d.Child)
 	})
+	s.waiting[id] = t
 }
 
 func (s *Strategy) notify(d Decision) {
