@@ -11,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/trace"
+	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -167,6 +168,12 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
 	d := f.deps
 	d.Sessions, d.Store, d.Kit = f.tp, f.store, supervisor.Kit{Strategy: strategy}
+	// Time passes only when the manager or a player waits for it (a retry
+	// after a failed stream, a recording not due yet): each wait ends at
+	// once, and the tests do not wait out the backoff.
+	clock := clockwork.NewFakeClockAt(time.Now())
+	d.Clock = clock
+	defer driveClock(clock)()
 	d.Checkpoint, d.Pool = root.PID(system, checkpoint.Name), root.PID(system, "pool")
 	// The manager announces its start as a tap does.
 	started := make(chan struct{})
@@ -318,4 +325,18 @@ func TestUnfinishedRecordingsResumeOnStart(t *testing.T) {
 	require.Equal(t, 30-(30+1)/3, queued)
 	require.Zero(t, dups, "a drained player checkpoints everything it sent")
 	require.Empty(t, f.stored(t))
+}
+
+// driveClock advances clock by a second whenever something waits on it,
+// until the returned function is called.
+func driveClock(clock *clockwork.FakeClock) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for clock.BlockUntilContext(ctx, 1) == nil {
+			clock.Advance(time.Second)
+		}
+	}()
+	return func() { cancel(); <-done }
 }

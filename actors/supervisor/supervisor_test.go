@@ -1,7 +1,6 @@
 package supervisor_test
 
 import (
-	"context"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -149,11 +148,10 @@ func TestShutdownCancelsARestartThatWaits(t *testing.T) {
 	tr.waiting(t, 1)
 	tr.strategy.Shutdown()
 	require.Zero(t, tr.strategy.Waiting())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(t, tr.clock.BlockUntilContext(ctx, 0), "the delayed restart's timer is stopped")
+	// Had the restart been left waiting, the clock would run it now, on a
+	// goroutine of its own.
 	tr.clock.Advance(time.Hour)
-	require.EqualValues(t, 1, tr.starts.Load(), "restarted after Shutdown")
+	require.Never(t, func() bool { return tr.starts.Load() > 1 }, 100*time.Millisecond, time.Millisecond, "restarted after Shutdown")
 	// The child is still suspended; stopping the parent stops it.
 	require.NoError(t, tr.system.Root.StopFuture(tr.parent).Wait())
 }
