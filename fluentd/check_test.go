@@ -20,11 +20,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
-	rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)})
-	require.NoError(t, err)
-	t.Cleanup(rcv.Close)
+	rcv, pki := fluentdsrv.StartForTest(t)
 	return &fixture{pki: pki, rcv: rcv}
 }
 

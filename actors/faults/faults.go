@@ -47,9 +47,10 @@ func Reset() {
 // (not one of the actor's lifecycle messages, which would fault the
 // supervisor's own bookkeeping rather than the actor's work). Actors call it
 // where their work can fail: on receipt for those whose work survives a
-// failure on any message (the poller and players reload from the store, the
-// pool keeps each connection's delivery), at the write for the checkpoint
-// writer, whose queue survives a failed write but not a lost Save.
+// failure on any message (the readers reload from the store, a connection's
+// jobs are held by the pool); in the pool just after a delivery is in its
+// queue, which survives a restart; at the write for the checkpoint writer,
+// whose queue survives a failed write but not a lost Save.
 func Inject(kind string, msg any) {
 	if !armed.Load() {
 		return
