@@ -51,6 +51,12 @@ type Config struct {
 	// MetricsAddr is where /metrics, /healthz and /readyz are served; empty
 	// serves nothing.
 	MetricsAddr string
+	// ReadyGrace is how long Fluentd may fail every send, a Teleport reader
+	// every call, or a checkpoint stay unwritten, before /readyz says the
+	// daemon is not ready: a short outage is ridden out without paging
+	// anyone. A receiver that refuses service (401, 403, a redirect, ...)
+	// makes it unready at once.
+	ReadyGrace time.Duration
 
 	Fluentd  FluentdConfig
 	Teleport TeleportConfig
@@ -120,6 +126,7 @@ func Default() Config {
 		SkipSessionTypes: []string{"print", "desktop.recording"},
 		WindowSize:       24 * time.Hour,
 		Concurrency:      5,
+		ReadyGrace:       time.Minute,
 		Fluentd:          FluentdConfig{Batch: 1},
 		Teleport: TeleportConfig{
 			Addr:            "localhost:3025",

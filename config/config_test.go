@@ -301,6 +301,7 @@ refresh.interval = "2m"
 		StartTime:        time.Date(2024, 1, 2, 15, 4, 5, 0, time.UTC),
 		WindowSize:       12 * time.Hour,
 		Concurrency:      3,
+		ReadyGrace:       time.Minute,
 		ExitOnLastEvent:  true,
 		Debug:            true,
 		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4, Batch: 50},

@@ -132,6 +132,9 @@ var options = []*option{
 	{flag: "metrics-addr", group: groupRun, env: []string{"FDFWD_METRICS_ADDR"}, keys: []string{"metrics-addr"}, value: "HOST:PORT",
 		help:  "Serve /metrics, /healthz, /readyz here, e.g. 127.0.0.1:9465",
 		field: func(c *Config) any { return &c.MetricsAddr }},
+	{flag: "ready-grace", group: groupRun, env: []string{"FDFWD_READY_GRACE"}, keys: []string{"ready-grace"}, value: "DURATION",
+		help:  "Grace for failing Fluentd sends or Teleport calls before /readyz is red",
+		field: func(c *Config) any { return &c.ReadyGrace }},
 
 	{flag: "lock-enabled", group: groupLock, env: []string{"FDFWD_LOCKING_ENABLED"}, keys: []string{"lock-enabled", "lock.enabled"},
 		help:  "Lock users after repeated failed logins",

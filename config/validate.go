@@ -126,6 +126,7 @@ func (r *resolver) checkNumbers(c *Config) error {
 		atLeast("lock-failed-attempts-count", c.Lock.FailedAttempts, 1),
 		positive("timeout", c.Timeout),
 		positive("window-size", c.WindowSize),
+		positive("ready-grace", c.ReadyGrace),
 		notNegative("teleport-refresh-interval", c.Teleport.RefreshInterval, "use a duration such as 1m"),
 		notNegative("lock-period", c.Lock.Period, "use a duration such as 1m"),
 		notNegative("lock-for", c.Lock.For, "use a duration such as 30m, or 0 for locks that never expire"),

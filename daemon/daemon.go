@@ -50,6 +50,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	if m == nil {
 		m = metrics.New()
 	}
+	m.Health.SetGrace(cfg.ReadyGrace)
 	stopMetrics, err := serveMetrics(cfg.MetricsAddr, m, log)
 	if err != nil {
 		return err

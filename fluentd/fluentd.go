@@ -49,8 +49,14 @@ const (
 	// Retry: the request may succeed later (network errors, timeouts, 408,
 	// 429 and 5xx).
 	Retry
-	// Permanent: Fluentd refused the request; sending it again cannot help.
+	// Permanent: Fluentd rejected the events of the request (400, 413,
+	// 422, ...); sending them again cannot help.
 	Permanent
+	// Refused: the receiver refuses service whatever the events are (a
+	// redirect, 401, 403, 404, 405, 407, 415, 421): a configuration or
+	// access problem to fix on the receiver's side. Retried, like Retry,
+	// for as long as it lasts; never a dead letter.
+	Refused
 )
 
 // Result is the outcome of one attempt.

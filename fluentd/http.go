@@ -24,10 +24,21 @@ func Classify(status int) Class {
 		return Success
 	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
 		return Retry
+	case status < 400, refusals[status]: // 1xx as a final answer, and redirects (never followed: see NewHTTP)
+		return Refused
 	default:
 		return Permanent
 	}
 }
+
+// refusals are the 4xx answers that are about the receiver (its address,
+// credentials, route or proxy), not about the events sent.
+var refusals = map[int]bool{
+	http.StatusUnauthorized: true, http.StatusForbidden: true, http.StatusNotFound: true,
+	http.StatusMethodNotAllowed: true, http.StatusProxyAuthRequired: true,
+	http.StatusUnsupportedMediaType: true, http.StatusMisdirectedRequest: true,
+}
+
 
 // RequestTimeout bounds one POST, as upstream does.
 const RequestTimeout = 30 * time.Second
@@ -75,7 +86,12 @@ func NewHTTP(tlsCfg *tls.Config, maxConns int) *HTTP {
 		ResponseHeaderTimeout: RequestTimeout,
 		ForceAttemptHTTP2:     false, // in_http speaks HTTP/1.1
 	}
-	return &HTTP{http: &http.Client{Transport: tr, Timeout: RequestTimeout}, tls: tlsCfg}
+	// A redirect is answered, never followed: following a 301/302/303
+	// turns the POST into a GET without the events (whose 2xx would count
+	// as delivered), and a 307/308 sends the events, with the client
+	// certificate, to whatever Location names.
+	noRedirects := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &HTTP{http: &http.Client{Transport: tr, Timeout: RequestTimeout, CheckRedirect: noRedirects}, tls: tlsCfg}
 }
 
 // Close drops idle connections.
@@ -164,6 +180,9 @@ func (c *HTTP) PostURL(ctx context.Context, u *url.URL, body []byte) Result {
 	if r.Class != Success {
 		r.Reason = strings.TrimSpace(resp.Status + ": " + strings.TrimSpace(string(msg)))
 		r.Reason = strings.TrimSuffix(r.Reason, ":")
+		if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 {
+			r.Reason = fmt.Sprintf("%s (redirect to %q not followed: set the Fluentd URL to the receiver itself)", r.Reason, loc)
+		}
 		r.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return r

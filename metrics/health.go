@@ -14,8 +14,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// StuckAfter is how long Fluentd may fail every send, or a checkpoint stay
-// unwritten, before /readyz says the daemon is not ready.
+// StuckAfter is how long, by default, Fluentd may fail every send, a
+// Teleport reader every call, or a checkpoint stay unwritten, before /readyz
+// says the daemon is not ready (--ready-grace).
 const StuckAfter = time.Minute
 
 // Health is what /healthz and /readyz report. Actors update it as they go;
@@ -23,12 +24,31 @@ const StuckAfter = time.Minute
 type Health struct {
 	mu              sync.Mutex
 	now             func() time.Time
+	grace           time.Duration // StuckAfter when zero
 	running         bool
-	teleportErr     error
+	teleport        map[string]failing // by reader: the ones failing now
 	fluentdFailing  time.Time // first failure since the last success; zero when fine
 	fluentdErr      string
+	fluentdRefused  string // the receiver refuses service: not ready at once
 	checkpointSince time.Time // oldest checkpoint not yet written; zero when none
 	lastCheckpoint  time.Time
+}
+
+// SetGrace sets how long a failing part is ridden out (--ready-grace).
+func (h *Health) SetGrace(d time.Duration) {
+	h.mu.Lock()
+	h.grace = d
+	h.mu.Unlock()
+}
+
+// stuck reports whether a part failing since since has failed too long; mu
+// must be held.
+func (h *Health) stuck(since, now time.Time) bool {
+	grace := h.grace
+	if grace <= 0 {
+		grace = StuckAfter
+	}
+	return !since.IsZero() && now.Sub(since) > grace
 }
 
 // SetRunning says whether the actor tree is up.
@@ -38,11 +58,54 @@ func (h *Health) SetRunning(v bool) {
 	h.mu.Unlock()
 }
 
-// TeleportCall records the outcome of a Teleport API call.
-func (h *Health) TeleportCall(err error) {
+// failing is a part failing since a time, with its last error.
+type failing struct {
+	since time.Time
+	err   error
+}
+
+// TeleportCall records the outcome of a Teleport API call made by reader
+// (an actor's name): a reader failing every call for the grace makes the
+// daemon unready, whatever the other readers do, as a long Fluentd outage
+// does; a single failed call does not.
+func (h *Health) TeleportCall(reader string, err error) {
 	h.mu.Lock()
-	h.teleportErr = err
+	defer h.mu.Unlock()
+	if err == nil {
+		delete(h.teleport, reader)
+		return
+	}
+	if h.teleport == nil {
+		h.teleport = map[string]failing{}
+	}
+	f, ok := h.teleport[reader]
+	if !ok {
+		f.since = h.clock()
+	}
+	f.err = err
+	h.teleport[reader] = f
+}
+
+// TeleportDone forgets a reader that stopped.
+func (h *Health) TeleportDone(reader string) {
+	h.mu.Lock()
+	delete(h.teleport, reader)
 	h.mu.Unlock()
+}
+
+// teleportStuck is the error of the reader failing longest, if it has
+// failed for the grace; mu must be held.
+func (h *Health) teleportStuck(now time.Time) (error, time.Duration) {
+	var worst *failing
+	for _, f := range h.teleport {
+		if worst == nil || f.since.Before(worst.since) {
+			worst = &f
+		}
+	}
+	if worst == nil || !h.stuck(worst.since, now) {
+		return nil, 0
+	}
+	return worst.err, now.Sub(worst.since)
 }
 
 // FluentdSend records the outcome of a POST: nil for an answer that settled
@@ -51,13 +114,23 @@ func (h *Health) FluentdSend(cause error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if cause == nil {
-		h.fluentdFailing, h.fluentdErr = time.Time{}, ""
+		h.fluentdFailing, h.fluentdErr, h.fluentdRefused = time.Time{}, "", ""
 		return
 	}
 	if h.fluentdFailing.IsZero() {
 		h.fluentdFailing = h.clock()
 	}
 	h.fluentdErr = cause.Error()
+}
+
+// FluentdRefused records that the receiver refuses service whatever the
+// events (a redirect, 401, 403, ...): unlike a failure that may pass, the
+// daemon is not ready from the first such answer until a send succeeds.
+func (h *Health) FluentdRefused(cause error) {
+	h.FluentdSend(cause)
+	h.mu.Lock()
+	h.fluentdRefused = cause.Error()
+	h.mu.Unlock()
 }
 
 // CheckpointPending records that a checkpoint waits to be written.
@@ -98,14 +171,17 @@ func (h *Health) Ready() (bool, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.clock()
+	teleportErr, teleportFor := h.teleportStuck(now)
 	switch {
 	case !h.running:
 		return false, "the actor tree is not running"
-	case h.teleportErr != nil:
-		return false, "teleport: " + h.teleportErr.Error()
-	case !h.fluentdFailing.IsZero() && now.Sub(h.fluentdFailing) > StuckAfter:
+	case teleportErr != nil:
+		return false, fmt.Sprintf("teleport: every call failed for %s: %s", teleportFor.Round(time.Second), teleportErr)
+	case h.fluentdRefused != "":
+		return false, "fluentd: " + h.fluentdRefused
+	case h.stuck(h.fluentdFailing, now):
 		return false, fmt.Sprintf("fluentd: every send failed for %s: %s", now.Sub(h.fluentdFailing).Round(time.Second), h.fluentdErr)
-	case !h.checkpointSince.IsZero() && now.Sub(h.checkpointSince) > StuckAfter:
+	case h.stuck(h.checkpointSince, now):
 		return false, fmt.Sprintf("checkpoint: not written for %s", now.Sub(h.checkpointSince).Round(time.Second))
 	}
 	return true, "ready"

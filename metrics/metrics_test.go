@@ -27,11 +27,35 @@ func TestReadinessFollowsTheParts(t *testing.T) {
 	ok, _ = h.Ready()
 	require.True(t, ok)
 
-	h.TeleportCall(errors.New("connection refused"))
+	// Teleport failing: one failed call is ridden out like a short Fluentd
+	// outage, and the health of several readers is combined: another
+	// reader's success does not hide a reader that keeps failing.
+	h.TeleportCall("export-reader-1", errors.New("connection refused"))
+	ok, _ = h.Ready()
+	require.True(t, ok, "a single failed Teleport call")
+	now = now.Add(StuckAfter + time.Second)
+	h.TeleportCall("export-reader-2", nil)
 	ok, reason = h.Ready()
 	require.False(t, ok)
-	require.Contains(t, reason, "teleport: connection refused")
-	h.TeleportCall(nil)
+	require.Contains(t, reason, "teleport: every call failed for 1m1s: connection refused")
+	h.TeleportCall("export-reader-1", nil)
+	ok, _ = h.Ready()
+	require.True(t, ok)
+	// A reader that stops is forgotten, failing or not.
+	h.TeleportCall("export-reader-3", errors.New("deadline exceeded"))
+	now = now.Add(StuckAfter + time.Second)
+	h.TeleportDone("export-reader-3")
+	ok, _ = h.Ready()
+	require.True(t, ok)
+
+	// The receiver refusing service: not ready at once, naming the cause.
+	h.FluentdRefused(errors.New("https://127.0.0.1:1/test.log refused service: 403 Forbidden: no"))
+	ok, reason = h.Ready()
+	require.False(t, ok, "a refusal is not ridden out")
+	require.Contains(t, reason, "403 Forbidden")
+	h.FluentdSend(nil)
+	ok, _ = h.Ready()
+	require.True(t, ok)
 
 	// Fluentd failing: fine for a while, then not ready; one success clears it.
 	h.FluentdSend(errors.New("503 Service Unavailable"))

@@ -304,7 +304,7 @@ func listChunks(ctx context.Context, src Exporter, days []time.Time) ([][]string
 
 func (w *Walker) onRound(ctx actor.Context, r *roundResult) {
 	w.listing = nil
-	w.Metrics.Health.TeleportCall(r.err)
+	w.Metrics.Health.TeleportCall(ctx.Self().Id, r.err)
 	if w.draining {
 		w.maybeFinish(ctx)
 		return

@@ -118,6 +118,9 @@ func (r *reader) Receive(ctx actor.Context) {
 		r.stopStream()
 		r.pump(ctx)
 	case *actor.Restarting, *actor.Stopping:
+		if _, stops := m.(*actor.Stopping); stops {
+			r.Metrics.Health.TeleportDone(ctx.Self().Id) // a chunk done or parked
+		}
 		r.stopStream()
 		if r.sub != nil {
 			ctx.ActorSystem().EventStream.Unsubscribe(r.sub)
@@ -213,7 +216,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 			r.tr.Event(ev, chunkPos{cursor: x.Cursor}, b.at, nil)
 		}
 	}
-	r.Metrics.Health.TeleportCall(b.err)
+	r.Metrics.Health.TeleportCall(ctx.Self().Id, b.err)
 	switch {
 	case b.err != nil:
 		r.stopStream()

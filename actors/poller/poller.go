@@ -288,7 +288,7 @@ func (f fetcher) run(ctx context.Context, reqs <-chan fetchReq) {
 
 func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 	p.fetching = false
-	p.Metrics.Health.TeleportCall(r.err)
+	p.Metrics.Health.TeleportCall(ctx.Self().Id, r.err)
 	if r.err != nil {
 		p.Metrics.TeleportErrors.WithLabelValues("SearchUnstructuredEvents", metrics.ErrorKind(r.err)).Inc()
 		p.fetchFails++

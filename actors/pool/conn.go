@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -231,8 +232,39 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time
 		}
 		// Not durable yet: keep the event and try again.
 		res.Reason = fmt.Sprintf("%s; dead-letter write failed: %v", res.Reason, err)
+	case fluentd.Refused:
+		c.refused(ctx, j, res)
+		return
 	}
 	c.retry(ctx, j, res)
+}
+
+// refused handles a receiver that refuses service whatever the events:
+// the events wait (nothing is dead-lettered), readiness turns red at once,
+// and an error line goes out at most every refusalLogEvery for the pool.
+func (c *conn) refused(ctx actor.Context, j *sendJob, res fluentd.Result) {
+	send := j.sending()
+	m := c.deps.Metrics
+	for _, d := range send {
+		m.EventsRetried.WithLabelValues(d.Stream).Inc()
+	}
+	url := send[0].URL
+	m.Health.FluentdRefused(fmt.Errorf("%s refuses service: %s", url, excerpt(res.Reason)))
+	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
+	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Str("reason", excerpt(res.Reason)).
+		Int("attempt", j.attempts).Int("events", len(send)).Dur("retry_in", delay).
+		Msg("the fluentd receiver refuses service (not about the events, which wait and are not dead-lettered): " +
+			"check its address, route, credentials or the proxy in front of it")
+	j.retry.After(ctx, delay, &retryTick{job: j.id})
+}
+
+// excerpt is the start of a reason, for readiness and log lines.
+func excerpt(reason string) string {
+	const most = 200
+	if len(reason) <= most {
+		return reason
+	}
+	return strings.ToValidUTF8(reason[:most], "") + "..."
 }
 
 // accepted settles what Fluentd took.

@@ -68,7 +68,15 @@ type Deps struct {
 	Kit supervisor.Kit
 	// Metrics may be nil (tests); Props then makes private ones.
 	Metrics *metrics.Metrics
+
+	// refusals logs a receiver's refusals of service, at most one line per
+	// refusalLogEvery for all the connections, which all see them.
+	refusals *zerolog.Logger
 }
+
+// refusalLogEvery rate-limits the error lines about a receiver refusing
+// service: with every connection retrying, each attempt would make one.
+const refusalLogEvery = 10 * time.Second
 
 // connState is the pool's view of one of its connections: the incarnation
 // it reported when it started, and its free job slots.
@@ -113,6 +121,8 @@ func Props(deps Deps) *actor.Props {
 	if deps.MaxBatchBytes <= 0 {
 		deps.MaxBatchBytes = DefaultMaxBatchBytes
 	}
+	refusals := deps.Log.Sample(&zerolog.BurstSampler{Burst: 1, Period: refusalLogEvery})
+	deps.refusals = &refusals
 	q := newQueue()
 	return deps.Kit.Props(Name, func() actor.Actor {
 		return &Pool{deps: deps, q: q, linger: timer.Timer{Clock: deps.Clock}}

@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/pool"
 	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
@@ -100,4 +102,37 @@ func TestPoolRestartLosesNothing(t *testing.T) {
 	for uid, c := range byUID {
 		require.LessOrEqual(t, c, 2, uid)
 	}
+}
+
+// A receiver that refuses service (403 from a proxy in front of Fluentd,
+// say) refuses whatever the events: nothing is dead-lettered, the events
+// wait, readiness turns red at once naming the status and the URL, and
+// everything is delivered once the refusal ends.
+func TestRefusalIsRetriedNeverDeadLettered(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.FailFirst(1<<30, 403)
+	m := metrics.New()
+	m.Health.SetRunning(true)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if ok, reason := m.Health.Ready(); !ok {
+				if strings.Contains(reason, "403") && strings.Contains(reason, f.rcv.URL()+"/test.log") {
+					f.rcv.FailFirst(0, 0) // readiness told; the refusal ends
+					return
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Batch: 5, Metrics: m}}.deliver(t, 20, 30*time.Second)
+	for seq, d := range got {
+		require.Equal(t, messages.Sent, d.Outcome, seq)
+	}
+	requireOnce(t, f, 20)
+	_, err := os.Stat(f.dl.Path())
+	require.ErrorIs(t, err, os.ErrNotExist, "a refusal made a dead letter")
+	require.Positive(t, f.rcv.Statuses()[403])
+	ok, reason := m.Health.Ready()
+	require.True(t, ok, reason)
 }

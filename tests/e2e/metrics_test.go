@@ -70,7 +70,7 @@ func TestReadyzFollowsTeleport(t *testing.T) {
 	e := newEnv(t)
 	e.Seed(20, 31)
 	addr := harness.FreeAddr(t)
-	p := harness.Run(t, binary, nil, e.Args("--metrics-addr", addr)...)
+	p := harness.Run(t, binary, nil, e.Args("--metrics-addr", addr, "--ready-grace", "3s")...)
 	harness.WaitFor(t, 30*time.Second, "ready", func() bool { code, _ := harness.Probe(addr, "/readyz"); return code == http.StatusOK })
 
 	e.Teleport.FailNext("GetUnstructuredEvents", 1000, codes.Unavailable)
