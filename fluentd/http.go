@@ -39,7 +39,6 @@ var refusals = map[int]bool{
 	http.StatusUnsupportedMediaType: true, http.StatusMisdirectedRequest: true,
 }
 
-
 // RequestTimeout bounds one POST, as upstream does.
 const RequestTimeout = 30 * time.Second
 

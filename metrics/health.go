@@ -27,9 +27,9 @@ type Health struct {
 	grace           time.Duration // StuckAfter when zero
 	running         bool
 	teleport        map[string]failing // by reader: the ones failing now
-	fluentdFailing  time.Time // first failure since the last success; zero when fine
+	fluentdFailing  time.Time          // first failure since the last success; zero when fine
 	fluentdErr      string
-	fluentdRefused  string // the receiver refuses service: not ready at once
+	fluentdRefused  string    // the receiver refuses service: not ready at once
 	checkpointSince time.Time // oldest checkpoint not yet written; zero when none
 	lastCheckpoint  time.Time
 }
