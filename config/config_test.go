@@ -546,6 +546,14 @@ func TestErrors(t *testing.T) {
 			want: []string{`invalid --fluentd-session-url "https:///s" (from FDFWD_FLUENTD_SESSION_URL): not an https:// URL with a host`}},
 		{name: "not a url", drop: []string{"fluentd-url"}, args: []string{"--fluentd-url", "https://[::1"},
 			want: []string{`invalid --fluentd-url "https://[::1"`, "not a URL"}},
+		// A session's id is appended to the session URL: without a path it
+		// would change the host (https://fluentd:8888 + ".<sid>.log").
+		{name: "session url without path", drop: []string{"fluentd-session-url"}, args: []string{"--fluentd-session-url", "https://fluentd:8888"},
+			want: []string{`invalid --fluentd-session-url "https://fluentd:8888"`, "has no path, which Fluentd's HTTP input needs as the tag"}},
+		{name: "url without path", drop: []string{"fluentd-url"}, args: []string{"--fluentd-url", "https://fluentd:8888/"},
+			want: []string{`invalid --fluentd-url "https://fluentd:8888/"`, "has no path"}},
+		{name: "session url with query", drop: []string{"fluentd-session-url"}, args: []string{"--fluentd-session-url", "https://fluentd:8888/s?x=1"},
+			want: []string{`invalid --fluentd-session-url "https://fluentd:8888/s?x=1"`, "has a query or a fragment"}},
 
 		// Durations.
 		{name: "bad duration from env", env: map[string]string{"FDFWD_TIMEOUT": "5x"},

@@ -293,6 +293,8 @@ func checkFluentdURL(s string) string {
 		return "not an https:// URL with a host (Fluentd is reached over mTLS)"
 	case strings.Trim(u.Path, "/") == "":
 		return "has no path, which Fluentd's HTTP input needs as the tag"
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return "has a query or a fragment (the tag is the path, and a session's id is appended to the session URL)"
 	case u.Port() != "":
 		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
 			return "has an invalid port"

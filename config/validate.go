@@ -66,17 +66,16 @@ func (o *option) ways() string {
 
 func (r *resolver) checkURLs(c *Config) error {
 	for _, flag := range []string{"fluentd-url", "fluentd-session-url"} {
-		u, err := url.Parse(*optionByFlag(flag).field(c).(*string))
-		if err != nil {
+		raw := *optionByFlag(flag).field(c).(*string)
+		if _, err := url.Parse(raw); err != nil {
 			var ue *url.Error
 			if errors.As(err, &ue) {
 				err = ue.Err
 			}
 			return r.fail(flag, "not a URL: "+err.Error(), "use an https:// URL such as https://fluentd.example.com:8888/test.log")
 		}
-		if u.Scheme != "https" || u.Host == "" {
-			return r.fail(flag, "not an https:// URL with a host (Fluentd is reached over mTLS)",
-				"use an https:// URL such as https://fluentd.example.com:8888/test.log")
+		if problem := checkFluentdURL(raw); problem != "" {
+			return r.fail(flag, problem, "use an https:// URL with a path such as https://fluentd.example.com:8888/test.log")
 		}
 	}
 	return nil

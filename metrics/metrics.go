@@ -103,7 +103,7 @@ func New() *Metrics {
 	m.SessionsActive = f.gauge("sessions_active", "Session recordings being streamed.")
 	m.SessionsQueued = f.gauge("sessions_queued", "Session recordings registered and waiting (the in-memory slice of the backlog).")
 	m.SessionsFinished = f.counter("sessions_finished_total", "Session recordings streamed completely.")
-	m.SessionsGivenUp = f.counterVec("sessions_given_up_total", "Session recordings given up, by reason (not_found, failing).", "reason")
+	m.SessionsGivenUp = f.counterVec("sessions_given_up_total", "Session recordings given up, by reason (not_found, failing, invalid_id).", "reason")
 	m.ExportChunksParked = f.gauge("export_chunks_parked", "Export chunks that kept failing and wait to be read again (their events are not delivered yet).")
 
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")

@@ -12,10 +12,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
@@ -94,8 +97,18 @@ func Wants(ev *auditlogpb.EventUnstructured) bool { return ev.Type == UploadEven
 // Key is the checkpoint key of recording sid.
 func Key(sid string) string { return "session/" + sid }
 
-// URLFor is where the events of recording sid are posted.
-func URLFor(base, sid string) string { return base + "." + sid + ".log" }
+// URLFor is where the events of recording sid are posted. The ID is escaped
+// (a well-formed one, a UUID, has nothing to escape): whatever it holds
+// stays in the last segment of the path.
+func URLFor(base, sid string) string { return base + "." + url.PathEscape(sid) + ".log" }
+
+// ValidID reports whether sid is a session ID as Teleport makes them: a
+// UUID in its canonical form. Anything else is not streamed, as it is not
+// a recording Teleport has and it would go into the URL of its events.
+func ValidID(sid string) bool {
+	_, err := uuid.Parse(sid)
+	return err == nil && len(sid) == 36 // Parse also takes the urn: and {} forms
+}
 
 // Manager is the session manager actor.
 type Manager struct {
@@ -230,6 +243,13 @@ func (m *Manager) observe(ctx actor.Context, o *messages.Observe) {
 	}
 	if sid == "" {
 		m.log.Warn().Str("event_id", o.Event.Id).Msg("session.upload event without a session ID; no recording to stream")
+		answer(o)
+		return
+	}
+	if !ValidID(sid) {
+		m.Metrics.SessionsGivenUp.WithLabelValues("invalid_id").Inc()
+		m.log.Error().Str("event_id", o.Event.Id).Str("session_id", strconv.QuoteToASCII(sid)).
+			Msg("session.upload event whose session ID is not a UUID; its recording is not streamed (the upload event itself is forwarded)")
 		answer(o)
 		return
 	}

@@ -10,9 +10,11 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"github.com/google/uuid"
 	"github.com/gravitational/trace"
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -25,6 +27,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -62,9 +65,29 @@ func (f *fakeTeleport) record(sid string, n int) {
 	}
 }
 
-func (f *fakeTeleport) StreamUnstructuredSessionEvents(ctx context.Context, sid string, start int64) (chan *auditlogpb.EventUnstructured, chan error) {
+// sidOf is the session ID (a UUID, as Teleport's are) of the recording a
+// test calls name; the fake Teleport keys its recordings by name.
+func sidOf(name string) string { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String() }
+
+// nameOf is the name whose session ID is sid.
+func (f *fakeTeleport) nameOf(sid string) string {
+	for name := range f.recs {
+		if sidOf(name) == sid {
+			return name
+		}
+	}
+	for name := range f.notFound {
+		if sidOf(name) == sid {
+			return name
+		}
+	}
+	return sid
+}
+
+func (f *fakeTeleport) StreamUnstructuredSessionEvents(ctx context.Context, id string, start int64) (chan *auditlogpb.EventUnstructured, chan error) {
 	events, errs := make(chan *auditlogpb.EventUnstructured), make(chan error, 1)
 	f.mu.Lock()
+	sid := f.nameOf(id)
 	f.calls[sid]++
 	if n := f.notFound[sid]; n != 0 {
 		if n > 0 {
@@ -128,7 +151,7 @@ func (p *fakePool) count(sid string) (events, dups int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, n := range p.got {
-		if strings.HasPrefix(k, sessions.URLFor(base, sid)+" ") {
+		if strings.HasPrefix(k, sessions.URLFor(base, sidOf(sid))+" ") {
 			events++
 			dups += n - 1
 		}
@@ -154,6 +177,11 @@ func newFixture(t *testing.T) *fixture {
 }
 
 func upload(sid string, at time.Time) *auditlogpb.EventUnstructured {
+	return uploadID(sidOf(sid), at)
+}
+
+// uploadID is the upload event of the session whose ID is sid, as it is.
+func uploadID(sid string, at time.Time) *auditlogpb.EventUnstructured {
 	st, _ := structpb.NewStruct(map[string]any{"event": sessions.UploadEvent, "sid": sid})
 	return &auditlogpb.EventUnstructured{Type: sessions.UploadEvent, Id: "upload-" + sid, Time: timestamppb.New(at), Unstructured: st}
 }
@@ -339,4 +367,34 @@ func driveClock(clock *clockwork.FakeClock) (stop func()) {
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// A session ID goes into the URL its events are posted to: one that is not
+// a UUID, as Teleport's are, could change the path or the host, so it is
+// logged and counted, never streamed or sent.
+func TestOddSessionIDsAreNotStreamed(t *testing.T) {
+	f := newFixture(t)
+	m := metrics.New()
+	f.deps.Metrics = m
+	f.tp.record("fine", 10)
+	odd := []string{"../../etc", "x.log/../other", "a@evil.example.com", "s1", "{" + sidOf("x") + "}", "urn:uuid:" + sidOf("y")}
+	uploads := []*auditlogpb.EventUnstructured{upload("fine", time.Now())}
+	for _, sid := range odd {
+		uploads = append(uploads, uploadID(sid, time.Now()))
+	}
+	require.True(t, f.run(t, uploads, 20*time.Second), "did not finish")
+	fine, _ := f.pool.count("fine")
+	require.Equal(t, 7, fine)
+	require.Len(t, f.pool.got, 7, "an odd session ID was sent")
+	f.tp.mu.Lock()
+	require.Len(t, f.tp.calls, 1, "an odd session ID was streamed")
+	f.tp.mu.Unlock()
+	require.Empty(t, f.stored(t))
+	require.Equal(t, float64(len(odd)), testutil.ToFloat64(m.SessionsGivenUp.WithLabelValues("invalid_id")))
+}
+
+func TestSessionURLEscapesTheID(t *testing.T) {
+	require.Equal(t, "https://f:8888/session.a%2Fb.log", sessions.URLFor("https://f:8888/session", "a/b"))
+	id := sidOf("x")
+	require.Equal(t, "https://f:8888/session."+id+".log", sessions.URLFor("https://f:8888/session", id))
 }
