@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -64,29 +65,62 @@ func runTree(ctx context.Context, t tree) error {
 	if drain <= 0 {
 		drain = root.DefaultDrainTimeout
 	}
-	running, err := root.Start(system, root.Spec{Children: t.children(system, kit, sends), Strategy: kit.Strategy,
+	letters := persistence.NewDeadLetters(t.store.Dir())
+	running, err := root.Start(system, root.Spec{Children: t.children(system, kit, sends, letters), Strategy: kit.Strategy,
 		Log: t.log, DrainTimeout: drain, OnDrainTimeout: abortSends})
 	if err != nil {
 		return err
 	}
-	_, err = running.Wait(ctx.Done(), drain+stopGrace)
+	finished, err := running.Wait(ctx.Done(), drain+stopGrace)
 	if errors.Is(err, root.ErrStuck) {
 		abortSends()
 		return errors.New("actors did not stop in time; exiting anyway (the next start resumes from the last checkpoint)")
 	}
+	if finished && (err == nil || errors.Is(err, root.ErrLeftUndone)) {
+		return t.caughtUp(err, letters)
+	}
 	return err
+}
+
+// ErrIncomplete is the error of a run with --exit-on-last-event that caught
+// up but did not deliver everything: events dead-lettered, recordings given
+// up, export chunks parked. The command exits with status 3 for it, apart
+// from a failure (1).
+var ErrIncomplete = root.ErrLeftUndone
+
+// caughtUp writes the exit line of a run that caught up
+// (--exit-on-last-event), counting what was delivered and what was
+// dead-lettered, and returns what was left undone, as ErrIncomplete.
+func (t tree) caughtUp(undone error, letters *persistence.DeadLetters) error {
+	totals := t.metrics.Totals()
+	dead := letters.Count()
+	if dead > 0 {
+		err := fmt.Errorf("%d event(s) were dead-lettered in this run: see %s", dead, letters.Path())
+		if undone == nil {
+			undone = fmt.Errorf("%w: %w", ErrIncomplete, err)
+		} else {
+			undone = fmt.Errorf("%w; %w", undone, err)
+		}
+	}
+	line := t.log.Info()
+	msg := "all events up to now are delivered; exiting (--exit-on-last-event)"
+	if undone != nil {
+		line, msg = t.log.Warn(), "caught up, but not every event was delivered; exiting with status 3 (--exit-on-last-event)"
+	}
+	line.Float64("delivered", totals.Sent).Int("dead_lettered", dead).Msg(msg)
+	return undone
 }
 
 // children are the root's children, in start order: the checkpoint writer
 // first (it is stopped last), the pool, the taps, then the reader of the
 // audit log. Each finds its siblings by name.
-func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends context.Context) []root.Child {
+func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends context.Context, letters *persistence.DeadLetters) []root.Child {
 	cfg, m := t.cfg, t.metrics
 	ckpt, fluentdPool := root.PID(system, checkpoint.Name), root.PID(system, pool.Name)
 	children := []root.Child{{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: t.store, Log: t.log, Metrics: m, Kit: kit})}}
 	if !cfg.DryRun {
 		children = append(children, root.Child{Name: pool.Name, Props: pool.Props(pool.Deps{
-			Transport: t.transport, DeadLetters: persistence.NewDeadLetters(t.store.Dir()),
+			Transport: t.transport, DeadLetters: letters,
 			MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch,
 			Ctx: sends, Log: t.log, Kit: kit, Metrics: m,
 		})})

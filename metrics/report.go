@@ -33,6 +33,17 @@ type snapshot struct {
 	sessionsActive, sessQueue float64
 }
 
+// Totals are the events sent and dead-lettered so far by this process.
+type Totals struct {
+	Sent, DeadLettered float64
+}
+
+// Totals reads the counters, for the exit line.
+func (m *Metrics) Totals() Totals {
+	s := m.snapshot()
+	return Totals{Sent: s.audit + s.session, DeadLettered: s.deadLettered}
+}
+
 func (m *Metrics) snapshot() snapshot {
 	s := snapshot{at: time.Now()}
 	families, err := m.Registry.Gather()

@@ -29,6 +29,7 @@ type DeadLetter struct {
 type DeadLetters struct {
 	mu   sync.Mutex
 	path string
+	n    int // letters written by this process
 }
 
 // NewDeadLetters writes to dir/dead-letters.jsonl (created on first use).
@@ -38,6 +39,13 @@ func NewDeadLetters(dir string) *DeadLetters {
 
 // Path returns the file's path.
 func (d *DeadLetters) Path() string { return d.path }
+
+// Count is the number of letters this process wrote, for the exit line.
+func (d *DeadLetters) Count() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n
+}
 
 // Append writes one dead letter durably.
 func (d *DeadLetters) Append(l DeadLetter) error {
@@ -65,5 +73,9 @@ func (d *DeadLetters) Append(l DeadLetter) error {
 		f.Close()
 		return fmt.Errorf("sync dead-letter file %s: %w", d.path, err)
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close dead-letter file %s: %w", d.path, err)
+	}
+	d.n++
+	return nil
 }

@@ -65,6 +65,11 @@ const DefaultDrainTimeout = 10 * time.Second
 // budget.
 var ErrGaveUp = errors.New("actor gave up")
 
+// ErrLeftUndone wraps what the children that finish (--exit-on-last-event)
+// reported left undone: the stream caught up, but not everything in it was
+// delivered (chunks parked, recordings given up, events dead-lettered).
+var ErrLeftUndone = errors.New("caught up, but not everything was delivered")
+
 // ErrStuck is returned by Wait when the tree did not stop within its grace.
 var ErrStuck = errors.New("the actor tree did not stop in time")
 
@@ -192,11 +197,11 @@ func (r *Root) caughtUp(ctx actor.Context, m *messages.CaughtUp) {
 			return
 		}
 	}
-	r.spec.Log.Info().Uint64("audit_events", r.caughtEvents).Msg("all events up to now are delivered; exiting (--exit-on-last-event)")
+	r.spec.Log.Info().Uint64("audit_events", r.caughtEvents).Msg("caught up with every stream; stopping (--exit-on-last-event)")
 	// What was left undone is the exit status, but the children still
 	// drain as in any orderly stop.
-	if r.result == nil {
-		r.result = r.caughtErr
+	if r.result == nil && r.caughtErr != nil {
+		r.result = fmt.Errorf("%w: %w", ErrLeftUndone, r.caughtErr)
 	}
 	r.shutdown(ctx, "caught up", nil)
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,6 +17,12 @@ import (
 	"github.com/fdfwd/teleport-event-handler/daemon"
 	"github.com/fdfwd/teleport-event-handler/logging"
 )
+
+// exitIncomplete is the exit status of a run with --exit-on-last-event that
+// caught up without delivering everything (events dead-lettered,
+// recordings given up, export chunks parked): apart from 1, a failure, and
+// 2, a configuration error.
+const exitIncomplete = 3
 
 // Set with -ldflags "-X main.version=..." by make build.
 var version = "dev"
@@ -68,6 +75,10 @@ func run() int {
 		opts.Progress = os.Stderr
 	}
 	if err := daemon.Run(ctx, cfg, log, opts); err != nil {
+		if errors.Is(err, daemon.ErrIncomplete) {
+			log.Error().Err(err).Msg("teleport-event-handler caught up, but not every event was delivered")
+			return exitIncomplete
+		}
 		log.Error().Err(err).Msg("teleport-event-handler stopped with an error")
 		return 1
 	}

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 
@@ -109,10 +110,11 @@ func (e *Env) Seed(n int, seed int64) []apievents.AuditEvent {
 	return evs
 }
 
-// AddSession adds a recording of n events and the session.upload event that
-// announces it, at.
-func (e *Env) AddSession(sid string, n int, at time.Time) {
+// AddSession adds a recording of n events, whose ID is SID(name), and the
+// session.upload event that announces it, at.
+func (e *Env) AddSession(name string, n int, at time.Time) {
 	e.T.Helper()
+	sid := SID(name)
 	rec := teleportsrv.GenerateRecording(sid, n, at.Add(-time.Minute))
 	require.NoError(e.T, e.Teleport.AddRecording(sid, rec...))
 	e.Recordings[sid] = rec
@@ -126,8 +128,18 @@ func (e *Env) AddSession(sid string, n int, at time.Time) {
 // Audit is the number of audit events received.
 func (e *Env) Audit() int { return e.Fluentd.CountTag("test.log") }
 
-// SessionTag is the tag of recording sid's events.
-func SessionTag(sid string) string { return "session." + sid + ".log" }
+// SessionTag is the tag of the events of the recording called sid, or whose
+// ID is sid.
+func SessionTag(sid string) string { return "session." + SID(sid) + ".log" }
+
+// SID is the session ID, a UUID as Teleport's are, of the recording a test
+// calls name (name itself when it is a UUID already).
+func SID(name string) string {
+	if _, err := uuid.Parse(name); err == nil && len(name) == 36 {
+		return name
+	}
+	return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String()
+}
 
 // Args is a working command line; extra flags come last and win.
 func (e *Env) Args(extra ...string) []string {
