@@ -37,6 +37,10 @@ type Recording struct {
 	NotBefore time.Time `json:"not_before,omitempty"`
 	// NotFound counts the attempts Teleport answered "not found".
 	NotFound int `json:"not_found,omitempty"`
+	// Crashes counts the times its player died on it (failed until its
+	// restart budget was spent): a recording that kills its player every
+	// time is given up, whatever the restarts in between.
+	Crashes int `json:"crashes,omitempty"`
 }
 
 // QueueKey is the recording's key in BucketSessionQueue.

@@ -27,6 +27,10 @@ func Arm(kind string, n int) {
 	armed.Store(true)
 }
 
+// Armed reports whether any fault is armed, for callers that would build
+// a kind's name for nothing.
+func Armed() bool { return armed.Load() }
+
 // Injected returns how many panics were injected into actors of kind.
 func Injected(kind string) int {
 	mu.Lock()

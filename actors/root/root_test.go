@@ -170,7 +170,8 @@ func TestCaughtUpWithAnErrorDrainsAndReturnsIt(t *testing.T) {
 		root.Child{Name: "tap", Props: finisher("tap", nil), Drain: true, Finishes: true},
 	)
 	err := wait(t, tree.Done())
-	require.EqualError(t, err, "2 chunks parked")
+	require.EqualError(t, err, "caught up, but not everything was delivered: 2 chunks parked")
+	require.ErrorIs(t, err, root.ErrLeftUndone)
 	select {
 	case <-drained:
 	default:

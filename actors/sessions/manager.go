@@ -127,7 +127,14 @@ type Manager struct {
 	// registering maps a recording being registered to the Observes
 	// waiting for its registration to be on disk.
 	registering map[string][]*messages.Observe
+	// saving holds the recordings whose state the manager itself is
+	// writing (a player death counted): finished only once on disk.
+	saving map[string]bool
 	wait        timer.Timer // until the first queued recording is due
+
+	// givenUp lists the recordings given up in this run, for
+	// --exit-on-last-event; Props shares it across the manager's restarts.
+	givenUp *[]string
 
 	auditDone bool
 	finished  bool
@@ -137,7 +144,12 @@ type Manager struct {
 
 // Props returns the manager's props, made by d.Kit.
 func Props(d Deps) *actor.Props {
-	return d.Kit.Props(Name, func() actor.Actor { return New(d) })
+	givenUp := new([]string)
+	return d.Kit.Props(Name, func() actor.Actor {
+		m := New(d)
+		m.givenUp = givenUp
+		return m
+	})
 }
 
 // New returns a manager; spawn it with actor.PropsFromProducer.
@@ -158,7 +170,7 @@ func New(d Deps) *Manager {
 	if d.Metrics == nil {
 		d.Metrics = metrics.New()
 	}
-	return &Manager{Deps: d, wait: timer.Timer{Clock: d.Clock}}
+	return &Manager{Deps: d, wait: timer.Timer{Clock: d.Clock}, givenUp: new([]string)}
 }
 
 type startTick struct{}
@@ -172,7 +184,9 @@ func (m *Manager) Receive(ctx actor.Context) {
 		m.observe(ctx, msg)
 	case *messages.Saved:
 		if msg.Epoch == m.epoch {
+			delete(m.saving, strings.TrimPrefix(msg.Key, Key("")))
 			m.registered(ctx, msg)
+			m.maybeFinish(ctx)
 		}
 	case *playerDone:
 		m.playerDone(ctx, msg)
@@ -200,6 +214,7 @@ func (m *Manager) start(ctx actor.Context) {
 	m.log = m.Log.With().Str("actor", Name).Logger()
 	m.active = map[string]*actor.PID{}
 	m.registering = map[string][]*messages.Observe{}
+	m.saving = map[string]bool{}
 	last, err := m.Store.LastRecordingSeq()
 	if err != nil {
 		panic(fmt.Errorf("load session queue: %w", err))
@@ -329,10 +344,17 @@ func (m *Manager) startPlayers(ctx actor.Context) {
 }
 
 func (m *Manager) playerDone(ctx actor.Context, d *playerDone) {
-	if d.epoch != m.epoch || m.active[d.rec.ID] == nil {
+	// The manager stops the player, not the player itself: its Terminated
+	// then comes after this report, and only a player that died (its
+	// restart budget spent) reaches playerDied as one still active.
+	ctx.Stop(d.pid)
+	if d.epoch != m.epoch || !d.pid.Equal(m.active[d.rec.ID]) {
 		return
 	}
 	delete(m.active, d.rec.ID)
+	if d.outcome == gaveUp {
+		*m.givenUp = append(*m.givenUp, d.rec.ID)
+	}
 	if d.outcome == retry {
 		m.queue = append(m.queue, d.rec) // at the end: one bad recording does not hold up the rest
 	}
@@ -352,27 +374,50 @@ func (m *Manager) playerDied(ctx actor.Context, who *actor.PID) {
 			panic(fmt.Errorf("look up recording %s: %w", sid, err))
 		}
 		if ok && !m.draining {
-			rec.Failures++
-			rec.NotBefore = m.Clock.Now().Add(retries.Delay(rec.Failures))
-			m.log.Error().Str("session_id", sid).Time("retry_at", rec.NotBefore).
-				Msg("session player kept failing and was stopped; the recording is retried later")
-			m.queue = append(m.queue, rec)
+			m.crashed(ctx, rec)
 		}
 		break
 	}
 	m.startPlayers(ctx)
 }
 
+// crashed counts a player's death on rec in the state file, so that a
+// restart of the daemon does not reset it, and gives the recording up at
+// MaxCrashes; else it is tried again after a delay.
+func (m *Manager) crashed(ctx actor.Context, rec persistence.Recording) {
+	rec.Crashes++
+	rec.Failures++
+	log := m.log.Error().Str("session_id", rec.ID).Int("crashes", rec.Crashes).Int64("index", rec.Index)
+	writes := persistence.RecordingWrites(rec)
+	if rec.Crashes >= MaxCrashes {
+		log.Msg("the session player failed on this recording every time; giving up on it")
+		m.Metrics.SessionsGivenUp.WithLabelValues("failing").Inc()
+		*m.givenUp = append(*m.givenUp, rec.ID)
+		writes = persistence.RecordingDeletes(rec)
+	} else {
+		rec.NotBefore = m.Clock.Now().Add(retries.Delay(rec.Failures))
+		log.Time("retry_at", rec.NotBefore).Msg("session player kept failing and was stopped; the recording is retried later")
+		writes = persistence.RecordingWrites(rec)
+		m.queue = append(m.queue, rec)
+	}
+	m.saving[rec.ID] = true
+	ctx.Send(m.Checkpoint, &messages.Save{Key: Key(rec.ID), Epoch: m.epoch, Seq: rec.Seq, Writes: writes, ReplyTo: ctx.Self()})
+}
+
 func (m *Manager) maybeFinish(ctx actor.Context) {
-	idle := len(m.active) == 0 && len(m.registering) == 0
+	idle := len(m.active) == 0 && len(m.registering) == 0 && len(m.saving) == 0
 	if m.draining && idle && m.drainTo != nil {
 		ctx.Send(m.drainTo, &messages.Drained{})
 		m.drainTo = nil
 	}
 	if m.ExitOnLastEvent && m.auditDone && !m.finished && idle && len(m.queue) == 0 && m.loadedAll {
 		m.finished = true
-		m.log.Info().Msg("all known session recordings are done")
-		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name})
+		var err error
+		if n := len(*m.givenUp); n > 0 {
+			err = fmt.Errorf("sessions: %d session recording(s) given up: %s", n, strings.Join(*m.givenUp, ", "))
+		}
+		m.log.Info().Int("given_up", len(*m.givenUp)).Msg("all known session recordings are done")
+		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Err: err})
 	}
 }
 

@@ -38,10 +38,11 @@ func (o outcome) String() string {
 	return [...]string{"finished", "gave up", "retry", "drained"}[o]
 }
 
-// playerDone tells the manager that a player is about to stop; rec is the
-// recording as last stored.
+// playerDone tells the manager that a player is done, and may be stopped;
+// rec is the recording as last stored.
 type playerDone struct {
 	epoch   uint64 // the manager's
+	pid     *actor.PID
 	rec     persistence.Recording
 	outcome outcome
 }
@@ -70,6 +71,15 @@ type playerPos struct {
 	index int64
 	end   bool
 }
+
+// PlayerFault is the fault kind (actors/faults) of the player of recording
+// sid alone: the tests of a recording a player fails on every time.
+func PlayerFault(sid string) string { return PlayerKind + "/" + sid }
+
+// MaxCrashes is how many times a recording's player may die (fail on it
+// until its restart budget is spent), counted in the state file across
+// starts, before the recording is given up.
+const MaxCrashes = 3
 
 // maxFailures is how many consecutive failures other than "not found" and
 // connection problems a recording may have before it is given up.
@@ -105,6 +115,9 @@ func playerProps(d Deps, rec persistence.Recording, mgrEpoch uint64) *actor.Prop
 }
 
 func (p *player) Receive(ctx actor.Context) {
+	if faults.Armed() {
+		faults.Inject(PlayerFault(p.rec.ID), ctx.Message())
+	}
 	switch m := faults.Received(PlayerKind, ctx.Message()).(type) {
 	case *actor.Started:
 		p.start(ctx)
@@ -152,8 +165,7 @@ func (p *player) start(ctx actor.Context) {
 	}
 	if !ok {
 		p.log.Info().Msg("session recording already sent")
-		ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, rec: p.rec, outcome: finished})
-		ctx.Stop(ctx.Self())
+		ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, pid: ctx.Self(), rec: p.rec, outcome: finished}) // the manager stops it
 		return
 	}
 	p.rec = rec
@@ -240,8 +252,7 @@ func (p *player) pump(ctx actor.Context) {
 			p.Metrics.SessionsFinished.Inc()
 			p.log.Info().Int64("events", p.rec.Index).Msg("session recording sent")
 		}
-		ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, rec: p.rec, outcome: p.outcome})
-		ctx.Stop(ctx.Self())
+		ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, pid: ctx.Self(), rec: p.rec, outcome: p.outcome}) // the manager stops it
 		p.endSeq = 0
 	}
 }

@@ -100,6 +100,7 @@ func TestAStreamThatEndsDuringTheDrainIsNotFinished(t *testing.T) {
 				p.Receive(ctx)
 			}))
 		case *playerDone:
+			ctx.Stop(m.pid) // as the manager does
 			done <- m
 		}
 	}))
@@ -156,6 +157,7 @@ func TestAPlayerWhoseRecordingIsGoneReportsItSent(t *testing.T) {
 		case *actor.Started:
 			ctx.Spawn(playerProps(d, persistence.Recording{ID: "gone", Seq: 1}, 7))
 		case *playerDone:
+			ctx.Stop(m.pid) // as the manager does
 			done <- m
 		}
 	}))

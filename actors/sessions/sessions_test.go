@@ -2,6 +2,7 @@ package sessions_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -160,7 +161,9 @@ func (p *fakePool) count(sid string) (events, dups int) {
 }
 
 type fixture struct {
-	tp    *fakeTeleport
+	// undone is what the last run reported left undone.
+	undone error
+	tp     *fakeTeleport
 	pool  *fakePool
 	store *persistence.Store
 	deps  sessions.Deps
@@ -248,7 +251,10 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 	system.Root.Send(mgr, &messages.CaughtUp{Name: "poller"})
 
 	finished, err = tree.Wait(deadline, 10*time.Second)
-	require.NoError(t, err)
+	if !errors.Is(err, root.ErrLeftUndone) {
+		require.NoError(t, err)
+	}
+	f.undone = err
 	return finished
 }
 
@@ -304,6 +310,7 @@ func TestLateRecordingIsWaitedForAndMissingOneGivenUp(t *testing.T) {
 	require.Equal(t, 7, fine)
 	require.Equal(t, sessions.DefaultMinAttempts, f.tp.calls["gone"])
 	require.Empty(t, f.stored(t), "a given-up recording stays in the store")
+	require.ErrorContains(t, f.undone, "1 session recording(s) given up: "+sidOf("gone"))
 }
 
 func TestBrokenStreamResumesWithoutDuplicates(t *testing.T) {
@@ -397,4 +404,46 @@ func TestSessionURLEscapesTheID(t *testing.T) {
 	require.Equal(t, "https://f:8888/session.a%2Fb.log", sessions.URLFor("https://f:8888/session", "a/b"))
 	id := sidOf("x")
 	require.Equal(t, "https://f:8888/session."+id+".log", sessions.URLFor("https://f:8888/session", id))
+}
+
+// A recording its player fails on every time (a player that panics on one
+// of its events) is given up after MaxCrashes player deaths; it does not
+// hold up --exit-on-last-event, which reports it.
+func TestRecordingThatKillsItsPlayerIsGivenUp(t *testing.T) {
+	t.Cleanup(faults.Reset)
+	f := newFixture(t)
+	m := metrics.New()
+	f.deps.Metrics, f.deps.Concurrency = m, 1
+	f.tp.record("deadly", 20)
+	f.tp.record("fine", 10)
+	// Every message to the player of "deadly" panics: it dies, its restart
+	// budget spent, each time the recording is tried.
+	faults.Arm(sessions.PlayerFault(sidOf("deadly")), 1<<20)
+	uploads := []*auditlogpb.EventUnstructured{upload("deadly", time.Now()), upload("fine", time.Now())}
+	require.True(t, f.run(t, uploads, 30*time.Second), "held up by the recording its player dies on")
+	fine, _ := f.pool.count("fine")
+	require.Equal(t, 7, fine)
+	require.Empty(t, f.stored(t))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.SessionsGivenUp.WithLabelValues("failing")))
+	require.ErrorIs(t, f.undone, root.ErrLeftUndone)
+	require.ErrorContains(t, f.undone, "1 session recording(s) given up: "+sidOf("deadly"))
+	perDeath := supervisor.Default.Budget + 1
+	require.Equal(t, sessions.MaxCrashes*perDeath, faults.Injected(sessions.PlayerFault(sidOf("deadly"))))
+}
+
+// The player deaths on a recording are counted in the state file: a start
+// goes on counting where the last one stopped.
+func TestPlayerDeathsAreCountedAcrossStarts(t *testing.T) {
+	t.Cleanup(faults.Reset)
+	f := newFixture(t)
+	f.tp.record("deadly", 20)
+	sid := sidOf("deadly")
+	require.NoError(t, f.store.Apply(persistence.RecordingWrites(persistence.Recording{
+		ID: sid, Seq: 1, Registered: time.Now(), UploadTime: time.Now(), Crashes: sessions.MaxCrashes - 1,
+	})))
+	faults.Arm(sessions.PlayerFault(sid), 1<<20)
+	require.True(t, f.run(t, nil, 30*time.Second))
+	require.Empty(t, f.stored(t))
+	require.Equal(t, supervisor.Default.Budget+1, faults.Injected(sessions.PlayerFault(sid)), "one death, then given up")
+	require.ErrorContains(t, f.undone, sid)
 }
