@@ -119,7 +119,9 @@ func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends cont
 	ckpt, fluentdPool := root.PID(system, checkpoint.Name), root.PID(system, pool.Name)
 	children := []root.Child{{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: t.store, Log: t.log, Metrics: m, Kit: kit})}}
 	if !cfg.DryRun {
-		children = append(children, root.Child{Name: pool.Name, Props: pool.Props(pool.Deps{
+		// The pool drains too: deliveries it took back out of the
+		// dead-letter file have no requester waiting for them.
+		children = append(children, root.Child{Name: pool.Name, Drain: true, Props: pool.Props(pool.Deps{
 			Transport: t.transport, DeadLetters: letters,
 			MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch,
 			Ctx: sends, Log: t.log, Kit: kit, Metrics: m,

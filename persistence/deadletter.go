@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -78,4 +79,84 @@ func (d *DeadLetters) Append(l DeadLetter) error {
 	}
 	d.n++
 	return nil
+}
+
+// Remove takes letters out of the file: for each key (URL and event ID, see
+// LetterKey) in keys, the first letter with that key. It rewrites the file
+// through a temporary one, fsync'd and renamed over it, so a crash leaves
+// either file whole. It returns how many letters it removed.
+func (d *DeadLetters) Remove(keys []string) (int, error) {
+	want := map[string]int{}
+	for _, k := range keys {
+		want[k]++
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	raw, err := os.ReadFile(d.path)
+	if err != nil {
+		return 0, fmt.Errorf("read dead-letter file: %w", err)
+	}
+	var kept bytes.Buffer
+	removed := 0
+	for _, line := range bytes.SplitAfter(raw, []byte("\n")) {
+		var l DeadLetter
+		if len(bytes.TrimSpace(line)) > 0 && json.Unmarshal(line, &l) == nil {
+			if k := LetterKey(l.URL, l.EventID, l.Event); want[k] > 0 {
+				want[k]--
+				removed++
+				continue
+			}
+		}
+		kept.Write(line)
+	}
+	if removed == 0 {
+		return 0, nil
+	}
+	if err := replaceFile(d.path, kept.Bytes()); err != nil {
+		return 0, fmt.Errorf("rewrite dead-letter file %s: %w", d.path, err)
+	}
+	d.n = max(d.n-removed, 0)
+	return removed, nil
+}
+
+// LetterKey is what tells a letter from the others: its URL and event ID,
+// or its event when it has no ID.
+func LetterKey(url, eventID string, event []byte) string {
+	if eventID != "" {
+		return url + " " + eventID
+	}
+	return url + " " + string(event)
+}
+
+// replaceFile writes data to path atomically and durably.
+func replaceFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after the rename, there is nothing to remove
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }

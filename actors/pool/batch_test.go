@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,6 +35,9 @@ type batchRun struct {
 	deps    pool.Deps
 	urls    func(i int) string // tag path of delivery i
 	spacing time.Duration      // pause between deliveries
+	// until, when set, is waited for (within the timeout) after every
+	// delivery is answered, before the pool is stopped.
+	until func() bool
 }
 
 func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64]*messages.Delivered {
@@ -82,6 +86,9 @@ func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64
 		mu.Lock()
 		defer mu.Unlock()
 		t.Fatalf("only %d of %d deliveries settled", len(got), n)
+	}
+	if r.until != nil {
+		require.Eventually(t, r.until, timeout, 5*time.Millisecond)
 	}
 	_ = system.Root.StopFuture(pool).Wait()
 	mu.Lock()
@@ -290,4 +297,81 @@ func TestConnectionsAreReused(t *testing.T) {
 	require.Len(t, got, 600)
 	require.Equal(t, 600, rcv.Requests())
 	require.LessOrEqual(t, handshakes.Load(), int64(4), "handshakes for 600 POSTs over 4 connections")
+}
+
+// deadLetterIDs are the event IDs in the dead-letter file.
+func deadLetterIDs(t *testing.T, f *fixture) []string {
+	t.Helper()
+	raw, err := os.ReadFile(f.dl.Path())
+	if os.IsNotExist(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	var ids []string
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		var dl struct {
+			EventID string `json:"event_id"`
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &dl))
+		ids = append(ids, dl.EventID)
+	}
+	return ids
+}
+
+// A receiver that rejects every event (in_http without a <parse> section
+// answers 400 to each) is not a stream of bad events: after a run of
+// pool.BreakerRun distinct rejections with no success between, the pool
+// stops dead-lettering, takes the run's letters back out of the file,
+// holds them and everything after them, and sends them all once the
+// receiver accepts again.
+func TestSystemicRejectionsOpenTheBreakerAndLoseNothing(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.FailFirst(pool.BreakerRun+6, 400)
+	m := metrics.New()
+	m.Health.SetRunning(true)
+	var sawHint atomic.Bool
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if ok, reason := m.Health.Ready(); !ok && strings.Contains(reason, "<parse>") {
+				sawHint.Store(true)
+			}
+		}
+	}()
+	const n = 40
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Metrics: m},
+		until: func() bool { return len(f.rcv.CountByUID()) == n && len(deadLetterIDs(t, f)) == 0 },
+	}.deliver(t, n, 30*time.Second)
+	require.Len(t, got, n)
+	requireOnce(t, f, n)
+	require.Empty(t, deadLetterIDs(t, f), "letters of a systemic run stay in the file")
+	require.True(t, sawHint.Load(), "readiness never named the likely cause")
+	ok, reason := m.Health.Ready()
+	require.True(t, ok, reason)
+}
+
+// Poison events among accepted ones are dead-lettered, and only they: the
+// breaker does not open.
+func TestPoisonEventsAmongAcceptedOnesAreDeadLettered(t *testing.T) {
+	f := newFixture(t)
+	poison := map[string]bool{"ev-17": true, "ev-500": true, "ev-981": true}
+	f.rcv.RejectWhere(400, func(r map[string]any) bool { id, _ := r["uid"].(string); return poison[id] })
+	const n = 1000
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 4, Batch: 20}}.deliver(t, n, 60*time.Second)
+	for seq, d := range got {
+		want := messages.Sent
+		if poison[fmt.Sprintf("ev-%d", seq)] {
+			want = messages.DeadLettered
+		}
+		require.Equal(t, want, d.Outcome, seq)
+	}
+	requireOnce(t, f, n-3)
+	require.ElementsMatch(t, []string{"ev-17", "ev-500", "ev-981"}, deadLetterIDs(t, f))
 }

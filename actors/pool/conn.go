@@ -59,6 +59,10 @@ type connSettled struct {
 	d   *messages.Delivery
 }
 
+// takenBack hands the pool deliveries taken back out of the dead-letter
+// file.
+type takenBack struct{ items []*messages.Delivery }
+
 // retryTick wakes a connection for the next attempt of a job.
 type retryTick struct{ job uint64 }
 
@@ -216,22 +220,20 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time
 		c.accepted(ctx, j, res)
 		return
 	case fluentd.Permanent:
-		if len(send) > 1 {
+		switch {
+		case c.deps.breakers.isOpen(send[0].URL):
+			c.held(ctx, j, res)
+		case len(send) > 1:
 			// One bad event, or a body too big: find out event by event.
 			m.Health.FluentdSend(nil)
 			c.log.Warn().Str("url", send[0].URL).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
 				Msg("fluentd rejected a batch for good; sending its events one at a time")
 			j.single, j.events, j.attempts = true, nil, 0
 			c.attempt(j)
-			return
+		default:
+			c.rejected(ctx, j, res)
 		}
-		err := c.deadLetter(send[0], res)
-		if err == nil {
-			c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
-			return
-		}
-		// Not durable yet: keep the event and try again.
-		res.Reason = fmt.Sprintf("%s; dead-letter write failed: %v", res.Reason, err)
+		return
 	case fluentd.Refused:
 		c.refused(ctx, j, res)
 		return
@@ -267,11 +269,70 @@ func excerpt(reason string) string {
 	return strings.ToValidUTF8(reason[:most], "") + "..."
 }
 
+// rejected handles the rejection for good of an event sent alone: a dead
+// letter, unless the rejections on its URL are systemic (see breakers).
+func (c *conn) rejected(ctx actor.Context, j *sendJob, res fluentd.Result) {
+	d := j.sending()[0]
+	br := c.deps.breakers
+	open, takeBack := br.reject(d, res.Status, res.Reason)
+	if open {
+		c.takeBack(ctx, takeBack)
+		c.held(ctx, j, res)
+		return
+	}
+	if br.wasTakenBack(d) {
+		// Sent again after a breaker closed, and rejected again: a bad
+		// event after all, whose letter is in the file already.
+		br.relettered(d)
+		c.deps.Metrics.Health.FluentdSend(nil)
+		c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
+		return
+	}
+	if err := c.deadLetter(d, res); err != nil {
+		// Not durable yet: keep the event and try again.
+		br.unreject(d)
+		res.Reason = fmt.Sprintf("%s; dead-letter write failed: %v", res.Reason, err)
+		c.retry(ctx, j, res)
+		return
+	}
+	c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
+}
+
+// takeBack hands the pool deliveries taken back out of the dead-letter
+// file, to send once their endpoint's breaker closes.
+func (c *conn) takeBack(ctx actor.Context, items []*messages.Delivery) {
+	if len(items) == 0 {
+		return
+	}
+	c.log.Warn().Str("url", items[0].URL).Int("events", len(items)).
+		Msg("taking back the dead letters of a run of rejections: they are sent again once the receiver accepts events")
+	ctx.Send(ctx.Parent(), &takenBack{items: items})
+}
+
+// held retries a job whose endpoint's breaker is open: its events wait, and
+// each attempt probes whether the receiver accepts events again.
+func (c *conn) held(ctx actor.Context, j *sendJob, res fluentd.Result) {
+	send := j.sending()
+	m := c.deps.Metrics
+	for _, d := range send {
+		m.EventsRetried.WithLabelValues(d.Stream).Inc()
+	}
+	cause := c.deps.breakers.cause(send[0].URL)
+	m.Health.FluentdRefused(errors.New(cause))
+	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
+	c.deps.refusals.Error().Str("url", send[0].URL).Int("status", res.Status).Int("attempt", j.attempts).
+		Int("events", len(send)).Dur("retry_in", delay).Msg(cause)
+	j.retry.After(ctx, delay, &retryTick{job: j.id})
+}
+
 // accepted settles what Fluentd took.
 func (c *conn) accepted(ctx actor.Context, j *sendJob, res fluentd.Result) {
 	send := j.sending()
 	m := c.deps.Metrics
 	m.Health.FluentdSend(nil)
+	if wasOpen, back := c.deps.breakers.accepted(send[0].URL, send); wasOpen || len(back) > 0 {
+		c.delivered(send[0].URL, wasOpen, back)
+	}
 	acked := time.Now()
 	for _, d := range send {
 		m.EventsSent.WithLabelValues(d.Stream).Inc()
@@ -280,6 +341,28 @@ func (c *conn) accepted(ctx actor.Context, j *sendJob, res fluentd.Result) {
 		}
 	}
 	c.settle(ctx, j, len(send), messages.Sent, res.Status)
+}
+
+// delivered logs a breaker that closed, and takes the letters of the
+// deliveries taken back, now accepted, out of the dead-letter file.
+func (c *conn) delivered(url string, closed bool, back []*messages.Delivery) {
+	if closed {
+		c.log.Info().Str("url", url).Msg("the fluentd receiver accepts events again; sending what waited")
+	}
+	if len(back) == 0 {
+		return
+	}
+	keys := make([]string, len(back))
+	for i, d := range back {
+		keys[i] = persistence.LetterKey(d.URL, d.EventID, d.Body)
+	}
+	n, err := c.deps.DeadLetters.Remove(keys)
+	if err != nil {
+		// Delivered all the same: the letters stay, as copies.
+		c.log.Error().Err(err).Int("events", len(back)).Msg("events taken back were delivered, but their letters could not be removed from the dead-letter file")
+		return
+	}
+	c.log.Info().Int("events", n).Str("file", c.deps.DeadLetters.Path()).Msg("events taken back were delivered and removed from the dead-letter file")
 }
 
 // deadLetter writes an event Fluentd refused for good to the dead-letter
@@ -322,7 +405,9 @@ func (c *conn) retry(ctx actor.Context, j *sendJob, res fluentd.Result) {
 // event of a batch being sent one at a time, or frees the job's slot.
 func (c *conn) settle(ctx actor.Context, j *sendJob, n int, o messages.Outcome, status int) {
 	for _, d := range j.items[:n] {
-		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: j.attempts})
+		if d.ReplyTo != nil { // nil for a delivery taken back: its requester was answered
+			ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: j.attempts})
+		}
 	}
 	if n < len(j.items) {
 		for _, d := range j.items[:n] {

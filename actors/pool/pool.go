@@ -72,6 +72,9 @@ type Deps struct {
 	// refusals logs a receiver's refusals of service, at most one line per
 	// refusalLogEvery for all the connections, which all see them.
 	refusals *zerolog.Logger
+	// breakers are the URLs' circuit breakers for systemic rejections,
+	// shared by the pool's incarnations and its connections.
+	breakers *breakers
 }
 
 // refusalLogEvery rate-limits the error lines about a receiver refusing
@@ -103,6 +106,19 @@ type Pool struct {
 	// stopping is set once the pool itself stops or restarts, when its
 	// connections terminating is expected rather than a failure.
 	stopping bool
+	// drainTo asked the pool to drain: it is answered once no delivery
+	// taken back out of the dead-letter file waits (the requesters wait
+	// for the others).
+	drainTo *actor.PID
+}
+
+// maybeDrained answers a drain once every delivery taken back is
+// delivered.
+func (p *Pool) maybeDrained(ctx actor.Context) {
+	if p.drainTo != nil && p.deps.breakers.pendingTakenBack() == 0 {
+		ctx.Send(p.drainTo, &messages.Drained{})
+		p.drainTo = nil
+	}
 }
 
 // Props returns the pool's props.
@@ -123,6 +139,7 @@ func Props(deps Deps) *actor.Props {
 	}
 	refusals := deps.Log.Sample(&zerolog.BurstSampler{Burst: 1, Period: refusalLogEvery})
 	deps.refusals = &refusals
+	deps.breakers = newBreakers()
 	q := newQueue()
 	return deps.Kit.Props(Name, func() actor.Actor {
 		return &Pool{deps: deps, q: q, linger: timer.Timer{Clock: deps.Clock}}
@@ -150,8 +167,15 @@ func (p *Pool) Receive(ctx actor.Context) {
 			c.free++
 		}
 		p.dispatch(ctx)
+		p.maybeDrained(ctx)
 	case *connSettled:
 		p.q.settled(m.job, m.d)
+	case *takenBack:
+		p.q.addFront(m.items)
+		p.dispatch(ctx)
+	case *messages.Drain:
+		p.drainTo = ctx.Sender()
+		p.maybeDrained(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		p.stopping = true
 		p.linger.Stop()
@@ -237,7 +261,7 @@ func (p *Pool) dispatch(ctx actor.Context) {
 		if c == nil {
 			return
 		}
-		g, wake := p.q.next(now, p.deps.Batch, p.deps.Linger)
+		g, wake := p.q.next(now, p.deps.Batch, p.deps.Linger, p.holds)
 		if g == nil {
 			p.wakeAt(ctx, wake, now)
 			return
@@ -247,6 +271,13 @@ func (p *Pool) dispatch(ctx actor.Context) {
 		c.free--
 		ctx.Send(c.pid, &job{id: id, inc: c.inc, items: items})
 	}
+}
+
+// holds reports whether the deliveries to url wait: the breaker of its
+// endpoint is open and a job to the endpoint is out already (a probe). With
+// none out, the next job, the oldest delivery first, is the probe.
+func (p *Pool) holds(url string) bool {
+	return p.deps.breakers.isOpen(url) && p.q.holding(url)
 }
 
 // wakeAt arms the linger timer for t unless it is armed for earlier.

@@ -70,6 +70,24 @@ func (q *queue) enqueue(it queued, front bool) {
 	q.queued++
 }
 
+// addFront queues deliveries first in line for their URL, in their order:
+// deliveries taken back out of the dead-letter file, the oldest there are.
+func (q *queue) addFront(items []*messages.Delivery) {
+	for i := len(items) - 1; i >= 0; i-- {
+		q.enqueue(queued{d: items[i]}, true)
+	}
+}
+
+// holding reports whether a connection holds a job to the endpoint of url.
+func (q *queue) holding(url string) bool {
+	for _, j := range q.held {
+		if len(j.items) > 0 && endpoint(j.items[0].URL) == endpoint(url) {
+			return true
+		}
+	}
+	return false
+}
+
 // hold records a job handed to conn and returns its id.
 func (q *queue) hold(conn string, items []*messages.Delivery) uint64 {
 	q.jobID++
@@ -145,13 +163,16 @@ func (q *queue) take(g *group, batch, maxBytes int) []*messages.Delivery {
 	return items
 }
 
-// next returns the group to send from: of the groups ready at now, the one
-// whose oldest delivery came first. A group is ready when it holds a full
+// next returns the group to send from: of the groups ready at now and not
+// held, the one whose oldest delivery came first. A group is ready when it holds a full
 // batch or its oldest delivery has lingered long enough; when none is, wake
 // is when the first one will be.
-func (q *queue) next(now time.Time, batch int, linger time.Duration) (best *group, wake time.Time) {
+func (q *queue) next(now time.Time, batch int, linger time.Duration, holds func(url string) bool) (best *group, wake time.Time) {
 	for _, url := range q.urls {
 		g := q.groups[url]
+		if holds(url) {
+			continue // a job that ends woke the pool
+		}
 		head := g.items[0]
 		if batch > 1 && len(g.items) < batch {
 			if due := head.at.Add(linger); due.After(now) {

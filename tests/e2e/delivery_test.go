@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,4 +179,26 @@ func TestDryRunSendsNothingAndKeepsStateApart(t *testing.T) {
 	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute))
 	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil))
+}
+
+// A receiver that rejects every event for a while (in_http without a
+// <parse> section answers 400 to each) is not a stream of bad events: the
+// daemon stops dead-lettering after a run of them, takes that run's letters
+// back, holds everything, and once the receiver accepts again delivers
+// every event once, leaving the dead-letter file empty and exiting 0.
+func TestSystemicRejectionsAreHeldNotDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	evs := e.Seed(500, 41)
+	e.Fluentd.FailFirst(60, 400)
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 0, p.Wait(t, 2*time.Minute), p.Output())
+	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil), "duplicates")
+	raw, err := os.ReadFile(filepath.Join(persistence.Dir(e.Storage, e.Teleport.Addr()), persistence.DeadLetterFile))
+	if !os.IsNotExist(err) {
+		require.NoError(t, err)
+		require.Empty(t, strings.TrimSpace(string(raw)), "letters of a systemic run stayed in the file")
+	}
+	require.Contains(t, p.Output(), "<parse>", "the likely cause is named")
+	require.Regexp(t, `"dead_lettered":0`, p.Output())
 }
