@@ -57,6 +57,10 @@ type Config struct {
 	// anyone. A receiver that refuses service (401, 403, a redirect, ...)
 	// makes it unready at once.
 	ReadyGrace time.Duration
+	// DeadLetterMaxMB bounds dead-letters.jsonl, in MiB. At the bound no
+	// letter is lost: the rejected event waits, /readyz is red, until an
+	// operator deals with the file.
+	DeadLetterMaxMB int
 
 	Fluentd  FluentdConfig
 	Teleport TeleportConfig
@@ -127,6 +131,7 @@ func Default() Config {
 		WindowSize:       24 * time.Hour,
 		Concurrency:      5,
 		ReadyGrace:       time.Minute,
+		DeadLetterMaxMB:  256,
 		Fluentd:          FluentdConfig{Batch: 1},
 		Teleport: TeleportConfig{
 			Addr:            "localhost:3025",

@@ -302,6 +302,7 @@ refresh.interval = "2m"
 		WindowSize:       12 * time.Hour,
 		Concurrency:      3,
 		ReadyGrace:       time.Minute,
+		DeadLetterMaxMB:  256,
 		ExitOnLastEvent:  true,
 		Debug:            true,
 		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4, Batch: 50},

@@ -66,6 +66,8 @@ func runTree(ctx context.Context, t tree) error {
 		drain = root.DefaultDrainTimeout
 	}
 	letters := persistence.NewDeadLetters(t.store.Dir())
+	letters.SetLimit(int64(t.cfg.DeadLetterMaxMB) << 20)
+	t.metrics.WatchDeadLetterFile(letters.Size)
 	running, err := root.Start(system, root.Spec{Children: t.children(system, kit, sends, letters), Strategy: kit.Strategy,
 		Log: t.log, DrainTimeout: drain, OnDrainTimeout: abortSends})
 	if err != nil {

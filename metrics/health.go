@@ -30,6 +30,7 @@ type Health struct {
 	fluentdFailing  time.Time          // first failure since the last success; zero when fine
 	fluentdErr      string
 	fluentdRefused  string    // the receiver refuses service: not ready at once
+	deadLetters     error     // the dead-letter file takes no more letters
 	checkpointSince time.Time // oldest checkpoint not yet written; zero when none
 	lastCheckpoint  time.Time
 }
@@ -133,6 +134,14 @@ func (h *Health) FluentdRefused(cause error) {
 	h.mu.Unlock()
 }
 
+// DeadLetters records whether the dead-letter file took the last letter:
+// a full file makes the daemon unready at once, until a letter is written.
+func (h *Health) DeadLetters(err error) {
+	h.mu.Lock()
+	h.deadLetters = err
+	h.mu.Unlock()
+}
+
 // CheckpointPending records that a checkpoint waits to be written.
 func (h *Health) CheckpointPending() {
 	h.mu.Lock()
@@ -179,6 +188,8 @@ func (h *Health) Ready() (bool, string) {
 		return false, fmt.Sprintf("teleport: every call failed for %s: %s", teleportFor.Round(time.Second), teleportErr)
 	case h.fluentdRefused != "":
 		return false, "fluentd: " + h.fluentdRefused
+	case h.deadLetters != nil:
+		return false, h.deadLetters.Error()
 	case h.stuck(h.fluentdFailing, now):
 		return false, fmt.Sprintf("fluentd: every send failed for %s: %s", now.Sub(h.fluentdFailing).Round(time.Second), h.fluentdErr)
 	case h.stuck(h.checkpointSince, now):

@@ -68,7 +68,13 @@ type Metrics struct {
 	TeleportErrors  *prometheus.CounterVec // method, code
 
 	ackedUnix atomic.Int64 // for the lag, computed at scrape time
+	// deadLetterSize reads the size of the dead-letter file at scrape time.
+	deadLetterSize atomic.Pointer[func() int64]
 }
+
+// WatchDeadLetterFile makes dead_letter_file_bytes report size() at each
+// scrape.
+func (m *Metrics) WatchDeadLetterFile(size func() int64) { m.deadLetterSize.Store(&size) }
 
 // New returns the metrics registered in a fresh registry, with the Go
 // runtime and process collectors.
@@ -104,6 +110,13 @@ func New() *Metrics {
 	m.SessionsQueued = f.gauge("sessions_queued", "Session recordings registered and waiting (the in-memory slice of the backlog).")
 	m.SessionsFinished = f.counter("sessions_finished_total", "Session recordings streamed completely.")
 	m.SessionsGivenUp = f.counterVec("sessions_given_up_total", "Session recordings given up, by reason (not_found, failing, invalid_id).", "reason")
+	f.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "dead_letter_file_bytes",
+		Help: "Size of dead-letters.jsonl, bounded by --dead-letter-max-mb."}, func() float64 {
+		if size := m.deadLetterSize.Load(); size != nil {
+			return float64((*size)())
+		}
+		return 0
+	}))
 	m.ExportChunksParked = f.gauge("export_chunks_parked", "Export chunks that kept failing and wait to be read again (their events are not delivered yet).")
 
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")

@@ -28,14 +28,49 @@ type DeadLetter struct {
 // DeadLetters appends rejected events, one JSON line each, fsync'd before
 // the event is counted as settled: a dead letter is never lost either.
 type DeadLetters struct {
-	mu   sync.Mutex
-	path string
-	n    int // letters written by this process
+	mu    sync.Mutex
+	path  string
+	limit int64 // bytes
+	n     int   // letters written by this process
 }
 
-// NewDeadLetters writes to dir/dead-letters.jsonl (created on first use).
+// DefaultDeadLetterLimit bounds the dead-letter file (--dead-letter-max-mb).
+const DefaultDeadLetterLimit = 256 << 20
+
+// NewDeadLetters writes to dir/dead-letters.jsonl (created on first use),
+// up to DefaultDeadLetterLimit bytes.
 func NewDeadLetters(dir string) *DeadLetters {
-	return &DeadLetters{path: filepath.Join(dir, DeadLetterFile)}
+	return &DeadLetters{path: filepath.Join(dir, DeadLetterFile), limit: DefaultDeadLetterLimit}
+}
+
+// SetLimit bounds the file to n bytes.
+func (d *DeadLetters) SetLimit(n int64) {
+	d.mu.Lock()
+	d.limit = n
+	d.mu.Unlock()
+}
+
+// DeadLettersFullError is the error of an append that would take the file
+// over its limit: the letter is not written, and the event waits (it is
+// not settled) until an operator deals with the file.
+type DeadLettersFullError struct {
+	Path        string
+	Size, Limit int64
+}
+
+func (e *DeadLettersFullError) Error() string {
+	return fmt.Sprintf("the dead-letter file %s is full (%d bytes, of %d allowed by --dead-letter-max-mb): "+
+		"deal with its letters (resend or keep them elsewhere), then move or truncate it, or raise --dead-letter-max-mb; "+
+		"until then the rejected events wait", e.Path, e.Size, e.Limit)
+}
+
+// Size is the size of the file now, 0 when there is none.
+func (d *DeadLetters) Size() int64 {
+	info, err := os.Stat(d.path)
+	if err != nil {
+		return 0
+	}
+	return info.Size()
 }
 
 // Path returns the file's path.
@@ -65,6 +100,17 @@ func (d *DeadLetters) Append(l DeadLetter) error {
 	f, err := os.OpenFile(d.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("open dead-letter file: %w", err)
+	}
+	// The size of the file as it is now: an operator who moved it away
+	// has made room.
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("stat dead-letter file %s: %w", d.path, err)
+	}
+	if info.Size()+int64(len(line)) > d.limit {
+		f.Close()
+		return &DeadLettersFullError{Path: d.path, Size: info.Size(), Limit: d.limit}
 	}
 	if _, err := f.Write(line); err != nil {
 		f.Close()

@@ -288,8 +288,11 @@ func (c *conn) rejected(ctx actor.Context, j *sendJob, res fluentd.Result) {
 		c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
 		return
 	}
-	if err := c.deadLetter(d, res); err != nil {
-		// Not durable yet: keep the event and try again.
+	err := c.deadLetter(d, res)
+	c.deps.Metrics.Health.DeadLetters(err)
+	if err != nil {
+		// Not durable yet (the file is full, or the write failed): keep the
+		// event, unanswered, and try again.
 		br.unreject(d)
 		res.Reason = fmt.Sprintf("%s; dead-letter write failed: %v", res.Reason, err)
 		c.retry(ctx, j, res)

@@ -136,3 +136,42 @@ func TestRefusalIsRetriedNeverDeadLettered(t *testing.T) {
 	ok, reason := m.Health.Ready()
 	require.True(t, ok, reason)
 }
+
+// At its limit the dead-letter file takes no more letters, and loses none:
+// the rejected event waits (unanswered, so its stream pauses), readiness is
+// red naming the file, and once the operator has moved the file away the
+// event is dead-lettered and the stream goes on.
+func TestFullDeadLetterFilePausesTheEvent(t *testing.T) {
+	f := newFixture(t)
+	f.dl.SetLimit(400) // room for one letter
+	f.rcv.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == "ev-3" || r["uid"] == "ev-12" })
+	m := metrics.New()
+	m.Health.SetRunning(true)
+	moved := make(chan struct{})
+	go func() {
+		defer close(moved)
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if ok, reason := m.Health.Ready(); !ok && strings.Contains(reason, f.dl.Path()) && strings.Contains(reason, "full") {
+				_ = os.Rename(f.dl.Path(), f.dl.Path()+".handled")
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Metrics: m}}.deliver(t, 20, 30*time.Second)
+	<-moved
+	require.Equal(t, messages.DeadLettered, got[3].Outcome)
+	require.Equal(t, messages.DeadLettered, got[12].Outcome)
+	requireOnce(t, f, 18)
+	first, err := os.ReadFile(f.dl.Path() + ".handled")
+	require.NoError(t, err)
+	second, err := os.ReadFile(f.dl.Path())
+	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(string(first), "\n"))
+	require.Equal(t, 1, strings.Count(string(second), "\n"))
+	require.Contains(t, string(first)+string(second), `"event_id":"ev-3"`)
+	require.Contains(t, string(first)+string(second), `"event_id":"ev-12"`)
+	ok, reason := m.Health.Ready()
+	require.True(t, ok, reason)
+}
