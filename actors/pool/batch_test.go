@@ -375,3 +375,28 @@ func TestPoisonEventsAmongAcceptedOnesAreDeadLettered(t *testing.T) {
 	requireOnce(t, f, n-3)
 	require.ElementsMatch(t, []string{"ev-17", "ev-500", "ev-981"}, deadLetterIDs(t, f))
 }
+
+// The pool never makes more than MaxConnections requests at once, counted
+// at the receiver, while its connections panic and restart with requests
+// on the wire: a connection's request ends with its incarnation, before
+// the next one sends.
+func TestNeverMoreRequestsAtOnceThanConnections(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.SetLatency(300 * time.Millisecond)
+	t.Cleanup(faults.Reset)
+	const conns = 3
+	go func() {
+		// Once every connection has a request on the wire, the next message
+		// each receives (its second job) makes it panic.
+		deadline := time.Now().Add(10 * time.Second)
+		for f.rcv.PeakConcurrency() < conns && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		faults.Arm("connection", conns)
+	}()
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: conns}}.deliver(t, 30, 60*time.Second)
+	require.Len(t, got, 30)
+	require.Equal(t, conns, faults.Injected("connection"))
+	require.Len(t, f.rcv.CountByUID(), 30)
+	require.Equal(t, conns, f.rcv.PeakConcurrency(), "requests at once at the receiver")
+}

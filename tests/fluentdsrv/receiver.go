@@ -66,6 +66,9 @@ type Receiver struct {
 	tags     []string         // in order of first record
 	requests int
 	files    map[string]*os.File
+	// inFlight is the number of requests being handled now, peak the most
+	// there ever were at once.
+	inFlight, peak int
 
 	// faults, guarded by mu
 	failFirst  int
@@ -333,6 +336,13 @@ func (r *Receiver) Statuses() map[int]int {
 	return out
 }
 
+// PeakConcurrency is the most requests the receiver handled at once.
+func (r *Receiver) PeakConcurrency() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peak
+}
+
 // FailFirst answers the next n requests with status, storing nothing.
 func (r *Receiver) FailFirst(n int, status int) {
 	r.mu.Lock()
@@ -371,8 +381,15 @@ func (r *Receiver) RejectWhere(status int, match func(record map[string]any) boo
 func (r *Receiver) handle(w http.ResponseWriter, req *http.Request, abort <-chan struct{}) {
 	r.mu.Lock()
 	r.requests++
+	r.inFlight++
+	r.peak = max(r.peak, r.inFlight)
 	latency := r.latency
 	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.inFlight--
+		r.mu.Unlock()
+	}()
 
 	status, reason, recs := r.accept(w, req)
 	if latency > 0 {
