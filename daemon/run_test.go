@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/config"
@@ -42,6 +43,8 @@ func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 		"--fluentd-ca", pki.FluentdCAFile, "--fluentd-cert", pki.FluentdClientCertFile, "--fluentd-key", pki.FluentdClientKeyFile,
 		"--storage", filepath.Join(t.TempDir(), "storage"), "--start-time", start.Format(time.RFC3339),
 		"--exit-on-last-event", "--timeout", "100ms",
+		// The identity refresh runs, and is joined when Run returns.
+		"--teleport-refresh-enabled", "--teleport-refresh-interval", "50ms",
 	}, func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 
@@ -51,12 +54,19 @@ func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 	m := metrics.New()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// What runs now is the test servers'; whatever Run starts, it ends
+	// before it returns (not when ctx is cancelled, later).
+	running := goleak.IgnoreCurrent()
 	// The generated session.upload events have no recordings on the test
 	// server: they are given up, which the run reports as left undone.
 	err = daemon.Run(ctx, inv.Config, zerolog.Nop(), daemon.Options{Metrics: m})
 	require.ErrorIs(t, err, daemon.ErrIncomplete)
 	require.ErrorContains(t, err, "session recording(s) given up")
 	require.NotContains(t, err.Error(), "dead-lettered")
+	goleak.VerifyNone(t, running,
+		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
 
 	for kind, n := range map[string]int{"poller": 2, "connection": 3, "checkpoint": 1} {
 		require.Equal(t, n, faults.Injected(kind), kind)
