@@ -119,7 +119,7 @@ func (s *Store) LastRecordingSeq() (uint64, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, &CorruptError{Path: s.path, Err: err}
+		return 0, s.decodeErr(err)
 	}
 	return last, nil
 }

@@ -58,6 +58,39 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
+// Unrecoverable tells the supervisor that restarting the actor that read
+// the file cannot help.
+func (e *CorruptError) Unrecoverable() bool { return true }
+
+// ErrClosed is the error of a read or write after Close: the daemon is
+// stopping. It is not corruption.
+var ErrClosed error = closedError{}
+
+type closedError struct{}
+
+func (closedError) Error() string       { return "the state file is closed: the daemon is stopping" }
+func (closedError) Unrecoverable() bool { return true }
+
+// decodeErr is the error of a read whose records did not decode: corrupt,
+// unless the file was closed meanwhile.
+func (s *Store) decodeErr(err error) error {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return s.readErr(err)
+	}
+	return &CorruptError{Path: s.path, Err: err}
+}
+
+// readErr classifies an error of bbolt outside of decoding: a closed file
+// is ErrClosed; anything else is an I/O error, with the path, and not
+// corruption (only bbolt's checks at Open and records that do not decode
+// are).
+func (s *Store) readErr(err error) error {
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("%s: %w", s.path, ErrClosed)
+	}
+	return fmt.Errorf("read state file %s: %w", s.path, err)
+}
+
 // Write is one change to the store. It is kv.Write, a plain value, so that
 // the messages that carry writes to the checkpoint writer need not import
 // the store.
@@ -119,7 +152,8 @@ func Open(dir string) (s *Store, err error) {
 		if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOSPC) {
 			return nil, fmt.Errorf("open state file %s: %w; --storage must be on a writable file system with free space", path, err)
 		}
-		return nil, &CorruptError{Path: path, Err: err}
+		// Not one of bbolt's checks: an I/O error, not corruption.
+		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
 	s = &Store{db: db, dir: dir, path: path}
 	if err := s.init(); err != nil {
@@ -179,6 +213,9 @@ func (s *Store) Apply(writes []Write) error {
 		}
 		return nil
 	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return fmt.Errorf("%s: %w", s.path, ErrClosed)
+	}
 	if err != nil {
 		return fmt.Errorf("write %s: %w", s.path, err)
 	}
@@ -198,7 +235,7 @@ func (s *Store) Get(bucket, key string) (value []byte, ok bool, err error) {
 		return nil
 	})
 	if err != nil {
-		return nil, false, &CorruptError{Path: s.path, Err: err}
+		return nil, false, s.readErr(err)
 	}
 	return value, ok, nil
 }
@@ -241,7 +278,7 @@ func (s *Store) Scan(bucket, after string, limit int, fn func(key string, value 
 		return nil
 	})
 	if err != nil {
-		return &CorruptError{Path: s.path, Err: err}
+		return s.readErr(err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package persistence_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -136,4 +137,40 @@ func TestDeadLettersRemove(t *testing.T) {
 	info, err := os.Stat(d.Path())
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}
+
+// Only bbolt's checks and records that do not decode are corruption: a
+// store closed while the daemon stops is not, nor an I/O error at open.
+func TestStorageErrorsAreClassified(t *testing.T) {
+	dir := t.TempDir()
+	s, err := persistence.Open(dir)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	_, _, err = s.AuditPosition()
+	require.ErrorIs(t, err, persistence.ErrClosed)
+	var corrupt *persistence.CorruptError
+	require.False(t, errors.As(err, &corrupt), "a closed store reported as corrupt: %v", err)
+	// Neither is restarted by the supervisor (actors/supervisor.Unrecoverable).
+	var unrecoverable interface{ Unrecoverable() bool }
+	require.True(t, errors.As(err, &unrecoverable) && unrecoverable.Unrecoverable())
+	err = s.Apply([]persistence.Write{{Bucket: persistence.BucketAudit, Key: "k", Value: []byte("v")}})
+	require.ErrorIs(t, err, persistence.ErrClosed)
+	_, err = s.Recordings("", 10)
+	require.ErrorIs(t, err, persistence.ErrClosed)
+	_, err = s.LastRecordingSeq()
+	require.ErrorIs(t, err, persistence.ErrClosed)
+
+	// The state file is a directory: an I/O error, with the path.
+	other := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(other, persistence.FileName), 0o700))
+	_, err = persistence.Open(other)
+	require.Error(t, err)
+	require.False(t, errors.As(err, &corrupt), "an I/O error reported as corrupt: %v", err)
+	require.ErrorContains(t, err, filepath.Join(other, persistence.FileName))
+
+	// A file that fails bbolt's checks is.
+	bad := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(bad, persistence.FileName), bytes.Repeat([]byte("x"), 8192), 0o600))
+	_, err = persistence.Open(bad)
+	require.ErrorAs(t, err, &corrupt)
 }

@@ -221,6 +221,9 @@ func (r *Root) onTerminated(ctx actor.Context, who *actor.PID) {
 		err := fmt.Errorf("%w: %s stopped unexpectedly", ErrGaveUp, name)
 		if d, ok := r.spec.Strategy.GaveUp(who); ok {
 			err = fmt.Errorf("%w: %s failed %d times within the restart window (last: %s)", ErrGaveUp, name, d.Failures, d.Reason)
+			if cause, isErr := d.Cause.(error); isErr && d.Unrecoverable {
+				err = fmt.Errorf("%w: %s: %w", ErrGaveUp, name, cause) // the cause names the fix
+			}
 		}
 		r.spec.Log.Error().Err(err).Msg("stopping the pipeline")
 		r.shutdown(ctx, "child gave up", err)

@@ -15,6 +15,7 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -61,6 +62,25 @@ type Decision struct {
 	Failures int // within the window, this one included
 	Delay    time.Duration
 	GaveUp   bool
+	// Unrecoverable is set when the cause is one a restart cannot fix (see
+	// Unrecoverable): the child was stopped at its first failure.
+	Unrecoverable bool
+}
+
+// Unrecoverable is implemented by failure causes (a panic value, or an
+// error it wraps) that a restart cannot fix: a corrupt state file, or one
+// closed because the daemon stops. A child failing with one is stopped at
+// once rather than restarted into the same failure.
+type Unrecoverable interface {
+	Unrecoverable() bool
+}
+
+// unrecoverable reports whether the panic value reason is, or wraps, an
+// Unrecoverable cause.
+func unrecoverable(reason any) bool {
+	err, ok := reason.(error)
+	var u Unrecoverable
+	return ok && errors.As(err, &u) && u.Unrecoverable()
 }
 
 // Strategy implements actor.SupervisorStrategy.
@@ -140,6 +160,9 @@ func (s *Strategy) HandleFailure(system *actor.ActorSystem, sup actor.Supervisor
 	case stopping:
 		s.log.Debug().Str("actor", d.Kind).Str("reason", d.Reason).Msg("actor failed while the tree stops; stopping it")
 		sup.StopChildren(child)
+	case unrecoverable(reason):
+		d.Unrecoverable = true
+		s.giveUp(system, sup, d)
 	case d.Failures > s.policy.Budget:
 		s.giveUp(system, sup, d)
 	default:
@@ -152,8 +175,12 @@ func (s *Strategy) giveUp(system *actor.ActorSystem, sup actor.Supervisor, d Dec
 	s.mu.Lock()
 	s.gaveUp[d.Child.Id] = d
 	s.mu.Unlock()
-	s.log.Error().Str("actor", d.Kind).Str("reason", d.Reason).Int("failures", d.Failures).
-		Dur("window", s.policy.Window).Msg("actor failed too often, stopping it")
+	if d.Unrecoverable {
+		s.log.Debug().Str("actor", d.Kind).Str("reason", d.Reason).Msg("actor failed in a way a restart cannot fix; stopping it")
+	} else {
+		s.log.Error().Str("actor", d.Kind).Str("reason", d.Reason).Int("failures", d.Failures).
+			Dur("window", s.policy.Window).Msg("actor failed too often, stopping it")
+	}
 	s.notify(d)
 	system.EventStream.Publish(&actor.SupervisorEvent{Child: d.Child, Reason: d.Cause, Directive: actor.StopDirective})
 	sup.StopChildren(d.Child)

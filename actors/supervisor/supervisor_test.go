@@ -2,6 +2,7 @@ package supervisor_test
 
 import (
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,7 +22,14 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 }
 
-type boom struct{}
+// boom makes the child panic with err (an injected failure when nil).
+type boom struct{ err error }
+
+// unfixable is a failure a restart cannot fix, as a corrupt state file.
+type unfixable struct{}
+
+func (unfixable) Error() string       { return "state file is unreadable" }
+func (unfixable) Unrecoverable() bool { return true }
 
 // tree is a parent supervising one child, "flaky", that panics on boom.
 type tree struct {
@@ -50,10 +58,13 @@ func newTree(t *testing.T, p supervisor.Policy) *tree {
 	})
 	flaky := kit.Props("flaky", func() actor.Actor {
 		return actor.ReceiveFunc(func(ctx actor.Context) {
-			switch ctx.Message().(type) {
+			switch m := ctx.Message().(type) {
 			case *actor.Started:
 				tr.starts.Add(1)
 			case *boom:
+				if m.err != nil {
+					panic(m.err)
+				}
 				panic(errors.New("injected failure"))
 			}
 		})
@@ -138,6 +149,26 @@ func TestAChildOverItsBudgetIsStopped(t *testing.T) {
 	require.Equal(t, 3, got.Failures)
 	require.EqualValues(t, 1, testutil.ToFloat64(tr.m.SupervisorDecisions.WithLabelValues("flaky", "stop")))
 	require.EqualValues(t, 3, tr.starts.Load(), "started, then restarted twice")
+}
+
+// A failure a restart cannot fix (a corrupt or closed state file) stops the
+// child at once, whatever its budget: no restarts that fail the same way.
+func TestAnUnrecoverableFailureStopsTheChildAtOnce(t *testing.T) {
+	tr := newTree(t, supervisor.Policy{InitialDelay: time.Millisecond, Budget: 10, Window: time.Hour})
+	child := <-tr.child
+	tr.system.Root.Send(child, &boom{err: fmt.Errorf("load position: %w", unfixable{})})
+	d := tr.decision(t)
+	require.True(t, d.GaveUp)
+	require.True(t, d.Unrecoverable)
+	require.Equal(t, 1, d.Failures)
+	select {
+	case who := <-tr.terminated:
+		require.True(t, who.Equal(child))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the parent did not see its child stop")
+	}
+	require.Zero(t, tr.strategy.Waiting(), "a restart was scheduled")
+	require.EqualValues(t, 1, tr.starts.Load(), "restarted")
 }
 
 func TestShutdownCancelsARestartThatWaits(t *testing.T) {

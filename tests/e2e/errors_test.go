@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,4 +217,27 @@ func TestCorruptStateIsReportedNotReplaced(t *testing.T) {
 	after, err := os.ReadFile(state)
 	require.NoError(t, err)
 	require.Equal(t, garbage, after, "the corrupt file was changed")
+}
+
+// A record that does not decode is corruption: reported with the state
+// file's path and a clean exit, not restarted into the same failure for
+// minutes.
+func TestUndecodableRecordIsReportedOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Seed(10, 16)
+	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
+	st, err := persistence.Open(dir)
+	require.NoError(t, err)
+	sid := harness.SID("broken")
+	require.NoError(t, st.Apply([]persistence.Write{
+		{Bucket: persistence.BucketSessions, Key: sid, Value: []byte("{")},
+		{Bucket: persistence.BucketSessionQueue, Key: fmt.Sprintf("%020d", 1), Value: []byte(sid)},
+	}))
+	require.NoError(t, st.Close())
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 1, p.Wait(t, 20*time.Second), p.Output())
+	out := p.Output()
+	require.Contains(t, out, filepath.Join(dir, persistence.FileName)+" is unreadable")
+	require.NotContains(t, out, "restarting", "an actor was restarted into the same corruption")
 }
