@@ -29,7 +29,7 @@ const BreakerRun = 10
 // Like the queue, breakers outlive the pool's restarts; the connections use
 // them concurrently.
 type breakers struct {
-	mu    sync.Mutex
+	mu         sync.Mutex
 	byEndpoint map[string]*breaker
 	// takenBack are the deliveries taken back out of the dead-letter file
 	// and not yet accepted: they have no requester waiting (it was answered
@@ -39,7 +39,7 @@ type breakers struct {
 
 // breaker is the state of one endpoint since its last success there.
 type breaker struct {
-	rejected map[string]bool       // distinct events rejected in the run
+	rejected map[string]bool      // distinct events rejected in the run
 	letters  []*messages.Delivery // dead-lettered in the run
 	open     bool
 	cause    string // for readiness and logs, while open

@@ -130,7 +130,7 @@ type Manager struct {
 	// saving holds the recordings whose state the manager itself is
 	// writing (a player death counted): finished only once on disk.
 	saving map[string]bool
-	wait        timer.Timer // until the first queued recording is due
+	wait   timer.Timer // until the first queued recording is due
 
 	// givenUp lists the recordings given up in this run, for
 	// --exit-on-last-event; Props shares it across the manager's restarts.

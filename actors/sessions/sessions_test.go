@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/google/uuid"
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/gravitational/trace"
 	"github.com/jonboulle/clockwork"
-	"github.com/rs/zerolog"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -164,9 +164,9 @@ type fixture struct {
 	// undone is what the last run reported left undone.
 	undone error
 	tp     *fakeTeleport
-	pool  *fakePool
-	store *persistence.Store
-	deps  sessions.Deps
+	pool   *fakePool
+	store  *persistence.Store
+	deps   sessions.Deps
 }
 
 func newFixture(t *testing.T) *fixture {
