@@ -117,6 +117,23 @@ func ExportDoneWrites(c ChunkRef, events uint64) []Write {
 	}
 }
 
+// ExportPruneWrites are the writes that remove the completion records of
+// the days before day: days the walker no longer lists, whose records it
+// never reads again. Keys sort by day, so the scan stops at the first key
+// of day.
+func (s *Store) ExportPruneWrites(day time.Time) ([]Write, error) {
+	stop := prefixExportDone + DayName(day)
+	var writes []Write
+	err := s.Scan(BucketExport, strings.TrimSuffix(prefixExportDone, "/"), 0, func(key string, _ []byte) bool {
+		if !strings.HasPrefix(key, prefixExportDone) || key >= stop {
+			return false
+		}
+		writes = append(writes, del(BucketExport, key))
+		return true
+	})
+	return writes, err
+}
+
 // ExportDoneChunks lists the completed chunks of a day.
 func (s *Store) ExportDoneChunks(day time.Time) (map[string]bool, error) {
 	prefix := prefixExportDone + DayName(day) + "/"

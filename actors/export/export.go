@@ -367,8 +367,7 @@ func (w *Walker) next(ctx actor.Context) {
 	}
 	if !w.st.Day.AddDate(0, 0, 1).After(w.Clock.Now()) {
 		w.st.Day = w.st.Day.AddDate(0, 0, 1)
-		w.pruneDone()
-		w.save(ctx)
+		w.save(ctx, w.pruneDone()...)
 		w.round(ctx)
 		return
 	}
@@ -391,9 +390,14 @@ func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {
 	return m, nil
 }
 
-func (w *Walker) pruneDone() {
+// pruneDone forgets the completed chunks of the days out of the polling
+// window, in memory, and returns the writes that remove them from the state
+// file, with those of any day before, so that the file does not grow with
+// the days walked.
+func (w *Walker) pruneDone() []persistence.Write {
+	days := w.pollDays()
 	keep := map[string]bool{}
-	for _, d := range w.pollDays() {
+	for _, d := range days {
 		keep[persistence.DayName(d)] = true
 	}
 	for k := range w.done {
@@ -401,13 +405,20 @@ func (w *Walker) pruneDone() {
 			delete(w.done, k)
 		}
 	}
+	writes, err := w.Store.ExportPruneWrites(days[0])
+	if err != nil {
+		panic(fmt.Errorf("list completed chunks to prune: %w", err))
+	}
+	return writes
 }
 
-func (w *Walker) save(ctx actor.Context) {
+// save checkpoints the walker's state, with extra writes in the same
+// transaction.
+func (w *Walker) save(ctx actor.Context, extra ...persistence.Write) {
 	w.saveSeq++
 	w.savingAt = w.deliveredUpTo()
 	ctx.Send(w.Checkpoint, &messages.Save{Key: "export/walker", Epoch: w.epoch, Seq: w.saveSeq,
-		Writes: []persistence.Write{persistence.ExportWalkerWrite(w.st)}, ReplyTo: ctx.Self()})
+		Writes: append([]persistence.Write{persistence.ExportWalkerWrite(w.st)}, extra...), ReplyTo: ctx.Self()})
 }
 
 // deliveredUpTo is the time before which every event is delivered (or
