@@ -138,7 +138,7 @@ func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends cont
 	if cfg.Lock.Enabled {
 		taps = append(taps, inflight.Tap{PID: root.PID(system, lockpolicy.Name), Wants: lockpolicy.Wants})
 		children = append(children, root.Child{Name: lockpolicy.Name, Props: lockpolicy.Props(lockpolicy.Deps{
-			Locker: t.api, Store: t.store,
+			Locker: t.api, Store: t.store, Checkpoint: ckpt,
 			Config: lockpolicy.Config{FailedAttempts: cfg.Lock.FailedAttempts, Period: cfg.Lock.Period, For: cfg.Lock.For},
 			DryRun: cfg.DryRun, Log: t.log, Metrics: m, Kit: kit,
 		})})

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -112,10 +113,14 @@ func del(bucket, key string) Write { return Write{Bucket: bucket, Key: key, Dele
 
 // Store is the state of one Teleport cluster.
 type Store struct {
-	db   *bolt.DB
-	dir  string
-	path string
+	db      *bolt.DB
+	dir     string
+	path    string
+	commits atomic.Uint64
 }
+
+// Commits is how many transactions Apply committed: the fsyncs paid.
+func (s *Store) Commits() uint64 { return s.commits.Load() }
 
 // Dir returns the per-cluster directory for a Teleport address: host:port
 // becomes host_port, as upstream names it.
@@ -219,6 +224,7 @@ func (s *Store) Apply(writes []Write) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", s.path, err)
 	}
+	s.commits.Add(1)
 	return nil
 }
 

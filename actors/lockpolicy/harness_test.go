@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
@@ -183,9 +184,13 @@ func (f *fixture) start() *run {
 	strategy := supervisor.New(supervisor.Policy{InitialDelay: time.Millisecond}, zerolog.Nop())
 	deps := f.deps
 	deps.Kit = supervisor.Kit{Strategy: strategy}
+	deps.Checkpoint = root.PID(r.system, checkpoint.Name)
 	var err error
 	r.tree, err = root.Start(r.system, root.Spec{Strategy: strategy, Log: zerolog.Nop(), DrainTimeout: 2 * time.Second,
-		Children: []root.Child{{Name: lockpolicy.Name, Props: lockpolicy.Props(deps)}}})
+		Children: []root.Child{
+			{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: f.store, Metrics: f.m, Kit: deps.Kit})},
+			{Name: lockpolicy.Name, Props: lockpolicy.Props(deps)},
+		}})
 	require.NoError(t, err)
 	select {
 	case <-r.started:

@@ -63,9 +63,12 @@ type Config struct {
 // Deps configure the policy.
 type Deps struct {
 	Locker Locker // unused with DryRun
-	// Store keeps the counters and locks; the policy writes it directly,
-	// one fsync'd transaction per failed login (a low-rate stream).
-	Store *persistence.Store
+	// Store keeps the counters and locks; the policy reads it at start and
+	// writes it through Checkpoint, the checkpoint writer, which commits the
+	// counters of many failed logins in one fsync'd transaction (a
+	// brute-force burst does not cost an fsync per failure).
+	Store      *persistence.Store
+	Checkpoint *actor.PID
 	Config
 	// DryRun logs the locks that would be written and writes none.
 	DryRun bool
@@ -160,6 +163,18 @@ type Policy struct {
 	// denied is set once Teleport refused a lock for lack of permission:
 	// the error is logged once, and once more when a lock gets through.
 	denied bool
+
+	// saveSeq numbers this incarnation's saves; onDisk holds, by save key,
+	// what waits for a save to be on disk (the answer to an Observe, the
+	// start of a lock's writing), with the seq of its save.
+	saveSeq uint64
+	onDisk  map[string][]waiter
+}
+
+// waiter is what runs once save seq of its key is on disk.
+type waiter struct {
+	seq  uint64
+	then func()
 }
 
 type attempt struct {
@@ -186,6 +201,10 @@ func (p *Policy) Receive(ctx actor.Context) {
 		p.start(ctx)
 	case *messages.Observe:
 		p.observe(ctx, m)
+	case *messages.Saved:
+		if m.Epoch == p.epoch {
+			p.saved(m)
+		}
 	case *upserted:
 		if m.epoch == p.epoch {
 			p.onUpserted(ctx, m)
@@ -211,6 +230,7 @@ func (p *Policy) start(ctx actor.Context) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.users = map[string]*persistence.LockState{}
 	p.pending = map[string]*attempt{}
+	p.onDisk = map[string][]waiter{}
 	states, err := p.Store.LockStates()
 	if err != nil {
 		panic(fmt.Errorf("load lock policy state: %w", err))
@@ -243,20 +263,25 @@ func (p *Policy) stop() {
 // observe counts a failed login and answers once the count is on disk (a
 // lock it completes is on disk as pending).
 func (p *Policy) observe(ctx actor.Context, o *messages.Observe) {
-	// Not deferred: a write that panics must leave the event unanswered.
-	p.count(ctx, o.Event)
-	ctx.Send(o.ReplyTo, &messages.Observed{Epoch: o.Epoch, Seq: o.Seq, Tap: ctx.Self()})
+	self := ctx.Self()
+	answer := func() { ctx.Send(o.ReplyTo, &messages.Observed{Epoch: o.Epoch, Seq: o.Seq, Tap: self}) }
+	if !p.count(ctx, o.Event, answer) {
+		answer() // nothing to write
+	}
 }
 
-func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
+// count counts a failed login. It returns false when there is nothing to
+// write; else it saves the new state and runs answer once it is on disk
+// (after marking the lock the failure completes, if any, to be written).
+func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured, answer func()) bool {
 	if !Wants(ev) {
-		return // only failed logins count, whatever is handed over
+		return false // only failed logins count, whatever is handed over
 	}
 	user := stringField(ev, "user")
 	t, ok := eventTime(ev)
 	if user == "" || !ok {
 		p.log.Warn().Str("event_id", ev.GetId()).Msg("failed login event without a user or a time; not counted")
-		return
+		return false
 	}
 	f := persistence.LoginFailure{ID: ev.GetId(), Time: t}
 	if f.ID == "" {
@@ -270,26 +295,31 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 	if s == nil {
 		s = &persistence.LockState{User: user}
 	}
-	// Work on a copy: if the write fails, the restarted actor reloads what
-	// is on disk.
 	next := clone(*s)
 	v := p.win.Add(&next, f, now)
 	if v == Ignored {
 		p.log.Debug().Str("user", user).Str("event_id", f.ID).Msg("failed login replayed, accounted for by our lock, or too old to matter")
-		return
+		return false
 	}
 	if v != Lock {
 		p.log.Debug().Str("user", user).Str("event_id", f.ID).Time("event_time", t).Stringer("verdict", v).
 			Int("failures", len(next.Failures)).Msg("failed login counted")
-	} else if p.DryRun {
+		p.save(ctx, next, answer)
+		return true
+	}
+	if p.DryRun {
 		next.Lock.Written = now // nothing to write: remember it as done
 	}
-	p.save(next)
-	s = p.users[user]
-	if v != Lock {
-		return
-	}
-	l := s.Lock
+	p.save(ctx, next, func() {
+		p.locking(ctx, user, *next.Lock)
+		answer()
+	})
+	return true
+}
+
+// locking starts writing the lock l of user to Teleport, now that it is on
+// disk as pending (with --dry-run, logs it).
+func (p *Policy) locking(ctx actor.Context, user string, l persistence.UserLock) {
 	expires := "never"
 	if !l.Expires.IsZero() {
 		expires = l.Expires.UTC().Format(time.RFC3339)
@@ -305,18 +335,45 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured) {
 	p.runPending(ctx)
 }
 
-// save writes s in one fsync'd transaction and then makes it the state in
-// memory. A failed write is a fault: the restarted actor reloads the store
-// and the poller replays the event.
-func (p *Policy) save(s persistence.LockState) {
-	if err := p.Store.Apply([]persistence.Write{persistence.LockStateWrite(s)}); err != nil {
-		panic(fmt.Errorf("save lock policy state of %s: %w", s.User, err))
-	}
+// save makes s its user's state in memory at once, and writes it through
+// the checkpoint writer, which commits the states of many users, and
+// coalesces those of one, in each fsync'd transaction; then runs then (if
+// not nil) once it is on disk. A failed write is the writer's to retry;
+// if this actor restarts meanwhile, it reloads the store and the poller
+// hands it again the failures it did not answer.
+func (p *Policy) save(ctx actor.Context, s persistence.LockState, then func()) {
 	if s.Empty() {
 		delete(p.users, s.User)
-		return
+	} else {
+		p.users[s.User] = &s
 	}
-	p.users[s.User] = &s
+	key := saveKey(s.User)
+	p.saveSeq++
+	if then != nil {
+		p.onDisk[key] = append(p.onDisk[key], waiter{seq: p.saveSeq, then: then})
+	}
+	ctx.Send(p.Checkpoint, &messages.Save{Key: key, Epoch: p.epoch, Seq: p.saveSeq,
+		Writes: []persistence.Write{persistence.LockStateWrite(s)}, ReplyTo: ctx.Self()})
+}
+
+// saveKey is the checkpoint key of user's state.
+func saveKey(user string) string { return "lock/" + user }
+
+// saved runs what waited for the saves of m.Key up to m.Seq.
+func (p *Policy) saved(m *messages.Saved) {
+	ws := p.onDisk[m.Key]
+	n := 0
+	for n < len(ws) && ws[n].seq <= m.Seq {
+		n++
+	}
+	if n == len(ws) {
+		delete(p.onDisk, m.Key)
+	} else {
+		p.onDisk[m.Key] = ws[n:]
+	}
+	for _, w := range ws[:n] {
+		w.then()
+	}
 }
 
 // runPending starts the attempts that are due, up to maxInFlight, and sets
@@ -337,7 +394,7 @@ func (p *Policy) runPending(ctx actor.Context) {
 			delete(p.pending, user)
 			next := clone(*s)
 			next.Lock = nil
-			p.save(next)
+			p.save(ctx, next, nil)
 			p.log.Warn().Str("user", user).Time("expires", s.Lock.Expires).Int("attempts", a.failures).
 				Msg("the lock expired before teleport accepted it; giving it up")
 			continue
@@ -410,7 +467,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		delete(p.pending, m.user)
 		next := clone(*s)
 		next.Lock.Written = now
-		p.save(next)
+		p.save(ctx, next, nil)
 		lg := p.log.Info().Str("user", m.user).Str("lock", LockName(m.user)).Int("attempts", a.failures+1)
 		if p.denied {
 			p.denied = false
@@ -453,22 +510,10 @@ func (p *Policy) retries() backoff.Policy {
 // onSweep forgets what no longer matters and schedules the next sweep.
 func (p *Policy) onSweep(ctx actor.Context) {
 	now := p.Clock.Now()
-	var writes []persistence.Write
-	for user, s := range p.users {
+	for _, s := range p.users {
 		next := clone(*s)
-		if !p.win.Prune(&next, now) {
-			continue
-		}
-		writes = append(writes, persistence.LockStateWrite(next))
-		if next.Empty() {
-			delete(p.users, user)
-		} else {
-			p.users[user] = &next
-		}
-	}
-	if len(writes) > 0 {
-		if err := p.Store.Apply(writes); err != nil {
-			panic(fmt.Errorf("prune lock policy state: %w", err))
+		if p.win.Prune(&next, now) {
+			p.save(ctx, next, nil)
 		}
 	}
 	p.sweep.After(ctx, max(p.Period, time.Minute), &sweepTick{})

@@ -233,7 +233,36 @@ func TestPendingLockThatExpiredIsGivenUp(t *testing.T) {
 	r.observe(failure("alice", "a1", base), failure("alice", "a2", base.Add(time.Second)), failure("alice", "a3", base.Add(2*time.Second)))
 	f.clock.advance(2 * time.Minute)
 	eventually(t, 5*time.Second, func() bool { return f.logs.count("the lock expired before teleport accepted it") == 1 }, "not given up")
-	require.Nil(t, f.lockState("alice").Lock)
+	// Written through the checkpoint writer, shortly after.
+	eventually(t, 5*time.Second, func() bool { return f.lockState("alice").Lock == nil }, "the given-up lock is still stored")
 	_, locks := f.locker.state()
 	require.Empty(t, locks)
+}
+
+// A brute-force burst costs no fsync per failed login: the policy's writes
+// go through the checkpoint writer, which commits many users' counters in
+// one transaction, and each user that crossed the threshold is locked once.
+func TestABurstOfFailuresIsGroupCommitted(t *testing.T) {
+	f := newFixture(t)
+	r := f.start()
+	const users, failures = 50, 1000
+	now := f.clock.Now()
+	evs := make([]*auditlogpb.EventUnstructured, 0, failures)
+	for i := range failures {
+		evs = append(evs, failure(fmt.Sprintf("user-%02d", i%users), fmt.Sprintf("ev-%04d", i), now.Add(-time.Duration(failures-i)*time.Millisecond)))
+	}
+	r.observe(evs...)
+	eventually(t, 10*time.Second, func() bool { _, locks := f.locker.state(); return len(locks) == users }, "one lock per user")
+	_, locks := f.locker.state()
+	byUser := map[string]int{}
+	for _, l := range locks {
+		byUser[l.Spec.Target.User]++
+	}
+	require.Len(t, byUser, users)
+	for u, n := range byUser {
+		require.Equal(t, 1, n, u)
+	}
+	commits := f.store.Commits()
+	t.Logf("%d failed logins of %d users: %d state file transactions", failures, users, commits)
+	require.Less(t, commits, uint64(failures/5), "transactions for %d failed logins", failures)
 }

@@ -49,11 +49,13 @@ func TestMissingRecordingIsGivenUpAndTheRestArrive(t *testing.T) {
 	evs := e.Seed(100, 21)
 	up := &apievents.SessionUpload{
 		Metadata:        apievents.Metadata{ID: "upload-gone", Type: "session.upload", Code: "T2005I", Time: e.T0.Add(5 * time.Second)},
-		SessionMetadata: apievents.SessionMetadata{SessionID: "gone"},
+		SessionMetadata: apievents.SessionMetadata{SessionID: harness.SID("gone")},
 	}
 	require.NoError(t, e.Teleport.AddEvents(up))
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
-	require.Equal(t, 0, p.Wait(t, time.Minute))
+	// Caught up, the missing recording given up and named: status 3.
+	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())
+	require.Contains(t, p.Output(), "1 session recording(s) given up: "+harness.SID("gone"))
 	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil))
 	require.Zero(t, e.SessionsDelivered(defaultSkip))
 	require.Contains(t, p.Output(), "session recording not found; giving up on it")
