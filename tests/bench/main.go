@@ -111,6 +111,7 @@ func parseFlags() (*options, error) {
 	flag.DurationVar(&o.plan.Step, "step", time.Second, "time between audit events")
 	flag.StringVar(&start, "start", "", "internal: time of the first audit event")
 	flag.BoolVar(&o.plan.UploadsFirst, "uploads-first", false, "keep the first uploads rather than spreading them over the backlog")
+	flag.IntVar(&o.plan.FailedLogins, "failed-logins", 10_000, "failed logins of 50 users within a minute at the end of the backlog (the lock runs lock them)")
 	flag.StringVar(&o.binary, "binary", "bin/teleport-event-handler", "the daemon to run")
 	flag.StringVar(&o.out, "out", "", "directory for credentials, state, logs and results, emptied first (default bench-out/throughput, or bench-out/memory with -memory)")
 	flag.IntVar(&o.conns, "connections", 10, "--fluentd-max-connections, and the load generator's connections (10 is the daemon's default: 2 x --concurrency)")
@@ -119,7 +120,7 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.latencyEvents, "latency-events", 10_000, "audit events of the backlog's tail read in the latency runs (with their recordings)")
 	flag.IntVar(&o.capacityLimit, "capacity-events", 0, "events the load generator sends per capacity run (0: as many as the daemon)")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "leave out the latency runs")
-	flag.StringVar(&runs, "runs", "capacity,single,single-page20,export,capacity-batch,batch,export-batch,latency,latency-batch", "the runs to make, comma-separated")
+	flag.StringVar(&runs, "runs", "capacity,single,lock,single-page20,export,capacity-batch,batch,export-batch,latency,latency-batch", "the runs to make, comma-separated")
 	flag.IntVar(&o.page, "page", 500, "--batch (events per page read from Teleport) of the daemon runs, unless a run says otherwise; 500 is Teleport's own default page")
 	flag.BoolVar(&o.memory, "memory", false, "the memory run: 1,000,000 audit events, 1,000 recordings queued at once (sizes can be changed with -audit, -recordings, -sessions)")
 	flag.BoolVar(&quick, "quick", false, "small sizes for a quick check: 20,000 audit events, 200 recordings, 5,000 session events, 2,000 in the latency runs")
@@ -149,6 +150,7 @@ func parseFlags() (*options, error) {
 		def("audit", &o.plan.Audit, 1_000_000)
 		def("recordings", &o.plan.Recordings, 1_000)
 		def("sessions", &o.plan.Sessions, 50_000)
+		def("failed-logins", &o.plan.FailedLogins, 0)
 		o.plan.UploadsFirst = true
 	}
 	if start != "" {
@@ -483,6 +485,16 @@ func orchestrate(o *options) error {
 		}
 		r.setBaseline("receiver capacity, 1 event per POST", capSingle.Rate)
 		rep.Results = append(rep.Results, r)
+	}
+	if o.runs["lock"] {
+		r, err := runDaemon(o, fmt.Sprintf("daemon, 1 event per POST, --lock-enabled (%d failed logins of %d users)", o.plan.FailedLogins, LoginUsers),
+			tp, o.plan.Start, total, []string{"--lock-enabled", "--lock-period", "24h"}, 0, 0, time.Time{})
+		if err != nil {
+			return err
+		}
+		r.setBaseline("receiver capacity, 1 event per POST", capSingle.Rate)
+		rep.Results = append(rep.Results, r)
+		rep.Notes = append(rep.Notes, fmt.Sprintf("The backlog ends with a brute-force burst: %d failed logins of %d users within a minute. The lock run counts them (--lock-period 24h, as the backlog is an hour old) and locks each user once; the run before it forwards them without the lock policy.", o.plan.FailedLogins, LoginUsers))
 	}
 	if o.runs["single-page20"] && o.page != 20 {
 		r, err := runDaemon(o, "daemon, 1 event per POST, --batch 20 (pages of 20, the default)", tp, o.plan.Start, total, []string{"--batch", "20"}, 0, 0, time.Time{})

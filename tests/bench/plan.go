@@ -22,13 +22,19 @@ type plan struct {
 	// UploadsFirst keeps the first Recordings uploads (so that they are all
 	// queued at once early in the run) instead of spreading them evenly.
 	UploadsFirst bool
+	// FailedLogins are failed user.login events of LoginUsers users, within
+	// one minute after the last audit event: a brute-force burst.
+	FailedLogins int
 }
+
+// LoginUsers is the number of users of the brute-force burst.
+const LoginUsers = 50
 
 func (p plan) args() []string {
 	return []string{
 		"-audit", fmt.Sprint(p.Audit), "-recordings", fmt.Sprint(p.Recordings), "-sessions", fmt.Sprint(p.Sessions),
 		"-start", p.Start.Format(time.RFC3339Nano), "-step", p.Step.String(), "-seed", fmt.Sprint(p.Seed),
-		fmt.Sprintf("-uploads-first=%t", p.UploadsFirst),
+		fmt.Sprintf("-uploads-first=%t", p.UploadsFirst), "-failed-logins", fmt.Sprint(p.FailedLogins),
 	}
 }
 
@@ -91,6 +97,7 @@ func (p plan) build() ([]apievents.AuditEvent, []recording) {
 			audit = append(audit, ev)
 		}
 	}
+	audit = append(audit, p.burst(audit[len(audit)-1].GetTime())...)
 	// Spread the session events over the recordings; at least 2 each (a
 	// start and an end).
 	for i := range recs {
@@ -101,6 +108,23 @@ func (p plan) build() ([]apievents.AuditEvent, []recording) {
 		recs[i].Events = max(n, 2)
 	}
 	return audit, recs
+}
+
+// burst is the brute-force burst: FailedLogins failed logins spread over
+// the minute after last, the users taking turns.
+func (p plan) burst(last time.Time) []apievents.AuditEvent {
+	evs := make([]apievents.AuditEvent, 0, p.FailedLogins)
+	for i := range p.FailedLogins {
+		at := last.Add(time.Second + time.Duration(i)*time.Minute/time.Duration(p.FailedLogins))
+		evs = append(evs, &apievents.UserLogin{
+			Metadata: apievents.Metadata{ID: fmt.Sprintf("brute-force-%05d", i), Type: "user.login", Code: "T1000W",
+				Time: at, ClusterName: teleportsrv.DefaultClusterName},
+			UserMetadata: apievents.UserMetadata{User: fmt.Sprintf("target-%02d", i%LoginUsers), Login: "root"},
+			Status:       apievents.Status{Success: false, Error: "invalid credentials"},
+			Method:       "local",
+		})
+	}
+	return evs
 }
 
 // totals counts what a daemon started at from must deliver: the audit
