@@ -34,6 +34,11 @@ type Config struct {
 	StartTime time.Time
 	// WindowSize is the span of audit log searched per query.
 	WindowSize time.Duration
+	// LateEventLag is how long after its time an audit event that search
+	// shows late (after later ones) is still delivered, by a trailing
+	// cursor that reads each span again once it is this old; 0 turns it
+	// off. Search path only: the export API has no such gap.
+	LateEventLag time.Duration
 	// Concurrency bounds the session recordings streamed at once, and the
 	// chunks read at once on the export path.
 	Concurrency int
@@ -129,6 +134,7 @@ func Default() Config {
 		Batch:            20,
 		SkipSessionTypes: []string{"print", "desktop.recording"},
 		WindowSize:       24 * time.Hour,
+		LateEventLag:     5 * time.Minute,
 		Concurrency:      5,
 		ReadyGrace:       time.Minute,
 		DeadLetterMaxMB:  256,

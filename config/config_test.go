@@ -302,6 +302,7 @@ refresh.interval = "2m"
 		WindowSize:       12 * time.Hour,
 		Concurrency:      3,
 		ReadyGrace:       time.Minute,
+		LateEventLag:     5 * time.Minute,
 		DeadLetterMaxMB:  256,
 		ExitOnLastEvent:  true,
 		Debug:            true,

@@ -130,6 +130,7 @@ func (r *resolver) checkNumbers(c *Config) error {
 		notNegative("teleport-refresh-interval", c.Teleport.RefreshInterval, "use a duration such as 1m"),
 		notNegative("lock-period", c.Lock.Period, "use a duration such as 1m"),
 		notNegative("lock-for", c.Lock.For, "use a duration such as 30m, or 0 for locks that never expire"),
+		notNegative("late-event-lag", c.LateEventLag, "use a duration such as 5m, or 0 to turn the trailing cursor off"),
 	}
 	if c.Teleport.RefreshEnabled {
 		checks = append(checks, positive("teleport-refresh-interval", c.Teleport.RefreshInterval))

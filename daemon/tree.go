@@ -160,7 +160,7 @@ func (t tree) reader(ckpt, fluentdPool *actor.PID, taps []inflight.Tap, kit supe
 	}
 	return root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: poller.Props(poller.Deps{
 		Events: t.api, Store: t.store, Checkpoint: ckpt, Pool: fluentdPool, URL: cfg.Fluentd.URL,
-		StartTime: t.start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch,
+		StartTime: t.start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch, Lag: cfg.LateEventLag,
 		Filter: t.plan.Audit, Taps: taps, Window: t.plan.AuditWindow,
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: t.log, Metrics: m, Kit: kit,
 	})}

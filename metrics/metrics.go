@@ -66,6 +66,11 @@ type Metrics struct {
 	LocksCreated    prometheus.Counter
 	IdentityReloads *prometheus.CounterVec // result
 	TeleportErrors  *prometheus.CounterVec // method, code
+	// TeleportSearches counts search requests by cursor (live, trail): the
+	// read cost of --late-event-lag; AuditLateEvents the late events the
+	// trailing cursor found.
+	TeleportSearches *prometheus.CounterVec
+	AuditLateEvents  prometheus.Counter
 
 	ackedUnix atomic.Int64 // for the lag, computed at scrape time
 	// deadLetterSize reads the size of the dead-letter file at scrape time.
@@ -122,6 +127,8 @@ func New() *Metrics {
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
 	m.TeleportErrors = f.counterVec("teleport_errors_total", "Failed Teleport API calls, by method and error kind.", "method", "code")
+	m.TeleportSearches = f.counterVec("teleport_searches_total", "Audit log searches, by cursor (live; trail: the late events' trailing cursor, --late-event-lag).", "cursor")
+	m.AuditLateEvents = f.counter("audit_late_events_total", "Audit events the trailing cursor found that search showed after later ones (--late-event-lag).")
 
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

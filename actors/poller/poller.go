@@ -61,6 +61,10 @@ type Deps struct {
 	Filter inflight.Filter
 	// Window is the most events handed out and not yet checkpointed.
 	Window int
+	// Lag is --late-event-lag: how long after its time an event that search
+	// shows late is still delivered, by the trailing cursor (late.go); 0
+	// leaves it out.
+	Lag time.Duration
 
 	// Taps see the events they want (whatever the filter says) and hold
 	// the checkpoint back until they have recorded them. At most 64.
@@ -83,6 +87,7 @@ type fetchReq struct {
 	winStart, to time.Time
 	key          string
 	skip         int
+	trail        bool // a page of the trailing cursor
 }
 
 type pageResult struct {
@@ -137,6 +142,12 @@ type Poller struct {
 	// Saved. Only the newest position matters, so one at a time is enough.
 	saving, resave bool
 
+	// late is the trailing cursor; nil without --late-event-lag. seenWrites
+	// record, with the next checkpoint, the events it passed that the
+	// trailing cursor may meet again.
+	late       *trail
+	seenWrites []persistence.Write
+
 	sub      *eventstream.Subscription
 	draining bool
 	drainTo  *actor.PID
@@ -168,20 +179,33 @@ func (p *Poller) Receive(ctx actor.Context) {
 	case *fetchTick:
 		p.caughtUp = false
 		p.maybeFetch()
+	case *trailTick:
+		p.maybeFetchTrail(ctx)
 	case *pageResult:
-		if m.epoch == p.epoch {
+		switch {
+		case m.epoch != p.epoch:
+		case m.req.trail:
+			p.onTrailPage(ctx, m)
+		default:
 			p.onPage(ctx, m)
 		}
 	case *messages.Delivered, *messages.Observed:
-		if p.tr.Answered(m) {
+		if p.tr.Answered(m) || (p.late != nil && p.late.tr.Answered(m)) {
 			p.pump(ctx)
 		}
 	case *messages.Saved:
-		if m.Epoch == p.epoch {
+		switch {
+		case m.Epoch != p.epoch:
+		case m.Key == TrailKey:
+			p.onTrailSaved(ctx, m)
+		default:
 			p.onSaved(ctx, m)
 		}
 	case *messages.TapStarted:
 		p.tr.TapStarted(ctx, m.PID)
+		if p.late != nil {
+			p.late.tr.TapStarted(ctx, m.PID)
+		}
 	case *messages.Drain:
 		p.draining, p.drainTo = true, ctx.Sender()
 		p.wait.Stop()
@@ -206,11 +230,12 @@ func (p *Poller) start(ctx actor.Context) {
 	p.tr = inflight.Tracker[persistence.AuditPosition]{URL: p.URL, Stream: metrics.Audit, Pool: p.Pool,
 		Taps: p.Taps, Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
 	p.tr.Reset(p.epoch)
+	p.startTrail()
 	p.log.Info().Time("window_start", pos.WindowStart).Int("offset", pos.Offset).Str("last_id", pos.LastID).
 		Uint64("acked", pos.Acked).Msg("audit stream resumes")
 
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	fetches := make(chan fetchReq, 1)
+	fetches := make(chan fetchReq, 2) // one of each cursor
 	p.fetches = fetches
 	epoch := p.epoch
 	f := fetcher{events: p.Events, filter: p.Filter, types: p.Filter.Types(), batch: p.Batch, now: p.Clock.Now,
@@ -226,6 +251,9 @@ func (p *Poller) start(ctx actor.Context) {
 
 func (p *Poller) stop(ctx actor.Context) {
 	p.wait.Stop()
+	if p.late != nil {
+		p.late.wait.Stop()
+	}
 	p.fetcher.Stop()
 	p.fetcher = nil
 	if p.sub != nil {
@@ -244,6 +272,7 @@ func (p *Poller) maybeFetch() {
 		return // the --timeout timer (or --exit-on-last-event) decides
 	}
 	p.fetching = true
+	p.Metrics.TeleportSearches.WithLabelValues("live").Inc()
 	p.fetches <- fetchReq{winStart: p.winStart, to: p.winStart.Add(p.WindowSize), key: p.pageKey, skip: p.skip}
 }
 
@@ -307,6 +336,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 			Msg("the page at the checkpoint changed since it was read; resuming by position")
 	}
 	p.read(r)
+	frontier := p.lastTime
 	switch {
 	case r.nextKey != "":
 		p.pageKey, p.skip, p.caughtUp = r.nextKey, max(0, r.req.skip-len(r.events)), false
@@ -314,6 +344,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		// The window is in the past and fully read: move to the next.
 		p.winStart, p.pageKey, p.skip = r.req.to, "", 0
 		p.tr.Mark(persistence.AuditPosition{WindowStart: p.winStart, LastID: p.lastID, LastTime: p.lastTime})
+		frontier = r.req.to
 	default:
 		// Caught up with the live window: read this page again after
 		// --timeout and skip what it already gave.
@@ -322,6 +353,10 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		if !p.ExitOnLastEvent {
 			p.wait.After(ctx, p.Timeout, &fetchTick{})
 		}
+		frontier = r.issuedAt
+	}
+	if p.late != nil {
+		p.late.liveRead(frontier, r.issuedAt, p.Lag)
 	}
 	p.pump(ctx)
 }
@@ -335,6 +370,10 @@ func (p *Poller) read(r *pageResult) {
 		pos := persistence.AuditPosition{WindowStart: r.req.winStart, Cursor: r.req.key, Offset: i + 1,
 			LastID: ev.Id, LastTime: ev.Time.AsTime()}
 		p.lastID, p.lastTime = ev.Id, pos.LastTime
+		if p.late != nil && p.late.handedOut(ev.Id, pos.LastTime) {
+			p.tr.Pass(ev, pos) // read again: the page grew before the offset
+			continue
+		}
 		var body []byte
 		if i < len(r.bodies) {
 			body = r.bodies[i]
@@ -347,26 +386,36 @@ func (p *Poller) read(r *pageResult) {
 // fetches more and checks whether the stream is done.
 func (p *Poller) pump(ctx actor.Context) {
 	if !p.draining {
-		var dryRun func(*inflight.Item[persistence.AuditPosition])
-		if p.DryRun {
-			dryRun = func(it *inflight.Item[persistence.AuditPosition]) {
-				p.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Time("time", it.Pos.LastTime).
-					Msg("dry run: would send event")
-			}
-		}
-		p.tr.HandOut(ctx, dryRun)
+		p.tr.HandOut(ctx, dryRunOf[persistence.AuditPosition](p))
 	}
 	p.advance(ctx)
 	p.maybeFetch()
+	p.pumpTrail(ctx)
 	p.maybeFinish(ctx)
+}
+
+// dryRunOf logs, with --dry-run, the events a cursor would send; nil
+// without.
+func dryRunOf[P any](p *Poller) func(*inflight.Item[P]) {
+	if !p.DryRun {
+		return nil
+	}
+	return func(it *inflight.Item[P]) {
+		p.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Time("time", it.Ev.Time.AsTime()).
+			Msg("dry run: would send event")
+	}
 }
 
 // advance moves the watermark over the settled prefix and asks for a
 // checkpoint when it moved.
 func (p *Poller) advance(ctx actor.Context) {
 	last := p.tr.Advance(func(it *inflight.Item[persistence.AuditPosition]) {
-		if it.Ev != nil {
-			p.acked++
+		if it.Ev == nil {
+			return
+		}
+		p.acked++
+		if at := it.Ev.Time.AsTime(); p.late != nil && !at.Before(p.late.start) {
+			p.seenWrites = append(p.seenWrites, persistence.SeenWrite(at, it.Ev.Id))
 		}
 	})
 	if last == nil {
@@ -384,8 +433,9 @@ func (p *Poller) advance(ctx actor.Context) {
 // save asks the checkpoint writer to store the watermark.
 func (p *Poller) save(ctx actor.Context) {
 	p.saving = true
-	ctx.Send(p.Checkpoint, &messages.Save{Key: StreamKey, Epoch: p.epoch, Seq: p.ackedSeq,
-		Writes: []persistence.Write{persistence.AuditPositionWrite(p.ackPos)}, ReplyTo: ctx.Self()})
+	writes := append([]persistence.Write{persistence.AuditPositionWrite(p.ackPos)}, p.seenWrites...)
+	p.seenWrites = nil
+	ctx.Send(p.Checkpoint, &messages.Save{Key: StreamKey, Epoch: p.epoch, Seq: p.ackedSeq, Writes: writes, ReplyTo: ctx.Self()})
 }
 
 func (p *Poller) onSaved(ctx actor.Context, m *messages.Saved) {
@@ -401,7 +451,7 @@ func (p *Poller) onSaved(ctx actor.Context, m *messages.Saved) {
 }
 
 func (p *Poller) maybeFinish(ctx actor.Context) {
-	settled := p.tr.Settled()
+	settled := p.tr.Settled() && p.trailSettled()
 	if p.draining && settled && p.drainTo != nil {
 		ctx.Send(p.drainTo, &messages.Drained{})
 		p.drainTo = nil

@@ -88,6 +88,11 @@ type Server struct {
 
 	export       bool
 	days         map[string]*day // export chunks by UTC date
+	// visibility delays events added from now on by up to this much, at
+	// random: what Athena's batches, DynamoDB's eventually consistent index
+	// and nodes that buffer their events do to search.
+	visibility time.Duration
+	served     int // events search returned
 	rng          *rand.Rand
 	streamFaults map[string]streamFault
 }
@@ -95,6 +100,8 @@ type Server struct {
 type entry struct {
 	t  time.Time
 	ev *auditlogpb.EventUnstructured
+	// visible is when search starts to return it (zero: at once).
+	visible time.Time
 }
 
 type failure struct {
@@ -191,6 +198,12 @@ func (s *Server) AddEvents(evts ...apievents.AuditEvent) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.visibility > 0 {
+		now := time.Now()
+		for i := range add {
+			add[i].visible = now.Add(time.Duration(s.rng.Int64N(int64(s.visibility))))
+		}
+	}
 	for _, e := range add {
 		if _, dup := s.ids[e.ev.Id]; dup {
 			return fmt.Errorf("teleportsrv: event ID %s already added", e.ev.Id)
@@ -251,6 +264,22 @@ func (s *Server) Locks() []*types.LockV2 {
 		out[i] = apiutils.CloneProtoMsg(l)
 	}
 	return out
+}
+
+// Served is how many events search returned, over all calls: the read
+// cost of a client.
+func (s *Server) Served() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.served
+}
+
+// SetVisibilityDelay makes the events added from now on visible to search
+// only after a random delay of up to d (0: at once).
+func (s *Server) SetVisibilityDelay(d time.Duration) {
+	s.mu.Lock()
+	s.visibility = d
+	s.mu.Unlock()
 }
 
 // Calls counts the RPCs received by short method name ("Ping",
@@ -487,9 +516,11 @@ func (l *auditLogService) GetUnstructuredEvents(_ context.Context, req *auditlog
 	defer l.s.mu.Unlock()
 	evs := l.s.events
 	var page []*auditlogpb.EventUnstructured
+	now := time.Now()
 	take := func(e entry) bool {
-		if wanted == nil || wanted[e.ev.Type] {
+		if (wanted == nil || wanted[e.ev.Type]) && !e.visible.After(now) {
 			page = append(page, e.ev)
+			l.s.served++
 		}
 		return len(page) < limit
 	}

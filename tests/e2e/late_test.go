@@ -1,0 +1,78 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+
+	apievents "github.com/gravitational/teleport/api/types/events"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
+)
+
+// Search can show an event after later ones (Athena's batches, DynamoDB's
+// eventually consistent index, nodes that buffer their events). With the
+// test Teleport server making each event visible after a random delay of up
+// to 1.5 s while new ones keep arriving, every event arrives exactly once
+// with --late-event-lag 3s, across a restart in the middle; the trailing
+// cursor's extra read cost is logged.
+func TestLateEventsArriveExactlyOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Teleport.SetVisibilityDelay(1500 * time.Millisecond)
+	addr := harness.FreeAddr(t)
+	args := e.Args("--late-event-lag", "3s", "--timeout", "200ms", "--metrics-addr", addr, "--start-time", time.Now().Add(-time.Minute).UTC().Format(time.RFC3339))
+
+	var evs []apievents.AuditEvent
+	added := make(chan struct{})
+	go func() {
+		defer close(added)
+		for b := range 40 {
+			batch := make([]apievents.AuditEvent, 0, 15)
+			for i := range 15 {
+				batch = append(batch, &apievents.UserLogin{
+					Metadata:     apievents.Metadata{ID: fmt.Sprintf("late-%02d-%02d", b, i), Type: "user.login", Code: "T1000I", Time: time.Now().UTC(), ClusterName: teleportsrv.DefaultClusterName},
+					UserMetadata: apievents.UserMetadata{User: "alice", Login: "root"},
+					Status:       apievents.Status{Success: true},
+					Method:       "local",
+				})
+			}
+			if err := e.Teleport.AddEvents(batch...); err != nil {
+				t.Error(err)
+				return
+			}
+			evs = append(evs, batch...)
+			time.Sleep(150 * time.Millisecond)
+		}
+	}()
+
+	p := harness.Run(t, binary, nil, args...)
+	time.Sleep(3 * time.Second)
+	p.Signal(syscall.SIGTERM) // a restart in the middle
+	require.Equal(t, 0, p.Wait(t, 20*time.Second))
+	p = harness.Run(t, binary, nil, args...)
+	<-added
+	harness.WaitFor(t, time.Minute, "every event", func() bool {
+		return harness.TallyAudit(e.Fluentd, evs, nil).Lost == 0
+	})
+	// What the trailing cursor still reads (its last spans) must not add
+	// anything: let it pass the end of the burst.
+	harness.WaitFor(t, 30*time.Second, "the trailing cursor past the burst", func() bool {
+		code, _ := harness.Probe(addr, "/healthz")
+		m := harness.Scrape(addr)
+		return code == http.StatusOK && m != nil && m[`teleport_event_handler_teleport_searches_total{cursor="trail"}`] > 0 &&
+			time.Since(evs[len(evs)-1].GetTime()) > 6*time.Second
+	})
+	m := harness.Scrape(addr)
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 20*time.Second))
+	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil), "duplicates")
+	t.Logf("%d events; search returned %d events in %d calls; second run: %.0f live and %.0f trailing searches, %.0f late events found",
+		len(evs), e.Teleport.Served(), e.Teleport.Calls("GetUnstructuredEvents"),
+		m[`teleport_event_handler_teleport_searches_total{cursor="live"}`], m[`teleport_event_handler_teleport_searches_total{cursor="trail"}`],
+		m[`teleport_event_handler_audit_late_events_total`])
+}
