@@ -2,6 +2,7 @@ package faults
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,6 +162,39 @@ func TestFluentdNetwork(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, len(rejected), strings.Count(string(raw), "\n"), "every rejected event dead-lettered once")
 	s.check(s.tally(evs, rejected, defaultSkip), 0)
+}
+
+// A receiver that refuses service (403 from a proxy in front of it), then
+// rejects every event (an in_http source without <parse>, 400 to all) for a
+// minute, loses nothing and dead-letters nothing: the refusal is waited
+// out, the breaker opens after a run of rejections and takes its letters
+// back, and everything is sent once the receiver accepts events.
+func TestFluentdRefuses(t *testing.T) {
+	s := newScenario(t, "fluentd refuses")
+	evs := s.seedAll(1000, 1, 500)
+	addr := harness.FreeAddr(t)
+	s.e.Fluentd.FailFirst(1<<30, 403)
+	p := s.e.Run(nil, s.e.Args("--metrics-addr", addr)...)
+	time.Sleep(15 * time.Second)
+	code, reason := harness.Probe(addr, "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, reason, "403")
+	s.e.Fluentd.FailFirst(1<<30, 400)
+	s.fault("every request refused with 403 for 15 s, then every event rejected with 400 for 60 s")
+	time.Sleep(60 * time.Second)
+	_, reason = harness.Probe(addr, "/readyz")
+	require.Contains(t, reason, "<parse>", "the breaker names the likely cause")
+	s.e.Fluentd.FailFirst(0, 0)
+	harness.WaitFor(t, 3*time.Minute, "everything delivered", func() bool { return s.tally(evs, nil, defaultSkip).Lost == 0 })
+	s.row.Restarts = restarts(harness.Scrape(addr))
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second))
+	raw, err := os.ReadFile(filepath.Join(persistence.Dir(s.e.Storage, s.e.TeleportAddr), persistence.DeadLetterFile))
+	if !os.IsNotExist(err) {
+		require.NoError(t, err)
+		require.Empty(t, strings.TrimSpace(string(raw)), "dead letters of a receiver that rejected everything")
+	}
+	s.check(s.tally(evs, nil, defaultSkip), 0)
 }
 
 func TestTeleportFaults(t *testing.T) {
