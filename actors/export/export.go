@@ -391,9 +391,9 @@ func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {
 }
 
 // pruneDone forgets the completed chunks of the days out of the polling
-// window, in memory, and returns the writes that remove them from the state
-// file, with those of any day before, so that the file does not grow with
-// the days walked.
+// window, in memory, and returns the writes that remove from the state
+// file those of the days before the window's first day but one, so that
+// the file does not grow with the days walked.
 func (w *Walker) pruneDone() []persistence.Write {
 	days := w.pollDays()
 	keep := map[string]bool{}
@@ -405,7 +405,10 @@ func (w *Walker) pruneDone() []persistence.Write {
 			delete(w.done, k)
 		}
 	}
-	writes, err := w.Store.ExportPruneWrites(days[0])
+	// One day more than the window is kept: a walker that restarts before
+	// this save is on disk polls from the day before days[0] and must still
+	// find that day's records.
+	writes, err := w.Store.ExportPruneWrites(days[0].AddDate(0, 0, -1))
 	if err != nil {
 		panic(fmt.Errorf("list completed chunks to prune: %w", err))
 	}

@@ -35,6 +35,11 @@ type trail struct {
 	seen map[string]time.Time
 	// The span being read is [start, end); start == end between spans.
 	start, end time.Time
+	// durable is the start of the span of the last checkpoint on disk, and
+	// saving that of the checkpoint on its way: after a restart the
+	// trailing cursor may meet anything from durable on, so the live
+	// cursor records what it hands out from there.
+	durable, savingStart time.Time
 	key        string
 	skip       int
 	// frontier: the live cursor has read what was visible, when it read
@@ -80,7 +85,7 @@ func (p *Poller) startTrail() {
 	if !ok {
 		pos = persistence.TrailPosition{Start: frontier, End: frontier}
 	}
-	t := &trail{seen: seen, start: pos.Start, end: pos.End, key: pos.Cursor, skip: pos.Offset,
+	t := &trail{seen: seen, start: pos.Start, end: pos.End, key: pos.Cursor, skip: pos.Offset, durable: pos.Start,
 		frontier: later(frontier, pos.Start), wait: timer.Timer{Clock: p.Clock}, late: pos.Late}
 	t.pos = trailPos{TrailPosition: pos}
 	t.tr = inflight.Tracker[trailPos]{URL: p.URL, Stream: p.tr.Stream, Pool: p.Pool, Taps: p.Taps,
@@ -250,6 +255,7 @@ func (p *Poller) saveTrail(ctx actor.Context) {
 	t.saving = true
 	pos := t.pos.TrailPosition
 	pos.Late = t.late
+	t.savingStart = pos.Start
 	writes := append([]persistence.Write{persistence.TrailWrite(pos)}, t.seenWrites...)
 	t.seenWrites = nil
 	if t.prune {
@@ -266,6 +272,7 @@ func (p *Poller) saveTrail(ctx actor.Context) {
 func (p *Poller) onTrailSaved(ctx actor.Context, m *messages.Saved) {
 	t := p.late
 	t.saving = false
+	t.durable = t.savingStart
 	t.tr.Persisted(m.Seq)
 	if t.resave {
 		t.resave = false

@@ -414,7 +414,7 @@ func (p *Poller) advance(ctx actor.Context) {
 			return
 		}
 		p.acked++
-		if at := it.Ev.Time.AsTime(); p.late != nil && !at.Before(p.late.start) {
+		if at := it.Ev.Time.AsTime(); p.late != nil && !at.Before(p.late.durable) {
 			p.seenWrites = append(p.seenWrites, persistence.SeenWrite(at, it.Ev.Id))
 		}
 	})

@@ -327,7 +327,7 @@ func deadLetterIDs(t *testing.T, f *fixture) []string {
 // receiver accepts again.
 func TestSystemicRejectionsOpenTheBreakerAndLoseNothing(t *testing.T) {
 	f := newFixture(t)
-	f.rcv.FailFirst(pool.BreakerRun+6, 400)
+	f.rcv.FailFirst(pool.BreakerRun+3, 400)
 	m := metrics.New()
 	m.Health.SetRunning(true)
 	var sawHint atomic.Bool
@@ -399,4 +399,33 @@ func TestNeverMoreRequestsAtOnceThanConnections(t *testing.T) {
 	require.Equal(t, conns, faults.Injected("connection"))
 	require.Len(t, f.rcv.CountByUID(), 30)
 	require.Equal(t, conns, f.rcv.PeakConcurrency(), "requests at once at the receiver")
+}
+
+// A run of genuinely bad events opens the breaker too; it must not stick
+// on them: the probes go round the events held, the first good one closes
+// the breaker, and the bad ones end in the dead-letter file once each.
+func TestABreakerOpenedByBadEventsDoesNotStick(t *testing.T) {
+	f := newFixture(t)
+	bad := map[string]bool{}
+	for i := 3; i <= 16; i++ {
+		bad[fmt.Sprintf("ev-%d", i)] = true
+	}
+	f.rcv.RejectWhere(400, func(r map[string]any) bool { id, _ := r["uid"].(string); return bad[id] })
+	const n = 40
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2},
+		until: func() bool { return len(deadLetterIDs(t, f)) == len(bad) },
+	}.deliver(t, n, 60*time.Second)
+	for seq, d := range got {
+		want := messages.Sent
+		if bad[fmt.Sprintf("ev-%d", seq)] {
+			want = messages.DeadLettered
+		}
+		require.Equal(t, want, d.Outcome, seq)
+	}
+	requireOnce(t, f, n-len(bad))
+	ids := deadLetterIDs(t, f)
+	require.Len(t, ids, len(bad))
+	for _, id := range ids {
+		require.True(t, bad[id], id)
+	}
 }

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 )
 
@@ -18,13 +20,17 @@ import (
 const BreakerRun = 10
 
 // breakers tell a stream of bad events from a receiver that rejects every
-// event, per endpoint. A rejection among accepted events dead-letters the event,
-// as always. When a run of BreakerRun distinct events is rejected with no
-// success between, the endpoint's breaker opens: nothing more is dead-lettered,
-// the run's letters are taken back (sent again, and removed from the
-// dead-letter file once accepted), the pool holds every delivery to the URL
-// but one job at a time, and the jobs the connections hold are retried with
-// backoff, as probes. The first success closes the breaker.
+// event, per endpoint. A rejection among accepted events dead-letters the
+// event, as always. When a run of BreakerRun distinct events is rejected
+// with no success between, the endpoint's breaker opens: nothing more is
+// dead-lettered, the run's letters are taken back (queued again behind what
+// waits, and removed from the dead-letter file once accepted), and the pool
+// sends one job at a time to the endpoint, a probe, oldest first. A probe
+// rejected goes to the back of the queue and the next one waits a backoff,
+// so that the probes go round the events held: a run of genuinely bad
+// events does not hold the good ones back for ever. The first success on the endpoint closes the breaker; a
+// letter taken back that is rejected again then is a bad event after all,
+// and stays in the file.
 //
 // Like the queue, breakers outlive the pool's restarts; the connections use
 // them concurrently.
@@ -39,10 +45,13 @@ type breakers struct {
 
 // breaker is the state of one endpoint since its last success there.
 type breaker struct {
-	rejected map[string]bool      // distinct events rejected in the run
-	letters  []*messages.Delivery // dead-lettered in the run
+	rejected map[string]bool             // distinct events rejected in the run
+	writing  map[*messages.Delivery]bool // their letters being written
+	letters  []*messages.Delivery        // their letters on disk
 	open     bool
-	cause    string // for readiness and logs, while open
+	cause    string    // for readiness and logs, while open
+	probes   int       // rejected while open
+	probeAt  time.Time // no probe before
 }
 
 func newBreakers() *breakers {
@@ -52,7 +61,7 @@ func newBreakers() *breakers {
 func (b *breakers) get(url string) *breaker {
 	br := b.byEndpoint[endpoint(url)]
 	if br == nil {
-		br = &breaker{rejected: map[string]bool{}}
+		br = &breaker{rejected: map[string]bool{}, writing: map[*messages.Delivery]bool{}}
 		b.byEndpoint[endpoint(url)] = br
 	}
 	return br
@@ -80,7 +89,8 @@ func (b *breakers) isOpen(url string) bool {
 // reject counts a rejection for good of d, sent alone, with status and
 // reason. It returns open when the event is to be held rather than
 // dead-lettered (the breaker is open, or this rejection opened it), and
-// the letters to take back when it just opened.
+// the letters to take back when it just opened. Otherwise the caller
+// writes d's letter, then calls lettered (or unreject if it failed).
 func (b *breakers) reject(d *messages.Delivery, status int, reason string) (open bool, takeBack []*messages.Delivery) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -90,16 +100,14 @@ func (b *breakers) reject(d *messages.Delivery, status int, reason string) (open
 	}
 	br.rejected[eventKey(d)] = true
 	if len(br.rejected) < BreakerRun {
-		// A letter of the run from now on, while it is being written too:
-		// if the breaker opens meanwhile, it is taken back with the others.
-		br.letters = append(br.letters, d)
+		br.writing[d] = true
 		return false, nil
 	}
 	br.open, br.cause = true, likelyCause(d.URL, status, reason)
 	for _, l := range br.letters {
 		takeBack = append(takeBack, b.takeBack(l))
 	}
-	br.letters = nil
+	br.letters = nil // those still being written are taken back by lettered
 	return true, takeBack
 }
 
@@ -119,12 +127,52 @@ func (b *breakers) unreject(d *messages.Delivery) {
 	defer b.mu.Unlock()
 	br := b.get(d.URL)
 	delete(br.rejected, eventKey(d))
-	for i, l := range br.letters {
-		if l == d {
-			br.letters = append(br.letters[:i:i], br.letters[i+1:]...)
-			break
-		}
+	delete(br.writing, d)
+}
+
+// lettered records that d's letter is on disk, and returns the copy of d
+// to send again when the breaker opened while it was being written (nil
+// otherwise): only a letter on disk is taken back, so that its removal
+// finds it.
+func (b *breakers) lettered(d *messages.Delivery) *messages.Delivery {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	br := b.get(d.URL)
+	delete(br.writing, d)
+	if br.open {
+		return b.takeBack(d)
 	}
+	br.letters = append(br.letters, d)
+	return nil
+}
+
+// probeFailed records an event rejected while the breaker is open and
+// returns when the next probe may go: after a backoff if it was a probe;
+// the jobs that were out when the breaker opened do not add to it.
+func (b *breakers) probeFailed(url string, now time.Time, probe bool) time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	br := b.get(url)
+	if probe {
+		br.probes++
+		br.probeAt = now.Add(fluentd.RetryDelay(br.probes, 0))
+	}
+	return br.probeAt
+}
+
+// waitsForProbe reports whether the breaker of url's endpoint is open,
+// and until when no probe may go (zero: one may now).
+func (b *breakers) waitsForProbe(url string, now time.Time) (open bool, until time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	br := b.byEndpoint[endpoint(url)]
+	if br == nil || !br.open {
+		return false, time.Time{}
+	}
+	if br.probeAt.After(now) {
+		return true, br.probeAt
+	}
+	return true, time.Time{}
 }
 
 // relettered records that d, a delivery taken back, was rejected for good

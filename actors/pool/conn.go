@@ -34,6 +34,8 @@ const Depth = 2
 type job struct {
 	id, inc uint64
 	items   []*messages.Delivery
+	// probe is set on a job sent while its endpoint's breaker is open.
+	probe bool
 }
 
 // connStarted tells the pool that a connection (re)started, as incarnation
@@ -62,6 +64,14 @@ type connSettled struct {
 // takenBack hands the pool deliveries taken back out of the dead-letter
 // file.
 type takenBack struct{ items []*messages.Delivery }
+
+// probed hands the pool back a job whose first delivery, a probe of an
+// open breaker, was rejected: the rest go first in line again, the probe
+// to the back.
+type probed struct {
+	pid *actor.PID
+	job uint64
+}
 
 // retryTick wakes a connection for the next attempt of a job.
 type retryTick struct{ job uint64 }
@@ -92,6 +102,7 @@ type sendJob struct {
 	events   [][]byte // of the current attempt, kept across its retries
 	attempts int
 	retry    timer.Timer
+	probe    bool // sent as the probe of an open breaker
 }
 
 // sending is what the job's current attempt sends.
@@ -130,7 +141,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.start(ctx)
 	case *job:
 		if m.inc == c.inc {
-			j := &sendJob{id: m.id, items: m.items, retry: timer.Timer{Clock: c.deps.Clock}}
+			j := &sendJob{id: m.id, items: m.items, probe: m.probe, retry: timer.Timer{Clock: c.deps.Clock}}
 			c.jobs[m.id] = j
 			c.deps.Metrics.SendsInFlight.Inc()
 			c.attempt(j)
@@ -221,10 +232,9 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time
 		return
 	case fluentd.Permanent:
 		switch {
-		case c.deps.breakers.isOpen(send[0].URL):
-			c.held(ctx, j, res)
 		case len(send) > 1:
-			// One bad event, or a body too big: find out event by event.
+			// One bad event, or a body too big: find out event by event
+			// (with the breaker open, each is a probe).
 			m.Health.FluentdSend(nil)
 			c.log.Warn().Str("url", send[0].URL).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
 				Msg("fluentd rejected a batch for good; sending its events one at a time")
@@ -274,18 +284,19 @@ func excerpt(reason string) string {
 func (c *conn) rejected(ctx actor.Context, j *sendJob, res fluentd.Result) {
 	d := j.sending()[0]
 	br := c.deps.breakers
-	open, takeBack := br.reject(d, res.Status, res.Reason)
-	if open {
-		c.takeBack(ctx, takeBack)
-		c.held(ctx, j, res)
-		return
-	}
-	if br.wasTakenBack(d) {
+	if br.wasTakenBack(d) && !br.isOpen(d.URL) {
 		// Sent again after a breaker closed, and rejected again: a bad
-		// event after all, whose letter is in the file already.
+		// event after all, whose letter is in the file already. It does not
+		// count towards a run.
 		br.relettered(d)
 		c.deps.Metrics.Health.FluentdSend(nil)
 		c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
+		return
+	}
+	open, takeBack := br.reject(d, res.Status, res.Reason)
+	c.takeBack(ctx, takeBack)
+	if open {
+		c.probeFailed(ctx, j, res)
 		return
 	}
 	err := c.deadLetter(d, res)
@@ -297,6 +308,9 @@ func (c *conn) rejected(ctx actor.Context, j *sendJob, res fluentd.Result) {
 		res.Reason = fmt.Sprintf("%s; dead-letter write failed: %v", res.Reason, err)
 		c.retry(ctx, j, res)
 		return
+	}
+	if back := br.lettered(d); back != nil {
+		c.takeBack(ctx, []*messages.Delivery{back}) // the breaker opened meanwhile
 	}
 	c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
 }
@@ -312,20 +326,25 @@ func (c *conn) takeBack(ctx actor.Context, items []*messages.Delivery) {
 	ctx.Send(ctx.Parent(), &takenBack{items: items})
 }
 
-// held retries a job whose endpoint's breaker is open: its events wait, and
-// each attempt probes whether the receiver accepts events again.
-func (c *conn) held(ctx actor.Context, j *sendJob, res fluentd.Result) {
+// probeFailed handles an event rejected while its endpoint's breaker is
+// open: it is not dead-lettered but handed back to the pool, unanswered, to
+// the back of its queue (with the rest of its job), and the next probe
+// waits a backoff.
+func (c *conn) probeFailed(ctx actor.Context, j *sendJob, res fluentd.Result) {
 	send := j.sending()
 	m := c.deps.Metrics
 	for _, d := range send {
 		m.EventsRetried.WithLabelValues(d.Stream).Inc()
 	}
-	cause := c.deps.breakers.cause(send[0].URL)
-	m.Health.FluentdRefused(errors.New(cause))
-	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
-	c.deps.refusals.Error().Str("url", send[0].URL).Int("status", res.Status).Int("attempt", j.attempts).
-		Int("events", len(send)).Dur("retry_in", delay).Msg(cause)
-	j.retry.After(ctx, delay, &retryTick{job: j.id})
+	url := send[0].URL
+	m.Health.FluentdRefused(errors.New(c.deps.breakers.cause(url)))
+	next := c.deps.breakers.probeFailed(url, c.deps.Clock.Now(), j.probe)
+	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Time("next_probe", next).
+		Msg(c.deps.breakers.cause(url))
+	j.retry.Stop()
+	delete(c.jobs, j.id)
+	m.SendsInFlight.Dec()
+	ctx.Send(ctx.Parent(), &probed{pid: ctx.Self(), job: j.id})
 }
 
 // accepted settles what Fluentd took.

@@ -171,7 +171,16 @@ func (p *Pool) Receive(ctx actor.Context) {
 	case *connSettled:
 		p.q.settled(m.job, m.d)
 	case *takenBack:
-		p.q.addFront(m.items)
+		// Behind what waits: they were rejected once already, and a probe
+		// of one that is bad after all would only delay the others.
+		for _, d := range m.items {
+			p.q.add(d, p.deps.Clock.Now())
+		}
+		p.dispatch(ctx)
+	case *probed:
+		if c := p.conns[m.pid.Id]; c != nil && p.q.rotate(m.job, m.pid.Id, p.deps.Clock.Now()) {
+			c.free++
+		}
 		p.dispatch(ctx)
 	case *messages.Drain:
 		p.drainTo = ctx.Sender()
@@ -263,21 +272,37 @@ func (p *Pool) dispatch(ctx actor.Context) {
 		}
 		g, wake := p.q.next(now, p.deps.Batch, p.deps.Linger, p.holds)
 		if g == nil {
+			if probe := p.nextProbe(now); !probe.IsZero() && (wake.IsZero() || probe.Before(wake)) {
+				wake = probe
+			}
 			p.wakeAt(ctx, wake, now)
 			return
 		}
 		items := p.q.take(g, p.deps.Batch, p.deps.MaxBatchBytes)
 		id := p.q.hold(c.pid.Id, items)
 		c.free--
-		ctx.Send(c.pid, &job{id: id, inc: c.inc, items: items})
+		ctx.Send(c.pid, &job{id: id, inc: c.inc, items: items, probe: p.deps.breakers.isOpen(g.url)})
 	}
 }
 
 // holds reports whether the deliveries to url wait: the breaker of its
-// endpoint is open and a job to the endpoint is out already (a probe). With
-// none out, the next job, the oldest delivery first, is the probe.
+// endpoint is open, and a job to the endpoint is out already (a probe) or
+// the next probe waits its backoff. Otherwise the next job is the probe.
 func (p *Pool) holds(url string) bool {
-	return p.deps.breakers.isOpen(url) && p.q.holding(url)
+	open, until := p.deps.breakers.waitsForProbe(url, p.deps.Clock.Now())
+	return open && (!until.IsZero() || p.q.holding(url))
+}
+
+// nextProbe is the earliest time a probe waits for among the URLs queued,
+// zero when none waits.
+func (p *Pool) nextProbe(now time.Time) time.Time {
+	var first time.Time
+	for _, url := range p.q.urls {
+		if _, until := p.deps.breakers.waitsForProbe(url, now); !until.IsZero() && (first.IsZero() || until.Before(first)) {
+			first = until
+		}
+	}
+	return first
 }
 
 // wakeAt arms the linger timer for t unless it is armed for earlier.

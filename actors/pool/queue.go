@@ -70,8 +70,7 @@ func (q *queue) enqueue(it queued, front bool) {
 	q.queued++
 }
 
-// addFront queues deliveries first in line for their URL, in their order:
-// deliveries taken back out of the dead-letter file, the oldest there are.
+// addFront queues deliveries first in line for their URL, in their order.
 func (q *queue) addFront(items []*messages.Delivery) {
 	for i := len(items) - 1; i >= 0; i-- {
 		q.enqueue(queued{d: items[i]}, true)
@@ -102,6 +101,24 @@ func (q *queue) finished(id uint64, conn string) bool {
 		return false
 	}
 	delete(q.held, id)
+	return true
+}
+
+// rotate takes back from conn the job id, whose first delivery was a probe
+// rejected: the others go first in line again, in order, and the probe to
+// the back of its queue. False when conn does not hold the job.
+func (q *queue) rotate(id uint64, conn string, now time.Time) bool {
+	j := q.held[id]
+	if j == nil || j.conn != conn {
+		return false
+	}
+	delete(q.held, id)
+	if len(j.items) == 0 {
+		return true
+	}
+	q.addFront(j.items[1:])
+	q.order++
+	q.enqueue(queued{d: j.items[0], order: q.order, at: now}, false)
 	return true
 }
 

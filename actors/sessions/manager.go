@@ -186,7 +186,7 @@ func (m *Manager) Receive(ctx actor.Context) {
 		if msg.Epoch == m.epoch {
 			delete(m.saving, strings.TrimPrefix(msg.Key, Key("")))
 			m.registered(ctx, msg)
-			m.maybeFinish(ctx)
+			m.startPlayers(ctx) // a recording whose crash count was saving may start
 		}
 	case *playerDone:
 		m.playerDone(ctx, msg)
@@ -317,6 +317,7 @@ func (m *Manager) registered(ctx actor.Context, s *messages.Saved) {
 // startPlayers starts queued recordings that are due, up to Concurrency.
 func (m *Manager) startPlayers(ctx actor.Context) {
 	if m.draining {
+		m.maybeFinish(ctx) // a drain waits for the players that stop
 		return
 	}
 	m.refill()
@@ -324,6 +325,12 @@ func (m *Manager) startPlayers(ctx actor.Context) {
 	var next time.Time
 	for i := 0; i < len(m.queue) && len(m.active) < m.Concurrency; {
 		rec := m.queue[i]
+		if m.saving[rec.ID] {
+			// Its crash count is on its way to disk; the player reads the
+			// store when it starts, and saves under the same key.
+			i++
+			continue
+		}
 		if rec.NotBefore.After(now) {
 			if next.IsZero() || rec.NotBefore.Before(next) {
 				next = rec.NotBefore

@@ -181,7 +181,8 @@ func TestDryRunSendsNothingAndKeepsStateApart(t *testing.T) {
 	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil))
 }
 
-// A receiver that rejects every event for a while (in_http without a
+// A receiver that rejects every event for a while (the first 30 requests;
+// in_http without a
 // <parse> section answers 400 to each) is not a stream of bad events: the
 // daemon stops dead-lettering after a run of them, takes that run's letters
 // back, holds everything, and once the receiver accepts again delivers
@@ -190,7 +191,7 @@ func TestSystemicRejectionsAreHeldNotDeadLettered(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	evs := e.Seed(500, 41)
-	e.Fluentd.FailFirst(60, 400)
+	e.Fluentd.FailFirst(30, 400)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, 2*time.Minute), p.Output())
 	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil), "duplicates")
