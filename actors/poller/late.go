@@ -40,8 +40,8 @@ type trail struct {
 	// trailing cursor may meet anything from durable on, so the live
 	// cursor records what it hands out from there.
 	durable, savingStart time.Time
-	key        string
-	skip       int
+	key                  string
+	skip                 int
 	// frontier: the live cursor has read what was visible, when it read
 	// it, of the log before frontier.
 	frontier time.Time

@@ -86,13 +86,13 @@ type Server struct {
 	failures   map[string]failure
 	latency    map[string]time.Duration
 
-	export       bool
-	days         map[string]*day // export chunks by UTC date
+	export bool
+	days   map[string]*day // export chunks by UTC date
 	// visibility delays events added from now on by up to this much, at
 	// random: what Athena's batches, DynamoDB's eventually consistent index
 	// and nodes that buffer their events do to search.
-	visibility time.Duration
-	served     int // events search returned
+	visibility   time.Duration
+	served       int // events search returned
 	rng          *rand.Rand
 	streamFaults map[string]streamFault
 }
