@@ -161,8 +161,10 @@ func (p *fakePool) count(sid string) (events, dups int) {
 }
 
 type fixture struct {
-	// undone is what the last run reported left undone.
-	undone error
+	// undone is what the last run reported left undone; drainTimedOut is
+	// set when a stop had to give up waiting for the manager's drain.
+	undone        error
+	drainTimedOut bool
 	tp     *fakeTeleport
 	pool   *fakePool
 	store  *persistence.Store
@@ -215,6 +217,7 @@ func (f *fixture) run(t *testing.T, uploads []*auditlogpb.EventUnstructured, tim
 		}
 	})
 	tree, err := root.Start(system, root.Spec{Strategy: strategy, Log: zerolog.Nop(), DrainTimeout: 2 * time.Second,
+		OnDrainTimeout: func() { f.drainTimedOut = true },
 		Children: []root.Child{
 			{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: f.store})},
 			{Name: "pool", Props: actor.PropsFromProducer(func() actor.Actor { return f.pool })},
@@ -348,6 +351,7 @@ func TestUnfinishedRecordingsResumeOnStart(t *testing.T) {
 	require.False(t, f.run(t, []*auditlogpb.EventUnstructured{upload("long", time.Now()), upload("queued", time.Now())}, 150*time.Millisecond))
 	first, _ := f.pool.count("long")
 	require.Less(t, first, 400-(400+1)/3, "the first run finished already; nothing to resume")
+	require.False(t, f.drainTimedOut, "the manager did not answer the drain once its player stopped")
 	stored := f.stored(t)
 	require.Len(t, stored, 2)
 	require.Positive(t, stored[0].Index, "the index of the recording in progress is checkpointed")
