@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	apievents "github.com/gravitational/teleport/api/types/events"
@@ -23,7 +24,8 @@ type plan struct {
 	// queued at once early in the run) instead of spreading them evenly.
 	UploadsFirst bool
 	// FailedLogins are failed user.login events of LoginUsers users, within
-	// one minute after the last audit event: a brute-force burst.
+	// one minute from the middle of the backlog: a brute-force burst (in the
+	// middle, so that the latency runs, which read the tail, do not read it).
 	FailedLogins int
 }
 
@@ -97,7 +99,10 @@ func (p plan) build() ([]apievents.AuditEvent, []recording) {
 			audit = append(audit, ev)
 		}
 	}
-	audit = append(audit, p.burst(audit[len(audit)-1].GetTime())...)
+	if p.FailedLogins > 0 && len(audit) > 0 {
+		audit = append(audit, p.burst(audit[len(audit)/2].GetTime())...)
+		slices.SortStableFunc(audit, func(a, b apievents.AuditEvent) int { return a.GetTime().Compare(b.GetTime()) })
+	}
 	// Spread the session events over the recordings; at least 2 each (a
 	// start and an end).
 	for i := range recs {
@@ -111,11 +116,11 @@ func (p plan) build() ([]apievents.AuditEvent, []recording) {
 }
 
 // burst is the brute-force burst: FailedLogins failed logins spread over
-// the minute after last, the users taking turns.
-func (p plan) burst(last time.Time) []apievents.AuditEvent {
+// the minute after from, the users taking turns.
+func (p plan) burst(from time.Time) []apievents.AuditEvent {
 	evs := make([]apievents.AuditEvent, 0, p.FailedLogins)
 	for i := range p.FailedLogins {
-		at := last.Add(time.Second + time.Duration(i)*time.Minute/time.Duration(p.FailedLogins))
+		at := from.Add(time.Duration(i) * time.Minute / time.Duration(p.FailedLogins))
 		evs = append(evs, &apievents.UserLogin{
 			Metadata: apievents.Metadata{ID: fmt.Sprintf("brute-force-%05d", i), Type: "user.login", Code: "T1000W",
 				Time: at, ClusterName: teleportsrv.DefaultClusterName},
