@@ -106,18 +106,15 @@ type Pool struct {
 	// stopping is set once the pool itself stops or restarts, when its
 	// connections terminating is expected rather than a failure.
 	stopping bool
-	// drainTo asked the pool to drain: it is answered once no delivery
-	// taken back out of the dead-letter file waits (the requesters wait
-	// for the others).
-	drainTo *actor.PID
 }
 
-// maybeDrained answers a drain once every delivery taken back is
-// delivered.
+// maybeDrained answers a drain (queue.drainTo) once every delivery taken
+// back out of the dead-letter file is delivered: the requesters wait for
+// the others themselves.
 func (p *Pool) maybeDrained(ctx actor.Context) {
-	if p.drainTo != nil && p.deps.breakers.pendingTakenBack() == 0 {
-		ctx.Send(p.drainTo, &messages.Drained{})
-		p.drainTo = nil
+	if p.q.drainTo != nil && p.deps.breakers.pendingTakenBack() == 0 {
+		ctx.Send(p.q.drainTo, &messages.Drained{})
+		p.q.drainTo = nil
 	}
 }
 
@@ -149,10 +146,13 @@ func Props(deps Deps) *actor.Props {
 // Receive implements actor.Actor.
 func (p *Pool) Receive(ctx actor.Context) {
 	msg := timer.Message(ctx)
-	if d, ok := msg.(*messages.Delivery); ok {
+	switch m := msg.(type) {
+	case *messages.Delivery:
 		// Into the queue that survives restarts before anything else, so
 		// that a failure while handling the delivery loses nothing.
-		p.q.add(d, p.deps.Clock.Now())
+		p.q.add(m, p.deps.Clock.Now())
+	case *messages.Drain:
+		p.q.drainTo = ctx.Sender() // the same: a restart still answers it
 	}
 	faults.Inject("pool", msg)
 	switch m := msg.(type) {
@@ -183,7 +183,6 @@ func (p *Pool) Receive(ctx actor.Context) {
 		}
 		p.dispatch(ctx)
 	case *messages.Drain:
-		p.drainTo = ctx.Sender()
 		p.maybeDrained(ctx)
 	case *actor.Stopping, *actor.Restarting:
 		p.stopping = true
@@ -213,6 +212,7 @@ func (p *Pool) start(ctx actor.Context) {
 		p.list = append(p.list, c)
 	}
 	p.dispatch(ctx)
+	p.maybeDrained(ctx)
 }
 
 // connStarted takes a connection's report that it (re)started: whatever it

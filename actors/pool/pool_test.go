@@ -1,10 +1,14 @@
 package pool_test
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -174,4 +178,22 @@ func TestFullDeadLetterFilePausesTheEvent(t *testing.T) {
 	require.Contains(t, string(first)+string(second), `"event_id":"ev-12"`)
 	ok, reason := m.Health.Ready()
 	require.True(t, ok, reason)
+}
+
+// A drain asked of a pool that fails (here on the Drain itself) is
+// answered by its next incarnation: the stop does not wait out its drain
+// timeout.
+func TestPoolRestartStillAnswersTheDrain(t *testing.T) {
+	f := newFixture(t)
+	t.Cleanup(faults.Reset)
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pid := system.Root.Spawn(pool.Props(pool.Deps{Transport: f.client(t, 1), DeadLetters: f.dl, MaxConnections: 1, Ctx: ctx, Log: zerolog.Nop()}))
+	faults.Arm("pool", 1)
+	res, err := system.Root.RequestFuture(pid, &messages.Drain{}, 5*time.Second).Result()
+	require.NoError(t, err, "the drain was not answered")
+	require.IsType(t, &messages.Drained{}, res)
+	require.Equal(t, 1, faults.Injected("pool"))
 }

@@ -1,6 +1,8 @@
 package pool
 
 import (
+	"github.com/asynkron/protoactor-go/actor"
+
 	"slices"
 	"time"
 
@@ -21,6 +23,8 @@ type queue struct {
 	order  uint64 // arrival numbers
 	jobID  uint64 // never reused, so a late report names a job that is gone
 	held   map[uint64]*heldJob
+	// drainTo asked the pool to drain and is not answered yet.
+	drainTo *actor.PID
 }
 
 // queued is a delivery waiting in the pool; order is its arrival number
