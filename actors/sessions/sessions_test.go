@@ -165,10 +165,10 @@ type fixture struct {
 	// set when a stop had to give up waiting for the manager's drain.
 	undone        error
 	drainTimedOut bool
-	tp     *fakeTeleport
-	pool   *fakePool
-	store  *persistence.Store
-	deps   sessions.Deps
+	tp            *fakeTeleport
+	pool          *fakePool
+	store         *persistence.Store
+	deps          sessions.Deps
 }
 
 func newFixture(t *testing.T) *fixture {
