@@ -486,6 +486,23 @@ func TestErrors(t *testing.T) {
 		toml string // written to a file given with -c
 		want []string
 	}{
+		// Every missing required option in one run.
+		{name: "several missing", drop: []string{"storage", "fluentd-url", "fluentd-ca"},
+			want: []string{"--storage, --fluentd-url, --fluentd-ca: required options not set", "FDFWD_STORAGE", "FDFWD_FLUENTD_URL", "FDFWD_FLUENTD_CA", "mTLS"}},
+		// Event types: exact names only.
+		{name: "wildcard type", args: []string{"--types", "user.*"},
+			want: []string{`invalid --types "user.*"`, "wildcards are not supported", "user.login"}},
+		{name: "odd type", args: []string{"--skip-event-types", "Session Start"},
+			want: []string{`invalid --skip-event-types "Session Start"`, "not an event type"}},
+		// The Teleport address is host:port.
+		{name: "teleport address with scheme", drop: noIdentity, args: append([]string{"--teleport-addr", "https://teleport.example.com:443"}, teleportPair...),
+			want: []string{`invalid --teleport-addr "https://teleport.example.com:443"`, "host:port without a scheme", "teleport.example.com:443"}},
+		{name: "teleport address without port", drop: noIdentity, args: append([]string{"--teleport-addr", "teleport.example.com"}, teleportPair...),
+			want: []string{`invalid --teleport-addr "teleport.example.com"`, "no port", "teleport.example.com:3025", "teleport.example.com:443"}},
+		// An unknown flag is one a user mistyped.
+		{name: "unknown flag", args: []string{"--fluentd-urll", "x"},
+			want: []string{"unknown flag `fluentd-urll' (did you mean --fluentd-url?)"}},
+
 		// Required options.
 		{name: "no storage", drop: []string{"storage"},
 			want: []string{"--storage: required option not set", "FDFWD_STORAGE", "storage in the config file"}},
@@ -636,6 +653,22 @@ func sshOnlyIdentity(t *testing.T, f *fixture) string {
 	id, err := identityfile.ReadFile(f.identity)
 	require.NoError(t, err)
 	return string(id.PrivateKey) + string(id.Certs.SSH)
+}
+
+// help and --version work as people type them.
+func TestHelpAndVersionAsPeopleType(t *testing.T) {
+	for _, args := range [][]string{{"--version"}, {"start", "--version"}, {"version"}} {
+		inv, err := Parse(args, envOf(nil))
+		require.NoError(t, err, args)
+		require.Equal(t, "version", inv.Command, args)
+	}
+	inv, err := Parse([]string{"help"}, envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, "help", inv.Command)
+	require.Contains(t, inv.Help, "Usage: teleport-event-handler")
+	inv, err = Parse([]string{"help", "start"}, envOf(nil))
+	require.NoError(t, err)
+	require.Contains(t, inv.Help, "--fluentd-url")
 }
 
 func TestCommandErrors(t *testing.T) {

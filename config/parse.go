@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/agnivade/levenshtein"
 	flags "github.com/jessevdk/go-flags"
 )
 
@@ -69,6 +70,26 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 		inv.ConfigFile = r.file.path
 	}
 	return inv, nil
+}
+
+// didYouMean names the option closest to the unknown flag of msg (go-flags
+// writes "unknown flag `name'"), when one is close enough to be a typo.
+func didYouMean(msg string) string {
+	_, name, ok := strings.Cut(msg, "`")
+	name, _, _ = strings.Cut(name, "'")
+	if !ok || name == "" {
+		return ""
+	}
+	best, bestD := "", 0
+	for _, o := range options {
+		if d := levenshtein.ComputeDistance(name, o.flag); best == "" || d < bestD {
+			best, bestD = o.flag, d
+		}
+	}
+	if bestD > max(2, len(name)/3) {
+		return ""
+	}
+	return " (did you mean --" + best + "?)"
 }
 
 // commandLine is the parsed command line, before any typing.
@@ -150,6 +171,17 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand) {
 }
 
 func parseCommandLine(args []string) (*commandLine, error) {
+	// What people type for these, besides -h and the version command.
+	if len(args) > 0 && args[0] == "help" {
+		command := ""
+		if len(args) > 1 && (args[1] == "start" || args[1] == "configure") {
+			command = args[1]
+		}
+		return &commandLine{help: usage(command)}, nil
+	}
+	if slices.Contains(args, "--version") {
+		return &commandLine{command: "version", flags: map[string]string{}}, nil
+	}
 	p, sets, cc := newParser()
 	rest, err := p.ParseArgs(args)
 	if err != nil {
@@ -164,6 +196,9 @@ func parseCommandLine(args []string) (*commandLine, error) {
 		msg := err.Error()
 		if errors.As(err, &fe) && fe.Type == flags.ErrCommandRequired {
 			msg = "no command given"
+		}
+		if errors.As(err, &fe) && fe.Type == flags.ErrUnknownFlag {
+			msg += didYouMean(fe.Message)
 		}
 		return nil, &Error{Option: "command line", Problem: msg, Fix: "run " + program + " --help for the usage"}
 	}

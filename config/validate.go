@@ -22,6 +22,8 @@ import (
 func (r *resolver) validate(c *Config) error {
 	for _, check := range []func(*Config) error{
 		r.checkRequired,
+		r.checkTypes,
+		r.checkTeleportAddr,
 		r.checkURLs,
 		r.checkMetricsAddr,
 		r.checkNumbers,
@@ -42,6 +44,9 @@ func (r *resolver) checkRequired(c *Config) error {
 	if !c.DryRun {
 		required = append(required, "fluentd-ca", "fluentd-cert", "fluentd-key")
 	}
+	// Every one that is missing, in one message.
+	var missing, ways []string
+	mtls := false
 	for _, flag := range required {
 		o := optionByFlag(flag)
 		if *o.field(c).(*string) != "" {
@@ -50,11 +55,37 @@ func (r *resolver) checkRequired(c *Config) error {
 		if _, set := r.got[flag]; set {
 			return r.fail(flag, "required option is empty", "set it to a non-empty value")
 		}
-		problem := "required option not set"
-		if flag == "fluentd-ca" || flag == "fluentd-cert" || flag == "fluentd-key" {
-			problem += ": Fluentd is reached over mTLS (unless --dry-run)"
+		missing, ways = append(missing, "--"+flag), append(ways, o.ways())
+		mtls = mtls || flag == "fluentd-ca" || flag == "fluentd-cert" || flag == "fluentd-key"
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	problem := "required option not set"
+	if len(missing) > 1 {
+		problem = "required options not set"
+	}
+	if mtls {
+		problem += ": Fluentd is reached over mTLS (unless --dry-run)"
+	}
+	return &Error{Option: strings.Join(missing, ", "), Problem: problem, Fix: "set " + strings.Join(ways, "; ")}
+}
+
+// checkTeleportAddr wants host:port, as the original plugin does; the
+// common mistakes get the address they meant.
+func (r *resolver) checkTeleportAddr(c *Config) error {
+	addr := c.Teleport.Addr
+	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
+		hostPort := strings.TrimSuffix(rest, "/")
+		if _, _, err := net.SplitHostPort(hostPort); err != nil && scheme == "https" {
+			hostPort += ":443"
 		}
-		return &Error{Option: "--" + flag, Problem: problem, Fix: "set " + o.ways()}
+		return r.fail("teleport-addr", "must be host:port without a scheme", "use "+hostPort)
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		host := strings.TrimSuffix(addr, ":")
+		return r.fail("teleport-addr", "has no port",
+			fmt.Sprintf("use %s:3025 for the Auth Service or %s:443 for the Proxy Service", host, host))
 	}
 	return nil
 }
