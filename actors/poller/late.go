@@ -195,7 +195,7 @@ func (p *Poller) onTrailPage(ctx actor.Context, r *pageResult) {
 			continue
 		}
 		pos.id, pos.t = ev.Id, at
-		p.log.Info().Str("event_id", ev.Id).Str("event_type", ev.Type).Time("time", at).
+		p.log.Info().Str("event_id", ev.Id).Str("event_type", ev.Type).Time("event_time", at).
 			Msg("found an audit event that became visible after later ones; sending it")
 		p.Metrics.AuditLateEvents.Inc()
 		var body []byte

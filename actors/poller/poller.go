@@ -401,7 +401,7 @@ func dryRunOf[P any](p *Poller) func(*inflight.Item[P]) {
 		return nil
 	}
 	return func(it *inflight.Item[P]) {
-		p.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Time("time", it.Ev.Time.AsTime()).
+		p.log.Info().Str("event_id", it.Ev.Id).Str("event_type", it.Ev.Type).Time("event_time", it.Ev.Time.AsTime()).
 			Msg("dry run: would send event")
 	}
 }

@@ -1,0 +1,79 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+)
+
+// Every log line is one JSON object without a duplicate key at any level
+// (log pipelines keep one of two "time" keys): in a dry run, which logs
+// each event with its time, and in a run with a rejected event.
+func TestLogLinesAreValidJSONWithoutDuplicateKeys(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	evs := e.Seed(60, 51)
+	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == evs[7].GetID() })
+	dry := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--dry-run", "--debug")...)
+	require.Equal(t, 0, dry.Wait(t, time.Minute), dry.Output())
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--debug")...)
+	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())
+	lines := 0
+	for _, out := range []string{dry.Output(), p.Output()} {
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			lines++
+			require.NoError(t, uniqueKeys(json.NewDecoder(strings.NewReader(line))), "line %q", line)
+		}
+	}
+	require.Greater(t, lines, 60, "the dry run logs every event")
+}
+
+// uniqueKeys reads one JSON value from d and fails on a key that an object
+// holds twice.
+func uniqueKeys(d *json.Decoder) error {
+	tok, err := d.Token()
+	if err != nil {
+		return err
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	switch delim {
+	case '{':
+		seen := map[string]bool{}
+		for d.More() {
+			k, err := d.Token()
+			if err != nil {
+				return err
+			}
+			key := k.(string)
+			if seen[key] {
+				return fmt.Errorf("key %q twice", key)
+			}
+			seen[key] = true
+			if err := uniqueKeys(d); err != nil {
+				return err
+			}
+		}
+	case '[':
+		for d.More() {
+			if err := uniqueKeys(d); err != nil {
+				return err
+			}
+		}
+	}
+	_, err = d.Token() // the closing delimiter
+	if err == io.EOF {
+		return nil
+	}
+	return err
+}
+
