@@ -72,7 +72,12 @@ type Metrics struct {
 	TeleportSearches *prometheus.CounterVec
 	AuditLateEvents  prometheus.Counter
 
-	ackedUnix atomic.Int64 // for the lag, computed at scrape time
+	// pendingUnix is the time of the oldest audit event not yet confirmed
+	// (0: none, the reader is caught up), for the lag at scrape time;
+	// reported says a reader has set it.
+	pendingUnix atomic.Int64
+	reported    atomic.Bool
+	ackedUnix   atomic.Int64 // the newest checkpointed event, for progress
 	// deadLetterSize reads the size of the dead-letter file at scrape time.
 	deadLetterSize atomic.Pointer[func() int64]
 }
@@ -108,7 +113,7 @@ func New() *Metrics {
 	m.AckedEventTime = f.gauge("acked_event_timestamp_seconds", "Time of the newest audit event whose position is checkpointed (Unix seconds).")
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: namespace, Name: "lag_seconds",
-		Help: "How far the checkpointed audit position is behind now; 0 until the first checkpoint.",
+		Help: "Age of the oldest audit event not yet confirmed by Fluentd; 0 when caught up, on a quiet cluster too.",
 	}, m.lag))
 
 	m.SessionsActive = f.gauge("sessions_active", "Session recordings being streamed.")
@@ -140,8 +145,23 @@ func (m *Metrics) SetAcked(t time.Time) {
 	m.ackedUnix.Store(t.UnixNano())
 }
 
+// SetPending records the time of the oldest audit event not yet confirmed
+// (read or not), zero when the reader is caught up: lag_seconds is its age,
+// so that a quiet, fully delivered cluster has none.
+func (m *Metrics) SetPending(t time.Time) {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	m.pendingUnix.Store(ns)
+	m.reported.Store(true)
+}
+
+// caughtUp reports whether the audit reader has nothing left to confirm.
+func (m *Metrics) caughtUp() bool { return m.reported.Load() && m.pendingUnix.Load() == 0 }
+
 func (m *Metrics) lag() float64 {
-	ns := m.ackedUnix.Load()
+	ns := m.pendingUnix.Load()
 	if ns == 0 {
 		return 0
 	}

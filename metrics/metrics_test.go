@@ -1,13 +1,16 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -107,4 +110,41 @@ func TestStatusClass(t *testing.T) {
 	require.Equal(t, "5xx", StatusClass(503))
 	require.Equal(t, "4xx", StatusClass(429))
 	require.Equal(t, "error", StatusClass(0))
+}
+
+// lag_seconds is the age of the oldest audit event not yet confirmed: 0
+// once the reader is caught up, on a quiet cluster too, where the newest
+// delivered event may be hours old.
+func TestLagIsTheAgeOfTheOldestEventNotConfirmed(t *testing.T) {
+	m := New()
+	require.Zero(t, m.lag(), "before anything is read")
+	m.SetAcked(time.Now().Add(-2 * time.Hour))
+	m.SetPending(time.Now().Add(-90 * time.Second))
+	require.InDelta(t, 90, m.lag(), 5)
+	m.SetPending(time.Time{}) // caught up
+	require.Zero(t, m.lag(), "a quiet, fully delivered cluster has no lag")
+}
+
+// Progress lines are for reading a backlog: once caught up there is one
+// "caught up" line and no more progress.
+func TestProgressStopsOnceCaughtUp(t *testing.T) {
+	m := New()
+	var out syncBuffer
+	log := zerolog.New(&out)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.RunReports(ctx, log, ReportOptions{Every: 5 * time.Millisecond, Summary: time.Hour, Start: time.Now().Add(-time.Hour)})
+	}()
+	m.SetPending(time.Now().Add(-time.Minute))
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), `"message":"progress"`) }, 5*time.Second, time.Millisecond)
+	m.SetPending(time.Time{})
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "caught up") }, 5*time.Second, time.Millisecond)
+	n := strings.Count(out.String(), `"message":"progress"`)
+	time.Sleep(50 * time.Millisecond) // ten report ticks
+	cancel()
+	<-done
+	require.Equal(t, n, strings.Count(out.String(), `"message":"progress"`), "progress lines once caught up")
+	require.Equal(t, 1, strings.Count(out.String(), "caught up"))
 }

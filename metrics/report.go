@@ -108,6 +108,7 @@ func (m *Metrics) RunReports(ctx context.Context, log zerolog.Logger, opts Repor
 	defer t.Stop()
 	first := m.snapshot()
 	last, lastSummary := first, first
+	caught := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -119,7 +120,15 @@ func (m *Metrics) RunReports(ctx context.Context, log zerolog.Logger, opts Repor
 			bar.Describe(fmt.Sprintf("%s events, %.0f/s, at %s", count(now.audit+now.session),
 				rate(first, now), position(now.acked)))
 			_ = bar.Set(int(1000 * m.position(opts.Start, now)))
-		} else if now.at.Sub(last.at) >= opts.Every {
+		} else if m.caughtUp() != caught {
+			// Progress is for reading a backlog; being caught up is said
+			// once.
+			if caught = !caught; caught {
+				log.Info().Float64("events", now.audit+now.session).Str("position", position(now.acked)).
+					Msg("caught up: every audit event read so far is delivered")
+			}
+			last = now
+		} else if !caught && now.at.Sub(last.at) >= opts.Every {
 			log.Info().Float64("events", now.audit+now.session).Str("rate", fmt.Sprintf("%.1f/s", rate(last, now))).
 				Str("position", position(now.acked)).Str("done", fmt.Sprintf("%.1f%%", 100*m.position(opts.Start, now))).
 				Msg("progress")

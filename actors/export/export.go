@@ -191,6 +191,7 @@ func (w *Walker) Receive(ctx actor.Context) {
 			if m.Seq == w.saveSeq {
 				w.Metrics.SetAcked(w.savingAt)
 			}
+			w.reportPending()
 			w.maybeFinish(ctx)
 		}
 	case *actor.Terminated:
@@ -358,6 +359,7 @@ func (w *Walker) enqueueNew(r *roundResult) int {
 // next decides what follows once nothing is queued or running: the next day
 // when the current one is over, else a poll after Timeout.
 func (w *Walker) next(ctx actor.Context) {
+	w.reportPending()
 	if len(w.queue) > 0 || len(w.running) > 0 || w.listing != nil || w.draining {
 		return
 	}
@@ -376,6 +378,18 @@ func (w *Walker) next(ctx actor.Context) {
 		return
 	}
 	w.wait.After(ctx, w.Timeout, &roundTick{})
+}
+
+// reportPending tells the metrics from when events may be unconfirmed:
+// none once the walk is at today with every chunk listed settled.
+func (w *Walker) reportPending() {
+	idle := w.idleRound && len(w.queue) == 0 && len(w.running) == 0 && w.listing == nil &&
+		w.st.Day.AddDate(0, 0, 1).After(w.Clock.Now())
+	if idle {
+		w.Metrics.SetPending(time.Time{})
+		return
+	}
+	w.Metrics.SetPending(w.deliveredUpTo())
 }
 
 func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {

@@ -130,6 +130,19 @@ func (t *Tracker[P]) tapsFor(ev *auditlogpb.EventUnstructured) uint64 {
 	return bits
 }
 
+// Oldest is the time of the oldest event read and not yet settled (handed
+// out or not), zero when there is none.
+func (t *Tracker[P]) Oldest() time.Time {
+	for _, items := range [][]*Item[P]{t.inflight, t.buffer} {
+		for _, it := range items {
+			if it.Ev != nil && !it.Settled() {
+				return it.Ev.GetTime().AsTime()
+			}
+		}
+	}
+	return time.Time{}
+}
+
 // Buffered is the number of items read and not handed out.
 func (t *Tracker[P]) Buffered() int { return len(t.buffer) }
 

@@ -123,6 +123,9 @@ type Poller struct {
 
 	fetching   bool
 	fetchFails int
+	// live is set while the last page read was of the present (caught up
+	// with what search shows), for the lag.
+	live bool
 	wait       timer.Timer
 	// fetches goes to the goroutine that makes the page requests, one at a
 	// time.
@@ -337,6 +340,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 	}
 	p.read(r)
 	frontier := p.lastTime
+	p.live = false
 	switch {
 	case r.nextKey != "":
 		p.pageKey, p.skip, p.caughtUp = r.nextKey, max(0, r.req.skip-len(r.events)), false
@@ -349,7 +353,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		// Caught up with the live window: read this page again after
 		// --timeout and skip what it already gave.
 		p.skip = max(r.req.skip, len(r.events))
-		p.caughtUp = true
+		p.caughtUp, p.live = true, true
 		if !p.ExitOnLastEvent {
 			p.wait.After(ctx, p.Timeout, &fetchTick{})
 		}
@@ -391,7 +395,24 @@ func (p *Poller) pump(ctx actor.Context) {
 	p.advance(ctx)
 	p.maybeFetch()
 	p.pumpTrail(ctx)
+	p.reportPending()
 	p.maybeFinish(ctx)
+}
+
+// reportPending tells the metrics the time of the oldest event not yet
+// confirmed: in flight, else the next to read (none once the live cursor
+// has read the present and everything read is settled).
+func (p *Poller) reportPending() {
+	pending := p.tr.Oldest()
+	if pending.IsZero() && !p.live {
+		pending = later(p.winStart, p.lastTime)
+	}
+	if p.late != nil {
+		if late := p.late.tr.Oldest(); !late.IsZero() && (pending.IsZero() || late.Before(pending)) {
+			pending = late
+		}
+	}
+	p.Metrics.SetPending(pending)
 }
 
 // dryRunOf logs, with --dry-run, the events a cursor would send; nil

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,12 +58,23 @@ func TestMetricsMatchWhatFluentdReceived(t *testing.T) {
 	require.Zero(t, m[`teleport_event_handler_sends_in_flight`])
 	require.Positive(t, m[`teleport_event_handler_checkpoint_writes_total{result="ok"}`])
 	require.Greater(t, m[`teleport_event_handler_acked_event_timestamp_seconds`], float64(e.T0.Unix()))
+	// Caught up with a history an hour old, and nothing new: no lag (the
+	// newest delivered event is old, but nothing waits), and one "caught
+	// up" line after the progress lines.
+	harness.WaitFor(t, 30*time.Second, "no lag", func() bool { return harness.Scrape(addr)[`teleport_event_handler_lag_seconds`] == 0 })
+	harness.WaitFor(t, 30*time.Second, "the caught-up line", func() bool {
+		return strings.Contains(p.Output(), "caught up: every audit event read so far is delivered")
+	})
 	require.Positive(t, m[`teleport_event_handler_send_duration_seconds_count`])
 	code, reason := harness.Probe(addr, "/readyz")
 	require.Equal(t, http.StatusOK, code, reason)
 
 	p.Signal(15)
 	require.Equal(t, 0, p.Wait(t, 20*time.Second))
+	out := p.Output()
+	caught := strings.Index(out, "caught up: every audit event read so far is delivered")
+	require.Positive(t, caught)
+	require.NotContains(t, out[caught:], `"message":"progress"`, "progress lines once caught up")
 }
 
 func TestReadyzFollowsTeleport(t *testing.T) {
