@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"net/url"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/metrics"
@@ -21,7 +24,7 @@ func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *m
 		return opts.Teleport, func() {}, nil
 	}
 	t := cfg.Teleport
-	conn, err := teleport.Connect(ctx, teleport.Config{Addr: t.Addr, Identity: t.Identity, CA: t.CA, Cert: t.Cert, Key: t.Key, Reload: t.RefreshEnabled})
+	conn, err := waitForTeleport(ctx, teleport.Config{Addr: t.Addr, Identity: t.Identity, CA: t.CA, Cert: t.Cert, Key: t.Key, Reload: t.RefreshEnabled}, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -39,6 +42,37 @@ func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *m
 		})
 	}
 	return conn, func() { refresh.Stop(); conn.Close() }, nil
+}
+
+// teleportRetries is the wait between attempts to reach Teleport at start.
+var teleportRetries = backoff.Policy{Initial: time.Second, Max: 30 * time.Second, Jitter: true}
+
+// waitForTeleport connects to Teleport, waiting with backoff while it is
+// unreachable (as for Fluentd: a Teleport down at boot must not leave the
+// unit failed), with an error line per attempt; certificate and permission
+// problems are fatal at once. A stop while waiting is errStopped.
+func waitForTeleport(ctx context.Context, cfg teleport.Config, log zerolog.Logger) (*teleport.Conn, error) {
+	for attempt := 1; ; attempt++ {
+		conn, err := teleport.Connect(ctx, cfg)
+		var ce *teleport.ConnectError
+		if err == nil || !errors.As(err, &ce) || ce.Kind != teleport.Unreachable {
+			if err == nil && attempt > 1 {
+				log.Info().Str("addr", cfg.Addr).Msg("teleport is reachable")
+			}
+			return conn, err
+		}
+		if ctx.Err() != nil {
+			return nil, errStopped
+		}
+		delay := teleportRetries.Delay(attempt)
+		log.Error().Str("addr", cfg.Addr).Err(ce.Err).Str("fix", ce.Fix).Dur("retry_in", delay).
+			Msg("teleport is unreachable; waiting for it")
+		select {
+		case <-ctx.Done():
+			return nil, errStopped
+		case <-time.After(delay):
+		}
+	}
 }
 
 // connectFluentd sets up the transport to Fluentd and waits until the

@@ -43,8 +43,8 @@ type API interface {
 // Run connects to Teleport and Fluentd, starts the actor tree and blocks
 // until ctx is cancelled (a graceful stop), the stream is done
 // (--exit-on-last-event) or the tree gives up. It returns nil after a clean
-// stop, and after a stop while it was still waiting for Fluentd or
-// Teleport's export API (nothing was started).
+// stop, and after a stop while it was still waiting for Teleport, Fluentd
+// or Teleport's export API (nothing was started).
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) error {
 	m := opts.Metrics
 	if m == nil {
@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 
 	api, closeTeleport, err := connectTeleport(ctx, cfg, opts, m, log)
 	if err != nil {
-		return err
+		return quiet(err)
 	}
 	defer closeTeleport()
 	transport, err := connectFluentd(ctx, cfg, log)
@@ -86,8 +86,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	})
 }
 
-// errStopped ends a phase that was waiting (for Fluentd, for Teleport's
-// export API) when the daemon was asked to stop: nothing was started, and
+// errStopped ends a phase that was waiting (for Teleport, for Fluentd, for
+// Teleport's export API) when the daemon was asked to stop: nothing was started, and
 // the stop is clean.
 var errStopped = errors.New("stopped while waiting")
 

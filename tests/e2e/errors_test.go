@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
@@ -15,6 +16,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/certs"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
@@ -143,11 +145,15 @@ func TestUnreachableFluentdIsWaitedFor(t *testing.T) {
 func TestTeleportConnectionErrorsSayWhatFailed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	// Unreachable: a port nobody listens on.
+	// Unreachable: a port nobody listens on. Waited for, saying so; a stop
+	// meanwhile is clean.
 	p := harness.Run(t, binary, nil, e.Args("--teleport-addr", "127.0.0.1:1")...)
-	require.NotZero(t, p.Wait(t, 30*time.Second))
-	require.Contains(t, p.Output(), "unreachable")
-	require.Contains(t, p.Output(), "127.0.0.1:1")
+	harness.WaitFor(t, 30*time.Second, "the waiting line", func() bool {
+		out := p.Output()
+		return strings.Contains(out, "teleport is unreachable; waiting for it") && strings.Contains(out, "127.0.0.1:1")
+	})
+	p.Signal(15)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second))
 
 	// Expired identity.
 	expired := filepath.Join(t.TempDir(), "expired-identity")
@@ -240,4 +246,30 @@ func TestUndecodableRecordIsReportedOnce(t *testing.T) {
 	out := p.Output()
 	require.Contains(t, out, filepath.Join(dir, persistence.FileName)+" is unreadable")
 	require.NotContains(t, out, "restarting", "an actor was restarted into the same corruption")
+}
+
+// Teleport unreachable at start is waited for, as an unreachable Fluentd
+// is, with an error line per retry: a few minutes of Teleport downtime at
+// boot do not leave the unit failed.
+func TestTeleportUnreachableAtStartIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addr := harness.FreeAddr(t)
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--teleport-addr", addr)...)
+	harness.WaitFor(t, 30*time.Second, "waiting for teleport", func() bool {
+		return strings.Count(p.Output(), "teleport is unreachable; waiting for it") >= 2
+	})
+	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: e.PKI.ServerTLS(e.PKI.TeleportServer, e.PKI.TeleportCA), Addr: addr})
+	require.NoError(t, err)
+	t.Cleanup(tp.Close)
+	evs := teleportsrv.GenerateAuditEvents(30, e.T0.Add(time.Second), time.Second, 61)
+	var kept []apievents.AuditEvent
+	for _, ev := range evs {
+		if ev.GetType() != "session.upload" { // no recordings on this server
+			kept = append(kept, ev)
+		}
+	}
+	require.NoError(t, tp.AddEvents(kept...))
+	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
+	require.Zero(t, harness.Delivered(t, e.Fluentd, kept, nil))
 }
