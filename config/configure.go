@@ -108,7 +108,7 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 	if err != nil {
 		return nil, err
 	}
-	for _, step := range []func(*Configure) error{cc.resolveKeys, cc.resolveNames, cc.resolveURLs} {
+	for _, step := range []func(*Configure) error{cc.resolveKeys, cc.resolveNames, cc.resolveURLs, addURLHost} {
 		if err := step(c); err != nil {
 			return nil, err
 		}
@@ -217,6 +217,25 @@ func (cc *configureCommand) resolveNames(c *Configure) error {
 	if len(c.DNSNames) == 0 && len(c.IPs) == 0 {
 		return &Error{Option: "--dns-names", Problem: "no DNS name and no IP address for Fluentd's server certificate",
 			Fix: "give the names the daemon reaches Fluentd by with --dns-names and --ip"}
+	}
+	return nil
+}
+
+// addURLHost adds the host of --fluentd-url to the names of Fluentd's
+// server certificate: the daemon reaches Fluentd by it, and a certificate
+// for localhost alone fails the handshake of a real deployment.
+func addURLHost(c *Configure) error {
+	u, err := url.Parse(c.FluentdURL)
+	if err != nil {
+		return nil // resolveURLs reported it
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); ip != nil {
+		if !slices.ContainsFunc(c.IPs, ip.Equal) {
+			c.IPs = append(c.IPs, ip)
+		}
+	} else if !slices.Contains(c.DNSNames, host) {
+		c.DNSNames = append(c.DNSNames, host)
 	}
 	return nil
 }

@@ -115,3 +115,19 @@ func TestConfigureHelp(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, inv.Help, "  configure  Write certificates")
 }
+
+// Fluentd's server certificate is for the host the daemon reaches it by:
+// the host of --fluentd-url is always among its names.
+func TestConfigureCertificateNamesFollowTheURL(t *testing.T) {
+	inv, err := Parse([]string{"configure", "--fluentd-url", "https://fluentd.example.com:8888/test.log",
+		"--fluentd-session-url", "https://fluentd.example.com:8888/session", "dir"}, envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, []string{"localhost", "fluentd.example.com"}, inv.Configure.DNSNames)
+	require.Equal(t, []net.IP{net.IPv4(127, 0, 0, 1)}, inv.Configure.IPs)
+
+	inv, err = Parse([]string{"configure", "--fluentd-url", "https://10.1.2.3:8888/test.log",
+		"--fluentd-session-url", "https://10.1.2.3:8888/session", "--dns-names", "fluentd.internal", "dir"}, envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, []string{"fluentd.internal"}, inv.Configure.DNSNames)
+	require.Equal(t, []net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP("10.1.2.3")}, inv.Configure.IPs)
+}

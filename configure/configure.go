@@ -361,5 +361,18 @@ Next steps:
        fluentd -c %s
   4. Start the daemon:
        teleport-event-handler -c %s start
-`, p(RoleFile), User, p(Identity), p(FluentConf), p(ConfigFile))
+
+An identity signed by tctl expires (here in a year). To have it renewed
+without anyone, let Machine ID write it: tctl bots add %s --roles=%s
+gives a join token, and a tbot.yaml such as
+       version: v2
+       proxy_server: <your proxy>:443
+       onboarding: {join_method: token, token: <the token>}
+       storage: {type: directory, path: /var/lib/teleport/bot}
+       outputs:
+         - type: identity
+           destination: {type: directory, path: /var/lib/teleport-event-handler/machine-id}
+run with tbot start -c tbot.yaml keeps machine-id/identity fresh; point
+--teleport-identity at it and set --teleport-refresh-enabled.
+`, p(RoleFile), User, p(Identity), p(FluentConf), p(ConfigFile), User, Role)
 }
