@@ -29,6 +29,12 @@ func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *m
 		return nil, nil, err
 	}
 	log.Info().Str("addr", t.Addr).Str("cluster", conn.Ping.ClusterName).Str("version", conn.Ping.ServerVersion).Msg("connected to teleport")
+	expiry := func() {
+		if exp, ok := conn.Expiry(); ok {
+			m.IdentityExpiresAt.Set(float64(exp.Unix()))
+		}
+	}
+	expiry()
 	var refresh *supervisor.Task
 	if t.RefreshEnabled {
 		refresh = supervisor.Go(ctx, func(ctx context.Context) {
@@ -38,6 +44,7 @@ func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *m
 					result = "error"
 				}
 				m.IdentityReloads.WithLabelValues(result).Inc()
+				expiry()
 			})
 		})
 	}

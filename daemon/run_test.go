@@ -68,6 +68,7 @@ func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
 
+	require.Greater(t, testutil.ToFloat64(m.IdentityExpiresAt), float64(time.Now().Unix()), "the identity's expiry is reported")
 	for kind, n := range map[string]int{"poller": 2, "connection": 3, "checkpoint": 1} {
 		require.Equal(t, n, faults.Injected(kind), kind)
 		require.EqualValues(t, n, testutil.ToFloat64(m.ActorRestarts.WithLabelValues(kind, "panic")), kind)

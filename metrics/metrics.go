@@ -65,7 +65,9 @@ type Metrics struct {
 
 	LocksCreated    prometheus.Counter
 	IdentityReloads *prometheus.CounterVec // result
-	TeleportErrors  *prometheus.CounterVec // method, code
+	// IdentityExpiresAt is when the Teleport identity in use expires.
+	IdentityExpiresAt prometheus.Gauge
+	TeleportErrors    *prometheus.CounterVec // method, code
 	// TeleportSearches counts search requests by cursor (live, trail): the
 	// read cost of --late-event-lag; AuditLateEvents the late events the
 	// trailing cursor found.
@@ -130,6 +132,7 @@ func New() *Metrics {
 	m.ExportChunksParked = f.gauge("export_chunks_parked", "Export chunks that kept failing and wait to be read again (their events are not delivered yet).")
 
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")
+	m.IdentityExpiresAt = f.gauge("identity_expires_at_seconds", "When the Teleport identity in use expires (Unix seconds); renew it before (tbot, or tctl auth sign and --teleport-refresh-enabled).")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
 	m.TeleportErrors = f.counterVec("teleport_errors_total", "Failed Teleport API calls, by method and error kind.", "method", "code")
 	m.TeleportSearches = f.counterVec("teleport_searches_total", "Audit log searches, by cursor (live; trail: the late events' trailing cursor, --late-event-lag).", "cursor")

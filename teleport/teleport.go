@@ -75,6 +75,19 @@ type Conn struct {
 	Ping    proto.PingResponse
 	dynamic *client.DynamicIdentityFileCreds
 	cfg     Config
+	// notAfter is when the certificate the daemon started with expires.
+	notAfter time.Time
+}
+
+// Expiry is when the identity in use expires (false when unknown): the
+// reloaded one's with a reloading identity file.
+func (c *Conn) Expiry() (time.Time, bool) {
+	if c.dynamic != nil {
+		if exp, ok := c.dynamic.Expiry(); ok {
+			return exp, true
+		}
+	}
+	return c.notAfter, !c.notAfter.IsZero()
 }
 
 // Connect builds credentials from cfg, dials and pings.
@@ -107,9 +120,12 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		}
 		creds = client.LoadKeyPair(cfg.Cert, cfg.Key, cfg.CA)
 	}
-	if notAfter, err := leafNotAfter(certPEM); err == nil && time.Now().After(notAfter) {
-		return nil, fail(ExpiredIdentity, "issue a new identity (tctl auth sign) and point the daemon at it",
-			fmt.Errorf("the certificate expired at %s", notAfter.UTC().Format(time.RFC3339)))
+	if notAfter, err := leafNotAfter(certPEM); err == nil {
+		if time.Now().After(notAfter) {
+			return nil, fail(ExpiredIdentity, "issue a new identity (tctl auth sign) and point the daemon at it",
+				fmt.Errorf("the certificate expired at %s", notAfter.UTC().Format(time.RFC3339)))
+		}
+		c.notAfter = notAfter
 	}
 
 	dialCtx, cancel := context.WithTimeout(ctx, DialTimeout)
