@@ -250,7 +250,8 @@ func (p *player) pump(ctx actor.Context) {
 	if p.endSeq != 0 && p.tr.Settled() {
 		if p.outcome == finished {
 			p.Metrics.SessionsFinished.Inc()
-			p.log.Info().Int64("events", p.rec.Index).Msg("session recording sent")
+			// At debug: one line per recording would bury the rest.
+			p.log.Debug().Int64("events", p.rec.Index).Msg("session recording sent")
 		}
 		ctx.Send(ctx.Parent(), &playerDone{epoch: p.mgr, pid: ctx.Self(), rec: p.rec, outcome: p.outcome}) // the manager stops it
 		p.endSeq = 0

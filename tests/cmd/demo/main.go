@@ -103,16 +103,26 @@ func run() error {
 		"--batch", "100",
 		"--exit-on-last-event",
 	}
-	step("running %s %s", *binary, strings.Join(args, " "))
+	logPath := filepath.Join(*out, "daemon.log")
+	step("running %s %s (its log: %s)", *binary, strings.Join(args, " "), logPath)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, *binary, args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	began := time.Now()
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("the daemon failed: %w", err)
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
 	}
+	defer logFile.Close()
+	cmd := exec.CommandContext(ctx, *binary, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	began := time.Now()
+	runErr := cmd.Run()
 	took := time.Since(began)
+	if line := exitLine(logPath); line != "" {
+		fmt.Printf("  it says: %s\n", line)
+	}
+	if runErr != nil {
+		return fmt.Errorf("the daemon failed (see %s): %w", logPath, runErr)
+	}
 
 	step("what arrived (%s)", took.Round(time.Millisecond))
 	tags := fd.Tags()
@@ -152,7 +162,30 @@ func run() error {
 	if missing != 0 || dups != 0 || fd.Count() != *n+sessionEvents {
 		return fmt.Errorf("expected %d audit and %d session records, none missing or twice", *n, sessionEvents)
 	}
+	fmt.Printf(`
+Try next:
+  - the daemon's log, one JSON line each:  %s
+  - what Fluentd received, by tag:         %s
+  - the options:                           %s start --help
+  - the whole test suite, and the faults:  make test, make chaos
+`, logPath, dirs["received"], *binary)
 	return nil
+}
+
+// exitLine is the daemon's exit line (the one that counts what was
+// delivered) in its log at path, else the log's last line.
+func exitLine(path string) string {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], `"delivered":`) {
+			return lines[i]
+		}
+	}
+	return lines[len(lines)-1]
 }
 
 func step(format string, args ...any) {
