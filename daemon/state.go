@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -23,6 +27,49 @@ func (e *StartTimeError) Error() string {
 		e.Given.UTC().Format(time.RFC3339), e.Stored.UTC().Format(time.RFC3339), e.Path, e.Path)
 }
 
+// UpstreamStateError reports the original plugin's state where this daemon
+// has none of its own, and no --start-time: starting at now would skip the
+// events the original had not sent.
+type UpstreamStateError struct {
+	Dir       string
+	StartTime string // as the original wrote it
+}
+
+func (e *UpstreamStateError) Error() string {
+	return fmt.Sprintf("%s holds the state of the original Event Handler plugin (start_time %s) and none of this daemon's; "+
+		"taking it over is not supported yet, and starting at now would skip the events the original had not sent: "+
+		"start with --start-time %s to send everything since the original's start again (the events it had sent arrive twice), "+
+		"or give this daemon a --storage of its own and the --start-time you want",
+		e.Dir, e.StartTime, e.StartTime)
+}
+
+// upstreamFile is the original plugin's start time file (one file per key,
+// in the same per-cluster directory).
+const upstreamFile = "start_time"
+
+// checkUpstream refuses a first start, without --start-time, over the
+// original plugin's state (see UpstreamStateError), and warns when
+// --start-time was given. The original's files are left as they are.
+func checkUpstream(dir string, cfg *config.Config, log zerolog.Logger) error {
+	if _, err := os.Stat(filepath.Join(dir, persistence.FileName)); !errors.Is(err, fs.ErrNotExist) {
+		return nil // this daemon's own state exists (or cannot be told): not a first start
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, upstreamFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the original plugin's %s: %w", filepath.Join(dir, upstreamFile), err)
+	}
+	start := strings.TrimSpace(string(raw))
+	if cfg.StartTime.IsZero() {
+		return &UpstreamStateError{Dir: dir, StartTime: start}
+	}
+	log.Warn().Str("dir", dir).Str("original_start_time", start).Time("start_time", cfg.StartTime).
+		Msg("the original Event Handler plugin's state is here and is not taken over: events since --start-time are sent, those the original had sent again")
+	return nil
+}
+
 // state is the opened state file and the start time it holds.
 type state struct {
 	store *persistence.Store
@@ -41,6 +88,8 @@ func openState(cfg *config.Config, log zerolog.Logger) (*state, error) {
 			return nil, fmt.Errorf("dry run state: %w", err)
 		}
 		dir, cleanup = tmp, func() { os.RemoveAll(tmp) }
+	} else if err := checkUpstream(dir, cfg, log); err != nil {
+		return nil, err
 	}
 	store, err := persistence.Open(dir)
 	if err != nil {
