@@ -126,7 +126,7 @@ type Poller struct {
 	// live is set while the last page read was of the present (caught up
 	// with what search shows), for the lag.
 	live bool
-	wait       timer.Timer
+	wait timer.Timer
 	// fetches goes to the goroutine that makes the page requests, one at a
 	// time.
 	fetches  chan<- fetchReq

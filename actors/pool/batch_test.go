@@ -216,18 +216,7 @@ func TestRejectedBatchIsolatesTheBadEvent(t *testing.T) {
 	require.Equal(t, 48, f.rcv.Count())
 	requireOnce(t, f, 48)
 	// Only the two bad events are dead letters.
-	raw, err := os.ReadFile(f.dl.Path())
-	require.NoError(t, err)
-	var ids []string
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	for sc.Scan() {
-		var dl struct {
-			EventID string `json:"event_id"`
-		}
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &dl))
-		ids = append(ids, dl.EventID)
-	}
-	require.ElementsMatch(t, []string{"ev-7", "ev-33"}, ids)
+	require.ElementsMatch(t, []string{"ev-7", "ev-33"}, deadLetterIDs(t, f))
 	require.Equal(t, 2.0, counter(t, m, "teleport_event_handler_events_dead_lettered_total"))
 	require.Equal(t, 48.0, counter(t, m, "teleport_event_handler_events_sent_total"))
 }

@@ -84,6 +84,17 @@ func newTree(t *testing.T, p supervisor.Policy) *tree {
 	return tr
 }
 
+// stopped waits until the parent sees child stop.
+func (tr *tree) stopped(t *testing.T, child *actor.PID) {
+	t.Helper()
+	select {
+	case who := <-tr.terminated:
+		require.True(t, who.Equal(child))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the parent did not see its child stop")
+	}
+}
+
 func (tr *tree) decision(t *testing.T) supervisor.Decision {
 	t.Helper()
 	select {
@@ -138,12 +149,7 @@ func TestAChildOverItsBudgetIsStopped(t *testing.T) {
 	d := tr.decision(t)
 	require.True(t, d.GaveUp)
 	require.Equal(t, 3, d.Failures)
-	select {
-	case who := <-tr.terminated:
-		require.True(t, who.Equal(child))
-	case <-time.After(5 * time.Second):
-		t.Fatal("the parent did not see its child stop")
-	}
+	tr.stopped(t, child)
 	got, ok := tr.strategy.GaveUp(child)
 	require.True(t, ok)
 	require.Equal(t, 3, got.Failures)
@@ -161,12 +167,7 @@ func TestAnUnrecoverableFailureStopsTheChildAtOnce(t *testing.T) {
 	require.True(t, d.GaveUp)
 	require.True(t, d.Unrecoverable)
 	require.Equal(t, 1, d.Failures)
-	select {
-	case who := <-tr.terminated:
-		require.True(t, who.Equal(child))
-	case <-time.After(5 * time.Second):
-		t.Fatal("the parent did not see its child stop")
-	}
+	tr.stopped(t, child)
 	require.Zero(t, tr.strategy.Waiting(), "a restart was scheduled")
 	require.EqualValues(t, 1, tr.starts.Load(), "restarted")
 }
@@ -192,12 +193,7 @@ func TestAChildFailingAfterShutdownIsStopped(t *testing.T) {
 	child := <-tr.child
 	tr.strategy.Shutdown()
 	tr.system.Root.Send(child, &boom{})
-	select {
-	case who := <-tr.terminated:
-		require.True(t, who.Equal(child))
-	case <-time.After(5 * time.Second):
-		t.Fatal("the failed child was not stopped")
-	}
+	tr.stopped(t, child)
 	require.Zero(t, tr.strategy.Waiting())
 }
 

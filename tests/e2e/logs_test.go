@@ -76,4 +76,3 @@ func uniqueKeys(d *json.Decoder) error {
 	}
 	return err
 }
-
