@@ -70,7 +70,8 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		defer transport.Close()
 	}
 
-	st, err := openState(cfg, log)
+	plan := planFor(cfg)
+	st, err := openState(ctx, cfg, api, plan, log)
 	if err != nil {
 		return err
 	}
@@ -81,7 +82,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	}
 
 	return runTree(ctx, tree{
-		cfg: cfg, plan: planFor(cfg), opts: opts, log: log, metrics: m,
+		cfg: cfg, plan: plan, opts: opts, log: log, metrics: m,
 		api: api, exporter: exporter, transport: transport, store: st.store, start: st.start,
 	})
 }

@@ -45,6 +45,7 @@ var allowed = map[string][]string{
 	"fluentd":     {"backoff"},
 	"config":      {"certs"},
 	"configure":   {"certs", "config"},
+	"takeover":    {"kv", "persistence", "teleport"},
 
 	"actors/faults":     nil,
 	"actors/timer":      nil,
@@ -60,14 +61,14 @@ var allowed = map[string][]string{
 	"actors/root":       {"actors/supervisor", "actors/timer", "messages"},
 
 	"daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
-		"actors/root", "actors/sessions", "actors/supervisor", "backoff", "config", "fluentd", "logging", "metrics", "persistence", "teleport"},
+		"actors/root", "actors/sessions", "actors/supervisor", "backoff", "config", "fluentd", "logging", "metrics", "persistence", "takeover", "teleport"},
 	"cmd/teleport-event-handler": {"config", "configure", "daemon", "logging"},
 }
 
 // actorFree are the packages that import nothing of protoactor: the wire,
 // the store, the metrics and the values the actors exchange stay usable
 // outside the actor system.
-var actorFree = []string{"kv", "backoff", "certs", "eventjson", "metrics", "teleport", "persistence", "fluentd", "config", "configure"}
+var actorFree = []string{"kv", "backoff", "certs", "eventjson", "metrics", "teleport", "persistence", "fluentd", "config", "configure", "takeover"}
 
 // packages returns the production Go files of the module by package
 // directory, without the test helpers under tests/.

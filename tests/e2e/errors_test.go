@@ -273,35 +273,3 @@ func TestTeleportUnreachableAtStartIsWaitedFor(t *testing.T) {
 	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
 	require.Zero(t, harness.Delivered(t, e.Fluentd, kept, nil))
 }
-
-// The original plugin's state in the same place is never silently passed
-// over: started without --start-time, the daemon would store now and skip
-// what the original had not sent. Until it takes that state over, it stops
-// and names the choices; given --start-time, it goes on (events since then
-// are sent again) and says so.
-func TestTheOriginalPluginsStateIsNotSkippedSilently(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(40, 71)
-	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
-	require.NoError(t, os.MkdirAll(dir, 0o700))
-	original := e.T0.Add(-time.Minute).UTC().Format(time.RFC3339)
-	for name, content := range map[string]string{"start_time": original, "cursor": "", "id": "some-event"} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600))
-	}
-	p := harness.Run(t, binary, nil, without(e.Args("--exit-on-last-event"), "--start-time")...)
-	require.Equal(t, 1, p.Wait(t, 30*time.Second), p.Output())
-	require.Contains(t, p.Output(), "original Event Handler plugin")
-	require.Contains(t, p.Output(), "--start-time "+original)
-	require.Zero(t, e.Fluentd.Count(), "nothing is sent from a start time of now")
-	_, err := os.Stat(filepath.Join(dir, persistence.FileName))
-	require.True(t, os.IsNotExist(err), "no state of its own was written")
-
-	p = harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--start-time", original)...)
-	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
-	require.Contains(t, p.Output(), "the original Event Handler plugin's state")
-	harness.Delivered(t, e.Fluentd, evs, nil)
-	after, err := os.ReadFile(filepath.Join(dir, "start_time"))
-	require.NoError(t, err)
-	require.Equal(t, original, string(after), "the original's files are left alone")
-}

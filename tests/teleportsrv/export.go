@@ -65,7 +65,7 @@ func (s *Server) addToChunks(add []entry) {
 		}
 		for len(d.open) < per {
 			d.next++
-			c := &chunk{name: fmt.Sprintf("%s/%04d-%08x", k, d.next, s.rng.Uint32())}
+			c := &chunk{name: fmt.Sprintf("%s-%04d-%08x", k, d.next, s.rng.Uint32())}
 			d.chunks = append(d.chunks, c)
 			d.open = append(d.open, c)
 		}
@@ -240,6 +240,11 @@ func (l *auditLogService) ExportUnstructuredEvents(req *auditlogpb.ExportUnstruc
 	}
 	return nil
 }
+
+// ChunkCursor is the cursor ExportUnstructuredEvents gives with the event at
+// position next-1 of a chunk (0-based): reading from it resumes at event
+// next. Tests write it where a client would have stored it.
+func ChunkCursor(chunk string, next int) string { return encodeChunkCursor(chunk, next) }
 
 // A chunk cursor is the chunk name and the position after the last event
 // sent; clients treat it as opaque.

@@ -585,6 +585,11 @@ func compareEntries(a, b entry) int {
 	return strings.Compare(a.ev.Id, b.ev.Id)
 }
 
+// SearchCursor is the cursor SearchUnstructuredEvents returns with a full
+// page whose last event is (t, id): tests write it where a client would
+// have stored it.
+func SearchCursor(t time.Time, id string) string { return encodeKey(t, id) }
+
 // A cursor is the (time, id) of the last event returned; clients treat it as
 // opaque.
 func encodeKey(t time.Time, id string) string {
