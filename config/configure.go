@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -43,6 +44,10 @@ type Configure struct {
 	// LockEnabled turns auto-locking on in the configuration file and grants
 	// the role the lock permissions that it needs.
 	LockEnabled bool
+	// InstallDir, when set, is where the daemon's files will be installed
+	// (the systemd unit reads /etc/teleport-event-handler): the configuration
+	// file's paths point there and its storage is the unit's state directory.
+	InstallDir string
 }
 
 // Defaults of the configure command. The URLs match fluent.conf's port and
@@ -53,6 +58,10 @@ const (
 	// PasswordEnv gives the passphrase of server.key without putting it in
 	// the process list.
 	PasswordEnv = "FDFWD_PASSWORD"
+	// SystemdConfigDir and SystemdStateDir are where the systemd unit in
+	// deploy/ reads its configuration and keeps its state.
+	SystemdConfigDir = "/etc/teleport-event-handler"
+	SystemdStateDir  = "/var/lib/teleport-event-handler"
 )
 
 var (
@@ -73,6 +82,7 @@ type configureFlags struct {
 	FluentdURL        string   `long:"fluentd-url"`
 	FluentdSessionURL string   `long:"fluentd-session-url"`
 	LockEnabled       bool     `long:"lock-enabled"`
+	InstallDir        string   `long:"install-dir"`
 	Force             bool     `long:"force"`
 }
 
@@ -108,7 +118,7 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 	if err != nil {
 		return nil, err
 	}
-	for _, step := range []func(*Configure) error{cc.resolveKeys, cc.resolveNames, cc.resolveURLs, addURLHost} {
+	for _, step := range []func(*Configure) error{cc.resolveKeys, cc.resolveNames, cc.resolveURLs, addURLHost, cc.resolveInstallDir} {
 		if err := step(c); err != nil {
 			return nil, err
 		}
@@ -154,6 +164,21 @@ func (cc *configureCommand) resolveArgs(args []string) (*Configure, error) {
 		}
 	}
 	return c, nil
+}
+
+// resolveInstallDir checks --install-dir: an absolute path, since the
+// daemon runs elsewhere than configure.
+func (cc *configureCommand) resolveInstallDir(c *Configure) error {
+	if !cc.isSet("install-dir") {
+		return nil
+	}
+	dir := strings.TrimSpace(cc.flags.InstallDir)
+	if !filepath.IsAbs(dir) {
+		return flagError("install-dir", cc.flags.InstallDir, "not an absolute path",
+			"give the directory the daemon's files will be copied to, such as "+SystemdConfigDir+" for the systemd unit")
+	}
+	c.InstallDir = filepath.Clean(dir)
+	return nil
 }
 
 // resolveKeys checks --key-type, --length and --ttl.
@@ -375,6 +400,7 @@ func configureUsage() string {
 		{"fluentd-url", "URL", "Fluentd URL for audit events, in the configuration", DefaultConfigureFluentdURL},
 		{"fluentd-session-url", "URL", "Base URL for session recordings", DefaultConfigureFluentdSessionURL},
 		{"lock-enabled", "", "Enable user auto-locking and grant the role create and update on locks", ""},
+		{"install-dir", "DIR", "Where the daemon's files go, for the configuration's paths\n      (the systemd unit's: " + SystemdConfigDir + ")", "the paths of OUT_DIR"},
 		{"force", "", "Overwrite files that exist", ""},
 	} {
 		b.WriteString("  --" + o.flag)

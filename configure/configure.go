@@ -53,6 +53,10 @@ const (
 	User = "teleport-event-handler"
 )
 
+// DaemonFiles are the files the daemon reads, of those configure writes and
+// the identity the next steps sign: what to install where it runs.
+var DaemonFiles = []string{ConfigFile, CACert, ClientCert, ClientKey, Identity}
+
 // Names in the certificates. Fluentd's server certificate is checked against
 // its DNS names and IP addresses, not its common name.
 const (
@@ -223,8 +227,11 @@ func serverName(c *config.Configure) string {
 // templateData fills the templates; paths are absolute so that the files work
 // whatever the working directory of Fluentd and the daemon.
 type templateData struct {
-	CACert, ServerCert, ServerKey, ClientCert, ClientKey string
-	Identity, Storage                                    string
+	// CACert, ServerCert and ServerKey are fluent.conf's, in OUT_DIR.
+	CACert, ServerCert, ServerKey string
+	// DaemonCA, ClientCert, ClientKey, Identity and Storage are the
+	// daemon's: in OUT_DIR, or where --install-dir says they will be.
+	DaemonCA, ClientCert, ClientKey, Identity, Storage string
 	Password                                             string
 	FluentdURL, SessionURL, TeleportAddr                 string
 	// Port is where fluent.conf listens, from FluentdURL.
@@ -250,10 +257,15 @@ func newTemplateData(c *config.Configure, dir, password string) (*templateData, 
 		return nil, fmt.Errorf("--fluentd-url: %w", err)
 	}
 	abs := func(name string) string { return filepath.Join(dir, name) }
+	daemon, storage := abs, abs(Storage)
+	if c.InstallDir != "" {
+		daemon = func(name string) string { return filepath.Join(c.InstallDir, name) }
+		storage = config.SystemdStateDir
+	}
 	return &templateData{
 		CACert: abs(CACert), ServerCert: abs(ServerCert), ServerKey: abs(ServerKey),
-		ClientCert: abs(ClientCert), ClientKey: abs(ClientKey),
-		Identity: abs(Identity), Storage: abs(Storage),
+		DaemonCA: daemon(CACert), ClientCert: daemon(ClientCert), ClientKey: daemon(ClientKey),
+		Identity: daemon(Identity), Storage: storage,
 		Password:     password,
 		FluentdURL:   c.FluentdURL,
 		SessionURL:   c.FluentdSessionURL,
@@ -359,9 +371,9 @@ Next steps:
        tctl auth sign --format=file --user=%s --out=%s --ttl=8760h
   3. Start Fluentd, after replacing the stdout outputs of fluent.conf with yours:
        fluentd -c %s
-  4. Start the daemon:
-       teleport-event-handler -c %s start
-
+  4. %s
+`, p(RoleFile), User, p(Identity), p(FluentConf), startStep(c, p))
+	fmt.Fprintf(w, `
 An identity signed by tctl expires (here in a year). To have it renewed
 without anyone, let Machine ID write it: tctl bots add %s --roles=%s
 gives a join token, and a tbot.yaml such as
@@ -374,5 +386,23 @@ gives a join token, and a tbot.yaml such as
            destination: {type: directory, path: /var/lib/teleport-event-handler/machine-id}
 run with tbot start -c tbot.yaml keeps machine-id/identity fresh; point
 --teleport-identity at it and set --teleport-refresh-enabled.
-`, p(RoleFile), User, p(Identity), p(FluentConf), p(ConfigFile), User, Role)
+`, User, Role)
+}
+
+// startStep is the last step: start the daemon, or with --install-dir
+// install for the systemd unit what the daemon reads (never ca.key,
+// server.key or fluent.conf, Fluentd's and the CA's secrets) and start it.
+func startStep(c *config.Configure, p func(string) string) string {
+	if c.InstallDir == "" {
+		return "Start the daemon:\n       teleport-event-handler -c " + p(ConfigFile) + " start"
+	}
+	own := make([]string, 0, len(DaemonFiles))
+	for _, name := range DaemonFiles {
+		own = append(own, p(name))
+	}
+	return fmt.Sprintf(`Install the daemon's files for the systemd unit (deploy/teleport-event-handler.service,
+     whose header installs the binary, the user and the unit), readable by its group only:
+       install -d -m 0750 -g %[1]s %[2]s
+       install -m 0640 -g %[1]s %[3]s %[2]s/
+       systemctl enable --now %[1]s`, User, c.InstallDir, strings.Join(own, " "))
 }

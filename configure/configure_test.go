@@ -436,3 +436,49 @@ func (g *generated) serverTLS(*tls.ClientHelloInfo) (*tls.Config, error) {
 	}
 	return g.cfg, nil
 }
+
+// With --install-dir the configuration points where the systemd unit reads
+// it, the next steps install exactly the daemon's files there (never the
+// CA's or Fluentd's secrets), as the unit's own header does, and the
+// installed set loads.
+func TestInstallDirMatchesTheSystemdUnit(t *testing.T) {
+	unit := string(read(t, "../deploy", "teleport-event-handler.service"))
+	require.Contains(t, unit, "-c "+config.SystemdConfigDir+"/"+configure.ConfigFile+" start")
+	require.Contains(t, unit, "StateDirectory="+filepath.Base(config.SystemdStateDir)+"\n")
+	require.Contains(t, unit, "-g teleport-event-handler "+strings.Join(configure.DaemonFiles, " ")+" "+config.SystemdConfigDir+"/\n")
+
+	dir, install := t.TempDir(), filepath.Join(t.TempDir(), "etc", "teleport-event-handler")
+	_, out := run(t, dir, "--install-dir", install, "teleport.example.com:443")
+	writeIdentity(t, dir)
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "install -m 0640") {
+			line = strings.TrimSpace(l)
+		}
+	}
+	fields := strings.Fields(line)
+	require.Equal(t, install+"/", fields[len(fields)-1], out)
+	var copied []string
+	for _, src := range fields[5 : len(fields)-1] {
+		copied = append(copied, filepath.Base(src))
+		data, err := os.ReadFile(src)
+		require.NoError(t, err)
+		require.NoError(t, os.MkdirAll(install, 0o750))
+		require.NoError(t, os.WriteFile(filepath.Join(install, filepath.Base(src)), data, 0o640))
+	}
+	require.Equal(t, configure.DaemonFiles, copied)
+
+	inv, err := config.Parse([]string{"-c", filepath.Join(install, configure.ConfigFile), "start"}, noEnv)
+	require.NoError(t, err)
+	c := inv.Config
+	require.Equal(t, config.SystemdStateDir, c.Storage)
+	for _, path := range []string{c.Fluentd.CA, c.Fluentd.Cert, c.Fluentd.Key, c.Teleport.Identity} {
+		require.Equal(t, install, filepath.Dir(path))
+		require.FileExists(t, path)
+	}
+	require.Contains(t, string(read(t, dir, "fluent.conf")), "ca_path '"+filepath.Join(dir, "ca.crt")+"'", "Fluentd's files stay where configure wrote them")
+
+	_, err = config.Parse([]string{"configure", "--install-dir", "etc/x", "out"}, noEnv)
+	require.ErrorContains(t, err, "--install-dir")
+	require.ErrorContains(t, err, "absolute")
+}
