@@ -232,8 +232,8 @@ type templateData struct {
 	// DaemonCA, ClientCert, ClientKey, Identity and Storage are the
 	// daemon's: in OUT_DIR, or where --install-dir says they will be.
 	DaemonCA, ClientCert, ClientKey, Identity, Storage string
-	Password                                             string
-	FluentdURL, SessionURL, TeleportAddr                 string
+	Password                                           string
+	FluentdURL, SessionURL, TeleportAddr               string
 	// Port is where fluent.conf listens, from FluentdURL.
 	Port int
 	// AuditTag and SessionMatch are fluent.conf's <match> patterns: Fluentd's
