@@ -89,7 +89,7 @@ var options = []*option{
 		help: "Maximum concurrent connections to Fluentd", def: "2 x --concurrency",
 		field: func(c *Config) any { return &c.Fluentd.MaxConnections }},
 	{flag: "fluentd-batch", group: groupFluentd, env: []string{"FDFWD_FLUENTD_BATCH"}, keys: []string{"forward.fluentd.batch"}, value: "N",
-		help:  "Events per POST, as a JSON array; 1 sends each alone, as upstream",
+		help:  "Events per POST, as a JSON array; 1 sends each alone (the original)",
 		field: func(c *Config) any { return &c.Fluentd.Batch }},
 
 	{flag: "batch", group: groupEvents, env: []string{"FDFWD_BATCH"}, keys: []string{"batch"}, value: "N",
