@@ -89,7 +89,7 @@ func chooseExport(ctx context.Context, mode, addr string, api API, log zerolog.L
 		case teleport.Transient(err):
 			// Teleport answers Ping but not this yet (restarting, busy):
 			// wait for it as for any other call.
-			log.Warn().Err(err).Int("attempt", attempt+1).Msg("probing Teleport's export API failed; retrying")
+			log.Warn().Err(err).Int("failures", attempt+1).Msg("probing Teleport's export API failed; retrying")
 			continue
 		}
 		if hard++; hard == 3 {

@@ -59,7 +59,7 @@ func openState(ctx context.Context, cfg *config.Config, api takeover.Searcher, p
 		st.close()
 		return nil, err
 	}
-	log.Info().Str("state", store.Path()).Time("start_time", st.start).Bool("dry_run", cfg.DryRun).Msg("state loaded")
+	log.Info().Str("file", store.Path()).Time("start_time", st.start).Bool("dry_run", cfg.DryRun).Msg("state loaded")
 	return st, nil
 }
 

@@ -72,7 +72,7 @@ func (w *Walker) onChunkParked(ctx actor.Context, m *chunkParked) {
 		w.Metrics.ExportChunksParked.Inc()
 	}
 	w.parked[ref.String()] = ref
-	w.log.Error().Err(m.Err).Str("day", ref.DayName()).Str("chunk", ref.Chunk).Int("attempts", m.Attempts).
+	w.log.Error().Err(m.Err).Str("day", ref.DayName()).Str("chunk", ref.Chunk).Int("failures", m.Attempts).
 		Dur("retry_in", w.ParkRetry).Msg("export chunk parked: its remaining events are read again later; the export goes on without it")
 	if !w.parkWait.Armed() && !w.draining {
 		w.parkWait.After(ctx, w.ParkRetry, &parkTick{})

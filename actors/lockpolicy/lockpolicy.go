@@ -320,12 +320,11 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured, answ
 // locking starts writing the lock l of user to Teleport, now that it is on
 // disk as pending (with --dry-run, logs it).
 func (p *Policy) locking(ctx actor.Context, user string, l persistence.UserLock) {
-	expires := "never"
-	if !l.Expires.IsZero() {
-		expires = l.Expires.UTC().Format(time.RFC3339)
-	}
 	lg := p.log.Info().Str("user", user).Str("lock", LockName(user)).Int("failures", l.Count).
-		Str("period", p.Period.String()).Time("trigger", l.Trigger).Str("expires", expires)
+		Dur("period", p.Period).Time("trigger", l.Trigger)
+	if !l.Expires.IsZero() {
+		lg = lg.Time("expires", l.Expires) // absent: the lock never expires
+	}
 	if p.DryRun {
 		lg.Msg("dry run: would lock user for too many failed logins")
 		return
@@ -395,7 +394,7 @@ func (p *Policy) runPending(ctx actor.Context) {
 			next := clone(*s)
 			next.Lock = nil
 			p.save(ctx, next, nil)
-			p.log.Warn().Str("user", user).Time("expires", s.Lock.Expires).Int("attempts", a.failures).
+			p.log.Warn().Str("user", user).Time("expires", s.Lock.Expires).Int("failures", a.failures).
 				Msg("the lock expired before teleport accepted it; giving it up")
 			continue
 		}
@@ -468,7 +467,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		next := clone(*s)
 		next.Lock.Written = now
 		p.save(ctx, next, nil)
-		lg := p.log.Info().Str("user", m.user).Str("lock", LockName(m.user)).Int("attempts", a.failures+1)
+		lg := p.log.Info().Str("user", m.user).Str("lock", LockName(m.user)).Int("failures", a.failures)
 		if p.denied {
 			p.denied = false
 			lg.Msg("teleport accepted the lock: the lock permission is granted now")
@@ -494,7 +493,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		}
 	default:
 		wait = p.retries().Delay(a.failures)
-		p.log.Warn().Err(m.err).Str("user", m.user).Int("attempt", a.failures).Dur("retry_in", wait).
+		p.log.Warn().Err(m.err).Str("user", m.user).Int("failures", a.failures).Dur("retry_in", wait).
 			Msg("writing the lock failed; retrying")
 	}
 	a.notBefore = now.Add(wait)

@@ -264,7 +264,7 @@ func (c *conn) refused(ctx actor.Context, j *sendJob, res fluentd.Result) {
 	m.Health.FluentdRefused(fmt.Errorf("%s refuses service: %s", url, excerpt(res.Reason)))
 	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
 	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Str("reason", excerpt(res.Reason)).
-		Int("attempt", j.attempts).Int("events", len(send)).Dur("retry_in", delay).
+		Int("failures", j.attempts).Int("events", len(send)).Dur("retry_in", delay).
 		Msg("the fluentd receiver refuses service (not about the events, which wait and are not dead-lettered): " +
 			"check its address, route, credentials or the proxy in front of it")
 	j.retry.After(ctx, delay, &retryTick{job: j.id})
@@ -418,7 +418,7 @@ func (c *conn) retry(ctx actor.Context, j *sendJob, res fluentd.Result) {
 	if j.attempts >= 3 {
 		ev = c.log.Error()
 	}
-	ev.Str("url", send[0].URL).Int("status", res.Status).Str("reason", res.Reason).Int("attempt", j.attempts).
+	ev.Str("url", send[0].URL).Int("status", res.Status).Str("reason", res.Reason).Int("failures", j.attempts).
 		Int("events", len(send)).Dur("retry_in", delay).Msg("fluentd send failed; retrying")
 	j.retry.After(ctx, delay, &retryTick{job: j.id})
 }

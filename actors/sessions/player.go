@@ -296,7 +296,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 		p.rec.NotFound++
 		deadline := p.rec.UploadTime.Add(p.UploadWait)
 		if p.rec.NotFound >= p.MinAttempts && now.After(deadline) {
-			p.log.Error().Err(err).Int("attempts", p.rec.NotFound).Time("upload_time", p.rec.UploadTime).
+			p.log.Error().Err(err).Int("failures", p.rec.NotFound).Time("upload_time", p.rec.UploadTime).
 				Msg("session recording not found; giving up on it")
 			p.Metrics.SessionsGivenUp.WithLabelValues("not_found").Inc()
 			p.end(ctx, gaveUp)
@@ -306,7 +306,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 		// Teleport is unreachable or busy: retry for as long as it takes.
 	default:
 		if p.rec.Failures >= maxFailures {
-			p.log.Error().Err(err).Int("attempts", p.rec.Failures).Int64("index", p.next).
+			p.log.Error().Err(err).Int("failures", p.rec.Failures).Int64("index", p.next).
 				Msg("streaming the session recording keeps failing; giving up on it")
 			p.Metrics.SessionsGivenUp.WithLabelValues("failing").Inc()
 			p.end(ctx, gaveUp)
@@ -314,7 +314,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 		}
 	}
 	p.rec.NotBefore = now.Add(retries.Delay(p.rec.Failures))
-	p.log.Warn().Err(err).Int("attempt", p.rec.Failures).Time("retry_at", p.rec.NotBefore).
+	p.log.Warn().Err(err).Int("failures", p.rec.Failures).Time("retry_at", p.rec.NotBefore).
 		Msg("streaming the session recording failed; retrying")
 	p.end(ctx, retry)
 }
