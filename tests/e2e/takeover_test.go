@@ -84,10 +84,21 @@ func recorded(e *env, sid string) map[int64]int {
 // original stopped: the events it had not sent arrive (its own last one at
 // most once more), those it had sent do not, a recording it was streaming
 // resumes at its index, one it had not found yet is looked for, and its
-// files are left as they were.
+// files are left as they were. On a Teleport with the export API the
+// search position seeds the export path.
 func TestTakesOverFromTheOriginalPlugin(t *testing.T) {
 	t.Parallel()
+	for _, export := range []bool{false, true} {
+		t.Run(map[bool]string{false: "search", true: "export API"}[export], func(t *testing.T) {
+			t.Parallel()
+			takeOverSearchState(t, export)
+		})
+	}
+}
+
+func takeOverSearchState(t *testing.T, export bool) {
 	e := newEnv(t)
+	e.Teleport.SetExport(export)
 	evs := e.Seed(300, 91)
 	const sent = 157 // the original had sent evs[:sent]
 	done, later := uploads(evs[:sent]), uploads(evs[sent:])
@@ -110,6 +121,9 @@ func TestTakesOverFromTheOriginalPlugin(t *testing.T) {
 	p := harness.Run(t, binary, nil, without(e.Args("--exit-on-last-event"), "--start-time")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
 	require.Contains(t, p.Output(), "took over the original Event Handler plugin's state")
+	if export {
+		require.Contains(t, p.Output(), "reading the audit log with the export API")
+	}
 	got := e.Fluentd.CountByUID()
 	for i, ev := range evs {
 		switch {
