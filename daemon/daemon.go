@@ -73,7 +73,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	plan := planFor(cfg)
 	st, err := openState(ctx, cfg, api, plan, log)
 	if err != nil {
-		return err
+		return quiet(err)
 	}
 	defer st.close()
 	exporter, err := chooseReadPath(ctx, cfg, api, st.store, log)

@@ -53,7 +53,7 @@ func openState(ctx context.Context, cfg *config.Config, api takeover.Searcher, p
 		return nil, err
 	}
 	st := &state{store: store, close: func() { store.Close(); cleanup() }}
-	taker := takeOver{dir: original, store: store, api: api, log: log,
+	taker := takeOver{dir: original, store: store, api: api, log: log, retries: teleportRetries,
 		query: takeover.Query{Types: plan.Audit.Types(), Batch: cfg.Batch, Window: cfg.WindowSize}}
 	if st.start, err = taker.startTime(ctx, cfg.StartTime); err != nil {
 		st.close()

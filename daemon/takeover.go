@@ -8,18 +8,21 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/takeover"
+	"github.com/fdfwd/teleport-event-handler/teleport"
 )
 
 // takeOver resolves the start time, and on a first start over the original
 // plugin's state continues from it.
 type takeOver struct {
-	dir   string // the original's per-cluster directory
-	store *persistence.Store
-	api   takeover.Searcher
-	query takeover.Query
-	log   zerolog.Logger
+	dir     string // the original's per-cluster directory
+	store   *persistence.Store
+	api     takeover.Searcher
+	query   takeover.Query
+	retries backoff.Policy
+	log     zerolog.Logger
 }
 
 // startTime is the stored start time (a different --start-time is
@@ -48,9 +51,7 @@ func (t takeOver) startTime(ctx context.Context, given time.Time) (time.Time, er
 	}
 	var resume *takeover.Resume
 	if !orig.UsesExport() {
-		q := t.query
-		q.Now = time.Now()
-		r, err := orig.Resume(ctx, t.api, q)
+		r, err := t.resume(ctx, orig)
 		if err != nil {
 			return time.Time{}, err
 		}
@@ -61,6 +62,28 @@ func (t takeOver) startTime(ctx context.Context, given time.Time) (time.Time, er
 	}
 	t.report(orig, start, resume)
 	return start, nil
+}
+
+// resume finds where the audit log resumes after the original, waiting
+// with backoff while Teleport is unreachable or busy (nothing is written
+// before it is found). A stop while waiting is errStopped.
+func (t takeOver) resume(ctx context.Context, orig *takeover.Original) (takeover.Resume, error) {
+	for attempt := 1; ; attempt++ {
+		q := t.query
+		q.Now = time.Now()
+		r, err := orig.Resume(ctx, t.api, q)
+		if err == nil || !teleport.Transient(err) {
+			return r, err
+		}
+		delay := t.retries.Delay(attempt)
+		t.log.Error().Err(err).Int("failures", attempt).Dur("retry_in", delay).
+			Msg("finding where the original plugin stopped failed; retrying")
+		select {
+		case <-ctx.Done():
+			return r, errStopped
+		case <-time.After(delay):
+		}
+	}
 }
 
 // originalStart is the original's start time; --start-time may repeat it
