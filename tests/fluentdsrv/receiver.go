@@ -40,6 +40,9 @@ type Config struct {
 	// Dir, if set, receives each accepted record as one JSON line appended to
 	// Dir/<tag>.jsonl.
 	Dir string
+	// SharedKey, if set, is the forward listener's <security> shared_key:
+	// clients must pass the HELO/PING/PONG handshake.
+	SharedKey []byte
 }
 
 // Receiver is a running Fluentd-compatible receiver.
@@ -79,12 +82,23 @@ type Receiver struct {
 	latency    time.Duration
 	rejects    []reject
 	statuses   map[int]int // status -> requests answered with it
+
+	// The forward listener (forward.go): its faults, modes seen and a
+	// protocol error, guarded by mu; its connections and goroutines.
+	fwdAddr   string
+	fwdLn     net.Listener
+	fwdFaults ForwardFaults
+	fwdModes  map[string]int
+	fwdErr    error
+	fwdConns  map[net.Conn]struct{}
+	fwdWG     sync.WaitGroup
 }
 
 type record struct {
 	tag string
 	raw json.RawMessage
-	key string // uid, or tag/ei for session events without one
+	key string    // uid, or tag/ei for session events without one
+	at  time.Time // the forward protocol's time; zero over HTTP
 }
 
 type reject struct {
@@ -118,12 +132,18 @@ func Start(cfg Config) (*Receiver, error) {
 		byTag:    map[string][]int{},
 		files:    map[string]*os.File{},
 		statuses: map[int]int{},
+		fwdModes: map[string]int{},
+		fwdConns: map[net.Conn]struct{}{},
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("fluentdsrv: listen on %s: %w", cfg.Addr, err)
 	}
 	r.addr = ln.Addr().String()
+	if err := r.serveForward(); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	r.serve(ln)
 	return r, nil
 }
@@ -183,6 +203,7 @@ func (r *Receiver) Close() {
 		r.upTimer = nil
 	}
 	r.stop(false)
+	r.stopForward()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for tag, f := range r.files {
@@ -268,7 +289,9 @@ func (r *Receiver) Up() {
 func (r *Receiver) Err() error {
 	r.srvMu.Lock()
 	defer r.srvMu.Unlock()
-	return r.upFailed
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return errors.Join(r.upFailed, r.fwdErr)
 }
 
 // Records are the accepted records of tag, in arrival order.

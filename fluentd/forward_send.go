@@ -1,0 +1,127 @@
+package fluentd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/IBM/fluent-forward-go/fluent/protocol"
+)
+
+// forwardSender is one connection actor's sender: a connection per
+// address, and the buffers of its messages.
+type forwardSender struct {
+	f       *Forward
+	conns   map[string]*forwardConn
+	lastRaw string
+	last    target
+	entries entries
+}
+
+// Send implements Sender: events go as one PackedForward message (gzip
+// compressed with ForwardOptions.Gzip) with a fresh chunk id, and count as
+// delivered only once the server acks that chunk.
+func (s *forwardSender) Send(ctx context.Context, rawURL string, events [][]byte) Result {
+	if rawURL != s.lastRaw {
+		t, err := parseTarget(rawURL)
+		if err != nil {
+			return Result{Class: Permanent, Reason: fmt.Sprintf("build message: %v", err)}
+		}
+		s.lastRaw, s.last = rawURL, t
+	}
+	stream, err := s.entries.encode(events, time.Now())
+	if err != nil {
+		return Result{Class: Permanent, Reason: err.Error()}
+	}
+	msg, err := s.message(stream, len(events))
+	if err != nil {
+		return Result{Class: Permanent, Reason: fmt.Sprintf("build message: %v", err)}
+	}
+	c, res := s.conn(ctx, rawURL)
+	if c == nil {
+		return res
+	}
+	if err := exchange(ctx, c, msg); err != nil {
+		s.drop(s.last.addr)
+		return Result{Class: Retry, Reason: err.Error()}
+	}
+	return Result{Class: Success}
+}
+
+// message is the PackedForward (or CompressedPackedForward) message of an
+// entry stream, with a new chunk id.
+func (s *forwardSender) message(stream []byte, n int) (*protocol.PackedForwardMessage, error) {
+	var msg *protocol.PackedForwardMessage
+	if s.f.opts.Gzip {
+		var err error
+		if msg, err = protocol.NewCompressedPackedForwardMessageFromBytes(s.last.tag, stream); err != nil {
+			return nil, err
+		}
+	} else {
+		msg = protocol.NewPackedForwardMessageFromBytes(s.last.tag, stream)
+		msg.Options = &protocol.MessageOptions{}
+	}
+	msg.Options.Size = &n
+	_, err := msg.Chunk()
+	return msg, err
+}
+
+// conn is the open connection to the current target, dialled if needed; on
+// failure the Result says why (a refused key is Refused: nothing is sent
+// until it is fixed, and nothing is dead-lettered).
+func (s *forwardSender) conn(ctx context.Context, rawURL string) (*forwardConn, Result) {
+	if c := s.conns[s.last.addr]; c != nil {
+		return c, Result{}
+	}
+	c, err := s.f.dial(ctx, rawURL, s.last)
+	var auth *AuthError
+	switch {
+	case errors.As(err, &auth):
+		return nil, Result{Class: Refused, Reason: err.Error()}
+	case err != nil:
+		return nil, Result{Class: Retry, Reason: err.Error()}
+	}
+	s.conns[s.last.addr] = c
+	return c, Result{}
+}
+
+// exchange writes msg and waits for its ack, within RequestTimeout (or
+// ctx's deadline, when sooner).
+func exchange(ctx context.Context, c *forwardConn, msg *protocol.PackedForwardMessage) error {
+	deadline := time.Now().Add(RequestTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.conn.SetDeadline(deadline)
+	// A stop cuts the wait short; the connection is dropped after it.
+	defer context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })()
+	if err := msg.EncodeMsg(c.w); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	var ack protocol.AckMessage
+	if err := ack.DecodeMsg(c.r); err != nil {
+		return fmt.Errorf("no ack for chunk %s: %w", msg.Options.Chunk, err)
+	}
+	if ack.Ack != msg.Options.Chunk {
+		return fmt.Errorf("ack for chunk %q while waiting for %q", ack.Ack, msg.Options.Chunk)
+	}
+	return nil
+}
+
+func (s *forwardSender) drop(addr string) {
+	if c := s.conns[addr]; c != nil {
+		c.close()
+		delete(s.conns, addr)
+	}
+}
+
+// Close implements Sender.
+func (s *forwardSender) Close() {
+	for addr := range s.conns {
+		s.drop(addr)
+	}
+}

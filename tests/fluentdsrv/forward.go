@@ -1,0 +1,337 @@
+package fluentdsrv
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/IBM/fluent-forward-go/fluent/protocol"
+	"github.com/tinylib/msgp/msgp"
+)
+
+// The receiver also serves Fluentd's forward protocol (in_forward) on a
+// port of its own, with the same TLS (client certificates required) and
+// the same records: the four event modes, the <security> handshake when
+// Config.SharedKey is set, an ack for every message with a chunk, and
+// faults on demand (ForwardFaults).
+
+// ForwardFaults are faults of the forward listener, each for the next N
+// messages.
+type ForwardFaults struct {
+	// DropAcks: the message is stored but not acked, and the connection
+	// closed (the client must send it again: a duplicate).
+	DropAcks int
+	// CloseMidMessage: the connection is closed after the first bytes of
+	// the message, nothing stored.
+	CloseMidMessage int
+	// AckDelay delays every ack.
+	AckDelay time.Duration
+}
+
+// SetForwardFaults replaces the forward faults.
+func (r *Receiver) SetForwardFaults(f ForwardFaults) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fwdFaults = f
+}
+
+// ForwardURL is the forward:// base URL of the receiver.
+func (r *Receiver) ForwardURL() string { return "forward://" + r.fwdAddr }
+
+// ForwardMessages counts the forward messages received, by mode
+// ("message", "forward", "packed", "compressed").
+func (r *Receiver) ForwardMessages() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.fwdModes {
+		out[k] = v
+	}
+	return out
+}
+
+// EventTimes are the forward times of the records of tag, in order, as
+// the message carried them (zero for records that came over HTTP).
+func (r *Receiver) EventTimes(tag string) []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []time.Time
+	for _, i := range r.byTag[tag] {
+		out = append(out, r.records[i].at)
+	}
+	return out
+}
+
+func (r *Receiver) serveForward() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("fluentdsrv: listen for forward: %w", err)
+	}
+	r.fwdAddr, r.fwdLn = ln.Addr().String(), ln
+	r.fwdWG.Add(1)
+	go func() {
+		defer r.fwdWG.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			if r.fwdConns == nil { // stopping
+				r.mu.Unlock()
+				c.Close()
+				return
+			}
+			r.fwdConns[c] = struct{}{}
+			r.mu.Unlock()
+			r.fwdWG.Add(1)
+			go func() {
+				defer r.fwdWG.Done()
+				r.forwardConn(tls.Server(c, r.tls))
+				r.mu.Lock()
+				delete(r.fwdConns, c)
+				r.mu.Unlock()
+			}()
+		}
+	}()
+	return nil
+}
+
+// stopForward closes the listener and every connection, and waits for
+// their goroutines.
+func (r *Receiver) stopForward() {
+	r.fwdLn.Close()
+	r.mu.Lock()
+	for c := range r.fwdConns {
+		c.Close()
+	}
+	r.fwdConns = nil
+	r.mu.Unlock()
+	r.fwdWG.Wait()
+}
+
+func (r *Receiver) setErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fwdErr == nil {
+		r.fwdErr = err
+	}
+}
+
+// forwardConn serves one connection: the handshake, then messages.
+func (r *Receiver) forwardConn(c *tls.Conn) {
+	defer c.Close()
+	rd, w := msgp.NewReader(c), msgp.NewWriter(c)
+	if len(r.cfg.SharedKey) > 0 && !r.forwardHandshake(rd, w) {
+		return
+	}
+	for {
+		var raw bytes.Buffer
+		if _, err := rd.CopyNext(&raw); err != nil {
+			return
+		}
+		if !r.forwardMessage(c, w, raw.Bytes()) {
+			return
+		}
+	}
+}
+
+func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer) bool {
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	helo := protocol.NewHelo(&protocol.HeloOpts{Nonce: nonce, Auth: []byte{}, Keepalive: true})
+	if helo.EncodeMsg(w) != nil || w.Flush() != nil {
+		return false
+	}
+	var ping protocol.Ping
+	if ping.DecodeMsg(rd) != nil {
+		return false
+	}
+	ok, reason := true, ""
+	if protocol.ValidatePingDigest(&ping, r.cfg.SharedKey, nonce) != nil {
+		ok, reason = false, "shared_key mismatch"
+	}
+	pong, err := protocol.NewPong(ok, reason, "fluentdsrv", r.cfg.SharedKey, helo, &ping)
+	if err != nil || pong.EncodeMsg(w) != nil || w.Flush() != nil {
+		return false
+	}
+	return ok
+}
+
+// forwardMessage stores one message's records and acks its chunk; false
+// closes the connection.
+func (r *Receiver) forwardMessage(c net.Conn, w *msgp.Writer, msg []byte) bool {
+	r.mu.Lock()
+	f := &r.fwdFaults
+	closeMid, dropAck, delay := f.CloseMidMessage > 0, false, f.AckDelay
+	if closeMid {
+		f.CloseMidMessage--
+	} else if f.DropAcks > 0 {
+		f.DropAcks--
+		dropAck = true
+	}
+	r.mu.Unlock()
+	if closeMid {
+		return false
+	}
+	mode, recs, chunk, err := decodeForward(msg)
+	if err != nil {
+		r.setErr(fmt.Errorf("fluentdsrv: forward message: %w", err))
+		return false
+	}
+	if err := r.store(recs); err != nil {
+		r.setErr(err)
+		return false
+	}
+	r.mu.Lock()
+	r.fwdModes[mode]++
+	r.requests++
+	r.mu.Unlock()
+	if dropAck {
+		return false
+	}
+	if chunk == "" {
+		return true // no chunk, no answer
+	}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.quit:
+			return false
+		}
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	ack := protocol.AckMessage{Ack: chunk}
+	return ack.EncodeMsg(w) == nil && w.Flush() == nil
+}
+
+// decodeForward reads a message of any mode: its records, as JSON, and its
+// chunk.
+func decodeForward(msg []byte) (mode string, recs []record, chunk string, err error) {
+	n, b, err := msgp.ReadArrayHeaderBytes(msg)
+	if err != nil || n < 2 {
+		return "", nil, "", fmt.Errorf("not a forward message (array of %d): %v", n, err)
+	}
+	tag, b, err := msgp.ReadStringBytes(b)
+	if err != nil {
+		return "", nil, "", fmt.Errorf("tag: %w", err)
+	}
+	var entries []byte
+	switch msgp.NextType(b) {
+	case msgp.ExtensionType, msgp.IntType, msgp.UintType:
+		mode, entries = "message", b // [time, record] in place
+		if b, err = skipN(b, 2); err != nil {
+			return "", nil, "", err
+		}
+		entries = entries[:len(entries)-len(b)]
+		n-- // time and record count as one entry
+	case msgp.ArrayType:
+		mode = "forward"
+		var count uint32
+		if count, b, err = msgp.ReadArrayHeaderBytes(b); err != nil {
+			return "", nil, "", err
+		}
+		start := b
+		if b, err = skipN(b, int(count)); err != nil {
+			return "", nil, "", err
+		}
+		entries = start[:len(start)-len(b)]
+	default:
+		mode = "packed"
+		if entries, b, err = readBinOrStr(b); err != nil {
+			return "", nil, "", fmt.Errorf("entries: %w", err)
+		}
+	}
+	opts := map[string]any{}
+	if n == 3 && msgp.NextType(b) == msgp.MapType {
+		var v any
+		if v, _, err = msgp.ReadIntfBytes(b); err != nil {
+			return "", nil, "", fmt.Errorf("options: %w", err)
+		}
+		opts, _ = v.(map[string]any)
+	}
+	if opts["compressed"] == "gzip" {
+		mode = "compressed"
+		if entries, err = gunzip(entries); err != nil {
+			return "", nil, "", err
+		}
+	}
+	chunk, _ = opts["chunk"].(string)
+	recs, err = decodeEntries(tag, entries, mode == "message")
+	return mode, recs, chunk, err
+}
+
+func skipN(b []byte, n int) ([]byte, error) {
+	var err error
+	for range n {
+		if b, err = msgp.Skip(b); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func readBinOrStr(b []byte) ([]byte, []byte, error) {
+	if msgp.NextType(b) == msgp.StrType {
+		s, rest, err := msgp.ReadStringZC(b)
+		return s, rest, err
+	}
+	return msgp.ReadBytesZC(b)
+}
+
+func gunzip(b []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	return io.ReadAll(zr) // concatenated members are read as one stream
+}
+
+// decodeEntries reads [time, record] entries (a bare time, record pair in
+// message mode) into records of tag, the record converted to JSON.
+func decodeEntries(tag string, b []byte, bare bool) ([]record, error) {
+	var recs []record
+	for len(b) > 0 {
+		var err error
+		if !bare {
+			var n uint32
+			if n, b, err = msgp.ReadArrayHeaderBytes(b); err != nil || n != 2 {
+				return nil, fmt.Errorf("entry: not [time, record] (%d items): %v", n, err)
+			}
+		}
+		var at time.Time
+		if at, b, err = readTime(b); err != nil {
+			return nil, err
+		}
+		rest, err := msgp.Skip(b)
+		if err != nil {
+			return nil, fmt.Errorf("record: %w", err)
+		}
+		if msgp.NextType(b) != msgp.MapType {
+			return nil, errors.New("record: not a map")
+		}
+		var js bytes.Buffer
+		if _, err := msgp.UnmarshalAsJSON(&js, b[:len(b)-len(rest)]); err != nil {
+			return nil, fmt.Errorf("record: %w", err)
+		}
+		recs, b = append(recs, record{tag: tag, raw: js.Bytes(), at: at}), rest
+	}
+	return recs, nil
+}
+
+// readTime reads an EventTime or integer seconds.
+func readTime(b []byte) (time.Time, []byte, error) {
+	if msgp.NextType(b) == msgp.ExtensionType {
+		var et protocol.EventTime
+		rest, err := msgp.ReadExtensionBytes(b, &et)
+		return et.Time, rest, err
+	}
+	sec, rest, err := msgp.ReadInt64Bytes(b)
+	return time.Unix(sec, 0), rest, err
+}
