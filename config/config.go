@@ -7,7 +7,10 @@
 // listed once, in options.go.
 package config
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Config is everything the daemon needs to run. Default returns its defaults;
 // Parse returns it resolved and validated.
@@ -86,9 +89,28 @@ type FluentdConfig struct {
 	// input means twice Concurrency; Parse always resolves it to that.
 	MaxConnections int
 	// Batch is the most events sent in one POST, as a JSON array (Fluentd's
-	// in_http makes one record of each element). 1, the default, sends each
-	// event on its own, as upstream does.
+	// in_http makes one record of each element), or in one forward message.
+	// 1, the default over HTTP, sends each event on its own, as upstream
+	// does; with a forward:// URL the default is DefaultForwardBatch.
 	Batch int
+	// SharedKey answers in_forward's <security> handshake; read from
+	// SharedKeyFile when that is set. Never logged.
+	SharedKey     string
+	SharedKeyFile string
+	// Compress is "gzip" for CompressedPackedForward messages, "" or
+	// "none" for PackedForward.
+	Compress string
+}
+
+// DefaultForwardBatch is --fluentd-batch when a Fluentd URL uses the
+// forward protocol and the option is not given: there is no drop-in
+// behaviour to keep, and one message of many events is what in_forward is
+// made for.
+const DefaultForwardBatch = 100
+
+// UsesForward reports whether either Fluentd URL uses the forward protocol.
+func (f FluentdConfig) UsesForward() bool {
+	return strings.HasPrefix(f.URL, "forward://") || strings.HasPrefix(f.SessionURL, "forward://")
 }
 
 // TeleportConfig says how to reach the Teleport Auth or Proxy Service. It

@@ -560,15 +560,15 @@ func TestErrors(t *testing.T) {
 
 		// URLs.
 		{name: "http url", drop: []string{"fluentd-url"}, args: []string{"--fluentd-url", "http://fluentd:8888/a"},
-			want: []string{`invalid --fluentd-url "http://fluentd:8888/a" (from the command line): not an https:// URL`}},
+			want: []string{`invalid --fluentd-url "http://fluentd:8888/a" (from the command line): not an https:// or a forward:// URL`, "forward://fluentd.example.com:24224/test.log"}},
 		{name: "url without host", drop: []string{"fluentd-session-url"}, env: map[string]string{"FDFWD_FLUENTD_SESSION_URL": "https:///s"},
-			want: []string{`invalid --fluentd-session-url "https:///s" (from FDFWD_FLUENTD_SESSION_URL): not an https:// URL with a host`}},
+			want: []string{`invalid --fluentd-session-url "https:///s" (from FDFWD_FLUENTD_SESSION_URL): not an https:// or a forward:// URL with a host`}},
 		{name: "not a url", drop: []string{"fluentd-url"}, args: []string{"--fluentd-url", "https://[::1"},
 			want: []string{`invalid --fluentd-url "https://[::1"`, "not a URL"}},
 		// A session's id is appended to the session URL: without a path it
 		// would change the host (https://fluentd:8888 + ".<sid>.log").
 		{name: "session url without path", drop: []string{"fluentd-session-url"}, args: []string{"--fluentd-session-url", "https://fluentd:8888"},
-			want: []string{`invalid --fluentd-session-url "https://fluentd:8888"`, "has no path, which Fluentd's HTTP input needs as the tag"}},
+			want: []string{`invalid --fluentd-session-url "https://fluentd:8888"`, "has no path, which Fluentd needs as the tag"}},
 		{name: "url without path", drop: []string{"fluentd-url"}, args: []string{"--fluentd-url", "https://fluentd:8888/"},
 			want: []string{`invalid --fluentd-url "https://fluentd:8888/"`, "has no path"}},
 		{name: "session url with query", drop: []string{"fluentd-session-url"}, args: []string{"--fluentd-session-url", "https://fluentd:8888/s?x=1"},

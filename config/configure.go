@@ -276,7 +276,7 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 		if !cc.isSet(u.flag) {
 			continue
 		}
-		if err := checkFluentdURL(u.text); err != "" {
+		if err := checkFluentdURL(u.text, []string{"https"}); err != "" {
 			return flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultConfigureFluentdURL)
 		}
 		*u.dst = u.text
@@ -326,17 +326,18 @@ func (cc *configureCommand) resolvePassword(c *Configure, lookupEnv func(string)
 	return nil
 }
 
-// checkFluentdURL returns what is wrong with a Fluentd URL for configure,
-// "" if nothing.
-func checkFluentdURL(s string) string {
+// checkFluentdURL returns what is wrong with a Fluentd URL of one of the
+// schemes, "" if nothing. Every scheme is over TLS: https (in_http) and
+// forward (in_forward); plain http:// or tcp:// are refused.
+func checkFluentdURL(s string, schemes []string) string {
 	u, err := url.Parse(s)
 	switch {
 	case err != nil:
 		return "not a URL"
-	case u.Scheme != "https" || u.Host == "":
-		return "not an https:// URL with a host (Fluentd is reached over mTLS)"
+	case !slices.Contains(schemes, u.Scheme) || u.Host == "":
+		return "not " + schemeList(schemes) + " URL with a host (Fluentd is reached over mTLS)"
 	case strings.Trim(u.Path, "/") == "":
-		return "has no path, which Fluentd's HTTP input needs as the tag"
+		return "has no path, which Fluentd needs as the tag"
 	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
 		return "has a query or a fragment (the tag is the path, and a session's id is appended to the session URL)"
 	case u.Port() != "":
@@ -345,6 +346,19 @@ func checkFluentdURL(s string) string {
 		}
 	}
 	return ""
+}
+
+// schemeList is "an https://" or "an https:// or a forward://".
+func schemeList(schemes []string) string {
+	parts := make([]string, len(schemes))
+	for i, s := range schemes {
+		article := "a "
+		if s == "https" {
+			article = "an "
+		}
+		parts[i] = article + s + "://"
+	}
+	return strings.Join(parts, " or ")
 }
 
 // hostPort is the host:port of a checked https URL, the port made explicit.

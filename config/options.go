@@ -25,6 +25,8 @@ type option struct {
 	// field points into the Config the option sets; its type decides how the
 	// text is parsed. Nil for --config, which is resolved first and apart.
 	field func(*Config) any
+	// secret: the value never appears in messages.
+	secret bool
 }
 
 const (
@@ -89,8 +91,17 @@ var options = []*option{
 		help: "Maximum concurrent connections to Fluentd", def: "2 x --concurrency",
 		field: func(c *Config) any { return &c.Fluentd.MaxConnections }},
 	{flag: "fluentd-batch", group: groupFluentd, env: []string{"FDFWD_FLUENTD_BATCH"}, keys: []string{"forward.fluentd.batch"}, value: "N",
-		help:  "Events per POST, as a JSON array; 1 sends each alone (the original)",
+		help: "Events per POST (a JSON array) or forward message", def: "1; 100 with forward://",
 		field: func(c *Config) any { return &c.Fluentd.Batch }},
+	{flag: "fluentd-shared-key", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SHARED_KEY"}, keys: []string{"forward.fluentd.shared-key"}, value: "KEY",
+		help: "forward:// only: in_forward's <security> shared_key", secret: true,
+		field: func(c *Config) any { return &c.Fluentd.SharedKey }},
+	{flag: "fluentd-shared-key-file", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SHARED_KEY_FILE"}, keys: []string{"forward.fluentd.shared-key-file"}, value: "PATH",
+		help:  "forward:// only: file holding the shared key",
+		field: func(c *Config) any { return &c.Fluentd.SharedKeyFile }},
+	{flag: "fluentd-compress", group: groupFluentd, env: []string{"FDFWD_FLUENTD_COMPRESS"}, keys: []string{"forward.fluentd.compress"}, value: "none|gzip",
+		help: "forward:// only: gzip sends CompressedPackedForward", def: "none",
+		field: func(c *Config) any { return &c.Fluentd.Compress }},
 
 	{flag: "batch", group: groupEvents, env: []string{"FDFWD_BATCH"}, keys: []string{"batch"}, value: "N",
 		help:  "Events fetched per request",

@@ -65,6 +65,9 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 	if cfg.Fluentd.MaxConnections == 0 {
 		cfg.Fluentd.MaxConnections = 2 * cfg.Concurrency
 	}
+	if _, set := r.got["fluentd-batch"]; !set && cfg.Fluentd.UsesForward() {
+		cfg.Fluentd.Batch = DefaultForwardBatch
+	}
 	inv := &Invocation{Command: cl.command, Config: cfg}
 	if r.file != nil {
 		inv.ConfigFile = r.file.path
@@ -278,6 +281,9 @@ func (r *resolver) resolve() (*Config, error) {
 // fail returns an *Error about the value the option was set to.
 func (r *resolver) fail(flag, problem, fix string) *Error {
 	s := r.got[flag]
+	if o := optionByFlag(flag); o != nil && o.secret && s.text != "" {
+		s.text = "(not shown)"
+	}
 	return &Error{Option: "--" + flag, Value: s.text, Source: s.src, key: s.key, Problem: problem, Fix: fix}
 }
 

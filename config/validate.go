@@ -95,6 +95,10 @@ func (o *option) ways() string {
 	return fmt.Sprintf("--%s, %s or %s in the config file", o.flag, o.env[0], o.keys[0])
 }
 
+// fluentdURLFix names the accepted forms of a Fluentd URL.
+const fluentdURLFix = "use https://fluentd.example.com:8888/test.log for Fluentd's in_http, " +
+	"or forward://fluentd.example.com:24224/test.log for its in_forward (both over TLS with the client certificate)"
+
 func (r *resolver) checkURLs(c *Config) error {
 	for _, flag := range []string{"fluentd-url", "fluentd-session-url"} {
 		raw := *optionByFlag(flag).field(c).(*string)
@@ -103,10 +107,10 @@ func (r *resolver) checkURLs(c *Config) error {
 			if errors.As(err, &ue) {
 				err = ue.Err
 			}
-			return r.fail(flag, "not a URL: "+err.Error(), "use an https:// URL such as https://fluentd.example.com:8888/test.log")
+			return r.fail(flag, "not a URL: "+err.Error(), fluentdURLFix)
 		}
-		if problem := checkFluentdURL(raw); problem != "" {
-			return r.fail(flag, problem, "use an https:// URL with a path such as https://fluentd.example.com:8888/test.log")
+		if problem := checkFluentdURL(raw, []string{"https", "forward"}); problem != "" {
+			return r.fail(flag, problem, fluentdURLFix)
 		}
 	}
 	return nil
@@ -255,7 +259,48 @@ func (r *resolver) checkFluentd(c *Config) error {
 		}
 	}
 	if f.CA != "" {
-		return r.checkCA("fluentd-ca")
+		if err := r.checkCA("fluentd-ca"); err != nil {
+			return err
+		}
+	}
+	return r.checkForward(c)
+}
+
+// checkForward checks the options of the forward protocol, and reads the
+// shared key from its file.
+func (r *resolver) checkForward(c *Config) error {
+	f := &c.Fluentd
+	onlyForward := func(flag string) error {
+		return r.fail(flag, "applies to forward:// Fluentd URLs only, and neither --fluentd-url nor --fluentd-session-url is one",
+			"drop it, or use forward:// URLs to Fluentd's in_forward")
+	}
+	switch strings.ToLower(f.Compress) {
+	case "", "none":
+		f.Compress = ""
+	case "gzip":
+		f.Compress = "gzip"
+		if !f.UsesForward() {
+			return onlyForward("fluentd-compress")
+		}
+	default:
+		return r.fail("fluentd-compress", "unknown compression", "use none or gzip")
+	}
+	if f.SharedKeyFile != "" {
+		if f.SharedKey != "" {
+			return r.fail("fluentd-shared-key-file", "given with --fluentd-shared-key", "give the key one way only")
+		}
+		raw, err := os.ReadFile(f.SharedKeyFile)
+		if err != nil {
+			return r.fail("fluentd-shared-key-file", "cannot be read: "+err.Error(), "check the path and that the daemon's user may read it")
+		}
+		if f.SharedKey = strings.TrimRight(string(raw), "\r\n"); f.SharedKey == "" {
+			return r.fail("fluentd-shared-key-file", "is empty", "write in_forward's shared_key into it")
+		}
+	}
+	for _, flag := range []string{"fluentd-shared-key", "fluentd-shared-key-file"} {
+		if _, set := r.got[flag]; set && !f.UsesForward() {
+			return onlyForward(flag)
+		}
 	}
 	return nil
 }

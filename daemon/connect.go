@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -82,6 +84,19 @@ func waitForTeleport(ctx context.Context, cfg teleport.Config, log zerolog.Logge
 	}
 }
 
+// transports are the transports of the Fluentd URLs' schemes: HTTP for
+// https://, the forward protocol for forward://.
+func transports(cfg *config.Config, tlsCfg *tls.Config) fluentd.Schemes {
+	f := cfg.Fluentd
+	t := fluentd.Schemes{"https": fluentd.NewHTTP(tlsCfg, f.MaxConnections)}
+	if f.UsesForward() {
+		host, _ := os.Hostname()
+		t[fluentd.ForwardScheme] = fluentd.NewForward(tlsCfg, fluentd.ForwardOptions{
+			SharedKey: []byte(f.SharedKey), Gzip: f.Compress == "gzip", Hostname: host})
+	}
+	return t
+}
+
 // connectFluentd sets up the transport to Fluentd and waits until the
 // handshake with each endpoint works: a certificate problem is fatal, an
 // unreachable Fluentd is waited for. With --dry-run, which sends nothing,
@@ -95,16 +110,16 @@ func connectFluentd(ctx context.Context, cfg *config.Config, log zerolog.Logger)
 	if err != nil {
 		return nil, err
 	}
-	t := fluentd.NewHTTP(tlsCfg, f.MaxConnections)
+	t := transports(cfg, tlsCfg)
 	checked := map[string]bool{}
 	for _, u := range []string{f.URL, f.SessionURL} {
 		// The handshake depends on the endpoint only, and both URLs
 		// usually name the same one.
 		if pu, err := url.Parse(u); err == nil {
-			if checked[pu.Host] {
+			if checked[pu.Scheme+pu.Host] {
 				continue
 			}
-			checked[pu.Host] = true
+			checked[pu.Scheme+pu.Host] = true
 		}
 		if err := fluentd.WaitReady(ctx, t, u, log); err != nil {
 			t.Close()

@@ -1,0 +1,66 @@
+package config
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestForwardOptions(t *testing.T) {
+	f := newFixture(t)
+	fwd := []string{"--fluentd-url", "forward://fluentd.example.com:24224/test.log", "--fluentd-session-url", "forward://fluentd.example.com/session"}
+	keyFile := writeFile(t, f.dir, "shared.key", "s3cret\n")
+
+	inv, err := Parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, fwd...), envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, DefaultForwardBatch, inv.Config.Fluentd.Batch, "forward's own default")
+	require.Empty(t, inv.Config.Fluentd.Compress)
+
+	inv, err = Parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, append(fwd, "--fluentd-batch", "7", "--fluentd-compress", "GZIP",
+		"--fluentd-shared-key-file", keyFile)...), envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, 7, inv.Config.Fluentd.Batch)
+	require.Equal(t, "gzip", inv.Config.Fluentd.Compress)
+	require.Equal(t, "s3cret", inv.Config.Fluentd.SharedKey, "read from the file, without the newline")
+
+	inv, err = Parse(f.args([]string{"fluentd-session-url"}, "--fluentd-session-url", "forward://fluentd.example.com:24224/session"),
+		envOf(map[string]string{"FDFWD_FLUENTD_SHARED_KEY": "k"}))
+	require.NoError(t, err, "the two URLs may use different protocols")
+	require.Equal(t, "k", inv.Config.Fluentd.SharedKey)
+	require.Equal(t, "https://fluentd.example.com:8888/test.log", inv.Config.Fluentd.URL)
+
+	inv, err = Parse(f.args(nil), envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, 1, inv.Config.Fluentd.Batch, "HTTP keeps the original's one event per POST")
+}
+
+func TestForwardOptionErrors(t *testing.T) {
+	f := newFixture(t)
+	fwd := []string{"--fluentd-url", "forward://fluentd.example.com:24224/test.log"}
+	for name, tc := range map[string]struct {
+		args []string
+		want []string
+	}{
+		"plain tcp":       {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, []string{"--fluentd-url", "not an https:// or a forward:// URL", "in_forward"}},
+		"key over https":  {[]string{"--fluentd-shared-key", "s3cret"}, []string{"--fluentd-shared-key", "forward:// Fluentd URLs only"}},
+		"gzip over https": {[]string{"--fluentd-compress", "gzip"}, []string{"--fluentd-compress", "forward:// Fluentd URLs only"}},
+		"odd compression": {append(fwd, "--fluentd-compress", "zstd"), []string{"--fluentd-compress", "use none or gzip"}},
+		"key twice":       {append(fwd, "--fluentd-shared-key", "a", "--fluentd-shared-key-file", f.ca), []string{"--fluentd-shared-key-file", "one way only"}},
+		"no key file":     {append(fwd, "--fluentd-shared-key-file", f.dir+"/absent"), []string{"--fluentd-shared-key-file", "cannot be read"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var drop []string
+			if tc.args[0] == "--fluentd-url" {
+				drop = []string{"fluentd-url"}
+			}
+			_, err := Parse(f.args(drop, tc.args...), envOf(nil))
+			require.Error(t, err)
+			for _, w := range tc.want {
+				require.Contains(t, err.Error(), w)
+			}
+			require.NotContains(t, err.Error(), "s3cret", "the key never appears in a message")
+		})
+	}
+	_, err := Parse(f.args(nil, "--fluentd-shared-key", "s3cret"), envOf(nil))
+	require.ErrorContains(t, err, "(not shown)")
+}

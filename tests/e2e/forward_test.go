@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+)
+
+// forwardWindow is the in-flight window over forward with --fluentd-batch
+// 20 and 10 connections: 4 x 10 x 20 events.
+const forwardWindow = 800
+
+// forwardEnv is an environment whose daemon sends with the forward
+// protocol, to a receiver with the given shared key.
+func forwardEnv(t *testing.T, key string) *env {
+	t.Helper()
+	e := newEnv(t)
+	if key != "" {
+		e.Fluentd.Close()
+		rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.PKI.ServerTLS(e.PKI.FluentdServer, e.PKI.FluentdCA), SharedKey: []byte(key)})
+		require.NoError(t, err)
+		t.Cleanup(rcv.Close)
+		e.Fluentd = rcv
+	}
+	e.FluentdURL = e.Fluentd.ForwardURL()
+	return e
+}
+
+// Over forward every audit event and every recording arrives once, in
+// PackedForward messages of many events, with the event's time as the
+// message time.
+func TestForwardDeliversEveryEventOnce(t *testing.T) {
+	t.Parallel()
+	e := forwardEnv(t, "")
+	evs := e.Seed(1500, 41)
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
+	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil), "duplicates in a clean run")
+	require.Zero(t, e.SessionsDelivered(defaultSkip), "recording duplicates")
+	modes := e.Fluentd.ForwardMessages()
+	require.Positive(t, modes["packed"])
+	require.Less(t, modes["packed"], len(evs)/2, "many events per message")
+	times := e.Fluentd.EventTimes("test.log")
+	require.Len(t, times, len(evs))
+	byID := map[string]time.Time{}
+	for _, ev := range evs {
+		byID[ev.GetID()] = ev.GetTime()
+	}
+	for i, raw := range e.Fluentd.Records("test.log") {
+		var rec struct{ UID string }
+		require.NoError(t, json.Unmarshal(raw, &rec))
+		require.True(t, byID[rec.UID].Equal(times[i]), "record %s: message time %s, event time %s", rec.UID, times[i], byID[rec.UID])
+	}
+}
+
+// With a shared key and gzip the handshake passes and CompressedPackedForward
+// messages carry everything; a wrong key stops the start with a message
+// that names the option, without printing the key.
+func TestForwardWithSharedKeyAndGzip(t *testing.T) {
+	t.Parallel()
+	e := forwardEnv(t, "s3cret-key")
+	evs := e.Seed(400, 43)
+	p := harness.Run(t, binary, []string{"FDFWD_FLUENTD_SHARED_KEY=wrong-key"}, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 1, p.Wait(t, 30*time.Second), p.Output())
+	require.Contains(t, p.Output(), "shared-key handshake failed")
+	require.Contains(t, p.Output(), "--fluentd-shared-key")
+	require.NotContains(t, p.Output(), "wrong-key")
+	require.Zero(t, e.Fluentd.Count())
+
+	p = harness.Run(t, binary, []string{"FDFWD_FLUENTD_SHARED_KEY=s3cret-key"}, e.Args("--exit-on-last-event", "--fluentd-compress", "gzip")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
+	require.NotContains(t, p.Output(), "s3cret-key")
+	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil))
+	require.Positive(t, e.Fluentd.ForwardMessages()["compressed"])
+	require.Zero(t, e.Fluentd.ForwardMessages()["packed"])
+}
+
+// Acks that never come (the connection closed after the message) and
+// connections closed mid-message lose nothing: the chunk is sent again.
+func TestForwardLostAcksAreSentAgain(t *testing.T) {
+	t.Parallel()
+	e := forwardEnv(t, "")
+	evs := e.Seed(1000, 45)
+	e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{DropAcks: 3, CloseMidMessage: 3})
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--fluentd-batch", "20")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
+	dups := harness.Delivered(t, e.Fluentd, evs, nil)
+	t.Logf("%d duplicates from 3 dropped acks of up to 20 events", dups)
+	require.LessOrEqual(t, dups, 3*20, "only the unacked messages are sent twice")
+	require.Positive(t, dups, "a stored message without an ack is sent again")
+}
+
+func TestForwardKillNineLosesNothing(t *testing.T) {
+	t.Parallel()
+	e := forwardEnv(t, "")
+	evs := e.Seed(12000, 47)
+	// Stretch the run (600 messages over 10 connections, 30 ms an ack) so
+	// that the kills land mid-stream.
+	e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{AckDelay: 30 * time.Millisecond})
+	args := []string{"--exit-on-last-event", "--fluentd-batch", "20"}
+	kills := killAtRandom(t, e, args, 5, 600, 900)
+	p := harness.Run(t, binary, nil, e.Args(args...)...)
+	require.Equal(t, 0, p.Wait(t, 2*time.Minute), p.Output())
+	dups := harness.Delivered(t, e.Fluentd, evs, nil)
+	t.Logf("%d kills, %d duplicates (bound %d)", kills, dups, kills*forwardWindow)
+	require.LessOrEqual(t, dups, kills*forwardWindow)
+}
