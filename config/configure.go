@@ -276,8 +276,9 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 		if !cc.isSet(u.flag) {
 			continue
 		}
-		if err := checkFluentdURL(u.text, []string{"https"}); err != "" {
-			return flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultConfigureFluentdURL)
+		if err := checkFluentdURL(u.text, []string{"https", "forward"}); err != "" {
+			return flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultConfigureFluentdURL+
+				" (in_http), or a forward:// URL such as forward://localhost:24224/test.log (in_forward)")
 		}
 		*u.dst = u.text
 	}
@@ -287,14 +288,14 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 			"drop the trailing /, as in "+DefaultConfigureFluentdSessionURL)
 	}
 	// One <source> of fluent.conf serves both URLs.
-	if a, s := hostPort(c.FluentdURL), hostPort(c.FluentdSessionURL); a != s {
+	if a, s := hostPort(c.FluentdURL), hostPort(c.FluentdSessionURL); a != s || scheme(c.FluentdURL) != scheme(c.FluentdSessionURL) {
 		src := "default"
 		if cc.isSet("fluentd-session-url") {
 			src = "flag"
 		}
 		return &Error{Option: "--fluentd-session-url", Value: c.FluentdSessionURL, Source: src,
-			Problem: "is not on the host and port of --fluentd-url " + c.FluentdURL + ", and fluent.conf has one HTTP input",
-			Fix:     "give both URLs the same host and port"}
+			Problem: "is not on the scheme, host and port of --fluentd-url " + c.FluentdURL + ", and fluent.conf has one input",
+			Fix:     "give both URLs the same scheme, host and port"}
 	}
 	return nil
 }
@@ -361,11 +362,22 @@ func schemeList(schemes []string) string {
 	return strings.Join(parts, " or ")
 }
 
-// hostPort is the host:port of a checked https URL, the port made explicit.
+func scheme(s string) string {
+	u, _ := url.Parse(s)
+	return u.Scheme
+}
+
+// Forward reports whether configure writes the forward variant: an
+// in_forward source, with a shared key.
+func (c *Configure) Forward() bool { return scheme(c.FluentdURL) == "forward" }
+
+// hostPort is the host:port of a checked URL, the port made explicit.
 func hostPort(s string) string {
 	u, _ := url.Parse(s)
 	port := u.Port()
-	if port == "" {
+	if port == "" && u.Scheme == "forward" {
+		port = "24224"
+	} else if port == "" {
 		port = "443"
 	}
 	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)

@@ -73,7 +73,7 @@ var options = []*option{
 		field: func(c *Config) any { return &c.Teleport.RefreshInterval }},
 
 	{flag: "fluentd-url", group: groupFluentd, env: []string{"FDFWD_FLUENTD_URL"}, keys: []string{"forward.fluentd.url"}, value: "URL",
-		help:  "Fluentd URL receiving the audit events (required)",
+		help:  "Fluentd URL for audit events, https:// or forward:// (required)",
 		field: func(c *Config) any { return &c.Fluentd.URL }},
 	{flag: "fluentd-session-url", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SESSION_URL"}, keys: []string{"forward.fluentd.session-url"}, value: "URL",
 		help:  "Base URL for session recordings; .<session-id>.log is appended (required)",

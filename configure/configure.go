@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -36,10 +37,21 @@ const (
 	FluentConf = "fluent.conf"
 	ConfigFile = "teleport-event-handler.toml"
 	RoleFile   = "teleport-event-handler-role.yaml"
+	// SharedKeyFile holds in_forward's shared key, for the forward variant.
+	SharedKeyFile = "shared.key"
 )
 
-// Files lists every file Run writes, in the order it writes them.
+// Files lists every file Run writes, in the order it writes them (and
+// SharedKeyFile after them, for the forward variant).
 var Files = []string{CACert, CAKey, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile}
+
+// written are the files Run writes for c.
+func written(c *config.Configure) []string {
+	if c.Forward() {
+		return append(slices.Clone(Files), SharedKeyFile)
+	}
+	return Files
+}
 
 const (
 	// Identity is where the configuration expects the identity file that
@@ -54,8 +66,17 @@ const (
 )
 
 // DaemonFiles are the files the daemon reads, of those configure writes and
-// the identity the next steps sign: what to install where it runs.
+// the identity the next steps sign: what to install where it runs (and
+// SharedKeyFile, for the forward variant).
 var DaemonFiles = []string{ConfigFile, CACert, ClientCert, ClientKey, Identity}
+
+// daemonFiles are DaemonFiles for c.
+func daemonFiles(c *config.Configure) []string {
+	if c.Forward() {
+		return append(slices.Clone(DaemonFiles), SharedKeyFile)
+	}
+	return DaemonFiles
+}
 
 // Names in the certificates. Fluentd's server certificate is checked against
 // its DNS names and IP addresses, not its common name.
@@ -84,6 +105,9 @@ type Result struct {
 	// in which case it was printed.
 	Password          string
 	PasswordGenerated bool
+	// SharedKey is in_forward's shared key, generated for the forward
+	// variant (and printed), in fluent.conf and shared.key.
+	SharedKey string
 }
 
 // Run generates everything in memory, then writes the files into c.OutDir,
@@ -104,14 +128,19 @@ func Run(c *config.Configure, out io.Writer) (*Result, error) {
 		}
 		res.PasswordGenerated = true
 	}
-	files, err := render(c, dir, res.Password)
+	if c.Forward() {
+		if res.SharedKey, err = generatePassword(); err != nil {
+			return nil, err
+		}
+	}
+	files, err := render(c, dir, res)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create output directory: %w", err)
 	}
-	for _, name := range Files {
+	for _, name := range written(c) {
 		f := files[name]
 		if err := certs.WriteFileAtomic(filepath.Join(dir, name), f.data, f.mode); err != nil {
 			return nil, fmt.Errorf("write %s: %w", name, err)
@@ -142,7 +171,7 @@ func checkDir(c *config.Configure, dir string) error {
 		return nil
 	}
 	var existing []string
-	for _, name := range Files {
+	for _, name := range written(c) {
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
 			existing = append(existing, name)
 		}
@@ -169,7 +198,7 @@ type file struct {
 }
 
 // render makes every file in memory, so that a failure writes nothing.
-func render(c *config.Configure, dir, password string) (map[string]file, error) {
+func render(c *config.Configure, dir string, res *Result) (map[string]file, error) {
 	opts := certs.Options{KeyType: c.KeyType, RSABits: c.RSABits, TTL: c.TTL}
 	ca, err := certs.NewCA(caName, opts)
 	if err != nil {
@@ -181,7 +210,7 @@ func render(c *config.Configure, dir, password string) (map[string]file, error) 
 	}
 	// Only the server key is encrypted: the daemon's client key is not,
 	// as upstream, since Go's TLS stack reads no encrypted keys.
-	serverKey, err := certs.EncryptKeyPEM(server.KeyPEM, password)
+	serverKey, err := certs.EncryptKeyPEM(server.KeyPEM, res.Password)
 	if err != nil {
 		return nil, fmt.Errorf("server key: %w", err)
 	}
@@ -190,7 +219,7 @@ func render(c *config.Configure, dir, password string) (map[string]file, error) 
 		return nil, fmt.Errorf("client certificate: %w", err)
 	}
 
-	d, err := newTemplateData(c, dir, password)
+	d, err := newTemplateData(c, dir, res)
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +242,9 @@ func render(c *config.Configure, dir, password string) (map[string]file, error) 
 		}
 		files[name] = file{b.Bytes(), mode}
 	}
+	if c.Forward() {
+		files[SharedKeyFile] = file{[]byte(res.SharedKey + "\n"), 0o600}
+	}
 	return files, nil
 }
 
@@ -234,6 +266,10 @@ type templateData struct {
 	DaemonCA, ClientCert, ClientKey, Identity, Storage string
 	Password                                           string
 	FluentdURL, SessionURL, TeleportAddr               string
+	// Forward writes in_forward with <security>: SharedKey for fluent.conf,
+	// SharedKeyFile for the daemon.
+	Forward                  bool
+	SharedKey, SharedKeyFile string
 	// Port is where fluent.conf listens, from FluentdURL.
 	Port int
 	// AuditTag and SessionMatch are fluent.conf's <match> patterns: Fluentd's
@@ -243,7 +279,7 @@ type templateData struct {
 	LockEnabled            bool
 }
 
-func newTemplateData(c *config.Configure, dir, password string) (*templateData, error) {
+func newTemplateData(c *config.Configure, dir string, res *Result) (*templateData, error) {
 	audit, err := url.Parse(c.FluentdURL)
 	if err != nil {
 		return nil, fmt.Errorf("--fluentd-url: %w", err)
@@ -266,7 +302,8 @@ func newTemplateData(c *config.Configure, dir, password string) (*templateData, 
 		CACert: abs(CACert), ServerCert: abs(ServerCert), ServerKey: abs(ServerKey),
 		DaemonCA: daemon(CACert), ClientCert: daemon(ClientCert), ClientKey: daemon(ClientKey),
 		Identity: daemon(Identity), Storage: storage,
-		Password:     password,
+		Forward: c.Forward(), SharedKey: res.SharedKey, SharedKeyFile: daemon(SharedKeyFile),
+		Password:     res.Password,
 		FluentdURL:   c.FluentdURL,
 		SessionURL:   c.FluentdSessionURL,
 		TeleportAddr: c.TeleportAddr,
@@ -279,9 +316,11 @@ func newTemplateData(c *config.Configure, dir, password string) (*templateData, 
 	}, nil
 }
 
-// portOf is the port of an https URL.
+// portOf is the port of a URL, https (443) or forward (24224) by default.
 func portOf(u *url.URL) (int, error) {
-	if u.Port() == "" {
+	if u.Port() == "" && u.Scheme == "forward" {
+		return 24224, nil
+	} else if u.Port() == "" {
 		return 443, nil
 	}
 	return strconv.Atoi(u.Port())
@@ -350,18 +389,29 @@ func printSummary(w io.Writer, c *config.Configure, res *Result) {
 		ttl = fmt.Sprintf("%dh", c.TTL/time.Hour)
 	}
 	fmt.Fprintf(w, "Wrote to %s (%s keys, valid for %s):\n", res.Dir, strings.ToUpper(keys), ttl)
-	for _, l := range [][2]string{
+	input := "Fluentd's HTTP input, mTLS required"
+	if c.Forward() {
+		input = "Fluentd's forward input, mTLS and a shared key required"
+	}
+	lines := [][2]string{
 		{"ca.crt, ca.key", "CA of the mTLS pair; keep ca.key offline"},
 		{"server.crt, server.key", "Fluentd's, for " + strings.Join(sans, ", ") + "; key encrypted"},
 		{"client.crt, client.key", "the daemon's client certificate"},
-		{FluentConf, "Fluentd's HTTP input, mTLS required"},
+		{FluentConf, input},
 		{ConfigFile, "the configuration for start"},
 		{RoleFile, "Teleport role and user: " + grants},
-	} {
+	}
+	if c.Forward() {
+		lines = append(lines, [2]string{SharedKeyFile, "in_forward's shared key, for the daemon"})
+	}
+	for _, l := range lines {
 		fmt.Fprintf(w, "  %-33s %s\n", l[0], l[1])
 	}
 	if res.PasswordGenerated {
 		fmt.Fprintf(w, "\nThe passphrase of server.key, generated, in fluent.conf and shown only now:\n  %s\n", res.Password)
+	}
+	if res.SharedKey != "" {
+		fmt.Fprintf(w, "\nThe shared key of in_forward, generated, in fluent.conf and %s and shown only now:\n  %s\n", SharedKeyFile, res.SharedKey)
 	}
 	fmt.Fprintf(w, `
 Next steps:
@@ -396,8 +446,8 @@ func startStep(c *config.Configure, p func(string) string) string {
 	if c.InstallDir == "" {
 		return "Start the daemon:\n       teleport-event-handler -c " + p(ConfigFile) + " start"
 	}
-	own := make([]string, 0, len(DaemonFiles))
-	for _, name := range DaemonFiles {
+	own := make([]string, 0, len(DaemonFiles)+1)
+	for _, name := range daemonFiles(c) {
 		own = append(own, p(name))
 	}
 	return fmt.Sprintf(`Install the daemon's files for the systemd unit (deploy/teleport-event-handler.service,

@@ -482,3 +482,51 @@ func TestInstallDirMatchesTheSystemdUnit(t *testing.T) {
 	require.ErrorContains(t, err, "--install-dir")
 	require.ErrorContains(t, err, "absolute")
 }
+
+// The forward variant: fluent.conf's in_forward requires the client
+// certificate and the generated shared key, which the configuration reads
+// from shared.key, and the daemon delivers over it.
+func TestEndToEndForward(t *testing.T) {
+	dir := t.TempDir()
+	var gen generated
+	fd, err := fluentdsrv.Start(fluentdsrv.Config{TLS: &tls.Config{GetConfigForClient: gen.serverTLS}})
+	require.NoError(t, err)
+	defer fd.Close()
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(fd.ForwardURL(), "forward://"))
+	require.NoError(t, err)
+	pki, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
+	require.NoError(t, err)
+	defer tp.Close()
+
+	res, out := run(t, dir, "--fluentd-url", "forward://localhost:"+port+"/test.log", "--fluentd-session-url", "forward://localhost:"+port+"/session", tp.Addr())
+	require.Len(t, res.SharedKey, 64)
+	require.Contains(t, out, res.SharedKey, "printed once")
+	require.Equal(t, res.SharedKey+"\n", string(read(t, dir, configure.SharedKeyFile)))
+	conf := string(read(t, dir, "fluent.conf"))
+	for _, want := range []string{"@type forward", "port " + port, "client_cert_auth true", "<security>", "shared_key '" + res.SharedKey + "'", "<match test.log>"} {
+		require.Contains(t, conf, want)
+	}
+	require.NotContains(t, conf, "@type http")
+	require.NoError(t, testpki.WriteIdentityFile(filepath.Join(dir, "identity"), pki.TeleportCA, pki.TeleportClient))
+	require.NoError(t, gen.load(dir, res.Password))
+	fd.SetSharedKey([]byte(res.SharedKey))
+
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	evs := teleportsrv.GenerateAuditEvents(300, start, time.Second, 7)
+	require.NoError(t, tp.AddEvents(evs...))
+	inv, err := config.Parse([]string{"-c", filepath.Join(dir, "teleport-event-handler.toml"), "start",
+		"--start-time", start.Format(time.RFC3339), "--exit-on-last-event", "--timeout", "100ms"}, noEnv)
+	require.NoError(t, err)
+	require.Equal(t, res.SharedKey, inv.Config.Fluentd.SharedKey)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// The generated uploads have no recordings on the test server.
+	require.ErrorIs(t, daemon.Run(ctx, inv.Config, zerolog.Nop(), daemon.Options{}), daemon.ErrIncomplete)
+	got := fd.CountByUID()
+	for _, ev := range evs {
+		require.Equal(t, 1, got[ev.GetID()], "event %s", ev.GetID())
+	}
+	require.Positive(t, fd.ForwardMessages()["packed"])
+}

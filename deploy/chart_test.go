@@ -331,6 +331,7 @@ func loadConfig(t *testing.T, objs map[string]map[string]any, args ...string) *c
 		pki.FluentdClientCertFile: "fluentd/client.crt",
 		pki.FluentdClientKeyFile:  "fluentd/client.key",
 		pki.IdentityFile:          "teleport/identity",
+		writeTemp(t, "the shared key\n"): "fluentd-shared-key/shared.key",
 	} {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, filepath.Dir(dst)), 0o700))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, dst), readFile(t, src), 0o600))
@@ -367,6 +368,22 @@ func TestChartValues(t *testing.T) {
 		require.NotContains(t, objs, "PersistentVolumeClaim/"+release)
 		volumes := namesOf(t, get(t, objs["Deployment/"+release], "spec", "template", "spec", "volumes"))
 		require.Equal(t, "state", get(t, volumes["storage"], "persistentVolumeClaim", "claimName"))
+	})
+
+	t.Run("forward with a shared key", func(t *testing.T) {
+		objs := renderObjects(t, base, map[string]any{"fluentd": map[string]any{
+			"url": "forward://fluentd.example.com:24224/test.log", "sessionUrl": "forward://fluentd.example.com:24224/session",
+			"compress": "gzip", "sharedKey": map[string]any{"secretName": "fluentd-shared-key"}}})
+		volumes := namesOf(t, get(t, objs["Deployment/"+release], "spec", "template", "spec", "volumes"))
+		require.Equal(t, "fluentd-shared-key", get(t, volumes["fluentd-shared-key"], "secret", "secretName"))
+		c := get(t, objs["Deployment/"+release], "spec", "template", "spec", "containers", 0).(map[string]any)
+		mounts := namesOf(t, c["volumeMounts"])
+		require.Equal(t, "/etc/teleport-event-handler/fluentd-shared-key", mounts["fluentd-shared-key"]["mountPath"])
+		cfg := loadConfig(t, objs)
+		require.Equal(t, "forward://fluentd.example.com:24224/test.log", cfg.Fluentd.URL)
+		require.Equal(t, "gzip", cfg.Fluentd.Compress)
+		require.Equal(t, "the shared key", cfg.Fluentd.SharedKey, "read from the mounted Secret")
+		require.Equal(t, 100, cfg.Fluentd.Batch)
 	})
 
 	t.Run("metrics off", func(t *testing.T) {
@@ -487,4 +504,11 @@ func TestHelm(t *testing.T) {
 		docs = append(docs, d)
 	}
 	require.Equal(t, objects(t, docs...), objects(t, got))
+}
+
+func writeTemp(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	return path
 }

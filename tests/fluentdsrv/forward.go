@@ -34,6 +34,14 @@ type ForwardFaults struct {
 	AckDelay time.Duration
 }
 
+// SetSharedKey sets the forward listener's shared key (Config.SharedKey)
+// for the connections that follow.
+func (r *Receiver) SetSharedKey(key []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cfg.SharedKey = key
+}
+
 // SetForwardFaults replaces the forward faults.
 func (r *Receiver) SetForwardFaults(f ForwardFaults) {
 	r.mu.Lock()
@@ -128,7 +136,10 @@ func (r *Receiver) setErr(err error) {
 func (r *Receiver) forwardConn(c *tls.Conn) {
 	defer c.Close()
 	rd, w := msgp.NewReader(c), msgp.NewWriter(c)
-	if len(r.cfg.SharedKey) > 0 && !r.forwardHandshake(rd, w) {
+	r.mu.Lock()
+	key := r.cfg.SharedKey
+	r.mu.Unlock()
+	if len(key) > 0 && !r.forwardHandshake(rd, w, key) {
 		return
 	}
 	for {
@@ -142,7 +153,7 @@ func (r *Receiver) forwardConn(c *tls.Conn) {
 	}
 }
 
-func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer) bool {
+func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer, key []byte) bool {
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce)
 	helo := protocol.NewHelo(&protocol.HeloOpts{Nonce: nonce, Auth: []byte{}, Keepalive: true})
@@ -154,10 +165,10 @@ func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer) bool {
 		return false
 	}
 	ok, reason := true, ""
-	if protocol.ValidatePingDigest(&ping, r.cfg.SharedKey, nonce) != nil {
+	if protocol.ValidatePingDigest(&ping, key, nonce) != nil {
 		ok, reason = false, "shared_key mismatch"
 	}
-	pong, err := protocol.NewPong(ok, reason, "fluentdsrv", r.cfg.SharedKey, helo, &ping)
+	pong, err := protocol.NewPong(ok, reason, "fluentdsrv", key, helo, &ping)
 	if err != nil || pong.EncodeMsg(w) != nil || w.Flush() != nil {
 		return false
 	}
