@@ -84,7 +84,7 @@ func TestConfigureErrors(t *testing.T) {
 		{[]string{"--fluentd-session-url", "https://localhost:8888/session/", "dir"}, nil, "ends with /, and .<session-id>.log is appended"},
 		{[]string{"--fluentd-url", "https://fluentd:8888/test.log", "dir"}, nil,
 			`invalid --fluentd-session-url "https://localhost:8888/session" (the default): is not on the scheme, host and port of --fluentd-url`},
-		{[]string{"--fluentd-session-url", "https://localhost:9999/session", "dir"}, nil, "give both URLs the same host and port"},
+		{[]string{"--fluentd-session-url", "https://localhost:9999/session", "dir"}, nil, "give both URLs the same scheme, host and port"},
 		{[]string{"--password", "", "dir"}, nil, "--password (from the command line): empty passphrase"},
 		{[]string{"dir"}, map[string]string{PasswordEnv: "a\nb"}, `invalid --password "(hidden)" (from FDFWD_PASSWORD): contains control characters`},
 		{[]string{"--nope", "dir"}, nil, "unknown flag `nope'"},

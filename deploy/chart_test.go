@@ -327,10 +327,10 @@ func loadConfig(t *testing.T, objs map[string]map[string]any, args ...string) *c
 	pki, err := testpki.Generate(filepath.Join(dir, "pki"))
 	require.NoError(t, err)
 	for src, dst := range map[string]string{
-		pki.FluentdCAFile:         "fluentd/ca.crt",
-		pki.FluentdClientCertFile: "fluentd/client.crt",
-		pki.FluentdClientKeyFile:  "fluentd/client.key",
-		pki.IdentityFile:          "teleport/identity",
+		pki.FluentdCAFile:                "fluentd/ca.crt",
+		pki.FluentdClientCertFile:        "fluentd/client.crt",
+		pki.FluentdClientKeyFile:         "fluentd/client.key",
+		pki.IdentityFile:                 "teleport/identity",
 		writeTemp(t, "the shared key\n"): "fluentd-shared-key/shared.key",
 	} {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, filepath.Dir(dst)), 0o700))
