@@ -65,6 +65,7 @@ type options struct {
 	readme        string
 	skipLatency   bool
 	runs          map[string]bool
+	forwardBatch  int
 	page          int
 	cpuprofile    string
 	extra         []string // more daemon flags
@@ -120,7 +121,8 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.latencyEvents, "latency-events", 10_000, "audit events of the backlog's tail read in the latency runs (with their recordings)")
 	flag.IntVar(&o.capacityLimit, "capacity-events", 0, "events the load generator sends per capacity run (0: as many as the daemon)")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "leave out the latency runs")
-	flag.StringVar(&runs, "runs", "capacity,single,lock,single-page20,export,capacity-batch,batch,export-batch,latency,latency-batch", "the runs to make, comma-separated")
+	flag.StringVar(&runs, "runs", "capacity,single,lock,single-page20,export,capacity-batch,batch,export-batch,capacity-forward,forward-single,forward-batch,forward-gzip,latency,latency-batch", "the runs to make, comma-separated")
+	flag.IntVar(&o.forwardBatch, "forward-batch", 100, "--fluentd-batch of the batched forward runs (the daemon's default over forward), and the load generator's message size")
 	flag.IntVar(&o.page, "page", 500, "--batch (events per page read from Teleport) of the daemon runs, unless a run says otherwise; 500 is Teleport's own default page")
 	flag.BoolVar(&o.memory, "memory", false, "the memory run: 1,000,000 audit events, 1,000 recordings queued at once (sizes can be changed with -audit, -recordings, -sessions)")
 	flag.BoolVar(&quick, "quick", false, "small sizes for a quick check: 20,000 audit events, 200 recordings, 5,000 session events, 2,000 in the latency runs")
@@ -535,6 +537,9 @@ func orchestrate(o *options) error {
 		r.setBaseline(fmt.Sprintf("receiver capacity, arrays of %d", o.batch), capBatch.Rate)
 		rep.Results = append(rep.Results, r)
 	}
+	if err := forwardRuns(o, rep, lg, tp, total, limit); err != nil {
+		return err
+	}
 	if o.runs["latency"] || o.runs["latency-batch"] {
 		// The tail of the backlog: its last latencyEvents audit events and
 		// the recordings they announce.
@@ -589,14 +594,31 @@ func (r *result) setBaseline(name string, rate float64) {
 	}
 }
 
-// runCapacity measures a fresh receiver with the load generator.
+// receiverURL is the receiver's base URL of scheme: its ready line names
+// the https and the forward one.
+func receiverURL(rcv *child, scheme string) string {
+	for _, u := range strings.Fields(rcv.Ready) {
+		if strings.HasPrefix(u, scheme+"://") {
+			return u
+		}
+	}
+	return rcv.Ready
+}
+
+// runCapacity measures a fresh receiver with the load generator, over
+// https.
 func runCapacity(o *options, lg *child, name string, batch, limit int) (result, error) {
+	return runCapacityOver(o, "https", lg, name, batch, limit)
+}
+
+// runCapacityOver is runCapacity over scheme.
+func runCapacityOver(o *options, scheme string, lg *child, name string, batch, limit int) (result, error) {
 	step("%s: %d events", name, limit)
 	rcv, err := startChild(o, "fluentd")
 	if err != nil {
 		return result{}, err
 	}
-	answer, err := lg.ask(fmt.Sprintf("run %s %d %d %d", rcv.Ready, o.conns, batch, limit))
+	answer, err := lg.ask(fmt.Sprintf("run %s %d %d %d", receiverURL(rcv, scheme), o.conns, batch, limit))
 	if err != nil {
 		rcv.stop()
 		return result{}, err
@@ -637,6 +659,12 @@ func freeAddr() (string, error) {
 // also follows how many recordings wait, once the checkpoint passed
 // lastUpload.
 func runDaemon(o *options, name string, tp *child, from time.Time, expected int, flags []string, latency time.Duration, recordings int, lastUpload time.Time) (result, error) {
+	return runDaemonOver(o, "https", name, tp, from, expected, flags, latency, recordings, lastUpload)
+}
+
+// runDaemonOver is runDaemon with the Fluentd URLs of scheme (https or
+// forward).
+func runDaemonOver(o *options, scheme, name string, tp *child, from time.Time, expected int, flags []string, latency time.Duration, recordings int, lastUpload time.Time) (result, error) {
 	step("%s: %d events expected", name, expected)
 	teleportAddr := tp.Ready
 	rcv, err := startChild(o, "fluentd")
@@ -649,10 +677,10 @@ func runDaemon(o *options, name string, tp *child, from time.Time, expected int,
 			rcv.stop()
 		}
 	}()
-	url := rcv.Ready
+	url := receiverURL(rcv, scheme)
 	if latency > 0 {
 		srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-		p := toxiproxy.NewProxy(srv, "fluentd", "127.0.0.1:0", strings.TrimPrefix(url, "https://"))
+		p := toxiproxy.NewProxy(srv, "fluentd", "127.0.0.1:0", strings.TrimPrefix(url, scheme+"://"))
 		if err := p.Start(); err != nil {
 			return result{}, err
 		}
@@ -661,7 +689,7 @@ func runDaemon(o *options, name string, tp *child, from time.Time, expected int,
 		if _, err := p.Toxics.AddToxicJson(strings.NewReader(toxic)); err != nil {
 			return result{}, err
 		}
-		url = "https://" + p.Listen
+		url = scheme + "://" + p.Listen
 	}
 	slug := regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(name), "-")
 	dir := filepath.Join(o.out, "runs", strings.Trim(slug, "-"))
@@ -1010,6 +1038,61 @@ func targets(rep *report) []string {
 			out = append(out, fmt.Sprintf("%s: peak RSS under 150 MB with this backlog: %.0f MB, %s", r.Name, r.MaxRSSMB, verdict(r.MaxRSSMB < 150)))
 		}
 	}
+	return append(out, batchTargets(rep, verdict)...)
+}
+
+// batchTargets: batched sends bound by CPU (at least 0.6 of the
+// receiver's capacity with the same batches), and forward batched at least
+// 3 x HTTP batched events/s at a third of the CPU of one event per POST.
+func batchTargets(rep *report, verdict func(bool) string) []string {
+	find := func(match func(result) bool) *result {
+		for i, r := range rep.Results {
+			if r.Kind == "daemon" && match(r) {
+				return &rep.Results[i]
+			}
+		}
+		return nil
+	}
+	single := find(func(r result) bool { return r.Name == "daemon, 1 event per POST" })
+	httpBatch := find(func(r result) bool { return strings.HasPrefix(r.BaselineName, "receiver capacity, arrays") })
+	fwdBatch := find(func(r result) bool {
+		return strings.HasPrefix(r.Name, "daemon, forward, --fluentd-batch") && !strings.Contains(r.Name, "gzip")
+	})
+	capacities := map[string]*result{}
+	for i, r := range rep.Results {
+		if r.Kind == "capacity" {
+			capacities[r.Name] = &rep.Results[i]
+		}
+	}
+	cpu := func(r *result) float64 { return r.CPUPer10k + r.ReceiverCPUPer10k + r.TeleportCPUPer10k }
+	var out []string
+	for _, r := range []*result{httpBatch, fwdBatch} {
+		if r == nil || r.Baseline <= 0 {
+			continue
+		}
+		line := fmt.Sprintf("%s: at least 0.6 x the receiver's capacity with the same batches: %.2f, %s", r.Name, r.Ratio, verdict(r.Ratio >= 0.6))
+		for name, c := range capacities {
+			if strings.HasPrefix(name, r.BaselineName) && r.Ratio < 0.6 {
+				line += fmt.Sprintf(" (CPU per 10,000 events: load generator and receiver %.2f s, daemon, receiver and Teleport server %.2f s: with both runs using the same cores to the full, %.2f is about the most the ratio can be)",
+					c.CPUPer10k+c.ReceiverCPUPer10k, cpu(r), (c.CPUPer10k+c.ReceiverCPUPer10k)/cpu(r))
+			}
+		}
+		out = append(out, line)
+	}
+	if fwdBatch != nil && httpBatch != nil {
+		x := fwdBatch.Rate / httpBatch.Rate
+		line := fmt.Sprintf("%s: at least 3 x the events/s of %s: %.0f / %.0f = %.2f, %s", fwdBatch.Name, httpBatch.Name, fwdBatch.Rate, httpBatch.Rate, x, verdict(x >= 3))
+		if x < 3 {
+			line += fmt.Sprintf(" (all three processes' CPU per 10,000 events: %.2f s over forward, %.2f s over HTTP: on the same cores the ratio can be about %.2f; the test Teleport server and the receiver alone take %.2f s over forward, so even a daemon that cost nothing would stay under %.1f x)",
+				cpu(fwdBatch), cpu(httpBatch), cpu(httpBatch)/cpu(fwdBatch), fwdBatch.ReceiverCPUPer10k+fwdBatch.TeleportCPUPer10k,
+				cpu(httpBatch)/(fwdBatch.ReceiverCPUPer10k+fwdBatch.TeleportCPUPer10k))
+		}
+		out = append(out, line)
+	}
+	if fwdBatch != nil && single != nil {
+		out = append(out, fmt.Sprintf("%s: daemon CPU per 10,000 events at most a third of %s: %.2f s against %.2f / 3 = %.2f s, %s",
+			fwdBatch.Name, single.Name, fwdBatch.CPUPer10k, single.CPUPer10k, single.CPUPer10k/3, verdict(fwdBatch.CPUPer10k <= single.CPUPer10k/3)))
+	}
 	return out
 }
 
@@ -1037,4 +1120,38 @@ func updateReadme(path string, memory bool, table string) error {
 	}
 	s = s[:i+len(begin)] + "\n" + table + "\n" + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// forwardRuns measure the forward protocol beside HTTP, in the same run:
+// the receiver's capacity with messages of forwardBatch events, and the
+// daemon with one event per message, with forwardBatch and with gzip.
+func forwardRuns(o *options, rep *report, lg *child, tp *child, total, limit int) error {
+	var capFwd result
+	if o.runs["capacity-forward"] {
+		var err error
+		if capFwd, err = runCapacityOver(o, "forward", lg, fmt.Sprintf("receiver capacity, forward messages of %d, %d connections", o.forwardBatch, o.conns), o.forwardBatch, limit); err != nil {
+			return err
+		}
+		rep.Results = append(rep.Results, capFwd)
+	}
+	batch := strconv.Itoa(o.forwardBatch)
+	for _, run := range []struct {
+		key, name string
+		flags     []string
+	}{
+		{"forward-single", "daemon, forward, 1 event per message", []string{"--fluentd-batch", "1"}},
+		{"forward-batch", "daemon, forward, --fluentd-batch " + batch, []string{"--fluentd-batch", batch}},
+		{"forward-gzip", "daemon, forward, --fluentd-batch " + batch + ", gzip", []string{"--fluentd-batch", batch, "--fluentd-compress", "gzip"}},
+	} {
+		if !o.runs[run.key] {
+			continue
+		}
+		r, err := runDaemonOver(o, "forward", run.name, tp, o.plan.Start, total, run.flags, 0, 0, time.Time{})
+		if err != nil {
+			return err
+		}
+		r.setBaseline(fmt.Sprintf("receiver capacity, forward messages of %d", o.forwardBatch), capFwd.Rate)
+		rep.Results = append(rep.Results, r)
+	}
+	return nil
 }

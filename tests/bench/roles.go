@@ -126,7 +126,7 @@ func runFluentd(pkiDir string) error {
 		return err
 	}
 	defer rcv.Close()
-	fmt.Printf("ready %s\n", rcv.URL())
+	fmt.Printf("ready %s %s\n", rcv.URL(), rcv.ForwardURL())
 	waitStdin(func(cmd string) string {
 		switch cmd {
 		case "count":
@@ -230,7 +230,8 @@ func load(base string, tlsCfg *tls.Config, conns int, posts []post, limit int) (
 		n++
 	}
 	posts = posts[:n]
-	client := fluentd.NewHTTP(tlsCfg, conns)
+	client := fluentd.Schemes{"https": fluentd.NewHTTP(tlsCfg, conns),
+		fluentd.ForwardScheme: fluentd.NewForward(tlsCfg, fluentd.ForwardOptions{Hostname: "loadgen"})}
 	defer client.Close()
 	var next atomic.Int64
 	var failed atomic.Int64

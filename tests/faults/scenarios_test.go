@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -325,4 +326,64 @@ func TestSoak(t *testing.T) {
 	s.fault("%d x kill -9 with up to %d panics armed", kills, panics)
 	s.finish()
 	s.check(s.tally(evs, nil, defaultSkip), (kills+panics)*(auditWindow+sessionWindow))
+}
+
+// Bounds over forward with its default of 100 events a message and 10
+// connections: 4 x 10 x 100 audit events, and each of 5 players' window
+// of 4 x 1,000 / 5.
+const (
+	forwardAuditWindow   = 4000
+	forwardSessionWindow = 5 * 800
+)
+
+// kill -9 at random moments while the daemon sends with the forward
+// protocol: every chunk not acked is sent again, nothing is lost.
+func TestForwardKillNine(t *testing.T) {
+	s := newScenario(t, "forward: kill -9")
+	evs := s.seedAll(3000, 3, 1500)
+	s.e.FluentdURL = s.e.Fluentd.ForwardURL()
+	// Stretch the run so kills land mid-stream.
+	s.e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{AckDelay: 150 * time.Millisecond})
+	kills := 0
+	for kills < 10 {
+		p := s.e.Run(nil, s.e.Args("--skip-session-types", "")...)
+		time.Sleep(time.Duration(300+s.rng.IntN(900)) * time.Millisecond)
+		p.Signal(syscall.SIGKILL)
+		p.Wait(t, 10*time.Second)
+		kills++
+		t.Logf("kill %d: %d records received", kills, s.e.Fluentd.Count())
+	}
+	s.fault("%d x kill -9 at random moments, acks after 150 ms", kills)
+	s.e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{})
+	s.finish("--skip-session-types", "")
+	s.check(s.tally(evs, nil, nil), kills*(forwardAuditWindow+forwardSessionWindow))
+}
+
+// The forward path's own faults: acks that never come, connections closed
+// in the middle of a message, latency, resets and timeouts on the network.
+// Nothing is lost; only the messages whose ack was lost come twice.
+func TestForwardNetwork(t *testing.T) {
+	s := newScenario(t, "forward: network")
+	evs := s.seedAll(1500, 2, 1000)
+	px := newProxy(t, "fluentd-forward", strings.TrimPrefix(s.e.Fluentd.ForwardURL(), "forward://"))
+	s.e.FluentdURL = "forward://" + px.addr()
+	s.e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{DropAcks: 5, CloseMidMessage: 5})
+	px.toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 30, "jitter": 10})
+	s.fault("5 acks dropped; 5 connections closed mid-message; 30±10 ms latency")
+	p := s.e.Run(nil, s.e.Args("--fluentd-batch", "20")...)
+	time.Sleep(2 * time.Second)
+	px.toxic(t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 100})
+	time.Sleep(2 * time.Second)
+	px.remove(t, "reset")
+	px.toxic(t, "timeout", "timeout", "upstream", map[string]any{"timeout": 2000})
+	time.Sleep(3 * time.Second)
+	px.remove(t, "timeout")
+	s.fault("connection resets for 2 s; timeouts for 3 s")
+	harness.WaitFor(t, 3*time.Minute, "everything delivered", func() bool { return s.tally(evs, nil, defaultSkip).Lost == 0 })
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second))
+	require.NoError(t, s.e.Fluentd.Err())
+	// A dropped ack resends its message (up to 20 events); a reset or a
+	// timeout may lose the ack of every message in flight (10 connections).
+	s.check(s.tally(evs, nil, defaultSkip), 5*20+2*10*20)
 }
