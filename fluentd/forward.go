@@ -46,7 +46,8 @@ type ForwardOptions struct {
 // github.com/IBM/fluent-forward-go's. Its Client is not used: it ignores
 // the PONG's verdict and reason (a wrong key reads as "no match"), and
 // puts no deadline on writes or on the handshake, so a stalled server
-// would hold a connection for ever.
+// would hold a connection for ever. Nor is its gzip helper (see
+// forwardSender.gzip).
 type Forward struct {
 	tls  *tls.Config
 	opts ForwardOptions

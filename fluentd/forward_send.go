@@ -1,6 +1,8 @@
 package fluentd
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +19,12 @@ type forwardSender struct {
 	lastRaw string
 	last    target
 	entries entries
+	// The gzip writer and buffer of CompressedPackedForward messages, the
+	// sender's own: the library's pooled compressor hands back a buffer it
+	// has already returned to its pool, so that a concurrent message could
+	// carry another's events under its chunk id.
+	zw   *gzip.Writer
+	zbuf bytes.Buffer
 }
 
 // Send implements Sender: events go as one PackedForward message (gzip
@@ -52,19 +60,37 @@ func (s *forwardSender) Send(ctx context.Context, rawURL string, events [][]byte
 // message is the PackedForward (or CompressedPackedForward) message of an
 // entry stream, with a new chunk id.
 func (s *forwardSender) message(stream []byte, n int) (*protocol.PackedForwardMessage, error) {
-	var msg *protocol.PackedForwardMessage
+	opts := &protocol.MessageOptions{}
 	if s.f.opts.Gzip {
 		var err error
-		if msg, err = protocol.NewCompressedPackedForwardMessageFromBytes(s.last.tag, stream); err != nil {
+		if stream, err = s.gzip(stream); err != nil {
 			return nil, err
 		}
-	} else {
-		msg = protocol.NewPackedForwardMessageFromBytes(s.last.tag, stream)
-		msg.Options = &protocol.MessageOptions{}
+		opts.Compressed = protocol.OptValGZIP
 	}
+	msg := protocol.NewPackedForwardMessageFromBytes(s.last.tag, stream)
+	msg.Options = opts
 	msg.Options.Size = &n
 	_, err := msg.Chunk()
 	return msg, err
+}
+
+// gzip compresses stream into the sender's buffer, valid until the next
+// message.
+func (s *forwardSender) gzip(stream []byte) ([]byte, error) {
+	s.zbuf.Reset()
+	if s.zw == nil {
+		s.zw = gzip.NewWriter(&s.zbuf)
+	} else {
+		s.zw.Reset(&s.zbuf)
+	}
+	if _, err := s.zw.Write(stream); err != nil {
+		return nil, err
+	}
+	if err := s.zw.Close(); err != nil {
+		return nil, err
+	}
+	return s.zbuf.Bytes(), nil
 }
 
 // conn is the open connection to the current target, dialled if needed; on

@@ -3,6 +3,8 @@ package fluentd_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +126,39 @@ func TestForwardRejectsWhatIsNotAnEvent(t *testing.T) {
 	require.Equal(t, fluentd.Permanent, res.Class)
 	require.Contains(t, res.Reason, "event 2")
 	require.Zero(t, rcv.Count())
+}
+
+// Connections that compress at the same time each send their own events:
+// every event arrives once, none is replaced by another's. (The library's
+// gzip helper hands back a buffer it has already returned to its pool, so
+// a concurrent message could carry another one's events under its chunk.)
+func TestForwardGzipFromManyConnectionsSendsEachItsOwnEvents(t *testing.T) {
+	rcv, pki := forwardReceiver(t, nil)
+	tr := forwardTransport(t, pki, fluentd.ForwardOptions{Gzip: true})
+	url := rcv.ForwardURL() + "/test.log"
+	const conns, batches, size = 8, 40, 50
+	var wg sync.WaitGroup
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := tr.NewSender()
+			defer s.Close()
+			for b := range batches {
+				evs := make([][]byte, size)
+				for i := range evs {
+					evs[i] = fmt.Appendf(nil, `{"uid":"%d-%d-%d","time":"2026-11-03T10:00:00Z","pad":"%0100d"}`, c, b, i, i)
+				}
+				if res := s.Send(context.Background(), url, evs); res.Class != fluentd.Success {
+					t.Errorf("send: %s", res.Reason)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got := rcv.CountByUID()
+	require.Len(t, got, conns*batches*size, "every event arrives")
+	for uid, n := range got {
+		require.Equal(t, 1, n, "event %s", uid)
+	}
 }
