@@ -109,7 +109,7 @@ func New() *Metrics {
 	m.SendDuration = f.histogram("send_duration_seconds", "Time of one POST to Fluentd, failures included.", prometheus.ExponentialBuckets(0.001, 2.5, 12))
 	m.BatchEvents = f.histogram("fluentd_batch_events", "Events in one POST to Fluentd (1 unless --fluentd-batch is above 1).", []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000})
 	m.FetchToAck = f.histogramVec("fetch_to_ack_seconds", "Time from reading an event from Teleport to Fluentd's 2xx for it, by stream.", prometheus.ExponentialBuckets(0.00025, 1.5, 32), "stream")
-	m.FluentdResponses = f.counterVec("fluentd_responses_total", "Answers from Fluentd by status class (2xx, 3xx, 4xx, 5xx, or error for no answer).", "class")
+	m.FluentdResponses = f.counterVec("fluentd_responses_total", "Answers from Fluentd by status class (2xx, 3xx, 4xx, 5xx; over forward ack or refused; error for no answer).", "class")
 	m.CheckpointWrites = f.counterVec("checkpoint_writes_total", "Transactions written to the state file, by result (ok, error).", "result")
 	m.CheckpointDuration = f.histogram("checkpoint_write_duration_seconds", "Time of one fsync'd checkpoint transaction.", prometheus.ExponentialBuckets(0.0005, 2.5, 12))
 	m.AckedEventTime = f.gauge("acked_event_timestamp_seconds", "Time of the newest audit event whose position is checkpointed (Unix seconds).")

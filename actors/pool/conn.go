@@ -219,13 +219,28 @@ func (c *conn) attempt(j *sendJob) {
 	c.requests <- sendReq{job: j.id, url: send[0].URL, events: j.events}
 }
 
+// responseClass labels an answer: its status class over HTTP; over the
+// forward protocol, which has no status, ack or refused (the shared key);
+// error when no answer came.
+func responseClass(res fluentd.Result) string {
+	switch {
+	case res.Status > 0:
+		return metrics.StatusClass(res.Status)
+	case res.Class == fluentd.Success:
+		return "ack"
+	case res.Class == fluentd.Refused:
+		return "refused"
+	}
+	return "error"
+}
+
 // done judges the answer to an attempt of j.
 func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time.Duration) {
 	send := j.sending()
 	m := c.deps.Metrics
 	m.SendDuration.Observe(took.Seconds())
 	m.BatchEvents.Observe(float64(len(send)))
-	m.FluentdResponses.WithLabelValues(metrics.StatusClass(res.Status)).Inc()
+	m.FluentdResponses.WithLabelValues(responseClass(res)).Inc()
 	switch res.Class {
 	case fluentd.Success:
 		c.accepted(ctx, j, res)
