@@ -1,0 +1,76 @@
+package fluentdsrv
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/IBM/fluent-forward-go/fluent/protocol"
+	"github.com/stretchr/testify/require"
+	"github.com/tinylib/msgp/msgp"
+
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
+)
+
+// The forward listener takes the two modes the daemon never sends,
+// Message and Forward, with integer seconds and EventTime, and acks each
+// chunk; without a client certificate the TLS handshake fails.
+func TestForwardListenerTakesEveryMode(t *testing.T) {
+	pki, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	r, err := Start(Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)})
+	require.NoError(t, err)
+	defer r.Close()
+	client := tls.Certificate{Certificate: [][]byte{pki.FluentdClient.Cert.Raw}, PrivateKey: pki.FluentdClient.Key}
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.FluentdCA.Cert)
+	addr := r.ForwardURL()[len("forward://"):]
+	dial := func(certs []tls.Certificate) (*tls.Conn, error) {
+		return tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, Certificates: certs, ServerName: "localhost", MaxVersion: tls.VersionTLS12})
+	}
+	c, err := dial([]tls.Certificate{client})
+	require.NoError(t, err)
+	defer c.Close()
+	w, rd := msgp.NewWriter(c), msgp.NewReader(c)
+	ack := func(chunk string) {
+		t.Helper()
+		require.NoError(t, w.Flush())
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var a protocol.AckMessage
+		require.NoError(t, a.DecodeMsg(rd))
+		require.Equal(t, chunk, a.Ack)
+	}
+
+	msg := protocol.NewMessage("a.tag", map[string]any{"uid": "m1", "n": 1})
+	chunk, err := msg.Chunk()
+	require.NoError(t, err)
+	require.NoError(t, msg.EncodeMsg(w))
+	ack(chunk)
+
+	at := time.Date(2026, 11, 3, 10, 0, 0, 5, time.UTC)
+	fwd := protocol.NewForwardMessage("b.tag", protocol.EntryList{
+		{Timestamp: protocol.EventTime{Time: at}, Record: map[string]any{"uid": "f1"}},
+		{Timestamp: protocol.EventTime{Time: at}, Record: map[string]any{"uid": "f2"}},
+	})
+	chunk, err = fwd.Chunk()
+	require.NoError(t, err)
+	require.NoError(t, fwd.EncodeMsg(w))
+	ack(chunk)
+
+	require.Equal(t, map[string]int{"message": 1, "forward": 1}, r.ForwardMessages())
+	var rec map[string]any
+	require.NoError(t, json.Unmarshal(r.Records("a.tag")[0], &rec))
+	require.Equal(t, map[string]any{"uid": "m1", "n": float64(1)}, rec)
+	require.Len(t, r.Records("b.tag"), 2)
+	require.Equal(t, at, r.EventTimes("b.tag")[1].UTC())
+	require.NoError(t, r.Err())
+
+	if c2, err := dial(nil); err == nil {
+		_ = c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c2.Read(make([]byte, 1))
+		require.Error(t, err, "no client certificate, no session")
+		c2.Close()
+	}
+}
