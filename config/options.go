@@ -303,6 +303,14 @@ func usage(command string) string {
 	case "version":
 		fmt.Fprintf(&b, "Usage: %s version\n\nPrints the version.\n", program)
 		return b.String()
+	case "status":
+		fmt.Fprintf(&b, "Usage: %s [-c FILE] status [--json] [start's options]\n\n", program)
+		b.WriteString("Prints where the daemon of this --storage and --teleport-addr is and what is\n" +
+			"stuck: read path, start time, position and lag, export chunks, recordings,\n" +
+			"dead letters and pending locks, whether the daemon runs or not; changes\n" +
+			"nothing. Takes start's options (the same configuration file and variables)\n" +
+			"and uses those it needs. --json prints the same as one JSON object.\n")
+		return b.String()
 	case "configure":
 		return configureUsage()
 	default:
@@ -311,6 +319,7 @@ func usage(command string) string {
 			"drop-in replacement for Teleport's Event Handler plugin.\n\n" +
 			"Commands:\n" +
 			"  start      Export events to Fluentd\n" +
+			"  status     Print where the daemon is and what is stuck\n" +
 			"  configure  Write certificates, fluent.conf, a configuration and a role\n" +
 			"  version    Print the version\n")
 	}

@@ -30,6 +30,8 @@ type Invocation struct {
 	ConfigFile string
 	// Help is the text to print on stdout for "help".
 	Help string
+	// JSON is status's --json.
+	JSON bool
 }
 
 // Parse parses the command line (args without the program name) and the
@@ -49,6 +51,9 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 			return nil, err
 		}
 		return &Invocation{Command: cl.command, Configure: c}, nil
+	}
+	if cl.command == "status" {
+		return parseStatus(cl, lookupEnv)
 	}
 	if cl.command != "start" {
 		return &Invocation{Command: cl.command, ConfigFile: cl.flags["config"]}, nil
@@ -73,6 +78,24 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 		inv.ConfigFile = r.file.path
 	}
 	return inv, nil
+}
+
+// parseStatus resolves start's options for status, which needs only where
+// the state is: --storage and --teleport-addr.
+func parseStatus(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invocation, error) {
+	r := &resolver{flags: cl.flags, lookupEnv: lookupEnv, got: map[string]setting{}}
+	cfg, err := r.resolve()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Storage == "" {
+		o := optionByFlag("storage")
+		return nil, &Error{Option: "--storage", Problem: "required option not set", Fix: "set " + o.ways()}
+	}
+	if err := r.checkTeleportAddr(cfg); err != nil {
+		return nil, err
+	}
+	return &Invocation{Command: "status", Config: cfg, JSON: cl.json}, nil
 }
 
 // didYouMean names the option closest to the unknown flag of msg (go-flags
@@ -102,6 +125,7 @@ type commandLine struct {
 	help      string
 	configure *configureCommand // the flags of configure
 	args      []string          // arguments after the options (configure only)
+	json      bool              // status --json
 }
 
 // flagSet is the go-flags view of some options: a struct built from the
@@ -141,7 +165,7 @@ func (fs *flagSet) collect(into map[string]string) {
 // newParser builds the command line of the upstream plugin:
 // teleport-event-handler [-c FILE] [-d] <start | configure | version> [options].
 // go-flags lets the global options come after the command too.
-func newParser() (*flags.Parser, []*flagSet, *configureCommand) {
+func newParser() (*flags.Parser, []*flagSet, *configureCommand, *statusFlags) {
 	// The help is ours (see usage): go-flags' layout wraps the long
 	// environment variable names mid-word in 80 columns.
 	p := flags.NewNamedParser(program, flags.HelpFlag|flags.PassDoubleDash|flags.AllowBoolValues)
@@ -150,6 +174,11 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand) {
 		panic("config: building the command line: " + err.Error())
 	}
 	if _, err := p.AddCommand("version", "", "", &struct{}{}); err != nil {
+		panic("config: building the command line: " + err.Error())
+	}
+	sf := &statusFlags{}
+	status, err := p.AddCommand("status", "", "", sf)
+	if err != nil {
 		panic("config: building the command line: " + err.Error())
 	}
 	cc := addConfigureCommand(p)
@@ -162,22 +191,27 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand) {
 			startOpts = append(startOpts, o)
 		}
 	}
-	sets := []*flagSet{newFlagSet(globalOpts), newFlagSet(startOpts)}
-	for i, cmd := range []*flags.Command{p.Command, start} {
+	sets := []*flagSet{newFlagSet(globalOpts), newFlagSet(startOpts), newFlagSet(startOpts)}
+	for i, cmd := range []*flags.Command{p.Command, start, status} {
 		group, err := cmd.AddGroup("options", "", sets[i].data.Interface())
 		if err != nil {
 			panic("config: building the command line: " + err.Error())
 		}
 		sets[i].group = group
 	}
-	return p, sets, cc
+	return p, sets, cc, sf
+}
+
+// statusFlags are status's own flags, beside start's options.
+type statusFlags struct {
+	JSON bool `long:"json"`
 }
 
 func parseCommandLine(args []string) (*commandLine, error) {
 	// What people type for these, besides -h and the version command.
 	if len(args) > 0 && args[0] == "help" {
 		command := ""
-		if len(args) > 1 && (args[1] == "start" || args[1] == "configure") {
+		if len(args) > 1 && (args[1] == "start" || args[1] == "configure" || args[1] == "status") {
 			command = args[1]
 		}
 		return &commandLine{help: usage(command)}, nil
@@ -185,7 +219,7 @@ func parseCommandLine(args []string) (*commandLine, error) {
 	if slices.Contains(args, "--version") {
 		return &commandLine{command: "version", flags: map[string]string{}}, nil
 	}
-	p, sets, cc := newParser()
+	p, sets, cc, sf := newParser()
 	rest, err := p.ParseArgs(args)
 	if err != nil {
 		var fe *flags.Error
@@ -209,7 +243,7 @@ func parseCommandLine(args []string) (*commandLine, error) {
 		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", rest[0]),
 			Fix: "switches take a value only as --flag=false; run " + program + " --help for the usage"}
 	}
-	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest}
+	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest, json: sf.JSON}
 	for _, fs := range sets {
 		fs.collect(cl.flags)
 	}

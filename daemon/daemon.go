@@ -18,6 +18,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
 // Options are the knobs that are not in the configuration, for tests.
@@ -80,6 +81,14 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	if err != nil {
 		return quiet(err)
 	}
+	readPath := "search"
+	if exporter != nil {
+		readPath = "export"
+	}
+	if err := st.store.Apply([]persistence.Write{persistence.ReadPathWrite(readPath)}); err != nil {
+		return err
+	}
+	defer serveControl(st.store, m, log)()
 
 	return runTree(ctx, tree{
 		cfg: cfg, plan: plan, opts: opts, log: log, metrics: m,

@@ -44,6 +44,19 @@ func (s *Store) StartTime() (time.Time, bool, error) {
 	return t, true, nil
 }
 
+// ReadPathWrite records the read path a start chose: "search" or "export".
+func ReadPathWrite(path string) Write {
+	return Write{Bucket: BucketMeta, Key: keyReadPath, Value: []byte(path)}
+}
+
+// ReadPath is the read path of the last start ("" before the first).
+func (s *Store) ReadPath() (string, error) {
+	raw, _, err := s.Get(BucketMeta, keyReadPath)
+	return string(raw), err
+}
+
+const keyReadPath = "read_path"
+
 // AuditPositionWrite encodes a position for Apply.
 func AuditPositionWrite(p AuditPosition) Write {
 	return putJSON(BucketAudit, KeyPosition, p)

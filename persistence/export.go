@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -166,6 +167,67 @@ func (s *Store) ExportParkedChunks() ([]ChunkRef, error) {
 		out = append(out, ChunkRef{Day: day, Chunk: chunk})
 		return true
 	})
+	if err == nil {
+		err = bad
+	}
+	return out, err
+}
+
+// ChunkProgress is a chunk being read, or set aside (Parked non-nil), for
+// the status command.
+type ChunkProgress struct {
+	Ref    ChunkRef
+	Chunk  ExportChunk
+	Parked *ExportParked
+}
+
+// ExportInProgress lists the chunks that have a position and are not done,
+// with the parked ones' last error, in key order (by day).
+func (s *Store) ExportInProgress() ([]ChunkProgress, error) {
+	var out []ChunkProgress
+	index := map[string]int{}
+	var bad error
+	scan := func(prefix string, fn func(ref ChunkRef, value []byte) error) error {
+		return s.Scan(BucketExport, strings.TrimSuffix(prefix, "/"), 0, func(key string, value []byte) bool {
+			rest, ok := strings.CutPrefix(key, prefix)
+			if !ok {
+				return false
+			}
+			name, chunk, _ := strings.Cut(rest, "/")
+			day, err := time.Parse(time.DateOnly, name)
+			if err == nil {
+				err = fn(ChunkRef{Day: day, Chunk: chunk}, value)
+			}
+			if err != nil {
+				bad = &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: %w", BucketExport, key, err)}
+				return false
+			}
+			return true
+		})
+	}
+	err := scan(prefixExportChunk, func(ref ChunkRef, value []byte) error {
+		var c ExportChunk
+		if err := json.Unmarshal(value, &c); err != nil {
+			return err
+		}
+		index[ref.String()] = len(out)
+		out = append(out, ChunkProgress{Ref: ref, Chunk: c})
+		return nil
+	})
+	if err == nil && bad == nil {
+		err = scan(prefixExportParked, func(ref ChunkRef, value []byte) error {
+			var p ExportParked
+			if err := json.Unmarshal(value, &p); err != nil {
+				return err
+			}
+			if i, ok := index[ref.String()]; ok {
+				out[i].Parked = &p
+			} else {
+				out = append(out, ChunkProgress{Ref: ref, Parked: &p})
+			}
+			return nil
+		})
+	}
 	if err == nil {
 		err = bad
 	}

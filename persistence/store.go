@@ -168,6 +168,29 @@ func Open(dir string) (s *Store, err error) {
 	return s, nil
 }
 
+// OpenReadOnly opens the state file in dir for reading only, for the status
+// command: it waits at most wait for the lock, and a running daemon holds
+// it (ErrLocked then). A missing file is fs.ErrNotExist.
+func OpenReadOnly(dir string, wait time.Duration) (s *Store, err error) {
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("state file %s: %w", path, err)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s, err = nil, &CorruptError{Path: path, Err: fmt.Errorf("%v", r)}
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: wait})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, fmt.Errorf("%s: %w", path, ErrLocked)
+	case err != nil:
+		return nil, fmt.Errorf("open state file %s: %w", path, err)
+	}
+	return &Store{db: db, dir: dir, path: path}, nil
+}
+
 func (s *Store) init() error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range []string{BucketMeta, BucketAudit} {

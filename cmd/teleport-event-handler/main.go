@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/mattn/go-isatty"
 
@@ -16,6 +18,8 @@ import (
 	"github.com/fdfwd/teleport-event-handler/configure"
 	"github.com/fdfwd/teleport-event-handler/daemon"
 	"github.com/fdfwd/teleport-event-handler/logging"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/status"
 )
 
 // exitIncomplete is the exit status of a run with --exit-on-last-event that
@@ -50,6 +54,8 @@ func run() int {
 			return 1
 		}
 		return 0
+	case "status":
+		return printStatus(inv)
 	}
 
 	cfg := inv.Config
@@ -83,5 +89,28 @@ func run() int {
 		return 1
 	}
 	log.Info().Msg("stopped")
+	return 0
+}
+
+// printStatus prints the status report of the configured state, for people
+// or (--json) for scripts.
+func printStatus(inv *config.Invocation) int {
+	dir := persistence.Dir(inv.Config.Storage, inv.Config.Teleport.Addr)
+	now := time.Now()
+	r, err := status.Read(context.Background(), dir, now)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
+	}
+	if inv.JSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(r); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			return 1
+		}
+		return 0
+	}
+	r.Text(os.Stdout, now)
 	return 0
 }
