@@ -166,9 +166,10 @@ func run() error {
 Try next:
   - the daemon's log, one JSON line each:  %s
   - what Fluentd received, by tag:         %s
+  - where the daemon stands, what is stuck: %s status --storage %s --teleport-addr %s
   - the options:                           %s start --help
   - the whole test suite, and the faults:  make test, make chaos
-`, logPath, dirs["received"], *binary)
+`, logPath, dirs["received"], *binary, dirs["storage"], tp.Addr(), *binary)
 	return nil
 }
 
