@@ -56,6 +56,9 @@ type Config struct {
 	ExitOnLastEvent bool
 	// Debug turns on debug logging.
 	Debug bool
+	// LogFormat is "auto" (human-readable on a terminal, JSON otherwise),
+	// "text" or "json".
+	LogFormat string
 	// MetricsAddr is where /metrics, /healthz and /readyz are served; empty
 	// serves nothing.
 	MetricsAddr string
@@ -153,6 +156,7 @@ const (
 func Default() Config {
 	return Config{
 		Timeout:          5 * time.Second,
+		LogFormat:        "auto",
 		Batch:            20,
 		SkipSessionTypes: []string{"print", "desktop.recording"},
 		WindowSize:       24 * time.Hour,

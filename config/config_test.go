@@ -294,6 +294,7 @@ refresh.interval = "2m"
 	require.Equal(t, Config{
 		Storage:          f.storage,
 		Timeout:          10 * time.Second,
+		LogFormat:        "auto",
 		Batch:            100,
 		Types:            []string{"user.login", "session.start"},
 		SkipEventTypes:   []string{"app.session.chunk"},

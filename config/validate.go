@@ -26,6 +26,7 @@ func (r *resolver) validate(c *Config) error {
 		r.checkTeleportAddr,
 		r.checkURLs,
 		r.checkMetricsAddr,
+		r.checkLogFormat,
 		r.checkNumbers,
 		r.checkTeleport,
 		r.checkFluentd,
@@ -264,6 +265,15 @@ func (r *resolver) checkFluentd(c *Config) error {
 		}
 	}
 	return r.checkForward(c)
+}
+
+// checkLogFormat wants auto, text or json.
+func (r *resolver) checkLogFormat(c *Config) error {
+	switch c.LogFormat = strings.ToLower(strings.TrimSpace(c.LogFormat)); c.LogFormat {
+	case "auto", "text", "json":
+		return nil
+	}
+	return r.fail("log-format", "unknown log format", "use auto (text on a terminal, JSON otherwise), text or json")
 }
 
 // checkForward checks the options of the forward protocol, and reads the

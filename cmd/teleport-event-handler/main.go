@@ -59,7 +59,7 @@ func run() int {
 	}
 
 	cfg := inv.Config
-	log := logging.New(os.Stderr, cfg.Debug)
+	log := logging.New(os.Stderr, cfg.LogFormat, cfg.Debug)
 	log.Info().Str("version", version).Msg("starting teleport-event-handler")
 
 	// The first signal stops gracefully; a second one exits at once.

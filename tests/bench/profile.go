@@ -37,7 +37,7 @@ func profiledDaemon(file string, args []string) int {
 	defer pprof.StopCPUProfile()
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	log := logging.New(os.Stderr, inv.Config.Debug)
+	log := logging.New(os.Stderr, inv.Config.LogFormat, inv.Config.Debug)
 	err = daemon.Run(ctx, inv.Config, log, daemon.Options{})
 	// The heap as the run ends, for memory hunts: go tool pprof -sample_index=inuse_space.
 	if hf, herr := os.Create(strings.TrimSuffix(file, ".pprof") + ".heap"); herr == nil {

@@ -76,3 +76,19 @@ func uniqueKeys(d *json.Decoder) error {
 	}
 	return err
 }
+
+// --log-format text writes the readable lines even to a pipe, json JSON even
+// on a terminal (not testable here), auto JSON to a pipe.
+func TestLogFormatText(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Seed(20, 61)
+	p := harness.Run(t, binary, []string{"FDFWD_LOG_FORMAT=text"}, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
+	for _, line := range strings.Split(strings.TrimSpace(p.Output()), "\n") {
+		require.False(t, strings.HasPrefix(line, "{"), "a JSON line: %s", line)
+	}
+	require.Contains(t, p.Output(), "INF")
+	require.Regexp(t, `delivered=[0-9]+`, p.Output())
+	require.NotContains(t, p.Output(), "\x1b[", "no colours off a terminal")
+}
