@@ -306,6 +306,15 @@ func usage(command string) string {
 	case "version":
 		fmt.Fprintf(&b, "Usage: %s version\n\nPrints the version.\n", program)
 		return b.String()
+	case "dead-letters", "list", "replay", "purge":
+		fmt.Fprintf(&b, "Usage: %s [-c FILE] dead-letters list|replay|purge [--yes] [start's options]\n\n", program)
+		b.WriteString("list prints the events Fluentd rejected for good (dead-letters.jsonl beside\n" +
+			"the state). replay sends them again to their URLs with the daemon's retry\n" +
+			"rules and removes each from the file once Fluentd confirmed it; those it\n" +
+			"rejects again stay (exit status 3). purge removes them all, after asking\n" +
+			"unless --yes. replay and purge need the daemon stopped. Takes start's\n" +
+			"options; replay needs the Fluentd certificate options.\n")
+		return b.String()
 	case "status":
 		fmt.Fprintf(&b, "Usage: %s [-c FILE] status [--json] [start's options]\n\n", program)
 		b.WriteString("Prints where the daemon of this --storage and --teleport-addr is and what is\n" +
@@ -323,6 +332,8 @@ func usage(command string) string {
 			"Commands:\n" +
 			"  start      Export events to Fluentd\n" +
 			"  status     Print where the daemon is and what is stuck\n" +
+			"  dead-letters list|replay|purge\n" +
+			"             List, send again or remove what Fluentd rejected\n" +
 			"  configure  Write certificates, fluent.conf, a configuration and a role\n" +
 			"  version    Print the version\n")
 	}

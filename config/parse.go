@@ -32,6 +32,10 @@ type Invocation struct {
 	Help string
 	// JSON is status's --json.
 	JSON bool
+	// Sub is the dead-letters subcommand (list, replay or purge), Yes its
+	// --yes.
+	Sub string
+	Yes bool
 }
 
 // Parse parses the command line (args without the program name) and the
@@ -52,7 +56,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 		}
 		return &Invocation{Command: cl.command, Configure: c}, nil
 	}
-	if cl.command == "status" {
+	if cl.command == "status" || cl.command == "dead-letters" {
 		return parseStatus(cl, lookupEnv)
 	}
 	if cl.command != "start" {
@@ -95,7 +99,34 @@ func parseStatus(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invoc
 	if err := r.checkTeleportAddr(cfg); err != nil {
 		return nil, err
 	}
-	return &Invocation{Command: "status", Config: cfg, JSON: cl.json}, nil
+	if cl.sub == "replay" {
+		// Replay sends to Fluentd as start does.
+		if err := r.checkReplay(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes}, nil
+}
+
+// checkReplay wants what sending to Fluentd needs: the client certificate
+// and the CA, and the forward options.
+func (r *resolver) checkReplay(c *Config) error {
+	var missing, ways []string
+	for _, flag := range []string{"fluentd-ca", "fluentd-cert", "fluentd-key"} {
+		if *optionByFlag(flag).field(c).(*string) == "" {
+			missing = append(missing, "--"+flag)
+			ways = append(ways, optionByFlag(flag).ways())
+		}
+	}
+	if len(missing) > 0 {
+		return &Error{Option: strings.Join(missing, ", "), Problem: "required to replay dead letters: Fluentd is reached over mTLS",
+			Fix: "set " + strings.Join(ways, "; ")}
+	}
+	c.Fluentd.URL = "https://replay/x" // the letters carry their URLs
+	if c.Fluentd.MaxConnections == 0 {
+		c.Fluentd.MaxConnections = 2 * c.Concurrency
+	}
+	return r.checkFluentd(c)
 }
 
 // didYouMean names the option closest to the unknown flag of msg (go-flags
@@ -126,6 +157,8 @@ type commandLine struct {
 	configure *configureCommand // the flags of configure
 	args      []string          // arguments after the options (configure only)
 	json      bool              // status --json
+	sub       string            // the dead-letters subcommand
+	yes       bool              // dead-letters purge --yes
 }
 
 // flagSet is the go-flags view of some options: a struct built from the
@@ -177,9 +210,18 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand, *statusFlags) {
 		panic("config: building the command line: " + err.Error())
 	}
 	sf := &statusFlags{}
-	status, err := p.AddCommand("status", "", "", sf)
+	status, err := p.AddCommand("status", "", "", &sf.Status)
 	if err != nil {
 		panic("config: building the command line: " + err.Error())
+	}
+	letters, err := p.AddCommand("dead-letters", "", "", &sf.Letters)
+	if err != nil {
+		panic("config: building the command line: " + err.Error())
+	}
+	for _, sub := range []string{"list", "replay", "purge"} {
+		if _, err := letters.AddCommand(sub, "", "", &struct{}{}); err != nil {
+			panic("config: building the command line: " + err.Error())
+		}
 	}
 	cc := addConfigureCommand(p)
 
@@ -191,8 +233,8 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand, *statusFlags) {
 			startOpts = append(startOpts, o)
 		}
 	}
-	sets := []*flagSet{newFlagSet(globalOpts), newFlagSet(startOpts), newFlagSet(startOpts)}
-	for i, cmd := range []*flags.Command{p.Command, start, status} {
+	sets := []*flagSet{newFlagSet(globalOpts), newFlagSet(startOpts), newFlagSet(startOpts), newFlagSet(startOpts)}
+	for i, cmd := range []*flags.Command{p.Command, start, status, letters} {
 		group, err := cmd.AddGroup("options", "", sets[i].data.Interface())
 		if err != nil {
 			panic("config: building the command line: " + err.Error())
@@ -202,16 +244,22 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand, *statusFlags) {
 	return p, sets, cc, sf
 }
 
-// statusFlags are status's own flags, beside start's options.
+// statusFlags are the own flags of status and dead-letters, beside start's
+// options.
 type statusFlags struct {
-	JSON bool `long:"json"`
+	Status struct {
+		JSON bool `long:"json"`
+	}
+	Letters struct {
+		Yes bool `long:"yes"`
+	}
 }
 
 func parseCommandLine(args []string) (*commandLine, error) {
 	// What people type for these, besides -h and the version command.
 	if len(args) > 0 && args[0] == "help" {
 		command := ""
-		if len(args) > 1 && (args[1] == "start" || args[1] == "configure" || args[1] == "status") {
+		if len(args) > 1 && slices.Contains([]string{"start", "configure", "status", "dead-letters"}, args[1]) {
 			command = args[1]
 		}
 		return &commandLine{help: usage(command)}, nil
@@ -243,7 +291,10 @@ func parseCommandLine(args []string) (*commandLine, error) {
 		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", rest[0]),
 			Fix: "switches take a value only as --flag=false; run " + program + " --help for the usage"}
 	}
-	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest, json: sf.JSON}
+	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest, json: sf.Status.JSON, yes: sf.Letters.Yes}
+	if p.Active.Name == "dead-letters" && p.Active.Active != nil {
+		cl.sub = p.Active.Active.Name
+	}
 	for _, fs := range sets {
 		fs.collect(cl.flags)
 	}

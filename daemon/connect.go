@@ -84,15 +84,33 @@ func waitForTeleport(ctx context.Context, cfg teleport.Config, log zerolog.Logge
 	}
 }
 
+// Transports are the transports to Fluentd of cfg, one per URL scheme, for
+// the dead-letters replay.
+func Transports(cfg *config.Config) (fluentd.Schemes, error) {
+	f := cfg.Fluentd
+	tlsCfg, err := fluentd.TLSConfig(f.CA, f.Cert, f.Key)
+	if err != nil {
+		return nil, err
+	}
+	t := transports(cfg, tlsCfg)
+	// Letters keep the URL they were sent to, which may be forward://.
+	t[fluentd.ForwardScheme] = forwardTransport(cfg, tlsCfg)
+	return t, nil
+}
+
+func forwardTransport(cfg *config.Config, tlsCfg *tls.Config) *fluentd.Forward {
+	f := cfg.Fluentd
+	host, _ := os.Hostname()
+	return fluentd.NewForward(tlsCfg, fluentd.ForwardOptions{SharedKey: []byte(f.SharedKey), Gzip: f.Compress == "gzip", Hostname: host})
+}
+
 // transports are the transports of the Fluentd URLs' schemes: HTTP for
 // https://, the forward protocol for forward://.
 func transports(cfg *config.Config, tlsCfg *tls.Config) fluentd.Schemes {
 	f := cfg.Fluentd
 	t := fluentd.Schemes{"https": fluentd.NewHTTP(tlsCfg, f.MaxConnections)}
 	if f.UsesForward() {
-		host, _ := os.Hostname()
-		t[fluentd.ForwardScheme] = fluentd.NewForward(tlsCfg, fluentd.ForwardOptions{
-			SharedKey: []byte(f.SharedKey), Gzip: f.Compress == "gzip", Hostname: host})
+		t[fluentd.ForwardScheme] = forwardTransport(cfg, tlsCfg)
 	}
 	return t
 }

@@ -3,7 +3,9 @@ package persistence
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -205,4 +207,44 @@ func replaceFile(path string, data []byte) error {
 	}
 	defer dir.Close()
 	return dir.Sync()
+}
+
+// Letters reads every letter of the file (none when it does not exist).
+func (d *DeadLetters) Letters() ([]DeadLetter, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	raw, err := os.ReadFile(d.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read dead-letter file: %w", err)
+	}
+	var out []DeadLetter
+	for i, line := range bytes.Split(raw, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var l DeadLetter
+		if err := json.Unmarshal(line, &l); err != nil {
+			return nil, fmt.Errorf("dead-letter file %s, line %d: %w", d.path, i+1, err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// Purge empties the file (atomically), returning how many letters it had.
+func (d *DeadLetters) Purge() (int, error) {
+	letters, err := d.Letters()
+	if err != nil || len(letters) == 0 {
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := replaceFile(d.path, nil); err != nil {
+		return 0, fmt.Errorf("empty dead-letter file %s: %w", d.path, err)
+	}
+	d.n = 0
+	return len(letters), nil
 }

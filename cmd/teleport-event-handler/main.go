@@ -3,12 +3,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/configure"
 	"github.com/fdfwd/teleport-event-handler/daemon"
+	"github.com/fdfwd/teleport-event-handler/deadletters"
 	"github.com/fdfwd/teleport-event-handler/logging"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/status"
@@ -56,6 +60,8 @@ func run() int {
 		return 0
 	case "status":
 		return printStatus(inv)
+	case "dead-letters":
+		return deadLetters(inv)
 	}
 
 	cfg := inv.Config
@@ -112,5 +118,64 @@ func printStatus(inv *config.Invocation) int {
 		return 0
 	}
 	r.Text(os.Stdout, now)
+	return 0
+}
+
+// deadLetters runs dead-letters list, replay or purge.
+func deadLetters(inv *config.Invocation) int {
+	cfg := inv.Config
+	dir := persistence.Dir(cfg.Storage, cfg.Teleport.Addr)
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 1
+	}
+	switch inv.Sub {
+	case "list":
+		n, err := deadletters.List(dir, os.Stdout)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(os.Stderr, "%d dead letter(s) in %s\n", n, filepath.Join(dir, persistence.DeadLetterFile))
+	case "purge":
+		n, err := deadletters.Purge(dir, func(n int, path string) bool {
+			if inv.Yes {
+				return true
+			}
+			fmt.Fprintf(os.Stderr, "Remove the %d dead letter(s) of %s for good? They are not sent. [y/N] ", n, path)
+			answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+			return strings.EqualFold(strings.TrimSpace(answer), "y") || strings.EqualFold(strings.TrimSpace(answer), "yes")
+		})
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(os.Stderr, "%d dead letter(s) removed\n", n)
+	case "replay":
+		return replay(cfg, dir)
+	}
+	return 0
+}
+
+// replay sends the dead letters again; Ctrl-C stops it, leaving the rest
+// in the file.
+func replay(cfg *config.Config, dir string) int {
+	log := logging.New(os.Stderr, cfg.LogFormat, cfg.Debug)
+	t, err := daemon.Transports(cfg)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot reach Fluentd")
+		return 1
+	}
+	defer t.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := deadletters.Replay(ctx, dir, t, cfg.Fluentd.MaxConnections, log)
+	if err != nil {
+		log.Error().Err(err).Msg("replaying the dead letters failed")
+		return 1
+	}
+	log.Info().Int("delivered", res.Replayed).Int("dead_lettered", res.Kept).Int("left", res.Left).
+		Msg("dead letters replayed: the delivered ones are removed from the file")
+	if res.Kept > 0 || res.Left > 0 {
+		return exitIncomplete
+	}
 	return 0
 }

@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+)
+
+// dl runs dead-letters SUB with start's arguments, stdin given.
+func dl(t *testing.T, e *env, stdin string, sub string, extra ...string) (string, int) {
+	t.Helper()
+	args := append(append([]string{"dead-letters", sub}, e.Args()[1:]...), extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return string(out), code
+}
+
+// Events Fluentd rejected are listed, and sent again once it takes them:
+// each letter leaves the file only once confirmed, those still rejected
+// stay; replay and purge refuse while the daemon runs; purge asks first.
+func TestDeadLettersListReplayPurge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	evs := e.Seed(200, 71)
+	var mu sync.Mutex
+	bad := map[string]bool{evs[3].GetID(): true, evs[50].GetID(): true, evs[120].GetID(): true}
+	e.Fluentd.RejectWhere(400, func(r map[string]any) bool {
+		id, _ := r["uid"].(string)
+		mu.Lock()
+		defer mu.Unlock()
+		return bad[id]
+	})
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())
+	file := filepath.Join(persistence.Dir(e.Storage, e.Teleport.Addr()), persistence.DeadLetterFile)
+
+	out, code := dl(t, e, "", "list")
+	t.Log("\n" + out)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "3 dead letter(s)")
+	for _, i := range []int{3, 50, 120} {
+		require.Contains(t, out, evs[i].GetID())
+	}
+
+	// Running daemon: list works, replay and purge refuse.
+	p = harness.Run(t, binary, nil, e.Args()...)
+	harness.WaitFor(t, 30*time.Second, "the daemon holds its state", func() bool {
+		s, err := persistence.OpenReadOnly(persistence.Dir(e.Storage, e.Teleport.Addr()), 10*time.Millisecond)
+		if err == nil {
+			s.Close()
+		}
+		return err != nil
+	})
+	out, code = dl(t, e, "", "replay")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "stop it first")
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second), p.Output())
+
+	// Fluentd takes two of the three now.
+	still := evs[120].GetID()
+	mu.Lock()
+	delete(bad, evs[3].GetID())
+	delete(bad, evs[50].GetID())
+	mu.Unlock()
+	out, code = dl(t, e, "", "replay", "--log-format", "text")
+	t.Log("\n" + out)
+	require.Equal(t, 3, code, "one letter is still rejected: %s", out)
+	got := e.Fluentd.CountByUID()
+	require.Equal(t, 1, got[evs[3].GetID()])
+	require.Equal(t, 1, got[evs[50].GetID()])
+	raw, err := os.ReadFile(file)
+	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(string(raw), "\n"), "only the letter still rejected stays")
+	require.Contains(t, string(raw), still)
+
+	out, code = dl(t, e, "n\n", "purge")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "for good?")
+	raw, _ = os.ReadFile(file)
+	require.Contains(t, string(raw), still, "not purged without a yes")
+	out, code = dl(t, e, "", "purge", "--yes")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "1 dead letter(s) removed")
+	raw, _ = os.ReadFile(file)
+	require.Empty(t, raw)
+}
