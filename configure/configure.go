@@ -39,11 +39,13 @@ const (
 	RoleFile   = "teleport-event-handler-role.yaml"
 	// SharedKeyFile holds in_forward's shared key, for the forward variant.
 	SharedKeyFile = "shared.key"
+	// ValuesFile is the Helm chart's values, from the same answers.
+	ValuesFile = "teleport-event-handler-values.yaml"
 )
 
 // Files lists every file Run writes, in the order it writes them (and
 // SharedKeyFile after them, for the forward variant).
-var Files = []string{CACert, CAKey, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile}
+var Files = []string{CACert, CAKey, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile, ValuesFile}
 
 // written are the files Run writes for c.
 func written(c *config.Configure) []string {
@@ -95,6 +97,7 @@ var templateFS embed.FS
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"toml":    tomlString,
 	"fluentd": fluentdString,
+	"yaml":    tomlString, // a JSON string is a YAML string
 }).ParseFS(templateFS, "templates/*.tmpl"))
 
 // Result is what Run wrote.
@@ -235,6 +238,7 @@ func render(c *config.Configure, dir string, res *Result) (map[string]file, erro
 		FluentConf: 0o600, // it holds the passphrase
 		ConfigFile: 0o644,
 		RoleFile:   0o644,
+		ValuesFile: 0o644,
 	} {
 		var b bytes.Buffer
 		if err := templates.ExecuteTemplate(&b, name+".tmpl", d); err != nil {
@@ -277,6 +281,8 @@ type templateData struct {
 	AuditTag, SessionMatch string
 	Role, User             string
 	LockEnabled            bool
+	// The Helm values' Secret names.
+	IdentitySecret, CertSecret, SharedKeySecret string
 }
 
 func newTemplateData(c *config.Configure, dir string, res *Result) (*templateData, error) {
@@ -303,16 +309,18 @@ func newTemplateData(c *config.Configure, dir string, res *Result) (*templateDat
 		DaemonCA: daemon(CACert), ClientCert: daemon(ClientCert), ClientKey: daemon(ClientKey),
 		Identity: daemon(Identity), Storage: storage,
 		Forward: c.Forward(), SharedKey: res.SharedKey, SharedKeyFile: daemon(SharedKeyFile),
-		Password:     res.Password,
-		FluentdURL:   c.FluentdURL,
-		SessionURL:   c.FluentdSessionURL,
-		TeleportAddr: c.TeleportAddr,
-		Port:         port,
-		AuditTag:     tag(audit.Path),
-		SessionMatch: tag(session.Path) + ".*.log",
-		Role:         Role,
-		User:         User,
-		LockEnabled:  c.LockEnabled,
+		Password:       res.Password,
+		FluentdURL:     c.FluentdURL,
+		SessionURL:     c.FluentdSessionURL,
+		TeleportAddr:   c.TeleportAddr,
+		Port:           port,
+		AuditTag:       tag(audit.Path),
+		SessionMatch:   tag(session.Path) + ".*.log",
+		Role:           Role,
+		User:           User,
+		IdentitySecret: "teleport-event-handler-identity", CertSecret: "teleport-event-handler-fluentd-tls",
+		SharedKeySecret: "teleport-event-handler-fluentd-shared-key",
+		LockEnabled:     c.LockEnabled,
 	}, nil
 }
 
@@ -400,6 +408,7 @@ func printSummary(w io.Writer, c *config.Configure, res *Result) {
 		{FluentConf, input},
 		{ConfigFile, "the configuration for start"},
 		{RoleFile, "Teleport role and user: " + grants},
+		{ValuesFile, "values for the Helm chart"},
 	}
 	if c.Forward() {
 		lines = append(lines, [2]string{SharedKeyFile, "in_forward's shared key, for the daemon"})

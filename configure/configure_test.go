@@ -79,7 +79,7 @@ func TestWritesUpstreamFileNames(t *testing.T) {
 		names = append(names, e.Name())
 	}
 	require.ElementsMatch(t, []string{"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key",
-		"fluent.conf", "teleport-event-handler.toml", "teleport-event-handler-role.yaml"}, names)
+		"fluent.conf", "teleport-event-handler.toml", "teleport-event-handler-role.yaml", "teleport-event-handler-values.yaml"}, names)
 
 	info, err := os.Stat(dir)
 	require.NoError(t, err)
@@ -87,6 +87,7 @@ func TestWritesUpstreamFileNames(t *testing.T) {
 	for name, mode := range map[string]os.FileMode{
 		"ca.crt": 0o644, "ca.key": 0o600, "server.crt": 0o644, "server.key": 0o600, "client.crt": 0o644, "client.key": 0o600,
 		"fluent.conf": 0o600, "teleport-event-handler.toml": 0o644, "teleport-event-handler-role.yaml": 0o644,
+		"teleport-event-handler-values.yaml": 0o644,
 	} {
 		info, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err)

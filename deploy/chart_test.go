@@ -27,6 +27,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/configure"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
@@ -511,4 +512,38 @@ func writeTemp(t *testing.T, content string) string {
 	path := filepath.Join(t.TempDir(), "file")
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
 	return path
+}
+
+// The values file configure writes installs the chart as configured: the
+// same Teleport address, Fluentd URLs and auto-locking as the daemon's own
+// configuration file, over HTTP and over forward (the shared key a Secret).
+func TestConfigureWritesTheChartsValues(t *testing.T) {
+	for _, forward := range []bool{false, true} {
+		dir := t.TempDir()
+		args := []string{"configure", "--key-type", "ecdsa", "--lock-enabled", dir, "teleport.example.com:443"}
+		if forward {
+			args = append(args[:1], append([]string{"--fluentd-url", "forward://fluentd.example.com:24224/audit",
+				"--fluentd-session-url", "forward://fluentd.example.com:24224/session"}, args[1:]...)...)
+		}
+		inv, err := config.Parse(args, func(string) (string, bool) { return "", false })
+		require.NoError(t, err)
+		_, err = configure.Run(inv.Configure, io.Discard)
+		require.NoError(t, err)
+		var values map[string]any
+		require.NoError(t, yaml.Unmarshal(readFile(t, filepath.Join(dir, configure.ValuesFile)), &values))
+		objs := renderObjects(t, values)
+		cfg := loadConfig(t, objs)
+		pki, err := testpki.Generate(t.TempDir())
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "identity"), readFile(t, pki.IdentityFile), 0o600))
+		want, err := config.Parse([]string{"-c", filepath.Join(dir, configure.ConfigFile), "start"}, func(string) (string, bool) { return "", false })
+		require.NoError(t, err)
+		require.Equal(t, want.Config.Teleport.Addr, cfg.Teleport.Addr)
+		require.Equal(t, want.Config.Fluentd.URL, cfg.Fluentd.URL)
+		require.Equal(t, want.Config.Fluentd.SessionURL, cfg.Fluentd.SessionURL)
+		require.True(t, cfg.Lock.Enabled)
+		if forward {
+			require.Equal(t, "the shared key", cfg.Fluentd.SharedKey, "from the mounted Secret")
+		}
+	}
 }
