@@ -7,6 +7,7 @@
 #   make bench   throughput against the test Teleport server and receiver
 #                (BENCH_FLAGS=-quick for a short run; make bench-memory: RSS
 #                with a 1,000,000-event backlog)
+#   make test-alerts       unit tests of the Prometheus alert rules (promtool)
 #   make gen-example-mtls  example mTLS certificates in example/keys/
 #   make helm-check        helm lint and helm template of the chart
 
@@ -18,7 +19,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e demo chaos bench bench-memory vet clean deps gen-example-mtls helm-check
+.PHONY: all build test test-unit test-e2e test-alerts demo chaos bench bench-memory vet clean deps gen-example-mtls helm-check
 
 all: build
 
@@ -33,8 +34,15 @@ vet: deps
 	$(GO) vet ./...
 
 # The end-to-end tests drive the binary built here (TEH_BINARY).
-test: build vet
+test: build vet test-alerts
 	TEH_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
+
+# The alert rules' unit tests, with promtool (Debian's prometheus package,
+# installed when missing).
+test-alerts:
+	@command -v promtool >/dev/null || { apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
+	cd deploy && promtool test rules prometheus-alerts_test.yaml
 
 test-unit: deps
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /tests/)
