@@ -62,6 +62,12 @@ type Config struct {
 	// MetricsAddr is where /metrics, /healthz and /readyz are served; empty
 	// serves nothing.
 	MetricsAddr string
+	// WebConfigFile secures MetricsAddr the way Prometheus exporters are
+	// (exporter-toolkit's web configuration: TLS, client certificates, basic
+	// auth); HealthAddr then serves /healthz and /readyz apart, unsecured,
+	// for probes.
+	WebConfigFile string
+	HealthAddr    string
 	// ReadyGrace is how long Fluentd may fail every send, a Teleport reader
 	// every call, or a checkpoint stay unwritten, before /readyz says the
 	// daemon is not ready: a short outage is ridden out without paging

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gravitational/teleport/api/identityfile"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // validate checks a resolved configuration and returns the first problem.
@@ -118,6 +119,20 @@ func (r *resolver) checkURLs(c *Config) error {
 }
 
 func (r *resolver) checkMetricsAddr(c *Config) error {
+	if c.HealthAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HealthAddr); err != nil || port == "" {
+			return r.fail("health-addr", "not a host:port address", "use an address such as 0.0.0.0:9466")
+		}
+	}
+	if c.WebConfigFile != "" {
+		if c.MetricsAddr == "" {
+			return r.fail("web-config-file", "secures --metrics-addr, which is not set", "set --metrics-addr too, or drop --web-config-file")
+		}
+		if err := web.Validate(c.WebConfigFile); err != nil {
+			return r.fail("web-config-file", "not a valid web configuration: "+err.Error(),
+				"see https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md for its format")
+		}
+	}
 	if c.MetricsAddr == "" {
 		return nil
 	}

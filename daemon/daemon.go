@@ -52,7 +52,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		m = metrics.New()
 	}
 	m.Health.SetGrace(cfg.ReadyGrace)
-	stopMetrics, err := serveMetrics(cfg.MetricsAddr, m, log)
+	stopMetrics, err := serveMetrics(cfg, m, log)
 	if err != nil {
 		return err
 	}
@@ -109,10 +109,32 @@ func quiet(err error) error {
 	return err
 }
 
-// serveMetrics serves /metrics, /healthz and /readyz on addr, if set.
-func serveMetrics(addr string, m *metrics.Metrics, log zerolog.Logger) (stop func(), err error) {
-	if addr == "" {
-		return func() {}, nil
+// serveMetrics serves /metrics, /healthz and /readyz on --metrics-addr,
+// if set (secured with --web-config-file), and the probes alone on
+// --health-addr.
+func serveMetrics(cfg *config.Config, m *metrics.Metrics, log zerolog.Logger) (stop func(), err error) {
+	stops := []func(){}
+	stopAll := func() {
+		for _, s := range stops {
+			s()
+		}
 	}
-	return m.Serve(addr, log)
+	for _, srv := range []struct {
+		addr  string
+		serve func() (func(), error)
+	}{
+		{cfg.MetricsAddr, func() (func(), error) { return m.Serve(cfg.MetricsAddr, cfg.WebConfigFile, log) }},
+		{cfg.HealthAddr, func() (func(), error) { return m.ServeHealth(cfg.HealthAddr, log) }},
+	} {
+		if srv.addr == "" {
+			continue
+		}
+		stop, err := srv.serve()
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		stops = append(stops, stop)
+	}
+	return stopAll, nil
 }

@@ -387,6 +387,21 @@ func TestChartValues(t *testing.T) {
 		require.Equal(t, 100, cfg.Fluentd.Batch)
 	})
 
+	t.Run("secured metrics", func(t *testing.T) {
+		objs := renderObjects(t, base, map[string]any{"metrics": map[string]any{"webConfig": map[string]any{"secretName": "web"}}})
+		spec := get(t, objs["Deployment/"+release], "spec", "template", "spec").(map[string]any)
+		volumes := namesOf(t, spec["volumes"])
+		require.Equal(t, "web", get(t, volumes["web-config"], "secret", "secretName"))
+		c := get(t, spec, "containers", 0).(map[string]any)
+		require.Equal(t, "health", get(t, c, "livenessProbe", "httpGet", "port"))
+		require.Equal(t, "health", get(t, c, "readinessProbe", "httpGet", "port"))
+		ports := namesOf(t, c["ports"])
+		require.EqualValues(t, 9466, ports["health"]["containerPort"])
+		toml := get(t, objs["ConfigMap/"+release], "data", "teleport-event-handler.toml").(string)
+		require.Contains(t, toml, `web-config-file = "/etc/teleport-event-handler/web/web-config.yml"`)
+		require.Contains(t, toml, `health-addr = "0.0.0.0:9466"`)
+	})
+
 	t.Run("metrics off", func(t *testing.T) {
 		objs := renderObjects(t, base, map[string]any{"metrics": map[string]any{"enabled": false}})
 		require.NotContains(t, objs, "Service/"+release)

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/rs/zerolog"
 )
 
@@ -220,23 +222,44 @@ func status(check func() (bool, string)) http.HandlerFunc {
 	}
 }
 
-// Serve listens on addr and serves Handler until stop is called. The
-// listener is opened before Serve returns, so a taken port is an error at
-// start.
-func (m *Metrics) Serve(addr string, log zerolog.Logger) (stop func(), err error) {
+// Serve serves Handler on addr until stop is called. With webConfig (an
+// exporter-toolkit web configuration file) the listener has its TLS,
+// client certificates and basic auth, as Prometheus exporters do.
+func (m *Metrics) Serve(addr, webConfig string, log zerolog.Logger) (stop func(), err error) {
+	return serve("--metrics-addr", addr, webConfig, m.Handler(), "/metrics, /healthz and /readyz", log)
+}
+
+// ServeHealth serves /healthz and /readyz alone on addr, without a web
+// configuration: for probes (a kubelet presents no client certificate and
+// no password) when /metrics is secured.
+func (m *Metrics) ServeHealth(addr string, log zerolog.Logger) (stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", status(m.Health.Live))
+	mux.HandleFunc("/readyz", status(m.Health.Ready))
+	return serve("--health-addr", addr, "", mux, "/healthz and /readyz", log)
+}
+
+func serve(flag, addr, webConfig string, h http.Handler, what string, log zerolog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr %s: %w; choose a free port", addr, err)
+		return nil, fmt.Errorf("%s %s: %w; choose a free port", flag, addr, err)
 	}
-	srv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if webConfig != "" {
+			flags := &web.FlagConfig{WebListenAddresses: &[]string{addr}, WebConfigFile: &webConfig}
+			err = web.Serve(ln, srv, flags, slog.New(zerolog.NewSlogHandler(log.Level(zerolog.WarnLevel))))
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error().Err(err).Str("addr", addr).Msg("metrics server failed")
 		}
 	}()
-	log.Info().Str("addr", ln.Addr().String()).Msg("serving /metrics, /healthz and /readyz")
+	log.Info().Str("addr", ln.Addr().String()).Bool("secured", webConfig != "").Msg("serving " + what)
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -46,3 +46,4 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "teleport-event-handler.identityDir" -}}/etc/teleport-event-handler/teleport{{- end }}
 {{- define "teleport-event-handler.certDir" -}}/etc/teleport-event-handler/fluentd{{- end }}
 {{- define "teleport-event-handler.sharedKeyDir" -}}/etc/teleport-event-handler/fluentd-shared-key{{- end }}
+{{- define "teleport-event-handler.webConfigDir" -}}/etc/teleport-event-handler/web{{- end }}
