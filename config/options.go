@@ -321,6 +321,15 @@ func usage(command string) string {
 			"unless --yes. replay and purge need the daemon stopped. Takes start's\n" +
 			"options; replay needs the Fluentd certificate options.\n")
 		return b.String()
+	case "sessions", "export", "retry", "drop":
+		fmt.Fprintf(&b, "Usage: %s [-c FILE] sessions|export list|retry|drop [--all | NAME...] [start's options]\n\n", program)
+		b.WriteString("sessions acts on the recordings the daemon gave up (not found, failing), by\n" +
+			"session ID; export on the export chunks it parked, by DAY/CHUNK. list prints\n" +
+			"them; retry queues a recording again (the next start streams it from its\n" +
+			"index) or gives a chunk a fresh budget of failures (read first at the next\n" +
+			"start); drop forgets them for good, recorded in the state. --all acts on\n" +
+			"every one. They need the daemon stopped.\n")
+		return b.String()
 	case "status":
 		fmt.Fprintf(&b, "Usage: %s [-c FILE] status [--json] [start's options]\n\n", program)
 		b.WriteString("Prints where the daemon of this --storage and --teleport-addr is and what is\n" +
@@ -340,6 +349,8 @@ func usage(command string) string {
 			"  status     Print where the daemon is and what is stuck\n" +
 			"  dead-letters list|replay|purge\n" +
 			"             List, send again or remove what Fluentd rejected\n" +
+			"  sessions list|retry|drop, export list|retry|drop\n" +
+			"             Retry or drop given-up recordings and parked export chunks\n" +
 			"  configure  Write certificates, fluent.conf, a configuration and a role\n" +
 			"  version    Print the version\n")
 	}

@@ -32,10 +32,12 @@ type Invocation struct {
 	Help string
 	// JSON is status's --json.
 	JSON bool
-	// Sub is the dead-letters subcommand (list, replay or purge), Yes its
-	// --yes.
-	Sub string
-	Yes bool
+	// Sub is the subcommand of dead-letters (list, replay or purge),
+	// sessions or export (list, retry or drop); Yes is dead-letters' --yes
+	// or the others' --all, and Args what they act on.
+	Sub  string
+	Yes  bool
+	Args []string
 }
 
 // Parse parses the command line (args without the program name) and the
@@ -56,7 +58,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 		}
 		return &Invocation{Command: cl.command, Configure: c}, nil
 	}
-	if cl.command == "status" || cl.command == "dead-letters" {
+	if _, ok := subcommands[cl.command]; ok || cl.command == "status" {
 		return parseStatus(cl, lookupEnv)
 	}
 	if cl.command != "start" {
@@ -105,7 +107,7 @@ func parseStatus(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invoc
 			return nil, err
 		}
 	}
-	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes}, nil
+	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes, Args: cl.args}, nil
 }
 
 // checkReplay wants what sending to Fluentd needs: the client certificate
@@ -214,14 +216,22 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand, *statusFlags) {
 	if err != nil {
 		panic("config: building the command line: " + err.Error())
 	}
-	letters, err := p.AddCommand("dead-letters", "", "", &sf.Letters)
-	if err != nil {
-		panic("config: building the command line: " + err.Error())
-	}
-	for _, sub := range []string{"list", "replay", "purge"} {
-		if _, err := letters.AddCommand(sub, "", "", &struct{}{}); err != nil {
+	withSubs := []*flags.Command{}
+	for _, name := range []string{"dead-letters", "sessions", "export"} {
+		var data any = &sf.Repair
+		if name == "dead-letters" {
+			data = &sf.Letters
+		}
+		cmd, err := p.AddCommand(name, "", "", data)
+		if err != nil {
 			panic("config: building the command line: " + err.Error())
 		}
+		for _, sub := range subcommands[name] {
+			if _, err := cmd.AddCommand(sub, "", "", &struct{}{}); err != nil {
+				panic("config: building the command line: " + err.Error())
+			}
+		}
+		withSubs = append(withSubs, cmd)
 	}
 	cc := addConfigureCommand(p)
 
@@ -233,8 +243,12 @@ func newParser() (*flags.Parser, []*flagSet, *configureCommand, *statusFlags) {
 			startOpts = append(startOpts, o)
 		}
 	}
-	sets := []*flagSet{newFlagSet(globalOpts), newFlagSet(startOpts), newFlagSet(startOpts), newFlagSet(startOpts)}
-	for i, cmd := range []*flags.Command{p.Command, start, status, letters} {
+	cmds := append([]*flags.Command{p.Command, start, status}, withSubs...)
+	sets := []*flagSet{newFlagSet(globalOpts)}
+	for range cmds[1:] {
+		sets = append(sets, newFlagSet(startOpts))
+	}
+	for i, cmd := range cmds {
 		group, err := cmd.AddGroup("options", "", sets[i].data.Interface())
 		if err != nil {
 			panic("config: building the command line: " + err.Error())
@@ -253,13 +267,24 @@ type statusFlags struct {
 	Letters struct {
 		Yes bool `long:"yes"`
 	}
+	Repair struct {
+		All bool `long:"all"`
+	}
+}
+
+// subcommands are the commands with subcommands, which take start's
+// options too.
+var subcommands = map[string][]string{
+	"dead-letters": {"list", "replay", "purge"},
+	"sessions":     {"list", "retry", "drop"},
+	"export":       {"list", "retry", "drop"},
 }
 
 func parseCommandLine(args []string) (*commandLine, error) {
 	// What people type for these, besides -h and the version command.
 	if len(args) > 0 && args[0] == "help" {
 		command := ""
-		if len(args) > 1 && slices.Contains([]string{"start", "configure", "status", "dead-letters"}, args[1]) {
+		if len(args) > 1 && slices.Contains([]string{"start", "configure", "status", "dead-letters", "sessions", "export"}, args[1]) {
 			command = args[1]
 		}
 		return &commandLine{help: usage(command)}, nil
@@ -287,12 +312,12 @@ func parseCommandLine(args []string) (*commandLine, error) {
 		}
 		return nil, &Error{Option: "command line", Problem: msg, Fix: "run " + program + " --help for the usage"}
 	}
-	if len(rest) > 0 && p.Active.Name != "configure" {
+	if len(rest) > 0 && p.Active.Name != "configure" && p.Active.Name != "sessions" && p.Active.Name != "export" {
 		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", rest[0]),
 			Fix: "switches take a value only as --flag=false; run " + program + " --help for the usage"}
 	}
-	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest, json: sf.Status.JSON, yes: sf.Letters.Yes}
-	if p.Active.Name == "dead-letters" && p.Active.Active != nil {
+	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest, json: sf.Status.JSON, yes: sf.Letters.Yes || sf.Repair.All}
+	if _, ok := subcommands[p.Active.Name]; ok && p.Active.Active != nil {
 		cl.sub = p.Active.Active.Name
 	}
 	for _, fs := range sets {

@@ -233,3 +233,18 @@ func (s *Store) ExportInProgress() ([]ChunkProgress, error) {
 	}
 	return out, err
 }
+
+// ExportRetryWrites give a parked chunk a fresh budget of failures: the next
+// start reads it first, from its cursor.
+func ExportRetryWrites(c ChunkProgress) []Write {
+	p := *c.Parked
+	p.Attempts = 0
+	return []Write{putJSON(BucketExport, prefixExportParked+c.Ref.String(), p)}
+}
+
+// ExportDropWrites record a parked chunk as done without its remaining
+// events, and the drop.
+func ExportDropWrites(c ChunkProgress, now time.Time) []Write {
+	return append(ExportDoneWrites(c.Ref, c.Chunk.Acked), putJSON(BucketDropped, "export/"+c.Ref.String(),
+		Dropped{At: now, What: "export chunk " + c.Ref.String(), Detail: "parked: " + c.Parked.Error}))
+}

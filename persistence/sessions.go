@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -122,4 +123,68 @@ func (s *Store) LastRecordingSeq() (uint64, error) {
 		return 0, s.decodeErr(err)
 	}
 	return last, nil
+}
+
+// BucketSessionsGivenUp keeps the recordings given up (by session ID), so
+// that an operator can retry or drop them (sessions retry|drop); BucketDropped
+// records what an operator dropped for good, by "session/<sid>" or
+// "export/<day>/<chunk>".
+const (
+	BucketSessionsGivenUp = "sessions-given-up"
+	BucketDropped         = "dropped"
+)
+
+// GivenUp is a recording given up, and why.
+type GivenUp struct {
+	Recording Recording `json:"recording"`
+	Reason    string    `json:"reason"` // not_found, failing, crashing
+	At        time.Time `json:"at"`
+}
+
+// Dropped records what an operator dropped for good.
+type Dropped struct {
+	At     time.Time `json:"at"`
+	What   string    `json:"what"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// RecordingGiveUpWrites take r out of the queue and keep it as given up.
+func RecordingGiveUpWrites(r Recording, reason string, at time.Time) []Write {
+	return append(RecordingDeletes(r), putJSON(BucketSessionsGivenUp, r.ID, GivenUp{Recording: r, Reason: reason, At: at}))
+}
+
+// GivenUpRecordings lists the recordings given up, by session ID.
+func (s *Store) GivenUpRecordings() ([]GivenUp, error) {
+	var out []GivenUp
+	var bad error
+	err := s.Scan(BucketSessionsGivenUp, "", 0, func(key string, value []byte) bool {
+		var g GivenUp
+		if err := json.Unmarshal(value, &g); err != nil {
+			bad = &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: %w", BucketSessionsGivenUp, key, err)}
+			return false
+		}
+		out = append(out, g)
+		return true
+	})
+	if err == nil {
+		err = bad
+	}
+	return out, err
+}
+
+// RecordingRetryWrites put a given-up recording back in the queue as a new
+// registration (number seq), its failures forgotten and a fresh wait for
+// its upload from now.
+func RecordingRetryWrites(g GivenUp, seq uint64, now time.Time) []Write {
+	r := g.Recording
+	r.Seq, r.Failures, r.NotFound, r.Crashes, r.NotBefore = seq, 0, 0, 0, time.Time{}
+	r.Registered, r.UploadTime = now, now
+	return append(RecordingWrites(r), del(BucketSessionsGivenUp, r.ID))
+}
+
+// RecordingDropWrites forget a given-up recording, recording the drop.
+func RecordingDropWrites(g GivenUp, now time.Time) []Write {
+	return []Write{del(BucketSessionsGivenUp, g.Recording.ID),
+		putJSON(BucketDropped, "session/"+g.Recording.ID, Dropped{At: now, What: "session recording " + g.Recording.ID,
+			Detail: fmt.Sprintf("given up (%s) at index %d", g.Reason, g.Recording.Index)})}
 }

@@ -69,6 +69,8 @@ type Recordings struct {
 	Queued   int `json:"queued"`
 	Failing  int `json:"failing"`   // the last attempt failed
 	NotFound int `json:"not_found"` // Teleport did not have them yet
+	// GivenUp are kept for sessions retry|drop.
+	GivenUp int `json:"given_up"`
 	// Active is how many are streaming now: known only while the daemon
 	// runs.
 	Active *int `json:"active,omitempty"`
@@ -149,6 +151,11 @@ func export(s *persistence.Store, r *Report, _ time.Time) error {
 }
 
 func recordings(s *persistence.Store, r *Report, _ time.Time) error {
+	given, err := s.GivenUpRecordings()
+	if err != nil {
+		return err
+	}
+	r.Recordings.GivenUp = len(given)
 	after := ""
 	for {
 		page, err := s.Recordings(after, 1000)

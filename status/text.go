@@ -34,7 +34,8 @@ func (r Report) Text(w io.Writer, now time.Time) {
 			line("", "parked %s/%s after %d failures at %s: %s", c.Day, c.Chunk, c.Failures, c.At.UTC().Format(time.RFC3339), c.Error)
 		}
 	}
-	rec := fmt.Sprintf("%d queued (%d failing, %d not found yet)", r.Recordings.Queued, r.Recordings.Failing, r.Recordings.NotFound)
+	rec := fmt.Sprintf("%d queued (%d failing, %d not found yet), %d given up", r.Recordings.Queued, r.Recordings.Failing,
+		r.Recordings.NotFound, r.Recordings.GivenUp)
 	if r.Recordings.Active != nil {
 		rec += fmt.Sprintf(", %d streaming now", *r.Recordings.Active)
 	}

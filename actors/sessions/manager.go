@@ -400,7 +400,7 @@ func (m *Manager) crashed(ctx actor.Context, rec persistence.Recording) {
 		log.Msg("the session player failed on this recording every time; giving up on it")
 		m.Metrics.SessionsGivenUp.WithLabelValues("failing").Inc()
 		*m.givenUp = append(*m.givenUp, rec.ID)
-		writes = persistence.RecordingDeletes(rec)
+		writes = persistence.RecordingGiveUpWrites(rec, "crashing", m.Clock.Now().UTC())
 	} else {
 		rec.NotBefore = m.Clock.Now().Add(retries.Delay(rec.Failures))
 		log.Time("retry_at", rec.NotBefore).Msg("session player kept failing and was stopped; the recording is retried later")

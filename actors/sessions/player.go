@@ -105,6 +105,7 @@ type player struct {
 
 	ending  bool // no more events will be read
 	outcome outcome
+	why     string // why it was given up: not_found or failing
 	endSeq  uint64 // seq of the end marker, once its checkpoint is sent
 }
 
@@ -271,8 +272,12 @@ func (p *player) advance(ctx actor.Context) {
 	writes := persistence.RecordingWrites(p.rec)
 	if end {
 		p.endSeq = last.Seq
-		if p.outcome == finished || p.outcome == gaveUp {
+		switch p.outcome {
+		case finished:
 			writes = persistence.RecordingDeletes(p.rec)
+		case gaveUp:
+			// Kept apart, for sessions retry|drop.
+			writes = persistence.RecordingGiveUpWrites(p.rec, p.why, p.Clock.Now().UTC())
 		}
 	}
 	ctx.Send(p.Checkpoint, &messages.Save{Key: Key(p.rec.ID), Epoch: p.epoch, Seq: last.Seq, Writes: writes, ReplyTo: ctx.Self()})
@@ -299,6 +304,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 			p.log.Error().Err(err).Int("failures", p.rec.NotFound).Time("upload_time", p.rec.UploadTime).
 				Msg("session recording not found; giving up on it")
 			p.Metrics.SessionsGivenUp.WithLabelValues("not_found").Inc()
+			p.why = "not_found"
 			p.end(ctx, gaveUp)
 			return
 		}
@@ -309,6 +315,7 @@ func (p *player) onEnd(ctx actor.Context, err error) {
 			p.log.Error().Err(err).Int("failures", p.rec.Failures).Int64("index", p.next).
 				Msg("streaming the session recording keeps failing; giving up on it")
 			p.Metrics.SessionsGivenUp.WithLabelValues("failing").Inc()
+			p.why = "failing"
 			p.end(ctx, gaveUp)
 			return
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/deadletters"
 	"github.com/fdfwd/teleport-event-handler/logging"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/repair"
 	"github.com/fdfwd/teleport-event-handler/status"
 )
 
@@ -62,6 +63,17 @@ func run() int {
 		return printStatus(inv)
 	case "dead-letters":
 		return deadLetters(inv)
+	case "sessions", "export":
+		dir := persistence.Dir(inv.Config.Storage, inv.Config.Teleport.Addr)
+		act := repair.Sessions
+		if inv.Command == "export" {
+			act = repair.Export
+		}
+		if err := act(dir, inv.Sub, inv.Args, inv.Yes, os.Stdout, time.Now().UTC()); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			return 1
+		}
+		return 0
 	}
 
 	cfg := inv.Config

@@ -48,6 +48,7 @@ var allowed = map[string][]string{
 	"takeover":    {"kv", "persistence", "teleport"},
 	"status":      {"kv", "persistence"},
 	"deadletters": {"backoff", "fluentd", "kv", "persistence"},
+	"repair":      {"kv", "persistence"},
 
 	"actors/faults":     nil,
 	"actors/timer":      nil,
@@ -64,13 +65,13 @@ var allowed = map[string][]string{
 
 	"daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
 		"actors/root", "actors/sessions", "actors/supervisor", "backoff", "config", "fluentd", "logging", "metrics", "persistence", "status", "takeover", "teleport"},
-	"cmd/teleport-event-handler": {"config", "configure", "daemon", "deadletters", "logging", "persistence", "status"},
+	"cmd/teleport-event-handler": {"config", "configure", "daemon", "deadletters", "logging", "persistence", "repair", "status"},
 }
 
 // actorFree are the packages that import nothing of protoactor: the wire,
 // the store, the metrics and the values the actors exchange stay usable
 // outside the actor system.
-var actorFree = []string{"kv", "backoff", "certs", "eventjson", "metrics", "teleport", "persistence", "fluentd", "config", "configure", "takeover", "status", "deadletters"}
+var actorFree = []string{"kv", "backoff", "certs", "eventjson", "metrics", "teleport", "persistence", "fluentd", "config", "configure", "takeover", "status", "deadletters", "repair"}
 
 // packages returns the production Go files of the module by package
 // directory, without the test helpers under tests/.
