@@ -43,7 +43,8 @@ func serveControl(store *persistence.Store, m *metrics.Metrics, log zerolog.Logg
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(r)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: metrics.MaxHeaderBytes}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -31,7 +31,7 @@ type Health struct {
 	teleport        map[string]failing // by reader: the ones failing now
 	fluentdFailing  time.Time          // first failure since the last success; zero when fine
 	fluentdErr      string
-	fluentdRefused  string    // the receiver refuses service: not ready at once
+	fluentdRefused  string    // the receiver refuses service: not ready at once (a fixed reason)
 	deadLetters     error     // the dead-letter file takes no more letters
 	checkpointSince time.Time // oldest checkpoint not yet written; zero when none
 	lastCheckpoint  time.Time
@@ -127,13 +127,31 @@ func (h *Health) FluentdSend(cause error) {
 }
 
 // FluentdRefused records that the receiver refuses service whatever the
-// events (a redirect, 401, 403, ...): unlike a failure that may pass, the
-// daemon is not ready from the first such answer until a send succeeds.
-func (h *Health) FluentdRefused(cause error) {
-	h.FluentdSend(cause)
+// events (a redirect, 401, 403, ...), or (everyEvent) rejects every event
+// (a circuit breaker opened): unlike a failure that may pass, the daemon is
+// not ready from the first such answer until a send succeeds. /readyz says
+// so with a fixed reason and the status: never the receiver's answer, which
+// the logs have.
+func (h *Health) FluentdRefused(status int, everyEvent bool) {
+	reason := fmt.Sprintf("fluentd: the receiver refuses service (status %d: a redirect, 401, 403, 404, 405, 407, 415 or 421 is about the URL, credentials or a proxy, not the events)", status)
+	if everyEvent {
+		reason = fmt.Sprintf("fluentd: the receiver rejects every event (status %d); the events wait: %s", status, rejectHint(status))
+	}
+	h.FluentdSend(errors.New(reason))
 	h.mu.Lock()
-	h.fluentdRefused = cause.Error()
+	h.fluentdRefused = reason
 	h.mu.Unlock()
+}
+
+// rejectHint is the likely cause of a receiver rejecting every event.
+func rejectHint(status int) string {
+	switch status {
+	case 400:
+		return "an in_http <source> without <parse> @type json </parse> answers 400 to every Teleport event"
+	case 413:
+		return "every request is over the receiver's body size limit: raise it, or lower --fluentd-batch"
+	}
+	return "check the receiver's configuration"
 }
 
 // DeadLetters records whether the dead-letter file took the last letter:
@@ -183,17 +201,19 @@ func (h *Health) Ready() (bool, string) {
 	defer h.mu.Unlock()
 	now := h.clock()
 	teleportErr, teleportFor := h.teleportStuck(now)
+	// Fixed reasons with durations only: the errors' detail (addresses,
+	// the receiver's answers) is in the logs, not on this endpoint.
 	switch {
 	case !h.running:
-		return false, "the actor tree is not running"
+		return false, "starting or stopping: the actor tree is not running"
 	case teleportErr != nil:
-		return false, fmt.Sprintf("teleport: every call failed for %s: %s", teleportFor.Round(time.Second), teleportErr)
+		return false, fmt.Sprintf("teleport: every call has failed for %s (see the log for the error)", teleportFor.Round(time.Second))
 	case h.fluentdRefused != "":
-		return false, "fluentd: " + h.fluentdRefused
+		return false, h.fluentdRefused
 	case h.deadLetters != nil:
-		return false, h.deadLetters.Error()
+		return false, "dead letters: the dead-letter file is full (--dead-letter-max-mb): rejected events wait until it is dealt with"
 	case h.stuck(h.fluentdFailing, now):
-		return false, fmt.Sprintf("fluentd: every send failed for %s: %s", now.Sub(h.fluentdFailing).Round(time.Second), h.fluentdErr)
+		return false, fmt.Sprintf("fluentd: every send has failed for %s (see the log for the error)", now.Sub(h.fluentdFailing).Round(time.Second))
 	case h.stuck(h.checkpointSince, now):
 		return false, fmt.Sprintf("checkpoint: not written for %s", now.Sub(h.checkpointSince).Round(time.Second))
 	}
@@ -239,12 +259,23 @@ func (m *Metrics) ServeHealth(addr string, log zerolog.Logger) (stop func(), err
 	return serve("--health-addr", addr, "", mux, "/healthz and /readyz", log)
 }
 
+// hardened is an HTTP server that slow, idle or oversized clients cannot
+// hold: scrapes and probes are small and quick.
+func hardened(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: MaxHeaderBytes}
+}
+
+// MaxHeaderBytes bounds a request's headers on the metrics, health and
+// control servers.
+const MaxHeaderBytes = 8 << 10
+
 func serve(flag, addr, webConfig string, h http.Handler, what string, log zerolog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w; choose a free port", flag, addr, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := hardened(h)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -73,4 +74,20 @@ basic_auth_users:
 	require.Contains(t, []int{http.StatusOK, http.StatusServiceUnavailable}, get("http://"+health+"/healthz", "", ""), "answered, without credentials")
 	require.Contains(t, []int{http.StatusOK, http.StatusServiceUnavailable}, get("http://"+health+"/readyz", "", ""))
 	require.Equal(t, http.StatusNotFound, get("http://"+health+"/metrics", "", ""), "the probes' address serves no metrics")
+}
+
+// Headers over the limit are refused before anything is served.
+func TestMetricsServerRefusesOversizedHeaders(t *testing.T) {
+	m := metrics.New()
+	addr := freeAddr(t)
+	stop, err := m.Serve(addr, "", zerolog.Nop())
+	require.NoError(t, err)
+	defer stop()
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	require.NoError(t, err)
+	req.Header.Set("X-Big", strings.Repeat("a", 2*metrics.MaxHeaderBytes))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
 }

@@ -276,7 +276,7 @@ func (c *conn) refused(ctx actor.Context, j *sendJob, res fluentd.Result) {
 		m.EventsRetried.WithLabelValues(d.Stream).Inc()
 	}
 	url := send[0].URL
-	m.Health.FluentdRefused(fmt.Errorf("%s refuses service: %s", url, excerpt(res.Reason)))
+	m.Health.FluentdRefused(res.Status, false)
 	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
 	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Str("reason", excerpt(res.Reason)).
 		Int("failures", j.attempts).Int("events", len(send)).Dur("retry_in", delay).
@@ -352,7 +352,7 @@ func (c *conn) probeFailed(ctx actor.Context, j *sendJob, res fluentd.Result) {
 		m.EventsRetried.WithLabelValues(d.Stream).Inc()
 	}
 	url := send[0].URL
-	m.Health.FluentdRefused(errors.New(c.deps.breakers.cause(url)))
+	m.Health.FluentdRefused(res.Status, true)
 	next := c.deps.breakers.probeFailed(url, c.deps.Clock.Now(), j.probe)
 	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Time("next_probe", next).
 		Msg(c.deps.breakers.cause(url))
