@@ -145,6 +145,11 @@ type LockConfig struct {
 	Period         time.Duration
 	// For is how long the lock lasts; zero means it never expires.
 	For time.Duration
+	// ExemptUsers are never locked.
+	ExemptUsers []string
+	// MaxLocks caps the new locks within Period: beyond it the daemon logs
+	// and alerts instead of locking. Zero: no cap.
+	MaxLocks int
 }
 
 // MaxFluentdBatch bounds --fluentd-batch: the events held in memory grow
@@ -178,6 +183,9 @@ func Default() Config {
 		Lock: LockConfig{
 			FailedAttempts: 3,
 			Period:         time.Minute,
+			// Not the original's (it has no cap): a safeguard against
+			// locking many users out; 0 removes it.
+			MaxLocks: 10,
 		},
 	}
 }

@@ -316,7 +316,7 @@ refresh.interval = "2m"
 
 func TestLockKeys(t *testing.T) {
 	f := newFixture(t)
-	want := LockConfig{Enabled: true, FailedAttempts: 5, Period: 2 * time.Minute, For: 30 * time.Minute}
+	want := LockConfig{Enabled: true, FailedAttempts: 5, Period: 2 * time.Minute, For: 30 * time.Minute, MaxLocks: 10}
 	tests := []struct {
 		name string
 		toml string

@@ -174,6 +174,12 @@ var options = []*option{
 	{flag: "lock-for", group: groupLock, env: []string{"FDFWD_LOCKING_FOR"}, keys: []string{"lock-for", "lock.for"}, value: "DURATION",
 		help: "How long a lock lasts", def: "0, never expires",
 		field: func(c *Config) any { return &c.Lock.For }},
+	{flag: "lock-exempt-users", group: groupLock, env: []string{"FDFWD_LOCK_EXEMPT_USERS"}, keys: []string{"lock-exempt-users", "lock.exempt-users"}, value: "LIST",
+		help:  "Users never locked (break-glass admins, bots)",
+		field: func(c *Config) any { return &c.Lock.ExemptUsers }},
+	{flag: "lock-max-per-period", group: groupLock, env: []string{"FDFWD_LOCK_MAX_PER_PERIOD"}, keys: []string{"lock-max-per-period", "lock.max-per-period"}, value: "N",
+		help:  "Most new locks per --lock-period; beyond, log and alert (0: no cap)",
+		field: func(c *Config) any { return &c.Lock.MaxLocks }},
 }
 
 // optionByFlag returns the option with the long name flag; the names are

@@ -174,6 +174,7 @@ func (r *resolver) checkNumbers(c *Config) error {
 		atLeast("fluentd-batch", c.Fluentd.Batch, 1),
 		atMost("fluentd-batch", c.Fluentd.Batch, MaxFluentdBatch),
 		atLeast("lock-failed-attempts-count", c.Lock.FailedAttempts, 1),
+		atLeast("lock-max-per-period", c.Lock.MaxLocks, 0),
 		atLeast("dead-letter-max-mb", c.DeadLetterMaxMB, 1),
 		positive("timeout", c.Timeout),
 		positive("window-size", c.WindowSize),

@@ -136,10 +136,14 @@ func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends cont
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Kit: kit, Log: t.log, Metrics: m,
 	})})
 	if cfg.Lock.Enabled {
+		if cfg.Lock.For == 0 {
+			t.log.Warn().Msg("locks never expire (--lock-for 0, the original's default): a lock written by a brute force or a mistake stays until someone removes it; consider --lock-for")
+		}
 		taps = append(taps, inflight.Tap{PID: root.PID(system, lockpolicy.Name), Wants: lockpolicy.Wants})
 		children = append(children, root.Child{Name: lockpolicy.Name, Props: lockpolicy.Props(lockpolicy.Deps{
 			Locker: t.api, Store: t.store, Checkpoint: ckpt,
-			Config: lockpolicy.Config{FailedAttempts: cfg.Lock.FailedAttempts, Period: cfg.Lock.Period, For: cfg.Lock.For},
+			Config: lockpolicy.Config{FailedAttempts: cfg.Lock.FailedAttempts, Period: cfg.Lock.Period, For: cfg.Lock.For,
+				Exempt: set(cfg.Lock.ExemptUsers), MaxLocks: cfg.Lock.MaxLocks},
 			DryRun: cfg.DryRun, Log: t.log, Metrics: m, Kit: kit,
 		})})
 	}

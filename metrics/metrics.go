@@ -64,6 +64,7 @@ type Metrics struct {
 	ExportChunksParked prometheus.Gauge
 
 	LocksCreated    prometheus.Counter
+	LocksCapped     prometheus.Counter
 	IdentityReloads *prometheus.CounterVec // result
 	// IdentityExpiresAt is when the Teleport identity in use expires.
 	IdentityExpiresAt prometheus.Gauge
@@ -132,6 +133,7 @@ func New() *Metrics {
 	m.ExportChunksParked = f.gauge("export_chunks_parked", "Export chunks that kept failing and wait to be read again (their events are not delivered yet).")
 
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")
+	m.LocksCapped = f.counter("locks_capped_total", "Locks not written because --lock-max-per-period were decided within --lock-period (a mass lock-out).")
 	m.IdentityExpiresAt = f.gauge("identity_expires_at_seconds", "When the Teleport identity in use expires (Unix seconds); renew it before (tbot, or tctl auth sign and --teleport-refresh-enabled).")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
 	m.TeleportErrors = f.counterVec("teleport_errors_total", "Failed Teleport API calls, by method and error kind.", "method", "code")

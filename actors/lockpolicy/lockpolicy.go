@@ -58,6 +58,13 @@ type Config struct {
 	FailedAttempts int
 	Period         time.Duration
 	For            time.Duration // zero: locks never expire
+	// Exempt users are never locked (break-glass administrators, bots):
+	// their failures are not counted.
+	Exempt map[string]bool
+	// MaxLocks caps the locks decided within Period (by their triggering
+	// failure's time); beyond it the daemon logs and counts instead of
+	// locking: a mass lock-out is an incident, not a policy. Zero: no cap.
+	MaxLocks int
 }
 
 // Deps configure the policy.
@@ -290,6 +297,10 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured, answ
 	if f.ID == "" {
 		f.ID = t.Format(time.RFC3339Nano) // Teleport always sets one; this still makes replays count once
 	}
+	if p.Exempt[user] {
+		p.log.Debug().Str("user", user).Str("event_id", f.ID).Msg("failed login of a user exempt from locking (--lock-exempt-users); not counted")
+		return false
+	}
 	now := p.Clock.Now()
 	s := p.users[user]
 	if s == nil {
@@ -307,6 +318,15 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured, answ
 		p.save(ctx, next, answer)
 		return true
 	}
+	if p.capped(now) {
+		p.Metrics.LocksCapped.Inc()
+		p.log.Debug().Str("user", user).Msg("the user of the lock below")
+		p.log.Error().Int("max", p.MaxLocks).Dur("period", p.Period).
+			Msg("not locking: --lock-max-per-period locks were decided within --lock-period already; so many failed logins of different users is an incident for people, not for the lock policy")
+		next.Lock = nil // counted; a later failure tries again
+		p.save(ctx, next, answer)
+		return true
+	}
 	if p.DryRun {
 		next.Lock.Written = now // nothing to write: remember it as done
 	}
@@ -317,11 +337,28 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured, answ
 	return true
 }
 
+// capped reports whether MaxLocks locks were decided within the last
+// Period (by the time of the failure that triggered each).
+func (p *Policy) capped(now time.Time) bool {
+	if p.MaxLocks <= 0 {
+		return false
+	}
+	n := 0
+	for _, s := range p.users {
+		if s.Lock != nil && s.Lock.Trigger.After(now.Add(-p.Period)) {
+			n++
+		}
+	}
+	return n >= p.MaxLocks
+}
+
 // locking starts writing the lock l of user to Teleport, now that it is on
 // disk as pending (with --dry-run, logs it).
 func (p *Policy) locking(ctx actor.Context, user string, l persistence.UserLock) {
-	lg := p.log.Info().Str("user", user).Str("lock", LockName(user)).Int("failures", l.Count).
-		Dur("period", p.Period).Time("trigger", l.Trigger)
+	// User names at debug only: a mistyped password often lands in the
+	// user field of a failed login.
+	p.log.Debug().Str("user", user).Str("lock", LockName(user)).Msg("the user of the lock below")
+	lg := p.log.Info().Int("failures", l.Count).Dur("period", p.Period).Time("trigger", l.Trigger)
 	if !l.Expires.IsZero() {
 		lg = lg.Time("expires", l.Expires) // absent: the lock never expires
 	}
@@ -394,7 +431,7 @@ func (p *Policy) runPending(ctx actor.Context) {
 			next := clone(*s)
 			next.Lock = nil
 			p.save(ctx, next, nil)
-			p.log.Warn().Str("user", user).Time("expires", s.Lock.Expires).Int("failures", a.failures).
+			p.log.Warn().Time("expires", s.Lock.Expires).Int("failures", a.failures).
 				Msg("the lock expired before teleport accepted it; giving it up")
 			continue
 		}
@@ -467,7 +504,8 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		next := clone(*s)
 		next.Lock.Written = now
 		p.save(ctx, next, nil)
-		lg := p.log.Info().Str("user", m.user).Str("lock", LockName(m.user)).Int("failures", a.failures)
+		p.log.Debug().Str("user", m.user).Str("lock", LockName(m.user)).Msg("the user of the lock below")
+		lg := p.log.Info().Int("failures", a.failures)
 		if p.denied {
 			p.denied = false
 			lg.Msg("teleport accepted the lock: the lock permission is granted now")
@@ -485,7 +523,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		wait = p.DeniedRetry
 		if !p.denied {
 			p.denied = true
-			p.log.Error().Err(m.err).Str("user", m.user).Dur("retry_every", wait).
+			p.log.Error().Err(m.err).Dur("retry_every", wait).
 				Msg("teleport denied writing a lock: the role of the event handler's identity needs the lock resource with verbs create and update; " +
 					"add the rule {resources: [lock], verbs: [create, update]} to it (locks are kept and retried until then)")
 		} else {
@@ -493,7 +531,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		}
 	default:
 		wait = p.retries().Delay(a.failures)
-		p.log.Warn().Err(m.err).Str("user", m.user).Int("failures", a.failures).Dur("retry_in", wait).
+		p.log.Warn().Err(m.err).Int("failures", a.failures).Dur("retry_in", wait).
 			Msg("writing the lock failed; retrying")
 	}
 	a.notBefore = now.Add(wait)

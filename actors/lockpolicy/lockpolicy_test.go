@@ -164,7 +164,9 @@ func TestDryRunLogsAndNeverLocks(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	calls, _ := f.locker.state()
 	require.Zero(t, calls)
-	require.Equal(t, 1, f.logs.count("dry run: would lock user", `"user":"alice"`, `"lock":"event-handler-auto-lock-alice"`))
+	require.Equal(t, 1, f.logs.count("dry run: would lock user"))
+	require.Zero(t, f.logs.count("dry run: would lock user", `"user":"alice"`), "the user name at debug level only")
+	require.Equal(t, 1, f.logs.count(`"level":"debug"`, `"user":"alice"`, `"lock":"event-handler-auto-lock-alice"`, "the user of the lock below"))
 	require.Zero(t, testutil.ToFloat64(f.m.LocksCreated))
 }
 
@@ -265,4 +267,29 @@ func TestABurstOfFailuresIsGroupCommitted(t *testing.T) {
 	commits := f.store.Commits()
 	t.Logf("%d failed logins of %d users: %d state file transactions", failures, users, commits)
 	require.Less(t, commits, uint64(failures/5), "transactions for %d failed logins", failures)
+}
+
+// Exempt users are never locked; beyond --lock-max-per-period locks within
+// the period, the policy counts and alerts instead of locking.
+func TestExemptUsersAndTheCapOnLocks(t *testing.T) {
+	f := newFixture(t)
+	f.deps.Exempt = map[string]bool{"breakglass": true}
+	f.deps.MaxLocks = 2
+	r := f.start()
+	base := f.clock.ago(5 * time.Second)
+	var evs []*auditlogpb.EventUnstructured
+	for u, user := range []string{"breakglass", "u1", "u2", "u3", "u4"} {
+		for i := range 3 {
+			evs = append(evs, failure(user, fmt.Sprint(user, i), base.Add(time.Duration(u*3+i)*time.Millisecond)))
+		}
+	}
+	r.observe(evs...)
+	eventually(t, 5*time.Second, func() bool { _, locks := f.locker.state(); return len(locks) == 2 }, "the first two locks are written")
+	eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(f.m.LocksCapped) == 2 }, "the next two are held back")
+	_, locks := f.locker.state()
+	for _, l := range locks {
+		require.NotContains(t, l.GetName(), "breakglass", "an exempt user is never locked")
+	}
+	require.Equal(t, 2, f.logs.count(`"level":"error"`, "not locking: --lock-max-per-period"))
+	require.Zero(t, f.logs.count(`"level":"error"`, `"user":`), "no user name above debug")
 }
