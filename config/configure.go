@@ -337,6 +337,8 @@ func checkFluentdURL(s string, schemes []string) string {
 		return "not a URL"
 	case !slices.Contains(schemes, u.Scheme) || u.Host == "":
 		return "not " + schemeList(schemes) + " URL with a host (Fluentd is reached over mTLS)"
+	case u.User != nil:
+		return "holds credentials (user:password@), which would end up in logs and dead letters; Fluentd authenticates the daemon by its client certificate (and, over forward, the shared key)"
 	case strings.Trim(u.Path, "/") == "":
 		return "has no path, which Fluentd needs as the tag"
 	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:

@@ -42,6 +42,7 @@ func TestForwardOptionErrors(t *testing.T) {
 		want []string
 	}{
 		"plain tcp":       {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, []string{"--fluentd-url", "not an https:// or a forward:// URL", "in_forward"}},
+		"credentials":     {[]string{"--fluentd-url", "https://bob:s3cret@fluentd:8888/test.log"}, []string{"--fluentd-url", "holds credentials", "bob:xxxxx@"}},
 		"key over https":  {[]string{"--fluentd-shared-key", "s3cret"}, []string{"--fluentd-shared-key", "forward:// Fluentd URLs only"}},
 		"gzip over https": {[]string{"--fluentd-compress", "gzip"}, []string{"--fluentd-compress", "forward:// Fluentd URLs only"}},
 		"odd compression": {append(fwd, "--fluentd-compress", "zstd"), []string{"--fluentd-compress", "use none or gzip"}},

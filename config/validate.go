@@ -112,6 +112,11 @@ func (r *resolver) checkURLs(c *Config) error {
 			return r.fail(flag, "not a URL: "+err.Error(), fluentdURLFix)
 		}
 		if problem := checkFluentdURL(raw, []string{"https", "forward"}); problem != "" {
+			if u, err := url.Parse(raw); err == nil && u.User != nil {
+				s := r.got[flag]
+				s.text = u.Redacted() // the message must not carry the password
+				r.got[flag] = s
+			}
 			return r.fail(flag, problem, fluentdURLFix)
 		}
 	}

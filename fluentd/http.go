@@ -173,18 +173,30 @@ func (c *HTTP) PostURL(ctx context.Context, u *url.URL, body []byte) Result {
 	}
 	defer resp.Body.Close()
 	// Read (a bounded part of) the body so the connection can be reused.
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, MaxReason+1))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 	r := Result{Class: Classify(resp.StatusCode), Status: resp.StatusCode}
 	if r.Class != Success {
-		r.Reason = strings.TrimSpace(resp.Status + ": " + strings.TrimSpace(string(msg)))
+		r.Reason = strings.TrimSpace(resp.Status + ": " + capped(strings.TrimSpace(string(msg))))
 		r.Reason = strings.TrimSuffix(r.Reason, ":")
 		if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 {
-			r.Reason = fmt.Sprintf("%s (redirect to %q not followed: set the Fluentd URL to the receiver itself)", r.Reason, loc)
+			r.Reason = fmt.Sprintf("%s (redirect to %q not followed: set the Fluentd URL to the receiver itself)", r.Reason, capped(loc))
 		}
 		r.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return r
+}
+
+// MaxReason bounds what of the receiver's answer a Result keeps, and so
+// what log lines and dead letters hold of it.
+const MaxReason = 300
+
+// capped is s within MaxReason bytes, valid UTF-8, marked when cut.
+func capped(s string) string {
+	if len(s) <= MaxReason {
+		return strings.ToValidUTF8(s, "")
+	}
+	return strings.ToValidUTF8(s[:MaxReason], "") + "... (cut)"
 }
 
 // retryAfter parses a Retry-After header: delay-seconds or an HTTP date.

@@ -73,3 +73,18 @@ func TestRedirectsAreRefusalsAndNeverFollowed(t *testing.T) {
 	}
 	require.Zero(t, elsewhere.Load(), "a redirect was followed")
 }
+
+// A receiver's long answer is cut before it reaches logs and dead letters.
+func TestReasonIsCapped(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(strings.Repeat("secret-looking body ", 1000)))
+	}))
+	defer srv.Close()
+	c := NewHTTP(nil, 1)
+	defer c.Close()
+	res := c.Post(context.Background(), srv.URL+"/x", []byte(`{}`))
+	require.Equal(t, Permanent, res.Class)
+	require.LessOrEqual(t, len(res.Reason), MaxReason+40)
+	require.True(t, strings.HasSuffix(res.Reason, "... (cut)"), res.Reason)
+}

@@ -6,6 +6,8 @@
 package messages
 
 import (
+	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -125,4 +127,27 @@ type TapStarted struct {
 type Shutdown struct {
 	Reason string
 	Code   int
+}
+
+// LogValue keeps an event's body out of every log line that names a
+// Delivery (protoactor logs undeliverable messages at debug level): only
+// what identifies it.
+func (d *Delivery) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("event_id", d.EventID), slog.String("event_type", d.Type),
+		slog.String("url", d.URL), slog.Int("bytes", len(d.Body)))
+}
+
+// LogValue keeps the event out of log lines that name an Observe.
+func (o *Observe) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("event_id", o.Event.GetId()), slog.String("event_type", o.Event.GetType()))
+}
+
+// String keeps the body out of fmt's %v too.
+func (d *Delivery) String() string {
+	return fmt.Sprintf("Delivery{event_id=%s event_type=%s url=%s bytes=%d}", d.EventID, d.Type, d.URL, len(d.Body))
+}
+
+// String keeps the event out of fmt's %v too.
+func (o *Observe) String() string {
+	return fmt.Sprintf("Observe{event_id=%s event_type=%s}", o.Event.GetId(), o.Event.GetType())
 }

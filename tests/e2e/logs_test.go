@@ -92,3 +92,19 @@ func TestLogFormatText(t *testing.T) {
 	require.Regexp(t, `delivered=[0-9]+`, p.Output())
 	require.NotContains(t, p.Output(), "\x1b[", "no colours off a terminal")
 }
+
+// A debug run logs no event content: no event body, not in a dead letter's
+// log line, not in protoactor's own debug lines.
+func TestDebugLogsCarryNoEventContent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	evs := e.Seed(200, 63)
+	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == evs[9].GetID() })
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--debug")...)
+	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())
+	out := p.Output()
+	require.Contains(t, out, `"level":"debug"`, "a debug run")
+	for _, content := range []string{`cluster_name`, `addr.remote`, `"ei"`, `\"ei\"`} {
+		require.NotContains(t, out, content, "event content in the log")
+	}
+}
