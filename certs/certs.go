@@ -21,6 +21,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/youmark/pkcs8"
 )
 
 // KeyType selects the key algorithm of a new certificate.
@@ -324,11 +326,15 @@ func parseKeyDER(der []byte) (crypto.Signer, error) {
 	return nil, errors.New("the private key is neither PKCS#8, PKCS#1 nor SEC1")
 }
 
-// EncryptKeyPEM encrypts a private key with AES-256-CBC in the legacy
-// "Proc-Type: 4,ENCRYPTED" PEM form, with the key in its traditional
-// encoding (PKCS#1 for RSA, SEC1 for EC). That is what Fluentd's
-// private_key_passphrase (Ruby OpenSSL::PKey.read) and `openssl rsa|ec
-// -passin` read.
+// Key encryption of EncryptKeyPEM: PKCS#8 (PBES2) with PBKDF2-HMAC-SHA256
+// at OWASP's iteration count and AES-256-CBC.
+var keyEncryption = &pkcs8.Opts{Cipher: pkcs8.AES256CBC,
+	KDFOpts: pkcs8.PBKDF2Opts{SaltSize: 16, IterationCount: 600_000, HMACHash: crypto.SHA256}}
+
+// EncryptKeyPEM encrypts a private key as an "ENCRYPTED PRIVATE KEY"
+// (PKCS#8 with PBKDF2 and AES-256), which Fluentd's private_key_passphrase
+// (Ruby OpenSSL::PKey.read) and `openssl pkey -passin` read; not the legacy
+// "Proc-Type: 4,ENCRYPTED" PEM form, whose key derivation is one MD5.
 func EncryptKeyPEM(keyPEM []byte, passphrase string) ([]byte, error) {
 	if passphrase == "" {
 		return nil, errors.New("empty passphrase")
@@ -337,58 +343,48 @@ func EncryptKeyPEM(keyPEM []byte, passphrase string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var (
-		typ string
-		der []byte
-	)
-	switch k := key.(type) {
-	case *rsa.PrivateKey:
-		typ, der = "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k)
-	case *ecdsa.PrivateKey:
-		typ = "EC PRIVATE KEY"
-		if der, err = x509.MarshalECPrivateKey(k); err != nil {
-			return nil, fmt.Errorf("encode EC key: %w", err)
-		}
-	default:
-		return nil, fmt.Errorf("cannot encrypt a %T key in the legacy PEM format", key)
-	}
-	// The legacy format is weak (MD5-based key derivation) and deprecated,
-	// but it is the encrypted form that Fluentd's Ruby OpenSSL reads for
-	// private_key_passphrase; PKCS#8 encryption is not in the standard
-	// library.
-	block, err := x509.EncryptPEMBlock(rand.Reader, typ, der, []byte(passphrase), x509.PEMCipherAES256) //nolint:staticcheck // see above
+	der, err := pkcs8.MarshalPrivateKey(key, []byte(passphrase), keyEncryption)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt private key: %w", err)
 	}
-	return pem.EncodeToMemory(block), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: der}), nil
 }
 
-// DecryptKeyPEM reverses EncryptKeyPEM (and reads any legacy encrypted PEM
-// key OpenSSL writes) and returns the key as unencrypted PKCS#8 PEM. A wrong
-// passphrase gives an error that wraps x509.IncorrectPasswordError.
+// DecryptKeyPEM reverses EncryptKeyPEM (and reads the legacy encrypted PEM
+// keys older OpenSSL writes) and returns the key as unencrypted PKCS#8 PEM.
+// A wrong passphrase gives an error that wraps x509.IncorrectPasswordError.
 func DecryptKeyPEM(keyPEM []byte, passphrase string) ([]byte, error) {
 	block, _ := pem.Decode(keyPEM)
 	if block == nil {
 		return nil, errors.New("no PEM private key found")
 	}
-	if !x509.IsEncryptedPEMBlock(block) { //nolint:staticcheck // reading the legacy format on purpose, see EncryptKeyPEM
+	var (
+		key any
+		err error
+	)
+	switch {
+	case block.Type == "ENCRYPTED PRIVATE KEY":
+		if key, _, err = pkcs8.ParsePrivateKey(block.Bytes, []byte(passphrase)); err != nil {
+			return nil, fmt.Errorf("decrypt private key: %w", x509.IncorrectPasswordError)
+		}
+	case x509.IsEncryptedPEMBlock(block): //nolint:staticcheck // reading the legacy format on purpose
+		der, err := x509.DecryptPEMBlock(block, []byte(passphrase)) //nolint:staticcheck // reading the legacy format on purpose
+		if err != nil {
+			return nil, fmt.Errorf("decrypt private key: %w", err)
+		}
+		if key, err = parseKeyDER(der); err != nil {
+			// CBC padding checks let about 1 in 256 wrong passphrases
+			// through; the garbage then fails to parse.
+			return nil, fmt.Errorf("decrypt private key: %w", x509.IncorrectPasswordError)
+		}
+	default:
 		return nil, errors.New("the private key is not encrypted")
 	}
-	der, err := x509.DecryptPEMBlock(block, []byte(passphrase)) //nolint:staticcheck // reading the legacy format on purpose, see EncryptKeyPEM
-	if err != nil {
-		return nil, fmt.Errorf("decrypt private key: %w", err)
-	}
-	key, err := parseKeyDER(der)
-	if err != nil {
-		// CBC padding checks let about 1 in 256 wrong passphrases through;
-		// the garbage then fails to parse.
-		return nil, fmt.Errorf("decrypt private key: %w", x509.IncorrectPasswordError)
-	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("encode private key: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // WriteFiles writes the certificate (mode 0644) and the private key (mode

@@ -3,9 +3,11 @@ package certs
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"net"
@@ -168,11 +170,17 @@ func TestEncryptDecryptKey(t *testing.T) {
 			require.NoError(t, err)
 			enc, err := EncryptKeyPEM(ca.KeyPEM, "s3cret")
 			require.NoError(t, err)
-			require.Contains(t, string(enc), "Proc-Type: 4,ENCRYPTED")
-			require.Contains(t, string(enc), "DEK-Info: AES-256-CBC,")
+			require.NotContains(t, string(enc), "Proc-Type", "not the legacy MD5-based form")
 			block, _ := pem.Decode(enc)
-			want := map[KeyType]string{ECDSA: "EC PRIVATE KEY", RSA: "RSA PRIVATE KEY"}[o.KeyType]
-			require.Equal(t, want, block.Type)
+			require.Equal(t, "ENCRYPTED PRIVATE KEY", block.Type)
+			// PBES2 with PBKDF2 (1.2.840.113549.1.5.13 and .12), HMAC-SHA256
+			// (1.2.840.113549.2.9) and AES-256-CBC (2.16.840.1.101.3.4.1.42).
+			for _, oid := range []asn1.ObjectIdentifier{{1, 2, 840, 113549, 1, 5, 13}, {1, 2, 840, 113549, 1, 5, 12},
+				{1, 2, 840, 113549, 2, 9}, {2, 16, 840, 1, 101, 3, 4, 1, 42}} {
+				der, err := asn1.Marshal(oid)
+				require.NoError(t, err)
+				require.True(t, bytes.Contains(block.Bytes, der), "OID %v", oid)
+			}
 			require.NotContains(t, string(enc), string(ca.KeyPEM[30:60]))
 
 			dec, err := DecryptKeyPEM(enc, "s3cret")
@@ -186,7 +194,25 @@ func TestEncryptDecryptKey(t *testing.T) {
 			_, err = EncryptKeyPEM(ca.KeyPEM, "")
 			require.Error(t, err)
 			_, err = EncryptKeyPEM(enc, "again")
-			require.ErrorContains(t, err, "encrypted")
+			require.Error(t, err)
+
+			// The legacy form older tools write is still read.
+			k, err := parseKey(ca.KeyPEM)
+			require.NoError(t, err)
+			var typ string
+			var der []byte
+			if rk, ok := k.(*rsa.PrivateKey); ok {
+				typ, der = "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(rk)
+			} else {
+				typ = "EC PRIVATE KEY"
+				der, err = x509.MarshalECPrivateKey(k.(*ecdsa.PrivateKey))
+				require.NoError(t, err)
+			}
+			legacy, err := x509.EncryptPEMBlock(rand.Reader, typ, der, []byte("old"), x509.PEMCipherAES256) //nolint:staticcheck // the legacy form on purpose
+			require.NoError(t, err)
+			dec, err = DecryptKeyPEM(pem.EncodeToMemory(legacy), "old")
+			require.NoError(t, err)
+			require.Equal(t, ca.KeyPEM, dec)
 		})
 	}
 }
