@@ -402,6 +402,22 @@ func TestChartValues(t *testing.T) {
 		require.Contains(t, toml, `health-addr = "0.0.0.0:9466"`)
 	})
 
+	t.Run("network policy, digest, scratch bound", func(t *testing.T) {
+		objs := renderObjects(t, base, map[string]any{
+			"networkPolicy": map[string]any{"enabled": true, "egress": []any{map[string]any{
+				"to": []any{map[string]any{"ipBlock": map[string]any{"cidr": "10.0.0.0/8"}}}, "ports": []any{map[string]any{"port": 3025}}}}},
+			"image": map[string]any{"digest": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}})
+		np := objs["NetworkPolicy/"+release]
+		require.NotNil(t, np)
+		require.EqualValues(t, 9465, get(t, np, "spec", "ingress", 0, "ports", 0, "port"))
+		require.Equal(t, "monitoring", get(t, np, "spec", "ingress", 0, "from", 0, "namespaceSelector", "matchLabels", "kubernetes.io/metadata.name"))
+		require.Equal(t, "10.0.0.0/8", get(t, np, "spec", "egress", 1, "to", 0, "ipBlock", "cidr"))
+		spec := get(t, objs["Deployment/"+release], "spec", "template", "spec").(map[string]any)
+		require.Contains(t, get(t, spec, "containers", 0, "image"), "@sha256:0123")
+		volumes := namesOf(t, spec["volumes"])
+		require.Equal(t, "64Mi", get(t, volumes["tmp"], "emptyDir", "sizeLimit"))
+	})
+
 	t.Run("metrics off", func(t *testing.T) {
 		objs := renderObjects(t, base, map[string]any{"metrics": map[string]any{"enabled": false}})
 		require.NotContains(t, objs, "Service/"+release)
