@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -41,24 +39,6 @@ var refusals = map[int]bool{
 
 // RequestTimeout bounds one POST, as upstream does.
 const RequestTimeout = 30 * time.Second
-
-// TLSConfig builds the client side of the mTLS connection to Fluentd.
-func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load --fluentd-cert %s and --fluentd-key %s: %w", certFile, keyFile, err)
-	}
-	caPEM, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("read --fluentd-ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("--fluentd-ca %s holds no PEM certificate", caFile)
-	}
-	// Fluentd's TLS defaults to 1.2 only, so 1.2 must stay allowed.
-	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
-}
 
 // HTTP is the transport to Fluentd's in_http input over mTLS: one event per
 // POST as a JSON object, or several as a JSON array, which in_http splits
