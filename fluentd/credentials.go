@@ -3,7 +3,6 @@ package fluentd
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -16,7 +15,8 @@ import (
 var ReloadEvery = 10 * time.Second
 
 // credentials are the client certificate and the CA pool of the link to
-// Fluentd, re-read when their files change. A renewal that does not load
+// Fluentd, re-read when their files change (the pool only serves the
+// start). A renewal that does not load
 // (half written, a key that does not match) keeps the previous ones until
 // it does.
 type credentials struct {
@@ -76,24 +76,12 @@ func (c *credentials) current() (*tls.Certificate, *x509.CertPool) {
 	return c.cert, c.pool
 }
 
-// verify checks the server's chain against the current CA pool and its
-// name, as crypto/tls would with a fixed RootCAs.
-func (c *credentials) verify(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the server sent no certificate")
-	}
-	_, pool := c.current()
-	opts := x509.VerifyOptions{Roots: pool, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
-	for _, ic := range cs.PeerCertificates[1:] {
-		opts.Intermediates.AddCert(ic)
-	}
-	_, err := cs.PeerCertificates[0].Verify(opts)
-	return err
-}
-
 // TLSConfig builds the client side of the mTLS connection to Fluentd. The
-// certificate, key and CA are read now (an error names the option) and
-// again whenever their files change.
+// certificate, key and CA are read now (an error names the option); the
+// client certificate and key again whenever their files change. The CA
+// pool is the one read at start: crypto/tls verifies the server's chain and
+// name against it, and a pool that changes would need that verification
+// done by hand (where an IP address leaves no name to check).
 func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	c := &credentials{caFile: caFile, certFile: certFile, keyFile: keyFile}
 	if err := c.load(); err != nil {
@@ -103,13 +91,10 @@ func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	return &tls.Config{
 		// Fluentd's TLS defaults to 1.2 only, so 1.2 must stay allowed.
 		MinVersion: tls.VersionTLS12,
+		RootCAs:    c.pool,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			cert, _ := c.current()
 			return cert, nil
 		},
-		// The chain is verified in VerifyConnection, against the CA pool
-		// of the moment (RootCAs cannot change); nothing is skipped.
-		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection
-		VerifyConnection:   c.verify,
 	}, nil
 }
