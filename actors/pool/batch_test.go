@@ -316,7 +316,7 @@ func deadLetterIDs(t *testing.T, f *fixture) []string {
 // receiver accepts again.
 func TestSystemicRejectionsOpenTheBreakerAndLoseNothing(t *testing.T) {
 	f := newFixture(t)
-	f.rcv.FailFirst(pool.BreakerRun+3, 400)
+	f.rcv.FailFirst(pool.BreakerRun+6, 400) // batches eat some: enough left for probes that fail
 	m := metrics.New()
 	m.Health.SetRunning(true)
 	var sawHint atomic.Bool
