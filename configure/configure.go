@@ -426,15 +426,16 @@ func printSummary(w io.Writer, c *config.Configure, res *Result) {
 Next steps:
   1. Create the role and the user in Teleport:
        tctl create -f %s
-  2. Sign an identity file for the user (renew it before it expires):
-       tctl auth sign --format=file --user=%s --out=%s --ttl=8760h
+  2. Sign a short-lived identity file for the user, to try it out:
+       tctl auth sign --format=file --user=%s --out=%s --ttl=12h
   3. Start Fluentd, after replacing the stdout outputs of fluent.conf with yours:
        fluentd -c %s
   4. %s
 `, p(RoleFile), User, p(Identity), p(FluentConf), startStep(c, p))
 	fmt.Fprintf(w, `
-An identity signed by tctl expires (here in a year). To have it renewed
-without anyone, let Machine ID write it: tctl bots add %s --roles=%s
+An identity signed by tctl expires (here in 12 hours). For production let
+Machine ID keep a short-lived one renewed, as Teleport recommends, rather
+than signing a long-lived one: tctl bots add %s --roles=%s
 gives a join token, and a tbot.yaml such as
        version: v2
        proxy_server: <your proxy>:443
