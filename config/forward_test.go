@@ -65,3 +65,18 @@ func TestForwardOptionErrors(t *testing.T) {
 	_, err := Parse(f.args(nil, "--fluentd-shared-key", "s3cret"), envOf(nil))
 	require.ErrorContains(t, err, "(not shown)")
 }
+
+// dead-letters replay reads the forward options whatever the URLs (letters
+// carry the URLs they were meant for): a forward configuration's shared key
+// is kept, and none is refused for want of a forward:// URL.
+func TestReplayKeepsTheForwardOptions(t *testing.T) {
+	f := newFixture(t)
+	keyFile := writeFile(t, f.dir, "shared.key", "s3cret\n")
+	args := append([]string{"dead-letters", "replay"}, f.args([]string{"fluentd-url", "fluentd-session-url"})[1:]...)
+	inv, err := Parse(append(args, "--fluentd-url", "forward://fluentd.example.com:24224/test.log", "--fluentd-shared-key-file", keyFile), envOf(nil))
+	require.NoError(t, err)
+	require.Equal(t, "forward://fluentd.example.com:24224/test.log", inv.Config.Fluentd.URL)
+	require.Equal(t, "s3cret", inv.Config.Fluentd.SharedKey)
+	_, err = Parse(append(args, "--fluentd-shared-key-file", keyFile), envOf(nil))
+	require.NoError(t, err, "no Fluentd URL needed to replay")
+}

@@ -124,7 +124,7 @@ func (r *resolver) checkReplay(c *Config) error {
 		return &Error{Option: strings.Join(missing, ", "), Problem: "required to replay dead letters: Fluentd is reached over mTLS",
 			Fix: "set " + strings.Join(ways, "; ")}
 	}
-	c.Fluentd.URL = "https://replay/x" // the letters carry their URLs
+	r.replay = true // the letters carry their URLs, which may be forward://
 	if c.Fluentd.MaxConnections == 0 {
 		c.Fluentd.MaxConnections = 2 * c.Concurrency
 	}
@@ -340,6 +340,7 @@ type resolver struct {
 	lookupEnv func(string) (string, bool)
 	file      *file              // nil without a configuration file
 	got       map[string]setting // options that were set, by flag
+	replay    bool               // dead-letters replay: forward options apply whatever the URLs
 }
 
 // lookup returns the text that sets o, if anything does.

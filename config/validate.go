@@ -302,6 +302,9 @@ func (r *resolver) checkLogFormat(c *Config) error {
 func (r *resolver) checkForward(c *Config) error {
 	f := &c.Fluentd
 	onlyForward := func(flag string) error {
+		if r.replay {
+			return nil
+		}
 		return r.fail(flag, "applies to forward:// Fluentd URLs only, and neither --fluentd-url nor --fluentd-session-url is one",
 			"drop it, or use forward:// URLs to Fluentd's in_forward")
 	}
