@@ -320,20 +320,39 @@ func strictJSON(t *testing.T, doc map[string]any, v any) {
 // serves the generated server certificate with its encrypted key and checks
 // client certificates against the generated CA, as fluent.conf tells
 // Fluentd to.
+// endToEnd starts a receiver that takes the TLS configuration configure
+// will write (gen), and a test Teleport server; port is the receiver's for
+// scheme.
+type endToEnd struct {
+	gen  *generated
+	fd   *fluentdsrv.Receiver
+	port string
+	pki  *testpki.Bundle
+	tp   *teleportsrv.Server
+}
+
+func startEndToEnd(t *testing.T, scheme string) *endToEnd {
+	t.Helper()
+	e := &endToEnd{gen: &generated{}}
+	var err error
+	e.fd, err = fluentdsrv.Start(fluentdsrv.Config{TLS: &tls.Config{GetConfigForClient: e.gen.serverTLS}})
+	require.NoError(t, err)
+	t.Cleanup(e.fd.Close)
+	base := map[string]string{"https": e.fd.URL(), "forward": e.fd.ForwardURL()}[scheme]
+	_, e.port, err = net.SplitHostPort(strings.TrimPrefix(base, scheme+"://"))
+	require.NoError(t, err)
+	e.pki, err = testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	e.tp, err = teleportsrv.Start(teleportsrv.Config{TLS: e.pki.ServerTLS(e.pki.TeleportServer, e.pki.TeleportCA)})
+	require.NoError(t, err)
+	t.Cleanup(e.tp.Close)
+	return e
+}
+
 func TestEndToEnd(t *testing.T) {
 	dir := t.TempDir()
-	var gen generated
-	fd, err := fluentdsrv.Start(fluentdsrv.Config{TLS: &tls.Config{GetConfigForClient: gen.serverTLS}})
-	require.NoError(t, err)
-	defer fd.Close()
-	_, port, err := net.SplitHostPort(strings.TrimPrefix(fd.URL(), "https://"))
-	require.NoError(t, err)
-
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
-	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	require.NoError(t, err)
-	defer tp.Close()
+	e := startEndToEnd(t, "https")
+	gen, fd, port, pki, tp := e.gen, e.fd, e.port, e.pki, e.tp
 
 	res, _ := run(t, dir, "--fluentd-url", "https://localhost:"+port+"/test.log", "--fluentd-session-url", "https://localhost:"+port+"/session", tp.Addr())
 	require.NoError(t, testpki.WriteIdentityFile(filepath.Join(dir, "identity"), pki.TeleportCA, pki.TeleportClient))
@@ -489,17 +508,8 @@ func TestInstallDirMatchesTheSystemdUnit(t *testing.T) {
 // from shared.key, and the daemon delivers over it.
 func TestEndToEndForward(t *testing.T) {
 	dir := t.TempDir()
-	var gen generated
-	fd, err := fluentdsrv.Start(fluentdsrv.Config{TLS: &tls.Config{GetConfigForClient: gen.serverTLS}})
-	require.NoError(t, err)
-	defer fd.Close()
-	_, port, err := net.SplitHostPort(strings.TrimPrefix(fd.ForwardURL(), "forward://"))
-	require.NoError(t, err)
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
-	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	require.NoError(t, err)
-	defer tp.Close()
+	e := startEndToEnd(t, "forward")
+	gen, fd, port, pki, tp := e.gen, e.fd, e.port, e.pki, e.tp
 
 	res, out := run(t, dir, "--fluentd-url", "forward://localhost:"+port+"/test.log", "--fluentd-session-url", "forward://localhost:"+port+"/session", tp.Addr())
 	require.Len(t, res.SharedKey, 64)

@@ -144,13 +144,7 @@ func TestFluentdNetwork(t *testing.T) {
 
 	p := s.e.Run(nil, s.e.Args()...)
 	time.Sleep(3 * time.Second)
-	px.toxic(t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 100})
-	time.Sleep(2 * time.Second)
-	px.remove(t, "reset")
-	px.toxic(t, "timeout", "timeout", "upstream", map[string]any{"timeout": 2000})
-	time.Sleep(3 * time.Second)
-	px.remove(t, "timeout")
-	s.fault("connection resets for 2 s; timeouts for 3 s")
+	s.resetsThenTimeouts(px)
 	s.e.Fluentd.Down(time.Minute)
 	s.fault("receiver down for 60 s")
 	time.Sleep(61 * time.Second)
@@ -372,13 +366,7 @@ func TestForwardNetwork(t *testing.T) {
 	s.fault("5 acks dropped; 5 connections closed mid-message; 30±10 ms latency")
 	p := s.e.Run(nil, s.e.Args("--fluentd-batch", "20")...)
 	time.Sleep(2 * time.Second)
-	px.toxic(t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 100})
-	time.Sleep(2 * time.Second)
-	px.remove(t, "reset")
-	px.toxic(t, "timeout", "timeout", "upstream", map[string]any{"timeout": 2000})
-	time.Sleep(3 * time.Second)
-	px.remove(t, "timeout")
-	s.fault("connection resets for 2 s; timeouts for 3 s")
+	s.resetsThenTimeouts(px)
 	harness.WaitFor(t, 3*time.Minute, "everything delivered", func() bool { return s.tally(evs, nil, defaultSkip).Lost == 0 })
 	p.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, p.Wait(t, 30*time.Second))
@@ -386,4 +374,16 @@ func TestForwardNetwork(t *testing.T) {
 	// A dropped ack resends its message (up to 20 events); a reset or a
 	// timeout may lose the ack of every message in flight (10 connections).
 	s.check(s.tally(evs, nil, defaultSkip), 5*20+2*10*20)
+}
+
+// resetsThenTimeouts resets the proxy's connections for 2 s, then lets them
+// time out for 3 s.
+func (s *scenario) resetsThenTimeouts(px *proxy) {
+	px.toxic(s.t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 100})
+	time.Sleep(2 * time.Second)
+	px.remove(s.t, "reset")
+	px.toxic(s.t, "timeout", "timeout", "upstream", map[string]any{"timeout": 2000})
+	time.Sleep(3 * time.Second)
+	px.remove(s.t, "timeout")
+	s.fault("connection resets for 2 s; timeouts for 3 s")
 }
