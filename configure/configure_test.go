@@ -395,11 +395,17 @@ func TestEndToEnd(t *testing.T) {
 	}
 	require.NotZero(t, fd.CountTag("session."+sid+".log"), "no session events: %v", fd.Tags())
 
-	// Without the client certificate the receiver refuses the handshake.
-	caPool := x509.NewCertPool()
-	require.True(t, caPool.AppendCertsFromPEM(read(t, dir, "ca.crt")))
+	// A client certificate of another CA is refused at the handshake.
+	otherCA, err := certs.NewCA("other", certs.Options{})
+	require.NoError(t, err)
+	other, err := certs.IssueClient(otherCA, "other", certs.Options{})
+	require.NoError(t, err)
+	otherDir := t.TempDir()
+	require.NoError(t, other.WriteFiles(filepath.Join(otherDir, "client.crt"), filepath.Join(otherDir, "client.key")))
+	creds, err := fluentd.LoadCredentials(filepath.Join(dir, "ca.crt"), filepath.Join(otherDir, "client.crt"), filepath.Join(otherDir, "client.key"))
+	require.NoError(t, err)
 	var tlsErr *fluentd.TLSError
-	require.ErrorAs(t, fluentd.Check(ctx, "https://localhost:"+port+"/test.log", &tls.Config{RootCAs: caPool}), &tlsErr)
+	require.ErrorAs(t, fluentd.Check(ctx, "https://localhost:"+port+"/test.log", creds), &tlsErr)
 	require.Contains(t, tlsErr.Cause, "refused the client certificate")
 }
 

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net/url"
 	"os"
@@ -88,29 +87,29 @@ func waitForTeleport(ctx context.Context, cfg teleport.Config, log zerolog.Logge
 // the dead-letters replay.
 func Transports(cfg *config.Config) (fluentd.Schemes, error) {
 	f := cfg.Fluentd
-	tlsCfg, err := fluentd.TLSConfig(f.CA, f.Cert, f.Key)
+	creds, err := fluentd.LoadCredentials(f.CA, f.Cert, f.Key)
 	if err != nil {
 		return nil, err
 	}
-	t := transports(cfg, tlsCfg)
+	t := transports(cfg, creds)
 	// Letters keep the URL they were sent to, which may be forward://.
-	t[fluentd.ForwardScheme] = forwardTransport(cfg, tlsCfg)
+	t[fluentd.ForwardScheme] = forwardTransport(cfg, creds)
 	return t, nil
 }
 
-func forwardTransport(cfg *config.Config, tlsCfg *tls.Config) *fluentd.Forward {
+func forwardTransport(cfg *config.Config, creds *fluentd.Credentials) *fluentd.Forward {
 	f := cfg.Fluentd
 	host, _ := os.Hostname()
-	return fluentd.NewForward(tlsCfg, fluentd.ForwardOptions{SharedKey: []byte(f.SharedKey), Gzip: f.Compress == "gzip", Hostname: host})
+	return fluentd.NewForward(creds, fluentd.ForwardOptions{SharedKey: []byte(f.SharedKey), Gzip: f.Compress == "gzip", Hostname: host})
 }
 
 // transports are the transports of the Fluentd URLs' schemes: HTTP for
 // https://, the forward protocol for forward://.
-func transports(cfg *config.Config, tlsCfg *tls.Config) fluentd.Schemes {
+func transports(cfg *config.Config, creds *fluentd.Credentials) fluentd.Schemes {
 	f := cfg.Fluentd
-	t := fluentd.Schemes{"https": fluentd.NewHTTP(tlsCfg, f.MaxConnections)}
+	t := fluentd.Schemes{"https": fluentd.NewHTTP(creds, f.MaxConnections)}
 	if f.UsesForward() {
-		t[fluentd.ForwardScheme] = forwardTransport(cfg, tlsCfg)
+		t[fluentd.ForwardScheme] = forwardTransport(cfg, creds)
 	}
 	return t
 }
@@ -124,11 +123,11 @@ func connectFluentd(ctx context.Context, cfg *config.Config, log zerolog.Logger)
 		return nil, nil
 	}
 	f := cfg.Fluentd
-	tlsCfg, err := fluentd.TLSConfig(f.CA, f.Cert, f.Key)
+	creds, err := fluentd.LoadCredentials(f.CA, f.Cert, f.Key)
 	if err != nil {
 		return nil, err
 	}
-	t := transports(cfg, tlsCfg)
+	t := transports(cfg, creds)
 	checked := map[string]bool{}
 	for _, u := range []string{f.URL, f.SessionURL} {
 		// The handshake depends on the endpoint only, and both URLs

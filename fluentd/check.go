@@ -45,7 +45,7 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // Check opens one TLS connection to the endpoint of rawURL and reports a
 // *TLSError or an *UnreachableError. It sends no HTTP request, so Fluentd
 // records nothing.
-func Check(ctx context.Context, rawURL string, cfg *tls.Config) error {
+func Check(ctx context.Context, rawURL string, creds *Credentials) error {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return fmt.Errorf("parse %s: %w", rawURL, err)
@@ -55,12 +55,7 @@ func Check(ctx context.Context, rawURL string, cfg *tls.Config) error {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(host, "443")
 	}
-	cfg = cfg.Clone()
-	cfg.ServerName = host
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: cfg}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	conn, err := creds.dial(ctx, addr)
 	if err != nil {
 		return classifyHandshake(rawURL, err)
 	}

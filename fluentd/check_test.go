@@ -26,7 +26,7 @@ func newFixture(t *testing.T) *fixture {
 
 func TestCheckTellsFatalFromTransient(t *testing.T) {
 	f := newFixture(t)
-	cfg, err := fluentd.TLSConfig(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	cfg, err := fluentd.LoadCredentials(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
 	require.NoError(t, err)
 	ctx := context.Background()
 	require.NoError(t, fluentd.Check(ctx, f.rcv.URL()+"/test.log", cfg))
@@ -34,7 +34,7 @@ func TestCheckTellsFatalFromTransient(t *testing.T) {
 	var tlsErr *fluentd.TLSError
 	otherCA, err := testpki.OtherCA(t.TempDir())
 	require.NoError(t, err)
-	wrong, err := fluentd.TLSConfig(otherCA, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	wrong, err := fluentd.LoadCredentials(otherCA, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
 	require.NoError(t, err)
 	err = fluentd.Check(ctx, f.rcv.URL(), wrong)
 	require.True(t, errors.As(err, &tlsErr), "%v", err)

@@ -1,100 +1,134 @@
 package fluentd
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"time"
 )
 
-// ReloadEvery is how often the certificate files are looked at again:
-// renewed files (a Kubernetes Secret updated in place, a cert-manager or
-// tbot renewal) reach new connections without a restart.
-var ReloadEvery = 10 * time.Second
-
-// credentials are the client certificate and the CA pool of the link to
-// Fluentd, re-read when their files change (the pool only serves the
-// start). A renewal that does not load
-// (half written, a key that does not match) keeps the previous ones until
-// it does.
-type credentials struct {
+// Credentials are the client side of the mTLS link to Fluentd: the client
+// certificate and key, and the CA that signed Fluentd's certificate. The
+// files are read again for each new connection, so a renewal (a Kubernetes
+// Secret updated in place, cert-manager, tbot, a CA rotation) reaches the
+// next connection without a restart; connections already open keep what
+// they were opened with, as Fluentd itself only reads its certificates
+// when it starts. A renewal that does not load yet (half written, a key
+// that does not match its certificate) keeps the previous credentials
+// until it does.
+//
+// Each connection gets a tls.Config of its own with the pool of the moment
+// as RootCAs, so crypto/tls verifies the chain and the server's name as
+// for fixed files (verifying a changing pool by hand would lose the name
+// check where the URL names an IP address: no server name is sent then).
+type Credentials struct {
 	caFile, certFile, keyFile string
 
-	mu      sync.Mutex
-	checked time.Time
-	stamp   string
-	cert    *tls.Certificate
-	pool    *x509.CertPool
+	mu    sync.Mutex
+	files [3][]byte // the contents last loaded
+	cert  *tls.Certificate
+	pool  *x509.CertPool
 }
 
-func (c *credentials) load() error {
-	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+// LoadCredentials reads the three files; an error names the option.
+func LoadCredentials(caFile, certFile, keyFile string) (*Credentials, error) {
+	c := &Credentials{caFile: caFile, certFile: certFile, keyFile: keyFile}
+	files, err := c.read()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.load(files); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Credentials) read() (files [3][]byte, err error) {
+	for i, f := range []struct{ option, path string }{
+		{"--fluentd-ca", c.caFile}, {"--fluentd-cert", c.certFile}, {"--fluentd-key", c.keyFile},
+	} {
+		if files[i], err = os.ReadFile(f.path); err != nil {
+			return files, fmt.Errorf("read %s: %w", f.option, err)
+		}
+	}
+	return files, nil
+}
+
+func (c *Credentials) load(files [3][]byte) error {
+	cert, err := tls.X509KeyPair(files[1], files[2])
 	if err != nil {
 		return fmt.Errorf("load --fluentd-cert %s and --fluentd-key %s: %w", c.certFile, c.keyFile, err)
 	}
-	caPEM, err := os.ReadFile(c.caFile)
-	if err != nil {
-		return fmt.Errorf("read --fluentd-ca: %w", err)
-	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
+	if !pool.AppendCertsFromPEM(files[0]) {
 		return fmt.Errorf("--fluentd-ca %s holds no PEM certificate", c.caFile)
 	}
-	c.cert, c.pool = &cert, pool
+	c.files, c.cert, c.pool = files, &cert, pool
 	return nil
 }
 
-// stampOf sums up the files' sizes and modification times.
-func (c *credentials) stampOf() string {
-	s := ""
-	for _, f := range []string{c.caFile, c.certFile, c.keyFile} {
-		if info, err := os.Stat(f); err == nil {
-			s += fmt.Sprintf("%d/%d;", info.Size(), info.ModTime().UnixNano())
-		}
-	}
-	return s
-}
-
-// current is the certificate and pool to use now, reloaded when the files
-// changed since the last look (at most every ReloadEvery).
-func (c *credentials) current() (*tls.Certificate, *x509.CertPool) {
+// current is the certificate and pool to use now. The files are compared
+// by content, not by modification time: a renewed certificate has the size
+// of the old one, and a file system may keep whole seconds only.
+func (c *Credentials) current() (*tls.Certificate, *x509.CertPool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now := time.Now(); now.Sub(c.checked) >= ReloadEvery {
-		c.checked = now
-		if stamp := c.stampOf(); stamp != c.stamp {
-			cert, pool := c.cert, c.pool
-			if c.load() == nil {
-				c.stamp = stamp
-			} else {
-				c.cert, c.pool = cert, pool // not loadable yet: keep the working ones
-			}
-		}
+	if files, err := c.read(); err == nil && !sameFiles(files, c.files) {
+		_ = c.load(files) // not loadable yet: the working ones stay
 	}
 	return c.cert, c.pool
 }
 
-// TLSConfig builds the client side of the mTLS connection to Fluentd. The
-// certificate, key and CA are read now (an error names the option); the
-// client certificate and key again whenever their files change. The CA
-// pool is the one read at start: crypto/tls verifies the server's chain and
-// name against it, and a pool that changes would need that verification
-// done by hand (where an IP address leaves no name to check).
-func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	c := &credentials{caFile: caFile, certFile: certFile, keyFile: keyFile}
-	if err := c.load(); err != nil {
-		return nil, err
-	}
-	c.stamp, c.checked = c.stampOf(), time.Now()
+func sameFiles(a, b [3][]byte) bool {
+	return bytes.Equal(a[0], b[0]) && bytes.Equal(a[1], b[1]) && bytes.Equal(a[2], b[2])
+}
+
+// Config is the TLS configuration of one new connection to serverName.
+func (c *Credentials) Config(serverName string) *tls.Config {
+	cert, pool := c.current()
 	return &tls.Config{
 		// Fluentd's TLS defaults to 1.2 only, so 1.2 must stay allowed.
 		MinVersion: tls.VersionTLS12,
-		RootCAs:    c.pool,
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			cert, _ := c.current()
-			return cert, nil
-		},
-	}, nil
+		RootCAs:    pool,
+		ServerName: serverName,
+		// Always offered, even to a server whose list of accepted CAs
+		// does not name ours: its refusal then says why.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+	}
+}
+
+// dial opens a TLS connection to addr ("host:port") with the credentials
+// of the moment: the TCP connection within 5 s, the whole within 10 s.
+func (c *Credentials) dial(ctx context.Context, addr string) (*tls.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, Config: c.Config(host)}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return conn.(*tls.Conn), nil
+}
+
+// dialHTTPS is dial for http.Transport; a certificate problem reads as it
+// does at start, with its fix.
+func (c *Credentials) dialHTTPS(ctx context.Context, _, addr string) (net.Conn, error) {
+	conn, err := c.dial(ctx, addr)
+	if err != nil {
+		if tlsErr := (*TLSError)(nil); errors.As(classifyHandshake("https://"+addr, err), &tlsErr) {
+			return nil, tlsErr
+		}
+		return nil, err
+	}
+	return conn, nil
 }

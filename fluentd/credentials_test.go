@@ -17,22 +17,40 @@ import (
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
+// credentialFiles are the daemon's --fluentd-ca, --fluentd-cert and
+// --fluentd-key, written where a test can renew them.
+type credentialFiles struct{ ca, cert, key string }
+
+func newCredentialFiles(t *testing.T, ca, client *certs.Pair) credentialFiles {
+	dir := t.TempDir()
+	f := credentialFiles{filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")}
+	f.write(t, client, ca)
+	return f
+}
+
+func (f credentialFiles) write(t *testing.T, client *certs.Pair, cas ...*certs.Pair) {
+	var bundle []byte
+	for _, ca := range cas {
+		bundle = append(bundle, ca.CertPEM...)
+	}
+	require.NoError(t, os.WriteFile(f.ca, bundle, 0o600))
+	require.NoError(t, client.WriteFiles(f.cert, f.key))
+}
+
+// send posts one event on a fresh connection.
+func send(creds *fluentd.Credentials, url string) fluentd.Result {
+	h := fluentd.NewHTTP(creds, 1)
+	defer h.Close()
+	return h.NewSender().Send(context.Background(), url, [][]byte{[]byte(`{"uid":"x"}`)})
+}
+
 // A renewed client certificate reaches new connections without a restart
 // (the old one is refused by the receiver from then on), and a half-written
 // renewal keeps the working one.
-func TestCertificatesAreReloaded(t *testing.T) {
-	old := fluentd.ReloadEvery
-	fluentd.ReloadEvery = 0
-	defer func() { fluentd.ReloadEvery = old }()
+func TestClientCertificateIsReloaded(t *testing.T) {
 	pki, err := testpki.Generate(t.TempDir())
 	require.NoError(t, err)
-	dir := t.TempDir()
-	ca, cert, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
-	write := func(caPair, client *certs.Pair) {
-		require.NoError(t, os.WriteFile(ca, caPair.CertPEM, 0o600))
-		require.NoError(t, client.WriteFiles(cert, key))
-	}
-	write(pki.FluentdCA, pki.FluentdClient)
+	files := newCredentialFiles(t, pki.FluentdCA, pki.FluentdClient)
 
 	var refused atomic.Pointer[x509.Certificate]
 	srvTLS := pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)
@@ -46,24 +64,62 @@ func TestCertificatesAreReloaded(t *testing.T) {
 	require.NoError(t, err)
 	defer rcv.Close()
 
-	tlsCfg, err := fluentd.TLSConfig(ca, cert, key)
+	creds, err := fluentd.LoadCredentials(files.ca, files.cert, files.key)
 	require.NoError(t, err)
 	url := rcv.URL() + "/test.log"
-	send := func() fluentd.Class {
-		h := fluentd.NewHTTP(tlsCfg, 1) // a fresh connection each time
-		defer h.Close()
-		return h.NewSender().Send(context.Background(), url, [][]byte{[]byte(`{"uid":"x"}`)}).Class
-	}
-	require.Equal(t, fluentd.Success, send())
+	require.Equal(t, fluentd.Success, send(creds, url).Class)
 
-	// The client certificate is renewed, the old one revoked.
 	renewed, err := certs.IssueClient(pki.FluentdCA, testpki.TeleportUser, certs.Options{KeyType: certs.ECDSA})
 	require.NoError(t, err)
 	refused.Store(pki.FluentdClient.Cert)
-	write(pki.FluentdCA, renewed)
-	require.Equal(t, fluentd.Success, send(), "the renewed certificate is used")
+	files.write(t, renewed, pki.FluentdCA)
+	require.Equal(t, fluentd.Success, send(creds, url).Class, "the renewed certificate is used")
 
-	// A half-written renewal keeps the working certificate.
-	require.NoError(t, os.WriteFile(cert, []byte("-----BEGIN CERT"), 0o600))
-	require.Equal(t, fluentd.Success, send())
+	require.NoError(t, os.WriteFile(files.cert, []byte("-----BEGIN CERT"), 0o600))
+	require.Equal(t, fluentd.Success, send(creds, url).Class, "a half-written renewal keeps the working certificate")
+}
+
+// A new CA reaches new connections too, over HTTP, forward and the start's
+// check, and the server's name is still checked against a CA that changed:
+// a certificate the new CA issued for another name is refused at
+// 127.0.0.1 (an IP address sends no server name, so a hand-made
+// verification would have nothing to compare).
+func TestCAIsReloadedAndTheServerNameStillChecked(t *testing.T) {
+	old, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	renewed, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	files := newCredentialFiles(t, old.FluentdCA, old.FluentdClient)
+	creds, err := fluentd.LoadCredentials(files.ca, files.cert, files.key)
+	require.NoError(t, err)
+
+	rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: renewed.ServerTLS(renewed.FluentdServer, renewed.FluentdCA)})
+	require.NoError(t, err)
+	defer rcv.Close()
+	url := rcv.URL() + "/test.log"
+	var tlsErr *fluentd.TLSError
+	require.ErrorAs(t, fluentd.Check(context.Background(), url, creds), &tlsErr, "the old CA does not trust the renewed receiver")
+	res := send(creds, url)
+	require.Equal(t, fluentd.Retry, res.Class)
+	require.Contains(t, res.Reason, "point --fluentd-ca at the CA", "a send says what the start's check says")
+
+	files.write(t, renewed.FluentdClient, renewed.FluentdCA)
+	require.NoError(t, fluentd.Check(context.Background(), url, creds))
+	require.Equal(t, fluentd.Success, send(creds, url).Class)
+	fwd := fluentd.NewForward(creds, fluentd.ForwardOptions{Hostname: "test"})
+	sender := fwd.NewSender()
+	defer sender.Close()
+	require.Equal(t, fluentd.Success, sender.Send(context.Background(), rcv.ForwardURL()+"/test.log", [][]byte{[]byte(`{"uid":"y"}`)}).Class)
+	require.Equal(t, 2, rcv.Count())
+
+	elsewhere, err := certs.IssueServer(renewed.FluentdCA, "fluentd.elsewhere", []string{"fluentd.elsewhere"}, nil, certs.Options{})
+	require.NoError(t, err)
+	misnamed, err := fluentdsrv.Start(fluentdsrv.Config{TLS: renewed.ServerTLS(elsewhere, renewed.FluentdCA)})
+	require.NoError(t, err)
+	defer misnamed.Close()
+	err = fluentd.Check(context.Background(), misnamed.URL()+"/test.log", creds)
+	require.ErrorAs(t, err, &tlsErr)
+	require.Contains(t, err.Error(), "127.0.0.1")
+	require.Equal(t, fluentd.Retry, send(creds, misnamed.URL()+"/test.log").Class)
+	require.Zero(t, misnamed.Count())
 }

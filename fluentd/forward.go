@@ -49,13 +49,13 @@ type ForwardOptions struct {
 // would hold a connection for ever. Nor is its gzip helper (see
 // forwardSender.gzip).
 type Forward struct {
-	tls  *tls.Config
-	opts ForwardOptions
+	creds *Credentials
+	opts  ForwardOptions
 }
 
-// NewForward returns a forward transport over mTLS with tlsCfg.
-func NewForward(tlsCfg *tls.Config, opts ForwardOptions) *Forward {
-	return &Forward{tls: tlsCfg, opts: opts}
+// NewForward returns a forward transport over mTLS with creds.
+func NewForward(creds *Credentials, opts ForwardOptions) *Forward {
+	return &Forward{creds: creds, opts: opts}
 }
 
 // Close implements Transport; the senders own their connections.
@@ -70,7 +70,7 @@ func (f *Forward) NewSender() Sender {
 // target is where a forward URL sends: the address and the tag (the path,
 // / turned into dots, as in_http makes a tag of it).
 type target struct {
-	addr, host, tag string
+	addr, tag string
 }
 
 func parseTarget(raw string) (target, error) {
@@ -86,7 +86,7 @@ func parseTarget(raw string) (target, error) {
 		port = DefaultForwardPort
 	}
 	tag := strings.ReplaceAll(strings.Trim(u.Path, "/"), "/", ".")
-	return target{addr: net.JoinHostPort(u.Hostname(), port), host: u.Hostname(), tag: tag}, nil
+	return target{addr: net.JoinHostPort(u.Hostname(), port), tag: tag}, nil
 }
 
 // AuthError is a shared-key handshake that cannot succeed: waiting does
@@ -142,16 +142,11 @@ func (c *forwardConn) close() { _ = c.conn.Close() }
 // dial connects to t over TLS and, with a shared key, does the handshake.
 // Errors are *TLSError, *AuthError or *UnreachableError.
 func (f *Forward) dial(ctx context.Context, rawURL string, t target) (*forwardConn, error) {
-	cfg := f.tls.Clone()
-	cfg.ServerName = t.host
-	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}, Config: cfg}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	nc, err := dialer.DialContext(dctx, "tcp", t.addr)
+	nc, err := f.creds.dial(ctx, t.addr)
 	if err != nil {
 		return nil, classifyHandshake(rawURL, err)
 	}
-	c := &forwardConn{conn: nc.(*tls.Conn)}
+	c := &forwardConn{conn: nc}
 	c.r, c.w = msgp.NewReader(c.conn), msgp.NewWriter(c.conn)
 	if len(f.opts.SharedKey) > 0 {
 		// in_forward sends its HELO at once: a server that is silent for

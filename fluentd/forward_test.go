@@ -28,7 +28,7 @@ func forwardReceiver(t *testing.T, key []byte) (*fluentdsrv.Receiver, *testpki.B
 
 func forwardTransport(t *testing.T, pki *testpki.Bundle, opts fluentd.ForwardOptions) *fluentd.Forward {
 	t.Helper()
-	cfg, err := fluentd.TLSConfig(pki.FluentdCAFile, pki.FluentdClientCertFile, pki.FluentdClientKeyFile)
+	cfg, err := fluentd.LoadCredentials(pki.FluentdCAFile, pki.FluentdClientCertFile, pki.FluentdClientKeyFile)
 	require.NoError(t, err)
 	if opts.Hostname == "" {
 		opts.Hostname = "test"

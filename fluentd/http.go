@@ -3,11 +3,9 @@ package fluentd
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -44,18 +42,16 @@ const RequestTimeout = 30 * time.Second
 // POST as a JSON object, or several as a JSON array, which in_http splits
 // into records.
 type HTTP struct {
-	http *http.Client
-	tls  *tls.Config
+	http  *http.Client
+	creds *Credentials
 }
 
 // NewHTTP returns a transport that keeps up to maxConns keep-alive
 // connections to Fluentd, so events do not pay a handshake each.
-func NewHTTP(tlsCfg *tls.Config, maxConns int) *HTTP {
+func NewHTTP(creds *Credentials, maxConns int) *HTTP {
 	tr := &http.Transport{
-		Proxy:               nil, // Fluentd is addressed directly, whatever HTTPS_PROXY says
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: 10 * time.Second,
+		Proxy:               nil,             // Fluentd is addressed directly, whatever HTTPS_PROXY says
+		DialTLSContext:      creds.dialHTTPS, // the credentials of the moment
 		MaxIdleConns:        maxConns,
 		MaxIdleConnsPerHost: maxConns,
 		MaxConnsPerHost:     maxConns,
@@ -70,14 +66,14 @@ func NewHTTP(tlsCfg *tls.Config, maxConns int) *HTTP {
 	// as delivered), and a 307/308 sends the events, with the client
 	// certificate, to whatever Location names.
 	noRedirects := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &HTTP{http: &http.Client{Transport: tr, Timeout: RequestTimeout, CheckRedirect: noRedirects}, tls: tlsCfg}
+	return &HTTP{http: &http.Client{Transport: tr, Timeout: RequestTimeout, CheckRedirect: noRedirects}, creds: creds}
 }
 
 // Close drops idle connections.
 func (c *HTTP) Close() { c.http.CloseIdleConnections() }
 
 // Check implements Transport: one TLS handshake with the endpoint of url.
-func (c *HTTP) Check(ctx context.Context, url string) error { return Check(ctx, url, c.tls) }
+func (c *HTTP) Check(ctx context.Context, url string) error { return Check(ctx, url, c.creds) }
 
 // NewSender implements Transport. The senders share the transport's
 // keep-alive connections.

@@ -2,6 +2,7 @@ package fluentd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -63,7 +64,8 @@ func TestRedirectsAreRefusalsAndNeverFollowed(t *testing.T) {
 		http.Redirect(w, r, "/elsewhere", status)
 	}))
 	defer srv.Close()
-	c := NewHTTP(srv.Client().Transport.(*http.Transport).TLSClientConfig, 1)
+	// Credentials without files keep the pool given: httptest's CA.
+	c := NewHTTP(&Credentials{pool: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, cert: &tls.Certificate{}}, 1)
 	defer c.Close()
 	for _, status := range []int{301, 302, 303, 307, 308} {
 		res := c.NewSender().Send(context.Background(), fmt.Sprintf("%s/%d", srv.URL, status), [][]byte{[]byte(`{"a":1}`)})

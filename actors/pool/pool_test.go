@@ -46,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) client(t *testing.T, conns int) *fluentd.HTTP {
 	t.Helper()
-	cfg, err := fluentd.TLSConfig(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	cfg, err := fluentd.LoadCredentials(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
 	require.NoError(t, err)
 	c := fluentd.NewHTTP(cfg, conns)
 	t.Cleanup(c.Close)

@@ -195,7 +195,7 @@ func bodies(p plan, batch int) ([]post, error) {
 // FAILURES CPU" where CPU is the process time the run took.
 func runLoadgen(pkiDir string, p plan) error {
 	pki := pkiFiles(pkiDir)
-	tlsCfg, err := fluentd.TLSConfig(pki.FluentdCAFile, pki.FluentdClientCertFile, pki.FluentdClientKeyFile)
+	creds, err := fluentd.LoadCredentials(pki.FluentdCAFile, pki.FluentdClientCertFile, pki.FluentdClientKeyFile)
 	if err != nil {
 		return err
 	}
@@ -217,21 +217,21 @@ func runLoadgen(pkiDir string, p plan) error {
 			prepared[batch] = posts
 			runtime.GC()
 		}
-		events, n, secs, failures, cpu := load(f[1], tlsCfg, conns, posts, limit)
+		events, n, secs, failures, cpu := load(f[1], creds, conns, posts, limit)
 		return fmt.Sprintf("%d %d %.3f %d %.3f", events, n, secs, failures, cpu)
 	})
 	return nil
 }
 
 // load sends posts (up to limit events) over conns connections.
-func load(base string, tlsCfg *tls.Config, conns int, posts []post, limit int) (events, n int, secs float64, failures int64, cpu float64) {
+func load(base string, creds *fluentd.Credentials, conns int, posts []post, limit int) (events, n int, secs float64, failures int64, cpu float64) {
 	for n < len(posts) && (limit <= 0 || events < limit) {
 		events += posts[n].n
 		n++
 	}
 	posts = posts[:n]
-	client := fluentd.Schemes{"https": fluentd.NewHTTP(tlsCfg, conns),
-		fluentd.ForwardScheme: fluentd.NewForward(tlsCfg, fluentd.ForwardOptions{Hostname: "loadgen"})}
+	client := fluentd.Schemes{"https": fluentd.NewHTTP(creds, conns),
+		fluentd.ForwardScheme: fluentd.NewForward(creds, fluentd.ForwardOptions{Hostname: "loadgen"})}
 	defer client.Close()
 	var next atomic.Int64
 	var failed atomic.Int64

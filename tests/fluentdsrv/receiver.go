@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -47,8 +48,10 @@ type Config struct {
 
 // Receiver is a running Fluentd-compatible receiver.
 type Receiver struct {
-	cfg       Config
+	cfg Config
+	// tls serves every connection with tlsNow, which Restart replaces.
 	tls       *tls.Config
+	tlsNow    atomic.Pointer[tls.Config]
 	addr      string        // fixed after Start: Down and Up keep the port
 	quit      chan struct{} // closed by Close: ends injected delays and Up's retries
 	closeOnce sync.Once
@@ -119,15 +122,8 @@ func Start(cfg Config) (*Receiver, error) {
 			return nil, fmt.Errorf("fluentdsrv: %w", err)
 		}
 	}
-	tc := cfg.TLS.Clone()
-	if tc.MaxVersion == 0 {
-		tc.MaxVersion = tls.VersionTLS12
-	}
-	// Fluentd speaks HTTP/1.1 only.
-	tc.NextProtos = []string{"http/1.1"}
 	r := &Receiver{
 		cfg:      cfg,
-		tls:      tc,
 		quit:     make(chan struct{}),
 		byTag:    map[string][]int{},
 		files:    map[string]*os.File{},
@@ -135,6 +131,8 @@ func Start(cfg Config) (*Receiver, error) {
 		fwdModes: map[string]int{},
 		fwdConns: map[net.Conn]struct{}{},
 	}
+	r.tlsNow.Store(serverTLS(cfg.TLS))
+	r.tls = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return r.tlsNow.Load(), nil }}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("fluentdsrv: listen on %s: %w", cfg.Addr, err)
@@ -146,6 +144,38 @@ func Start(cfg Config) (*Receiver, error) {
 	}
 	r.serve(ln)
 	return r, nil
+}
+
+// serverTLS is cfg as Fluentd would serve it.
+func serverTLS(cfg *tls.Config) *tls.Config {
+	tc := cfg.Clone()
+	if tc.MaxVersion == 0 {
+		tc.MaxVersion = tls.VersionTLS12
+	}
+	// Fluentd speaks HTTP/1.1 only.
+	tc.NextProtos = []string{"http/1.1"}
+	return tc
+}
+
+// Restart is Fluentd restarted with renewed certificates (it reads them
+// when it starts only): requests in progress are answered, then every
+// connection, HTTP and forward, is closed, and new ones are served with
+// cfg on the same ports.
+func (r *Receiver) Restart(cfg *tls.Config) {
+	r.tlsNow.Store(serverTLS(cfg))
+	r.srvMu.Lock()
+	if !r.closed && r.srv != nil {
+		r.stop(true)
+		r.srvMu.Unlock()
+		r.Up()
+	} else {
+		r.srvMu.Unlock()
+	}
+	r.mu.Lock()
+	for c := range r.fwdConns {
+		c.Close()
+	}
+	r.mu.Unlock()
 }
 
 // serve starts an http.Server on ln; srvMu must be held or r not yet shared.

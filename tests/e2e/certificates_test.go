@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
+)
+
+// The Fluentd certificates are rotated while the daemon runs, in the order
+// an operator rotates a CA: Fluentd trusts the old and the new CA; the
+// daemon's files are renewed (a bundle of both CAs, a client certificate of
+// the new one); Fluentd restarts with a certificate of the new CA and
+// trusts only the new one. From then on only the renewed files connect, so
+// the daemon read its CA and its client certificate again without a
+// restart. Audit events go over HTTP, recordings over forward, and nothing
+// is lost through the two restarts of Fluentd.
+func TestFluentdCertificatesRotatedMidRunLoseNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.Fluentd.SetLatency(2 * time.Millisecond)
+	evs := e.Seed(3000, 61)
+	renewed, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	dir := t.TempDir()
+	ca, cert, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+	install := func(client *certs.Pair, cas ...*certs.Pair) {
+		var bundle []byte
+		for _, c := range cas {
+			bundle = append(bundle, c.CertPEM...)
+		}
+		require.NoError(t, certs.WriteFileAtomic(ca, bundle, 0o644))
+		require.NoError(t, client.WriteFiles(cert, key))
+	}
+	install(e.PKI.FluentdClient, e.PKI.FluentdCA)
+	p := harness.Run(t, binary, nil, e.Args("--fluentd-ca", ca, "--fluentd-cert", cert, "--fluentd-key", key,
+		"--fluentd-session-url", e.Fluentd.ForwardURL()+"/session")...)
+	harness.WaitFor(t, time.Minute, "the first events", func() bool { return e.Audit() > 300 })
+
+	// Fluentd trusts both CAs.
+	both := e.PKI.ServerTLS(e.PKI.FluentdServer, e.PKI.FluentdCA)
+	both.ClientCAs.AddCert(renewed.FluentdCA.Cert)
+	e.Fluentd.Restart(both)
+	require.Less(t, e.Audit(), len(evs), "rotated while the backlog is read")
+	install(renewed.FluentdClient, e.PKI.FluentdCA, renewed.FluentdCA)
+	at := e.Audit()
+	harness.WaitFor(t, time.Minute, "events after the renewal", func() bool { return e.Audit() > at+300 })
+
+	// Fluentd on the new CA only.
+	e.Fluentd.Restart(renewed.ServerTLS(renewed.FluentdServer, renewed.FluentdCA))
+	install(renewed.FluentdClient, renewed.FluentdCA)
+	live := teleportGenerate(100, time.Now(), 62)
+	require.NoError(t, e.Teleport.AddEvents(live...))
+	all := append(evs, live...)
+	harness.WaitFor(t, 2*time.Minute, "every event", func() bool {
+		return harness.TallyAudit(e.Fluentd, all, nil).Lost == 0 && e.TallySessions(defaultSkip).Lost == 0
+	})
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 20*time.Second), harness.Tail(p.Output(), 20))
+	harness.Delivered(t, e.Fluentd, all, nil)
+	e.SessionsDelivered(defaultSkip)
+	require.NotContains(t, p.Output(), "certificate", "no connection failed for its certificates")
+}
