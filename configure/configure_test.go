@@ -15,7 +15,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -320,11 +319,10 @@ func strictJSON(t *testing.T, doc map[string]any, v any) {
 // serves the generated server certificate with its encrypted key and checks
 // client certificates against the generated CA, as fluent.conf tells
 // Fluentd to.
-// endToEnd starts a receiver that takes the TLS configuration configure
-// will write (gen), and a test Teleport server; port is the receiver's for
-// scheme.
+// endToEnd is a receiver, restarted with the TLS configuration configure
+// writes once it has (its port goes into the configuration), and a test
+// Teleport server; port is the receiver's for scheme.
 type endToEnd struct {
-	gen  *generated
 	fd   *fluentdsrv.Receiver
 	port string
 	pki  *testpki.Bundle
@@ -333,15 +331,16 @@ type endToEnd struct {
 
 func startEndToEnd(t *testing.T, scheme string) *endToEnd {
 	t.Helper()
-	e := &endToEnd{gen: &generated{}}
+	e := &endToEnd{}
 	var err error
-	e.fd, err = fluentdsrv.Start(fluentdsrv.Config{TLS: &tls.Config{GetConfigForClient: e.gen.serverTLS}})
+	e.pki, err = testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	// The test PKI's certificate until configure's exist.
+	e.fd, err = fluentdsrv.Start(fluentdsrv.Config{TLS: e.pki.ServerTLS(e.pki.FluentdServer, e.pki.FluentdCA)})
 	require.NoError(t, err)
 	t.Cleanup(e.fd.Close)
 	base := map[string]string{"https": e.fd.URL(), "forward": e.fd.ForwardURL()}[scheme]
 	_, e.port, err = net.SplitHostPort(strings.TrimPrefix(base, scheme+"://"))
-	require.NoError(t, err)
-	e.pki, err = testpki.Generate(t.TempDir())
 	require.NoError(t, err)
 	e.tp, err = teleportsrv.Start(teleportsrv.Config{TLS: e.pki.ServerTLS(e.pki.TeleportServer, e.pki.TeleportCA)})
 	require.NoError(t, err)
@@ -352,11 +351,11 @@ func startEndToEnd(t *testing.T, scheme string) *endToEnd {
 func TestEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	e := startEndToEnd(t, "https")
-	gen, fd, port, pki, tp := e.gen, e.fd, e.port, e.pki, e.tp
+	fd, port, pki, tp := e.fd, e.port, e.pki, e.tp
 
 	res, _ := run(t, dir, "--fluentd-url", "https://localhost:"+port+"/test.log", "--fluentd-session-url", "https://localhost:"+port+"/session", tp.Addr())
 	require.NoError(t, testpki.WriteIdentityFile(filepath.Join(dir, "identity"), pki.TeleportCA, pki.TeleportClient))
-	require.NoError(t, gen.load(dir, res.Password))
+	fd.Restart(generatedTLS(t, dir, res.Password))
 
 	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	evs := teleportsrv.GenerateAuditEvents(200, start, time.Second, 5)
@@ -409,58 +408,23 @@ func TestEndToEnd(t *testing.T) {
 	require.Contains(t, tlsErr.Cause, "refused the client certificate")
 }
 
-// generated is the receiver's TLS configuration, set once configure has
-// written the files: the receiver is started first to know its port.
-type generated struct {
-	mu  sync.Mutex
-	cfg *tls.Config
-}
-
-func (g *generated) load(dir, password string) error {
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "server.key"))
-	if err != nil {
-		return err
-	}
+// generatedTLS is what fluent.conf tells Fluentd to serve: configure's
+// server certificate with its encrypted key, client certificates checked
+// against its CA.
+func generatedTLS(t *testing.T, dir, password string) *tls.Config {
+	t.Helper()
 	// Fluentd opens the key with private_key_passphrase; so does this.
-	plain, err := certs.DecryptKeyPEM(keyPEM, password)
-	if err != nil {
-		return err
-	}
-	certPEM, err := os.ReadFile(filepath.Join(dir, "server.crt"))
-	if err != nil {
-		return err
-	}
-	cert, err := tls.X509KeyPair(certPEM, plain)
-	if err != nil {
-		return err
-	}
-	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	if err != nil {
-		return err
-	}
+	plain, err := certs.DecryptKeyPEM(read(t, dir, "server.key"), password)
+	require.NoError(t, err)
+	cert, err := tls.X509KeyPair(read(t, dir, "server.crt"), plain)
+	require.NoError(t, err)
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return errors.New("no CA certificate in ca.crt")
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.cfg = &tls.Config{
+	require.True(t, pool.AppendCertsFromPEM(read(t, dir, "ca.crt")), "no CA certificate in ca.crt")
+	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert, // client_cert_auth true
 		ClientCAs:    pool,
-		MaxVersion:   tls.VersionTLS12, // Fluentd's default
-		NextProtos:   []string{"http/1.1"},
 	}
-	return nil
-}
-
-func (g *generated) serverTLS(*tls.ClientHelloInfo) (*tls.Config, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.cfg == nil {
-		return nil, errors.New("no certificates yet")
-	}
-	return g.cfg, nil
 }
 
 // With --install-dir the configuration points where the systemd unit reads
@@ -515,7 +479,7 @@ func TestInstallDirMatchesTheSystemdUnit(t *testing.T) {
 func TestEndToEndForward(t *testing.T) {
 	dir := t.TempDir()
 	e := startEndToEnd(t, "forward")
-	gen, fd, port, pki, tp := e.gen, e.fd, e.port, e.pki, e.tp
+	fd, port, pki, tp := e.fd, e.port, e.pki, e.tp
 
 	res, out := run(t, dir, "--fluentd-url", "forward://localhost:"+port+"/test.log", "--fluentd-session-url", "forward://localhost:"+port+"/session", tp.Addr())
 	require.Len(t, res.SharedKey, 64)
@@ -527,7 +491,7 @@ func TestEndToEndForward(t *testing.T) {
 	}
 	require.NotContains(t, conf, "@type http")
 	require.NoError(t, testpki.WriteIdentityFile(filepath.Join(dir, "identity"), pki.TeleportCA, pki.TeleportClient))
-	require.NoError(t, gen.load(dir, res.Password))
+	fd.Restart(generatedTLS(t, dir, res.Password))
 	fd.SetSharedKey([]byte(res.SharedKey))
 
 	start := time.Now().Add(-time.Hour).Truncate(time.Second)

@@ -132,7 +132,7 @@ func Start(cfg Config) (*Receiver, error) {
 		fwdConns: map[net.Conn]struct{}{},
 	}
 	r.tlsNow.Store(serverTLS(cfg.TLS))
-	r.tls = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return r.tlsNow.Load(), nil }}
+	r.tls = &tls.Config{GetConfigForClient: r.configForClient}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("fluentdsrv: listen on %s: %w", cfg.Addr, err)
@@ -155,6 +155,22 @@ func serverTLS(cfg *tls.Config) *tls.Config {
 	// Fluentd speaks HTTP/1.1 only.
 	tc.NextProtos = []string{"http/1.1"}
 	return tc
+}
+
+// configForClient serves a connection with the configuration of the
+// moment, whose own GetConfigForClient (a test counting handshakes, one
+// choosing a certificate) is called as crypto/tls would.
+func (r *Receiver) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	cfg := r.tlsNow.Load()
+	if cfg.GetConfigForClient != nil {
+		if c, err := cfg.GetConfigForClient(hello); err != nil || c != nil {
+			if c != nil {
+				c = serverTLS(c)
+			}
+			return c, err
+		}
+	}
+	return cfg, nil
 }
 
 // Restart is Fluentd restarted with renewed certificates (it reads them

@@ -402,3 +402,20 @@ func TestConcurrentClients(t *testing.T) {
 	require.Equal(t, 400, f.r.Count())
 	require.Len(t, f.r.CountByUID(), 400)
 }
+
+// Restart serves new connections with the new certificates and closes the
+// ones open, as restarting Fluentd does: a client of the old CA keeps
+// working only until then.
+func TestRestartServesTheNewCertificates(t *testing.T) {
+	f := start(t, Config{})
+	require.Equal(t, 200, f.post(t, "/test.log", `{"uid":"a"}`).status)
+	renewed, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	f.r.Restart(renewed.ServerTLS(renewed.FluentdServer, renewed.FluentdCA))
+	_, err = f.clt.Post(f.r.URL()+"/test.log", "application/json", bytes.NewBufferString(`{"uid":"b"}`))
+	require.Error(t, err, "the old CA's client, on a new connection")
+	f.pki = renewed
+	f.clt = f.client(t, true)
+	require.Equal(t, 200, f.post(t, "/test.log", `{"uid":"c"}`).status)
+	require.Equal(t, 2, f.r.Count())
+}
