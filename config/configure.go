@@ -78,7 +78,7 @@ type configureFlags struct {
 	TTL               string   `long:"ttl"`
 	DNSNames          []string `long:"dns-names"`
 	IP                []string `long:"ip"`
-	Password          string   `long:"password"`
+	Password          string   `long:"password"` // only to refuse it: see resolvePassword
 	FluentdURL        string   `long:"fluentd-url"`
 	FluentdSessionURL string   `long:"fluentd-session-url"`
 	LockEnabled       bool     `long:"lock-enabled"`
@@ -300,28 +300,20 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 	return nil
 }
 
-// resolvePassword takes the passphrase of server.key from --password or
-// the environment; empty means one is generated.
+// resolvePassword takes the passphrase of server.key from the environment;
+// empty means one is generated. --password is understood only to say so.
 func (cc *configureCommand) resolvePassword(c *Configure, lookupEnv func(string) (string, bool)) error {
-	f := cc.flags
-	switch {
-	case cc.isSet("password"):
-		if f.Password == "" {
-			return flagError("password", "", "empty passphrase", "give a passphrase, or leave --password out to have one generated")
-		}
-		c.Password = f.Password
-	default:
-		// An empty variable counts as unset: make passes PASS= through.
-		if v, ok := lookupEnv(PasswordEnv); ok && v != "" {
-			c.Password = v
-		}
+	if cc.isSet("password") {
+		return &Error{Option: "--password", Value: "(not shown)", Source: "flag",
+			Problem: "a secret on the command line is shown to every user by ps and kept in shell history",
+			Fix:     "set " + PasswordEnv + ", or leave it out to have one generated and printed once"}
+	}
+	// An empty variable counts as unset: make passes PASS= through.
+	if v, ok := lookupEnv(PasswordEnv); ok && v != "" {
+		c.Password = v
 	}
 	if strings.IndexFunc(c.Password, unicode.IsControl) >= 0 {
-		src := "flag"
-		if !cc.isSet("password") {
-			src = "env " + PasswordEnv
-		}
-		return &Error{Option: "--password", Value: "(hidden)", Source: src, Problem: "contains control characters, which fluent.conf cannot hold",
+		return &Error{Option: PasswordEnv, Value: "(not shown)", Source: "env " + PasswordEnv, Problem: "contains control characters, which fluent.conf cannot hold",
 			Fix: "use printable characters only"}
 	}
 	return nil
@@ -424,7 +416,6 @@ func configureUsage() string {
 		{"ttl", "DURATION", "Validity of the certificates", formatDuration(certs.DefaultTTL)},
 		{"dns-names", "LIST", "DNS names of Fluentd's server certificate; repeat or comma-separate", strings.Join(defaultDNSNames, ",")},
 		{"ip", "LIST", "IP addresses of Fluentd's server certificate; '' for none", "127.0.0.1"},
-		{"password", "PASSPHRASE", "Passphrase that encrypts server.key; also " + PasswordEnv, "generated and printed once"},
 		{"fluentd-url", "URL", "Fluentd URL for audit events, in the configuration", DefaultConfigureFluentdURL},
 		{"fluentd-session-url", "URL", "Base URL for session recordings", DefaultConfigureFluentdSessionURL},
 		{"lock-enabled", "", "Enable user auto-locking and grant the role create and update on locks", ""},
@@ -441,5 +432,8 @@ func configureUsage() string {
 		}
 	}
 	b.WriteString("  -h, --help\n      Show this help.\n")
+	b.WriteString("\nThe passphrase that encrypts server.key comes from " + PasswordEnv + " (not a\n" +
+		"flag: ps shows every user the command line); without it one is generated\n" +
+		"and printed once.\n")
 	return b.String()
 }

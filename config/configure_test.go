@@ -31,7 +31,7 @@ func TestConfigureFlags(t *testing.T) {
 	inv, err := Parse([]string{"-d", "configure", "--key-type", "ECDSA", "--ttl", "8760h",
 		"--dns-names", "fluentd.example.com,*.fluentd.example.com", "--dns-names", "localhost", "--ip", "10.0.0.1,::1",
 		"--fluentd-url", "https://fluentd.example.com/audit", "--fluentd-session-url", "https://fluentd.example.com:443/rec",
-		"--password", "pw", "--lock-enabled", "--force", "dir", "teleport.example.com:443"},
+		"--lock-enabled", "--force", "dir", "teleport.example.com:443"},
 		envOf(map[string]string{PasswordEnv: "from-env"}))
 	require.NoError(t, err)
 	c := inv.Configure
@@ -42,7 +42,7 @@ func TestConfigureFlags(t *testing.T) {
 	require.Equal(t, []string{"fluentd.example.com", "*.fluentd.example.com", "localhost"}, c.DNSNames)
 	require.Equal(t, []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("::1")}, c.IPs)
 	require.Equal(t, "https://fluentd.example.com/audit", c.FluentdURL)
-	require.Equal(t, "pw", c.Password, "the flag wins over the environment")
+	require.Equal(t, "from-env", c.Password)
 	require.True(t, c.LockEnabled)
 	require.True(t, c.Force)
 
@@ -85,8 +85,8 @@ func TestConfigureErrors(t *testing.T) {
 		{[]string{"--fluentd-url", "https://fluentd:8888/test.log", "dir"}, nil,
 			`invalid --fluentd-session-url "https://localhost:8888/session" (the default): is not on the scheme, host and port of --fluentd-url`},
 		{[]string{"--fluentd-session-url", "https://localhost:9999/session", "dir"}, nil, "give both URLs the same scheme, host and port"},
-		{[]string{"--password", "", "dir"}, nil, "--password (from the command line): empty passphrase"},
-		{[]string{"dir"}, map[string]string{PasswordEnv: "a\nb"}, `invalid --password "(hidden)" (from FDFWD_PASSWORD): contains control characters`},
+		{[]string{"--password", "pw", "dir"}, nil, `invalid --password "(not shown)" (from the command line): a secret on the command line is shown to every user by ps`},
+		{[]string{"dir"}, map[string]string{PasswordEnv: "a\nb"}, `invalid FDFWD_PASSWORD "(not shown)" (from FDFWD_PASSWORD): contains control characters`},
 		{[]string{"--nope", "dir"}, nil, "unknown flag `nope'"},
 	} {
 		_, err := Parse(append([]string{"configure"}, tt.args...), envOf(tt.env))
@@ -103,7 +103,7 @@ func TestConfigureHelp(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "help", inv.Command)
 		require.Contains(t, inv.Help, "Usage: teleport-event-handler configure [options] OUT_DIR [TELEPORT_ADDR]")
-		for _, flag := range []string{"--key-type", "--length", "--ttl", "--dns-names", "--ip", "--password", PasswordEnv,
+		for _, flag := range []string{"--key-type", "--length", "--ttl", "--dns-names", "--ip", PasswordEnv,
 			"--fluentd-url", "--fluentd-session-url", "--lock-enabled", "--force"} {
 			require.Contains(t, inv.Help, flag)
 		}

@@ -37,24 +37,27 @@ func TestForwardOptions(t *testing.T) {
 func TestForwardOptionErrors(t *testing.T) {
 	f := newFixture(t)
 	fwd := []string{"--fluentd-url", "forward://fluentd.example.com:24224/test.log"}
+	key := map[string]string{"FDFWD_FLUENTD_SHARED_KEY": "s3cret"}
 	for name, tc := range map[string]struct {
 		args []string
+		env  map[string]string
 		want []string
 	}{
-		"plain tcp":       {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, []string{"--fluentd-url", "not an https:// or a forward:// URL", "in_forward"}},
-		"credentials":     {[]string{"--fluentd-url", "https://bob:s3cret@fluentd:8888/test.log"}, []string{"--fluentd-url", "holds credentials", "bob:xxxxx@"}},
-		"key over https":  {[]string{"--fluentd-shared-key", "s3cret"}, []string{"--fluentd-shared-key", "forward:// Fluentd URLs only"}},
-		"gzip over https": {[]string{"--fluentd-compress", "gzip"}, []string{"--fluentd-compress", "forward:// Fluentd URLs only"}},
-		"odd compression": {append(fwd, "--fluentd-compress", "zstd"), []string{"--fluentd-compress", "use none or gzip"}},
-		"key twice":       {append(fwd, "--fluentd-shared-key", "a", "--fluentd-shared-key-file", f.ca), []string{"--fluentd-shared-key-file", "one way only"}},
-		"no key file":     {append(fwd, "--fluentd-shared-key-file", f.dir+"/absent"), []string{"--fluentd-shared-key-file", "cannot be read"}},
+		"plain tcp":       {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, nil, []string{"--fluentd-url", "not an https:// or a forward:// URL", "in_forward"}},
+		"credentials":     {[]string{"--fluentd-url", "https://bob:s3cret@fluentd:8888/test.log"}, nil, []string{"--fluentd-url", "holds credentials", "bob:xxxxx@"}},
+		"key over https":  {nil, key, []string{"--fluentd-shared-key", "forward:// Fluentd URLs only"}},
+		"key as a flag":   {append(fwd, "--fluentd-shared-key", "s3cret"), nil, []string{"--fluentd-shared-key", "(not shown)", "ps", "--fluentd-shared-key-file", "FDFWD_FLUENTD_SHARED_KEY"}},
+		"gzip over https": {[]string{"--fluentd-compress", "gzip"}, nil, []string{"--fluentd-compress", "forward:// Fluentd URLs only"}},
+		"odd compression": {append(fwd, "--fluentd-compress", "zstd"), nil, []string{"--fluentd-compress", "use none or gzip"}},
+		"key twice":       {append(fwd, "--fluentd-shared-key-file", f.ca), key, []string{"--fluentd-shared-key-file", "one way only"}},
+		"no key file":     {append(fwd, "--fluentd-shared-key-file", f.dir+"/absent"), nil, []string{"--fluentd-shared-key-file", "cannot be read"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var drop []string
-			if tc.args[0] == "--fluentd-url" {
+			if len(tc.args) > 0 && tc.args[0] == "--fluentd-url" {
 				drop = []string{"fluentd-url"}
 			}
-			_, err := Parse(f.args(drop, tc.args...), envOf(nil))
+			_, err := Parse(f.args(drop, tc.args...), envOf(tc.env))
 			require.Error(t, err)
 			for _, w := range tc.want {
 				require.Contains(t, err.Error(), w)
@@ -62,7 +65,7 @@ func TestForwardOptionErrors(t *testing.T) {
 			require.NotContains(t, err.Error(), "s3cret", "the key never appears in a message")
 		})
 	}
-	_, err := Parse(f.args(nil, "--fluentd-shared-key", "s3cret"), envOf(nil))
+	_, err := Parse(f.args(nil), envOf(key))
 	require.ErrorContains(t, err, "(not shown)")
 }
 

@@ -25,7 +25,8 @@ type option struct {
 	// field points into the Config the option sets; its type decides how the
 	// text is parsed. Nil for --config, which is resolved first and apart.
 	field func(*Config) any
-	// secret: the value never appears in messages.
+	// secret: the value never appears in messages, and is refused on the
+	// command line, where the process list and shell history would show it.
 	secret bool
 }
 
@@ -94,7 +95,7 @@ var options = []*option{
 		help: "Events per POST (a JSON array) or forward message", def: "1; 100 with forward://",
 		field: func(c *Config) any { return &c.Fluentd.Batch }},
 	{flag: "fluentd-shared-key", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SHARED_KEY"}, keys: []string{"forward.fluentd.shared-key"}, value: "KEY",
-		help: "forward:// only: in_forward's <security> shared_key", secret: true,
+		help: "forward:// only: in_forward's <security> shared_key; env or TOML only", secret: true,
 		field: func(c *Config) any { return &c.Fluentd.SharedKey }},
 	{flag: "fluentd-shared-key-file", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SHARED_KEY_FILE"}, keys: []string{"forward.fluentd.shared-key-file"}, value: "PATH",
 		help:  "forward:// only: file holding the shared key",

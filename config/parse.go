@@ -381,12 +381,26 @@ func (r *resolver) resolve() (*Config, error) {
 		if !ok {
 			continue
 		}
+		if o.secret && s.src == "flag" {
+			return nil, secretOnCommandLine(o)
+		}
 		r.got[o.flag] = s
 		if problem, fix := o.set(&cfg, s.text); problem != "" {
 			return nil, r.fail(o.flag, problem, fix)
 		}
 	}
 	return &cfg, nil
+}
+
+// secretOnCommandLine refuses a secret given as a flag: every user of the
+// host sees a process's arguments.
+func secretOnCommandLine(o *option) *Error {
+	fix := fmt.Sprintf("set %s or %s in the configuration file", o.env[0], o.keys[0])
+	if optionByFlag(o.flag+"-file") != nil {
+		fix = fmt.Sprintf("put it in a file only the daemon can read and give --%s-file, or %s", o.flag, fix)
+	}
+	return &Error{Option: "--" + o.flag, Value: "(not shown)", Source: "flag",
+		Problem: "a secret on the command line is shown to every user by ps and kept in shell history", Fix: fix}
 }
 
 // fail returns an *Error about the value the option was set to.

@@ -127,7 +127,7 @@ func (f *Forward) Check(ctx context.Context, rawURL string) error {
 		return classifyHandshake(rawURL, err)
 	}
 	return &AuthError{URL: rawURL, Cause: "Fluentd asks for a shared key (its in_forward has a <security> section)",
-		Fix: "set --fluentd-shared-key (or --fluentd-shared-key-file) to its shared_key"}
+		Fix: "give its shared_key in --fluentd-shared-key-file (or FDFWD_FLUENTD_SHARED_KEY)"}
 }
 
 // forwardConn is one TLS connection in its transport phase.
@@ -198,7 +198,7 @@ func (f *Forward) handshake(rawURL string, c *forwardConn) error {
 	}
 	if !pong.AuthResult {
 		return &AuthError{URL: rawURL, Cause: "Fluentd refused the key: " + pong.Reason,
-			Fix: "set --fluentd-shared-key to in_forward's shared_key"}
+			Fix: "put in_forward's shared_key in --fluentd-shared-key-file (or FDFWD_FLUENTD_SHARED_KEY)"}
 	}
 	if err := protocol.ValidatePongDigest(&pong, f.opts.SharedKey, helo.Options.Nonce, salt); err != nil {
 		return &AuthError{URL: rawURL, Cause: "the server's PONG does not prove it knows the shared key",
