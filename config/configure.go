@@ -402,7 +402,8 @@ func configureUsage() string {
 	fmt.Fprintf(&b, "Usage: %s configure [options] OUT_DIR [TELEPORT_ADDR]\n\n", program)
 	b.WriteString("Writes into OUT_DIR (created if missing) what a deployment needs, under the\n" +
 		"file names of Teleport's Event Handler plugin:\n" +
-		"  ca.crt, ca.key          a CA for mutual TLS between the daemon and Fluentd\n" +
+		"  ca.crt                  a CA for mutual TLS between the daemon and Fluentd\n" +
+		"  ca-private/ca.key       its key, apart, to keep offline: neither side needs it\n" +
 		"  server.crt, server.key  Fluentd's server certificate; the key is encrypted\n" +
 		"  client.crt, client.key  the daemon's client certificate (key unencrypted)\n" +
 		"  fluent.conf             Fluentd's HTTP input with mTLS and JSON parsing\n" +

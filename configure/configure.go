@@ -26,17 +26,25 @@ import (
 	"github.com/fdfwd/teleport-event-handler/config"
 )
 
-// The files written, named as upstream names them.
+// The files written, named as upstream names them; the CA's key apart, in
+// a directory of its own with a note, so that copying OUT_DIR (or making a
+// Secret of it) does not take the key that can sign certificates both
+// sides trust.
 const (
-	CACert     = "ca.crt"
-	CAKey      = "ca.key"
-	ServerCert = "server.crt"
-	ServerKey  = "server.key"
-	ClientCert = "client.crt"
-	ClientKey  = "client.key"
-	FluentConf = "fluent.conf"
-	ConfigFile = "teleport-event-handler.toml"
-	RoleFile   = "teleport-event-handler-role.yaml"
+	CACert    = "ca.crt"
+	CAKeyDir  = "ca-private"
+	CAKey     = CAKeyDir + "/ca.key"
+	CAKeyNote = CAKeyDir + "/README"
+	// legacyCAKey is where earlier versions, and the original plugin,
+	// put the CA's key: counted as existing, and removed by --force.
+	legacyCAKey = "ca.key"
+	ServerCert  = "server.crt"
+	ServerKey   = "server.key"
+	ClientCert  = "client.crt"
+	ClientKey   = "client.key"
+	FluentConf  = "fluent.conf"
+	ConfigFile  = "teleport-event-handler.toml"
+	RoleFile    = "teleport-event-handler-role.yaml"
 	// SharedKeyFile holds in_forward's shared key, for the forward variant.
 	SharedKeyFile = "shared.key"
 	// ValuesFile is the Helm chart's values, from the same answers.
@@ -45,7 +53,7 @@ const (
 
 // Files lists every file Run writes, in the order it writes them (and
 // SharedKeyFile after them, for the forward variant).
-var Files = []string{CACert, CAKey, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile, ValuesFile}
+var Files = []string{CACert, CAKey, CAKeyNote, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile, ValuesFile}
 
 // written are the files Run writes for c.
 func written(c *config.Configure) []string {
@@ -140,8 +148,10 @@ func Run(c *config.Configure, out io.Writer) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create output directory: %w", err)
+	for _, d := range []string{dir, filepath.Join(dir, CAKeyDir)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create output directory: %w", err)
+		}
 	}
 	for _, name := range written(c) {
 		f := files[name]
@@ -149,8 +159,15 @@ func Run(c *config.Configure, out io.Writer) (*Result, error) {
 			return nil, fmt.Errorf("write %s: %w", name, err)
 		}
 	}
-	if err := syncDir(dir); err != nil {
-		return nil, err
+	// A CA key beside the new ca.crt would be the old CA's: useless, and
+	// what this layout keeps out of OUT_DIR.
+	if err := os.Remove(filepath.Join(dir, legacyCAKey)); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove the old %s: %w", legacyCAKey, err)
+	}
+	for _, d := range []string{filepath.Join(dir, CAKeyDir), dir} {
+		if err := syncDir(d); err != nil {
+			return nil, err
+		}
 	}
 	printSummary(out, c, res)
 	return res, nil
@@ -174,7 +191,7 @@ func checkDir(c *config.Configure, dir string) error {
 		return nil
 	}
 	var existing []string
-	for _, name := range written(c) {
+	for _, name := range append(written(c), legacyCAKey) {
 		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
 			existing = append(existing, name)
 		}
@@ -229,6 +246,7 @@ func render(c *config.Configure, dir string, res *Result) (map[string]file, erro
 	files := map[string]file{
 		CACert:     {ca.CertPEM, 0o644},
 		CAKey:      {ca.KeyPEM, 0o600},
+		CAKeyNote:  {[]byte(caKeyNote), 0o600},
 		ServerCert: {server.CertPEM, 0o644},
 		ServerKey:  {serverKey, 0o600},
 		ClientCert: {client.CertPEM, 0o644},
@@ -251,6 +269,14 @@ func render(c *config.Configure, dir string, res *Result) (map[string]file, erro
 	}
 	return files, nil
 }
+
+const caKeyNote = `ca.key is the private key of the CA that signed Fluentd's server certificate
+and the daemon's client certificate: whoever holds it can issue certificates
+that both sides trust. Neither the daemon nor Fluentd needs it. Keep it
+offline (or delete it, and run configure again when the certificates are due
+for renewal); never copy it to the daemon's or Fluentd's host, an image or a
+Kubernetes Secret.
+`
 
 // serverName is the common name of Fluentd's certificate: its first name.
 func serverName(c *config.Configure) string {
@@ -402,7 +428,8 @@ func printSummary(w io.Writer, c *config.Configure, res *Result) {
 		input = "Fluentd's forward input, mTLS and a shared key required"
 	}
 	lines := [][2]string{
-		{"ca.crt, ca.key", "CA of the mTLS pair; keep ca.key offline"},
+		{CACert, "CA certificate of the mTLS pair"},
+		{CAKey, "its key, apart: neither side needs it; keep it offline"},
 		{"server.crt, server.key", "Fluentd's, for " + strings.Join(sans, ", ") + "; key encrypted"},
 		{"client.crt, client.key", "the daemon's client certificate"},
 		{FluentConf, input},
@@ -414,7 +441,7 @@ func printSummary(w io.Writer, c *config.Configure, res *Result) {
 		lines = append(lines, [2]string{SharedKeyFile, "in_forward's shared key, for the daemon"})
 	}
 	for _, l := range lines {
-		fmt.Fprintf(w, "  %-33s %s\n", l[0], l[1])
+		fmt.Fprintf(w, "  %-34s %s\n", l[0], l[1])
 	}
 	if res.PasswordGenerated {
 		fmt.Fprintf(w, "\nThe passphrase of server.key, generated, in fluent.conf and shown only now:\n  %s\n", res.Password)

@@ -77,14 +77,19 @@ func TestWritesUpstreamFileNames(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	require.ElementsMatch(t, []string{"ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key",
+	require.ElementsMatch(t, []string{"ca.crt", "ca-private", "server.crt", "server.key", "client.crt", "client.key",
 		"fluent.conf", "teleport-event-handler.toml", "teleport-event-handler-role.yaml", "teleport-event-handler-values.yaml"}, names)
 
-	info, err := os.Stat(dir)
-	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o700), info.Mode().Perm())
+	for _, d := range []string{dir, filepath.Join(dir, "ca-private")} {
+		info, err := os.Stat(d)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o700), info.Mode().Perm())
+	}
+	// The CA's key is apart, with a note that neither side needs it.
+	require.Contains(t, string(read(t, dir, "ca-private/README")), "Neither the daemon nor Fluentd needs it")
+	require.Contains(t, out, "ca-private/ca.key")
 	for name, mode := range map[string]os.FileMode{
-		"ca.crt": 0o644, "ca.key": 0o600, "server.crt": 0o644, "server.key": 0o600, "client.crt": 0o644, "client.key": 0o600,
+		"ca.crt": 0o644, "ca-private/ca.key": 0o600, "ca-private/README": 0o600, "server.crt": 0o644, "server.key": 0o600, "client.crt": 0o644, "client.key": 0o600,
 		"fluent.conf": 0o600, "teleport-event-handler.toml": 0o644, "teleport-event-handler-role.yaml": 0o644,
 		"teleport-event-handler-values.yaml": 0o644,
 	} {
@@ -117,7 +122,7 @@ func TestRefusesToOverwriteWithoutForce(t *testing.T) {
 	_, err := configure.Run(parse(t, nil, "--key-type", "ecdsa", dir), io.Discard)
 	var cerr *config.Error
 	require.ErrorAs(t, err, &cerr)
-	require.Contains(t, err.Error(), "already holds ca.crt, ca.key, server.crt")
+	require.Contains(t, err.Error(), "already holds ca.crt, ca-private/ca.key, ca-private/README, server.crt")
 	require.Contains(t, err.Error(), "add --force")
 	require.Equal(t, before, read(t, dir, "ca.crt"))
 
@@ -130,13 +135,27 @@ func TestRefusesToOverwriteWithoutForce(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, entries, 1)
 
+	// A CA key where earlier versions and the original plugin put it
+	// counts as a file of the set; --force removes it, as it would be the
+	// old CA's.
+	legacy := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(legacy, "ca.key"), []byte("old"), 0o600))
+	_, err = configure.Run(parse(t, nil, legacy), io.Discard)
+	require.ErrorContains(t, err, "already holds ca.key;")
+	run(t, legacy, "--force")
+	_, err = os.Stat(filepath.Join(legacy, "ca.key"))
+	require.True(t, os.IsNotExist(err), "the old CA's key is left beside the new CA")
+
 	run(t, dir, "--force")
 	require.NotEqual(t, before, read(t, dir, "ca.crt"))
 	require.Equal(t, []byte("x"), read(t, dir, "unrelated"))
 	// No temporary files are left behind.
 	entries, err = os.ReadDir(dir)
 	require.NoError(t, err)
-	require.Len(t, entries, len(configure.Files)+1)
+	require.Len(t, entries, len(configure.Files)-2+2, "the files, ca-private for two of them, and unrelated")
+	entries, err = os.ReadDir(filepath.Join(dir, "ca-private"))
+	require.NoError(t, err)
+	require.Len(t, entries, 2)
 }
 
 func TestRefusesAFileAsOutputDirectory(t *testing.T) {
@@ -188,7 +207,7 @@ func TestCertificates(t *testing.T) {
 	require.NoError(t, err)
 	_, err = certs.ParsePair(read(t, dir, "client.crt"), read(t, dir, "client.key"))
 	require.NoError(t, err, "the client key is not encrypted")
-	_, err = certs.ParsePair(read(t, dir, "ca.crt"), read(t, dir, "ca.key"))
+	_, err = certs.ParsePair(read(t, dir, "ca.crt"), read(t, dir, "ca-private/ca.key"))
 	require.NoError(t, err)
 }
 
