@@ -26,6 +26,9 @@ type arm struct {
 
 type stop struct{}
 
+// settled is answered once the messages before it are handled.
+type settled struct{}
+
 // ticker arms its timer on request and reports the ticks it receives.
 func ticker(clock clockwork.Clock, got chan<- int) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
@@ -36,6 +39,8 @@ func ticker(clock clockwork.Clock, got chan<- int) *actor.Props {
 				t.After(ctx, m.d, &tick{n: m.n})
 			case *stop:
 				t.Stop()
+			case *settled:
+				ctx.Respond(m)
 			case *tick:
 				got <- m.n
 			case *actor.Stopping:
@@ -95,6 +100,11 @@ func TestArmingAgainReplacesAndStopCancels(t *testing.T) {
 	pid := system.Root.Spawn(ticker(clock, got))
 	system.Root.Send(pid, &arm{d: time.Second, n: 1})
 	system.Root.Send(pid, &arm{d: 2 * time.Second, n: 2})
+	// Both armings are done before the clock moves: one waiter would also
+	// be the first arming alone, and the second one, made after the
+	// advance, would then be due after it.
+	_, err := system.Root.RequestFuture(pid, &settled{}, 5*time.Second).Result()
+	require.NoError(t, err)
 	waiters(t, clock, 1)
 	clock.Advance(5 * time.Second)
 	require.Equal(t, 2, next(t, got), "the first arming was replaced")
