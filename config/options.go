@@ -315,7 +315,7 @@ func usage(command string) string {
 		b.WriteString("Exports the Teleport audit log and session recordings to Fluentd, resuming\n" +
 			"where the last run stopped. Each option is taken from its flag, else from its\n" +
 			"environment variable, else from the configuration file (-c), else its\n" +
-			"default. Switches also take =true or =false.\n")
+			"default. Switches also take =true or =false. Secrets are never flags.\n")
 	case "version":
 		fmt.Fprintf(&b, "Usage: %s version\n\nPrints the version.\n", program)
 		return b.String()

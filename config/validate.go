@@ -321,7 +321,7 @@ func (r *resolver) checkForward(c *Config) error {
 	}
 	if f.SharedKeyFile != "" {
 		if f.SharedKey != "" {
-			return r.fail("fluentd-shared-key-file", "given with --fluentd-shared-key", "give the key one way only")
+			return r.fail("fluentd-shared-key-file", "given with the shared key itself (FDFWD_FLUENTD_SHARED_KEY or forward.fluentd.shared-key)", "give the key one way only")
 		}
 		raw, err := os.ReadFile(f.SharedKeyFile)
 		if err != nil {

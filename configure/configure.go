@@ -148,21 +148,20 @@ func Run(c *config.Configure, out io.Writer) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{dir, filepath.Join(dir, CAKeyDir)} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("create output directory: %w", err)
-		}
+	if err := makeDirs(dir); err != nil {
+		return nil, err
+	}
+	// A CA key beside the new ca.crt would be the old CA's: useless, and
+	// what this layout keeps out of OUT_DIR. Removed before anything is
+	// written: should that fail, nothing is.
+	if err := os.Remove(filepath.Join(dir, legacyCAKey)); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove the old %s: %w", legacyCAKey, err)
 	}
 	for _, name := range written(c) {
 		f := files[name]
 		if err := certs.WriteFileAtomic(filepath.Join(dir, name), f.data, f.mode); err != nil {
 			return nil, fmt.Errorf("write %s: %w", name, err)
 		}
-	}
-	// A CA key beside the new ca.crt would be the old CA's: useless, and
-	// what this layout keeps out of OUT_DIR.
-	if err := os.Remove(filepath.Join(dir, legacyCAKey)); err != nil && !os.IsNotExist(err) {
-		return nil, fmt.Errorf("remove the old %s: %w", legacyCAKey, err)
 	}
 	for _, d := range []string{filepath.Join(dir, CAKeyDir), dir} {
 		if err := syncDir(d); err != nil {
@@ -171,6 +170,25 @@ func Run(c *config.Configure, out io.Writer) (*Result, error) {
 	}
 	printSummary(out, c, res)
 	return res, nil
+}
+
+// makeDirs creates OUT_DIR and the CA key's directory, which must be a
+// directory of the owner's only, whatever it was before.
+func makeDirs(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create output directory: %w", err)
+	}
+	keyDir := filepath.Join(dir, CAKeyDir)
+	if err := os.Mkdir(keyDir, 0o700); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create %s: %w", CAKeyDir, err)
+	}
+	if info, err := os.Lstat(keyDir); err != nil || !info.IsDir() {
+		return fmt.Errorf("%s is not a directory (a link or a file): remove it and run configure again", keyDir)
+	}
+	if err := os.Chmod(keyDir, 0o700); err != nil {
+		return fmt.Errorf("make %s the owner's only: %w", CAKeyDir, err)
+	}
+	return nil
 }
 
 // checkDir refuses an output directory that is a file, and, without
@@ -477,7 +495,7 @@ run with tbot start -c tbot.yaml keeps machine-id/identity fresh; point
 }
 
 // startStep is the last step: start the daemon, or with --install-dir
-// install for the systemd unit what the daemon reads (never ca.key,
+// install for the systemd unit what the daemon reads (never ca-private/,
 // server.key or fluent.conf, Fluentd's and the CA's secrets) and start it.
 func startStep(c *config.Configure, p func(string) string) string {
 	if c.InstallDir == "" {

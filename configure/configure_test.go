@@ -142,9 +142,19 @@ func TestRefusesToOverwriteWithoutForce(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(legacy, "ca.key"), []byte("old"), 0o600))
 	_, err = configure.Run(parse(t, nil, legacy), io.Discard)
 	require.ErrorContains(t, err, "already holds ca.key;")
+	require.NoError(t, os.Mkdir(filepath.Join(legacy, "ca-private"), 0o755))
 	run(t, legacy, "--force")
 	_, err = os.Stat(filepath.Join(legacy, "ca.key"))
 	require.True(t, os.IsNotExist(err), "the old CA's key is left beside the new CA")
+	info, err := os.Stat(filepath.Join(legacy, "ca-private"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o700), info.Mode().Perm(), "a ca-private that was there is made the owner's only")
+
+	// A ca-private that is a link is not followed.
+	linked := t.TempDir()
+	require.NoError(t, os.Symlink(t.TempDir(), filepath.Join(linked, "ca-private")))
+	_, err = configure.Run(parse(t, nil, "--force", linked), io.Discard)
+	require.ErrorContains(t, err, "is not a directory (a link or a file)")
 
 	run(t, dir, "--force")
 	require.NotEqual(t, before, read(t, dir, "ca.crt"))

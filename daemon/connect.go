@@ -118,7 +118,7 @@ func transports(cfg *config.Config, creds *fluentd.Credentials) fluentd.Schemes 
 // handshake with each endpoint works: a certificate problem is fatal, an
 // unreachable Fluentd is waited for. With --dry-run, which sends nothing,
 // there is no transport.
-func connectFluentd(ctx context.Context, cfg *config.Config, log zerolog.Logger) (fluentd.Transport, error) {
+func connectFluentd(ctx context.Context, cfg *config.Config, m *metrics.Metrics, log zerolog.Logger) (fluentd.Transport, error) {
 	if cfg.DryRun {
 		return nil, nil
 	}
@@ -126,6 +126,15 @@ func connectFluentd(ctx context.Context, cfg *config.Config, log zerolog.Logger)
 	creds, err := fluentd.LoadCredentials(f.CA, f.Cert, f.Key)
 	if err != nil {
 		return nil, err
+	}
+	creds.OnReload = func(err error) {
+		if err != nil {
+			m.FluentdCertificateReloads.WithLabelValues("error").Inc()
+			log.Error().Err(err).Msg("fluentd certificate files changed but do not load; new connections keep the previous ones")
+			return
+		}
+		m.FluentdCertificateReloads.WithLabelValues("ok").Inc()
+		log.Info().Msg("fluentd certificate files changed; new connections use them")
 	}
 	t := transports(cfg, creds)
 	checked := map[string]bool{}

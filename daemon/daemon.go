@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		return quiet(err)
 	}
 	defer closeTeleport()
-	transport, err := connectFluentd(ctx, cfg, log)
+	transport, err := connectFluentd(ctx, cfg, m, log)
 	if err != nil {
 		return quiet(err)
 	}

@@ -3,6 +3,7 @@ package deploy
 import (
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -22,6 +23,7 @@ var pinned = regexp.MustCompile(`^[a-z0-9./-]+:[A-Za-z0-9._-]+@sha256:[0-9a-f]{6
 func TestDockerfilePinsItsBaseImages(t *testing.T) {
 	raw, err := os.ReadFile("Dockerfile")
 	require.NoError(t, err)
+	require.NotContains(t, string(raw), "# syntax=", "a syntax directive pulls a frontend image of its own")
 	var images []string
 	for _, line := range strings.Split(string(raw), "\n") {
 		if m := fromLine.FindStringSubmatch(line); m != nil {
@@ -35,8 +37,18 @@ func TestDockerfilePinsItsBaseImages(t *testing.T) {
 
 	mod, err := os.ReadFile("../go.mod")
 	require.NoError(t, err)
-	goLine := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
-	require.NotNil(t, goLine, "go.mod has a go line")
-	minor := string(goLine[1])
-	require.True(t, strings.HasPrefix(images[0], "golang:"+minor+"."), "the build image %s has go.mod's Go %s", images[0], minor)
+	goLine := regexp.MustCompile(`(?m)^go (\d+)\.(\d+)\.(\d+)`).FindSubmatch(mod)
+	require.NotNil(t, goLine, "go.mod has a go line with a patch release")
+	tag := regexp.MustCompile(`^golang:(\d+)\.(\d+)\.(\d+)-`).FindStringSubmatch(images[0])
+	require.NotNil(t, tag, "the build image %s names its Go release in full", images[0])
+	// The image's Go does not fetch another toolchain (GOTOOLCHAIN=local):
+	// it must be go.mod's release or a later patch of it.
+	require.Equal(t, string(goLine[1])+"."+string(goLine[2]), tag[1]+"."+tag[2], "go.mod's Go release")
+	require.GreaterOrEqual(t, atoi(t, tag[3]), atoi(t, string(goLine[3])), "the image's patch release is go.mod's or later")
+}
+
+func atoi(t *testing.T, s string) int {
+	n, err := strconv.Atoi(s)
+	require.NoError(t, err)
+	return n
 }

@@ -28,15 +28,25 @@ import (
 // for fixed files (verifying a changing pool by hand would lose the name
 // check where the URL names an IP address: no server name is sent then).
 type Credentials struct {
+	// OnReload, if set, hears of each change of the files: nil when they
+	// loaded, the error when they do not (once for each content that does
+	// not, however many connections try it).
+	OnReload func(err error)
+
 	caFile, certFile, keyFile string
 
 	mu    sync.Mutex
 	files [3][]byte // the contents last loaded
-	cert  *tls.Certificate
-	pool  *x509.CertPool
+	// bad is what was last read when that failed to load, or to be read
+	// (then the contents up to the file that could not be).
+	bad    [3][]byte
+	hasBad bool
+	cert   *tls.Certificate
+	pool   *x509.CertPool
 }
 
-// LoadCredentials reads the three files; an error names the option.
+// LoadCredentials reads the three files; an error names the option. Set
+// OnReload, if at all, before the first connection.
 func LoadCredentials(caFile, certFile, keyFile string) (*Credentials, error) {
 	c := &Credentials{caFile: caFile, certFile: certFile, keyFile: keyFile}
 	files, err := c.read()
@@ -79,8 +89,16 @@ func (c *Credentials) load(files [3][]byte) error {
 func (c *Credentials) current() (*tls.Certificate, *x509.CertPool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if files, err := c.read(); err == nil && !sameFiles(files, c.files) {
-		_ = c.load(files) // not loadable yet: the working ones stay
+	files, err := c.read()
+	if (err == nil && sameFiles(files, c.files)) || (c.hasBad && sameFiles(files, c.bad)) {
+		return c.cert, c.pool
+	}
+	if err == nil {
+		err = c.load(files) // not loadable yet: the working ones stay
+	}
+	c.bad, c.hasBad = files, err != nil
+	if c.OnReload != nil {
+		c.OnReload(err)
 	}
 	return c.cert, c.pool
 }

@@ -66,8 +66,11 @@ func TestClientCertificateIsReloaded(t *testing.T) {
 
 	creds, err := fluentd.LoadCredentials(files.ca, files.cert, files.key)
 	require.NoError(t, err)
+	var reloads []error
+	creds.OnReload = func(err error) { reloads = append(reloads, err) }
 	url := rcv.URL() + "/test.log"
 	require.Equal(t, fluentd.Success, send(creds, url).Class)
+	require.Empty(t, reloads, "the files did not change")
 
 	renewed, err := certs.IssueClient(pki.FluentdCA, testpki.TeleportUser, certs.Options{KeyType: certs.ECDSA})
 	require.NoError(t, err)
@@ -75,8 +78,18 @@ func TestClientCertificateIsReloaded(t *testing.T) {
 	files.write(t, renewed, pki.FluentdCA)
 	require.Equal(t, fluentd.Success, send(creds, url).Class, "the renewed certificate is used")
 
+	require.Len(t, reloads, 1)
+	require.NoError(t, reloads[0])
+
 	require.NoError(t, os.WriteFile(files.cert, []byte("-----BEGIN CERT"), 0o600))
 	require.Equal(t, fluentd.Success, send(creds, url).Class, "a half-written renewal keeps the working certificate")
+	require.Equal(t, fluentd.Success, send(creds, url).Class)
+	require.Len(t, reloads, 2, "a content that does not load is reported once")
+	require.ErrorContains(t, reloads[1], "--fluentd-cert")
+	require.NoError(t, os.Remove(files.key))
+	require.Equal(t, fluentd.Success, send(creds, url).Class)
+	require.Len(t, reloads, 3, "nor is a file that cannot be read")
+	require.ErrorContains(t, reloads[2], "read --fluentd-key")
 }
 
 // A new CA reaches new connections too, over HTTP, forward and the start's

@@ -169,7 +169,7 @@ func (f *Forward) handshake(rawURL string, c *forwardConn) error {
 		var nerr net.Error
 		if errors.As(err, &nerr) && nerr.Timeout() {
 			return &AuthError{URL: rawURL, Cause: "Fluentd sent no HELO (its in_forward has no <security> section)",
-				Fix: "drop --fluentd-shared-key, or add <security> with the same shared_key to in_forward"}
+				Fix: "remove the shared key (--fluentd-shared-key-file, FDFWD_FLUENTD_SHARED_KEY), or add <security> with the same shared_key to in_forward"}
 		}
 		return classifyHandshake(rawURL, err)
 	}
@@ -194,7 +194,7 @@ func (f *Forward) handshake(rawURL string, c *forwardConn) error {
 	var pong protocol.Pong
 	if err := pong.DecodeMsg(c.r); err != nil {
 		return &AuthError{URL: rawURL, Cause: "Fluentd closed the connection after the PING (" + err.Error() + ")",
-			Fix: "check --fluentd-shared-key against in_forward's shared_key (and any <user> it requires)"}
+			Fix: "check the shared key (--fluentd-shared-key-file, FDFWD_FLUENTD_SHARED_KEY) against in_forward's shared_key (and any <user> it requires)"}
 	}
 	if !pong.AuthResult {
 		return &AuthError{URL: rawURL, Cause: "Fluentd refused the key: " + pong.Reason,

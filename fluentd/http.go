@@ -47,7 +47,8 @@ type HTTP struct {
 }
 
 // NewHTTP returns a transport that keeps up to maxConns keep-alive
-// connections to Fluentd, so events do not pay a handshake each.
+// connections to Fluentd, so events do not pay a handshake each; creds
+// may be nil only for plain http:// URLs (tests).
 func NewHTTP(creds *Credentials, maxConns int) *HTTP {
 	tr := &http.Transport{
 		Proxy:               nil,             // Fluentd is addressed directly, whatever HTTPS_PROXY says
