@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -135,21 +134,24 @@ func TestLagIsTheAgeOfTheOldestEventNotConfirmed(t *testing.T) {
 func TestProgressStopsOnceCaughtUp(t *testing.T) {
 	m := New()
 	var out syncBuffer
-	log := zerolog.New(&out)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		m.RunReports(ctx, log, ReportOptions{Every: 5 * time.Millisecond, Summary: time.Hour, Start: time.Now().Add(-time.Hour)})
-	}()
+	every := 5 * time.Second
+	r := m.newReporter(zerolog.New(&out), ReportOptions{Every: every, Summary: time.Hour, Start: time.Now().Add(-time.Hour)})
+	at := r.first.at
+	tick := func() {
+		at = at.Add(every)
+		now := m.snapshot()
+		now.at = at
+		r.report(now)
+	}
 	m.SetPending(time.Now().Add(-time.Minute))
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), `"message":"progress"`) }, 5*time.Second, time.Millisecond)
+	tick()
+	require.Equal(t, 1, strings.Count(out.String(), `"message":"progress"`), "progress while a backlog is read")
 	m.SetPending(time.Time{})
-	require.Eventually(t, func() bool { return strings.Contains(out.String(), "caught up") }, 5*time.Second, time.Millisecond)
-	n := strings.Count(out.String(), `"message":"progress"`)
-	time.Sleep(50 * time.Millisecond) // ten report ticks
-	cancel()
-	<-done
-	require.Equal(t, n, strings.Count(out.String(), `"message":"progress"`), "progress lines once caught up")
+	tick()
 	require.Equal(t, 1, strings.Count(out.String(), "caught up"))
+	for range 10 {
+		tick()
+	}
+	require.Equal(t, 1, strings.Count(out.String(), `"message":"progress"`), "no progress lines once caught up")
+	require.Equal(t, 1, strings.Count(out.String(), "caught up"), "said once")
 }

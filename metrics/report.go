@@ -86,66 +86,93 @@ func (m *Metrics) snapshot() snapshot {
 // RunReports reports progress until ctx ends: a progress bar or a line
 // every opts.Every, and a summary line every opts.Summary.
 func (m *Metrics) RunReports(ctx context.Context, log zerolog.Logger, opts ReportOptions) {
-	if opts.Every <= 0 {
-		opts.Every = 5 * time.Second
+	r := m.newReporter(log, opts)
+	if r.bar != nil {
+		defer r.bar.Exit()
 	}
-	if opts.Summary <= 0 {
-		opts.Summary = time.Minute
-	}
-	var bar *progressbar.ProgressBar
-	tick := opts.Every
-	if opts.Bar {
-		bar = progressbar.NewOptions(1000,
-			progressbar.OptionSetWriter(opts.Out),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionShowElapsedTimeOnFinish(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionClearOnFinish())
-		tick = 500 * time.Millisecond
-		defer bar.Exit()
-	}
-	t := time.NewTicker(tick)
+	t := time.NewTicker(r.tick)
 	defer t.Stop()
-	first := m.snapshot()
-	last, lastSummary := first, first
-	caught := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := m.snapshot()
-		if bar != nil {
-			bar.Describe(fmt.Sprintf("%s events, %.0f/s, at %s", count(now.audit+now.session),
-				rate(first, now), position(now.acked)))
-			_ = bar.Set(int(1000 * m.position(opts.Start, now)))
-		} else if m.caughtUp() != caught {
-			// Progress is for reading a backlog; being caught up is said
-			// once.
-			if caught = !caught; caught {
-				log.Info().Float64("events", now.audit+now.session).Str("position", position(now.acked)).
-					Msg("caught up: every audit event read so far is delivered")
-			}
-			last = now
-		} else if !caught && now.at.Sub(last.at) >= opts.Every {
-			log.Info().Float64("events", now.audit+now.session).Str("rate", fmt.Sprintf("%.1f/s", rate(last, now))).
-				Str("position", position(now.acked)).Str("done", fmt.Sprintf("%.1f%%", 100*m.position(opts.Start, now))).
-				Msg("progress")
-			last = now
-		}
-		if now.at.Sub(lastSummary.at) >= opts.Summary {
-			log.Info().
-				Str("audit_rate", fmt.Sprintf("%.1f/s", (now.audit-lastSummary.audit)/now.at.Sub(lastSummary.at).Seconds())).
-				Str("session_rate", fmt.Sprintf("%.1f/s", (now.session-lastSummary.session)/now.at.Sub(lastSummary.at).Seconds())).
-				Float64("retries", now.retried-lastSummary.retried).
-				Float64("dead_lettered", now.deadLettered-lastSummary.deadLettered).
-				Dur("lag", time.Duration(m.lag()*float64(time.Second)).Round(time.Second)).
-				Float64("sessions_active", now.sessionsActive).Float64("sessions_queued", now.sessQueue).
-				Msg("summary of the last minute")
-			lastSummary = now
-		}
+		r.report(m.snapshot())
 	}
+}
+
+// reporter tells progress from one snapshot to the next; RunReports hands
+// it one per tick, tests their own.
+type reporter struct {
+	m    *Metrics
+	log  zerolog.Logger
+	opts ReportOptions
+	bar  *progressbar.ProgressBar
+	tick time.Duration
+
+	first, last, lastSummary snapshot
+	caught                   bool
+}
+
+func (m *Metrics) newReporter(log zerolog.Logger, opts ReportOptions) *reporter {
+	if opts.Every <= 0 {
+		opts.Every = 5 * time.Second
+	}
+	if opts.Summary <= 0 {
+		opts.Summary = time.Minute
+	}
+	r := &reporter{m: m, log: log, opts: opts, tick: opts.Every}
+	if opts.Bar {
+		r.bar = progressbar.NewOptions(1000,
+			progressbar.OptionSetWriter(opts.Out),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionClearOnFinish())
+		r.tick = 500 * time.Millisecond
+	}
+	r.first = m.snapshot()
+	r.last, r.lastSummary = r.first, r.first
+	return r
+}
+
+// report draws the bar or logs progress (only while a backlog is read:
+// being caught up is said once), and the summary when it is due.
+func (r *reporter) report(now snapshot) {
+	switch {
+	case r.bar != nil:
+		r.bar.Describe(fmt.Sprintf("%s events, %.0f/s, at %s", count(now.audit+now.session),
+			rate(r.first, now), position(now.acked)))
+		_ = r.bar.Set(int(1000 * r.m.position(r.opts.Start, now)))
+	case r.m.caughtUp() != r.caught:
+		if r.caught = !r.caught; r.caught {
+			r.log.Info().Float64("events", now.audit+now.session).Str("position", position(now.acked)).
+				Msg("caught up: every audit event read so far is delivered")
+		}
+		r.last = now
+	case !r.caught && now.at.Sub(r.last.at) >= r.opts.Every:
+		r.log.Info().Float64("events", now.audit+now.session).Str("rate", fmt.Sprintf("%.1f/s", rate(r.last, now))).
+			Str("position", position(now.acked)).Str("done", fmt.Sprintf("%.1f%%", 100*r.m.position(r.opts.Start, now))).
+			Msg("progress")
+		r.last = now
+	}
+	if now.at.Sub(r.lastSummary.at) >= r.opts.Summary {
+		r.summary(now)
+	}
+}
+
+func (r *reporter) summary(now snapshot) {
+	last := r.lastSummary
+	r.log.Info().
+		Str("audit_rate", fmt.Sprintf("%.1f/s", (now.audit-last.audit)/now.at.Sub(last.at).Seconds())).
+		Str("session_rate", fmt.Sprintf("%.1f/s", (now.session-last.session)/now.at.Sub(last.at).Seconds())).
+		Float64("retries", now.retried-last.retried).
+		Float64("dead_lettered", now.deadLettered-last.deadLettered).
+		Dur("lag", time.Duration(r.m.lag()*float64(time.Second)).Round(time.Second)).
+		Float64("sessions_active", now.sessionsActive).Float64("sessions_queued", now.sessQueue).
+		Msg("summary of the last minute")
+	r.lastSummary = now
 }
 
 // position is how far the checkpointed audit position is from start to now.

@@ -65,11 +65,12 @@ func TestLocksTheUserOnceWithTargetExpiryAndMessage(t *testing.T) {
 		failure("alice", "a5", base.Add(6*time.Second)),
 		failure("alice", "a6", base.Add(7*time.Second)),
 	)
-	time.Sleep(50 * time.Millisecond) // an upsert would have been started by now
+	// A lock is decided, logged and its upsert started before the failure
+	// that completes it is answered: none was.
+	require.Equal(t, 1, f.logs.count("locking user"))
 	calls, locks := f.locker.state()
 	require.Equal(t, 1, calls)
 	require.Len(t, locks, 1)
-	require.Equal(t, 1, f.logs.count("locking user"))
 }
 
 func TestExpiredLockIsWrittenAgain(t *testing.T) {
@@ -101,7 +102,7 @@ func TestOldFailuresLockNoOne(t *testing.T) {
 		evs = append(evs, failure("bob", fmt.Sprint("stale", i), f.clock.ago(100*time.Second).Add(time.Duration(i)*time.Second)))
 	}
 	r.observe(evs...)
-	time.Sleep(50 * time.Millisecond)
+	require.Zero(t, f.logs.count("locking user"), "decided before the answers")
 	calls, _ := f.locker.state()
 	require.Zero(t, calls)
 	_, ok, err := f.store.LockState("alice")
@@ -161,10 +162,10 @@ func TestDryRunLogsAndNeverLocks(t *testing.T) {
 		evs = append(evs, failure("alice", fmt.Sprint("a", i), base.Add(time.Duration(i)*time.Second)))
 	}
 	r.observe(evs...)
-	time.Sleep(50 * time.Millisecond)
+	// Logged before the answer; a dry run starts no upsert at all.
+	require.Equal(t, 1, f.logs.count("dry run: would lock user"))
 	calls, _ := f.locker.state()
 	require.Zero(t, calls)
-	require.Equal(t, 1, f.logs.count("dry run: would lock user"))
 	require.Zero(t, f.logs.count("dry run: would lock user", `"user":"alice"`), "the user name at debug level only")
 	require.Equal(t, 1, f.logs.count(`"level":"debug"`, `"user":"alice"`, `"lock":"event-handler-auto-lock-alice"`, "the user of the lock below"))
 	require.Zero(t, testutil.ToFloat64(f.m.LocksCreated))
@@ -191,7 +192,7 @@ func TestRestartBetweenFailuresKeepsTheCount(t *testing.T) {
 	// not lock again.
 	r = f.start()
 	r.observe(first, second, failure("alice", "a3", base.Add(2*time.Second)))
-	time.Sleep(50 * time.Millisecond)
+	require.Equal(t, 1, f.logs.count("locking user"), "the second life's lock only: decided before the answers")
 	calls, _ := f.locker.state()
 	require.Equal(t, 1, calls)
 }
