@@ -23,6 +23,8 @@ import (
 
 // Report is the status of one daemon's state directory.
 type Report struct {
+	// Format is ReportFormat, for scripts reading --json.
+	Format      int         `json:"format"`
 	Running     bool        `json:"running"`
 	StateFile   string      `json:"state_file"`
 	ReadPath    string      `json:"read_path,omitempty"` // search or export; empty before the first start
@@ -93,10 +95,14 @@ type Lock struct {
 	Expires  time.Time `json:"expires,omitzero"`
 }
 
+// ReportFormat is the version of Report's JSON. It changes when a field
+// changes meaning or goes away; fields are added without a change.
+const ReportFormat = 1
+
 // Collect reads the report from an open store and the dead-letter file
 // beside it.
 func Collect(s *persistence.Store, now time.Time) (Report, error) {
-	r := Report{StateFile: s.Path(), Locks: []Lock{}}
+	r := Report{Format: ReportFormat, StateFile: s.Path(), Locks: []Lock{}}
 	var err error
 	if r.ReadPath, err = s.ReadPath(); err != nil {
 		return r, err

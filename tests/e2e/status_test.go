@@ -45,6 +45,7 @@ func TestStatusOfAStoppedAndARunningDaemon(t *testing.T) {
 	var r status.Report
 	statusOf(t, e, true, &r)
 	require.False(t, r.Running)
+	require.Equal(t, status.ReportFormat, r.Format)
 	require.Equal(t, "search", r.ReadPath)
 	require.Equal(t, e.T0.Add(-time.Minute).UTC(), r.StartTime.UTC())
 	require.NotNil(t, r.Audit)
@@ -68,6 +69,7 @@ func TestStatusOfAStoppedAndARunningDaemon(t *testing.T) {
 	})
 	statusOf(t, e, true, &r)
 	require.True(t, r.Running)
+	require.Equal(t, status.ReportFormat, r.Format, "the running daemon's report too")
 	require.NotNil(t, r.Recordings.Active)
 	more := teleportGenerate(20, time.Now().Add(-time.Second), 52)
 	require.NoError(t, e.Teleport.AddEvents(more...))
