@@ -24,7 +24,17 @@ import (
 func serveControl(store *persistence.Store, m *metrics.Metrics, log zerolog.Logger) (stop func()) {
 	path := filepath.Join(store.Dir(), status.ControlSocket)
 	_ = os.Remove(path) // a crashed run's socket: the state file's lock says the directory is ours
-	ln, err := net.Listen("unix", path)
+	addr, release, err := status.SocketAddr(store.Dir())
+	var ln net.Listener
+	if err == nil {
+		ln, err = net.Listen("unix", addr)
+		release()
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		// Closing would unlink addr, which may name the directory through
+		// a descriptor closed (and reused) since: stop removes path.
+		ul.SetUnlinkOnClose(false)
+	}
 	if err != nil {
 		log.Warn().Err(err).Str("file", path).Msg("cannot serve the control socket; the status command will not reach this daemon")
 		return func() {}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -19,6 +20,26 @@ import (
 // directory beside the state file: the state file is locked while the
 // daemon runs, so the daemon answers for it.
 const ControlSocket = "control.sock"
+
+// maxSocketPath is what a Unix socket address holds on Linux (108 bytes
+// with the terminating zero).
+const maxSocketPath = 107
+
+// SocketAddr is the address to bind or dial dir's control socket at: its
+// path, or, when that is too long for a socket address, the same file
+// reached through an open descriptor of dir (/proc/self/fd/N/control.sock).
+// release closes that descriptor once the socket is bound or connected.
+func SocketAddr(dir string) (addr string, release func(), err error) {
+	path := filepath.Join(dir, ControlSocket)
+	if len(path) <= maxSocketPath {
+		return path, func() {}, nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("open %s for its control socket: %w", dir, err)
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", d.Fd(), ControlSocket), func() { _ = d.Close() }, nil
+}
 
 // Read returns the report of the state in dir: from the file when no daemon
 // runs on it, else from the running daemon's control socket. It changes
@@ -42,7 +63,12 @@ func query(ctx context.Context, dir string) (Report, error) {
 	path := filepath.Join(dir, ControlSocket)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+			addr, release, err := SocketAddr(dir)
+			if err != nil {
+				return nil, err
+			}
+			defer release()
+			return (&net.Dialer{}).DialContext(ctx, "unix", addr)
 		},
 	}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://daemon/status", nil)
