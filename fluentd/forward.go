@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/IBM/fluent-forward-go/fluent/protocol"
@@ -31,6 +33,11 @@ type ForwardOptions struct {
 	// SharedKey answers the <security> handshake (HELO, PING, PONG);
 	// empty when Fluentd has no <security> section.
 	SharedKey []byte
+	// SharedKeyFile, if set, is where SharedKey was read from: it is read
+	// again for each new connection, so that a rotated key (a Secret
+	// updated in place) reaches the next handshake. A file that cannot be
+	// read, or is empty, keeps the key that worked.
+	SharedKeyFile string
 	// Gzip sends CompressedPackedForward messages.
 	Gzip bool
 	// Hostname is the client's name in the handshake.
@@ -51,11 +58,27 @@ type ForwardOptions struct {
 type Forward struct {
 	creds *Credentials
 	opts  ForwardOptions
+
+	mu  sync.Mutex
+	key []byte // the shared key of the moment, from opts.SharedKeyFile
 }
 
 // NewForward returns a forward transport over mTLS with creds.
 func NewForward(creds *Credentials, opts ForwardOptions) *Forward {
-	return &Forward{creds: creds, opts: opts}
+	return &Forward{creds: creds, opts: opts, key: opts.SharedKey}
+}
+
+// sharedKey is the key for a new connection.
+func (f *Forward) sharedKey() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.opts.SharedKeyFile != "" {
+		raw, err := os.ReadFile(f.opts.SharedKeyFile)
+		if k := strings.TrimRight(string(raw), "\r\n"); err == nil && k != "" {
+			f.key = []byte(k)
+		}
+	}
+	return f.key
 }
 
 // Close implements Transport; the senders own their connections.
@@ -106,12 +129,13 @@ func (f *Forward) Check(ctx context.Context, rawURL string) error {
 	if err != nil {
 		return err
 	}
-	c, err := f.dial(ctx, rawURL, t)
+	key := f.sharedKey()
+	c, err := f.dial(ctx, rawURL, t, key)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	if len(f.opts.SharedKey) > 0 {
+	if len(key) > 0 {
 		return nil // dial did the handshake
 	}
 	// With TLS 1.3 a refused client certificate arrives on the first read;
@@ -141,18 +165,18 @@ func (c *forwardConn) close() { _ = c.conn.Close() }
 
 // dial connects to t over TLS and, with a shared key, does the handshake.
 // Errors are *TLSError, *AuthError or *UnreachableError.
-func (f *Forward) dial(ctx context.Context, rawURL string, t target) (*forwardConn, error) {
+func (f *Forward) dial(ctx context.Context, rawURL string, t target, key []byte) (*forwardConn, error) {
 	nc, err := f.creds.dial(ctx, t.addr)
 	if err != nil {
 		return nil, classifyHandshake(rawURL, err)
 	}
 	c := &forwardConn{conn: nc}
 	c.r, c.w = msgp.NewReader(c.conn), msgp.NewWriter(c.conn)
-	if len(f.opts.SharedKey) > 0 {
+	if len(key) > 0 {
 		// in_forward sends its HELO at once: a server that is silent for
 		// HeloWait has no <security> section.
 		_ = c.conn.SetDeadline(time.Now().Add(HeloWait))
-		if err := f.handshake(rawURL, c); err != nil {
+		if err := f.handshake(rawURL, c, key); err != nil {
 			c.close()
 			return nil, err
 		}
@@ -163,7 +187,7 @@ func (f *Forward) dial(ctx context.Context, rawURL string, t target) (*forwardCo
 
 // handshake answers the server's HELO with a PING and checks its PONG:
 // the verdict, and the server's digest (proof that it knows the key too).
-func (f *Forward) handshake(rawURL string, c *forwardConn) error {
+func (f *Forward) handshake(rawURL string, c *forwardConn, key []byte) error {
 	var helo protocol.Helo
 	if err := helo.DecodeMsg(c.r); err != nil {
 		var nerr net.Error
@@ -181,7 +205,7 @@ func (f *Forward) handshake(rawURL string, c *forwardConn) error {
 		return err
 	}
 	_ = c.conn.SetDeadline(time.Now().Add(2 * HeloWait))
-	ping, err := protocol.NewPing(f.opts.Hostname, f.opts.SharedKey, salt, helo.Options.Nonce)
+	ping, err := protocol.NewPing(f.opts.Hostname, key, salt, helo.Options.Nonce)
 	if err != nil {
 		return err
 	}
@@ -200,7 +224,7 @@ func (f *Forward) handshake(rawURL string, c *forwardConn) error {
 		return &AuthError{URL: rawURL, Cause: "Fluentd refused the key: " + pong.Reason,
 			Fix: "put in_forward's shared_key in --fluentd-shared-key-file (or FDFWD_FLUENTD_SHARED_KEY)"}
 	}
-	if err := protocol.ValidatePongDigest(&pong, f.opts.SharedKey, helo.Options.Nonce, salt); err != nil {
+	if err := protocol.ValidatePongDigest(&pong, key, helo.Options.Nonce, salt); err != nil {
 		return &AuthError{URL: rawURL, Cause: "the server's PONG does not prove it knows the shared key",
 			Fix: "check that --fluentd-url points at your Fluentd"}
 	}

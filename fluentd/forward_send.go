@@ -100,7 +100,7 @@ func (s *forwardSender) conn(ctx context.Context, rawURL string) (*forwardConn, 
 	if c := s.conns[s.last.addr]; c != nil {
 		return c, Result{}
 	}
-	c, err := s.f.dial(ctx, rawURL, s.last)
+	c, err := s.f.dial(ctx, rawURL, s.last, s.f.sharedKey())
 	var auth *AuthError
 	switch {
 	case errors.As(err, &auth):

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -94,6 +96,32 @@ func TestForwardHandshake(t *testing.T) {
 	err = forwardTransport(t, pki2, fluentd.ForwardOptions{SharedKey: []byte("s3cret")}).Check(context.Background(), plain.ForwardURL()+"/x")
 	require.ErrorAs(t, err, &auth)
 	require.Contains(t, err.Error(), "no <security>")
+}
+
+// A shared key given by file is read again for each new connection: a
+// rotated key (Fluentd restarted with the new one) reaches the daemon
+// without a restart, and a file emptied meanwhile keeps the working key.
+func TestForwardSharedKeyFileIsReadAgain(t *testing.T) {
+	rcv, pki := forwardReceiver(t, []byte("first"))
+	url := rcv.ForwardURL() + "/test.log"
+	file := filepath.Join(t.TempDir(), "shared.key")
+	require.NoError(t, os.WriteFile(file, []byte("first\n"), 0o600))
+	f := forwardTransport(t, pki, fluentd.ForwardOptions{SharedKey: []byte("first"), SharedKeyFile: file})
+	send := func() fluentd.Class {
+		s := f.NewSender() // a fresh connection each time
+		defer s.Close()
+		return s.Send(context.Background(), url, [][]byte{[]byte(event)}).Class
+	}
+	require.Equal(t, fluentd.Success, send())
+
+	rcv.SetSharedKey([]byte("second"))
+	require.Equal(t, fluentd.Refused, send(), "the old key")
+	require.NoError(t, os.WriteFile(file, []byte("second\n"), 0o600))
+	require.Equal(t, fluentd.Success, send(), "the rotated key")
+	require.NoError(t, os.WriteFile(file, nil, 0o600))
+	require.Equal(t, fluentd.Success, send(), "an empty file keeps the working key")
+	require.NoError(t, os.Remove(file))
+	require.Equal(t, fluentd.Success, send(), "so does a missing one")
 }
 
 // A message whose ack does not come (the connection closed after the
