@@ -83,3 +83,30 @@ func TestFluentdCertificatesRotatedMidRunLoseNothing(t *testing.T) {
 	}
 	require.Contains(t, p.Output(), "fluentd certificate files changed; new connections use them")
 }
+
+// The forward protocol's shared key is rotated while the daemon runs: the
+// daemon's key file first, then Fluentd restarted with the new key. The
+// next connections use it, and nothing is lost.
+func TestForwardSharedKeyRotatedMidRunLosesNothing(t *testing.T) {
+	t.Parallel()
+	e := forwardEnv(t, "first-key")
+	evs := e.Seed(500, 63)
+	keyFile := filepath.Join(t.TempDir(), "shared.key")
+	require.NoError(t, os.WriteFile(keyFile, []byte("first-key\n"), 0o600))
+	p := harness.Run(t, binary, nil, e.Args("--fluentd-shared-key-file", keyFile)...)
+	harness.WaitFor(t, time.Minute, "the backlog", func() bool { return harness.TallyAudit(e.Fluentd, evs, nil).Lost == 0 })
+
+	require.NoError(t, os.WriteFile(keyFile, []byte("second-key\n"), 0o600))
+	e.Fluentd.SetSharedKey([]byte("second-key"))
+	e.Fluentd.Restart(e.PKI.ServerTLS(e.PKI.FluentdServer, e.PKI.FluentdCA))
+	live := teleportGenerate(100, time.Now(), 64)
+	require.NoError(t, e.Teleport.AddEvents(live...))
+	all := append(evs, live...)
+	harness.WaitFor(t, time.Minute, "the events after the rotation", func() bool {
+		return harness.TallyAudit(e.Fluentd, all, nil).Lost == 0
+	})
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 20*time.Second), harness.Tail(p.Output(), 20))
+	harness.Delivered(t, e.Fluentd, all, nil)
+	require.NotContains(t, p.Output(), "second-key")
+}
