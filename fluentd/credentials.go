@@ -87,20 +87,26 @@ func (c *Credentials) load(files [3][]byte) error {
 // by content, not by modification time: a renewed certificate has the size
 // of the old one, and a file system may keep whole seconds only.
 func (c *Credentials) current() (*tls.Certificate, *x509.CertPool) {
+	cert, pool, changed, err := c.refresh()
+	if changed && c.OnReload != nil {
+		c.OnReload(err) // unlocked: it may ask for Validity
+	}
+	return cert, pool
+}
+
+// refresh loads the files if they changed, and says whether they did.
+func (c *Credentials) refresh() (*tls.Certificate, *x509.CertPool, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	files, err := c.read()
 	if (err == nil && sameFiles(files, c.files)) || (c.hasBad && sameFiles(files, c.bad)) {
-		return c.cert, c.pool
+		return c.cert, c.pool, false, nil
 	}
 	if err == nil {
 		err = c.load(files) // not loadable yet: the working ones stay
 	}
 	c.bad, c.hasBad = files, err != nil
-	if c.OnReload != nil {
-		c.OnReload(err)
-	}
-	return c.cert, c.pool
+	return c.cert, c.pool, true, err
 }
 
 func sameFiles(a, b [3][]byte) bool {
@@ -119,6 +125,17 @@ func (c *Credentials) Config(serverName string) *tls.Config {
 		// does not name ours: its refusal then says why.
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
 	}
+}
+
+// Validity is when the client certificate in use was issued and when it
+// expires.
+func (c *Credentials) Validity() (notBefore, notAfter time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cert == nil || c.cert.Leaf == nil {
+		return time.Time{}, time.Time{}
+	}
+	return c.cert.Leaf.NotBefore, c.cert.Leaf.NotAfter
 }
 
 // dial opens a TLS connection to addr ("host:port") with the credentials

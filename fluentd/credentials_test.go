@@ -67,7 +67,10 @@ func TestClientCertificateIsReloaded(t *testing.T) {
 	creds, err := fluentd.LoadCredentials(files.ca, files.cert, files.key)
 	require.NoError(t, err)
 	var reloads []error
-	creds.OnReload = func(err error) { reloads = append(reloads, err) }
+	creds.OnReload = func(err error) {
+		creds.Validity() // as the daemon does: the callback may use the credentials
+		reloads = append(reloads, err)
+	}
 	url := rcv.URL() + "/test.log"
 	require.Equal(t, fluentd.Success, send(creds, url).Class)
 	require.Empty(t, reloads, "the files did not change")
@@ -80,6 +83,8 @@ func TestClientCertificateIsReloaded(t *testing.T) {
 
 	require.Len(t, reloads, 1)
 	require.NoError(t, reloads[0])
+	from, to := creds.Validity()
+	require.True(t, to.Equal(renewed.Cert.NotAfter) && from.Equal(renewed.Cert.NotBefore), "the renewed certificate's validity")
 
 	require.NoError(t, os.WriteFile(files.cert, []byte("-----BEGIN CERT"), 0o600))
 	require.Equal(t, fluentd.Success, send(creds, url).Class, "a half-written renewal keeps the working certificate")

@@ -69,6 +69,9 @@ type Metrics struct {
 	// FluentdCertificateReloads counts changes of the Fluentd CA,
 	// certificate and key files, by whether they loaded.
 	FluentdCertificateReloads *prometheus.CounterVec // result
+	// FluentdCertificateIssuedAt and FluentdCertificateExpiresAt are the
+	// validity of the client certificate for Fluentd in use.
+	FluentdCertificateIssuedAt, FluentdCertificateExpiresAt prometheus.Gauge
 	// IdentityExpiresAt is when the Teleport identity in use expires.
 	IdentityExpiresAt prometheus.Gauge
 	TeleportErrors    *prometheus.CounterVec // method, code
@@ -139,6 +142,8 @@ func New() *Metrics {
 	m.LocksCapped = f.counter("locks_capped_total", "Locks not written because --lock-max-per-period were decided within --lock-period (a mass lock-out).")
 	m.IdentityExpiresAt = f.gauge("identity_expires_at_seconds", "When the Teleport identity in use expires (Unix seconds); renew it before (tbot, or tctl auth sign and --teleport-refresh-enabled).")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
+	m.FluentdCertificateIssuedAt = f.gauge("fluentd_certificate_issued_at_seconds", "When the client certificate for Fluentd in use was issued (Unix seconds, its NotBefore).")
+	m.FluentdCertificateExpiresAt = f.gauge("fluentd_certificate_expires_at_seconds", "When the client certificate for Fluentd in use expires (Unix seconds); renew --fluentd-cert and --fluentd-key before.")
 	m.FluentdCertificateReloads = f.counterVec("fluentd_certificate_reloads_total",
 		"Changes of the --fluentd-ca, --fluentd-cert and --fluentd-key files seen by a new connection, by result (ok; error: they do not load and the previous ones stay in use).", "result")
 	m.TeleportErrors = f.counterVec("teleport_errors_total", "Failed Teleport API calls, by method and error kind.", "method", "code")

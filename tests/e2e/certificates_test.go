@@ -30,6 +30,10 @@ func TestFluentdCertificatesRotatedMidRunLoseNothing(t *testing.T) {
 	evs := e.Seed(3000, 61)
 	renewed, err := testpki.Generate(t.TempDir())
 	require.NoError(t, err)
+	// A client certificate of the new CA whose expiry tells it apart.
+	client, err := certs.IssueClient(renewed.FluentdCA, testpki.TeleportUser, certs.Options{KeyType: certs.ECDSA, TTL: 48 * time.Hour})
+	require.NoError(t, err)
+	require.NotEqual(t, e.PKI.FluentdClient.Cert.NotAfter.Unix(), client.Cert.NotAfter.Unix())
 	// The files as a Kubernetes Secret volume holds them: links into
 	// ..data, a link that each update swaps at once to a new directory.
 	dir := t.TempDir()
@@ -52,8 +56,9 @@ func TestFluentdCertificatesRotatedMidRunLoseNothing(t *testing.T) {
 		require.NoError(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
 	}
 	install(e.PKI.FluentdClient, e.PKI.FluentdCA)
+	addr := harness.FreeAddr(t)
 	p := harness.Run(t, binary, nil, e.Args("--fluentd-ca", ca, "--fluentd-cert", cert, "--fluentd-key", key,
-		"--fluentd-session-url", e.Fluentd.ForwardURL()+"/session")...)
+		"--fluentd-session-url", e.Fluentd.ForwardURL()+"/session", "--metrics-addr", addr)...)
 	harness.WaitFor(t, time.Minute, "the first events", func() bool { return e.Audit() > 300 })
 
 	// Fluentd trusts both CAs.
@@ -61,19 +66,24 @@ func TestFluentdCertificatesRotatedMidRunLoseNothing(t *testing.T) {
 	both.ClientCAs.AddCert(renewed.FluentdCA.Cert)
 	e.Fluentd.Restart(both)
 	require.Less(t, e.Audit(), len(evs), "rotated while the backlog is read")
-	install(renewed.FluentdClient, e.PKI.FluentdCA, renewed.FluentdCA)
+	install(client, e.PKI.FluentdCA, renewed.FluentdCA)
 	more := min(e.Audit()+300, len(evs))
 	harness.WaitFor(t, time.Minute, "events after the renewal", func() bool { return e.Audit() >= more })
 
 	// Fluentd on the new CA only.
 	e.Fluentd.Restart(renewed.ServerTLS(renewed.FluentdServer, renewed.FluentdCA))
-	install(renewed.FluentdClient, renewed.FluentdCA)
+	install(client, renewed.FluentdCA)
 	live := teleportGenerate(100, time.Now(), 62)
 	require.NoError(t, e.Teleport.AddEvents(live...))
 	all := append(evs, live...)
 	harness.WaitFor(t, 2*time.Minute, "every event", func() bool {
 		return harness.TallyAudit(e.Fluentd, all, nil).Lost == 0 && e.TallySessions(defaultSkip).Lost == 0
 	})
+	// The metrics say the renewed certificate is in use.
+	m := harness.Scrape(addr)
+	require.Equal(t, float64(client.Cert.NotAfter.Unix()), m["teleport_event_handler_fluentd_certificate_expires_at_seconds"])
+	require.Positive(t, m[`teleport_event_handler_fluentd_certificate_reloads_total{result="ok"}`])
+	require.Zero(t, m[`teleport_event_handler_fluentd_certificate_reloads_total{result="error"}`])
 	p.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, p.Wait(t, 20*time.Second), harness.Tail(p.Output(), 20))
 	t.Logf("%d audit events and %d session events delivered through two Fluentd restarts; %d and %d sent twice",
