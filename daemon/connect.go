@@ -127,12 +127,7 @@ func connectFluentd(ctx context.Context, cfg *config.Config, m *metrics.Metrics,
 	if err != nil {
 		return nil, err
 	}
-	validity := func() {
-		from, to := creds.Validity()
-		m.FluentdCertificateIssuedAt.Set(float64(from.Unix()))
-		m.FluentdCertificateExpiresAt.Set(float64(to.Unix()))
-	}
-	validity()
+	m.WatchFluentdCertificate(creds.Validity)
 	creds.OnReload = func(err error) {
 		if err != nil {
 			m.FluentdCertificateReloads.WithLabelValues("error").Inc()
@@ -140,7 +135,6 @@ func connectFluentd(ctx context.Context, cfg *config.Config, m *metrics.Metrics,
 			return
 		}
 		m.FluentdCertificateReloads.WithLabelValues("ok").Inc()
-		validity()
 		log.Info().Msg("fluentd certificate files changed; new connections use them")
 	}
 	t := transports(cfg, creds)

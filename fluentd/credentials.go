@@ -105,6 +105,13 @@ func (c *Credentials) refresh() (*tls.Certificate, *x509.CertPool, bool, error) 
 	if err == nil {
 		err = c.load(files) // not loadable yet: the working ones stay
 	}
+	if err != nil {
+		// The files are read one by one: a renewal swapped in between
+		// (a Secret volume's ..data link) mixes old and new. Once more.
+		if again, rerr := c.read(); rerr == nil && !sameFiles(again, files) {
+			files, err = again, c.load(again)
+		}
+	}
 	c.bad, c.hasBad = files, err != nil
 	return c.cert, c.pool, true, err
 }
@@ -127,9 +134,10 @@ func (c *Credentials) Config(serverName string) *tls.Config {
 	}
 }
 
-// Validity is when the client certificate in use was issued and when it
-// expires.
+// Validity is when the client certificate was issued and when it expires,
+// after reading the files again (a change is reported to OnReload).
 func (c *Credentials) Validity() (notBefore, notAfter time.Time) {
+	c.current()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cert == nil || c.cert.Leaf == nil {

@@ -36,7 +36,7 @@ type ForwardOptions struct {
 	// SharedKeyFile, if set, is where SharedKey was read from: it is read
 	// again for each new connection, so that a rotated key (a Secret
 	// updated in place) reaches the next handshake. A file that cannot be
-	// read, or is empty, keeps the key that worked.
+	// read, or is empty, keeps the last key read.
 	SharedKeyFile string
 	// Gzip sends CompressedPackedForward messages.
 	Gzip bool
@@ -68,16 +68,19 @@ func NewForward(creds *Credentials, opts ForwardOptions) *Forward {
 	return &Forward{creds: creds, opts: opts, key: opts.SharedKey}
 }
 
-// sharedKey is the key for a new connection.
+// sharedKey is the key for a new connection: the file's, or the last one
+// read when it cannot be read or is empty.
 func (f *Forward) sharedKey() []byte {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.opts.SharedKeyFile != "" {
 		raw, err := os.ReadFile(f.opts.SharedKeyFile)
 		if k := strings.TrimRight(string(raw), "\r\n"); err == nil && k != "" {
+			f.mu.Lock()
 			f.key = []byte(k)
+			f.mu.Unlock()
 		}
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return f.key
 }
 

@@ -69,9 +69,6 @@ type Metrics struct {
 	// FluentdCertificateReloads counts changes of the Fluentd CA,
 	// certificate and key files, by whether they loaded.
 	FluentdCertificateReloads *prometheus.CounterVec // result
-	// FluentdCertificateIssuedAt and FluentdCertificateExpiresAt are the
-	// validity of the client certificate for Fluentd in use.
-	FluentdCertificateIssuedAt, FluentdCertificateExpiresAt prometheus.Gauge
 	// IdentityExpiresAt is when the Teleport identity in use expires.
 	IdentityExpiresAt prometheus.Gauge
 	TeleportErrors    *prometheus.CounterVec // method, code
@@ -89,11 +86,35 @@ type Metrics struct {
 	ackedUnix   atomic.Int64 // the newest checkpointed event, for progress
 	// deadLetterSize reads the size of the dead-letter file at scrape time.
 	deadLetterSize atomic.Pointer[func() int64]
+	// fluentdValidity is WatchFluentdCertificate's.
+	fluentdValidity atomic.Pointer[func() (issued, expires time.Time)]
 }
 
 // WatchDeadLetterFile makes dead_letter_file_bytes report size() at each
 // scrape.
 func (m *Metrics) WatchDeadLetterFile(size func() int64) { m.deadLetterSize.Store(&size) }
+
+// WatchFluentdCertificate makes fluentd_certificate_issued_at_seconds and
+// fluentd_certificate_expires_at_seconds report validity() at each scrape:
+// the files as they are then, not as the last connection read them.
+func (m *Metrics) WatchFluentdCertificate(validity func() (issued, expires time.Time)) {
+	m.fluentdValidity.Store(&validity)
+}
+
+// fluentdValidityGauge is one end of the Fluentd client certificate's
+// validity, 0 before WatchFluentdCertificate.
+func (m *Metrics) fluentdValidityGauge(end func(issued, expires time.Time) time.Time) func() float64 {
+	return func() float64 {
+		v := m.fluentdValidity.Load()
+		if v == nil {
+			return 0
+		}
+		if t := end((*v)()); !t.IsZero() {
+			return float64(t.Unix())
+		}
+		return 0
+	}
+}
 
 // New returns the metrics registered in a fresh registry, with the Go
 // runtime and process collectors.
@@ -142,8 +163,12 @@ func New() *Metrics {
 	m.LocksCapped = f.counter("locks_capped_total", "Locks not written because --lock-max-per-period were decided within --lock-period (a mass lock-out).")
 	m.IdentityExpiresAt = f.gauge("identity_expires_at_seconds", "When the Teleport identity in use expires (Unix seconds); renew it before (tbot, or tctl auth sign and --teleport-refresh-enabled).")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
-	m.FluentdCertificateIssuedAt = f.gauge("fluentd_certificate_issued_at_seconds", "When the client certificate for Fluentd in use was issued (Unix seconds, its NotBefore).")
-	m.FluentdCertificateExpiresAt = f.gauge("fluentd_certificate_expires_at_seconds", "When the client certificate for Fluentd in use expires (Unix seconds); renew --fluentd-cert and --fluentd-key before.")
+	f.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "fluentd_certificate_issued_at_seconds",
+		Help: "When the client certificate for Fluentd was issued (Unix seconds, its NotBefore), as --fluentd-cert holds it now."},
+		m.fluentdValidityGauge(func(issued, _ time.Time) time.Time { return issued })))
+	f.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "fluentd_certificate_expires_at_seconds",
+		Help: "When the client certificate for Fluentd expires (Unix seconds), as --fluentd-cert holds it now; renew it and --fluentd-key before."},
+		m.fluentdValidityGauge(func(_, expires time.Time) time.Time { return expires })))
 	m.FluentdCertificateReloads = f.counterVec("fluentd_certificate_reloads_total",
 		"Changes of the --fluentd-ca, --fluentd-cert and --fluentd-key files seen by a new connection, by result (ok; error: they do not load and the previous ones stay in use).", "result")
 	m.TeleportErrors = f.counterVec("teleport_errors_total", "Failed Teleport API calls, by method and error kind.", "method", "code")

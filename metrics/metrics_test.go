@@ -155,3 +155,29 @@ func TestProgressStopsOnceCaughtUp(t *testing.T) {
 	require.Equal(t, 1, strings.Count(out.String(), `"message":"progress"`), "no progress lines once caught up")
 	require.Equal(t, 1, strings.Count(out.String(), "caught up"), "said once")
 }
+
+// The Fluentd client certificate's validity is read at each scrape, 0
+// until the daemon watches it.
+func TestFluentdCertificateValidityIsReadAtEachScrape(t *testing.T) {
+	m := New()
+	gauge := func(name string) float64 {
+		families, err := m.Registry.Gather()
+		require.NoError(t, err)
+		for _, f := range families {
+			if f.GetName() == namespace+"_"+name {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatalf("no %s", name)
+		return 0
+	}
+	require.Zero(t, gauge("fluentd_certificate_expires_at_seconds"))
+	issued, expires := time.Unix(1000, 0), time.Unix(2000, 0)
+	m.WatchFluentdCertificate(func() (time.Time, time.Time) { return issued, expires })
+	require.Equal(t, 1000.0, gauge("fluentd_certificate_issued_at_seconds"))
+	require.Equal(t, 2000.0, gauge("fluentd_certificate_expires_at_seconds"))
+	expires = time.Unix(3000, 0) // renewed
+	require.Equal(t, 3000.0, gauge("fluentd_certificate_expires_at_seconds"))
+	issued, expires = time.Time{}, time.Time{}
+	require.Zero(t, gauge("fluentd_certificate_expires_at_seconds"), "no certificate: 0, not year 1")
+}

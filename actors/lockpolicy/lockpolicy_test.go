@@ -65,8 +65,8 @@ func TestLocksTheUserOnceWithTargetExpiryAndMessage(t *testing.T) {
 		failure("alice", "a5", base.Add(6*time.Second)),
 		failure("alice", "a6", base.Add(7*time.Second)),
 	)
-	// A lock is decided, logged and its upsert started before the failure
-	// that completes it is answered: none was.
+	// A lock is decided, stored, logged and its upsert scheduled before the
+	// failure that completes it is answered: none was.
 	require.Equal(t, 1, f.logs.count("locking user"))
 	calls, locks := f.locker.state()
 	require.Equal(t, 1, calls)
@@ -162,8 +162,12 @@ func TestDryRunLogsAndNeverLocks(t *testing.T) {
 		evs = append(evs, failure("alice", fmt.Sprint("a", i), base.Add(time.Duration(i)*time.Second)))
 	}
 	r.observe(evs...)
-	// Logged before the answer; a dry run starts no upsert at all.
+	// Logged and stored before the answer, as written already: nothing is
+	// scheduled for Teleport.
 	require.Equal(t, 1, f.logs.count("dry run: would lock user"))
+	require.Zero(t, f.logs.count("locking user"))
+	require.NotNil(t, f.lockState("alice").Lock)
+	require.False(t, f.lockState("alice").Lock.Pending(), "a dry run's lock waits for no upsert")
 	calls, _ := f.locker.state()
 	require.Zero(t, calls)
 	require.Zero(t, f.logs.count("dry run: would lock user", `"user":"alice"`), "the user name at debug level only")
