@@ -42,6 +42,19 @@ func (s *scenario) tally(evs []apievents.AuditEvent, except map[string]bool, ski
 }
 
 // finish runs the daemon to the end of the history and returns its output.
+// killNine starts the daemon n times and kills it with SIGKILL 0.3 to 1.2 s
+// into each run; it returns n.
+func (s *scenario) killNine(n int) int {
+	for kill := 1; kill <= n; kill++ {
+		p := s.e.Run(nil, s.e.Args("--skip-session-types", "")...)
+		time.Sleep(time.Duration(300+s.rng.IntN(900)) * time.Millisecond)
+		p.Signal(syscall.SIGKILL)
+		p.Wait(s.t, 10*time.Second)
+		s.t.Logf("kill %d: %d records received", kill, s.e.Fluentd.Count())
+	}
+	return n
+}
+
 func (s *scenario) finish(extra ...string) string {
 	p := s.e.Run(nil, s.e.Args(append([]string{"--exit-on-last-event"}, extra...)...)...)
 	require.Equal(s.t, 0, p.Wait(s.t, 5*time.Minute))
@@ -52,14 +65,7 @@ func TestKillNine(t *testing.T) {
 	s := newScenario(t, "kill -9")
 	evs := s.seedAll(1500, 3, 1500)
 	s.e.Fluentd.SetLatency(time.Millisecond) // stretch the run so kills land mid-stream
-	kills := 0
-	for kills < 20 {
-		p := s.e.Run(nil, s.e.Args("--skip-session-types", "")...)
-		time.Sleep(time.Duration(300+s.rng.IntN(900)) * time.Millisecond)
-		p.Signal(syscall.SIGKILL)
-		p.Wait(t, 10*time.Second)
-		kills++
-	}
+	kills := s.killNine(20)
 	s.fault("%d x kill -9 at random moments", kills)
 	s.e.Fluentd.SetLatency(0)
 	s.finish("--skip-session-types", "")
@@ -338,15 +344,7 @@ func TestForwardKillNine(t *testing.T) {
 	s.e.FluentdURL = s.e.Fluentd.ForwardURL()
 	// Stretch the run so kills land mid-stream.
 	s.e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{AckDelay: 150 * time.Millisecond})
-	kills := 0
-	for kills < 10 {
-		p := s.e.Run(nil, s.e.Args("--skip-session-types", "")...)
-		time.Sleep(time.Duration(300+s.rng.IntN(900)) * time.Millisecond)
-		p.Signal(syscall.SIGKILL)
-		p.Wait(t, 10*time.Second)
-		kills++
-		t.Logf("kill %d: %d records received", kills, s.e.Fluentd.Count())
-	}
+	kills := s.killNine(10)
 	s.fault("%d x kill -9 at random moments, acks after 150 ms", kills)
 	s.e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{})
 	s.finish("--skip-session-types", "")
