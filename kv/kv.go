@@ -11,4 +11,8 @@ type Write struct {
 	Key    string
 	Value  []byte // nil with Delete
 	Delete bool
+	// Err is set on a write that could not be built (its record did not
+	// encode): it can never be applied, and the checkpoint writer fails the
+	// save that carries it instead of retrying it.
+	Err error
 }

@@ -16,7 +16,9 @@ import (
 //	parked/<day>/<chunk> ExportParked: reading the chunk kept failing; it is
 //	                     read again later, from its cursor
 //
-// Days are UTC dates, 2006-01-02.
+// Days are UTC dates, 2006-01-02. A chunk's name comes from Teleport: one
+// longer than a key should hold enters the key as its digest, and its
+// record keeps it (Name; see keyPart).
 const BucketExport = "export"
 
 const (
@@ -46,11 +48,13 @@ type ExportWalker struct {
 type ExportChunk struct {
 	Cursor string `json:"cursor"`
 	Acked  uint64 `json:"acked"`
+	Name   string `json:"name,omitempty"` // the chunk's, when its key holds a digest
 }
 
 // ExportDone records a chunk whose every event is settled.
 type ExportDone struct {
 	Events uint64 `json:"events"`
+	Name   string `json:"name,omitempty"` // the chunk's, when its key holds a digest
 }
 
 // ExportParked records a chunk set aside after repeated failures.
@@ -58,6 +62,7 @@ type ExportParked struct {
 	Error    string    `json:"error"`
 	Attempts int       `json:"attempts"`
 	At       time.Time `json:"at"`
+	Name     string    `json:"name,omitempty"` // the chunk's, when its key holds a digest
 }
 
 // ChunkRef names one export chunk: a chunk of a UTC day.
@@ -91,31 +96,73 @@ func (s *Store) ExportWalker() (ExportWalker, bool, error) {
 // ExportWalkerWrite stores the day-walker's state.
 func ExportWalkerWrite(w ExportWalker) Write { return putJSON(BucketExport, keyExportWalker, w) }
 
+// key is c's key after prefix: its day and its name, or the name's digest
+// (digested true; the record keeps the name).
+func (c ChunkRef) key(prefix string) (key string, digested bool) {
+	part, digested := keyPart(c.Chunk)
+	return prefix + c.DayName() + "/" + part, digested
+}
+
+// keyName is the name to keep in c's record: its own when the key holds a
+// digest of it, else none.
+func (c ChunkRef) keyName() string {
+	if _, digested := keyPart(c.Chunk); digested {
+		return c.Chunk
+	}
+	return ""
+}
+
 // ExportChunk returns the stored position of a chunk.
 func (s *Store) ExportChunk(c ChunkRef) (ExportChunk, bool, error) {
 	var st ExportChunk
-	ok, err := s.getJSON(BucketExport, prefixExportChunk+c.String(), &st)
+	key, _ := c.key(prefixExportChunk)
+	ok, err := s.getJSON(BucketExport, key, &st)
 	return st, ok, err
 }
 
 // ExportChunkWrite stores the position of a chunk being read.
 func ExportChunkWrite(c ChunkRef, st ExportChunk) Write {
-	return putJSON(BucketExport, prefixExportChunk+c.String(), st)
+	key, _ := c.key(prefixExportChunk)
+	st.Name = c.keyName()
+	return putJSON(BucketExport, key, st)
 }
 
 // ExportParkedWrites store the position of a chunk that is set aside, and
 // why.
 func ExportParkedWrites(c ChunkRef, st ExportChunk, p ExportParked) []Write {
-	return []Write{ExportChunkWrite(c, st), putJSON(BucketExport, prefixExportParked+c.String(), p)}
+	key, _ := c.key(prefixExportParked)
+	p.Name = c.keyName()
+	return []Write{ExportChunkWrite(c, st), putJSON(BucketExport, key, p)}
 }
 
 // ExportDoneWrites record a chunk as done, in place of its position.
 func ExportDoneWrites(c ChunkRef, events uint64) []Write {
+	chunk, _ := c.key(prefixExportChunk)
+	parked, _ := c.key(prefixExportParked)
+	done, _ := c.key(prefixExportDone)
 	return []Write{
-		del(BucketExport, prefixExportChunk+c.String()),
-		del(BucketExport, prefixExportParked+c.String()),
-		putJSON(BucketExport, prefixExportDone+c.String(), ExportDone{Events: events}),
+		del(BucketExport, chunk),
+		del(BucketExport, parked),
+		putJSON(BucketExport, done, ExportDone{Events: events, Name: c.keyName()}),
 	}
+}
+
+// chunkName is the name of the chunk whose key ends in part: part itself,
+// or, when part is a digest, the name its record keeps.
+func chunkName(part string, value []byte) (string, error) {
+	if !strings.HasPrefix(part, digestPrefix) {
+		return part, nil
+	}
+	var rec struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return "", err
+	}
+	if rec.Name == "" {
+		return "", fmt.Errorf("the key holds a digest and the record no name")
+	}
+	return rec.Name, nil
 }
 
 // ExportPruneWrites are the writes that remove the completion records of
@@ -139,13 +186,22 @@ func (s *Store) ExportPruneWrites(day time.Time) ([]Write, error) {
 func (s *Store) ExportDoneChunks(day time.Time) (map[string]bool, error) {
 	prefix := prefixExportDone + DayName(day) + "/"
 	out := map[string]bool{}
-	err := s.Scan(BucketExport, prefix[:len(prefix)-1], 0, func(key string, _ []byte) bool {
+	var bad error
+	err := s.Scan(BucketExport, prefix[:len(prefix)-1], 0, func(key string, value []byte) bool {
 		if !strings.HasPrefix(key, prefix) {
 			return false // past the day's keys
 		}
-		out[strings.TrimPrefix(key, prefix)] = true
+		name, err := chunkName(strings.TrimPrefix(key, prefix), value)
+		if err != nil {
+			bad = &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: %w", BucketExport, key, err)}
+			return false
+		}
+		out[name] = true
 		return true
 	})
+	if err == nil {
+		err = bad
+	}
 	return out, err
 }
 
@@ -153,13 +209,17 @@ func (s *Store) ExportDoneChunks(day time.Time) (map[string]bool, error) {
 func (s *Store) ExportParkedChunks() ([]ChunkRef, error) {
 	var out []ChunkRef
 	var bad error
-	err := s.Scan(BucketExport, strings.TrimSuffix(prefixExportParked, "/"), 0, func(key string, _ []byte) bool {
+	err := s.Scan(BucketExport, strings.TrimSuffix(prefixExportParked, "/"), 0, func(key string, value []byte) bool {
 		rest, ok := strings.CutPrefix(key, prefixExportParked)
 		if !ok {
 			return false // past the parked keys
 		}
-		name, chunk, _ := strings.Cut(rest, "/")
+		name, part, _ := strings.Cut(rest, "/")
 		day, err := time.Parse(time.DateOnly, name)
+		var chunk string
+		if err == nil {
+			chunk, err = chunkName(part, value)
+		}
 		if err != nil {
 			bad = &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: %w", BucketExport, key, err)}
 			return false
@@ -193,8 +253,12 @@ func (s *Store) ExportInProgress() ([]ChunkProgress, error) {
 			if !ok {
 				return false
 			}
-			name, chunk, _ := strings.Cut(rest, "/")
+			name, part, _ := strings.Cut(rest, "/")
 			day, err := time.Parse(time.DateOnly, name)
+			var chunk string
+			if err == nil {
+				chunk, err = chunkName(part, value)
+			}
 			if err == nil {
 				err = fn(ChunkRef{Day: day, Chunk: chunk}, value)
 			}
@@ -239,12 +303,14 @@ func (s *Store) ExportInProgress() ([]ChunkProgress, error) {
 func ExportRetryWrites(c ChunkProgress) []Write {
 	p := *c.Parked
 	p.Attempts = 0
-	return []Write{putJSON(BucketExport, prefixExportParked+c.Ref.String(), p)}
+	key, _ := c.Ref.key(prefixExportParked)
+	return []Write{putJSON(BucketExport, key, p)}
 }
 
 // ExportDropWrites record a parked chunk as done without its remaining
 // events, and the drop.
 func ExportDropWrites(c ChunkProgress, now time.Time) []Write {
-	return append(ExportDoneWrites(c.Ref, c.Chunk.Acked), putJSON(BucketDropped, "export/"+c.Ref.String(),
+	key, _ := c.Ref.key("export/")
+	return append(ExportDoneWrites(c.Ref, c.Chunk.Acked), putJSON(BucketDropped, key,
 		Dropped{At: now, What: "export chunk " + c.Ref.String(), Detail: "parked: " + c.Parked.Error}))
 }

@@ -12,7 +12,8 @@ import (
 //
 //	BucketAudit/trail          TrailPosition: the span being read
 //	BucketAuditSeen/<time>/<id>  an event handed out, kept while the trailing
-//	                           cursor may still meet it
+//	                           cursor may still meet it (a long ID enters the
+//	                           key as its digest and is the value)
 const (
 	BucketAuditSeen = "audit-seen"
 	KeyTrail        = "trail"
@@ -44,19 +45,25 @@ func TrailWrite(p TrailPosition) Write { return putJSON(BucketAudit, KeyTrail, p
 // by time.
 const seenTime = "2006-01-02T15:04:05.000000000Z"
 
-func seenKey(t time.Time, id string) string { return t.UTC().Format(seenTime) + "/" + id }
-
 // SeenWrite records that the event id, of time t, was handed out.
 func SeenWrite(t time.Time, id string) Write {
-	return Write{Bucket: BucketAuditSeen, Key: seenKey(t, id), Value: []byte{}}
+	part, digested := keyPart(id)
+	w := Write{Bucket: BucketAuditSeen, Key: t.UTC().Format(seenTime) + "/" + part, Value: []byte{}}
+	if digested {
+		w.Value = []byte(id)
+	}
+	return w
 }
 
 // Seen returns the events recorded as handed out, by ID, with their times.
 func (s *Store) Seen() (map[string]time.Time, error) {
 	out := map[string]time.Time{}
 	var bad error
-	err := s.Scan(BucketAuditSeen, "", 0, func(key string, _ []byte) bool {
+	err := s.Scan(BucketAuditSeen, "", 0, func(key string, value []byte) bool {
 		ts, id, ok := strings.Cut(key, "/")
+		if len(value) > 0 {
+			id = string(value) // the key holds its digest
+		}
 		t, err := time.Parse(seenTime, ts)
 		if !ok || err != nil {
 			bad = &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: not <time>/<id>", BucketAuditSeen, key)}

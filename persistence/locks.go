@@ -3,14 +3,31 @@ package persistence
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
-// BucketLockPolicy maps a Teleport user to its LockState. The lock policy
-// keeps its counters here so that a restart between two failed logins does
-// not reset the count, and remembers the locks it wrote so that replayed or
-// further failures do not lock the user again.
+// BucketLockPolicy maps a Teleport user to its LockState, by LockKey. The
+// lock policy keeps its counters here so that a restart between two failed
+// logins does not reset the count, and remembers the locks it wrote so that
+// replayed or further failures do not lock the user again.
 const BucketLockPolicy = "lock-policy"
+
+// MaxUserName is the longest user name whose failed logins are counted (in
+// bytes). A failed login's user is whatever was typed at the prompt;
+// Teleport's own names (SSO e-mail addresses, at most 254 bytes; local and
+// bot users) are far shorter, and a longer name is no account a lock could
+// protect. It bounds the name kept in a LockState.
+const MaxUserName = 1024
+
+// LockKey is the key of user's state: a digest of the name, whatever its
+// length (the name itself is in the record). Earlier versions keyed it by
+// the name, which a long enough name made too large for bbolt: Open moves
+// such keys (migrateLockKeys).
+func LockKey(user string) string { return digest(user) }
 
 // LoginFailure is one failed user.login event.
 type LoginFailure struct {
@@ -48,18 +65,25 @@ type LockState struct {
 // Empty reports whether there is nothing left to remember about the user.
 func (s LockState) Empty() bool { return len(s.Failures) == 0 && s.Lock == nil }
 
-// LockStateWrite stores s, or deletes it once it is empty.
+// LockStateWrite stores s, or deletes it once it is empty. A name longer
+// than MaxUserName is a write that can never be applied: the lock policy
+// does not count such names.
 func LockStateWrite(s LockState) Write {
-	if s.Empty() {
-		return del(BucketLockPolicy, s.User)
+	key := LockKey(s.User)
+	switch {
+	case s.Empty():
+		return del(BucketLockPolicy, key)
+	case len(s.User) > MaxUserName:
+		return Write{Bucket: BucketLockPolicy, Key: key,
+			Err: fmt.Errorf("a user name of %d bytes, longer than %d", len(s.User), MaxUserName)}
 	}
-	return putJSON(BucketLockPolicy, s.User, s)
+	return putJSON(BucketLockPolicy, key, s)
 }
 
 // LockState returns the stored state of user.
 func (s *Store) LockState(user string) (LockState, bool, error) {
 	var st LockState
-	ok, err := s.getJSON(BucketLockPolicy, user, &st)
+	ok, err := s.getJSON(BucketLockPolicy, LockKey(user), &st)
 	return st, ok, err
 }
 
@@ -76,12 +100,56 @@ func (s *Store) LockStates() ([]LockState, error) {
 			decoErr = &CorruptError{Path: s.path, Err: fmt.Errorf("%s/%s: %w", BucketLockPolicy, key, err)}
 			return false
 		}
-		st.User = key // the key is authoritative
+		if !strings.HasPrefix(key, digestPrefix) {
+			st.User = key // written before LockKey, and not moved yet
+		}
 		out = append(out, st)
 		return true
 	})
 	if err != nil {
 		return nil, err
 	}
+	slices.SortFunc(out, func(a, b LockState) int { return strings.Compare(a.User, b.User) })
 	return out, decoErr
+}
+
+// migrateLockKeys moves the lock states that an earlier version keyed by
+// the user name itself (the name was the key, and the record's user field
+// was not relied on) to LockKey, in tx. Keys already moved are left alone,
+// so it runs at every Open for the price of a scan of a small bucket.
+func migrateLockKeys(tx *bolt.Tx) error {
+	b := tx.Bucket([]byte(BucketLockPolicy))
+	if b == nil {
+		return nil
+	}
+	type moved struct {
+		old, key string
+		value    []byte
+	}
+	var moves []moved
+	err := b.ForEach(func(k, v []byte) error {
+		if strings.HasPrefix(string(k), digestPrefix) {
+			return nil
+		}
+		var st LockState
+		if err := json.Unmarshal(v, &st); err != nil {
+			return fmt.Errorf("%s/%s: %w", BucketLockPolicy, Cut(string(k), 64), err)
+		}
+		st.User = string(k)
+		raw, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		moves = append(moves, moved{old: string(k), key: LockKey(st.User), value: raw})
+		return nil
+	})
+	for _, m := range moves { // not while iterating: bbolt forbids it
+		if err == nil {
+			err = b.Put([]byte(m.key), m.value)
+		}
+		if err == nil {
+			err = b.Delete([]byte(m.old))
+		}
+	}
+	return err
 }

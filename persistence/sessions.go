@@ -50,20 +50,28 @@ func (r Recording) QueueKey() string { return fmt.Sprintf("%020d", r.Seq) }
 // RecordingWrites stores r.
 func RecordingWrites(r Recording) []Write {
 	return []Write{
-		putJSON(BucketSessions, r.ID, r),
+		putJSON(BucketSessions, sessionKey(r.ID), r),
 		{Bucket: BucketSessionQueue, Key: r.QueueKey(), Value: []byte(r.ID)},
 	}
 }
 
 // RecordingDeletes removes r once it is finished or given up.
 func RecordingDeletes(r Recording) []Write {
-	return []Write{del(BucketSessions, r.ID), del(BucketSessionQueue, r.QueueKey())}
+	return []Write{del(BucketSessions, sessionKey(r.ID)), del(BucketSessionQueue, r.QueueKey())}
+}
+
+// sessionKey is the key of session id. The manager registers UUIDs only,
+// which are their own keys; anything longer enters as its digest (the
+// records keep the ID).
+func sessionKey(id string) string {
+	part, _ := keyPart(id)
+	return part
 }
 
 // Recording returns the stored progress of session id.
 func (s *Store) Recording(id string) (Recording, bool, error) {
 	var r Recording
-	ok, err := s.getJSON(BucketSessions, id, &r)
+	ok, err := s.getJSON(BucketSessions, sessionKey(id), &r)
 	return r, ok, err
 }
 
@@ -150,7 +158,7 @@ type Dropped struct {
 
 // RecordingGiveUpWrites take r out of the queue and keep it as given up.
 func RecordingGiveUpWrites(r Recording, reason string, at time.Time) []Write {
-	return append(RecordingDeletes(r), putJSON(BucketSessionsGivenUp, r.ID, GivenUp{Recording: r, Reason: reason, At: at}))
+	return append(RecordingDeletes(r), putJSON(BucketSessionsGivenUp, sessionKey(r.ID), GivenUp{Recording: r, Reason: reason, At: at}))
 }
 
 // GivenUpRecordings lists the recordings given up, by session ID.
@@ -179,12 +187,12 @@ func RecordingRetryWrites(g GivenUp, seq uint64, now time.Time) []Write {
 	r := g.Recording
 	r.Seq, r.Failures, r.NotFound, r.Crashes, r.NotBefore = seq, 0, 0, 0, time.Time{}
 	r.Registered, r.UploadTime = now, now
-	return append(RecordingWrites(r), del(BucketSessionsGivenUp, r.ID))
+	return append(RecordingWrites(r), del(BucketSessionsGivenUp, sessionKey(r.ID)))
 }
 
 // RecordingDropWrites forget a given-up recording, recording the drop.
 func RecordingDropWrites(g GivenUp, now time.Time) []Write {
-	return []Write{del(BucketSessionsGivenUp, g.Recording.ID),
-		putJSON(BucketDropped, "session/"+g.Recording.ID, Dropped{At: now, What: "session recording " + g.Recording.ID,
+	return []Write{del(BucketSessionsGivenUp, sessionKey(g.Recording.ID)),
+		putJSON(BucketDropped, "session/"+sessionKey(g.Recording.ID), Dropped{At: now, What: "session recording " + g.Recording.ID,
 			Detail: fmt.Sprintf("given up (%s) at index %d", g.Reason, g.Recording.Index)})}
 }

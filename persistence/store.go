@@ -98,12 +98,14 @@ func (s *Store) readErr(err error) error {
 type Write = kv.Write
 
 // putJSON is the write that stores v as JSON at bucket/key. Every record of
-// the state file is a plain struct of strings, times and numbers, which
-// always encodes.
+// the state file is a plain struct of strings, times and numbers; one that
+// does not encode all the same (a time past year 9999) is a write that
+// can never be applied, which the checkpoint writer fails rather than
+// retries.
 func putJSON(bucket, key string, v any) Write {
 	raw, err := json.Marshal(v)
 	if err != nil {
-		panic(fmt.Errorf("encode %s/%s: %w", bucket, key, err))
+		return Write{Bucket: bucket, Key: key, Err: fmt.Errorf("encode the record: %w", err)}
 	}
 	return Write{Bucket: bucket, Key: key, Value: raw}
 }
@@ -205,7 +207,7 @@ func (s *Store) init() error {
 		case string(v) != schemaVersion:
 			return fmt.Errorf("schema version %q, this build reads %q", v, schemaVersion)
 		}
-		return nil
+		return migrateLockKeys(tx)
 	})
 	if err != nil {
 		return &CorruptError{Path: s.path, Err: err}
@@ -222,8 +224,15 @@ func (s *Store) Dir() string { return s.dir }
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Apply commits writes in one fsync'd transaction.
+// Apply commits writes in one fsync'd transaction. A write that can never
+// be applied fails it at once with an *UnwritableError (see Unwritable),
+// before the file is touched.
 func (s *Store) Apply(writes []Write) error {
+	for _, w := range writes {
+		if err := CheckWrite(w); err != nil {
+			return fmt.Errorf("write %s: %w", s.path, err)
+		}
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		for _, w := range writes {
 			b, err := tx.CreateBucketIfNotExists([]byte(w.Bucket))
