@@ -80,6 +80,20 @@ type Saved struct {
 	Seq   uint64
 }
 
+// SaveFailed answers a Save that can never be written (a key or value
+// outside the state file's limits, a record that does not encode:
+// persistence.Unwritable), instead of Saved. The writer has dropped it and
+// goes on with the other saves; the requester decides what the loss of
+// this one means, and must not send it again unchanged. Err names the
+// cause and is Unrecoverable for the supervisor, so that a requester that
+// cannot go on panics with it and stops with that cause.
+type SaveFailed struct {
+	Key   string
+	Epoch uint64
+	Seq   uint64
+	Err   error
+}
+
 // Drain asks the poller to stop fetching and report Drained once every
 // event it handed out is settled and checkpointed.
 type Drain struct{}

@@ -63,9 +63,10 @@ type Metrics struct {
 
 	ExportChunksParked prometheus.Gauge
 
-	LocksCreated    prometheus.Counter
-	LocksCapped     prometheus.Counter
-	IdentityReloads *prometheus.CounterVec // result
+	LocksCreated        prometheus.Counter
+	LocksCapped         prometheus.Counter
+	LockFailuresIgnored *prometheus.CounterVec // reason: user_name_too_long, unwritable
+	IdentityReloads     *prometheus.CounterVec // result
 	// FluentdCertificateReloads counts changes of the Fluentd CA,
 	// certificate and key files, by whether they loaded.
 	FluentdCertificateReloads *prometheus.CounterVec // result
@@ -138,7 +139,7 @@ func New() *Metrics {
 	m.BatchEvents = f.histogram("fluentd_batch_events", "Events in one POST to Fluentd (1 unless --fluentd-batch is above 1).", []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000})
 	m.FetchToAck = f.histogramVec("fetch_to_ack_seconds", "Time from reading an event from Teleport to Fluentd's 2xx for it, by stream.", prometheus.ExponentialBuckets(0.00025, 1.5, 32), "stream")
 	m.FluentdResponses = f.counterVec("fluentd_responses_total", "Answers from Fluentd by status class (2xx, 3xx, 4xx, 5xx; over forward ack or refused; error for no answer).", "class")
-	m.CheckpointWrites = f.counterVec("checkpoint_writes_total", "Transactions written to the state file, by result (ok, error).", "result")
+	m.CheckpointWrites = f.counterVec("checkpoint_writes_total", "Transactions written to the state file, by result (ok, error; unwritable: a save that can never be written, failed and dropped).", "result")
 	m.CheckpointDuration = f.histogram("checkpoint_write_duration_seconds", "Time of one fsync'd checkpoint transaction.", prometheus.ExponentialBuckets(0.0005, 2.5, 12))
 	m.AckedEventTime = f.gauge("acked_event_timestamp_seconds", "Time of the newest audit event whose position is checkpointed (Unix seconds).")
 	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -160,6 +161,7 @@ func New() *Metrics {
 	m.ExportChunksParked = f.gauge("export_chunks_parked", "Export chunks that kept failing and wait to be read again (their events are not delivered yet).")
 
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")
+	m.LockFailuresIgnored = f.counterVec("lock_failures_ignored_total", "Failed logins the lock policy could not count, by reason (user_name_too_long: over 1024 bytes, no account's; unwritable: its state could not be stored).", "reason")
 	m.LocksCapped = f.counter("locks_capped_total", "Locks not written because --lock-max-per-period were decided within --lock-period (a mass lock-out).")
 	m.IdentityExpiresAt = f.gauge("identity_expires_at_seconds", "When the Teleport identity in use expires (Unix seconds); renew it before (tbot, or tctl auth sign and --teleport-refresh-enabled).")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")

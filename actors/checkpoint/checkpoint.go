@@ -8,9 +8,16 @@
 // than one per message. A failed write (disk full, read-only file) is
 // kept and retried with backoff, so nothing confirmed is ever forgotten;
 // requesters simply wait longer for Saved.
+//
+// A save that can never be written (persistence.Unwritable: a key too large
+// for bbolt, a record that does not encode) must not hold up the others by
+// failing their group commit for ever: it is taken out, its requester gets
+// SaveFailed, and the rest commit.
 package checkpoint
 
 import (
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -121,7 +128,7 @@ func (w *Writer) Receive(ctx actor.Context) {
 		// Last chance: whatever was confirmed gets written.
 		w.wait.Stop()
 		if len(w.pending) > 0 {
-			if err := w.write(ctx); err != nil {
+			if err := w.commit(ctx); err != nil {
 				w.log.Error().Err(err).Msg("final checkpoint write failed; the next start resends events since the previous checkpoint")
 			}
 		}
@@ -135,7 +142,7 @@ func (w *Writer) flush(ctx actor.Context) {
 	if len(w.pending) == 0 {
 		return
 	}
-	if err := w.write(ctx); err != nil {
+	if err := w.commit(ctx); err != nil {
 		w.failures++
 		delay := retries.Delay(w.failures)
 		w.log.Error().Err(err).Dur("retry_in", delay).Int("failures", w.failures).Msg("checkpoint write failed; delivery pauses until it succeeds")
@@ -146,6 +153,88 @@ func (w *Writer) flush(ctx actor.Context) {
 	if w.failures > 0 {
 		w.log.Info().Int("failures", w.failures).Msg("checkpoint writes recovered")
 		w.failures = 0
+	}
+}
+
+// commit writes the pending saves but those that can never be written,
+// which fail. An error is one worth retrying.
+func (w *Writer) commit(ctx actor.Context) error {
+	w.refuse(ctx)
+	if len(w.pending) == 0 {
+		return nil
+	}
+	err := w.write(ctx)
+	if persistence.Unwritable(err) {
+		// Something the checks before did not see (a key where a bucket
+		// is): one transaction per save finds it.
+		err = w.isolate(ctx)
+	}
+	return err
+}
+
+// refuse fails the pending saves that carry a write that can never be
+// applied, so that the group commit holds only what can succeed.
+func (w *Writer) refuse(ctx actor.Context) {
+	for _, k := range w.order {
+		for _, wr := range w.pending[k].Writes {
+			if err := persistence.CheckWrite(wr); err != nil {
+				w.fail(ctx, k, err)
+				break
+			}
+		}
+	}
+	w.compact()
+}
+
+// isolate writes the pending saves one transaction each: those that can
+// never be written fail, the others commit. It stops at the first other
+// error, which the caller retries with what is left.
+func (w *Writer) isolate(ctx actor.Context) error {
+	defer w.compact()
+	for _, k := range w.order {
+		s := w.pending[k]
+		if s == nil {
+			continue
+		}
+		err := w.store.Apply(s.Writes)
+		switch {
+		case err == nil:
+			w.metrics.CheckpointWrites.WithLabelValues("ok").Inc()
+			w.saved(ctx, s)
+			delete(w.pending, k)
+		case persistence.Unwritable(err):
+			w.fail(ctx, k, err)
+		default:
+			return err
+		}
+	}
+	w.metrics.Health.CheckpointWritten()
+	return nil
+}
+
+// fail drops the save of key k and answers its requester with SaveFailed.
+func (w *Writer) fail(ctx actor.Context, k string, err error) {
+	s := w.pending[k]
+	delete(w.pending, k)
+	if u := (*persistence.UnwritableError)(nil); !errors.As(err, &u) {
+		err = &persistence.UnwritableError{Key: persistence.Cut(k, 64), Err: err} // Unrecoverable for the requester
+	}
+	w.metrics.CheckpointWrites.WithLabelValues("unwritable").Inc()
+	w.log.Error().Err(err).Str("key", persistence.Cut(k, 64)).
+		Msg("a checkpoint save can never be written; it is dropped and its stream told, the other saves go on")
+	if s.ReplyTo != nil {
+		ctx.Send(s.ReplyTo, &messages.SaveFailed{Key: s.Key, Epoch: s.Epoch, Seq: s.Seq, Err: err})
+	}
+}
+
+// compact drops from order the keys no longer pending.
+func (w *Writer) compact() {
+	w.order = slices.DeleteFunc(w.order, func(k string) bool { return w.pending[k] == nil })
+}
+
+func (w *Writer) saved(ctx actor.Context, s *messages.Save) {
+	if s.ReplyTo != nil {
+		ctx.Send(s.ReplyTo, &messages.Saved{Key: s.Key, Epoch: s.Epoch, Seq: s.Seq})
 	}
 }
 
@@ -167,10 +256,7 @@ func (w *Writer) write(ctx actor.Context) error {
 	w.metrics.Health.CheckpointWritten()
 	w.log.Trace().Int("keys", len(w.order)).Dur("took", time.Since(start)).Msg("checkpoint written")
 	for _, k := range w.order {
-		s := w.pending[k]
-		if s.ReplyTo != nil {
-			ctx.Send(s.ReplyTo, &messages.Saved{Key: s.Key, Epoch: s.Epoch, Seq: s.Seq})
-		}
+		w.saved(ctx, w.pending[k])
 	}
 	clear(w.pending)
 	w.order = w.order[:0]

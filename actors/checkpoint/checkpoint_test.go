@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,10 +12,12 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/require"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -32,6 +35,9 @@ type store struct {
 	txs    [][]persistence.Write
 	values map[string]string
 	block  chan struct{} // when set, Apply waits on it (to pile saves up)
+	// refuse fails every transaction that writes this key, as bbolt fails
+	// one that puts a key where a bucket is.
+	refuse string
 }
 
 func (s *store) Apply(ws []persistence.Write) error {
@@ -43,6 +49,11 @@ func (s *store) Apply(ws []persistence.Write) error {
 	s.calls++
 	if s.calls <= s.failN {
 		return errors.New("disk full")
+	}
+	for _, w := range ws {
+		if s.refuse != "" && w.Key == s.refuse {
+			return fmt.Errorf("write: %w", bolterrors.ErrIncompatibleValue)
+		}
 	}
 	s.txs = append(s.txs, ws)
 	for _, w := range ws {
@@ -209,4 +220,91 @@ func waiters(t *testing.T, clock *clockwork.FakeClock, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	require.NoError(t, clock.BlockUntilContext(ctx, n))
+}
+
+// failures collects SaveFailed messages.
+type failures struct {
+	ch  chan *messages.SaveFailed
+	pid *actor.PID
+}
+
+func newFailures(system *actor.ActorSystem) *failures {
+	f := &failures{ch: make(chan *messages.SaveFailed, 10)}
+	f.pid = system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if m, ok := ctx.Message().(*messages.SaveFailed); ok {
+			f.ch <- m
+		}
+	}))
+	return f
+}
+
+func (f *failures) next(t *testing.T) *messages.SaveFailed {
+	t.Helper()
+	select {
+	case m := <-f.ch:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SaveFailed")
+		return nil
+	}
+}
+
+// A save that can never be written (a key too large for bbolt: once, a
+// user name typed at the login prompt) used to fail every group commit
+// for ever, and with it every stream's checkpoint. It fails alone now.
+func TestASaveThatCanNeverBeWrittenFailsAloneAndTheRestCommit(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	s := &store{values: map[string]string{}, block: make(chan struct{})}
+	r := newReplies(system)
+	f := newFailures(system)
+	w := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: s}))
+	system.Root.Send(w, save("first", 1, r.pid)) // blocks the writer until the rest is queued
+	system.Root.Send(w, save("audit", 2, r.pid))
+	bad := save("lock/x", 3, f.pid)
+	bad.Writes = append(bad.Writes, persistence.Write{Bucket: "b", Key: strings.Repeat("x", 40_000), Value: []byte("1")})
+	system.Root.Send(w, bad)
+	system.Root.Send(w, save("session", 4, r.pid))
+	time.Sleep(20 * time.Millisecond) // let the mailbox fill behind the blocked write
+	close(s.block)
+
+	failed := f.next(t)
+	require.Equal(t, "lock/x", failed.Key)
+	require.Equal(t, uint64(3), failed.Seq)
+	require.True(t, persistence.Unwritable(failed.Err), "got %v", failed.Err)
+	var u supervisor.Unrecoverable
+	require.True(t, errors.As(failed.Err, &u) && u.Unrecoverable(), "a requester that panics with it is not restarted into it")
+	r.waitFor(t, "audit", 2)
+	r.waitFor(t, "session", 4)
+	_, values := s.snapshot()
+	require.Equal(t, map[string]string{"first": "1", "audit": "2", "session": "4"}, values, "nothing of the failed save is written")
+
+	// The writer goes on: later saves of that key are written.
+	system.Root.Send(w, save("lock/x", 5, r.pid))
+	r.waitFor(t, "lock/x", 5)
+	require.NoError(t, system.Root.StopFuture(w).Wait())
+}
+
+// A store error that retrying cannot fix, which the checks before the
+// transaction did not see (a key where a bucket is), is found by writing
+// the saves one at a time.
+func TestAnUnwritableGroupIsSplitToFindTheSaveThatFails(t *testing.T) {
+	system := actor.NewActorSystem()
+	defer system.Shutdown()
+	s := &store{values: map[string]string{}, block: make(chan struct{}), refuse: "poison"}
+	r := newReplies(system)
+	f := newFailures(system)
+	w := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: s}))
+	system.Root.Send(w, save("first", 1, r.pid))
+	system.Root.Send(w, save("audit", 2, r.pid))
+	system.Root.Send(w, save("poison", 3, f.pid))
+	system.Root.Send(w, save("session", 4, r.pid))
+	time.Sleep(20 * time.Millisecond)
+	close(s.block)
+	require.Equal(t, "poison", f.next(t).Key)
+	r.waitFor(t, "audit", 2)
+	r.waitFor(t, "session", 4)
+	_, values := s.snapshot()
+	require.Equal(t, map[string]string{"first": "1", "audit": "2", "session": "4"}, values)
+	require.NoError(t, system.Root.StopFuture(w).Wait())
 }

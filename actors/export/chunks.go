@@ -102,6 +102,13 @@ func (w *Walker) onTerminated(who *actor.PID) {
 	if !ok || w.stopping {
 		return
 	}
-	// A reader stopped without finishing: it used up its restart budget.
+	// A reader stopped without finishing: it used up its restart budget,
+	// or failed for a cause that restarts cannot fix, which stops the
+	// walker at once with it (the chunk's position cannot be stored).
+	if d, ok := w.Kit.Strategy.GaveUp(who); ok && d.Unrecoverable {
+		if cause, isErr := d.Cause.(error); isErr {
+			panic(cause)
+		}
+	}
 	panic(fmt.Errorf("export reader of chunk %s stopped", ref))
 }

@@ -185,6 +185,10 @@ func (w *Walker) Receive(ctx actor.Context) {
 		w.onChunkParked(ctx, m)
 	case *parkTick:
 		w.retryParked(ctx)
+	case *messages.SaveFailed:
+		if m.Epoch == w.epoch {
+			panic(fmt.Errorf("export day-walker: %w", m.Err))
+		}
 	case *messages.Saved:
 		if m.Epoch == w.epoch && m.Seq > w.savedSeq {
 			w.savedSeq = m.Seq

@@ -111,6 +111,10 @@ func (r *reader) Receive(ctx actor.Context) {
 		if m.Epoch == r.epoch && r.tr.Persisted(m.Seq) {
 			r.pump(ctx)
 		}
+	case *messages.SaveFailed:
+		if m.Epoch == r.epoch { // the walker stops with the cause
+			panic(fmt.Errorf("export chunk %s: %w", r.ref, m.Err))
+		}
 	case *messages.TapStarted:
 		r.tr.TapStarted(ctx, m.PID)
 	case *messages.Drain:

@@ -3,6 +3,7 @@ package lockpolicy_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,9 @@ type fixture struct {
 	clock  *clock
 	m      *metrics.Metrics
 	deps   lockpolicy.Deps
+	// unwritable makes the checkpoint writer answer SaveFailed to the saves
+	// of these users, as it does for a save that can never be written.
+	unwritable map[string]bool
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -132,6 +136,24 @@ func newFixture(t *testing.T) *fixture {
 		Metrics:     f.m,
 	}
 	return f
+}
+
+// unwritable is the store, but for the lock states of the users it names:
+// their writes fail as one that can never be written does.
+type unwritable struct {
+	*persistence.Store
+	users map[string]bool
+}
+
+func (u unwritable) Apply(ws []persistence.Write) error {
+	for user := range u.users {
+		for _, w := range ws {
+			if w.Key == persistence.LockKey(user) {
+				return &persistence.UnwritableError{Bucket: w.Bucket, Key: w.Key, Err: errors.New("injected")}
+			}
+		}
+	}
+	return u.Store.Apply(ws)
 }
 
 // run is one life of the daemon: an actor system with the lock policy under
@@ -188,7 +210,7 @@ func (f *fixture) start() *run {
 	var err error
 	r.tree, err = root.Start(r.system, root.Spec{Strategy: strategy, Log: zerolog.Nop(), DrainTimeout: 2 * time.Second,
 		Children: []root.Child{
-			{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: f.store, Metrics: f.m, Kit: deps.Kit})},
+			{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: unwritable{f.store, f.unwritable}, Metrics: f.m, Kit: deps.Kit})},
 			{Name: lockpolicy.Name, Props: lockpolicy.Props(deps)},
 		}})
 	require.NoError(t, err)

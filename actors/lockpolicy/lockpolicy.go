@@ -176,12 +176,20 @@ type Policy struct {
 	// start of a lock's writing), with the seq of its save.
 	saveSeq uint64
 	onDisk  map[string][]waiter
+	keyUser map[string]keyed // save key -> whose, until its last save is settled
 }
 
-// waiter is what runs once save seq of its key is on disk.
+// waiter is what runs once save seq of its key is on disk: then, and
+// answer (either may be nil). A save that can never be written runs answer
+// only: the failure is forwarded all the same, just not counted.
+type keyed struct {
+	user string
+	seq  uint64 // of the last save under the key
+}
+
 type waiter struct {
-	seq  uint64
-	then func()
+	seq          uint64
+	then, answer func()
 }
 
 type attempt struct {
@@ -212,6 +220,10 @@ func (p *Policy) Receive(ctx actor.Context) {
 		if m.Epoch == p.epoch {
 			p.saved(m)
 		}
+	case *messages.SaveFailed:
+		if m.Epoch == p.epoch {
+			p.saveFailed(m)
+		}
 	case *upserted:
 		if m.epoch == p.epoch {
 			p.onUpserted(ctx, m)
@@ -238,6 +250,7 @@ func (p *Policy) start(ctx actor.Context) {
 	p.users = map[string]*persistence.LockState{}
 	p.pending = map[string]*attempt{}
 	p.onDisk = map[string][]waiter{}
+	p.keyUser = map[string]keyed{}
 	states, err := p.Store.LockStates()
 	if err != nil {
 		panic(fmt.Errorf("load lock policy state: %w", err))
@@ -277,6 +290,19 @@ func (p *Policy) observe(ctx actor.Context, o *messages.Observe) {
 	}
 }
 
+// countable reports whether the failed login of user can be counted; a
+// name longer than persistence.MaxUserName is no account's (see there).
+func (p *Policy) countable(ev *auditlogpb.EventUnstructured, user string) bool {
+	if len(user) <= persistence.MaxUserName {
+		return true
+	}
+	p.Metrics.LockFailuresIgnored.WithLabelValues("user_name_too_long").Inc()
+	p.log.Debug().Str("user", logName(user)).Msg("the user of the failed login below")
+	p.log.Warn().Str("event_id", logName(ev.GetId())).Int("user_bytes", len(user)).
+		Msg("failed login whose user name is longer than any account's (over 1024 bytes); not counted (the event is forwarded as any other)")
+	return false
+}
+
 // count counts a failed login. It returns false when there is nothing to
 // write; else it saves the new state and runs answer once it is on disk
 // (after marking the lock the failure completes, if any, to be written).
@@ -297,8 +323,11 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured, answ
 	if f.ID == "" {
 		f.ID = t.Format(time.RFC3339Nano) // Teleport always sets one; this still makes replays count once
 	}
+	if !p.countable(ev, user) {
+		return false
+	}
 	if p.Exempt[user] {
-		p.log.Debug().Str("user", user).Str("event_id", f.ID).Msg("failed login of a user exempt from locking (--lock-exempt-users); not counted")
+		p.log.Debug().Str("user", logName(user)).Str("event_id", logName(f.ID)).Msg("failed login of a user exempt from locking (--lock-exempt-users); not counted")
 		return false
 	}
 	now := p.Clock.Now()
@@ -309,31 +338,28 @@ func (p *Policy) count(ctx actor.Context, ev *auditlogpb.EventUnstructured, answ
 	next := clone(*s)
 	v := p.win.Add(&next, f, now)
 	if v == Ignored {
-		p.log.Debug().Str("user", user).Str("event_id", f.ID).Msg("failed login replayed, accounted for by our lock, or too old to matter")
+		p.log.Debug().Str("user", logName(user)).Str("event_id", logName(f.ID)).Msg("failed login replayed, accounted for by our lock, or too old to matter")
 		return false
 	}
 	if v != Lock {
-		p.log.Debug().Str("user", user).Str("event_id", f.ID).Time("event_time", t).Stringer("verdict", v).
+		p.log.Debug().Str("user", logName(user)).Str("event_id", logName(f.ID)).Time("event_time", t).Stringer("verdict", v).
 			Int("failures", len(next.Failures)).Msg("failed login counted")
-		p.save(ctx, next, answer)
+		p.save(ctx, next, nil, answer)
 		return true
 	}
 	if p.capped(now) {
 		p.Metrics.LocksCapped.Inc()
-		p.log.Debug().Str("user", user).Msg("the user of the lock below")
+		p.log.Debug().Str("user", logName(user)).Msg("the user of the lock below")
 		p.log.Error().Int("max", p.MaxLocks).Dur("period", p.Period).
 			Msg("not locking: --lock-max-per-period locks were decided within --lock-period already; so many failed logins of different users is an incident for people, not for the lock policy")
 		next.Lock = nil // counted; a later failure tries again
-		p.save(ctx, next, answer)
+		p.save(ctx, next, nil, answer)
 		return true
 	}
 	if p.DryRun {
 		next.Lock.Written = now // nothing to write: remember it as done
 	}
-	p.save(ctx, next, func() {
-		p.locking(ctx, user, *next.Lock)
-		answer()
-	})
+	p.save(ctx, next, func() { p.locking(ctx, user, *next.Lock) }, answer)
 	return true
 }
 
@@ -357,7 +383,7 @@ func (p *Policy) capped(now time.Time) bool {
 func (p *Policy) locking(ctx actor.Context, user string, l persistence.UserLock) {
 	// User names at debug only: a mistyped password often lands in the
 	// user field of a failed login.
-	p.log.Debug().Str("user", user).Str("lock", LockName(user)).Msg("the user of the lock below")
+	p.log.Debug().Str("user", logName(user)).Str("lock", logName(LockName(user))).Msg("the user of the lock below")
 	lg := p.log.Info().Int("failures", l.Count).Dur("period", p.Period).Time("trigger", l.Trigger)
 	if !l.Expires.IsZero() {
 		lg = lg.Time("expires", l.Expires) // absent: the lock never expires
@@ -373,11 +399,11 @@ func (p *Policy) locking(ctx actor.Context, user string, l persistence.UserLock)
 
 // save makes s its user's state in memory at once, and writes it through
 // the checkpoint writer, which commits the states of many users, and
-// coalesces those of one, in each fsync'd transaction; then runs then (if
-// not nil) once it is on disk. A failed write is the writer's to retry;
-// if this actor restarts meanwhile, it reloads the store and the poller
-// hands it again the failures it did not answer.
-func (p *Policy) save(ctx actor.Context, s persistence.LockState, then func()) {
+// coalesces those of one, in each fsync'd transaction; then runs then and
+// answer (if not nil) once it is on disk. A failed write is the writer's
+// to retry; if this actor restarts meanwhile, it reloads the store and the
+// poller hands it again the failures it did not answer.
+func (p *Policy) save(ctx actor.Context, s persistence.LockState, then, answer func()) {
 	if s.Empty() {
 		delete(p.users, s.User)
 	} else {
@@ -385,31 +411,75 @@ func (p *Policy) save(ctx actor.Context, s persistence.LockState, then func()) {
 	}
 	key := saveKey(s.User)
 	p.saveSeq++
-	if then != nil {
-		p.onDisk[key] = append(p.onDisk[key], waiter{seq: p.saveSeq, then: then})
+	p.keyUser[key] = keyed{user: s.User, seq: p.saveSeq}
+	if then != nil || answer != nil {
+		p.onDisk[key] = append(p.onDisk[key], waiter{seq: p.saveSeq, then: then, answer: answer})
 	}
 	ctx.Send(p.Checkpoint, &messages.Save{Key: key, Epoch: p.epoch, Seq: p.saveSeq,
 		Writes: []persistence.Write{persistence.LockStateWrite(s)}, ReplyTo: ctx.Self()})
 }
 
-// saveKey is the checkpoint key of user's state.
-func saveKey(user string) string { return "lock/" + user }
+// saveKey is the checkpoint key of user's state: bounded, as the state
+// file's key is (persistence.LockKey).
+func saveKey(user string) string { return "lock/" + persistence.LockKey(user) }
+
+// logName is a user name (or an event ID) as log lines carry it: cut short,
+// since it is whatever was typed at the login prompt.
+func logName(s string) string { return persistence.Cut(s, 128) }
 
 // saved runs what waited for the saves of m.Key up to m.Seq.
 func (p *Policy) saved(m *messages.Saved) {
-	ws := p.onDisk[m.Key]
+	for _, w := range p.settled(m.Key, m.Seq) {
+		if w.then != nil {
+			w.then()
+		}
+		if w.answer != nil {
+			w.answer()
+		}
+	}
+}
+
+// saveFailed handles a save that can never be written: the user's state
+// goes back to what is on disk, and the failures that waited are answered
+// uncounted, so that the audit stream goes on (never stalled by the lock
+// policy's bookkeeping).
+func (p *Policy) saveFailed(m *messages.SaveFailed) {
+	user := p.keyUser[m.Key].user
+	p.log.Debug().Str("user", logName(user)).Msg("the user of the error below")
+	p.log.Error().Err(m.Err).Msg("the lock policy's state of a user cannot be stored; failed logins that waited for it are not counted (the events are forwarded all the same)")
+	st, ok, err := p.Store.LockState(user)
+	switch {
+	case err != nil:
+		panic(fmt.Errorf("reload the lock state: %w", err))
+	case ok:
+		p.users[user] = &st
+	default:
+		delete(p.users, user)
+	}
+	for _, w := range p.settled(m.Key, m.Seq) {
+		if w.answer != nil {
+			p.Metrics.LockFailuresIgnored.WithLabelValues("unwritable").Inc()
+			w.answer()
+		}
+	}
+}
+
+// settled takes the waiters of key's saves up to seq.
+func (p *Policy) settled(key string, seq uint64) []waiter {
+	if p.keyUser[key].seq <= seq {
+		delete(p.keyUser, key)
+	}
+	ws := p.onDisk[key]
 	n := 0
-	for n < len(ws) && ws[n].seq <= m.Seq {
+	for n < len(ws) && ws[n].seq <= seq {
 		n++
 	}
 	if n == len(ws) {
-		delete(p.onDisk, m.Key)
+		delete(p.onDisk, key)
 	} else {
-		p.onDisk[m.Key] = ws[n:]
+		p.onDisk[key] = ws[n:]
 	}
-	for _, w := range ws[:n] {
-		w.then()
-	}
+	return ws[:n]
 }
 
 // runPending starts the attempts that are due, up to maxInFlight, and sets
@@ -430,7 +500,7 @@ func (p *Policy) runPending(ctx actor.Context) {
 			delete(p.pending, user)
 			next := clone(*s)
 			next.Lock = nil
-			p.save(ctx, next, nil)
+			p.save(ctx, next, nil, nil)
 			p.log.Warn().Time("expires", s.Lock.Expires).Int("failures", a.failures).
 				Msg("the lock expired before teleport accepted it; giving it up")
 			continue
@@ -503,8 +573,8 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 		delete(p.pending, m.user)
 		next := clone(*s)
 		next.Lock.Written = now
-		p.save(ctx, next, nil)
-		p.log.Debug().Str("user", m.user).Str("lock", LockName(m.user)).Msg("the user of the lock below")
+		p.save(ctx, next, nil, nil)
+		p.log.Debug().Str("user", logName(m.user)).Str("lock", logName(LockName(m.user))).Msg("the user of the lock below")
 		lg := p.log.Info().Int("failures", a.failures)
 		if p.denied {
 			p.denied = false
@@ -527,7 +597,7 @@ func (p *Policy) onUpserted(ctx actor.Context, m *upserted) {
 				Msg("teleport denied writing a lock: the role of the event handler's identity needs the lock resource with verbs create and update; " +
 					"add the rule {resources: [lock], verbs: [create, update]} to it (locks are kept and retried until then)")
 		} else {
-			p.log.Debug().Err(m.err).Str("user", m.user).Msg("lock still denied")
+			p.log.Debug().Err(m.err).Str("user", logName(m.user)).Msg("lock still denied")
 		}
 	default:
 		wait = p.retries().Delay(a.failures)
@@ -550,7 +620,7 @@ func (p *Policy) onSweep(ctx actor.Context) {
 	for _, s := range p.users {
 		next := clone(*s)
 		if p.win.Prune(&next, now) {
-			p.save(ctx, next, nil)
+			p.save(ctx, next, nil, nil)
 		}
 	}
 	p.sweep.After(ctx, max(p.Period, time.Minute), &sweepTick{})

@@ -3,6 +3,7 @@ package lockpolicy_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
+	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
 func TestWants(t *testing.T) {
@@ -297,4 +299,45 @@ func TestExemptUsersAndTheCapOnLocks(t *testing.T) {
 	}
 	require.Equal(t, 2, f.logs.count(`"level":"error"`, "not locking: --lock-max-per-period"))
 	require.Zero(t, f.logs.count(`"level":"error"`, `"user":`), "no user name above debug")
+}
+
+// A failed login's user is whatever was typed at the prompt. A name of
+// 40,000 characters once made every checkpoint write fail (bbolt's key too
+// large); now such a name is answered uncounted, not logged in full, and
+// the other users are counted as before.
+func TestUserNamesLongerThanAnyAccountsAreNotCounted(t *testing.T) {
+	f := newFixture(t)
+	r := f.start()
+	base := f.clock.ago(10 * time.Second)
+	long := strings.Repeat("x", 40_000)
+	atMax := strings.Repeat("y", persistence.MaxUserName)
+	var evs []*auditlogpb.EventUnstructured
+	for i := range 3 {
+		at := base.Add(time.Duration(i) * time.Second)
+		evs = append(evs, failure(long, fmt.Sprint("l", i), at), failure(atMax, fmt.Sprint("m", i), at))
+	}
+	r.observe(evs...)
+	requireOneLock(t, f, atMax, base.Add(2*time.Second))
+	require.Equal(t, 3.0, testutil.ToFloat64(f.m.LockFailuresIgnored.WithLabelValues("user_name_too_long")))
+	require.Equal(t, 3, f.logs.count("longer than any account", `"user_bytes":40000`))
+	require.Zero(t, f.logs.count(long[:1000]), "the name is cut short in logs")
+}
+
+// A user's state that can never be written (messages.SaveFailed) does not
+// hold up the poller: the failures that waited for it are answered,
+// uncounted, and that user's state stays what is on disk.
+func TestAStateThatCannotBeWrittenIsAnsweredUncounted(t *testing.T) {
+	f := newFixture(t)
+	f.unwritable = map[string]bool{"mallory": true}
+	r := f.start()
+	base := f.clock.ago(10 * time.Second)
+	r.observe(failure("mallory", "m1", base), failure("alice", "a1", base), failure("mallory", "m2", base.Add(time.Second)),
+		failure("alice", "a2", base.Add(time.Second)), failure("mallory", "m3", base.Add(2*time.Second)),
+		failure("alice", "a3", base.Add(2*time.Second)))
+	requireOneLock(t, f, "alice", base.Add(2*time.Second))
+	_, ok, err := f.store.LockState("mallory")
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Equal(t, 3.0, testutil.ToFloat64(f.m.LockFailuresIgnored.WithLabelValues("unwritable")))
+	require.Positive(t, f.logs.count("cannot be stored"))
 }

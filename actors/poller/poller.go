@@ -196,6 +196,13 @@ func (p *Poller) Receive(ctx actor.Context) {
 		if p.tr.Answered(m) || (p.late != nil && p.late.tr.Answered(m)) {
 			p.pump(ctx)
 		}
+	case *messages.SaveFailed:
+		if m.Epoch == p.epoch {
+			// The position cannot be stored: going on would resend
+			// everything since the last one after the next restart, for
+			// ever. Stop with the cause.
+			panic(fmt.Errorf("audit stream: %w", m.Err))
+		}
 	case *messages.Saved:
 		switch {
 		case m.Epoch != p.epoch:

@@ -188,6 +188,10 @@ func (m *Manager) Receive(ctx actor.Context) {
 			m.registered(ctx, msg)
 			m.startPlayers(ctx) // a recording whose crash count was saving may start
 		}
+	case *messages.SaveFailed:
+		if msg.Epoch == m.epoch {
+			m.saveFailed(ctx, msg)
+		}
 	case *playerDone:
 		m.playerDone(ctx, msg)
 	case *actor.Terminated:
@@ -263,7 +267,7 @@ func (m *Manager) observe(ctx actor.Context, o *messages.Observe) {
 	}
 	if !ValidID(sid) {
 		m.Metrics.SessionsGivenUp.WithLabelValues("invalid_id").Inc()
-		m.log.Error().Str("event_id", o.Event.Id).Str("session_id", strconv.QuoteToASCII(sid)).
+		m.log.Error().Str("event_id", o.Event.Id).Str("session_id", persistence.Cut(strconv.QuoteToASCII(sid), 128)).
 			Msg("session.upload event whose session ID is not a UUID; its recording is not streamed (the upload event itself is forwarded)")
 		answer(o)
 		return
@@ -312,6 +316,30 @@ func (m *Manager) registered(ctx actor.Context, s *messages.Saved) {
 	}
 	m.log.Debug().Str("session_id", sid).Msg("session recording registered")
 	m.startPlayers(ctx)
+}
+
+// saveFailed handles a registration, or a crash count, that can never be
+// written (see messages.SaveFailed). A recording that cannot be registered
+// is not streamed: it is counted and reported as given up, its upload
+// event answered so that the audit stream goes on.
+func (m *Manager) saveFailed(ctx actor.Context, f *messages.SaveFailed) {
+	sid := strings.TrimPrefix(f.Key, Key(""))
+	delete(m.saving, sid)
+	waiting, registering := m.registering[sid]
+	delete(m.registering, sid)
+	log := m.log.Error().Err(f.Err).Str("session_id", sid)
+	if !registering {
+		log.Msg("a session recording's progress cannot be stored; it goes on from the last stored one")
+		m.startPlayers(ctx)
+		return
+	}
+	log.Msg("a session recording cannot be registered in the state file; it is not streamed (its upload event is forwarded)")
+	m.Metrics.SessionsGivenUp.WithLabelValues("unwritable").Inc()
+	*m.givenUp = append(*m.givenUp, sid)
+	for _, o := range waiting {
+		ctx.Send(o.ReplyTo, &messages.Observed{Epoch: o.Epoch, Seq: o.Seq, Tap: ctx.Self()})
+	}
+	m.maybeFinish(ctx)
 }
 
 // startPlayers starts queued recordings that are due, up to Concurrency.

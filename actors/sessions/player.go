@@ -136,6 +136,12 @@ func (p *player) Receive(ctx actor.Context) {
 		if p.tr.Answered(m) {
 			p.pump(ctx)
 		}
+	case *messages.SaveFailed:
+		if m.Epoch == p.epoch {
+			// Stopped at once (Unrecoverable): the manager counts it as
+			// a crash on the recording, and gives it up at MaxCrashes.
+			panic(fmt.Errorf("session recording %s: %w", p.rec.ID, m.Err))
+		}
 	case *messages.Saved:
 		if m.Epoch == p.epoch && p.tr.Persisted(m.Seq) {
 			p.saved = m.Seq

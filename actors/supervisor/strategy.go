@@ -123,6 +123,9 @@ func (s *Strategy) Observe(f func(Decision)) {
 
 // GaveUp returns the decision that stopped child, if the strategy stopped it.
 func (s *Strategy) GaveUp(child *actor.PID) (Decision, bool) {
+	if s == nil {
+		return Decision{}, false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	d, ok := s.gaveUp[child.Id]
