@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -24,9 +25,25 @@ const ForwardScheme = "forward"
 // DefaultForwardPort is in_forward's port when a forward URL names none.
 const DefaultForwardPort = "24224"
 
-// HeloWait bounds the wait for the server's HELO, and then for each step
-// of the handshake.
-const HeloWait = 2 * time.Second
+// HeloWait bounds the wait for the server's HELO, and then for its PONG.
+// in_forward with a <security> section sends its HELO as soon as the TLS
+// handshake is done, so a connection silent this long is a Fluentd too
+// busy to answer or one without <security>: the first is retried (an
+// *UnreachableError), and only a second connection in a row to the same
+// address that is silent for the whole wait is taken for the missing
+// section (an *AuthError, which stops a start).
+const HeloWait = 10 * time.Second
+
+// MaxServerMessage bounds each message read from the server (a HELO, a
+// PONG, an ack: Fluentd's take a few hundred bytes at most) and each
+// string, binary or list in it: a length announced past it fails the
+// connection before anything is allocated for it, and so do more bytes
+// than this in one message.
+const MaxServerMessage = 4 << 10
+
+// maxServerDepth bounds the nesting of a server message (msgp skips unknown
+// fields recursively).
+const maxServerDepth = 8
 
 // ForwardOptions configure the forward transport.
 type ForwardOptions struct {
@@ -56,16 +73,19 @@ type ForwardOptions struct {
 // would hold a connection for ever. Nor is its gzip helper (see
 // forwardSender.gzip).
 type Forward struct {
-	creds *Credentials
-	opts  ForwardOptions
+	creds    *Credentials
+	opts     ForwardOptions
+	heloWait time.Duration // HeloWait; shorter in tests
 
 	mu  sync.Mutex
 	key []byte // the shared key of the moment, from opts.SharedKeyFile
+	// silent holds the addresses whose last connection sent no HELO.
+	silent map[string]bool
 }
 
 // NewForward returns a forward transport over mTLS with creds.
 func NewForward(creds *Credentials, opts ForwardOptions) *Forward {
-	return &Forward{creds: creds, opts: opts, key: opts.SharedKey}
+	return &Forward{creds: creds, opts: opts, heloWait: HeloWait, key: opts.SharedKey, silent: map[string]bool{}}
 }
 
 // sharedKey is the key for a new connection: the file's, or the last one
@@ -160,11 +180,60 @@ func (f *Forward) Check(ctx context.Context, rawURL string) error {
 // forwardConn is one TLS connection in its transport phase.
 type forwardConn struct {
 	conn *tls.Conn
+	in   *budget // under r: what the server's next message may still take
 	r    *msgp.Reader
 	w    *msgp.Writer
+	// keepalive is false when the server's HELO said so: it closes the
+	// connection after each ack.
+	keepalive bool
+}
+
+// errTooLarge is a server message past MaxServerMessage.
+var errTooLarge = fmt.Errorf("a message from the server announces or holds more than %d bytes, the most a forward reply may take (MaxServerMessage)", MaxServerMessage)
+
+func newForwardConn(nc *tls.Conn) *forwardConn {
+	c := &forwardConn{conn: nc, in: &budget{r: nc}, w: msgp.NewWriter(nc), keepalive: true}
+	// msgp allocates a string or binary of the length its header announces
+	// before reading it: its limits refuse a length past them first.
+	c.r = msgp.NewReader(c.in)
+	c.r.SetMaxStringLength(MaxServerMessage)
+	c.r.SetMaxElements(MaxServerMessage)
+	c.r.SetMaxRecursionDepth(maxServerDepth)
+	return c
+}
+
+// read decodes the server's next message into m; past MaxServerMessage
+// the error is errTooLarge.
+func (c *forwardConn) read(m msgp.Decodable) error {
+	c.in.left = MaxServerMessage
+	err := m.DecodeMsg(c.r)
+	if errors.Is(err, msgp.ErrLimitExceeded) || errors.Is(err, msgp.ErrRecursion) || errors.Is(err, errTooLarge) {
+		return errTooLarge
+	}
+	return err
 }
 
 func (c *forwardConn) close() { _ = c.conn.Close() }
+
+// budget passes at most left bytes, then fails: the limits of msgp.Reader
+// bound what one field allocates, this what one message reads (the fields
+// msgp skips unread, say).
+type budget struct {
+	r    io.Reader
+	left int
+}
+
+func (b *budget) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errTooLarge
+	}
+	if len(p) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= n
+	return n, err
+}
 
 // dial connects to t over TLS and, with a shared key, does the handshake.
 // Errors are *TLSError, *AuthError or *UnreachableError.
@@ -173,41 +242,31 @@ func (f *Forward) dial(ctx context.Context, rawURL string, t target, key []byte)
 	if err != nil {
 		return nil, classifyHandshake(rawURL, err)
 	}
-	c := &forwardConn{conn: nc}
-	c.r, c.w = msgp.NewReader(c.conn), msgp.NewWriter(c.conn)
+	c := newForwardConn(nc)
 	if len(key) > 0 {
-		// in_forward sends its HELO at once: a server that is silent for
-		// HeloWait has no <security> section.
-		_ = c.conn.SetDeadline(time.Now().Add(HeloWait))
-		if err := f.handshake(rawURL, c, key); err != nil {
+		if err := f.handshake(ctx, rawURL, t, c, key); err != nil {
 			c.close()
 			return nil, err
 		}
-		_ = c.conn.SetDeadline(time.Time{})
 	}
 	return c, nil
 }
 
-// handshake answers the server's HELO with a PING and checks its PONG:
-// the verdict, and the server's digest (proof that it knows the key too).
-func (f *Forward) handshake(rawURL string, c *forwardConn, key []byte) error {
-	var helo protocol.Helo
-	if err := helo.DecodeMsg(c.r); err != nil {
-		var nerr net.Error
-		if errors.As(err, &nerr) && nerr.Timeout() {
-			return &AuthError{URL: rawURL, Cause: "Fluentd sent no HELO (its in_forward has no <security> section)",
-				Fix: "remove the shared key (--fluentd-shared-key-file, FDFWD_FLUENTD_SHARED_KEY), or add <security> with the same shared_key to in_forward"}
-		}
-		return classifyHandshake(rawURL, err)
+// handshake answers the server's HELO with a PING and checks its PONG,
+// each within heloWait; a stop cuts the wait short.
+func (f *Forward) handshake(ctx context.Context, rawURL string, t target, c *forwardConn, key []byte) error {
+	defer context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })()
+	_ = c.conn.SetDeadline(time.Now().Add(f.heloWait))
+	helo, err := f.readHelo(ctx, rawURL, t, c)
+	if err != nil {
+		return err
 	}
-	if helo.Options == nil {
-		return &AuthError{URL: rawURL, Cause: "Fluentd's HELO has no options", Fix: "check that the URL points at in_forward"}
-	}
+	c.keepalive = helo.Options.Keepalive
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
 		return err
 	}
-	_ = c.conn.SetDeadline(time.Now().Add(2 * HeloWait))
+	_ = c.conn.SetDeadline(time.Now().Add(f.heloWait))
 	ping, err := protocol.NewPing(f.opts.Hostname, key, salt, helo.Options.Nonce)
 	if err != nil {
 		return err
@@ -218,8 +277,76 @@ func (f *Forward) handshake(rawURL string, c *forwardConn, key []byte) error {
 	if err := c.w.Flush(); err != nil {
 		return &UnreachableError{URL: rawURL, Err: err}
 	}
+	if err := f.checkPong(ctx, rawURL, c, key, helo.Options.Nonce, salt); err != nil {
+		return err
+	}
+	_ = c.conn.SetDeadline(time.Time{})
+	return nil
+}
+
+// readHelo reads the server's HELO. A connection silent for the whole
+// wait is retried the first time (a busy Fluentd) and taken for a missing
+// <security> section the second time in a row.
+func (f *Forward) readHelo(ctx context.Context, rawURL string, t target, c *forwardConn) (*protocol.Helo, error) {
+	var helo protocol.Helo
+	err := c.read(&helo)
+	switch {
+	case err == nil:
+		f.silentAgain(t.addr, false)
+	case ctx.Err() != nil: // cut short: not silent for the whole wait
+		return nil, &UnreachableError{URL: rawURL, Err: ctx.Err()}
+	case isTimeout(err) && f.silentAgain(t.addr, true):
+		return nil, &AuthError{URL: rawURL, Cause: fmt.Sprintf("Fluentd sent no HELO within %s on two connections in a row (its in_forward has no <security> section)", f.heloWait),
+			Fix: "remove the shared key (--fluentd-shared-key-file, FDFWD_FLUENTD_SHARED_KEY), or add <security> with the same shared_key to in_forward"}
+	case isTimeout(err):
+		return nil, &UnreachableError{URL: rawURL, Err: fmt.Errorf("no HELO within %s of the TLS handshake (a busy Fluentd, or an in_forward without <security>: a second silent connection tells): %w", f.heloWait, err)}
+	case errors.Is(err, errTooLarge):
+		return nil, &AuthError{URL: rawURL, Cause: "the HELO is not Fluentd's: " + err.Error(), Fix: "check that --fluentd-url points at Fluentd's in_forward"}
+	default:
+		return nil, classifyHandshake(rawURL, err)
+	}
+	if helo.Options == nil {
+		return nil, &AuthError{URL: rawURL, Cause: "Fluentd's HELO has no options", Fix: "check that the URL points at in_forward"}
+	}
+	return &helo, nil
+}
+
+// silentAgain records whether addr's latest connection went without a
+// HELO, and says whether the one before it did too.
+func (f *Forward) silentAgain(addr string, silent bool) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	before := f.silent[addr]
+	if silent {
+		f.silent[addr] = true
+	} else {
+		delete(f.silent, addr)
+	}
+	return before
+}
+
+func isTimeout(err error) bool {
+	var nerr net.Error
+	return errors.As(err, &nerr) && nerr.Timeout()
+}
+
+// checkPong reads the PONG and checks the verdict, then the server's
+// digest: sha512 of our salt, its hostname, its nonce and the key. That
+// proves the server knows the key only for a hostname other than ours:
+// over ours it is the digest of our own PING, which a server that echoes
+// the PING sends back without knowing the key. Fluentd's out_forward
+// refuses its own hostname in a PONG for the same reason.
+func (f *Forward) checkPong(ctx context.Context, rawURL string, c *forwardConn, key, nonce, salt []byte) error {
 	var pong protocol.Pong
-	if err := pong.DecodeMsg(c.r); err != nil {
+	if err := c.read(&pong); err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return &UnreachableError{URL: rawURL, Err: ctx.Err()}
+		case isTimeout(err): // a busy Fluentd: it answers a wrong key with a PONG
+			return &UnreachableError{URL: rawURL, Err: fmt.Errorf("no PONG within %s of the PING: %w", f.heloWait, err)}
+		case errors.Is(err, errTooLarge):
+			return &AuthError{URL: rawURL, Cause: "the PONG is not Fluentd's: " + err.Error(), Fix: "check that --fluentd-url points at Fluentd's in_forward"}
+		}
 		return &AuthError{URL: rawURL, Cause: "Fluentd closed the connection after the PING (" + err.Error() + ")",
 			Fix: "check the shared key (--fluentd-shared-key-file, FDFWD_FLUENTD_SHARED_KEY) against in_forward's shared_key (and any <user> it requires)"}
 	}
@@ -227,7 +354,11 @@ func (f *Forward) handshake(rawURL string, c *forwardConn, key []byte) error {
 		return &AuthError{URL: rawURL, Cause: "Fluentd refused the key: " + pong.Reason,
 			Fix: "put in_forward's shared_key in --fluentd-shared-key-file (or FDFWD_FLUENTD_SHARED_KEY)"}
 	}
-	if err := protocol.ValidatePongDigest(&pong, key, helo.Options.Nonce, salt); err != nil {
+	if pong.ServerHostname == f.opts.Hostname {
+		return &AuthError{URL: rawURL, Cause: fmt.Sprintf("the server's PONG names this daemon's own hostname %q, so its digest proves nothing (a server echoing the PING would send it; Fluentd refuses it too: same hostname between input and output)", pong.ServerHostname),
+			Fix: "check that --fluentd-url points at your Fluentd, and that in_forward's self_hostname is not this host's name"}
+	}
+	if err := protocol.ValidatePongDigest(&pong, key, nonce, salt); err != nil {
 		return &AuthError{URL: rawURL, Cause: "the server's PONG does not prove it knows the shared key",
 			Fix: "check that --fluentd-url points at your Fluentd"}
 	}

@@ -54,6 +54,11 @@ func (s *forwardSender) Send(ctx context.Context, rawURL string, events [][]byte
 		s.drop(s.last.addr)
 		return Result{Class: Retry, Reason: err.Error()}
 	}
+	if !c.keepalive {
+		// The server closes the connection after each ack (in_forward's
+		// deny_keepalive): the next message goes on a new one.
+		s.drop(s.last.addr)
+	}
 	return Result{Class: Success}
 }
 
@@ -129,7 +134,7 @@ func exchange(ctx context.Context, c *forwardConn, msg *protocol.PackedForwardMe
 		return fmt.Errorf("send: %w", err)
 	}
 	var ack protocol.AckMessage
-	if err := ack.DecodeMsg(c.r); err != nil {
+	if err := c.read(&ack); err != nil {
 		return fmt.Errorf("no ack for chunk %s: %w", msg.Options.Chunk, err)
 	}
 	if ack.Ack != msg.Options.Chunk {

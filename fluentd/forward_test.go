@@ -2,15 +2,22 @@ package fluentd_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/IBM/fluent-forward-go/fluent/protocol"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/tinylib/msgp/msgp"
 	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/fluentd"
@@ -92,8 +99,11 @@ func TestForwardHandshake(t *testing.T) {
 	require.Contains(t, none.Check(context.Background(), url).Error(), "--fluentd-shared-key")
 
 	plain, pki2 := forwardReceiver(t, nil)
-	_ = pki2
-	err = forwardTransport(t, pki2, fluentd.ForwardOptions{SharedKey: []byte("s3cret")}).Check(context.Background(), plain.ForwardURL()+"/x")
+	silent := forwardTransport(t, pki2, fluentd.ForwardOptions{SharedKey: []byte("s3cret")})
+	silent.SetHeloWait(100 * time.Millisecond)
+	var unreachable *fluentd.UnreachableError
+	require.ErrorAs(t, silent.Check(context.Background(), plain.ForwardURL()+"/x"), &unreachable, "once may be a slow Fluentd")
+	err = silent.Check(context.Background(), plain.ForwardURL()+"/x")
 	require.ErrorAs(t, err, &auth)
 	require.Contains(t, err.Error(), "no <security>")
 }
@@ -188,5 +198,200 @@ func TestForwardGzipFromManyConnectionsSendsEachItsOwnEvents(t *testing.T) {
 	require.Len(t, got, conns*batches*size, "every event arrives")
 	for uid, n := range got {
 		require.Equal(t, 1, n, "event %s", uid)
+	}
+}
+
+// rawForward is a forward server on 127.0.0.1, with the TLS of the test
+// receiver, that runs script on each connection: a server that says what
+// no Fluentd says. Its goroutines end with the test.
+func rawForward(t *testing.T, script func(c *tls.Conn, rd *msgp.Reader, w *msgp.Writer)) (string, *testpki.Bundle) {
+	t.Helper()
+	pki, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	cfg := pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)
+	cfg.MaxVersion = tls.VersionTLS12
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				c := tls.Server(nc, cfg)
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				script(c, msgp.NewReader(c), msgp.NewWriter(c))
+				_, _ = io.Copy(io.Discard, c) // until the client hangs up
+			})
+		}
+	})
+	return "forward://" + ln.Addr().String() + "/test.log", pki
+}
+
+// gib is the header of a msgpack str or bin (lead) announcing 1 GiB.
+func gib(lead byte) []byte { return []byte{lead, 0x40, 0, 0, 0} }
+
+// helo is a HELO asking for the shared key, with keepalive.
+func helo(w *msgp.Writer) []byte {
+	h := protocol.NewHelo(&protocol.HeloOpts{Nonce: []byte("0123456789abcdef"), Auth: []byte{}, Keepalive: true})
+	_ = h.EncodeMsg(w)
+	_ = w.Flush()
+	return h.Options.Nonce
+}
+
+// allocated is the memory f allocates, with what runs meanwhile.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// A length the server announces is checked before anything is allocated
+// for it: a HELO nonce, a PONG reason or an ack of 1 GiB fails the
+// connection at once, with a message that says why, and costs next to
+// nothing (it cost 1 GiB, and then the wait for bytes that never came).
+// So does a message that holds more than the bound in fields the decoder
+// skips.
+func TestForwardBoundsWhatTheServerSends(t *testing.T) {
+	const most = 1 << 20
+	heloNonce := func(c *tls.Conn, _ *msgp.Reader, _ *msgp.Writer) {
+		msg := append([]byte{0x92, 0xa4, 'H', 'E', 'L', 'O', 0x81, 0xa5, 'n', 'o', 'n', 'c', 'e'}, gib(0xc6)...)
+		_, _ = c.Write(msg)
+	}
+	heloPadding := func(c *tls.Conn, _ *msgp.Reader, _ *msgp.Writer) { // sent in full, skipped unread
+		msg := []byte{0x92, 0xa4, 'H', 'E', 'L', 'O', 0x82, 0xa3, 'p', 'a', 'd', 0xc6, 0, 1, 0, 0}
+		msg = append(msg, make([]byte, 1<<16)...)
+		msg = append(msg, 0xa5, 'n', 'o', 'n', 'c', 'e', 0xc4, 16)
+		_, _ = c.Write(append(msg, "0123456789abcdef"...))
+	}
+	pongReason := func(c *tls.Conn, rd *msgp.Reader, w *msgp.Writer) {
+		helo(w)
+		var ping protocol.Ping
+		if ping.DecodeMsg(rd) == nil {
+			_, _ = c.Write(append([]byte{0x95, 0xa4, 'P', 'O', 'N', 'G', 0xc3}, gib(0xdb)...))
+		}
+	}
+	ack := func(c *tls.Conn, rd *msgp.Reader, _ *msgp.Writer) {
+		if _, err := rd.CopyNext(io.Discard); err == nil {
+			_, _ = c.Write(append([]byte{0x81, 0xa3, 'a', 'c', 'k'}, gib(0xdb)...))
+		}
+	}
+	for name, tc := range map[string]struct {
+		script func(*tls.Conn, *msgp.Reader, *msgp.Writer)
+		key    []byte
+	}{"HELO nonce": {heloNonce, []byte("k")}, "HELO padding": {heloPadding, []byte("k")}, "PONG reason": {pongReason, []byte("k")}, "ack": {ack, nil}} {
+		t.Run(name, func(t *testing.T) {
+			url, pki := rawForward(t, tc.script)
+			s := forwardTransport(t, pki, fluentd.ForwardOptions{SharedKey: tc.key}).NewSender()
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var res fluentd.Result
+			start := time.Now()
+			n := allocated(func() { res = s.Send(ctx, url, [][]byte{[]byte(event)}) })
+			require.Less(t, n, uint64(most), "bytes allocated: %s", res.Reason)
+			require.Less(t, time.Since(start), 2*time.Second, "fails at the header, not at a deadline: %s", res.Reason)
+			require.NotEqual(t, fluentd.Success, res.Class)
+			require.Contains(t, res.Reason, "more than 4096 bytes")
+		})
+	}
+}
+
+// A server that echoes the daemon's PING (its hostname and digest) passes
+// the digest check without knowing the key: a PONG naming the daemon's own
+// hostname is refused, as Fluentd's out_forward refuses it.
+func TestForwardRefusesAnEchoedPong(t *testing.T) {
+	rcv, pki := forwardReceiver(t, []byte("s3cret"))
+	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{EchoPong: true})
+	url := rcv.ForwardURL() + "/test.log"
+	tr := forwardTransport(t, pki, fluentd.ForwardOptions{SharedKey: []byte("guess")})
+	var auth *fluentd.AuthError
+	err := tr.Check(context.Background(), url)
+	require.ErrorAs(t, err, &auth)
+	require.Contains(t, err.Error(), `names this daemon's own hostname "test"`)
+	s := tr.NewSender()
+	defer s.Close()
+	require.Equal(t, fluentd.Refused, s.Send(context.Background(), url, [][]byte{[]byte(event)}).Class)
+	require.Zero(t, rcv.Count())
+}
+
+// A HELO with keepalive false (in_forward's deny_keepalive) means a
+// connection per message: every send succeeds at the first try, each on a
+// connection of its own with its own handshake.
+func TestForwardHonoursKeepaliveFalse(t *testing.T) {
+	rcv, pki := forwardReceiver(t, []byte("s3cret"))
+	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{NoKeepalive: true})
+	url := rcv.ForwardURL() + "/test.log"
+	s := forwardTransport(t, pki, fluentd.ForwardOptions{SharedKey: []byte("s3cret")}).NewSender()
+	defer s.Close()
+	const n = 5
+	for i := range n {
+		res := s.Send(context.Background(), url, [][]byte{[]byte(event)})
+		require.Equal(t, fluentd.Success, res.Class, "send %d: %s", i+1, res.Reason)
+	}
+	require.Len(t, rcv.Records("test.log"), n, "no duplicates: nothing was sent twice")
+	require.Equal(t, n, rcv.ForwardHandshakes())
+}
+
+// A HELO later than the old fixed wait but within the transport's wait is
+// a slow Fluentd, not a missing <security> section.
+func TestForwardWaitsForASlowHelo(t *testing.T) {
+	rcv, pki := forwardReceiver(t, []byte("s3cret"))
+	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{HeloDelay: 300 * time.Millisecond})
+	url := rcv.ForwardURL() + "/test.log"
+	tr := forwardTransport(t, pki, fluentd.ForwardOptions{SharedKey: []byte("s3cret")})
+	tr.SetHeloWait(time.Second)
+	require.NoError(t, tr.Check(context.Background(), url))
+	s := tr.NewSender()
+	defer s.Close()
+	require.Equal(t, fluentd.Success, s.Send(context.Background(), url, [][]byte{[]byte(event)}).Class)
+}
+
+// One connection silent for the whole wait is retried (a busy Fluentd);
+// two in a row to the same address are an in_forward without <security>,
+// which the start reports (WaitReady) and the sender calls a refusal. A
+// HELO in between starts the count again.
+func TestForwardTellsASilentServerFromASlowOne(t *testing.T) {
+	const wait = 300 * time.Millisecond
+	var unreachable *fluentd.UnreachableError
+	var auth *fluentd.AuthError
+	key := fluentd.ForwardOptions{SharedKey: []byte("s3cret")}
+
+	slow, pki := forwardReceiver(t, []byte("s3cret"))
+	url := slow.ForwardURL() + "/test.log"
+	tr := forwardTransport(t, pki, key)
+	tr.SetHeloWait(wait)
+	slow.SetForwardFaults(fluentdsrv.ForwardFaults{HeloDelay: 2 * wait})
+	err := tr.Check(context.Background(), url)
+	require.ErrorAs(t, err, &unreachable, "one silent connection: %v", err)
+	require.Contains(t, err.Error(), "no HELO within 300ms")
+	slow.SetForwardFaults(fluentdsrv.ForwardFaults{})
+	require.NoError(t, tr.Check(context.Background(), url))
+	slow.SetForwardFaults(fluentdsrv.ForwardFaults{HeloDelay: 2 * wait})
+	require.ErrorAs(t, tr.Check(context.Background(), url), &unreachable, "the HELO in between reset the count")
+
+	plain, pki := forwardReceiver(t, nil)
+	url = plain.ForwardURL() + "/test.log"
+	tr = forwardTransport(t, pki, key)
+	tr.SetHeloWait(wait)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = fluentd.WaitReady(ctx, tr, url, zerolog.Nop())
+	require.ErrorAs(t, err, &auth, "%v", err)
+	require.Contains(t, err.Error(), "no <security> section")
+
+	tr = forwardTransport(t, pki, key)
+	tr.SetHeloWait(wait)
+	s := tr.NewSender()
+	defer s.Close()
+	for i, want := range []fluentd.Class{fluentd.Retry, fluentd.Refused} {
+		res := s.Send(context.Background(), url, [][]byte{[]byte(event)})
+		require.Equal(t, want, res.Class, "send %d: %s", i+1, res.Reason)
 	}
 }

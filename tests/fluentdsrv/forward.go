@@ -21,8 +21,9 @@ import (
 // Config.SharedKey is set, an ack for every message with a chunk, and
 // faults on demand (ForwardFaults).
 
-// ForwardFaults are faults of the forward listener, each for the next N
-// messages.
+// ForwardFaults are faults of the forward listener: counts are for the
+// next N messages, the others for every connection opened while they are
+// set.
 type ForwardFaults struct {
 	// DropAcks: the message is stored but not acked, and the connection
 	// closed (the client must send it again: a duplicate).
@@ -32,6 +33,14 @@ type ForwardFaults struct {
 	CloseMidMessage int
 	// AckDelay delays every ack.
 	AckDelay time.Duration
+	// HeloDelay delays the HELO (with Config.SharedKey): a busy Fluentd.
+	HeloDelay time.Duration
+	// NoKeepalive is in_forward's deny_keepalive: the HELO says keepalive
+	// false, and the connection is closed after each message's ack.
+	NoKeepalive bool
+	// EchoPong: the PONG accepts any key and echoes the client's PING, its
+	// hostname and digest, as a server that does not know the key could.
+	EchoPong bool
 }
 
 // SetSharedKey sets the forward listener's shared key (Config.SharedKey)
@@ -51,6 +60,13 @@ func (r *Receiver) SetForwardFaults(f ForwardFaults) {
 
 // ForwardURL is the forward:// base URL of the receiver.
 func (r *Receiver) ForwardURL() string { return "forward://" + r.fwdAddr }
+
+// ForwardHandshakes counts the shared-key handshakes that succeeded.
+func (r *Receiver) ForwardHandshakes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fwdHandshakes
+}
 
 // ForwardMessages counts the forward messages received, by mode
 // ("message", "forward", "packed", "compressed").
@@ -135,11 +151,16 @@ func (r *Receiver) setErr(err error) {
 // forwardConn serves one connection: the handshake, then messages.
 func (r *Receiver) forwardConn(c *tls.Conn) {
 	defer c.Close()
+	// The TLS handshake first, as Fluentd does it: a HeloDelay delays the
+	// HELO, not the client's dial.
+	if c.Handshake() != nil {
+		return
+	}
 	rd, w := msgp.NewReader(c), msgp.NewWriter(c)
 	r.mu.Lock()
-	key := r.cfg.SharedKey
+	key, faults := r.cfg.SharedKey, r.fwdFaults
 	r.mu.Unlock()
-	if len(key) > 0 && !r.forwardHandshake(rd, w, key) {
+	if len(key) > 0 && !r.forwardHandshake(rd, w, key, faults) {
 		return
 	}
 	for {
@@ -147,16 +168,24 @@ func (r *Receiver) forwardConn(c *tls.Conn) {
 		if _, err := rd.CopyNext(&raw); err != nil {
 			return
 		}
-		if !r.forwardMessage(c, w, raw.Bytes()) {
+		// in_forward with deny_keepalive closes once the ack is written.
+		if !r.forwardMessage(c, w, raw.Bytes()) || faults.NoKeepalive {
 			return
 		}
 	}
 }
 
-func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer, key []byte) bool {
+func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer, key []byte, f ForwardFaults) bool {
+	if f.HeloDelay > 0 {
+		select {
+		case <-time.After(f.HeloDelay):
+		case <-r.quit:
+			return false
+		}
+	}
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce)
-	helo := protocol.NewHelo(&protocol.HeloOpts{Nonce: nonce, Auth: []byte{}, Keepalive: true})
+	helo := protocol.NewHelo(&protocol.HeloOpts{Nonce: nonce, Auth: []byte{}, Keepalive: !f.NoKeepalive})
 	if helo.EncodeMsg(w) != nil || w.Flush() != nil {
 		return false
 	}
@@ -164,15 +193,28 @@ func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer, key []byte)
 	if ping.DecodeMsg(rd) != nil {
 		return false
 	}
-	ok, reason := true, ""
-	if protocol.ValidatePingDigest(&ping, key, nonce) != nil {
-		ok, reason = false, "shared_key mismatch"
-	}
-	pong, err := protocol.NewPong(ok, reason, "fluentdsrv", key, helo, &ping)
-	if err != nil || pong.EncodeMsg(w) != nil || w.Flush() != nil {
+	pong, err := pongFor(&ping, key, helo, f.EchoPong)
+	if err != nil || pong.EncodeMsg(w) != nil || w.Flush() != nil || !pong.AuthResult {
 		return false
 	}
-	return ok
+	r.mu.Lock()
+	r.fwdHandshakes++
+	r.mu.Unlock()
+	return true
+}
+
+// pongFor is the answer to ping: in_forward's, or with echo the PING's
+// own hostname and digest, accepted whatever the key.
+func pongFor(ping *protocol.Ping, key []byte, helo *protocol.Helo, echo bool) (*protocol.Pong, error) {
+	if echo {
+		return &protocol.Pong{MessageType: protocol.MsgTypePong, AuthResult: true,
+			ServerHostname: ping.ClientHostname, SharedKeyHexDigest: ping.SharedKeyHexDigest}, nil
+	}
+	ok, reason := true, ""
+	if protocol.ValidatePingDigest(ping, key, helo.Options.Nonce) != nil {
+		ok, reason = false, "shared_key mismatch"
+	}
+	return protocol.NewPong(ok, reason, "fluentdsrv", key, helo, ping)
 }
 
 // forwardMessage stores one message's records and acks its chunk; false

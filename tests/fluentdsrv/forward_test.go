@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"io"
 	"testing"
 	"time"
 
@@ -73,4 +74,53 @@ func TestForwardListenerTakesEveryMode(t *testing.T) {
 		require.Error(t, err, "no client certificate, no session")
 		c2.Close()
 	}
+}
+
+// The handshake's faults: a late HELO, a HELO with keepalive false and
+// the connection closed after the ack, a PONG that echoes the PING.
+func TestForwardListenerFaults(t *testing.T) {
+	pki, err := testpki.Generate(t.TempDir())
+	require.NoError(t, err)
+	r, err := Start(Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA), SharedKey: []byte("k")})
+	require.NoError(t, err)
+	defer r.Close()
+	client := tls.Certificate{Certificate: [][]byte{pki.FluentdClient.Cert.Raw}, PrivateKey: pki.FluentdClient.Key}
+	roots := x509.NewCertPool()
+	roots.AddCert(pki.FluentdCA.Cert)
+	const delay = 150 * time.Millisecond
+	r.SetForwardFaults(ForwardFaults{HeloDelay: delay, NoKeepalive: true, EchoPong: true})
+
+	c, err := tls.Dial("tcp", r.ForwardURL()[len("forward://"):], &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{client}, ServerName: "localhost"})
+	require.NoError(t, err)
+	defer c.Close()
+	start := time.Now() // the TLS handshake is done: the HELO is what waits
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	w, rd := msgp.NewWriter(c), msgp.NewReader(c)
+	var helo protocol.Helo
+	require.NoError(t, helo.DecodeMsg(rd))
+	// The server's delay starts as its side of the TLS handshake ends, a
+	// little before the client's.
+	require.GreaterOrEqual(t, time.Since(start), delay/2, "the HELO waited, not the dial")
+	require.False(t, helo.Options.Keepalive)
+
+	ping, err := protocol.NewPing("client", []byte("not the key"), []byte("salt"), helo.Options.Nonce)
+	require.NoError(t, err)
+	require.NoError(t, ping.EncodeMsg(w))
+	require.NoError(t, w.Flush())
+	var pong protocol.Pong
+	require.NoError(t, pong.DecodeMsg(rd))
+	require.Equal(t, protocol.Pong{MessageType: protocol.MsgTypePong, AuthResult: true, ServerHostname: "client", SharedKeyHexDigest: ping.SharedKeyHexDigest}, pong)
+
+	msg := protocol.NewMessage("a.tag", map[string]any{"uid": "m1"})
+	chunk, err := msg.Chunk()
+	require.NoError(t, err)
+	require.NoError(t, msg.EncodeMsg(w))
+	require.NoError(t, w.Flush())
+	var a protocol.AckMessage
+	require.NoError(t, a.DecodeMsg(rd))
+	require.Equal(t, chunk, a.Ack)
+	require.Zero(t, rd.Buffered())
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "closed after the ack")
+	require.Equal(t, 1, r.ForwardHandshakes())
 }

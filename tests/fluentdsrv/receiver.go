@@ -95,6 +95,8 @@ type Receiver struct {
 	fwdErr    error
 	fwdConns  map[net.Conn]struct{}
 	fwdWG     sync.WaitGroup
+	// fwdHandshakes counts the shared-key handshakes passed, guarded by mu.
+	fwdHandshakes int
 }
 
 type record struct {
