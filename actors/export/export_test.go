@@ -251,6 +251,32 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	require.False(t, ok, "a search position at or after the export's day is kept")
 }
 
+// A late chunk of an earlier day, half read (its cursor saved, neither
+// done nor parked), once did not move the search start back: search began
+// at the walker's day and the chunk's remaining events were never read.
+func TestSearchSeedStartsAtTheEarliestChunkNotDone(t *testing.T) {
+	r := newRun(t, newAPI(), today())
+	day := today().AddDate(0, 0, -1)
+	late := persistence.ChunkRef{Day: today().AddDate(0, 0, -3), Chunk: "late"}
+	parked := persistence.ChunkRef{Day: today().AddDate(0, 0, -2), Chunk: "parked"}
+	writes := []persistence.Write{
+		persistence.ExportWalkerWrite(persistence.ExportWalker{Day: day, Since: today().AddDate(0, 0, -10)}),
+		persistence.ExportChunkWrite(late, persistence.ExportChunk{Cursor: "c", Acked: 5}),
+	}
+	writes = append(writes, persistence.ExportParkedWrites(parked, persistence.ExportChunk{Cursor: "p"}, persistence.ExportParked{Error: "boom"})...)
+	require.NoError(t, r.store.Apply(writes))
+	seed, ok, err := export.SearchSeed(r.store)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, late.Day, seed.WindowStart, "search starts at the half-read chunk's day")
+
+	// Once that chunk is done, the parked one's day is the earliest.
+	require.NoError(t, r.store.Apply(persistence.ExportDoneWrites(late, 9)))
+	seed, _, err = export.SearchSeed(r.store)
+	require.NoError(t, err)
+	require.Equal(t, parked.Day, seed.WindowStart)
+}
+
 func TestSearchSeedWithoutExportState(t *testing.T) {
 	r := newRun(t, newAPI(), today())
 	_, ok, err := export.SearchSeed(r.store)

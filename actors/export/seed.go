@@ -48,7 +48,8 @@ const SeedMargin = 15 * time.Minute
 // the export path ran: every event before the day the export was walking is
 // delivered, and every event before the last time it found all chunks
 // settled, so search resumes there rather than from its own older position;
-// but not after the day of a parked chunk, whose events are not delivered.
+// but not after the day of a chunk not done (half read, or parked), whose
+// events are not all delivered.
 // ok is false when the search position needs no change.
 func SearchSeed(s *persistence.Store) (persistence.AuditPosition, bool, error) {
 	st, found, err := s.ExportWalker()
@@ -65,16 +66,17 @@ func SearchSeed(s *persistence.Store) (persistence.AuditPosition, bool, error) {
 		// for events Teleport had not yet put in a chunk.
 		seed.WindowStart = at
 	}
-	parked, err := s.ExportParkedChunks()
+	open, err := s.ExportInProgress()
 	if err != nil {
 		return persistence.AuditPosition{}, false, err
 	}
-	for _, ref := range parked {
-		// The export moved on without a parked chunk: search reads its day
-		// again (sending the rest of that day twice rather than losing the
-		// chunk's events).
-		if ref.Day.Before(seed.WindowStart) {
-			seed.WindowStart = ref.Day
+	for _, c := range open {
+		// The export moved on without finishing this chunk (a late chunk
+		// of an earlier day half read, or one parked): search reads its
+		// day again, sending the rest of that day twice rather than losing
+		// the chunk's events.
+		if c.Ref.Day.Before(seed.WindowStart) {
+			seed.WindowStart = c.Ref.Day
 		}
 	}
 	if seed.WindowStart.Before(st.Since) {
