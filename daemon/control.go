@@ -3,6 +3,7 @@ package daemon
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -19,27 +20,16 @@ import (
 
 // serveControl answers the status command on the control socket in the
 // state's directory while the daemon runs (the state file is locked then).
-// The socket is the daemon user's only (0600). A failure to listen is
-// logged: status then says the socket does not answer.
+// The socket is the daemon user's only (0600, from the moment it is
+// there). A failure to listen is logged: status then says the socket does
+// not answer.
 func serveControl(store *persistence.Store, m *metrics.Metrics, log zerolog.Logger) (stop func()) {
 	path := filepath.Join(store.Dir(), status.ControlSocket)
-	_ = os.Remove(path) // a crashed run's socket: the state file's lock says the directory is ours
-	addr, release, err := status.SocketAddr(store.Dir())
-	var ln net.Listener
-	if err == nil {
-		ln, err = net.Listen("unix", addr)
-		release()
-	}
-	if ul, ok := ln.(*net.UnixListener); ok {
-		// Closing would unlink addr, which may name the directory through
-		// a descriptor closed (and reused) since: stop removes path.
-		ul.SetUnlinkOnClose(false)
-	}
+	ln, err := listenPrivate(store.Dir())
 	if err != nil {
 		log.Warn().Err(err).Str("file", path).Msg("cannot serve the control socket; the status command will not reach this daemon")
 		return func() {}
 	}
-	_ = os.Chmod(path, 0o600)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		r, err := status.Collect(store, time.Now())
@@ -67,6 +57,51 @@ func serveControl(store *persistence.Store, m *metrics.Metrics, log zerolog.Logg
 		<-done
 		_ = os.Remove(path)
 	}
+}
+
+// privatePattern names the directories the control socket is bound in.
+const privatePattern = ".control-*"
+
+// listenPrivate binds the control socket in dir so that it is never there
+// with a mode wider than 0600: a socket takes the umask's mode at bind, so
+// it is bound in a directory of its own, made 0700 (nobody else can reach a
+// socket inside it, whatever its mode), made 0600 there, then renamed into
+// place, atomically, over a crashed run's socket (the state file's lock says
+// the directory is ours). Setting the umask around the bind instead would
+// change it for the whole process, racing the files the other goroutines
+// create.
+func listenPrivate(dir string) (net.Listener, error) {
+	leftovers, _ := filepath.Glob(filepath.Join(dir, privatePattern))
+	for _, l := range leftovers {
+		_ = os.RemoveAll(l) // a run that crashed while binding
+	}
+	private, err := os.MkdirTemp(dir, privatePattern) // 0700
+	if err != nil {
+		return nil, fmt.Errorf("make a private directory to bind the control socket in: %w", err)
+	}
+	defer os.RemoveAll(private) // empty once the socket is renamed out
+	addr, release, err := status.SocketAddr(private)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", addr)
+	release()
+	if err != nil {
+		return nil, err
+	}
+	// Closing would unlink addr, which is no longer where the socket is
+	// (and may name a descriptor closed and reused since): stop removes it.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	bound := filepath.Join(private, status.ControlSocket)
+	if err := os.Chmod(bound, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Rename(bound, filepath.Join(dir, status.ControlSocket)); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
 }
 
 // gaugeValue reads a gauge's current value.

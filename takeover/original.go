@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -94,9 +95,16 @@ func (e *Error) Error() string {
 const fixFile = "repair or remove the file (the original reads it the same way), " +
 	"or give this daemon a --storage of its own and the --start-time it should send from"
 
-// Read reads the original's state in dir; nil when dir holds none.
+// Read reads the original's state in dir; nil when dir holds none. Only the
+// files the original writes are read (this daemon's own, beside them, can
+// be large, and its control socket cannot be read at all).
 func Read(dir string) (*Original, error) {
-	entries, err := os.ReadDir(dir)
+	return readFS(os.DirFS(dir), dir)
+}
+
+// readFS reads the original's state in fsys, which is dir.
+func readFS(fsys fs.FS, dir string) (*Original, error) {
+	entries, err := fs.ReadDir(fsys, ".")
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -105,7 +113,7 @@ func Read(dir string) (*Original, error) {
 	}
 	o, found := &Original{Dir: dir}, false
 	for _, entry := range entries {
-		ok, err := o.read(entry)
+		ok, err := o.read(fsys, entry)
 		if err != nil {
 			return nil, err
 		}
@@ -118,40 +126,75 @@ func Read(dir string) (*Original, error) {
 	return o, nil
 }
 
+// isOriginals says whether name is one of the files the original writes at
+// the top of its directory.
+func isOriginals(name string) bool {
+	switch name {
+	case fileStartTime, fileWindowTime, fileCursor, fileID:
+		return true
+	}
+	return strings.HasPrefix(name, prefixMissing) || (strings.HasPrefix(name, prefixSession) && name != prefixSession)
+}
+
 // read takes in one entry of the directory; false when it is not the
 // original's.
-func (o *Original) read(entry fs.DirEntry) (bool, error) {
+func (o *Original) read(fsys fs.FS, entry fs.DirEntry) (bool, error) {
 	name := entry.Name()
 	if entry.IsDir() {
 		if name != dirExport {
 			return false, nil // dry_run/, or not the original's
 		}
-		days, err := readExport(filepath.Join(o.Dir, name))
+		days, err := readExport(fsys, o.Dir)
 		o.Export = days
 		return len(days) > 0, err
 	}
-	path := filepath.Join(o.Dir, name)
-	raw, err := os.ReadFile(path)
+	if !isOriginals(name) {
+		return false, nil // this daemon's files, or someone else's: not opened
+	}
+	file := filepath.Join(o.Dir, name)
+	raw, err := readRegular(fsys, name, entry, file)
 	if err != nil {
-		return false, fmt.Errorf("read the original plugin's %s: %w", path, err)
+		return false, err
 	}
 	switch {
 	case name == fileStartTime:
-		o.StartTime, err = parseTime(path, raw)
+		o.StartTime, err = parseTime(file, raw)
 	case name == fileWindowTime:
-		o.WindowTime, err = parseTime(path, raw)
+		o.WindowTime, err = parseTime(file, raw)
 	case name == fileCursor:
 		o.Cursor = string(raw)
 	case name == fileID:
 		o.ID = string(raw)
 	case strings.HasPrefix(name, prefixMissing):
-		err = o.readMissing(path, strings.TrimPrefix(name, prefixMissing), raw)
-	case strings.HasPrefix(name, prefixSession) && name != prefixSession:
-		err = o.readSession(path, strings.TrimPrefix(name, prefixSession), raw)
+		err = o.readMissing(file, strings.TrimPrefix(name, prefixMissing), raw)
 	default:
-		return false, nil
+		err = o.readSession(file, strings.TrimPrefix(name, prefixSession), raw)
 	}
 	return true, err
+}
+
+// readRegular reads a file of the original's, which is a regular file (or
+// a link to one): anything else (a FIFO would block the start for ever) is
+// an Error.
+func readRegular(fsys fs.FS, name string, entry fs.DirEntry, file string) ([]byte, error) {
+	mode := entry.Type()
+	if mode&fs.ModeSymlink != 0 {
+		info, err := fs.Stat(fsys, name)
+		if err != nil {
+			return nil, fmt.Errorf("read the original plugin's %s: %w", file, err)
+		}
+		mode = info.Mode().Type()
+	}
+	if !mode.IsRegular() {
+		return nil, &Error{Path: file, Problem: fmt.Sprintf("has the original's name but is not a regular file (%s)", mode),
+			Fix: "move it away (the original writes regular files only), " +
+				"or give this daemon a --storage of its own and the --start-time it should send from"}
+	}
+	raw, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, fmt.Errorf("read the original plugin's %s: %w", file, err)
+	}
+	return raw, nil
 }
 
 func parseTime(path string, raw []byte) (time.Time, error) {
@@ -206,10 +249,10 @@ func (o *Original) readMissing(path, sid string, raw []byte) error {
 
 // readExport reads cursor_v2/: a directory per UTC day (others are ignored,
 // as the original ignores them).
-func readExport(dir string) (map[time.Time]Day, error) {
-	entries, err := os.ReadDir(dir)
+func readExport(fsys fs.FS, dir string) (map[time.Time]Day, error) {
+	entries, err := fs.ReadDir(fsys, dirExport)
 	if err != nil {
-		return nil, fmt.Errorf("read the original plugin's %s: %w", dir, err)
+		return nil, fmt.Errorf("read the original plugin's %s: %w", filepath.Join(dir, dirExport), err)
 	}
 	days := map[time.Time]Day{}
 	for _, entry := range entries {
@@ -217,7 +260,7 @@ func readExport(dir string) (map[time.Time]Day, error) {
 		if !entry.IsDir() || err != nil {
 			continue
 		}
-		d, err := readDay(filepath.Join(dir, entry.Name()))
+		d, err := readDay(fsys, dir, path.Join(dirExport, entry.Name()))
 		if err != nil {
 			return nil, err
 		}
@@ -226,11 +269,12 @@ func readExport(dir string) (map[time.Time]Day, error) {
 	return days, nil
 }
 
-func readDay(dir string) (Day, error) {
+// readDay reads cursor_v2/<day>/ (sub, in fsys, which is dir).
+func readDay(fsys fs.FS, dir, sub string) (Day, error) {
 	d := Day{Cursors: map[string]string{}}
-	entries, err := os.ReadDir(dir)
+	entries, err := fs.ReadDir(fsys, sub)
 	if err != nil {
-		return d, fmt.Errorf("read the original plugin's %s: %w", dir, err)
+		return d, fmt.Errorf("read the original plugin's %s: %w", filepath.Join(dir, filepath.FromSlash(sub)), err)
 	}
 	for _, entry := range entries {
 		name := entry.Name()
@@ -238,9 +282,10 @@ func readDay(dir string) (Day, error) {
 		if entry.IsDir() || (name != fileCompleted && !isChunk) {
 			continue
 		}
-		raw, err := os.ReadFile(filepath.Join(dir, name))
+		rel := path.Join(sub, name)
+		raw, err := readRegular(fsys, rel, entry, filepath.Join(dir, filepath.FromSlash(rel)))
 		if err != nil {
-			return d, fmt.Errorf("read the original plugin's %s: %w", filepath.Join(dir, name), err)
+			return d, err
 		}
 		if name == fileCompleted {
 			d.Completed = strings.Fields(string(raw))

@@ -3,10 +3,13 @@ package takeover
 import (
 	"context"
 	"encoding/binary"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,6 +98,62 @@ func TestReadNamesTheFileItCannotUse(t *testing.T) {
 			require.Contains(t, e.Error(), tc.problem)
 			require.Contains(t, e.Error(), "--storage")
 		})
+	}
+}
+
+// opened is a directory that records the files opened in it.
+type opened struct {
+	fs.FS
+	mu    sync.Mutex
+	names []string
+}
+
+func (o *opened) Open(name string) (fs.File, error) {
+	o.mu.Lock()
+	o.names = append(o.names, name)
+	o.mu.Unlock()
+	return o.FS.Open(name)
+}
+
+// A first start over the original's state finds this daemon's files beside
+// it after a crash: a stale control socket, which cannot be read, and a
+// large dead-letter file. Only the original's files are opened.
+func TestReadOpensOnlyTheOriginalsFiles(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, map[string]string{"start_time": "2026-11-02T10:00:00Z", "cursor": "c", "id": "e",
+		"cursor_v2/2026-11-03/completed-chunks": "a\n"})
+	require.NoError(t, syscall.Mknod(filepath.Join(dir, "control.sock"), syscall.S_IFSOCK|0o600, 0))
+	big, err := os.Create(filepath.Join(dir, persistence.DeadLetterFile))
+	require.NoError(t, err)
+	require.NoError(t, big.Truncate(64<<20)) // sparse: large, costing no disk
+	require.NoError(t, big.Close())
+	require.NoError(t, os.Mkdir(filepath.Join(dir, ".control-123"), 0o700))
+
+	o, err := Read(dir)
+	require.NoError(t, err, "the socket and the large file are skipped")
+	require.Equal(t, "c", o.Cursor)
+
+	fsys := &opened{FS: os.DirFS(dir)}
+	o, err = readFS(fsys, dir)
+	require.NoError(t, err)
+	require.Equal(t, "e", o.ID)
+	require.NotContains(t, fsys.names, persistence.DeadLetterFile)
+	require.NotContains(t, fsys.names, "control.sock")
+	require.Contains(t, fsys.names, "cursor_v2/2026-11-03/completed-chunks")
+}
+
+// A file with one of the original's names that is not a regular file is
+// not read (a FIFO would block the start): the start stops, naming it.
+func TestReadRefusesAnOriginalsNameOnAnotherKindOfFile(t *testing.T) {
+	for _, name := range []string{"cursor", "cursor_v2/2026-11-03/a.chunk"} {
+		dir := t.TempDir()
+		write(t, dir, map[string]string{"start_time": "2026-11-02T10:00:00Z", "cursor_v2/2026-11-03/completed-chunks": ""})
+		require.NoError(t, syscall.Mknod(filepath.Join(dir, name), syscall.S_IFSOCK|0o600, 0))
+		_, err := Read(dir)
+		var e *Error
+		require.ErrorAs(t, err, &e, name)
+		require.Equal(t, filepath.Join(dir, name), e.Path)
+		require.Contains(t, e.Error(), "not a regular file")
 	}
 }
 
