@@ -20,6 +20,9 @@ type Result struct {
 	Replayed int // confirmed by Fluentd and removed from the file
 	Kept     int // rejected again for good: still letters
 	Left     int // not tried, or still retrying, when the replay was stopped
+	// Unreadable are the lines of the file that are not letters: not
+	// sent, and kept in the file (each is logged with its number).
+	Unreadable int
 }
 
 // Replay sends every letter again to its URL with t, over up to conns
@@ -34,11 +37,15 @@ func Replay(ctx context.Context, dir string, t fluentd.Transport, conns int, log
 	}
 	defer store.Close()
 	d := persistence.NewDeadLetters(dir)
-	letters, err := d.Letters()
+	letters, bad, err := d.Letters()
 	if err != nil {
 		return Result{}, err
 	}
-	var res Result
+	for _, b := range bad {
+		log.Warn().Str("file", d.Path()).Int("line", b.Line).Str("reason", b.String()).
+			Msg("bytes of the dead-letter file that are not a letter are not sent: they stay in the file for you to repair or remove")
+	}
+	res := Result{Unreadable: len(bad)}
 	for start := 0; start < len(letters); start += replayGroup {
 		group := letters[start:min(start+replayGroup, len(letters))]
 		confirmed, kept := sendGroup(ctx, t, max(conns, 1), group, log)

@@ -137,23 +137,29 @@ func printStatus(inv *config.Invocation) int {
 func deadLetters(inv *config.Invocation) int {
 	cfg := inv.Config
 	dir := persistence.Dir(cfg.Storage, cfg.Teleport.Addr)
+	file := filepath.Join(dir, persistence.DeadLetterFile)
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
 	}
 	switch inv.Sub {
 	case "list":
-		n, err := deadletters.List(dir, os.Stdout)
+		n, bad, err := deadletters.List(dir, os.Stdout)
 		if err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(os.Stderr, "%d dead letter(s) in %s\n", n, filepath.Join(dir, persistence.DeadLetterFile))
+		reportBad(file, bad)
+		fmt.Fprintf(os.Stderr, "%d dead letter(s) in %s\n", n, file)
 	case "purge":
-		n, err := deadletters.Purge(dir, func(n int, path string) bool {
+		n, bad, err := deadletters.Purge(dir, func(n int, path string, bad []persistence.BadLine) bool {
 			if inv.Yes {
 				return true
 			}
-			fmt.Fprintf(os.Stderr, "Remove the %d dead letter(s) of %s for good? They are not sent. [y/N] ", n, path)
+			stay := ""
+			if len(bad) > 0 {
+				stay = fmt.Sprintf(" (The %d line(s) that are not letters stay.)", len(bad))
+			}
+			fmt.Fprintf(os.Stderr, "Remove the %d dead letter(s) of %s for good? They are not sent.%s [y/N] ", n, path, stay)
 			answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 			return strings.EqualFold(strings.TrimSpace(answer), "y") || strings.EqualFold(strings.TrimSpace(answer), "yes")
 		})
@@ -161,10 +167,24 @@ func deadLetters(inv *config.Invocation) int {
 			return fail(err)
 		}
 		fmt.Fprintf(os.Stderr, "%d dead letter(s) removed\n", n)
+		reportBad(file, bad)
 	case "replay":
 		return replay(cfg, dir)
 	}
 	return 0
+}
+
+// reportBad names the lines of the dead-letter file that are not letters:
+// they are neither listed, sent nor purged, and stay in the file.
+func reportBad(path string, bad []persistence.BadLine) {
+	for _, b := range bad {
+		fmt.Fprintf(os.Stderr, "warning: %s, %s\n", path, b)
+	}
+	if len(bad) > 0 {
+		fmt.Fprintf(os.Stderr, "warning: %d line(s) of %s hold bytes that are not a dead letter (a write cut short, or an edit): "+
+			"they are not sent nor purged and stay in the file; repair them into letters or remove them by hand, "+
+			"with the daemon stopped\n", len(bad), path)
+	}
 }
 
 // replay sends the dead letters again; Ctrl-C stops it, leaving the rest
@@ -185,8 +205,8 @@ func replay(cfg *config.Config, dir string) int {
 		return 1
 	}
 	log.Info().Int("delivered", res.Replayed).Int("dead_lettered", res.Kept).Int("left", res.Left).
-		Msg("dead letters replayed: the delivered ones are removed from the file")
-	if res.Kept > 0 || res.Left > 0 {
+		Int("unreadable", res.Unreadable).Msg("dead letters replayed: the delivered ones are removed from the file")
+	if res.Kept > 0 || res.Left > 0 || res.Unreadable > 0 {
 		return exitIncomplete
 	}
 	return 0

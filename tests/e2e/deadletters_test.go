@@ -102,3 +102,64 @@ func TestDeadLettersListReplayPurge(t *testing.T) {
 	raw, _ = os.ReadFile(file)
 	require.Empty(t, raw)
 }
+
+// Replay and purge hold the state file alone: beside a running daemon, or
+// a replay still at work, another replay or a purge is refused (exit 1),
+// naming what holds the state, and the letters stay as they were.
+func TestDeadLettersReplayAndPurgeRunAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
+	s, err := persistence.Open(dir)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	letters := persistence.NewDeadLetters(dir)
+	for _, id := range []string{"a", "b"} {
+		require.NoError(t, letters.Append(persistence.DeadLetter{URL: e.FluentdURL + "/test.log", Status: 400,
+			EventID: id, Event: []byte(`{"uid":"` + id + `"}`)}))
+	}
+	before, err := os.ReadFile(letters.Path())
+	require.NoError(t, err)
+	held := func() bool {
+		s, err := persistence.OpenReadOnly(dir, 10*time.Millisecond)
+		if err == nil {
+			s.Close()
+		}
+		return err != nil
+	}
+	refused := func(holder string) {
+		t.Helper()
+		for _, sub := range [][]string{{"purge", "--yes"}, {"replay"}} {
+			out, code := dl(t, e, "", sub[0], sub[1:]...)
+			t.Log("\n" + out)
+			require.Equal(t, 1, code, out)
+			require.Contains(t, out, "is held by "+holder+" (pid ")
+			require.Contains(t, out, "stop it first")
+		}
+		raw, err := os.ReadFile(letters.Path())
+		require.NoError(t, err)
+		require.Equal(t, string(before), string(raw), "the letters are as they were")
+	}
+
+	daemon := harness.Run(t, binary, nil, e.Args()...)
+	harness.WaitFor(t, 30*time.Second, "the daemon holds its state", held)
+	refused("a running daemon")
+	daemon.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, daemon.Wait(t, 30*time.Second), daemon.Output())
+
+	// Fluentd fails every request for now: the replay retries, holding the
+	// state.
+	e.Fluentd.FailFirst(1<<30, 503)
+	replay := harness.Run(t, binary, nil, append([]string{"dead-letters", "replay"}, e.Args()[1:]...)...)
+	harness.WaitFor(t, 30*time.Second, "the replay retries", func() bool {
+		return strings.Contains(replay.Output(), "replaying a dead letter failed; retrying")
+	})
+	require.True(t, held())
+	refused("another dead-letters command")
+	replay.Signal(syscall.SIGINT)
+	require.Equal(t, 3, replay.Wait(t, 30*time.Second), "the letters are left: %s", replay.Output())
+
+	out, code := dl(t, e, "", "purge", "--yes")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "2 dead letter(s) removed")
+}

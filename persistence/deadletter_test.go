@@ -1,0 +1,197 @@
+package persistence
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fullDisk is the dead-letter file on a disk with room bytes left: a write
+// past them writes what fits and fails with ENOSPC, as write(2) does.
+type fullDisk struct {
+	*os.File
+	room    int
+	syncErr error
+}
+
+func (f *fullDisk) Write(b []byte) (int, error) {
+	if len(b) <= f.room {
+		f.room -= len(b)
+		return f.File.Write(b)
+	}
+	n, err := f.File.Write(b[:f.room])
+	f.room -= n
+	if err != nil {
+		return n, err
+	}
+	return n, &fs.PathError{Op: "write", Path: f.Name(), Err: syscall.ENOSPC}
+}
+
+// Sync fails once with syncErr.
+func (f *fullDisk) Sync() error {
+	if err := f.syncErr; err != nil {
+		f.syncErr = nil
+		return err
+	}
+	return f.File.Sync()
+}
+
+func onFullDisk(room int, syncErr error) func(string) (letterFile, error) {
+	return func(path string) (letterFile, error) {
+		f, err := openAppend(path)
+		if err != nil {
+			return nil, err
+		}
+		return &fullDisk{File: f.(*os.File), room: room, syncErr: syncErr}, nil
+	}
+}
+
+func letter(id string) DeadLetter {
+	return DeadLetter{URL: "https://f/t", Status: 400, Reason: "bad", EventID: id, Type: "exec", Event: []byte(`{"uid":"` + id + `"}`)}
+}
+
+func encoded(t *testing.T, l DeadLetter) []byte {
+	t.Helper()
+	raw, err := json.Marshal(l)
+	require.NoError(t, err)
+	return append(raw, '\n')
+}
+
+func ids(letters []DeadLetter) []string {
+	out := make([]string, len(letters))
+	for i, l := range letters {
+		out[i] = l.EventID
+	}
+	return out
+}
+
+// A write that runs out of disk mid-line (or whose sync fails) leaves the
+// file exactly as it was: no partial line for the retry's letter to be
+// glued to, and the retry's letter reads back whole.
+func TestDeadLetterWriteThatFailsLeavesTheFileAsItWas(t *testing.T) {
+	size := len(encoded(t, letter("c")))
+	for name, open := range map[string]func(string) (letterFile, error){
+		"nothing written":  onFullDisk(0, nil),
+		"one byte written": onFullDisk(1, nil),
+		"half written":     onFullDisk(size/2, nil),
+		"all but newline":  onFullDisk(size-1, nil),
+		"sync failed":      onFullDisk(size, &fs.PathError{Op: "sync", Err: syscall.EIO}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := NewDeadLetters(t.TempDir())
+			require.NoError(t, d.Append(letter("a")))
+			require.NoError(t, d.Append(letter("b")))
+			before, err := os.ReadFile(d.Path())
+			require.NoError(t, err)
+
+			d.open = open
+			err = d.Append(letter("c"))
+			require.Error(t, err)
+			after, rerr := os.ReadFile(d.Path())
+			require.NoError(t, rerr)
+			require.Equal(t, string(before), string(after), "the partial letter is cut off")
+			require.ErrorContains(t, err, d.Path())
+			require.ErrorContains(t, err, "left as it was")
+			require.Equal(t, 2, d.Count())
+
+			d.open = openAppend // room again: the retry
+			require.NoError(t, d.Append(letter("c")))
+			letters, bad, err := d.Letters()
+			require.NoError(t, err)
+			require.Empty(t, bad)
+			require.Equal(t, []string{"a", "b", "c"}, ids(letters))
+		})
+	}
+	t.Run("full disk", func(t *testing.T) {
+		d := NewDeadLetters(t.TempDir())
+		d.open = onFullDisk(3, nil)
+		err := d.Append(letter("a"))
+		require.ErrorIs(t, err, syscall.ENOSPC, "a caller can tell a full disk")
+		require.ErrorContains(t, err, "free space on the file system of --storage")
+	})
+}
+
+// A line cut short by a crash (no newline at the end of the file) is ended
+// before the next letter, which stays whole.
+func TestDeadLetterAfterALineCutShortStartsALineOfItsOwn(t *testing.T) {
+	d := NewDeadLetters(t.TempDir())
+	a := encoded(t, letter("a"))
+	require.NoError(t, os.WriteFile(d.Path(), a[:len(a)/2], 0o600))
+	require.NoError(t, d.Append(letter("b")))
+	letters, bad, err := d.Letters()
+	require.NoError(t, err)
+	require.Equal(t, []string{"b"}, ids(letters))
+	require.Len(t, bad, 1)
+	require.Equal(t, 1, bad[0].Line)
+	require.False(t, bad[0].Salvaged)
+}
+
+// A file an older version left garbled (a letter cut short by a full disk,
+// the retry's letter glued to it) and a line edited by hand do not make the
+// other letters unreadable: each bad line is reported with its number, the
+// glued letter is read, and removing or purging letters keeps the bad
+// bytes in the file.
+func TestDeadLettersReadPastBadLines(t *testing.T) {
+	d := NewDeadLetters(t.TempDir())
+	a, b, c := encoded(t, letter("a")), encoded(t, letter("b")), encoded(t, letter("c"))
+	cut := b[:len(b)/2]
+	file := fmt.Sprintf("%s%s%s%s%s", a, cut, b, "edited by hand {\n", c)
+	require.NoError(t, os.WriteFile(d.Path(), []byte(file), 0o600))
+
+	letters, bad, err := d.Letters()
+	require.NoError(t, err)
+	require.Equal(t, []string{"a", "b", "c"}, ids(letters), "every good letter, the glued one too")
+	require.Len(t, bad, 2)
+	require.Equal(t, 2, bad[0].Line)
+	require.Equal(t, len(cut), bad[0].Bytes)
+	require.True(t, bad[0].Salvaged)
+	require.Contains(t, bad[0].String(), "line 2:")
+	require.Equal(t, 3, bad[1].Line)
+	require.False(t, bad[1].Salvaged)
+	require.Contains(t, bad[1].String(), "line 3:")
+
+	n, err := d.Remove([]string{LetterKey("https://f/t", "b", nil), LetterKey("https://f/t", "a", nil)})
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	raw, err := os.ReadFile(d.Path())
+	require.NoError(t, err)
+	require.Equal(t, string(cut)+"\n"+"edited by hand {\n"+string(c), string(raw), "the bad bytes stay, on lines of their own")
+
+	n, err = d.Purge()
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	raw, err = os.ReadFile(d.Path())
+	require.NoError(t, err)
+	require.Equal(t, string(cut)+"\n"+"edited by hand {\n", string(raw), "purge takes the letters only")
+	letters, bad, err = d.Letters()
+	require.NoError(t, err)
+	require.Empty(t, letters)
+	require.Len(t, bad, 2)
+}
+
+// An event whose letter is larger than the whole file may be is not
+// reported as a full file (for ever, on an empty one): the error names the
+// event and the size --dead-letter-max-mb must have.
+func TestDeadLetterLargerThanTheLimitSaysSo(t *testing.T) {
+	d := NewDeadLetters(t.TempDir())
+	d.SetLimit(1 << 20)
+	big := letter("huge")
+	big.Event = []byte(`{"uid":"huge","query":"` + strings.Repeat("x", 3<<20) + `"}`)
+	err := d.Append(big)
+	var tooLarge *DeadLetterTooLargeError
+	require.ErrorAs(t, err, &tooLarge)
+	var full *DeadLettersFullError
+	require.False(t, errors.As(err, &full), "the file is not full: %v", err)
+	require.ErrorContains(t, err, "event huge (exec)")
+	require.ErrorContains(t, err, "too large")
+	require.ErrorContains(t, err, "--dead-letter-max-mb 4 or more")
+	require.Zero(t, d.Size())
+	require.NoError(t, d.Append(letter("small")), "other letters are written")
+}
