@@ -109,6 +109,13 @@ type FluentdConfig struct {
 	// Compress is "gzip" for CompressedPackedForward messages, "" or
 	// "none" for PackedForward.
 	Compress string
+	// MaxMessageKB is the most KiB one forward message may take on the
+	// wire: in_forward drops a message over its chunk_size_limit without
+	// an answer, so a batch is sent in smaller messages, and an event
+	// larger than this alone is dead-lettered. The default is Fluentd's
+	// default buffer chunk (chunk_limit_size 8MB), which a message must
+	// fit in to be stored.
+	MaxMessageKB int
 }
 
 // DefaultForwardBatch is --fluentd-batch when a Fluentd URL uses the
@@ -152,6 +159,10 @@ type LockConfig struct {
 	MaxLocks int
 }
 
+// MaxForwardMessageKB bounds --fluentd-max-message-kb (1 GiB): a message is
+// built in memory.
+const MaxForwardMessageKB = 1 << 20
+
 // MaxFluentdBatch bounds --fluentd-batch: the events held in memory grow
 // with it (see the daemon's Plan).
 const MaxFluentdBatch = 1000
@@ -175,7 +186,7 @@ func Default() Config {
 		Concurrency:      5,
 		ReadyGrace:       time.Minute,
 		DeadLetterMaxMB:  256,
-		Fluentd:          FluentdConfig{Batch: 1},
+		Fluentd:          FluentdConfig{Batch: 1, MaxMessageKB: 8192},
 		Teleport: TeleportConfig{
 			Addr:            "localhost:3025",
 			RefreshInterval: time.Minute,

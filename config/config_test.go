@@ -167,6 +167,7 @@ func TestDefault(t *testing.T) {
 	require.Zero(t, def.Lock.For)
 	require.Zero(t, def.Fluentd.MaxConnections)
 	require.Equal(t, 1, def.Fluentd.Batch)
+	require.Equal(t, 8192, def.Fluentd.MaxMessageKB, "Fluentd's default buffer chunk")
 
 	// Parse with only the required options gives the defaults, with the
 	// connection limit resolved.
@@ -174,7 +175,7 @@ func TestDefault(t *testing.T) {
 	cfg := parseStart(t, f.args(nil), nil)
 	want := Default()
 	want.Storage = f.storage
-	want.Fluentd = FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 10, Batch: 1}
+	want.Fluentd = FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 10, Batch: 1, MaxMessageKB: 8192}
 	want.Teleport.Identity = f.identity
 	require.Equal(t, want, *cfg)
 }
@@ -307,7 +308,7 @@ refresh.interval = "2m"
 		DeadLetterMaxMB:  256,
 		ExitOnLastEvent:  true,
 		Debug:            true,
-		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4, Batch: 50},
+		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4, Batch: 50, MaxMessageKB: 8192},
 		Teleport: TeleportConfig{Addr: "teleport.example.com:443", Identity: f.identity,
 			RefreshEnabled: true, RefreshInterval: 2 * time.Minute},
 		Lock: Default().Lock,

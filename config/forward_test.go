@@ -21,7 +21,12 @@ func TestForwardOptions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 7, inv.Config.Fluentd.Batch)
 	require.Equal(t, "gzip", inv.Config.Fluentd.Compress)
+	require.Equal(t, 8192, inv.Config.Fluentd.MaxMessageKB, "Fluentd's default buffer chunk")
 	require.Equal(t, "s3cret", inv.Config.Fluentd.SharedKey, "read from the file, without the newline")
+
+	inv, err = Parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, fwd...), envOf(map[string]string{"FDFWD_FLUENTD_MAX_MESSAGE_KB": "16"}))
+	require.NoError(t, err)
+	require.Equal(t, 16, inv.Config.Fluentd.MaxMessageKB)
 
 	inv, err = Parse(f.args([]string{"fluentd-session-url"}, "--fluentd-session-url", "forward://fluentd.example.com:24224/session"),
 		envOf(map[string]string{"FDFWD_FLUENTD_SHARED_KEY": "k"}))
@@ -43,14 +48,16 @@ func TestForwardOptionErrors(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		"plain tcp":       {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, nil, []string{"--fluentd-url", "not an https:// or a forward:// URL", "in_forward"}},
-		"credentials":     {[]string{"--fluentd-url", "https://bob:s3cret@fluentd:8888/test.log"}, nil, []string{"--fluentd-url", "holds credentials", "bob:xxxxx@"}},
-		"key over https":  {nil, key, []string{"--fluentd-shared-key", "forward:// Fluentd URLs only"}},
-		"key as a flag":   {append(fwd, "--fluentd-shared-key", "s3cret"), nil, []string{"--fluentd-shared-key", "(not shown)", "ps", "--fluentd-shared-key-file", "FDFWD_FLUENTD_SHARED_KEY"}},
-		"gzip over https": {[]string{"--fluentd-compress", "gzip"}, nil, []string{"--fluentd-compress", "forward:// Fluentd URLs only"}},
-		"odd compression": {append(fwd, "--fluentd-compress", "zstd"), nil, []string{"--fluentd-compress", "use none or gzip"}},
-		"key twice":       {append(fwd, "--fluentd-shared-key-file", f.ca), key, []string{"--fluentd-shared-key-file", "one way only"}},
-		"no key file":     {append(fwd, "--fluentd-shared-key-file", f.dir+"/absent"), nil, []string{"--fluentd-shared-key-file", "cannot be read"}},
+		"plain tcp":        {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, nil, []string{"--fluentd-url", "not an https:// or a forward:// URL", "in_forward"}},
+		"credentials":      {[]string{"--fluentd-url", "https://bob:s3cret@fluentd:8888/test.log"}, nil, []string{"--fluentd-url", "holds credentials", "bob:xxxxx@"}},
+		"key over https":   {nil, key, []string{"--fluentd-shared-key", "forward:// Fluentd URLs only"}},
+		"key as a flag":    {append(fwd, "--fluentd-shared-key", "s3cret"), nil, []string{"--fluentd-shared-key", "(not shown)", "ps", "--fluentd-shared-key-file", "FDFWD_FLUENTD_SHARED_KEY"}},
+		"gzip over https":  {[]string{"--fluentd-compress", "gzip"}, nil, []string{"--fluentd-compress", "forward:// Fluentd URLs only"}},
+		"odd compression":  {append(fwd, "--fluentd-compress", "zstd"), nil, []string{"--fluentd-compress", "use none or gzip"}},
+		"limit over https": {[]string{"--fluentd-max-message-kb", "16"}, nil, []string{"--fluentd-max-message-kb", "forward:// Fluentd URLs only"}},
+		"no message":       {append(fwd, "--fluentd-max-message-kb", "0"), nil, []string{"--fluentd-max-message-kb"}},
+		"key twice":        {append(fwd, "--fluentd-shared-key-file", f.ca), key, []string{"--fluentd-shared-key-file", "one way only"}},
+		"no key file":      {append(fwd, "--fluentd-shared-key-file", f.dir+"/absent"), nil, []string{"--fluentd-shared-key-file", "cannot be read"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var drop []string

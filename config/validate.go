@@ -178,6 +178,8 @@ func (r *resolver) checkNumbers(c *Config) error {
 		atLeast("fluentd-max-connections", c.Fluentd.MaxConnections, 0),
 		atLeast("fluentd-batch", c.Fluentd.Batch, 1),
 		atMost("fluentd-batch", c.Fluentd.Batch, MaxFluentdBatch),
+		atLeast("fluentd-max-message-kb", c.Fluentd.MaxMessageKB, 1),
+		atMost("fluentd-max-message-kb", c.Fluentd.MaxMessageKB, MaxForwardMessageKB),
 		atLeast("lock-failed-attempts-count", c.Lock.FailedAttempts, 1),
 		atLeast("lock-max-per-period", c.Lock.MaxLocks, 0),
 		atLeast("dead-letter-max-mb", c.DeadLetterMaxMB, 1),
@@ -307,6 +309,9 @@ func (r *resolver) checkForward(c *Config) error {
 		}
 		return r.fail(flag, "applies to forward:// Fluentd URLs only, and neither --fluentd-url nor --fluentd-session-url is one",
 			"drop it, or use forward:// URLs to Fluentd's in_forward")
+	}
+	if _, set := r.got["fluentd-max-message-kb"]; set && !f.UsesForward() {
+		return onlyForward("fluentd-max-message-kb")
 	}
 	switch strings.ToLower(f.Compress) {
 	case "", "none":

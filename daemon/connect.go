@@ -100,7 +100,8 @@ func Transports(cfg *config.Config) (fluentd.Schemes, error) {
 func forwardTransport(cfg *config.Config, creds *fluentd.Credentials) *fluentd.Forward {
 	f := cfg.Fluentd
 	host, _ := os.Hostname()
-	return fluentd.NewForward(creds, fluentd.ForwardOptions{SharedKey: []byte(f.SharedKey), SharedKeyFile: f.SharedKeyFile, Gzip: f.Compress == "gzip", Hostname: host})
+	return fluentd.NewForward(creds, fluentd.ForwardOptions{SharedKey: []byte(f.SharedKey), SharedKeyFile: f.SharedKeyFile,
+		Gzip: f.Compress == "gzip", Hostname: host, MaxMessage: f.MaxMessageKB << 10})
 }
 
 // transports are the transports of the Fluentd URLs' schemes: HTTP for

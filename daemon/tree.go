@@ -125,7 +125,7 @@ func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends cont
 		// dead-letter file have no requester waiting for them.
 		children = append(children, root.Child{Name: pool.Name, Drain: true, Props: pool.Props(pool.Deps{
 			Transport: t.transport, DeadLetters: letters,
-			MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch,
+			MaxConnections: cfg.Fluentd.MaxConnections, Batch: cfg.Fluentd.Batch, MaxBatchBytes: maxBatchBytes(cfg.Fluentd),
 			Ctx: sends, Log: t.log, Kit: kit, Metrics: m,
 		})})
 	}
@@ -168,4 +168,14 @@ func (t tree) reader(ckpt, fluentdPool *actor.PID, taps []inflight.Tap, kit supe
 		Filter: t.plan.Audit, Taps: taps, Window: t.plan.AuditWindow,
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: t.log, Metrics: m, Kit: kit,
 	})}
+}
+
+// maxBatchBytes caps the events of one batch: the pool's default, and no
+// more than a forward message may take (--fluentd-max-message-kb; the
+// transport splits a batch whose message is larger still).
+func maxBatchBytes(f config.FluentdConfig) int {
+	if f.UsesForward() {
+		return min(pool.DefaultMaxBatchBytes, f.MaxMessageKB<<10)
+	}
+	return pool.DefaultMaxBatchBytes
 }

@@ -57,6 +57,11 @@ const (
 	// access problem to fix on the receiver's side. Retried, like Retry,
 	// for as long as it lasts; never a dead letter.
 	Refused
+	// TooLarge: the events do not fit in one message of the size the
+	// receiver takes (forward: ForwardOptions.MaxMessage); nothing was
+	// sent. Fewer of them may fit; one alone that does not is rejected
+	// for good.
+	TooLarge
 )
 
 // Result is the outcome of one attempt.
@@ -65,6 +70,11 @@ type Result struct {
 	Status     int           // 0 when no response arrived
 	Reason     string        // for logs and dead letters
 	RetryAfter time.Duration // asked for by the server, 0 if not
+	// NoAck, with Retry, says that the message was written in full and no
+	// answer came within the wait: over forward, what in_forward does with
+	// a message over its chunk_size_limit, and what a stalled Fluentd does
+	// with every message. The caller tells the two apart.
+	NoAck bool
 }
 
 // Retries is the wait before retrying a send to Fluentd. The cap is short

@@ -41,6 +41,18 @@ const HeloWait = 10 * time.Second
 // than this in one message.
 const MaxServerMessage = 4 << 10
 
+// AckWait bounds the wait for the ack of a message written in full. in_forward
+// acks once the events are in its buffer, in milliseconds; it drops a
+// message over its chunk_size_limit without an answer, so a wait as long
+// as an HTTP request's (RequestTimeout) would make finding such a message
+// take minutes.
+const AckWait = 10 * time.Second
+
+// DefaultMaxMessage is the default of ForwardOptions.MaxMessage (and of
+// --fluentd-max-message-kb): Fluentd's default buffer chunk size
+// (chunk_limit_size 8MB), which a message must fit in to be stored.
+const DefaultMaxMessage = 8 << 20
+
 // maxServerDepth bounds the nesting of a server message (msgp skips unknown
 // fields recursively).
 const maxServerDepth = 8
@@ -59,12 +71,18 @@ type ForwardOptions struct {
 	Gzip bool
 	// Hostname is the client's name in the handshake.
 	Hostname string
+	// MaxMessage is the most bytes one message may take on the wire
+	// (in_forward's chunk_size_limit, which drops a larger message without
+	// an ack); a batch that would be larger is TooLarge. Zero: no limit.
+	MaxMessage int
+	// AckWait bounds the wait for an ack (AckWait when zero).
+	AckWait time.Duration
 }
 
 // Forward is the transport to Fluentd's in_forward: each batch is one
 // PackedForward message with a chunk id, confirmed by the server's ack for
-// that chunk; no ack within RequestTimeout, a reset or a close means the
-// batch is sent again on a fresh connection.
+// that chunk; no ack within AckWait, a reset or a close means the batch is
+// sent again on a fresh connection (see Result.NoAck).
 //
 // The message types, chunk ids, EventTime and the handshake's digests are
 // github.com/IBM/fluent-forward-go's. Its Client is not used: it ignores
@@ -85,6 +103,9 @@ type Forward struct {
 
 // NewForward returns a forward transport over mTLS with creds.
 func NewForward(creds *Credentials, opts ForwardOptions) *Forward {
+	if opts.AckWait <= 0 {
+		opts.AckWait = AckWait
+	}
 	return &Forward{creds: creds, opts: opts, heloWait: HeloWait, key: opts.SharedKey, silent: map[string]bool{}}
 }
 

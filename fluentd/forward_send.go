@@ -46,13 +46,17 @@ func (s *forwardSender) Send(ctx context.Context, rawURL string, events [][]byte
 	if err != nil {
 		return Result{Class: Permanent, Reason: fmt.Sprintf("build message: %v", err)}
 	}
+	if most := s.f.opts.MaxMessage; most > 0 && msg.Msgsize() > most {
+		return Result{Class: TooLarge, Reason: fmt.Sprintf("%d event(s) make a forward message of %d bytes, over the %d that --fluentd-max-message-kb allows (in_forward's chunk_size_limit drops a larger message without an answer)",
+			len(events), msg.Msgsize(), most)}
+	}
 	c, res := s.conn(ctx, rawURL)
 	if c == nil {
 		return res
 	}
-	if err := exchange(ctx, c, msg); err != nil {
+	if err := exchange(ctx, c, msg, s.f.opts.AckWait); err != nil {
 		s.drop(s.last.addr)
-		return Result{Class: Retry, Reason: err.Error()}
+		return Result{Class: Retry, Reason: err.Error(), NoAck: errors.Is(err, errNoAck)}
 	}
 	if !c.keepalive {
 		// The server closes the connection after each ack (in_forward's
@@ -117,12 +121,16 @@ func (s *forwardSender) conn(ctx context.Context, rawURL string) (*forwardConn, 
 	return c, Result{}
 }
 
-// exchange writes msg and waits for its ack, within RequestTimeout (or
-// ctx's deadline, when sooner).
-func exchange(ctx context.Context, c *forwardConn, msg *protocol.PackedForwardMessage) error {
-	deadline := time.Now().Add(RequestTimeout)
+// errNoAck is an exchange whose message was written in full and not
+// answered within the wait.
+var errNoAck = errors.New("no answer")
+
+// exchange writes msg and waits for its ack, within wait (or ctx's
+// deadline, when sooner).
+func exchange(ctx context.Context, c *forwardConn, msg *protocol.PackedForwardMessage, wait time.Duration) error {
+	deadline, full := time.Now().Add(wait), true
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+		deadline, full = d, false
 	}
 	_ = c.conn.SetDeadline(deadline)
 	// A stop cuts the wait short; the connection is dropped after it.
@@ -135,6 +143,9 @@ func exchange(ctx context.Context, c *forwardConn, msg *protocol.PackedForwardMe
 	}
 	var ack protocol.AckMessage
 	if err := c.read(&ack); err != nil {
+		if isTimeout(err) && full && ctx.Err() == nil { // silent for the whole wait
+			return fmt.Errorf("no ack for chunk %s within %s: %w", msg.Options.Chunk, wait, errNoAck)
+		}
 		return fmt.Errorf("no ack for chunk %s: %w", msg.Options.Chunk, err)
 	}
 	if ack.Ack != msg.Options.Chunk {

@@ -156,6 +156,48 @@ func TestForwardWithoutAnAckIsNotDelivered(t *testing.T) {
 	require.Equal(t, fluentd.Retry, res.Class, "no ack within the deadline")
 }
 
+// in_forward drops a message over its chunk_size_limit without an answer:
+// the send says so (NoAck), within AckWait rather than the 30 s of a
+// request; a message over MaxMessage is not sent at all (TooLarge).
+func TestForwardTellsAnUnansweredMessageAndOneTooLarge(t *testing.T) {
+	rcv, pki := forwardReceiver(t, nil)
+	url := rcv.ForwardURL() + "/test.log"
+	tr := forwardTransport(t, pki, fluentd.ForwardOptions{AckWait: 300 * time.Millisecond})
+	s := tr.NewSender()
+	defer s.Close()
+	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{ChunkSizeLimit: 500})
+	batch := [][]byte{[]byte(event), []byte(event), []byte(event), []byte(event), []byte(event)}
+	began := time.Now()
+	res := s.Send(context.Background(), url, batch)
+	require.Equal(t, fluentd.Retry, res.Class, res.Reason)
+	require.True(t, res.NoAck, res.Reason)
+	require.Less(t, time.Since(began), 5*time.Second)
+	require.Equal(t, 1, rcv.ForwardDropped())
+	res = s.Send(context.Background(), url, batch[:1])
+	require.Equal(t, fluentd.Success, res.Class, "a smaller message on the same connection: %s", res.Reason)
+	require.Len(t, rcv.Records("test.log"), 1)
+
+	// A connection closed is not an unanswered message.
+	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{DropAcks: 1})
+	res = s.Send(context.Background(), url, batch[:1])
+	require.Equal(t, fluentd.Retry, res.Class)
+	require.False(t, res.NoAck, res.Reason)
+	// Nor is a stop.
+	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{AckNothing: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	res = s.Send(ctx, url, batch[:1])
+	require.Equal(t, fluentd.Retry, res.Class)
+	require.False(t, res.NoAck, res.Reason)
+
+	limited := forwardTransport(t, pki, fluentd.ForwardOptions{MaxMessage: 500}).NewSender()
+	defer limited.Close()
+	res = limited.Send(context.Background(), url, batch)
+	require.Equal(t, fluentd.TooLarge, res.Class, res.Reason)
+	require.Contains(t, res.Reason, "--fluentd-max-message-kb")
+	require.Equal(t, 2, rcv.ForwardDropped(), "nothing sent")
+}
+
 func TestForwardRejectsWhatIsNotAnEvent(t *testing.T) {
 	rcv, pki := forwardReceiver(t, nil)
 	s := forwardTransport(t, pki, fluentd.ForwardOptions{}).NewSender()

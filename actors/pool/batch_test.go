@@ -21,6 +21,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/pool"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -38,6 +39,11 @@ type batchRun struct {
 	// until, when set, is waited for (within the timeout) after every
 	// delivery is answered, before the pool is stopped.
 	until func() bool
+	// transport and base replace HTTP and the receiver's HTTP URL (forward);
+	// body, when set, makes the body of delivery i.
+	transport fluentd.Transport
+	base      string
+	body      func(i int) []byte
 }
 
 func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64]*messages.Delivered {
@@ -66,15 +72,25 @@ func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64
 	if deps.MaxConnections == 0 {
 		deps.MaxConnections = 2
 	}
-	deps.Transport, deps.DeadLetters, deps.Ctx, deps.Log = r.f.client(t, deps.MaxConnections), r.f.dl, ctx, zerolog.Nop()
+	deps.Transport, deps.DeadLetters, deps.Ctx, deps.Log = r.transport, r.f.dl, ctx, zerolog.Nop()
+	if deps.Transport == nil {
+		deps.Transport = r.f.client(t, deps.MaxConnections)
+	}
+	base, body := r.base, r.body
+	if base == "" {
+		base = r.f.rcv.URL()
+	}
+	if body == nil {
+		body = func(i int) []byte { return fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec"}`, i) }
+	}
 	pool := system.Root.Spawn(pool.Props(deps))
 	urls := r.urls
 	if urls == nil {
 		urls = func(int) string { return "/test.log" }
 	}
 	for i := range n {
-		system.Root.Send(pool, &messages.Delivery{Seq: uint64(i), URL: r.f.rcv.URL() + urls(i),
-			Body: fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec"}`, i), EventID: fmt.Sprintf("ev-%d", i),
+		system.Root.Send(pool, &messages.Delivery{Seq: uint64(i), URL: base + urls(i),
+			Body: body(i), EventID: fmt.Sprintf("ev-%d", i),
 			Stream: metrics.Audit, Fetched: time.Now(), ReplyTo: requester})
 		if r.spacing > 0 {
 			time.Sleep(r.spacing)

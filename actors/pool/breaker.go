@@ -41,6 +41,15 @@ type breakers struct {
 	// and not yet accepted: they have no requester waiting (it was answered
 	// when they were dead-lettered).
 	takenBack map[*messages.Delivery]bool
+	// accepts counts the messages each endpoint accepted, for ever: a
+	// message left unanswered while the count moves is the message's
+	// problem, not the endpoint's (see noack.go).
+	accepts map[string]uint64
+	// unansweredAt is, by endpoint, the size (the events' bytes) of the
+	// smallest message left unanswered while the endpoint accepted others:
+	// the receiver's limit is below it, and later batches are sent in
+	// messages smaller than that (see noack.go).
+	unansweredAt map[string]int
 }
 
 // breaker is the state of one endpoint since its last success there.
@@ -55,7 +64,8 @@ type breaker struct {
 }
 
 func newBreakers() *breakers {
-	return &breakers{byEndpoint: map[string]*breaker{}, takenBack: map[*messages.Delivery]bool{}}
+	return &breakers{byEndpoint: map[string]*breaker{}, takenBack: map[*messages.Delivery]bool{}, accepts: map[string]uint64{},
+		unansweredAt: map[string]int{}}
 }
 
 func (b *breakers) get(url string) *breaker {
@@ -190,6 +200,10 @@ func (b *breakers) relettered(d *messages.Delivery) {
 func (b *breakers) accepted(url string, sent []*messages.Delivery) (wasOpen bool, takenBack []*messages.Delivery) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.accepts[endpoint(url)]++
+	if at := b.unansweredAt[endpoint(url)]; at > 0 && size(sent) >= at {
+		delete(b.unansweredAt, endpoint(url)) // the receiver takes more now
+	}
 	if br := b.byEndpoint[endpoint(url)]; br != nil {
 		wasOpen = br.open
 		delete(b.byEndpoint, endpoint(url))
@@ -201,6 +215,41 @@ func (b *breakers) accepted(url string, sent []*messages.Delivery) (wasOpen bool
 		}
 	}
 	return wasOpen, takenBack
+}
+
+// acks is how many messages url's endpoint accepted so far.
+func (b *breakers) acks(url string) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.accepts[endpoint(url)]
+}
+
+// unanswered records that a message of n bytes of events to url was left
+// unanswered while its endpoint accepted others.
+func (b *breakers) unanswered(url string, n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if at := b.unansweredAt[endpoint(url)]; at == 0 || n < at {
+		b.unansweredAt[endpoint(url)] = n
+	}
+}
+
+// fits reports whether a message of n bytes of events to url is smaller
+// than the smallest one its endpoint left unanswered.
+func (b *breakers) fits(url string, n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	at := b.unansweredAt[endpoint(url)]
+	return at == 0 || n < at
+}
+
+// size is the bytes of the events of ds.
+func size(ds []*messages.Delivery) int {
+	n := 0
+	for _, d := range ds {
+		n += len(d.Body)
+	}
+	return n
 }
 
 // wasTakenBack reports whether d is a delivery taken back, which no

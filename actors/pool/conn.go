@@ -95,20 +95,22 @@ type sendJob struct {
 	id uint64
 	// items are the job's deliveries not yet settled, in order.
 	items []*messages.Delivery
-	// single is set once Fluentd refused the batch for good: its events
-	// are then sent one at a time, so that only the bad ones are
-	// dead-lettered.
-	single   bool
+	// take, when above zero, is how many of items an attempt sends: 1
+	// once Fluentd refused the batch for good, so that only the bad events
+	// are dead-lettered; a half of the last message when that one got no
+	// answer or was too large (see noack.go).
+	take     int
 	events   [][]byte // of the current attempt, kept across its retries
 	attempts int
 	retry    timer.Timer
 	probe    bool // sent as the probe of an open breaker
+	unanswered
 }
 
 // sending is what the job's current attempt sends.
 func (j *sendJob) sending() []*messages.Delivery {
-	if j.single {
-		return j.items[:1]
+	if j.take > 0 && j.take < len(j.items) {
+		return j.items[:j.take]
 	}
 	return j.items
 }
@@ -208,6 +210,7 @@ func send(ctx context.Context, s fluentd.Sender, requests <-chan sendReq, reply 
 
 // attempt queues the job's next request to the sender.
 func (c *conn) attempt(j *sendJob) {
+	c.fit(j)
 	send := j.sending()
 	if j.events == nil {
 		j.events = make([][]byte, len(send))
@@ -216,6 +219,7 @@ func (c *conn) attempt(j *sendJob) {
 		}
 	}
 	j.attempts++
+	j.sentMark = c.deps.breakers.acks(send[0].URL)
 	c.requests <- sendReq{job: j.id, url: send[0].URL, events: j.events}
 }
 
@@ -253,7 +257,7 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time
 			m.Health.FluentdSend(nil)
 			c.log.Warn().Str("url", send[0].URL).Int("status", res.Status).Str("reason", res.Reason).Int("events", len(send)).
 				Msg("fluentd rejected a batch for good; sending its events one at a time")
-			j.single, j.events, j.attempts = true, nil, 0
+			j.take, j.events, j.attempts = 1, nil, 0
 			c.attempt(j)
 		default:
 			c.rejected(ctx, j, res)
@@ -261,6 +265,13 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time
 		return
 	case fluentd.Refused:
 		c.refused(ctx, j, res)
+		return
+	case fluentd.TooLarge:
+		c.tooLarge(ctx, j, res)
+		return
+	}
+	if res.NoAck {
+		c.noAck(ctx, j, res)
 		return
 	}
 	c.retry(ctx, j, res)
@@ -450,7 +461,7 @@ func (c *conn) settle(ctx actor.Context, j *sendJob, n int, o messages.Outcome, 
 		for _, d := range j.items[:n] {
 			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), job: j.id, d: d})
 		}
-		j.items, j.events, j.attempts = j.items[n:], nil, 0
+		j.items, j.events, j.attempts, j.noAcks = j.items[n:], nil, 0, 0
 		c.attempt(j)
 		return
 	}

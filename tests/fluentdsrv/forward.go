@@ -41,6 +41,21 @@ type ForwardFaults struct {
 	// EchoPong: the PONG accepts any key and echoes the client's PING, its
 	// hostname and digest, as a server that does not know the key could.
 	EchoPong bool
+	// ChunkSizeLimit is in_forward's chunk_size_limit: a message larger
+	// than this many bytes (as received) is dropped, with no ack and the
+	// connection kept open, as in_forward drops it. Zero: no limit.
+	ChunkSizeLimit int
+	// AckNothing: every message is dropped unanswered, the connection kept
+	// open (in_forward whose buffer overflows, or a stuck Fluentd).
+	AckNothing bool
+}
+
+// ForwardDropped is how many forward messages the listener dropped
+// without an ack (ChunkSizeLimit, AckNothing).
+func (r *Receiver) ForwardDropped() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fwdDropped
 }
 
 // SetSharedKey sets the forward listener's shared key (Config.SharedKey)
@@ -222,6 +237,11 @@ func pongFor(ping *protocol.Ping, key []byte, helo *protocol.Helo, echo bool) (*
 func (r *Receiver) forwardMessage(c net.Conn, w *msgp.Writer, msg []byte) bool {
 	r.mu.Lock()
 	f := &r.fwdFaults
+	if f.AckNothing || (f.ChunkSizeLimit > 0 && len(msg) > f.ChunkSizeLimit) {
+		r.fwdDropped++
+		r.mu.Unlock()
+		return true
+	}
 	closeMid, dropAck, delay := f.CloseMidMessage > 0, false, f.AckDelay
 	if closeMid {
 		f.CloseMidMessage--

@@ -97,6 +97,8 @@ type Receiver struct {
 	fwdWG     sync.WaitGroup
 	// fwdHandshakes counts the shared-key handshakes passed, guarded by mu.
 	fwdHandshakes int
+	// fwdDropped counts the forward messages dropped unanswered.
+	fwdDropped int
 }
 
 type record struct {

@@ -1,0 +1,122 @@
+package pool_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/actors/pool"
+	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+)
+
+// forward is a forward transport to the fixture's receiver, whose acks
+// are waited for ackWait.
+func (f *fixture) forward(t *testing.T, ackWait time.Duration, opts fluentd.ForwardOptions) *fluentd.Forward {
+	t.Helper()
+	creds, err := fluentd.LoadCredentials(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	require.NoError(t, err)
+	opts.Hostname, opts.AckWait = "pool-test", ackWait
+	return fluentd.NewForward(creds, opts)
+}
+
+// big is the body of event i, padded to size bytes.
+func big(i, size int) []byte {
+	return fmt.Appendf(nil, `{"uid":"ev-%d","event":"exec","pad":%q}`, i, strings.Repeat("p", size))
+}
+
+// in_forward drops a message over its chunk_size_limit without an answer.
+// A batch sent again unchanged was dropped again, for ever (0 of 3,000
+// events delivered against a real Fluentd with chunk_size_limit 16k):
+// unanswered messages are now sent in halves, and the one event too large
+// alone is dead-lettered once other messages are acknowledged.
+func TestUnansweredForwardMessagesAreHalvedAndTheOversizedEventDeadLettered(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.SetForwardFaults(fluentdsrv.ForwardFaults{ChunkSizeLimit: 2000})
+	const n, poison = 300, 133
+	m := metrics.New()
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Batch: 40, Metrics: m},
+		transport: f.forward(t, 150*time.Millisecond, fluentd.ForwardOptions{}), base: f.rcv.ForwardURL(),
+		body: func(i int) []byte {
+			if i == poison {
+				return big(i, 5000)
+			}
+			return big(i, 60)
+		},
+	}.deliver(t, n, 60*time.Second)
+	for seq, d := range got {
+		want := messages.Sent
+		if seq == poison {
+			want = messages.DeadLettered
+		}
+		require.Equal(t, want, d.Outcome, seq)
+	}
+	requireOnce(t, f, n-1)
+	require.Equal(t, []string{fmt.Sprint("ev-", poison)}, deadLetterIDs(t, f))
+	letters, _, err := f.dl.Letters()
+	require.NoError(t, err)
+	require.Contains(t, letters[0].Reason, "chunk_size_limit")
+	require.Positive(t, f.rcv.ForwardDropped())
+}
+
+// A Fluentd that answers nothing at all is an outage, not a message it
+// will not take: nothing is dead-lettered, readiness is red, and the events
+// are delivered once it answers again.
+func TestAForwardReceiverThatAnswersNothingHoldsTheEvents(t *testing.T) {
+	f := newFixture(t)
+	f.rcv.SetForwardFaults(fluentdsrv.ForwardFaults{AckNothing: true})
+	m := metrics.New()
+	m.Health.SetRunning(true)
+	m.Health.SetGrace(time.Millisecond) // red at the first failure that lasts
+	const n = 30
+	// Well past MaxNoAcks tries of single events, the receiver answers
+	// again.
+	red := make(chan bool, 1)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for f.rcv.ForwardDropped() < 2*pool.MaxNoAcks+2 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		ok, _ := m.Health.Ready()
+		red <- !ok
+		f.rcv.SetForwardFaults(fluentdsrv.ForwardFaults{})
+	}()
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Batch: 10, Metrics: m},
+		transport: f.forward(t, 50*time.Millisecond, fluentd.ForwardOptions{}), base: f.rcv.ForwardURL(),
+	}.deliver(t, n, 60*time.Second)
+	require.True(t, <-red, "readiness stayed green while nothing was answered")
+	for seq, d := range got {
+		require.Equal(t, messages.Sent, d.Outcome, seq)
+	}
+	requireOnce(t, f, n)
+	require.Empty(t, deadLetterIDs(t, f))
+}
+
+// A message that would be larger than --fluentd-max-message-kb is not sent:
+// the batch goes in halves, and an event too large alone is dead-lettered
+// at once, naming the option.
+func TestForwardMessagesAreKeptUnderTheLimit(t *testing.T) {
+	f := newFixture(t)
+	const n, poison = 200, 77
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Batch: 50},
+		transport: f.forward(t, time.Minute, fluentd.ForwardOptions{MaxMessage: 2000}), base: f.rcv.ForwardURL(),
+		body: func(i int) []byte {
+			if i == poison {
+				return big(i, 3000)
+			}
+			return big(i, 60)
+		},
+	}.deliver(t, n, 30*time.Second)
+	require.Equal(t, messages.DeadLettered, got[poison].Outcome)
+	requireOnce(t, f, n-1)
+	letters, _, err := f.dl.Letters()
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	require.Contains(t, letters[0].Reason, "--fluentd-max-message-kb")
+	require.Zero(t, f.rcv.ForwardDropped())
+}
