@@ -107,8 +107,12 @@ func List(dir string, w io.Writer) (int, []persistence.BadLine, error) {
 		return 0, nil, err
 	}
 	for _, l := range letters {
+		reason := excerpt(l.Reason)
+		if l.TakenBack {
+			reason = "taken back, owed (the next start sends it again): " + reason
+		}
 		fmt.Fprintf(w, "%s  %d  %-22s %-36s %s  %s\n", l.Time.UTC().Format(time.RFC3339), l.Status,
-			orDash(l.Type), orDash(l.EventID), l.URL, excerpt(l.Reason))
+			orDash(l.Type), orDash(l.EventID), l.URL, reason)
 	}
 	return len(letters), bad, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -27,6 +28,14 @@ type DeadLetter struct {
 	EventID string          `json:"event_id,omitempty"`
 	Type    string          `json:"event_type,omitempty"`
 	Event   json.RawMessage `json:"event"`
+	// Stream is the stream the event came from (audit, session), for the
+	// metrics of a letter sent again.
+	Stream string `json:"stream,omitempty"`
+	// TakenBack marks the letter of an event that a receiver rejecting
+	// everything refused (a circuit breaker opened): an event still owed,
+	// which the next start sends again and takes out of the file once
+	// accepted, not an event rejected for good.
+	TakenBack bool `json:"taken_back,omitempty"`
 }
 
 // DeadLetters appends rejected events, one JSON line each, fsync'd before
@@ -238,12 +247,12 @@ func (d *DeadLetters) Remove(keys []string) (int, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	removed, err := d.rewrite(func(l DeadLetter) bool {
+	removed, err := d.rewrite(func(l DeadLetter) (edit, []byte) {
 		if k := LetterKey(l.URL, l.EventID, l.Event); want[k] > 0 {
 			want[k]--
-			return true
+			return drop, nil
 		}
-		return false
+		return keep, nil
 	})
 	if err != nil {
 		return 0, err
@@ -252,11 +261,21 @@ func (d *DeadLetters) Remove(keys []string) (int, error) {
 	return removed, nil
 }
 
-// rewrite takes the letters drop says yes to out of the file, keeping
-// everything else byte for byte, but the bytes before a letter on a line
-// (see BadLine): those get a line of their own. It returns how many
-// letters it took out; the file is not rewritten when none.
-func (d *DeadLetters) rewrite(drop func(DeadLetter) bool) (int, error) {
+// edit is what rewrite does with a letter.
+type edit int
+
+const (
+	keep edit = iota
+	drop
+	replace // with the line given
+)
+
+// rewrite takes the letters that fn drops out of the file, and puts the
+// line fn gives in place of those it replaces, keeping everything else
+// byte for byte, but the bytes before a letter changed on a line (see
+// BadLine): those get a line of their own. It returns how many letters it
+// changed; the file is not rewritten when none.
+func (d *DeadLetters) rewrite(fn func(DeadLetter) (edit, []byte)) (int, error) {
 	raw, err := os.ReadFile(d.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
@@ -265,26 +284,63 @@ func (d *DeadLetters) rewrite(drop func(DeadLetter) bool) (int, error) {
 		return 0, fmt.Errorf("read dead-letter file: %w", err)
 	}
 	var kept bytes.Buffer
-	removed := 0
+	changed := 0
 	for _, line := range bytes.SplitAfter(raw, []byte("\n")) {
 		p := parseLine(line)
-		if !p.ok || !drop(p.letter) {
+		e, repl := keep, []byte(nil)
+		if p.ok {
+			e, repl = fn(p.letter)
+		}
+		if e == keep {
 			kept.Write(line)
 			continue
 		}
-		removed++
+		changed++
 		if p.junk > 0 {
 			kept.Write(line[:p.junk])
 			kept.WriteByte('\n')
 		}
+		kept.Write(repl) // nil when dropped
 	}
-	if removed == 0 {
+	if changed == 0 {
 		return 0, nil
 	}
 	if err := replaceFile(d.path, kept.Bytes()); err != nil {
 		return 0, fmt.Errorf("rewrite dead-letter file %s: %w", d.path, err)
 	}
-	return removed, nil
+	return changed, nil
+}
+
+// MarkTakenBack marks, for each key (see LetterKey), the first letter with
+// that key not marked yet as taken back (see DeadLetter.TakenBack), so
+// that a restart knows the event is still owed. It returns how many it
+// marked.
+func (d *DeadLetters) MarkTakenBack(keys []string) (int, error) {
+	want := map[string]int{}
+	for _, k := range keys {
+		want[k]++
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rewrite(func(l DeadLetter) (edit, []byte) {
+		k := LetterKey(l.URL, l.EventID, l.Event)
+		if l.TakenBack || want[k] == 0 {
+			return keep, nil
+		}
+		want[k]--
+		l.TakenBack = true
+		line, err := json.Marshal(l)
+		if err != nil { // it was read from JSON: it encodes
+			return keep, nil
+		}
+		return replace, append(line, '\n')
+	})
+}
+
+// TakenBack returns the letters marked as taken back: events still owed.
+func (d *DeadLetters) TakenBack() ([]DeadLetter, error) {
+	all, _, err := d.Letters()
+	return slices.DeleteFunc(all, func(l DeadLetter) bool { return !l.TakenBack }), err
 }
 
 // LetterKey is what tells a letter from the others: its URL and event ID,
@@ -439,7 +495,7 @@ func (d *DeadLetters) Letters() ([]DeadLetter, []BadLine, error) {
 func (d *DeadLetters) Purge() (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, err := d.rewrite(func(DeadLetter) bool { return true })
+	n, err := d.rewrite(func(DeadLetter) (edit, []byte) { return drop, nil })
 	if err != nil {
 		return 0, err
 	}

@@ -195,3 +195,27 @@ func TestDeadLetterLargerThanTheLimitSaysSo(t *testing.T) {
 	require.Zero(t, d.Size())
 	require.NoError(t, d.Append(letter("small")), "other letters are written")
 }
+
+// Letters taken back are marked in the file, one per key, so that the next
+// start sends their events again; the others are not.
+func TestLettersTakenBackAreMarked(t *testing.T) {
+	d := NewDeadLetters(t.TempDir())
+	for _, id := range []string{"a", "b", "a"} {
+		require.NoError(t, d.Append(DeadLetter{URL: "https://f/x", EventID: id, Event: []byte(`{"uid":"` + id + `"}`)}))
+	}
+	n, err := d.MarkTakenBack([]string{LetterKey("https://f/x", "a", nil)})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	owed, err := d.TakenBack()
+	require.NoError(t, err)
+	require.Len(t, owed, 1)
+	require.Equal(t, "a", owed[0].EventID)
+	n, err = d.MarkTakenBack([]string{LetterKey("https://f/x", "a", nil), LetterKey("https://f/x", "a", nil)})
+	require.NoError(t, err)
+	require.Equal(t, 1, n, "the second letter of a; the first is marked already")
+	all, bad, err := d.Letters()
+	require.NoError(t, err)
+	require.Empty(t, bad)
+	require.Len(t, all, 3)
+	require.Equal(t, []bool{true, false, true}, []bool{all[0].TakenBack, all[1].TakenBack, all[2].TakenBack})
+}

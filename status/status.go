@@ -85,6 +85,9 @@ type DeadLetters struct {
 	Bytes    int64          `json:"bytes"`
 	Oldest   time.Time      `json:"oldest,omitzero"`
 	ByStatus map[string]int `json:"by_status"`
+	// TakenBack counts the letters of events still owed (a receiver that
+	// rejected everything): the next start sends them again.
+	TakenBack int `json:"taken_back"`
 }
 
 // Lock is a lock decided and not yet written to Teleport.
@@ -225,8 +228,9 @@ func deadLetters(path string) (DeadLetters, error) {
 
 func (d *DeadLetters) add(line []byte) {
 	var l struct {
-		Time   time.Time `json:"time"`
-		Status int       `json:"status"`
+		Time      time.Time `json:"time"`
+		Status    int       `json:"status"`
+		TakenBack bool      `json:"taken_back"`
 	}
 	d.Bytes += int64(len(line))
 	if json.Unmarshal(line, &l) != nil {
@@ -236,6 +240,9 @@ func (d *DeadLetters) add(line []byte) {
 	}
 	d.Count++
 	d.ByStatus[strconv.Itoa(l.Status)]++
+	if l.TakenBack {
+		d.TakenBack++
+	}
 	if d.Oldest.IsZero() || l.Time.Before(d.Oldest) {
 		d.Oldest = l.Time
 	}

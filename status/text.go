@@ -46,6 +46,9 @@ func (r Report) Text(w io.Writer, now time.Time) {
 	} else {
 		line("dead letters", "%d in %s (%d bytes), oldest %s, by status: %s", d.Count, d.File, d.Bytes,
 			d.Oldest.UTC().Format(time.RFC3339), d.statuses())
+		if d.TakenBack > 0 {
+			line("", "%d of them taken back: events still owed, sent again by the next start", d.TakenBack)
+		}
 	}
 	if len(r.Locks) == 0 {
 		line("locks", "none pending")

@@ -41,6 +41,9 @@ type breakers struct {
 	// and not yet accepted: they have no requester waiting (it was answered
 	// when they were dead-lettered).
 	takenBack map[*messages.Delivery]bool
+	// owed are, by letter key, the events taken back: their letters are in
+	// the file, marked, until accepted (see owed.go).
+	owed map[string]*owedEvent
 	// accepts counts the messages each endpoint accepted, for ever: a
 	// message left unanswered while the count moves is the message's
 	// problem, not the endpoint's (see noack.go).
@@ -64,7 +67,7 @@ type breaker struct {
 }
 
 func newBreakers() *breakers {
-	return &breakers{byEndpoint: map[string]*breaker{}, takenBack: map[*messages.Delivery]bool{}, accepts: map[string]uint64{},
+	return &breakers{byEndpoint: map[string]*breaker{}, takenBack: map[*messages.Delivery]bool{}, accepts: map[string]uint64{}, owed: map[string]*owedEvent{},
 		unansweredAt: map[string]int{}}
 }
 
@@ -127,6 +130,7 @@ func (b *breakers) takeBack(d *messages.Delivery) *messages.Delivery {
 	cp := *d
 	cp.ReplyTo = nil
 	b.takenBack[&cp] = true
+	b.owe(&cp)
 	return &cp
 }
 
@@ -187,17 +191,19 @@ func (b *breakers) waitsForProbe(url string, now time.Time) (open bool, until ti
 
 // relettered records that d, a delivery taken back, was rejected for good
 // again with its breaker closed: it is a bad event after all, and its
-// letter, still in the file, stays there.
-func (b *breakers) relettered(d *messages.Delivery) {
+// letter, still in the file, stays there. It returns the deliveries of the
+// same event that waited for it (see join).
+func (b *breakers) relettered(d *messages.Delivery) (waiters []*messages.Delivery) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.takenBack, d)
+	return b.settleOwed(d, false)
 }
 
 // accepted records a success on url, which ends the run of its endpoint
 // (and closes its breaker: wasOpen), and returns which of sent were taken
-// back.
-func (b *breakers) accepted(url string, sent []*messages.Delivery) (wasOpen bool, takenBack []*messages.Delivery) {
+// back, and the deliveries of the same events that waited for them.
+func (b *breakers) accepted(url string, sent []*messages.Delivery) (wasOpen bool, takenBack, waiters []*messages.Delivery) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.accepts[endpoint(url)]++
@@ -212,9 +218,10 @@ func (b *breakers) accepted(url string, sent []*messages.Delivery) (wasOpen bool
 		if b.takenBack[d] {
 			delete(b.takenBack, d)
 			takenBack = append(takenBack, d)
+			waiters = append(waiters, b.settleOwed(d, true)...)
 		}
 	}
-	return wasOpen, takenBack
+	return wasOpen, takenBack, waiters
 }
 
 // acks is how many messages url's endpoint accepted so far.

@@ -314,7 +314,7 @@ func (c *conn) rejected(ctx actor.Context, j *sendJob, res fluentd.Result) {
 		// Sent again after a breaker closed, and rejected again: a bad
 		// event after all, whose letter is in the file already. It does not
 		// count towards a run.
-		br.relettered(d)
+		answer(ctx, br.relettered(d), messages.DeadLettered, res.Status)
 		c.deps.Metrics.Health.FluentdSend(nil)
 		c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
 		return
@@ -349,6 +349,15 @@ func (c *conn) takeBack(ctx actor.Context, items []*messages.Delivery) {
 	}
 	c.log.Warn().Str("url", items[0].URL).Int("events", len(items)).
 		Msg("taking back the dead letters of a run of rejections: they are sent again once the receiver accepts events")
+	keys := make([]string, len(items))
+	for i, d := range items {
+		keys[i] = letterKey(d)
+	}
+	if _, err := c.deps.DeadLetters.MarkTakenBack(keys); err != nil {
+		c.log.Error().Err(err).Int("events", len(items)).Str("file", c.deps.DeadLetters.Path()).
+			Msg("the letters taken back could not be marked so in the dead-letter file: if the daemon stops before they are delivered, " +
+				"the next start does not send them again; replay them then (dead-letters replay)")
+	}
 	ctx.Send(ctx.Parent(), &takenBack{items: items})
 }
 
@@ -378,9 +387,11 @@ func (c *conn) accepted(ctx actor.Context, j *sendJob, res fluentd.Result) {
 	send := j.sending()
 	m := c.deps.Metrics
 	m.Health.FluentdSend(nil)
-	if wasOpen, back := c.deps.breakers.accepted(send[0].URL, send); wasOpen || len(back) > 0 {
+	wasOpen, back, waiters := c.deps.breakers.accepted(send[0].URL, send)
+	if wasOpen || len(back) > 0 {
 		c.delivered(send[0].URL, wasOpen, back)
 	}
+	answer(ctx, waiters, messages.Sent, res.Status)
 	acked := time.Now()
 	for _, d := range send {
 		m.EventsSent.WithLabelValues(d.Stream).Inc()
@@ -418,7 +429,7 @@ func (c *conn) delivered(url string, closed bool, back []*messages.Delivery) {
 func (c *conn) deadLetter(d *messages.Delivery, res fluentd.Result) error {
 	err := c.deps.DeadLetters.Append(persistence.DeadLetter{
 		Time: time.Now().UTC(), URL: d.URL, Status: res.Status, Reason: res.Reason,
-		EventID: d.EventID, Type: d.Type, Event: d.Body,
+		EventID: d.EventID, Type: d.Type, Event: d.Body, Stream: d.Stream,
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 )
 
@@ -119,4 +120,40 @@ func TestForwardMessagesAreKeptUnderTheLimit(t *testing.T) {
 	require.Len(t, letters, 1)
 	require.Contains(t, letters[0].Reason, "--fluentd-max-message-kb")
 	require.Zero(t, f.rcv.ForwardDropped())
+}
+
+// Letters taken back by an earlier run (a receiver rejected everything,
+// then the daemon stopped) are events still owed: the pool's first start
+// sends them again and removes each letter once accepted; a reader's own
+// delivery of one of them (sent again from its checkpoint) joins it rather
+// than sending it twice. A letter not taken back stays.
+func TestLettersTakenBackByAnEarlierRunAreSentOnce(t *testing.T) {
+	f := newFixture(t)
+	url := f.rcv.URL() + "/test.log"
+	letter := func(id string) persistence.DeadLetter {
+		return persistence.DeadLetter{Time: time.Now(), URL: url, Status: 400, Reason: "rejected", EventID: id,
+			Event: fmt.Appendf(nil, `{"uid":%q,"event":"exec"}`, id)}
+	}
+	for _, id := range []string{"ev-5", "ev-old", "ev-bad"} {
+		require.NoError(t, f.dl.Append(letter(id)))
+	}
+	n, err := f.dl.MarkTakenBack([]string{persistence.LetterKey(url, "ev-5", nil), persistence.LetterKey(url, "ev-old", nil)})
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+
+	const events = 20
+	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2},
+		until: func() bool {
+			letters, _, err := f.dl.Letters()
+			return err == nil && len(letters) == 1 && f.rcv.CountByUID()["ev-old"] == 1
+		},
+	}.deliver(t, events, 30*time.Second)
+	for seq, d := range got {
+		require.Equal(t, messages.Sent, d.Outcome, seq)
+	}
+	requireOnce(t, f, events+1) // ev-0 ... ev-19, and ev-old
+	letters, _, err := f.dl.Letters()
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	require.Equal(t, "ev-bad", letters[0].EventID, "a letter not taken back stays")
 }

@@ -149,8 +149,13 @@ func (p *Pool) Receive(ctx actor.Context) {
 	switch m := msg.(type) {
 	case *messages.Delivery:
 		// Into the queue that survives restarts before anything else, so
-		// that a failure while handling the delivery loses nothing.
-		p.q.add(m, p.deps.Clock.Now())
+		// that a failure while handling the delivery loses nothing; but an
+		// event taken back is sent once (see owed.go).
+		if joined, sent := p.deps.breakers.join(m); sent {
+			answer(ctx, []*messages.Delivery{m}, messages.Sent, 0)
+		} else if !joined {
+			p.q.add(m, p.deps.Clock.Now())
+		}
 	case *messages.Drain:
 		p.q.drainTo = ctx.Sender() // the same: a restart still answers it
 	}
@@ -199,6 +204,10 @@ func (p *Pool) start(ctx actor.Context) {
 	if n := p.q.release(func(string) bool { return true }); n > 0 {
 		p.deps.Log.Warn().Int("events", n).Msg("fluentd pool restarted; sending again what its connections held")
 	}
+	if !p.q.owedLoaded {
+		p.q.owedLoaded = true
+		p.loadOwed()
+	}
 	p.conns, p.list = map[string]*connState{}, nil
 	p.deps.Metrics.PoolCapacity.Set(float64(p.deps.MaxConnections))
 	props := connProps(p.deps)
@@ -213,6 +222,27 @@ func (p *Pool) start(ctx actor.Context) {
 	}
 	p.dispatch(ctx)
 	p.maybeDrained(ctx)
+}
+
+// loadOwed queues again the events whose letters a previous run took back
+// (see owed.go).
+func (p *Pool) loadOwed() {
+	letters, err := p.deps.DeadLetters.TakenBack()
+	if err != nil {
+		p.deps.Log.Error().Err(err).Str("file", p.deps.DeadLetters.Path()).
+			Msg("the letters taken back by an earlier run could not be read; they stay in the file (dead-letters replay sends them)")
+		return
+	}
+	copies := p.deps.breakers.load(letters)
+	if len(copies) == 0 {
+		return
+	}
+	now := p.deps.Clock.Now()
+	for _, d := range copies {
+		p.q.add(d, now)
+	}
+	p.deps.Log.Warn().Int("events", len(copies)).Str("file", p.deps.DeadLetters.Path()).
+		Msg("sending again the events an earlier run took back out of the dead-letter file (a receiver rejected everything); each letter is removed once its event is accepted")
 }
 
 // connStarted takes a connection's report that it (re)started: whatever it

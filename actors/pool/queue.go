@@ -25,6 +25,9 @@ type queue struct {
 	held   map[uint64]*heldJob
 	// drainTo asked the pool to drain and is not answered yet.
 	drainTo *actor.PID
+	// owedLoaded is set once the events taken back by an earlier run are
+	// queued: at the pool's first start, not at its restarts.
+	owedLoaded bool
 }
 
 // queued is a delivery waiting in the pool; order is its arrival number

@@ -1,0 +1,105 @@
+package pool
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// Letters taken back (see breakers) are events still owed to the
+// receiver: their requesters were answered when the letters were written,
+// and the checkpoint may have passed them. They must outlive a restart as
+// what they are. So the letters are marked in the file when taken back
+// (DeadLetters.MarkTakenBack), and the pool's first start queues the
+// marked ones again, removing each letter once its event is accepted.
+//
+// A reader that starts again from its checkpoint sends again those of
+// these events it had not checkpointed: its delivery joins the copy taken
+// back instead of being sent a second time, answered as the copy is
+// settled (at once when the copy was accepted already).
+
+// owedEvent is an event taken back, by its letter's key.
+type owedEvent struct {
+	accepted bool
+	waiters  []*messages.Delivery // requesters' deliveries of the event, answered with the copy
+}
+
+func letterKey(d *messages.Delivery) string { return persistence.LetterKey(d.URL, d.EventID, d.Body) }
+
+// owe records cp, a copy taken back; mu must be held.
+func (b *breakers) owe(cp *messages.Delivery) {
+	if _, ok := b.owed[letterKey(cp)]; !ok {
+		b.owed[letterKey(cp)] = &owedEvent{}
+	}
+}
+
+// settleOwed records that the copy d was accepted (or rejected for good
+// again), and returns the deliveries that waited for it; mu must be held.
+func (b *breakers) settleOwed(d *messages.Delivery, accepted bool) []*messages.Delivery {
+	o := b.owed[letterKey(d)]
+	if o == nil {
+		return nil
+	}
+	waiters := o.waiters
+	o.waiters = nil
+	if accepted {
+		o.accepted = true // a later delivery of it is answered at once
+	} else {
+		delete(b.owed, letterKey(d))
+	}
+	return waiters
+}
+
+// join settles a requester's delivery of an event owed: answered now when
+// its copy was accepted (sent false), else it waits for the copy (joined).
+// Neither: it is no owed event's, and is sent as any other.
+func (b *breakers) join(d *messages.Delivery) (joined, sent bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.owed) == 0 {
+		return false, false
+	}
+	o := b.owed[letterKey(d)]
+	switch {
+	case o == nil:
+		return false, false
+	case o.accepted:
+		return true, true
+	}
+	o.waiters = append(o.waiters, d)
+	return true, false
+}
+
+// load takes back the letters a previous run marked, and returns their
+// copies to queue.
+func (b *breakers) load(letters []persistence.DeadLetter) []*messages.Delivery {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*messages.Delivery, 0, len(letters))
+	for _, l := range letters {
+		stream := l.Stream
+		if stream == "" {
+			stream = metrics.Audit // letters of versions before the field
+		}
+		cp := &messages.Delivery{URL: l.URL, Body: l.Event, EventID: l.EventID, Type: l.Type, Stream: stream}
+		if _, dup := b.owed[letterKey(cp)]; dup {
+			continue
+		}
+		b.takenBack[cp] = true
+		b.owe(cp)
+		out = append(out, cp)
+	}
+	return out
+}
+
+// answer sends each delivery's requester its Delivered, with outcome and
+// status.
+func answer(ctx actor.Context, ds []*messages.Delivery, o messages.Outcome, status int) {
+	for _, d := range ds {
+		if d.ReplyTo != nil {
+			ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status})
+		}
+	}
+}
