@@ -20,8 +20,9 @@ import (
 // use.
 type Transport interface {
 	// Check connects once to the endpoint of url, without sending an
-	// event, and returns nil, a *TLSError (waiting will not fix it) or an
-	// *UnreachableError (Fluentd may come up later).
+	// event, and returns nil, a *TLSError or an *AuthError (the forward
+	// shared key: waiting will not fix either) or an *UnreachableError
+	// (Fluentd may come up later).
 	Check(ctx context.Context, url string) error
 	// NewSender returns the sender of one connection of the pool.
 	NewSender() Sender

@@ -241,10 +241,7 @@ func (d *DeadLetters) undo(f letterFile, size int64, cause error) error {
 // either file whole; what is not a letter stays. It returns how many
 // letters it removed.
 func (d *DeadLetters) Remove(keys []string) (int, error) {
-	want := map[string]int{}
-	for _, k := range keys {
-		want[k]++
-	}
+	want := tally(keys)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	removed, err := d.rewrite(func(l DeadLetter) (edit, []byte) {
@@ -311,15 +308,21 @@ func (d *DeadLetters) rewrite(fn func(DeadLetter) (edit, []byte)) (int, error) {
 	return changed, nil
 }
 
+// tally counts each key.
+func tally(keys []string) map[string]int {
+	n := map[string]int{}
+	for _, k := range keys {
+		n[k]++
+	}
+	return n
+}
+
 // MarkTakenBack marks, for each key (see LetterKey), the first letter with
 // that key not marked yet as taken back (see DeadLetter.TakenBack), so
 // that a restart knows the event is still owed. It returns how many it
 // marked.
 func (d *DeadLetters) MarkTakenBack(keys []string) (int, error) {
-	want := map[string]int{}
-	for _, k := range keys {
-		want[k]++
-	}
+	want := tally(keys)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.rewrite(func(l DeadLetter) (edit, []byte) {
