@@ -374,7 +374,7 @@ func TestChartValues(t *testing.T) {
 	t.Run("forward with a shared key", func(t *testing.T) {
 		objs := renderObjects(t, base, map[string]any{"fluentd": map[string]any{
 			"url": "forward://fluentd.example.com:24224/test.log", "sessionUrl": "forward://fluentd.example.com:24224/session",
-			"compress": "gzip", "sharedKey": map[string]any{"secretName": "fluentd-shared-key"}}})
+			"compress": "gzip", "maxMessageKB": 16, "sharedKey": map[string]any{"secretName": "fluentd-shared-key"}}})
 		volumes := namesOf(t, get(t, objs["Deployment/"+release], "spec", "template", "spec", "volumes"))
 		require.Equal(t, "fluentd-shared-key", get(t, volumes["fluentd-shared-key"], "secret", "secretName"))
 		c := get(t, objs["Deployment/"+release], "spec", "template", "spec", "containers", 0).(map[string]any)
@@ -383,6 +383,7 @@ func TestChartValues(t *testing.T) {
 		cfg := loadConfig(t, objs)
 		require.Equal(t, "forward://fluentd.example.com:24224/test.log", cfg.Fluentd.URL)
 		require.Equal(t, "gzip", cfg.Fluentd.Compress)
+		require.Equal(t, 16, cfg.Fluentd.MaxMessageKB)
 		require.Equal(t, "the shared key", cfg.Fluentd.SharedKey, "read from the mounted Secret")
 		require.Equal(t, 100, cfg.Fluentd.Batch)
 	})

@@ -1,6 +1,7 @@
 package persistence
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -341,9 +341,35 @@ func (d *DeadLetters) MarkTakenBack(keys []string) (int, error) {
 }
 
 // TakenBack returns the letters marked as taken back: events still owed.
+// It reads the file a line at a time, at every start: the file may hold
+// hundreds of MiB of letters that are not.
 func (d *DeadLetters) TakenBack() ([]DeadLetter, error) {
-	all, _, err := d.Letters()
-	return slices.DeleteFunc(all, func(l DeadLetter) bool { return !l.TakenBack }), err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, err := os.Open(d.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read dead-letter file: %w", err)
+	}
+	defer f.Close()
+	var out []DeadLetter
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadBytes('\n')
+		if bytes.Contains(line, []byte(`"taken_back":true`)) {
+			if p := parseLine(line); p.ok && p.letter.TakenBack {
+				out = append(out, p.letter)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("read dead-letter file %s: %w", d.path, err)
+		}
+	}
 }
 
 // LetterKey is what tells a letter from the others: its URL and event ID,
