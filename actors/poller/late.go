@@ -46,9 +46,15 @@ type trail struct {
 	// it, of the log before frontier.
 	frontier time.Time
 	fetching bool
-	fails    int
-	wait     timer.Timer
-	tr       inflight.Tracker[trailPos]
+	// sweeping: with --exit-on-last-event, once the live cursor has caught
+	// up, the span not yet lag old is read once (the sweep), so that late
+	// events visible now are delivered before the exit; swept once done.
+	// The sweep leaves the position where it is: the span is read again
+	// once lag old, for what becomes visible later.
+	sweeping, swept bool
+	fails           int
+	wait            timer.Timer
+	tr              inflight.Tracker[trailPos]
 
 	late           uint64 // late events settled since the first run
 	pos            trailPos
@@ -142,22 +148,22 @@ func (t *trail) forget() {
 }
 
 // maybeFetchTrail starts the trailing cursor's next page request, or waits
-// until a span is lag old.
+// until a span is lag old; with --exit-on-last-event, once the live cursor
+// has caught up, it sweeps what is not lag old yet.
 func (p *Poller) maybeFetchTrail(ctx actor.Context) {
 	t := p.late
-	if t == nil || t.fetching || p.draining || p.finished || t.wait.Armed() || t.tr.Buffered() >= p.Batch {
+	if t == nil || t.fetching || p.draining || p.finished || t.tr.Buffered() >= p.Batch {
 		return
 	}
+	if t.wait.Armed() {
+		if !p.sweepDue() {
+			return
+		}
+		t.wait.Stop()
+	}
 	if !t.end.After(t.start) {
-		end := t.frontier
-		if ripe := p.Clock.Now().Add(-p.Lag); ripe.Before(end) {
-			end = ripe
-		}
-		if limit := t.start.Add(p.WindowSize); limit.Before(end) {
-			end = limit
-		}
-		if !end.After(t.start) {
-			t.wait.After(ctx, p.Timeout, &trailTick{})
+		end, ok := p.nextSpan(ctx)
+		if !ok {
 			return
 		}
 		t.end, t.key, t.skip = end, "", 0
@@ -166,6 +172,43 @@ func (p *Poller) maybeFetchTrail(ctx actor.Context) {
 	p.Metrics.TeleportSearches.WithLabelValues("trail").Inc()
 	p.fetches <- fetchReq{trail: true, winStart: t.start, to: t.end, key: t.key, skip: t.skip}
 }
+
+// nextSpan is the end of the next span to read: the sweep's once it is
+// due, else a span lag old, if there is one; without, it waits.
+func (p *Poller) nextSpan(ctx actor.Context) (time.Time, bool) {
+	t := p.late
+	if p.sweepDue() {
+		if !t.frontier.After(t.start) {
+			t.swept = true
+			return time.Time{}, false
+		}
+		t.sweeping = true
+		return t.frontier, true
+	}
+	end := t.frontier
+	if ripe := p.Clock.Now().Add(-p.Lag); ripe.Before(end) {
+		end = ripe
+	}
+	if limit := t.start.Add(p.WindowSize); limit.Before(end) {
+		end = limit
+	}
+	if !end.After(t.start) {
+		t.wait.After(ctx, p.Timeout, &trailTick{})
+		return time.Time{}, false
+	}
+	return end, true
+}
+
+// sweepDue: the live cursor has caught up (--exit-on-last-event) and the
+// trailing cursor is between spans with its sweep not done.
+func (p *Poller) sweepDue() bool {
+	t := p.late
+	return p.ExitOnLastEvent && p.caughtUp && !t.swept && !t.end.After(t.start)
+}
+
+// trailDone reports whether the trailing cursor lets the run finish
+// (--exit-on-last-event): it has swept.
+func (p *Poller) trailDone() bool { return p.late == nil || p.late.swept }
 
 // trailTick ends a wait of the trailing cursor.
 type trailTick struct{}
@@ -189,6 +232,9 @@ func (p *Poller) onTrailPage(ctx actor.Context, r *pageResult) {
 			continue
 		}
 		pos := trailPos{TrailPosition: persistence.TrailPosition{Start: r.req.winStart, End: r.req.to, Cursor: r.req.key, Offset: i + 1}}
+		if t.sweeping {
+			pos.TrailPosition = persistence.TrailPosition{Start: r.req.winStart, End: r.req.winStart}
+		}
 		at := ev.Time.AsTime()
 		if t.handedOut(ev.Id, at) {
 			t.tr.Pass(ev, pos)
@@ -204,9 +250,13 @@ func (p *Poller) onTrailPage(ctx actor.Context, r *pageResult) {
 		}
 		t.tr.Event(ev, pos, r.fetched, body)
 	}
-	if r.nextKey != "" {
+	switch {
+	case r.nextKey != "":
 		t.key, t.skip = r.nextKey, max(0, r.req.skip-len(r.events))
-	} else {
+	case t.sweeping:
+		t.sweeping, t.swept = false, true
+		t.end, t.key, t.skip = t.start, "", 0
+	default:
 		// The span is read: the next one after --timeout, as the live
 		// cursor polls, so that the trailing cursor costs about one more
 		// search per poll.

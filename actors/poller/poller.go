@@ -484,7 +484,7 @@ func (p *Poller) maybeFinish(ctx actor.Context) {
 		ctx.Send(p.drainTo, &messages.Drained{})
 		p.drainTo = nil
 	}
-	if p.ExitOnLastEvent && !p.finished && p.caughtUp && !p.fetching && p.tr.Buffered() == 0 && settled {
+	if p.ExitOnLastEvent && !p.finished && p.caughtUp && !p.fetching && p.tr.Buffered() == 0 && settled && p.trailDone() {
 		p.finished = true
 		p.log.Info().Uint64("acked", p.acked).Msg("caught up with the audit log")
 		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Events: p.acked})

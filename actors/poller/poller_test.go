@@ -3,6 +3,7 @@ package poller_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -54,6 +55,9 @@ func (f *fakeLog) add(id, typ string, t time.Time) {
 	st, _ := structpb.NewStruct(map[string]any{"uid": id, "event": typ, "time": t.Format(time.RFC3339Nano)})
 	f.mu.Lock()
 	f.events = append(f.events, &auditlogpb.EventUnstructured{Id: id, Type: typ, Time: timestamppb.New(t), Unstructured: st})
+	// In time order, as Teleport returns them: an event added late lands
+	// before later ones.
+	slices.SortStableFunc(f.events, func(a, b *auditlogpb.EventUnstructured) int { return a.Time.AsTime().Compare(b.Time.AsTime()) })
 	f.mu.Unlock()
 }
 
@@ -190,7 +194,7 @@ func TestPicksUpEventsAppendedToTheLiveWindow(t *testing.T) {
 			return
 		}
 		for i := 15; i < 50; i++ {
-			log.add(fmt.Sprintf("ev-%05d", i), "exec", start.Add(time.Duration(i)*time.Millisecond))
+			log.add(fmt.Sprintf("ev-%05d", i), "exec", start.Add(time.Duration(i)*time.Second))
 		}
 		clock.Advance(r.deps.Timeout)
 	}()
@@ -226,4 +230,36 @@ func TestCheckpointWaitsForTheTap(t *testing.T) {
 	pos, _, err := r.store.AuditPosition()
 	require.NoError(t, err)
 	require.Equal(t, "ev-00009", pos.LastID, "the checkpoint stops before the unanswered event")
+}
+
+// An event search shows late (after later ones), visible when a run of
+// --exit-on-last-event starts, is delivered by that run: caught up means
+// every event visible now is delivered, not only those the live cursor
+// has not passed. (Found by the fault explorer, seed 3 of make test: a
+// run exited 0 with such events undelivered; only a run --late-event-lag
+// later would have read them.)
+func TestExitOnLastEventDeliversLateEventsVisibleNow(t *testing.T) {
+	start := time.Now().Add(-30 * time.Minute)
+	log := newFakeLog(20, start)
+	log.add("newest", "user.login", time.Now().Add(-time.Minute))
+	r := newRun(t, log, start)
+	r.deps.Lag = 5 * time.Minute
+	r.deps.Clock = clockwork.NewRealClock()
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Equal(t, 1, r.pool.Count("newest"))
+
+	// Shown late: stamped before the position, younger than the lag.
+	log.add("late-1", "user.login", time.Now().Add(-2*time.Minute))
+	r.pool = inflighttest.NewPool()
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Equal(t, 1, r.pool.Count("late-1"), "a late event visible at the start was not delivered")
+	require.Zero(t, r.pool.Count("newest"), "the sweep sent an event delivered before")
+
+	// The sweep does not move the trailing cursor past what is not lag
+	// old: an event shown late after this run is still found by a later one.
+	log.add("late-2", "user.login", time.Now().Add(-3*time.Minute))
+	r.pool = inflighttest.NewPool()
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Equal(t, 1, r.pool.Count("late-2"))
+	require.Zero(t, r.pool.Count("late-1"), "a late event sent twice")
 }
