@@ -136,16 +136,16 @@ func TestActorPanics(t *testing.T) {
 func TestFluentdNetwork(t *testing.T) {
 	s := newScenario(t, "fluentd network")
 	evs := s.seedAll(1500, 2, 1000)
-	px := newProxy(t, "fluentd", strings.TrimPrefix(s.e.Fluentd.URL(), "https://"))
-	s.e.FluentdURL = "https://" + px.addr()
+	px := harness.NewProxy(t, "fluentd", strings.TrimPrefix(s.e.Fluentd.URL(), "https://"))
+	s.e.FluentdURL = "https://" + px.Addr()
 	rejected := map[string]bool{}
 	for i := 0; i < len(evs); i += 150 {
 		rejected[evs[i].GetID()] = true
 	}
 	s.e.Fluentd.RejectWhere(400, func(r map[string]any) bool { id, _ := r["uid"].(string); return rejected[id] })
 	s.e.Fluentd.SetRandomFailure(0.05, 503, int64(s.rng.Uint64()>>1))
-	px.toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 30, "jitter": 10})
-	px.toxic(t, "bandwidth", "bandwidth", "upstream", map[string]any{"rate": 256})
+	px.Toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 30, "jitter": 10})
+	px.Toxic(t, "bandwidth", "bandwidth", "upstream", map[string]any{"rate": 256})
 	s.fault("%d events rejected with 400; 5%% random 503; 30±10 ms latency; 256 KB/s", len(rejected))
 
 	p := s.e.Run(nil, s.e.Args()...)
@@ -201,8 +201,8 @@ func TestFluentdRefuses(t *testing.T) {
 func TestTeleportFaults(t *testing.T) {
 	s := newScenario(t, "teleport faults")
 	evs := s.seedAll(1500, 3, 2000)
-	px := newProxy(t, "teleport", s.e.Teleport.Addr())
-	s.e.TeleportAddr = px.addr()
+	px := harness.NewProxy(t, "teleport", s.e.Teleport.Addr())
+	s.e.TeleportAddr = px.Addr()
 	s.e.Teleport.FailNext("GetUnstructuredEvents", 5, codes.Unavailable)
 	s.e.Teleport.SetLatency("GetUnstructuredEvents", 300*time.Millisecond)
 	// Old uploads get three tries (the recording of an upload an hour old
@@ -224,9 +224,9 @@ func TestTeleportFaults(t *testing.T) {
 	args = withIdentity(args, s.e.PKI.IdentityFile)
 	p := s.e.Run(nil, args...)
 	harness.WaitFor(t, time.Minute, "recordings streaming", func() bool { return s.e.Fluentd.CountTag(harness.SessionTag("long-0")) > 100 })
-	px.toxic(t, "reset", "reset_peer", "downstream", map[string]any{"timeout": 50})
+	px.Toxic(t, "reset", "reset_peer", "downstream", map[string]any{"timeout": 50})
 	time.Sleep(time.Second)
-	px.remove(t, "reset")
+	px.Remove(t, "reset")
 	s.fault("streams and pages dropped for 1 s")
 	client, err := s.e.PKI.NewTeleportClient()
 	require.NoError(t, err)
@@ -308,9 +308,9 @@ func TestStorage(t *testing.T) {
 func TestSoak(t *testing.T) {
 	s := newScenario(t, "soak")
 	evs := s.seedAll(3000, 4, 1500)
-	px := newProxy(t, "fluentd", strings.TrimPrefix(s.e.Fluentd.URL(), "https://"))
-	s.e.FluentdURL = "https://" + px.addr()
-	px.toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 5, "jitter": 5})
+	px := harness.NewProxy(t, "fluentd", strings.TrimPrefix(s.e.Fluentd.URL(), "https://"))
+	s.e.FluentdURL = "https://" + px.Addr()
+	px.Toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 5, "jitter": 5})
 	s.e.Fluentd.SetRandomFailure(0.02, 502, int64(s.rng.Uint64()>>1))
 	s.fault("5±5 ms latency; 2%% random 502")
 	kills, panics := 0, 0
@@ -357,10 +357,10 @@ func TestForwardKillNine(t *testing.T) {
 func TestForwardNetwork(t *testing.T) {
 	s := newScenario(t, "forward: network")
 	evs := s.seedAll(1500, 2, 1000)
-	px := newProxy(t, "fluentd-forward", strings.TrimPrefix(s.e.Fluentd.ForwardURL(), "forward://"))
-	s.e.FluentdURL = "forward://" + px.addr()
+	px := harness.NewProxy(t, "fluentd-forward", strings.TrimPrefix(s.e.Fluentd.ForwardURL(), "forward://"))
+	s.e.FluentdURL = "forward://" + px.Addr()
 	s.e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{DropAcks: 5, CloseMidMessage: 5})
-	px.toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 30, "jitter": 10})
+	px.Toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 30, "jitter": 10})
 	s.fault("5 acks dropped; 5 connections closed mid-message; 30±10 ms latency")
 	p := s.e.Run(nil, s.e.Args("--fluentd-batch", "20")...)
 	time.Sleep(2 * time.Second)
@@ -376,12 +376,12 @@ func TestForwardNetwork(t *testing.T) {
 
 // resetsThenTimeouts resets the proxy's connections for 2 s, then lets them
 // time out for 3 s.
-func (s *scenario) resetsThenTimeouts(px *proxy) {
-	px.toxic(s.t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 100})
+func (s *scenario) resetsThenTimeouts(px *harness.Proxy) {
+	px.Toxic(s.t, "reset", "reset_peer", "upstream", map[string]any{"timeout": 100})
 	time.Sleep(2 * time.Second)
-	px.remove(s.t, "reset")
-	px.toxic(s.t, "timeout", "timeout", "upstream", map[string]any{"timeout": 2000})
+	px.Remove(s.t, "reset")
+	px.Toxic(s.t, "timeout", "timeout", "upstream", map[string]any{"timeout": 2000})
 	time.Sleep(3 * time.Second)
-	px.remove(s.t, "timeout")
+	px.Remove(s.t, "timeout")
 	s.fault("connection resets for 2 s; timeouts for 3 s")
 }

@@ -20,9 +20,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
@@ -159,36 +156,6 @@ func restarts(m map[string]float64) int {
 		}
 	}
 	return int(n)
-}
-
-// proxy is a toxiproxy TCP proxy on 127.0.0.1 in front of upstream.
-type proxy struct {
-	p *toxiproxy.Proxy
-}
-
-func newProxy(t *testing.T, name, upstream string) *proxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, name, "127.0.0.1:0", upstream)
-	require.NoError(t, p.Start())
-	t.Cleanup(p.Stop)
-	return &proxy{p: p}
-}
-
-func (p *proxy) addr() string { return p.p.Listen }
-
-// toxic adds a toxic; attrs are its attributes.
-func (p *proxy) toxic(t *testing.T, name, typ, stream string, attrs map[string]any) {
-	t.Helper()
-	raw, err := json.Marshal(map[string]any{"name": name, "type": typ, "stream": stream, "toxicity": 1.0, "attributes": attrs})
-	require.NoError(t, err)
-	_, err = p.p.Toxics.AddToxicJson(strings.NewReader(string(raw)))
-	require.NoError(t, err)
-}
-
-func (p *proxy) remove(t *testing.T, name string) {
-	t.Helper()
-	require.NoError(t, p.p.Toxics.RemoveToxic(t.Context(), name))
 }
 
 // defaultSkip is --skip-session-types' default.

@@ -48,6 +48,12 @@ type ForwardFaults struct {
 	// AckNothing: every message is dropped unanswered, the connection kept
 	// open (in_forward whose buffer overflows, or a stuck Fluentd).
 	AckNothing bool
+	// WrongAcks: the message is stored, and acked with a chunk ID that is
+	// not its own (a confused proxy in between).
+	WrongAcks int
+	// RefusePong: every shared-key handshake fails, the PONG saying so
+	// (Config.SharedKey only).
+	RefusePong bool
 }
 
 // ForwardDropped is how many forward messages the listener dropped
@@ -209,6 +215,9 @@ func (r *Receiver) forwardHandshake(rd *msgp.Reader, w *msgp.Writer, key []byte,
 		return false
 	}
 	pong, err := pongFor(&ping, key, helo, f.EchoPong)
+	if err == nil && f.RefusePong {
+		pong, err = protocol.NewPong(false, "injected: shared_key mismatch", "fluentdsrv", key, helo, &ping)
+	}
 	if err != nil || pong.EncodeMsg(w) != nil || w.Flush() != nil || !pong.AuthResult {
 		return false
 	}
@@ -242,12 +251,16 @@ func (r *Receiver) forwardMessage(c net.Conn, w *msgp.Writer, msg []byte) bool {
 		r.mu.Unlock()
 		return true
 	}
-	closeMid, dropAck, delay := f.CloseMidMessage > 0, false, f.AckDelay
-	if closeMid {
+	closeMid, dropAck, wrongAck, delay := f.CloseMidMessage > 0, false, false, f.AckDelay
+	switch {
+	case closeMid:
 		f.CloseMidMessage--
-	} else if f.DropAcks > 0 {
+	case f.DropAcks > 0:
 		f.DropAcks--
 		dropAck = true
+	case f.WrongAcks > 0:
+		f.WrongAcks--
+		wrongAck = true
 	}
 	r.mu.Unlock()
 	if closeMid {
@@ -281,6 +294,9 @@ func (r *Receiver) forwardMessage(c net.Conn, w *msgp.Writer, msg []byte) bool {
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	ack := protocol.AckMessage{Ack: chunk}
+	if wrongAck {
+		ack.Ack = "wrong-" + chunk
+	}
 	return ack.EncodeMsg(w) == nil && w.Flush() == nil
 }
 

@@ -83,6 +83,7 @@ type Receiver struct {
 	randStatus int
 	rng        *rand.Rand
 	latency    time.Duration
+	bodyLimit  int64 // in_http's body_size_limit; maxBody when 0
 	rejects    []reject
 	statuses   map[int]int // status -> requests answered with it
 
@@ -516,7 +517,10 @@ func (r *Receiver) accept(w http.ResponseWriter, req *http.Request) (int, string
 	if tag == "" || strings.HasPrefix(tag, ".") || strings.Contains(tag, "..") {
 		return http.StatusBadRequest, fmt.Sprintf("'tag' parameter is invalid: %q", req.URL.Path), nil
 	}
-	body, err := readBody(w, req)
+	r.mu.Lock()
+	limit := r.bodyLimit
+	r.mu.Unlock()
+	body, err := readBody(w, req, limit)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -535,8 +539,19 @@ func (r *Receiver) accept(w http.ResponseWriter, req *http.Request) (int, string
 	return http.StatusOK, "", recs
 }
 
-func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
-	var body io.Reader = http.MaxBytesReader(w, req.Body, maxBody)
+// SetBodyLimit is in_http's body_size_limit: a larger request is answered
+// 413 (0 restores the default, 32 MiB).
+func (r *Receiver) SetBodyLimit(n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bodyLimit = n
+}
+
+func readBody(w http.ResponseWriter, req *http.Request, limit int64) ([]byte, error) {
+	if limit <= 0 {
+		limit = maxBody
+	}
+	var body io.Reader = http.MaxBytesReader(w, req.Body, limit)
 	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
 	case "", "identity":
 	case "gzip":
@@ -557,12 +572,12 @@ func readBody(w http.ResponseWriter, req *http.Request) ([]byte, error) {
 		return nil, fmt.Errorf("unsupported Content-Encoding %q", enc)
 	}
 	// The limit applies to the decompressed body too.
-	b, err := io.ReadAll(io.LimitReader(body, maxBody+1))
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxBody {
-		return nil, &http.MaxBytesError{Limit: maxBody}
+	if int64(len(b)) > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	return b, nil
 }

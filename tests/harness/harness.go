@@ -228,6 +228,24 @@ func (p *Proc) Exited() bool {
 	}
 }
 
+// ExitCode is the exit status once the daemon has exited (-1 when a
+// signal ended it, or while it runs).
+func (p *Proc) ExitCode() int {
+	if !p.Exited() || p.cmd.ProcessState == nil {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// State describes how the daemon exited ("exit status 1", "signal:
+// killed"), or "running".
+func (p *Proc) State() string {
+	if !p.Exited() || p.cmd.ProcessState == nil {
+		return "running"
+	}
+	return p.cmd.ProcessState.String()
+}
+
 // Signal sends sig to the daemon.
 func (p *Proc) Signal(sig syscall.Signal) { _ = p.cmd.Process.Signal(sig) }
 

@@ -80,7 +80,8 @@ type Server struct {
 	events     []entry // sorted by (time, id)
 	ids        map[string]struct{}
 	recordings map[string][]*auditlogpb.EventUnstructured
-	notYet     map[string]int // session -> stream attempts still answered NotFound
+	notYet     map[string]int     // session -> stream attempts still answered NotFound
+	broken     map[string]failure // session -> events sent before every stream fails
 	locks      []*types.LockV2
 	calls      map[string]int
 	failures   map[string]failure
@@ -138,6 +139,7 @@ func Start(cfg Config) (*Server, error) {
 		ids:        map[string]struct{}{},
 		recordings: map[string][]*auditlogpb.EventUnstructured{},
 		notYet:     map[string]int{},
+		broken:     map[string]failure{},
 		calls:      map[string]int{},
 		failures:   map[string]failure{},
 		latency:    map[string]time.Duration{},
@@ -183,13 +185,24 @@ func (s *Server) Close() {
 // Teleport does. Events are kept sorted by (time, id); they may be added
 // while clients read, and an ID may be added only once.
 func (s *Server) AddEvents(evts ...apievents.AuditEvent) error {
-	add := make([]entry, 0, len(evts))
-	seen := map[string]struct{}{}
+	us := make([]*auditlogpb.EventUnstructured, 0, len(evts))
 	for _, evt := range evts {
 		u, err := apievents.ToUnstructured(evt)
 		if err != nil {
 			return fmt.Errorf("teleportsrv: convert %s event %s: %w", evt.GetType(), evt.GetID(), err)
 		}
+		us = append(us, u)
+	}
+	return s.AddUnstructured(us...)
+}
+
+// AddUnstructured adds audit events as they travel, for events that
+// ToUnstructured would not make (a NaN in a field, say), with AddEvents'
+// rules.
+func (s *Server) AddUnstructured(us ...*auditlogpb.EventUnstructured) error {
+	add := make([]entry, 0, len(us))
+	seen := map[string]struct{}{}
+	for _, u := range us {
 		if _, dup := seen[u.Id]; dup {
 			return fmt.Errorf("teleportsrv: event ID %s given twice", u.Id)
 		}
@@ -323,6 +336,15 @@ func (s *Server) SetRecordingAvailableAfter(sessionID string, calls int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.notYet[sessionID] = calls
+}
+
+// BreakRecording makes every stream of the session's recording fail with
+// code after sending the events before index `after`: a recording Teleport
+// cannot serve past a point, for good.
+func (s *Server) BreakRecording(sessionID string, after int, code codes.Code) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.broken[sessionID] = failure{n: after, code: code}
 }
 
 // before runs for every RPC: it counts the call, applies the injected delay
@@ -562,6 +584,7 @@ func (l *auditLogService) StreamUnstructuredSessionEvents(req *auditlogpb.Stream
 		l.s.notYet[req.SessionId] = pending - 1
 	}
 	rec, ok := l.s.recordings[req.SessionId]
+	broken, isBroken := l.s.broken[req.SessionId]
 	l.s.mu.Unlock()
 	if pending > 0 || !ok {
 		// Teleport answers trace.NotFound, which travels as codes.NotFound.
@@ -570,6 +593,9 @@ func (l *auditLogService) StreamUnstructuredSessionEvents(req *auditlogpb.Stream
 	for _, ev := range rec {
 		if ev.Index < int64(req.StartIndex) {
 			continue
+		}
+		if isBroken && ev.Index >= int64(broken.n) {
+			return status.Errorf(broken.code, "teleportsrv: recording %q broken at index %d", req.SessionId, ev.Index)
 		}
 		if err := stream.Send(ev); err != nil {
 			return err

@@ -128,6 +128,12 @@ func (b *Bundle) NewTeleportClient() (*certs.Pair, error) {
 	return certs.IssueClient(b.TeleportCA, TeleportUser, opts)
 }
 
+// NewFluentdClient issues another Fluentd client certificate from the
+// bundle's Fluentd CA, for example to renew it while the daemon runs.
+func (b *Bundle) NewFluentdClient() (*certs.Pair, error) {
+	return certs.IssueClient(b.FluentdCA, TeleportUser, opts)
+}
+
 // ExpiredIdentity writes an identity file whose TLS and SSH certificates,
 // issued by the bundle's Teleport CA, expired a day ago.
 func (b *Bundle) ExpiredIdentity(path string) error {
