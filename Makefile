@@ -4,6 +4,8 @@
 #   make test    the whole test suite (unit, end-to-end), race detector on
 #   make demo    the daemon against a local test Teleport and Fluentd receiver
 #   make chaos   the fault-injection suite (TEH_CHAOS_SEED=N replays a run)
+#   make explore the fault explorer: random seeded schedules for EXPLORE_TIME
+#                (10m); SEED=N replays a seed (EXPLORE_SHORT=1: a short one)
 #   make bench   throughput against the test Teleport server and receiver
 #                (BENCH_FLAGS=-quick for a short run; make bench-memory: RSS
 #                with a 1,000,000-event backlog)
@@ -19,7 +21,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e test-alerts demo chaos bench bench-memory vet clean deps gen-example-mtls helm-check
+.PHONY: all build test test-unit test-e2e test-alerts demo chaos explore bench bench-memory vet clean deps gen-example-mtls helm-check
 
 all: build
 
@@ -59,6 +61,15 @@ chaos: deps
 	$(GO) build -tags faults -ldflags '$(LDFLAGS)' -o bin/teleport-event-handler-faults ./cmd/teleport-event-handler
 	TEH_CHAOS=1 TEH_BINARY=$(CURDIR)/bin/teleport-event-handler-faults TEH_CHAOS_OUT=$(CURDIR)/chaos-results.json \
 		$(GO) test -count=1 -timeout 30m -v ./tests/faults/
+
+# Seeds for EXPLORE_TIME, or the one SEED names; the table is printed and
+# written to explore-results.json (docs/explore.md). make test runs the
+# short form: four fixed short seeds.
+EXPLORE_TIME ?= 10m
+explore: build
+	TEH_EXPLORE=1 TEH_EXPLORE_TIME=$(EXPLORE_TIME) TEH_EXPLORE_SEED=$(SEED) TEH_EXPLORE_SHORT=$(EXPLORE_SHORT) \
+		TEH_EXPLORE_OUT=$(CURDIR)/explore-results.json TEH_BINARY=$(CURDIR)/$(BIN) \
+		$(GO) test -count=1 -timeout 24h -v -run 'TestExplore$$' ./tests/explore/
 
 # The test Teleport server, the receiver and the daemon in separate processes
 # (see tests/bench); results in bench-out/.
