@@ -23,7 +23,7 @@ func TestContentTooLongForAKeyRoundTrips(t *testing.T) {
 	long := persistence.ChunkRef{Day: day, Chunk: strings.Repeat("c", 40_000)}
 	short := persistence.ChunkRef{Day: day, Chunk: "chunk-1"}
 	parked := persistence.ChunkRef{Day: day, Chunk: strings.Repeat("p", 300)}
-	writes := []persistence.Write{persistence.SeenWrite(at, longID), persistence.SeenWrite(at, "short-id"),
+	writes := []persistence.Write{persistence.SeenSetWrite(at, []persistence.SeenDigest{persistence.DigestOf(longID), persistence.DigestOf("short-id")}),
 		persistence.ExportChunkWrite(short, persistence.ExportChunk{Cursor: "c1", Acked: 1})}
 	writes = append(writes, persistence.ExportDoneWrites(long, 7)...)
 	writes = append(writes, persistence.ExportParkedWrites(parked, persistence.ExportChunk{Cursor: "c2", Acked: 2},
@@ -35,7 +35,8 @@ func TestContentTooLongForAKeyRoundTrips(t *testing.T) {
 
 	seen, err := s.Seen()
 	require.NoError(t, err)
-	require.Equal(t, map[string]time.Time{longID: at, "short-id": at}, seen)
+	end := at.Add(time.Second - 1)
+	require.Equal(t, map[persistence.SeenDigest]time.Time{persistence.DigestOf(longID): end, persistence.DigestOf("short-id"): end}, seen)
 	done, err := s.ExportDoneChunks(day)
 	require.NoError(t, err)
 	require.Equal(t, map[string]bool{long.Chunk: true}, done)

@@ -224,6 +224,10 @@ func (s *Store) Dir() string { return s.dir }
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
+// appendOnly are the buckets whose keys come in order (times): their pages
+// are split full, not half full, as bbolt advises for sequential inserts.
+var appendOnly = map[string]bool{BucketSeenSets: true}
+
 // Apply commits writes in one fsync'd transaction. A write that can never
 // be applied fails it at once with an *UnwritableError (see Unwritable),
 // before the file is touched.
@@ -238,6 +242,9 @@ func (s *Store) Apply(writes []Write) error {
 			b, err := tx.CreateBucketIfNotExists([]byte(w.Bucket))
 			if err != nil {
 				return err
+			}
+			if appendOnly[w.Bucket] {
+				b.FillPercent = 0.95
 			}
 			if w.Delete {
 				err = b.Delete([]byte(w.Key))

@@ -30,9 +30,12 @@ const TrailKey = "audit-trail"
 // cursor, which skips the rest (a backfill is not read twice).
 type trail struct {
 	// seen are the events handed out (by either cursor) at or after start,
-	// by ID; they are in the state file once their cursor's checkpoint
-	// passed them.
-	seen map[string]time.Time
+	// by digest. Those a checkpoint passed are in sets too, by second, and
+	// go to the state file with the next save, the sets of the seconds in
+	// dirty whole.
+	seen  map[persistence.SeenDigest]time.Time
+	sets  map[int64][]persistence.SeenDigest
+	dirty map[int64]bool
 	// The span being read is [start, end); start == end between spans.
 	start, end time.Time
 	// durable is the start of the span of the last checkpoint on disk, and
@@ -60,8 +63,7 @@ type trail struct {
 	pos            trailPos
 	ackedSeq       uint64
 	saving, resave bool
-	seenWrites     []persistence.Write // for the next save
-	prune          bool                // the next save forgets seen events before pos.Start
+	prune          bool // the next save forgets seen events before pos.Start
 }
 
 // trailPos is the trailing cursor's position after an item; id and t name
@@ -91,8 +93,11 @@ func (p *Poller) startTrail() {
 	if !ok {
 		pos = persistence.TrailPosition{Start: frontier, End: frontier}
 	}
-	t := &trail{seen: seen, start: pos.Start, end: pos.End, key: pos.Cursor, skip: pos.Offset, durable: pos.Start,
+	t := &trail{seen: seen, sets: map[int64][]persistence.SeenDigest{}, dirty: map[int64]bool{}, start: pos.Start, end: pos.End, key: pos.Cursor, skip: pos.Offset, durable: pos.Start,
 		frontier: later(frontier, pos.Start), wait: timer.Timer{Clock: p.Clock}, late: pos.Late}
+	for d, at := range seen {
+		t.sets[at.Unix()] = append(t.sets[at.Unix()], d)
+	}
 	t.pos = trailPos{TrailPosition: pos}
 	t.tr = inflight.Tracker[trailPos]{URL: p.URL, Stream: p.tr.Stream, Pool: p.Pool, Taps: p.Taps,
 		Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
@@ -110,13 +115,32 @@ func later(a, b time.Time) time.Time {
 // handedOut reports whether the event was handed out already; else it is
 // recorded as handed out now (when the trailing cursor may meet it).
 func (t *trail) handedOut(id string, at time.Time) bool {
-	if _, ok := t.seen[id]; ok {
+	d := persistence.DigestOf(id)
+	if _, ok := t.seen[d]; ok {
 		return true
 	}
 	if !at.Before(t.start) {
-		t.seen[id] = at
+		t.seen[d] = at
 	}
 	return false
+}
+
+// passed records that a checkpoint passed the event handed out: it is
+// stored as seen with the next save.
+func (t *trail) passed(at time.Time, id string) {
+	s := at.Unix()
+	t.sets[s] = append(t.sets[s], persistence.DigestOf(id))
+	t.dirty[s] = true
+}
+
+// flushSeen are the writes of the sets changed since the last save.
+func (t *trail) flushSeen() []persistence.Write {
+	writes := make([]persistence.Write, 0, len(t.dirty))
+	for s := range t.dirty {
+		writes = append(writes, persistence.SeenSetWrite(time.Unix(s, 0), t.sets[s]))
+		delete(t.dirty, s)
+	}
+	return writes
 }
 
 // liveRead moves the frontier after a page of the live cursor, issued at
@@ -138,11 +162,18 @@ func (t *trail) liveRead(frontier, r time.Time, lag time.Duration) {
 	}
 }
 
-// forget drops the seen events before start from memory.
+// forget drops the seen events before start from memory, and the sets of
+// the seconds wholly before it.
 func (t *trail) forget() {
-	for id, at := range t.seen {
+	for d, at := range t.seen {
 		if at.Before(t.start) {
-			delete(t.seen, id)
+			delete(t.seen, d)
+		}
+	}
+	for s := range t.sets {
+		if !time.Unix(s+1, 0).After(t.start) {
+			delete(t.sets, s)
+			delete(t.dirty, s)
 		}
 	}
 }
@@ -280,7 +311,7 @@ func (p *Poller) pumpTrail(ctx actor.Context) {
 	last := t.tr.Advance(func(it *inflight.Item[trailPos]) {
 		if it.Pos.id != "" {
 			t.late++
-			t.seenWrites = append(t.seenWrites, persistence.SeenWrite(it.Pos.t, it.Pos.id))
+			t.passed(it.Pos.t, it.Pos.id)
 		}
 		if it.Pos.Start.Equal(it.Pos.End) {
 			t.prune = true
@@ -306,8 +337,7 @@ func (p *Poller) saveTrail(ctx actor.Context) {
 	pos := t.pos.TrailPosition
 	pos.Late = t.late
 	t.savingStart = pos.Start
-	writes := append([]persistence.Write{persistence.TrailWrite(pos)}, t.seenWrites...)
-	t.seenWrites = nil
+	writes := append([]persistence.Write{persistence.TrailWrite(pos)}, t.flushSeen()...)
 	if t.prune {
 		t.prune = false
 		pruned, err := p.Store.SeenPruneWrites(pos.Start)

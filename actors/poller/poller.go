@@ -145,11 +145,10 @@ type Poller struct {
 	// Saved. Only the newest position matters, so one at a time is enough.
 	saving, resave bool
 
-	// late is the trailing cursor; nil without --late-event-lag. seenWrites
-	// record, with the next checkpoint, the events it passed that the
-	// trailing cursor may meet again.
-	late       *trail
-	seenWrites []persistence.Write
+	// late is the trailing cursor; nil without --late-event-lag. The
+	// events the live cursor passed that it may meet again are recorded
+	// in it, and stored with the next checkpoint (trail.flushSeen).
+	late *trail
 
 	sub      *eventstream.Subscription
 	draining bool
@@ -443,7 +442,7 @@ func (p *Poller) advance(ctx actor.Context) {
 		}
 		p.acked++
 		if at := it.Ev.Time.AsTime(); p.late != nil && !at.Before(p.late.durable) {
-			p.seenWrites = append(p.seenWrites, persistence.SeenWrite(at, it.Ev.Id))
+			p.late.passed(at, it.Ev.Id)
 		}
 	})
 	if last == nil {
@@ -461,8 +460,10 @@ func (p *Poller) advance(ctx actor.Context) {
 // save asks the checkpoint writer to store the watermark.
 func (p *Poller) save(ctx actor.Context) {
 	p.saving = true
-	writes := append([]persistence.Write{persistence.AuditPositionWrite(p.ackPos)}, p.seenWrites...)
-	p.seenWrites = nil
+	writes := []persistence.Write{persistence.AuditPositionWrite(p.ackPos)}
+	if p.late != nil {
+		writes = append(writes, p.late.flushSeen()...)
+	}
 	ctx.Send(p.Checkpoint, &messages.Save{Key: StreamKey, Epoch: p.epoch, Seq: p.ackedSeq, Writes: writes, ReplyTo: ctx.Self()})
 }
 

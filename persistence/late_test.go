@@ -1,0 +1,45 @@
+package persistence_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/persistence"
+)
+
+// The events handed out are kept as 16-byte digests packed by second; the
+// keys of earlier versions (a time and an ID each) are read as well, and
+// both are pruned as the trailing cursor moves on, a set once its whole
+// second is behind.
+func TestSeenSetsAndTheFormerKeys(t *testing.T) {
+	s, err := persistence.Open(t.TempDir())
+	require.NoError(t, err)
+	defer s.Close()
+	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	d := persistence.DigestOf
+	require.NoError(t, s.Apply([]persistence.Write{
+		persistence.SeenSetWrite(t0.Add(200*time.Millisecond), []persistence.SeenDigest{d("a"), d("b")}),
+		persistence.SeenSetWrite(t0.Add(time.Second+300*time.Millisecond), []persistence.SeenDigest{d("c")}),
+		// As versions before the sets wrote them.
+		{Bucket: persistence.BucketAuditSeen, Key: t0.Add(500*time.Millisecond).Format("2006-01-02T15:04:05.000000000Z") + "/old", Value: []byte{}},
+	}))
+	// A set is replaced whole.
+	require.NoError(t, s.Apply([]persistence.Write{persistence.SeenSetWrite(t0, []persistence.SeenDigest{d("a"), d("b"), d("e")})}))
+	seen, err := s.Seen()
+	require.NoError(t, err)
+	require.Equal(t, map[persistence.SeenDigest]time.Time{
+		d("a"): t0.Add(time.Second - 1), d("b"): t0.Add(time.Second - 1), d("e"): t0.Add(time.Second - 1),
+		d("c"): t0.Add(2*time.Second - 1), d("old"): t0.Add(500 * time.Millisecond),
+	}, seen)
+
+	// Pruning at 10:00:01.1 forgets the old key and the set of 10:00:00,
+	// keeps that of 10:00:01.
+	prune, err := s.SeenPruneWrites(t0.Add(1100 * time.Millisecond))
+	require.NoError(t, err)
+	require.NoError(t, s.Apply(prune))
+	seen, err = s.Seen()
+	require.NoError(t, err)
+	require.Equal(t, map[persistence.SeenDigest]time.Time{d("c"): t0.Add(2*time.Second - 1)}, seen)
+}
