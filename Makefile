@@ -63,11 +63,13 @@ chaos: deps
 		$(GO) test -count=1 -timeout 30m -v ./tests/faults/
 
 # Seeds for EXPLORE_TIME, or the one SEED names; the table is printed and
-# written to explore-results.json (docs/explore.md). make test runs the
-# short form: four fixed short seeds.
+# written to explore-results.json (docs/explore.md), and with
+# EXPLORE_DOC="README.md docs/explore.md" into their explore sections.
+# make test runs the short form: four fixed short seeds.
 EXPLORE_TIME ?= 10m
 explore: build
 	TEH_EXPLORE=1 TEH_EXPLORE_TIME=$(EXPLORE_TIME) TEH_EXPLORE_SEED=$(SEED) TEH_EXPLORE_SHORT=$(EXPLORE_SHORT) \
+		TEH_EXPLORE_DOC='$(abspath $(EXPLORE_DOC))' TEH_EXPLORE_FROM=$(abspath $(EXPLORE_FROM)) \
 		TEH_EXPLORE_OUT=$(CURDIR)/explore-results.json TEH_BINARY=$(CURDIR)/$(BIN) \
 		$(GO) test -count=1 -timeout 24h -v -run 'TestExplore$$' ./tests/explore/
 

@@ -73,8 +73,14 @@ func (x *explorer) drive() {
 		time.Sleep(50 * time.Millisecond)
 	}
 	stop()
+	ended := time.Now()
 	x.note("faults over; %d events came while they lasted", x.want.live)
 	x.stop(syscall.SIGTERM, "")
+	// The last run delivers what is visible when it runs: the events that
+	// search shows late are all visible 3 s after the last one came.
+	if x.p.Late > 0 {
+		time.Sleep(time.Until(ended.Add(lateDelay + 100*time.Millisecond)))
+	}
 	x.start(true)
 }
 

@@ -56,6 +56,7 @@ func TestExplore(t *testing.T) {
 	short := !long || os.Getenv("TEH_EXPLORE_SHORT") == "1"
 	var rows []Row
 	var mu sync.Mutex
+	date := time.Now().UTC()
 	run := func(seed uint64) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			row := exploreSeed(t, seed, short)
@@ -65,6 +66,17 @@ func TestExplore(t *testing.T) {
 		})
 	}
 	switch {
+	case os.Getenv("TEH_EXPLORE_FROM") != "":
+		// The report of an earlier run, from its JSON.
+		raw, err := os.ReadFile(os.Getenv("TEH_EXPLORE_FROM"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res results
+		if err := json.Unmarshal(raw, &res); err != nil {
+			t.Fatal(err)
+		}
+		rows, long, date = res.Rows, res.Long, res.Date
 	case os.Getenv("TEH_EXPLORE_SEED") != "":
 		seed, err := strconv.ParseUint(os.Getenv("TEH_EXPLORE_SEED"), 10, 64)
 		if err != nil {
@@ -84,7 +96,7 @@ func TestExplore(t *testing.T) {
 			run(seed)
 		}
 	}
-	report(t, rows, long)
+	report(t, rows, long, date)
 }
 
 func envOr(name, def string) string {
@@ -124,34 +136,114 @@ func exploreSeed(t *testing.T, seed uint64, short bool) Row {
 	return row
 }
 
-// report prints the run's table and the faults injected by kind, and
-// writes them as JSON to $TEH_EXPLORE_OUT when set.
-func report(t *testing.T, rows []Row, long bool) {
+// summary sums up a run's rows.
+type summary struct {
+	seeds, events, runs, checks, violations int
+	seconds                                 float64
+	byKind, seedsByKind                     map[Kind]int
+	notInjected                             map[Kind]string
+	failed                                  []uint64
+}
+
+func summarize(rows []Row) summary {
+	s := summary{byKind: map[Kind]int{}, seedsByKind: map[Kind]int{}, notInjected: map[Kind]string{}, seeds: len(rows)}
+	for _, r := range rows {
+		for k, c := range r.Faults {
+			s.byKind[k] += c
+			s.seedsByKind[k]++
+		}
+		for k, why := range r.Skipped {
+			s.notInjected[k] = why
+		}
+		s.events, s.runs, s.checks, s.violations = s.events+r.Events, s.runs+r.Runs, s.checks+r.Checks, s.violations+len(r.Violations)
+		s.seconds += r.Seconds
+		if len(r.Violations) > 0 {
+			s.failed = append(s.failed, r.Seed)
+		}
+	}
+	return s
+}
+
+func (r Row) faults() int {
+	n := 0
+	for _, c := range r.Faults {
+		n += c
+	}
+	return n
+}
+
+// report prints the run's table and the faults injected by kind; it writes
+// them as JSON to $TEH_EXPLORE_OUT and as Markdown into the explore section
+// of each file $TEH_EXPLORE_DOC names.
+func report(t *testing.T, rows []Row, long bool, date time.Time) {
 	var b strings.Builder
 	w := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "seed\tevents\tfaults\truns\tchecks\tviolations\ttime\tworkload\n")
-	byKind, seeds := map[Kind]int{}, map[Kind]int{}
-	events, runs, checks, violations := 0, 0, 0, 0
 	for _, r := range rows {
-		n := 0
-		for k, c := range r.Faults {
-			n += c
-			byKind[k] += c
-			seeds[k]++
-		}
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%.0fs\t%s\n", r.Seed, r.Events, n, r.Runs, r.Checks, len(r.Violations), r.Seconds, r.Workload)
-		events, runs, checks, violations = events+r.Events, runs+r.Runs, checks+r.Checks, violations+len(r.Violations)
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%.0fs\t%s\n", r.Seed, r.Events, r.faults(), r.Runs, r.Checks, len(r.Violations), r.Seconds, r.Workload)
 	}
 	w.Flush()
-	fmt.Fprintf(&b, "\n%d seeds, %d events, %d daemon runs, %d invariant checks, %d violations\n\nfault kind\tinjected\tseeds\n", len(rows), events, runs, checks, violations)
+	s := summarize(rows)
+	fmt.Fprintf(&b, "\n%d seeds, %d events, %d daemon runs, %d invariant checks, %d violations\n\nfault kind\tinjected\tseeds\n", s.seeds, s.events, s.runs, s.checks, s.violations)
 	for _, k := range kinds {
-		fmt.Fprintf(&b, "%-28s\t%d\t%d\n", k, byKind[k], seeds[k])
+		fmt.Fprintf(&b, "%-28s\t%d\t%d\n", k, s.byKind[k], s.seedsByKind[k])
 	}
 	t.Logf("\n%s", b.String())
 	if out := os.Getenv("TEH_EXPLORE_OUT"); out != "" {
-		raw, _ := json.MarshalIndent(map[string]any{"date": time.Now().UTC().Format(time.RFC3339), "long": long, "rows": rows}, "", "  ")
+		raw, _ := json.MarshalIndent(results{Date: date, Long: long, Rows: rows}, "", "  ")
 		if err := os.WriteFile(out, append(raw, '\n'), 0o644); err != nil {
 			t.Errorf("write %s: %v", out, err)
 		}
 	}
+	for _, doc := range strings.Fields(os.Getenv("TEH_EXPLORE_DOC")) {
+		if err := writeDoc(doc, s.markdown(date, long)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// results is explore-results.json.
+type results struct {
+	Date time.Time `json:"date"`
+	Long bool      `json:"long"`
+	Rows []Row     `json:"rows"`
+}
+
+// markdown is the summary as the docs show it.
+func (s summary) markdown(date time.Time, long bool) string {
+	var b strings.Builder
+	form := "long"
+	if !long {
+		form = "short"
+	}
+	fmt.Fprintf(&b, "Latest run (%s, 2 shared cores, %s schedules): %d seeds in %.0f minutes, %d events, %d daemon runs, "+
+		"%d invariant checks, **%d violations**", date.Format(time.DateOnly), form, s.seeds, s.seconds/60, s.events, s.runs, s.checks, s.violations)
+	if len(s.failed) > 0 {
+		fmt.Fprintf(&b, " (seeds %v)", s.failed)
+	}
+	b.WriteString(".\n\n| fault | injected | in seeds |\n|---|---|---|\n")
+	for _, k := range kinds {
+		fmt.Fprintf(&b, "| %s | %d | %d |\n", k, s.byKind[k], s.seedsByKind[k])
+	}
+	for _, k := range kinds {
+		if why, ok := s.notInjected[k]; ok {
+			fmt.Fprintf(&b, "\nNot injected: %s (%s).\n", k, why)
+		}
+	}
+	return b.String()
+}
+
+// writeDoc replaces the explore section of a Markdown file.
+func writeDoc(path, section string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const begin, end = "<!-- explore:begin -->\n", "<!-- explore:end -->"
+	i, j := strings.Index(string(raw), begin), strings.Index(string(raw), end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %q ... %q section", path, strings.TrimSpace(begin), end)
+	}
+	out := string(raw[:i+len(begin)]) + section + string(raw[j:])
+	return os.WriteFile(path, []byte(out), 0o644)
 }

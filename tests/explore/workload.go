@@ -203,11 +203,15 @@ func (x *expect) reject(e *harness.Env, p Plan, r *rand.Rand) {
 	}
 }
 
+// lateDelay is the most search shows an event late, from the middle of the
+// span on.
+const lateDelay = 3 * time.Second
+
 // late adds n events of the last seconds during the run: search sees them
 // up to 3 s late, export files them in chunks listed after the daemon
 // looked.
 func (x *expect) late(t *testing.T, e *harness.Env, p Plan, n int) {
-	e.Teleport.SetVisibilityDelay(3 * time.Second)
+	e.Teleport.SetVisibilityDelay(lateDelay)
 	now := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("late-%d-%d", p.Seed, i)
