@@ -65,11 +65,14 @@ chaos: deps
 # Seeds for EXPLORE_TIME, or the one SEED names; the table is printed and
 # written to explore-results.json (docs/explore.md), and with
 # EXPLORE_DOC="README.md docs/explore.md" into their explore sections.
+# EXPLORE_SHRINK=1 shrinks a failing seed's plan; EXPLORE_CUT=f2,a100
+# replays a shrunk plan (what the shrinking prints).
 # make test runs the short form: four fixed short seeds.
 EXPLORE_TIME ?= 10m
 explore: build
 	TEH_EXPLORE=1 TEH_EXPLORE_TIME=$(EXPLORE_TIME) TEH_EXPLORE_SEED=$(SEED) TEH_EXPLORE_SHORT=$(EXPLORE_SHORT) \
 		TEH_EXPLORE_DOC='$(abspath $(EXPLORE_DOC))' TEH_EXPLORE_FROM=$(abspath $(EXPLORE_FROM)) \
+		TEH_EXPLORE_SHRINK=$(EXPLORE_SHRINK) TEH_EXPLORE_CUT=$(EXPLORE_CUT) \
 		TEH_EXPLORE_OUT=$(CURDIR)/explore-results.json TEH_BINARY=$(CURDIR)/$(BIN) \
 		$(GO) test -count=1 -timeout 24h -v -run 'TestExplore$$' ./tests/explore/
 

@@ -106,15 +106,20 @@ func envOr(name, def string) string {
 	return def
 }
 
-// exploreSeed runs one seed and reports what broke, with how to replay it.
+// exploreSeed runs one seed and reports what broke, with how to replay it
+// and, with TEH_EXPLORE_SHRINK=1, the smallest plan found that still breaks
+// the same invariant.
 func exploreSeed(t *testing.T, seed uint64, short bool) Row {
 	began := time.Now()
 	p := NewPlan(seed, short)
+	if cut := os.Getenv("TEH_EXPLORE_CUT"); cut != "" {
+		var err error
+		if p, err = p.Cut(cut); err != nil {
+			t.Fatalf("TEH_EXPLORE_CUT: %v", err)
+		}
+	}
 	t.Logf("seed %d: %s\nschedule:\n%s", seed, p.Describe(), p.Timeline())
-	x := newExplorer(t, binary, p)
-	x.drive()
-	exit, line := x.finish()
-	x.check(exit, line)
+	x := runPlan(t, p)
 	row := Row{Seed: seed, Short: short, Workload: p.Describe(), Faults: x.injected, Runs: len(x.runs),
 		Checks: x.checked, Seconds: time.Since(began).Seconds(), Skipped: x.notInjected, Violations: []string{}}
 	row.Events = len(x.want.audit)
@@ -125,15 +130,69 @@ func exploreSeed(t *testing.T, seed uint64, short bool) Row {
 	for _, v := range x.violations {
 		row.Violations = append(row.Violations, v.String())
 	}
-	if len(x.violations) > 0 {
-		replay := fmt.Sprintf("make explore SEED=%d", seed)
-		if short {
-			replay += " EXPLORE_SHORT=1"
-		}
-		t.Errorf("seed %d broke %d invariant(s); replay with: %s\n\nwhat happened:\n%s\n\nviolations:\n- %s",
-			seed, len(x.violations), replay, strings.Join(x.timeline, "\n"), strings.Join(row.Violations, "\n- "))
+	if len(x.violations) == 0 {
+		return row
+	}
+	replay := replayCommand(p)
+	t.Errorf("seed %d broke %d invariant(s); replay with: %s\n\nwhat happened:\n%s\n\nviolations:\n- %s",
+		seed, len(x.violations), replay, strings.Join(x.timeline, "\n"), strings.Join(row.Violations, "\n- "))
+	if os.Getenv("TEH_EXPLORE_SHRINK") == "1" {
+		small := shrink(t, p, x.violations[0].Invariant)
+		t.Errorf("seed %d shrunk to %s; schedule:\n%sreplay with: %s", seed, small.Describe(), small.Timeline(), replayCommand(small))
 	}
 	return row
+}
+
+// runPlan runs a plan through and checks it.
+func runPlan(t *testing.T, p Plan) *explorer {
+	x := newExplorer(t, binary, p)
+	x.drive()
+	exit, line := x.finish()
+	x.check(exit, line)
+	return x
+}
+
+func replayCommand(p Plan) string {
+	c := fmt.Sprintf("make explore SEED=%d", p.Seed)
+	if p.Short {
+		c += " EXPLORE_SHORT=1"
+	}
+	if p.cut != "" {
+		c += " EXPLORE_CUT=" + p.cut
+	}
+	return c
+}
+
+// shrink drops faults one at a time, then halves the history, as long as
+// the plan still breaks the invariant; each try is a run of its own, and
+// at most 12 are made.
+func shrink(t *testing.T, p Plan, invariant string) Plan {
+	tries := 0
+	breaks := func(q Plan) bool {
+		tries++
+		broke := false
+		t.Run(fmt.Sprintf("shrink-%d", tries), func(t *testing.T) {
+			for _, v := range runPlan(t, q).violations {
+				broke = broke || v.Invariant == invariant
+			}
+		})
+		return broke
+	}
+	for i := 0; i < len(p.Faults) && tries < 12; {
+		if q, _ := p.Cut(fmt.Sprintf("f%d", i)); breaks(q) {
+			p = q
+			continue
+		}
+		i++
+	}
+	for p.Audit > 50 && tries < 12 {
+		q, _ := p.Cut(fmt.Sprintf("a%d", p.Audit/2))
+		if !breaks(q) {
+			break
+		}
+		p = q
+	}
+	return p
 }
 
 // summary sums up a run's rows.

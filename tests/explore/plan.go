@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -150,6 +151,8 @@ type Plan struct {
 
 	Span   time.Duration // the time faults are injected over
 	Faults []Fault
+	// cut is what Cut took away from the seed's plan, for the replay.
+	cut string
 }
 
 // Login is a burst of failed logins by one user.
@@ -292,6 +295,27 @@ func (f *Fault) params(r *rand.Rand, p *Plan) {
 	case ForwardNoAck, ForwardWrongAck, ForwardCut:
 		f.N = 1 + r.IntN(5)
 	}
+}
+
+// Cut takes away from the plan, for shrinking: "f3" drops the fourth
+// fault, "a100" draws at most 100 events of history; several are
+// separated by commas, and add up to what was cut before.
+func (p Plan) Cut(cut string) (Plan, error) {
+	for _, c := range strings.Split(cut, ",") {
+		n, err := strconv.Atoi(c[min(1, len(c)):])
+		switch {
+		case err != nil || n < 0:
+			return p, fmt.Errorf("%q: want f<fault> or a<events>", c)
+		case c[0] == 'f' && n < len(p.Faults):
+			p.Faults = slices.Delete(slices.Clone(p.Faults), n, n+1)
+		case c[0] == 'a' && n > 0:
+			p.Audit = min(p.Audit, n)
+		default:
+			return p, fmt.Errorf("%q: no such fault, or not f<fault> or a<events>", c)
+		}
+		p.cut = strings.TrimPrefix(p.cut+","+c, ",")
+	}
+	return p, nil
 }
 
 // Timeline is the schedule, one fault a line.

@@ -37,3 +37,22 @@ func TestPlansDrawEveryKindWithoutOverlaps(t *testing.T) {
 		require.Positive(t, seen[k], "%s never drawn", k)
 	}
 }
+
+func TestCutShrinksAPlanAndReplays(t *testing.T) {
+	p := NewPlan(7, false)
+	q, err := p.Cut("f0")
+	require.NoError(t, err)
+	require.Equal(t, p.Faults[1:], q.Faults)
+	q, err = q.Cut("f0,a60")
+	require.NoError(t, err)
+	require.Equal(t, p.Faults[2:], q.Faults)
+	require.Equal(t, min(60, p.Audit), q.Audit)
+	require.Equal(t, "make explore SEED=7 EXPLORE_CUT=f0,f0,a60", replayCommand(q))
+	r, err := NewPlan(7, false).Cut("f0,f0,a60")
+	require.NoError(t, err)
+	require.Equal(t, q, r, "the replay command draws the same plan")
+	_, err = p.Cut("f99")
+	require.Error(t, err)
+	_, err = p.Cut("x1")
+	require.Error(t, err)
+}
