@@ -103,27 +103,13 @@ func (x *explorer) args(metrics string, last bool) []string {
 	}
 	a := x.e.Args(extra...)
 	if p.Identity {
-		a = withIdentity(a, x.e.PKI.IdentityFile)
+		// Reloaded every second, to meet the swaps.
+		a = append(harness.WithIdentity(a, x.e.PKI.IdentityFile), "--teleport-refresh-enabled", "--teleport-refresh-interval", "1s")
 	}
 	return a
 }
 
 const sharedKey = "explore-shared-key"
-
-// withIdentity swaps the cert/key/CA flags for an identity file, reloaded
-// every second.
-func withIdentity(args []string, identity string) []string {
-	var out []string
-	for i := 0; i < len(args); i++ {
-		switch args[i] {
-		case "--teleport-ca", "--teleport-cert", "--teleport-key":
-			i++
-			continue
-		}
-		out = append(out, args[i])
-	}
-	return append(out, "--teleport-identity", identity, "--teleport-refresh-enabled", "--teleport-refresh-interval", "1s")
-}
 
 // start starts a run of the daemon: a service, or with last a run of
 // --exit-on-last-event.

@@ -221,7 +221,7 @@ func TestTeleportFaults(t *testing.T) {
 		}
 	})
 	args := s.e.Args("--teleport-refresh-enabled", "--teleport-refresh-interval", "500ms", "--metrics-addr", maddr)
-	args = withIdentity(args, s.e.PKI.IdentityFile)
+	args = harness.WithIdentity(args, s.e.PKI.IdentityFile)
 	p := s.e.Run(nil, args...)
 	harness.WaitFor(t, time.Minute, "recordings streaming", func() bool { return s.e.Fluentd.CountTag(harness.SessionTag("long-0")) > 100 })
 	px.Toxic(t, "reset", "reset_peer", "downstream", map[string]any{"timeout": 50})
@@ -238,20 +238,6 @@ func TestTeleportFaults(t *testing.T) {
 	p.Signal(syscall.SIGTERM)
 	require.Equal(t, 0, p.Wait(t, 30*time.Second))
 	s.check(s.tally(evs, nil, defaultSkip), 0)
-}
-
-// withIdentity swaps the cert/key/CA flags for an identity file.
-func withIdentity(args []string, identity string) []string {
-	var out []string
-	for i := 0; i < len(args); i++ {
-		switch args[i] {
-		case "--teleport-ca", "--teleport-cert", "--teleport-key":
-			i++
-			continue
-		}
-		out = append(out, args[i])
-	}
-	return append(out, "--teleport-identity", identity)
 }
 
 // mount mounts a tmpfs of size at dir, or skips the test where mounting is

@@ -155,6 +155,20 @@ func (e *Env) Args(extra ...string) []string {
 	return append(a, extra...)
 }
 
+// WithIdentity swaps the cert/key/CA flags of args for an identity file.
+func WithIdentity(args []string, identity string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "--teleport-ca", "--teleport-cert", "--teleport-key":
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return append(out, "--teleport-identity", identity)
+}
+
 // Run starts the daemon; it is killed when the test ends.
 func (e *Env) Run(env []string, args ...string) *Proc {
 	return Run(e.T, e.Binary, env, args...)
