@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +54,7 @@ type Store interface {
 	Recording(id string) (persistence.Recording, bool, error)
 	Recordings(after string, limit int) (persistence.RecordingPage, error)
 	LastRecordingSeq() (uint64, error)
+	GivenUpRecordings() ([]persistence.GivenUp, error)
 }
 
 // Deps configure the manager and its players.
@@ -448,12 +450,30 @@ func (m *Manager) maybeFinish(ctx actor.Context) {
 	if m.ExitOnLastEvent && m.auditDone && !m.finished && idle && len(m.queue) == 0 && m.loadedAll {
 		m.finished = true
 		var err error
-		if n := len(*m.givenUp); n > 0 {
-			err = fmt.Errorf("sessions: %d session recording(s) given up: %s", n, strings.Join(*m.givenUp, ", "))
+		given := m.stillGivenUp()
+		if n := len(given); n > 0 {
+			err = fmt.Errorf("sessions: %d session recording(s) given up: %s (sessions list, then retry or drop)", n, strings.Join(given, ", "))
 		}
-		m.log.Info().Int("given_up", len(*m.givenUp)).Msg("all known session recordings are done")
+		m.log.Info().Int("given_up", len(given)).Msg("all known session recordings are done")
 		ctx.Send(ctx.Parent(), &messages.CaughtUp{Name: Name, Err: err})
 	}
+}
+
+// stillGivenUp are the recordings given up, in this run or an earlier one,
+// and neither retried nor dropped since: a run of --exit-on-last-event
+// names them all, as the export walker names every chunk still parked.
+func (m *Manager) stillGivenUp() []string {
+	ids := slices.Clone(*m.givenUp)
+	stored, err := m.Store.GivenUpRecordings()
+	if err != nil {
+		m.log.Error().Err(err).Msg("cannot list the recordings given up in earlier runs; naming those of this run")
+	}
+	for _, g := range stored {
+		if !slices.Contains(ids, g.Recording.ID) {
+			ids = append(ids, g.Recording.ID)
+		}
+	}
+	return ids
 }
 
 // retries is the wait before the next attempt of a recording after its
