@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/status"
@@ -254,9 +257,30 @@ func (x *explorer) logs() {
 
 func (x *explorer) stateSize() {
 	x.checked++
-	fi, err := os.Stat(filepath.Join(persistence.Dir(x.e.Storage, x.e.TeleportAddr), "state.db"))
+	path := filepath.Join(persistence.Dir(x.e.Storage, x.e.TeleportAddr), "state.db")
+	fi, err := os.Stat(path)
 	x.must(err)
 	if fi.Size() >= maxStateBytes {
-		x.violate("the state file stays under 1 MiB", fmt.Sprintf("state.db is %d bytes", fi.Size()))
+		x.violate("the state file stays under 1 MiB", fmt.Sprintf("state.db is %d bytes: %s", fi.Size(), buckets(path)))
 	}
+}
+
+// buckets tells what takes the room in a state file: each bucket's keys
+// and bytes in use.
+func buckets(path string) string {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return err.Error()
+	}
+	defer db.Close()
+	var parts []string
+	_ = db.View(func(tx *bolt.Tx) error {
+		parts = append(parts, fmt.Sprintf("%d bytes in use", tx.Size()))
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			st := b.Stats()
+			parts = append(parts, fmt.Sprintf("%s: %d keys, %d bytes of %d", name, st.KeyN, st.LeafInuse, st.LeafAlloc))
+			return nil
+		})
+	})
+	return strings.Join(parts, "; ")
 }
