@@ -32,6 +32,8 @@ type Options struct {
 	// Progress is where a backfill with --exit-on-last-event draws its
 	// progress bar (a terminal); nil logs progress lines instead.
 	Progress io.Writer
+	// Version is this daemon's, for build_info.
+	Version string
 }
 
 // API is what the actors call on Teleport.
@@ -52,6 +54,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		m = metrics.New()
 	}
 	m.Health.SetGrace(cfg.ReadyGrace)
+	m.SetBuild(opts.Version)
 	stopMetrics, err := serveMetrics(cfg, m, log)
 	if err != nil {
 		return err

@@ -72,7 +72,10 @@ type Metrics struct {
 	FluentdCertificateReloads *prometheus.CounterVec // result
 	// IdentityExpiresAt is when the Teleport identity in use expires.
 	IdentityExpiresAt prometheus.Gauge
-	TeleportErrors    *prometheus.CounterVec // method, code
+	// BuildInfo is 1, labelled with this daemon's version and Go's
+	// (SetBuild).
+	BuildInfo      *prometheus.GaugeVec
+	TeleportErrors *prometheus.CounterVec // method, code
 	// TeleportSearches counts search requests by cursor (live, trail): the
 	// read cost of --late-event-lag; AuditLateEvents the late events the
 	// trailing cursor found.
@@ -115,6 +118,11 @@ func (m *Metrics) fluentdValidityGauge(end func(issued, expires time.Time) time.
 		}
 		return 0
 	}
+}
+
+// SetBuild sets build_info for this daemon's version.
+func (m *Metrics) SetBuild(version string) {
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 }
 
 // New returns the metrics registered in a fresh registry, with the Go
@@ -163,6 +171,7 @@ func New() *Metrics {
 	m.LocksCreated = f.counter("locks_created_total", "Locks upserted in Teleport for users who failed to log in too often.")
 	m.LockFailuresIgnored = f.counterVec("lock_failures_ignored_total", "Failed logins the lock policy could not count, by reason (user_name_too_long: over 1024 bytes, no account's; unwritable: its state could not be stored).", "reason")
 	m.LocksCapped = f.counter("locks_capped_total", "Locks not written because --lock-max-per-period were decided within --lock-period (a mass lock-out).")
+	m.BuildInfo = f.gaugeVec("build_info", "Always 1: the daemon's version and the Go version it was built with.", "version", "goversion")
 	m.IdentityExpiresAt = f.gauge("identity_expires_at_seconds", "When the Teleport identity in use expires (Unix seconds); renew it before (tbot, or tctl auth sign and --teleport-refresh-enabled).")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
 	f.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "fluentd_certificate_issued_at_seconds",

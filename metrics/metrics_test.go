@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,7 @@ func TestHandlerServesJSONProbesAndMetrics(t *testing.T) {
 
 	m.Health.SetRunning(true)
 	m.EventsSent.WithLabelValues(Audit).Add(3)
+	m.SetBuild("v1.2.3")
 	resp, err = http.Get(srv.URL + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -107,6 +109,7 @@ func TestHandlerServesJSONProbesAndMetrics(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(raw), `teleport_event_handler_events_sent_total{stream="audit"} 3`)
 	require.Contains(t, string(raw), "# HELP teleport_event_handler_lag_seconds")
+	require.Contains(t, string(raw), `teleport_event_handler_build_info{goversion="`+runtime.Version()+`",version="v1.2.3"} 1`)
 }
 
 func TestStatusClass(t *testing.T) {

@@ -94,7 +94,7 @@ func run() int {
 		os.Exit(1)
 	}()
 
-	var opts daemon.Options
+	opts := daemon.Options{Version: version}
 	if isatty.IsTerminal(os.Stderr.Fd()) {
 		opts.Progress = os.Stderr
 	}

@@ -58,6 +58,13 @@ func TestMetricsMatchWhatFluentdReceived(t *testing.T) {
 	require.Zero(t, m[`teleport_event_handler_sends_in_flight`])
 	require.Positive(t, m[`teleport_event_handler_checkpoint_writes_total{result="ok"}`])
 	require.Greater(t, m[`teleport_event_handler_acked_event_timestamp_seconds`], float64(e.T0.Unix()))
+	build := 0
+	for k, v := range m {
+		if strings.HasPrefix(k, `teleport_event_handler_build_info{goversion="go`) && strings.Contains(k, `,version="`) && v == 1 {
+			build++
+		}
+	}
+	require.Equal(t, 1, build, "one build_info series, at 1")
 	// Caught up with a history an hour old, and nothing new: no lag (the
 	// newest delivered event is old, but nothing waits), and one "caught
 	// up" line after the progress lines.
