@@ -15,7 +15,9 @@ import (
 // Config is everything the daemon needs to run. Default returns its defaults;
 // Parse returns it resolved and validated.
 type Config struct {
-	// Storage is the directory of the persisted progress (--storage). Required.
+	// Storage is the directory of the persisted progress (--storage),
+	// absolute: a relative one is taken from the working directory. Its
+	// default is $STATE_DIRECTORY; without one it is required.
 	Storage string
 	// Timeout is how long to sleep between polls once the poller has caught up
 	// with the audit log. Upstream calls it a timeout; it is a poll interval.
@@ -82,6 +84,10 @@ type Config struct {
 	Fluentd  FluentdConfig
 	Teleport TeleportConfig
 	Lock     LockConfig
+
+	// retired holds what the original plugin's retired options were set
+	// to, for their warnings (see retired.go).
+	retired retiredSettings
 }
 
 // FluentdConfig says where events go. Fluentd is reached over mTLS only.

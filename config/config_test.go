@@ -436,10 +436,54 @@ func TestLists(t *testing.T) {
 	}
 }
 
+// The storage the deploy files leave to the operator's file: a flag, a
+// variable or the file name it, else systemd's (and the image's)
+// $STATE_DIRECTORY; a relative one is taken from the working directory, as
+// the original plugin takes its storage = "./storage".
+func TestStorageDefaultAndRelativePaths(t *testing.T) {
+	f := newFixture(t)
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	state := filepath.Join(f.dir, "state")
+	relative := writeFile(t, f.dir, "relative.toml", `storage = "./storage"`)
+	absolute := writeFile(t, f.dir, "absolute.toml", `storage = "/srv/event-handler/storage"`)
+	none := writeFile(t, f.dir, "none.toml", `batch = 20`)
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"state directory when nothing names one", f.args([]string{"storage"}, "-c", none),
+			map[string]string{"STATE_DIRECTORY": state}, state},
+		{"the first of systemd's list", f.args([]string{"storage"}),
+			map[string]string{"STATE_DIRECTORY": state + ":/var/lib/other"}, state},
+		{"the file wins over the state directory", f.args([]string{"storage"}, "-c", absolute),
+			map[string]string{"STATE_DIRECTORY": state}, "/srv/event-handler/storage"},
+		{"relative to the working directory", f.args([]string{"storage"}, "-c", relative),
+			map[string]string{"STATE_DIRECTORY": state}, filepath.Join(wd, "storage")},
+		{"the environment wins over the file", f.args([]string{"storage"}, "-c", absolute),
+			map[string]string{"STATE_DIRECTORY": state, "FDFWD_STORAGE": "/env/storage"}, "/env/storage"},
+		{"the flag wins", f.args(nil, "-c", absolute), map[string]string{"STATE_DIRECTORY": state}, f.storage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, parseStart(t, tt.args, tt.env).Storage)
+		})
+	}
+
+	_, err = Parse(f.args([]string{"storage"}, "-c", none), envOf(nil))
+	require.ErrorContains(t, err, "--storage")
+	require.ErrorContains(t, err, "required option not set")
+}
+
 func TestBoolsAndTimes(t *testing.T) {
 	f := newFixture(t)
-	for text, want := range map[string]bool{"true": true, "TRUE": true, "1": true, "yes": true, "Yes": true,
-		"false": false, "0": false, "no": false, "NO": false} {
+	// At least every spelling of the original, which parses with Go's
+	// strconv.ParseBool.
+	for text, want := range map[string]bool{"true": true, "TRUE": true, "True": true, "t": true, "T": true, "1": true,
+		"yes": true, "Yes": true, "y": true, "on": true,
+		"false": false, "False": false, "f": false, "F": false, "0": false, "no": false, "NO": false, "n": false, "off": false} {
 		cfg := parseStart(t, f.args(nil), map[string]string{"FDFWD_EXIT_ON_LAST_EVENT": text, "FDFWD_DEBUG": text})
 		require.Equal(t, want, cfg.ExitOnLastEvent, text)
 		require.Equal(t, want, cfg.Debug, text)
@@ -726,6 +770,10 @@ func TestHelp(t *testing.T) {
 	require.NoError(t, err)
 	help := inv.Help
 	for _, o := range options {
+		if o.retired != nil {
+			require.NotContains(t, help, "--"+o.flag, "retired options are not offered")
+			continue
+		}
 		require.Contains(t, help, "--"+o.flag)
 		for _, env := range o.env {
 			require.Contains(t, help, env)

@@ -48,6 +48,9 @@ type Configure struct {
 	// (the systemd unit reads /etc/teleport-event-handler): the configuration
 	// file's paths point there and its storage is the unit's state directory.
 	InstallDir string
+	// Warnings are about the original plugin's retired flags that were
+	// given (--output).
+	Warnings []string
 }
 
 // Defaults of the configure command. The URLs match fluent.conf's port and
@@ -84,6 +87,7 @@ type configureFlags struct {
 	LockEnabled       bool     `long:"lock-enabled"`
 	InstallDir        string   `long:"install-dir"`
 	Force             bool     `long:"force"`
+	Output            string   `long:"output"` // the original's, retired: see resolveOutput
 }
 
 // configureCommand is the configure command of the parser and what it got.
@@ -118,7 +122,7 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 	if err != nil {
 		return nil, err
 	}
-	for _, step := range []func(*Configure) error{cc.resolveKeys, cc.resolveNames, cc.resolveURLs, addURLHost, cc.resolveInstallDir} {
+	for _, step := range []func(*Configure) error{cc.resolveOutput, cc.resolveKeys, cc.resolveNames, cc.resolveURLs, addURLHost, cc.resolveInstallDir} {
 		if err := step(c); err != nil {
 			return nil, err
 		}
@@ -164,6 +168,21 @@ func (cc *configureCommand) resolveArgs(args []string) (*Configure, error) {
 		}
 	}
 	return c, nil
+}
+
+// resolveOutput accepts the original's --output, which named the export
+// target and took only its default, fluentd: the URL schemes choose the
+// receiver here.
+func (cc *configureCommand) resolveOutput(c *Configure) error {
+	if !cc.isSet("output") {
+		return nil
+	}
+	if strings.TrimSpace(cc.flags.Output) != "fluentd" {
+		return flagError("output", cc.flags.Output, "not an output: the original plugin's --output accepted only fluentd, and here the scheme of --fluentd-url chooses the receiver",
+			"drop --output, and give --fluentd-url as https:// (in_http) or forward:// (in_forward)")
+	}
+	c.Warnings = append(c.Warnings, "--output is retired and can be dropped: the scheme of --fluentd-url chooses the receiver (https:// or forward://)")
+	return nil
 }
 
 // resolveInstallDir checks --install-dir: an absolute path, since the

@@ -28,6 +28,11 @@ type option struct {
 	// secret: the value never appears in messages, and is refused on the
 	// command line, where the process list and shell history would show it.
 	secret bool
+	// retired, for an option of the original plugin that this daemon no
+	// longer needs, checks its value and returns the warning to log, or the
+	// problem and fix of a value it cannot honour. Retired options are in
+	// neither the help nor the README.
+	retired func(text string) (warning, problem, fix string)
 }
 
 const (
@@ -138,7 +143,8 @@ var options = []*option{
 		help:  "Search path: deliver events search shows this late; 0 turns it off",
 		field: func(c *Config) any { return &c.LateEventLag }},
 	{flag: "storage", group: groupEvents, env: []string{"FDFWD_STORAGE"}, keys: []string{"storage"}, value: "DIR",
-		help:  "Directory of the persisted progress (required)",
+		help:  "Directory of the persisted progress; relative to the working directory",
+		def:   "$STATE_DIRECTORY (set by systemd and the image), else required",
 		field: func(c *Config) any { return &c.Storage }},
 
 	{flag: "dry-run", group: groupRun, env: []string{"FDFWD_DRY_RUN"}, keys: []string{"dry-run"},
@@ -184,6 +190,15 @@ var options = []*option{
 	{flag: "lock-max-per-period", group: groupLock, env: []string{"FDFWD_LOCK_MAX_PER_PERIOD"}, keys: []string{"lock-max-per-period", "lock.max-per-period"}, value: "N",
 		help:  "Most new locks per --lock-period; beyond, log and alert (0: no cap)",
 		field: func(c *Config) any { return &c.Lock.MaxLocks }},
+
+	// The original plugin's retired options, still found in its
+	// configurations (see retired.go).
+	{flag: "namespace", env: []string{"FDFWD_NAMESPACE"}, keys: []string{"namespace"}, value: "NAME",
+		help: "Retired: the audit log's namespace, always default", retired: retiredNamespace,
+		field: func(c *Config) any { return &c.retired.namespace }},
+	{flag: "teleport-debug", env: []string{"FDFWD_TELEPORT_DEBUG"}, keys: []string{"teleport.debug"},
+		help: "Retired: --debug", retired: retiredTeleportDebug,
+		field: func(c *Config) any { return &c.retired.teleportDebug }},
 }
 
 // optionByFlag returns the option with the long name flag; the names are
@@ -271,12 +286,14 @@ func (o *option) set(c *Config, text string) (problem, fix string) {
 	return "", ""
 }
 
-// parseBool accepts the spellings people put in environment files.
+// parseBool accepts the spellings people put in environment files: those of
+// Go's strconv.ParseBool, which the original plugin uses, in any case, and
+// yes, no, on and off.
 func parseBool(s string) (value, ok bool) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "true", "1", "yes":
+	case "true", "t", "1", "yes", "y", "on":
 		return true, true
-	case "false", "0", "no":
+	case "false", "f", "0", "no", "n", "off":
 		return false, true
 	}
 	return false, false

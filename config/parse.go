@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -38,6 +39,9 @@ type Invocation struct {
 	Sub  string
 	Yes  bool
 	Args []string
+	// Warnings are about settings of the original plugin that are retired
+	// but accepted, one line each, for the log (or stderr).
+	Warnings []string
 }
 
 // Parse parses the command line (args without the program name) and the
@@ -56,7 +60,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 		if err != nil {
 			return nil, err
 		}
-		return &Invocation{Command: cl.command, Configure: c}, nil
+		return &Invocation{Command: cl.command, Configure: c, Warnings: c.Warnings}, nil
 	}
 	if _, ok := subcommands[cl.command]; ok || cl.command == "status" {
 		return parseStatus(cl, lookupEnv)
@@ -79,7 +83,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 	if _, set := r.got["fluentd-batch"]; !set && cfg.Fluentd.UsesForward() {
 		cfg.Fluentd.Batch = DefaultForwardBatch
 	}
-	inv := &Invocation{Command: cl.command, Config: cfg}
+	inv := &Invocation{Command: cl.command, Config: cfg, Warnings: r.warnings}
 	if r.file != nil {
 		inv.ConfigFile = r.file.path
 	}
@@ -107,7 +111,7 @@ func parseStatus(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invoc
 			return nil, err
 		}
 	}
-	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes, Args: cl.args}, nil
+	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes, Args: cl.args, Warnings: r.warnings}, nil
 }
 
 // checkReplay wants what sending to Fluentd needs: the client certificate
@@ -141,6 +145,9 @@ func didYouMean(msg string) string {
 	}
 	best, bestD := "", 0
 	for _, o := range options {
+		if o.retired != nil {
+			continue
+		}
 		if d := levenshtein.ComputeDistance(name, o.flag); best == "" || d < bestD {
 			best, bestD = o.flag, d
 		}
@@ -341,6 +348,7 @@ type resolver struct {
 	file      *file              // nil without a configuration file
 	got       map[string]setting // options that were set, by flag
 	replay    bool               // dead-letters replay: forward options apply whatever the URLs
+	warnings  []string           // about retired options that were set
 }
 
 // lookup returns the text that sets o, if anything does.
@@ -389,7 +397,53 @@ func (r *resolver) resolve() (*Config, error) {
 			return nil, r.fail(o.flag, problem, fix)
 		}
 	}
+	if err := r.resolveStorage(&cfg); err != nil {
+		return nil, err
+	}
+	warnings, err := r.applyRetired(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.warnings = warnings
 	return &cfg, nil
+}
+
+// StateDirectoryEnv names the service's state directory: systemd sets it
+// for StateDirectory=, and the image sets it too. It is the default of
+// --storage, below every way of setting it, so that the deploy files name
+// no storage and the operator's file (the original plugin's storage =
+// "./storage" included) always wins.
+const StateDirectoryEnv = "STATE_DIRECTORY"
+
+// resolveStorage applies the default of --storage and makes it absolute.
+// A relative storage is taken from the working directory, as the original
+// plugin takes it; the absolute path is what the logs and errors show, so
+// that an operator sees where the state is looked for.
+func (r *resolver) resolveStorage(c *Config) error {
+	if _, set := r.got["storage"]; !set {
+		// systemd lists several directories with colons when the unit
+		// names several; the first is the service's own.
+		dir, _, _ := strings.Cut(envText(r.lookupEnv, StateDirectoryEnv), ":")
+		if dir == "" {
+			return nil
+		}
+		c.Storage = dir
+		r.got["storage"] = setting{text: dir, src: "env " + StateDirectoryEnv + " (the default)"}
+	}
+	if c.Storage == "" || filepath.IsAbs(c.Storage) {
+		return nil
+	}
+	abs, err := filepath.Abs(c.Storage)
+	if err != nil {
+		return r.fail("storage", "relative, and the working directory is unknown: "+err.Error(), "give an absolute path")
+	}
+	c.Storage = abs
+	return nil
+}
+
+func envText(lookupEnv func(string) (string, bool), name string) string {
+	v, _ := lookupEnv(name)
+	return strings.TrimSpace(v)
 }
 
 // secretOnCommandLine refuses a secret given as a flag: every user of the

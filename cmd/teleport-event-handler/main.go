@@ -46,6 +46,11 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 2
 	}
+	if inv.Command != "start" {
+		for _, w := range inv.Warnings {
+			fmt.Fprintln(os.Stderr, "warning:", w)
+		}
+	}
 	switch inv.Command {
 	case "help":
 		fmt.Fprint(os.Stdout, inv.Help)
@@ -79,6 +84,9 @@ func run() int {
 	cfg := inv.Config
 	log := logging.New(os.Stderr, cfg.LogFormat, cfg.Debug)
 	log.Info().Str("version", version).Msg("starting teleport-event-handler")
+	for _, w := range inv.Warnings {
+		log.Warn().Msg(w)
+	}
 
 	// The first signal stops gracefully; a second one exits at once.
 	ctx, cancel := context.WithCancel(context.Background())
