@@ -21,7 +21,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e test-alerts demo chaos explore bench bench-memory vet clean deps gen-example-mtls helm-check
+.PHONY: all build test test-unit test-e2e test-alerts test-tools demo chaos explore bench bench-memory vet clean deps gen-example-mtls helm-check
 
 all: build
 
@@ -36,8 +36,14 @@ vet: deps
 	$(GO) vet ./...
 
 # The end-to-end tests drive the binary built here (TEH_BINARY).
-test: build vet test-alerts
+test: build vet test-alerts test-tools
 	TEH_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
+
+# What the Go tests run besides Go: systemd-analyze verifies the unit in
+# deploy/ (Debian's systemd package, installed when missing).
+test-tools:
+	@command -v systemd-analyze >/dev/null || { apt-get install -y --no-install-recommends systemd >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends systemd >/dev/null; }; }
 
 # The alert rules' unit tests, with promtool (Debian's prometheus package,
 # installed when missing).
@@ -46,7 +52,7 @@ test-alerts:
 		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends prometheus >/dev/null; }; }
 	cd deploy && promtool test rules prometheus-alerts_test.yaml
 
-test-unit: deps
+test-unit: deps test-tools
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /tests/)
 
 test-e2e: build

@@ -43,6 +43,7 @@ func (t takeOver) startTime(ctx context.Context, given time.Time) (time.Time, er
 		return time.Time{}, err
 	}
 	if orig == nil {
+		t.firstStart(given)
 		return storeStartTime(t.store, given)
 	}
 	start, err := originalStart(orig, given)
@@ -125,4 +126,18 @@ func (t takeOver) report(orig *takeover.Original, start time.Time, resume *takeo
 		ev = ev.Int("export_days", len(orig.Export)).Str("resume", "the export API's chunks, as the original left them")
 	}
 	ev.Msg("took over the original Event Handler plugin's state; its files are left as they were")
+}
+
+// firstStart says where a first start found no state, this daemon's or the
+// original plugin's: a switch whose storage points elsewhere than the
+// original's would otherwise start at now without a word, and never send
+// what happened since the original stopped.
+func (t takeOver) firstStart(given time.Time) {
+	ev := t.log.Warn()
+	from := "now"
+	if !given.IsZero() {
+		ev, from = t.log.Info(), "--start-time"
+	}
+	ev.Str("dir", t.dir).Msg("first start: no state here, of this daemon or of the original plugin, so the audit log is read from " + from +
+		"; if this daemon replaces the original, stop it and set storage to the original's storage directory (a relative one is taken from the working directory)")
 }
