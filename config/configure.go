@@ -301,6 +301,9 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 		}
 		*u.dst = u.text
 	}
+	if cc.isSet("fluentd-url") && !cc.isSet("fluentd-session-url") {
+		c.FluentdSessionURL = sessionURLOf(c.FluentdURL)
+	}
 	// The daemon posts recordings to <session-url>.<sid>.log.
 	if strings.HasSuffix(c.FluentdSessionURL, "/") {
 		return flagError("fluentd-session-url", c.FluentdSessionURL, "ends with /, and .<session-id>.log is appended to it",
@@ -317,6 +320,16 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 			Fix:     "give both URLs the same scheme, host and port"}
 	}
 	return nil
+}
+
+// sessionURLOf is the session URL that goes with an audit URL: the same
+// input (scheme, host and port, which fluent.conf's one <source> serves)
+// and the session tag of the defaults.
+func sessionURLOf(audit string) string {
+	u, _ := url.Parse(audit) // checked by resolveURLs
+	def, _ := url.Parse(DefaultConfigureFluentdSessionURL)
+	u.Path, u.RawPath = def.Path, ""
+	return u.String()
 }
 
 // resolvePassword takes the passphrase of server.key from the environment;
@@ -422,12 +435,16 @@ func configureUsage() string {
 	b.WriteString("Writes into OUT_DIR (created if missing) what a deployment needs, under the\n" +
 		"file names of Teleport's Event Handler plugin:\n" +
 		"  ca.crt                  a CA for mutual TLS between the daemon and Fluentd\n" +
-		"  ca-private/ca.key       its key, apart, to keep offline: neither side needs it\n" +
+		"  ca-private/ca.key       its key, apart with a README, to keep offline:\n" +
+		"                          neither side needs it\n" +
 		"  server.crt, server.key  Fluentd's server certificate; the key is encrypted\n" +
 		"  client.crt, client.key  the daemon's client certificate (key unencrypted)\n" +
-		"  fluent.conf             Fluentd's HTTP input with mTLS and JSON parsing\n" +
-		"  teleport-event-handler.toml       configuration for start (-c)\n" +
-		"  teleport-event-handler-role.yaml  Teleport role and user, for tctl create\n" +
+		"  fluent.conf             Fluentd's input (HTTP, or forward for a forward://\n" +
+		"                          --fluentd-url) with mTLS and JSON parsing\n" +
+		"  shared.key              in_forward's shared key, with a forward:// URL only\n" +
+		"  teleport-event-handler.toml         configuration for start (-c)\n" +
+		"  teleport-event-handler-role.yaml    Teleport role and user, for tctl create\n" +
+		"  teleport-event-handler-values.yaml  values for the Helm chart (deploy/helm)\n" +
 		"Existing files are left alone unless --force is given. TELEPORT_ADDR is the\n" +
 		"Auth Service or Proxy Service address; default localhost:3025.\n\nOptions:\n")
 	for _, o := range []struct{ flag, value, help, def string }{
@@ -437,7 +454,7 @@ func configureUsage() string {
 		{"dns-names", "LIST", "DNS names of Fluentd's server certificate; repeat or comma-separate", strings.Join(defaultDNSNames, ",")},
 		{"ip", "LIST", "IP addresses of Fluentd's server certificate; '' for none", "127.0.0.1"},
 		{"fluentd-url", "URL", "Fluentd URL for audit events, in the configuration", DefaultConfigureFluentdURL},
-		{"fluentd-session-url", "URL", "Base URL for session recordings", DefaultConfigureFluentdSessionURL},
+		{"fluentd-session-url", "URL", "Base URL for session recordings", "/session on --fluentd-url's input"},
 		{"lock-enabled", "", "Enable user auto-locking and grant the role create and update on locks", ""},
 		{"install-dir", "DIR", "Where the daemon's files go, for the configuration's paths\n      (the systemd unit's: " + SystemdConfigDir + ")", "the paths of OUT_DIR"},
 		{"force", "", "Overwrite files that exist", ""},

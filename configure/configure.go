@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -72,7 +73,11 @@ const (
 	Storage = "storage"
 	// Role and User are the Teleport role and user of the daemon.
 	Role = "teleport-event-handler"
-	User = "teleport-event-handler"
+	// IdentityTTL is how long the identity that the role's header and the
+	// next steps sign is valid: one day's try-out. Production renews a
+	// short-lived one with Machine ID, as the printed tbot.yaml does.
+	IdentityTTL = "12h"
+	User        = "teleport-event-handler"
 )
 
 // DaemonFiles are the files the daemon reads, of those configure writes and
@@ -322,9 +327,9 @@ type templateData struct {
 	Port int
 	// AuditTag and SessionMatch are fluent.conf's <match> patterns: Fluentd's
 	// HTTP input tags a record with its URL path, / turned into dots.
-	AuditTag, SessionMatch string
-	Role, User             string
-	LockEnabled            bool
+	AuditTag, SessionMatch  string
+	Role, User, IdentityTTL string
+	LockEnabled             bool
 	// The Helm values' Secret names.
 	IdentitySecret, CertSecret, SharedKeySecret string
 }
@@ -362,6 +367,7 @@ func newTemplateData(c *config.Configure, dir string, res *Result) (*templateDat
 		SessionMatch:   tag(session.Path) + ".*.log",
 		Role:           Role,
 		User:           User,
+		IdentityTTL:    IdentityTTL,
 		IdentitySecret: "teleport-event-handler-identity", CertSecret: "teleport-event-handler-fluentd-tls",
 		SharedKeySecret: "teleport-event-handler-fluentd-shared-key",
 		LockEnabled:     c.LockEnabled,
@@ -472,18 +478,18 @@ Next steps:
   1. Create the role and the user in Teleport:
        tctl create -f %s
   2. Sign a short-lived identity file for the user, to try it out:
-       tctl auth sign --format=file --user=%s --out=%s --ttl=12h
+       tctl auth sign --format=file --user=%s --out=%s --ttl=%s
   3. Start Fluentd, after replacing the stdout outputs of fluent.conf with yours:
        fluentd -c %s
   4. %s
-`, p(RoleFile), User, p(Identity), p(FluentConf), startStep(c, p))
+`, p(RoleFile), User, p(Identity), IdentityTTL, p(FluentConf), startStep(c, p))
 	fmt.Fprintf(w, `
-An identity signed by tctl expires (here in 12 hours). For production let
+An identity signed by tctl expires (here in %s). For production let
 Machine ID keep a short-lived one renewed, as Teleport recommends, rather
 than signing a long-lived one: tctl bots add %s --roles=%s
 gives a join token, and a tbot.yaml such as
        version: v2
-       proxy_server: <your proxy>:443
+       %s
        onboarding: {join_method: token, token: <the token>}
        storage: {type: directory, path: /var/lib/teleport/bot}
        outputs:
@@ -491,7 +497,17 @@ gives a join token, and a tbot.yaml such as
            destination: {type: directory, path: /var/lib/teleport-event-handler/machine-id}
 run with tbot start -c tbot.yaml keeps machine-id/identity fresh; point
 --teleport-identity at it and set --teleport-refresh-enabled.
-`, User, Role)
+`, IdentityTTL, User, Role, tbotServer(c.TeleportAddr))
+}
+
+// tbotServer is tbot.yaml's line for the address configure was given: the
+// Auth Service's port (3025) is an auth_server, anything else a
+// proxy_server.
+func tbotServer(addr string) string {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port == "3025" {
+		return "auth_server: " + addr
+	}
+	return "proxy_server: " + addr
 }
 
 // startStep is the last step: start the daemon, or with --install-dir

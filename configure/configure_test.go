@@ -540,3 +540,57 @@ func TestEndToEndForward(t *testing.T) {
 	}
 	require.Positive(t, fd.ForwardMessages()["packed"])
 }
+
+// configure --help names every file configure writes, in both variants.
+func TestHelpListsEveryFileWritten(t *testing.T) {
+	inv, err := config.Parse([]string{"configure", "--help"}, noEnv)
+	require.NoError(t, err)
+	for _, args := range [][]string{nil, {"--fluentd-url", "forward://localhost:24224/test.log"}} {
+		dir := t.TempDir()
+		run(t, dir, args...)
+		n := 0
+		require.NoError(t, filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			n++
+			require.Contains(t, inv.Help, d.Name(), "the help names %s", path)
+			return nil
+		}))
+		require.GreaterOrEqual(t, n, 11)
+	}
+}
+
+// With only --fluentd-url, the session URL is /session on the same input:
+// fluent.conf has one <source> for both.
+func TestSessionURLFollowsTheAuditURL(t *testing.T) {
+	for url, want := range map[string]string{
+		"https://fluentd.example.com:9880/audit.log": "https://fluentd.example.com:9880/session",
+		"forward://10.0.0.5/teleport":                "forward://10.0.0.5/session",
+	} {
+		c := parse(t, nil, "--fluentd-url", url, "out")
+		require.Equal(t, want, c.FluentdSessionURL, url)
+	}
+}
+
+// The role's header, the configuration's comment and the next steps sign
+// the identity for one TTL, and the tbot.yaml printed for production names
+// the address configure was given.
+func TestIdentityStepsAgree(t *testing.T) {
+	for addr, server := range map[string]string{
+		"teleport.example.com:443":   "proxy_server: teleport.example.com:443",
+		"auth.example.internal:3025": "auth_server: auth.example.internal:3025",
+	} {
+		dir := t.TempDir()
+		_, out := run(t, dir, addr)
+		want := "--ttl=" + configure.IdentityTTL
+		require.Contains(t, out, want)
+		require.Contains(t, string(read(t, dir, configure.RoleFile)), want)
+		require.Contains(t, string(read(t, dir, configure.ConfigFile)), want)
+		for _, text := range []string{out, string(read(t, dir, configure.RoleFile)), string(read(t, dir, configure.ConfigFile))} {
+			require.NotContains(t, strings.ReplaceAll(text, want, ""), "--ttl=", "one TTL everywhere")
+		}
+		require.Contains(t, out, server)
+		require.NotContains(t, out, "<your proxy>")
+	}
+}
