@@ -6,7 +6,7 @@ import (
 )
 
 // OptionsMarkdown renders the options of start as Markdown tables, one per
-// group, for the README (a test keeps the README in step with this).
+// group, for docs/configuration.md (a test keeps it in step with this).
 func OptionsMarkdown() string {
 	var b strings.Builder
 	for i, g := range groups {

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -11,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestDocsAndDeployNameRealMetrics keeps the README, the alert rules and the
-// dashboard in step with the registry: every metric they name exists, and
-// the README lists every metric.
+// TestDocsAndDeployNameRealMetrics keeps the README, the docs, the alert
+// rules and the dashboard in step with the registry: every metric they name
+// exists, and docs/metrics.md lists every metric.
 func TestDocsAndDeployNameRealMetrics(t *testing.T) {
 	m := New()
 	families, err := m.Registry.Gather()
@@ -42,7 +43,9 @@ func TestDocsAndDeployNameRealMetrics(t *testing.T) {
 		}
 	}
 	name := regexp.MustCompile(namespace + `_[a-z_]+`)
-	for _, file := range []string{"../README.md", "../deploy/prometheus-alerts.yaml", "../deploy/grafana-dashboard.json"} {
+	docs, err := filepath.Glob("../docs/*.md")
+	require.NoError(t, err)
+	for _, file := range append([]string{"../README.md", "../deploy/prometheus-alerts.yaml", "../deploy/grafana-dashboard.json"}, docs...) {
 		raw, err := os.ReadFile(file)
 		require.NoError(t, err)
 		for _, n := range name.FindAllString(string(raw), -1) {
@@ -50,15 +53,15 @@ func TestDocsAndDeployNameRealMetrics(t *testing.T) {
 			if known[n] || known[strings.TrimSuffix(n, "_sum")] {
 				continue
 			}
-			// README abbreviates sessions_active / _queued.
+			// docs/metrics.md abbreviates sessions_active / _queued.
 			require.True(t, strings.HasPrefix(n, namespace+"_sessions_"), "%s names %s, which is not a metric", file, n)
 		}
 	}
-	readme, err := os.ReadFile("../README.md")
+	table, err := os.ReadFile("../docs/metrics.md")
 	require.NoError(t, err)
 	for n := range known {
 		if strings.HasPrefix(n, namespace+"_") && n != namespace+"_sessions_queued" {
-			require.Contains(t, string(readme), "`"+n+"`", "README does not list %s", n)
+			require.Contains(t, string(table), "`"+n+"`", "docs/metrics.md does not list %s", n)
 		}
 	}
 }

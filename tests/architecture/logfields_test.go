@@ -46,16 +46,16 @@ func logFields(t *testing.T) map[string]string {
 	return out
 }
 
-// Every field name in the log lines is in the README's table of them, so
+// Every field name in the log lines is in docs/logs.md's table of them, so
 // that one thing has one name whichever actor logs it (and a log pipeline
 // can rely on it), and no documented name is unused.
-func TestLogFieldsAreOneVocabularyDocumentedInTheREADME(t *testing.T) {
-	readme, err := os.ReadFile(root + "/README.md")
+func TestLogFieldsAreOneVocabularyDocumented(t *testing.T) {
+	doc, err := os.ReadFile(root + "/docs/logs.md")
 	require.NoError(t, err)
 	begin, end := "<!-- log-fields:begin -->", "<!-- log-fields:end -->"
-	s := string(readme)
+	s := string(doc)
 	i, j := strings.Index(s, begin), strings.Index(s, end)
-	require.True(t, i >= 0 && j > i, "README.md lacks the %s ... %s markers", begin, end)
+	require.True(t, i >= 0 && j > i, "docs/logs.md lacks the %s ... %s markers", begin, end)
 	documented := map[string]bool{}
 	for _, row := range regexp.MustCompile("(?m)^\\| ([^|]+) \\|").FindAllStringSubmatch(s[i:j], -1) {
 		for _, name := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(row[1], -1) {
@@ -65,12 +65,12 @@ func TestLogFieldsAreOneVocabularyDocumentedInTheREADME(t *testing.T) {
 	used := logFields(t)
 	for name, where := range used {
 		if !documented[name] && name != "level" && name != "time" && name != "message" && name != "error" {
-			t.Errorf("the log field %q (%s) is not in README.md's table of log fields: use an existing name for the same thing, or add it", name, where)
+			t.Errorf("the log field %q (%s) is not in docs/logs.md's table of log fields: use an existing name for the same thing, or add it", name, where)
 		}
 	}
 	for name := range documented {
 		if _, ok := used[name]; !ok && name != "level" && name != "time" && name != "message" && name != "error" {
-			t.Errorf("README.md documents the log field %q, which no log line has", name)
+			t.Errorf("docs/logs.md documents the log field %q, which no log line has", name)
 		}
 	}
 }
