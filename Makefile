@@ -70,7 +70,7 @@ chaos: deps
 
 # Seeds for EXPLORE_TIME, or the one SEED names; the table is printed and
 # written to explore-results.json (docs/explore.md), and with
-# EXPLORE_DOC="README.md docs/explore.md" into their explore sections.
+# EXPLORE_DOC=docs/explore.md into its explore section.
 # EXPLORE_SHRINK=1 shrinks a failing seed's plan; EXPLORE_CUT=f2,a100
 # replays a shrunk plan (what the shrinking prints).
 # make test runs the short form: four fixed short seeds.

@@ -18,9 +18,9 @@ import (
 )
 
 // Bounds on what one stop or one lost answer may resend, from the
-// defaults (README, "Stopping, restarting, dead letters"): the audit window
-// and each of 5 players' window; over forward, 4 messages of 100 events on
-// each of 10 connections, and each player's share of 4 x 1,000.
+// defaults (docs/operations.md, "Stopping, restarting, dead letters"): the
+// audit window and each of 5 players' window; over forward, 4 messages of
+// 100 events on each of 10 connections, and each player's share of 4 x 1,000.
 const (
 	httpWindow    = 256 + 5*32
 	forwardWindow = 4000 + 5*800
