@@ -479,8 +479,9 @@ func TestStorageDefaultAndRelativePaths(t *testing.T) {
 
 func TestBoolsAndTimes(t *testing.T) {
 	f := newFixture(t)
-	// At least every spelling of the original, which parses with Go's
-	// strconv.ParseBool.
+	// Every spelling of the original (kong's bool mapper: true, 1, yes and
+	// their opposites, in any case), and those of strconv.ParseBool and
+	// systemd.
 	for text, want := range map[string]bool{"true": true, "TRUE": true, "True": true, "t": true, "T": true, "1": true,
 		"yes": true, "Yes": true, "y": true, "on": true,
 		"false": false, "False": false, "f": false, "F": false, "0": false, "no": false, "NO": false, "n": false, "off": false} {
@@ -568,7 +569,10 @@ func TestErrors(t *testing.T) {
 		// Teleport credentials.
 		{name: "identity and cert", args: []string{"--teleport-cert", f.cert},
 			want: []string{"invalid --teleport-identity " + fmt.Sprintf("%q", f.identity), "cannot be combined with --teleport-cert"}},
-		{name: "no credentials", drop: noIdentity, want: []string{"--teleport-identity: no Teleport credentials are set", "FDFWD_TELEPORT_IDENTITY", "--teleport-cert, --teleport-key and --teleport-ca"}},
+		{name: "no credentials", drop: noIdentity, want: []string{"--teleport-identity (or --teleport-cert, --teleport-key and --teleport-ca): required option not set", "FDFWD_TELEPORT_IDENTITY"}},
+		{name: "credentials missing with other options", drop: append([]string{"fluentd-url"}, noIdentity...),
+			want: []string{"--fluentd-url, --teleport-identity (or --teleport-cert, --teleport-key and --teleport-ca): required options not set",
+				"FDFWD_FLUENTD_URL", "FDFWD_TELEPORT_IDENTITY"}},
 		{name: "partial credentials", drop: noIdentity, args: []string{"--teleport-cert", f.cert},
 			want: []string{"invalid --teleport-cert", "also needs --teleport-key and --teleport-ca, which are not set"}},
 		{name: "partial credentials from env", drop: noIdentity, env: map[string]string{"FDFWD_TELEPORT_CERT": f.cert, "FDFWD_TELEPORT_KEY": f.key},
@@ -774,7 +778,11 @@ func TestHelp(t *testing.T) {
 			require.NotContains(t, help, "--"+o.flag, "retired options are not offered")
 			continue
 		}
-		require.Contains(t, help, "--"+o.flag)
+		if o.secret {
+			require.NotContains(t, help, "--"+o.flag+"=", "a secret is refused as a flag, so not offered as one")
+		} else {
+			require.Contains(t, help, "--"+o.flag)
+		}
 		for _, env := range o.env {
 			require.Contains(t, help, env)
 		}

@@ -287,8 +287,8 @@ func (o *option) set(c *Config, text string) (problem, fix string) {
 }
 
 // parseBool accepts the spellings people put in environment files: those of
-// Go's strconv.ParseBool, which the original plugin uses, in any case, and
-// yes, no, on and off.
+// the original plugin (kong's: true, 1, yes, false, 0, no, in any case),
+// and those of Go's strconv.ParseBool (t, f) and of systemd (y, n, on, off).
 func parseBool(s string) (value, ok bool) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "true", "t", "1", "yes", "y", "on":
@@ -407,12 +407,18 @@ func usage(command string) string {
 
 func (o *option) writeHelp(b *strings.Builder) {
 	b.WriteString("  ")
-	if o.short != 0 {
-		fmt.Fprintf(b, "-%c, ", o.short)
-	}
-	b.WriteString("--" + o.flag)
-	if o.value != "" {
-		b.WriteString("=" + o.value)
+	switch {
+	case o.secret:
+		// Refused as a flag (see secretOnCommandLine): offer only what works.
+		fmt.Fprintf(b, "%s=%s (not a flag: a secret)", o.env[0], o.value)
+	default:
+		if o.short != 0 {
+			fmt.Fprintf(b, "-%c, ", o.short)
+		}
+		b.WriteString("--" + o.flag)
+		if o.value != "" {
+			b.WriteString("=" + o.value)
+		}
 	}
 	b.WriteString("\n      " + o.help + ".\n")
 

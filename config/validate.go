@@ -60,6 +60,12 @@ func (r *resolver) checkRequired(c *Config) error {
 		missing, ways = append(missing, "--"+flag), append(ways, o.ways())
 		mtls = mtls || flag == "fluentd-ca" || flag == "fluentd-cert" || flag == "fluentd-key"
 	}
+	// The Teleport credentials too, so that one run names all that is
+	// missing (checkTeleport explains a partial set).
+	if t := c.Teleport; t.Identity == "" && t.Cert == "" && t.Key == "" && t.CA == "" {
+		missing = append(missing, "--teleport-identity (or --teleport-cert, --teleport-key and --teleport-ca)")
+		ways = append(ways, optionByFlag("teleport-identity").ways())
+	}
 	if len(missing) == 0 {
 		return nil
 	}
