@@ -3,6 +3,8 @@
 #   make build   the binary, at bin/teleport-event-handler
 #   make test    the whole test suite (unit, end-to-end), race detector on
 #   make demo    the daemon against a local test Teleport and Fluentd receiver
+#   make testbed the test Teleport server and receiver alone, until Ctrl-C,
+#                for a daemon started by hand (TESTBED_FLAGS: see -help)
 #   make chaos   the fault-injection suite (TEH_CHAOS_SEED=N replays a run)
 #   make explore the fault explorer: random seeded schedules for EXPLORE_TIME
 #                (10m); SEED=N replays a seed (EXPLORE_SHORT=1: a short one)
@@ -21,7 +23,7 @@ GOFLAGS  += -trimpath
 
 export GOFLAGS
 
-.PHONY: all build test test-unit test-e2e test-alerts test-tools demo chaos explore bench bench-memory vet clean deps gen-example-mtls helm-check
+.PHONY: all build test test-unit test-e2e test-alerts test-tools demo testbed chaos explore bench bench-memory vet clean deps gen-example-mtls helm-check
 
 all: build
 
@@ -60,6 +62,9 @@ test-e2e: build
 
 demo: build
 	$(GO) run ./tests/cmd/demo -binary $(CURDIR)/$(BIN)
+
+testbed: build
+	$(GO) run ./tests/cmd/demo -serve -binary $(CURDIR)/$(BIN) -out testbed-out $(TESTBED_FLAGS)
 
 # A binary with the panic hook compiled in (-tags faults), then every fault
 # scenario; the table is printed and written to chaos-results.json.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,65 +34,118 @@ func run() error {
 	binary := flag.String("binary", "bin/teleport-event-handler", "the daemon to run")
 	out := flag.String("out", "demo-out", "directory for certificates, state and received records (emptied first)")
 	n := flag.Int("events", 2000, "audit events to seed")
+	serveMode := flag.Bool("serve", false, "only run the test Teleport server and the receiver, until interrupted, for a daemon started by hand")
+	teleportAddr := flag.String("teleport-addr", "127.0.0.1:0", "where the test Teleport server listens (127.0.0.1 only)")
+	fluentdAddr := flag.String("fluentd-addr", "127.0.0.1:0", "where the receiver's HTTPS input listens (127.0.0.1 only; forward on another port)")
 	flag.Parse()
 
-	if err := os.RemoveAll(*out); err != nil {
+	b, err := newBed(*out, *n, *teleportAddr, *fluentdAddr)
+	if err != nil {
 		return err
 	}
-	dirs := map[string]string{}
-	for _, d := range []string{"certs", "storage", "received"} {
-		dirs[d] = filepath.Join(*out, d)
-		if err := os.MkdirAll(dirs[d], 0o700); err != nil {
-			return err
+	defer b.close()
+	if *serveMode {
+		return serve(b, *binary)
+	}
+	return demo(b, *binary)
+}
+
+// bed is the demo's test Teleport server and receiver, seeded, with the
+// daemon's credentials.
+type bed struct {
+	out           string
+	dirs          map[string]string
+	pki           *testpki.Bundle
+	tp            *teleportsrv.Server
+	fd            *fluentdsrv.Receiver
+	start         time.Time
+	n             int
+	want          map[string]int // records expected by tag
+	sessionEvents int
+}
+
+func (b *bed) close() {
+	if b.fd != nil {
+		b.fd.Close()
+	}
+	if b.tp != nil {
+		b.tp.Close()
+	}
+}
+
+// newBed empties out, generates certificates and starts the servers with
+// n audit events and the recording of each session.upload among them.
+func newBed(out string, n int, teleportAddr, fluentdAddr string) (*bed, error) {
+	for _, addr := range []string{teleportAddr, fluentdAddr} {
+		if host, _, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" {
+			return nil, fmt.Errorf("%s: the test servers listen on 127.0.0.1 only", addr)
 		}
 	}
-
-	step("generating certificates in %s", dirs["certs"])
-	pki, err := testpki.Generate(dirs["certs"])
-	if err != nil {
-		return fmt.Errorf("certificates: %w", err)
+	if err := os.RemoveAll(out); err != nil {
+		return nil, err
 	}
-
-	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	if err != nil {
-		return fmt.Errorf("test teleport server: %w", err)
+	b := &bed{out: out, dirs: map[string]string{}, n: n}
+	for _, d := range []string{"certs", "storage", "received"} {
+		b.dirs[d] = filepath.Join(out, d)
+		if err := os.MkdirAll(b.dirs[d], 0o700); err != nil {
+			return nil, err
+		}
 	}
-	defer tp.Close()
-	start := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
-	events := teleportsrv.GenerateAuditEvents(*n, start, 3*time.Second, 1)
-	if err := tp.AddEvents(events...); err != nil {
+	step("generating certificates in %s", b.dirs["certs"])
+	var err error
+	if b.pki, err = testpki.Generate(b.dirs["certs"]); err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	if b.tp, err = teleportsrv.Start(teleportsrv.Config{TLS: b.pki.ServerTLS(b.pki.TeleportServer, b.pki.TeleportCA), Addr: teleportAddr}); err != nil {
+		return nil, fmt.Errorf("test teleport server: %w", err)
+	}
+	if err := b.seed(); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.fd, err = fluentdsrv.Start(fluentdsrv.Config{TLS: b.pki.ServerTLS(b.pki.FluentdServer, b.pki.FluentdCA), Addr: fluentdAddr, Dir: b.dirs["received"]})
+	if err != nil {
+		b.close()
+		return nil, fmt.Errorf("test fluentd receiver: %w", err)
+	}
+	step("Fluentd-compatible receiver (mTLS, client certificates required) on %s and %s", b.fd.URL(), b.fd.ForwardURL())
+	return b, nil
+}
+
+// seed adds the audit events and recordings to the test Teleport server.
+func (b *bed) seed() error {
+	b.start = time.Now().Add(-2 * time.Hour).Truncate(time.Second)
+	events := teleportsrv.GenerateAuditEvents(b.n, b.start, 3*time.Second, 1)
+	if err := b.tp.AddEvents(events...); err != nil {
 		return err
 	}
 	// Every session.upload event gets its recording; print events are
 	// skipped by default (--skip-session-types), the rest are expected.
-	want := map[string]int{"test.log": *n}
-	sessionEvents := 0
+	b.want = map[string]int{"test.log": b.n}
 	for i, ev := range events {
 		up, ok := ev.(*apievents.SessionUpload)
 		if !ok {
 			continue
 		}
 		rec := teleportsrv.GenerateRecording(up.SessionID, 20+i%200, ev.GetTime().Add(-10*time.Minute))
-		if err := tp.AddRecording(up.SessionID, rec...); err != nil {
+		if err := b.tp.AddRecording(up.SessionID, rec...); err != nil {
 			return err
 		}
 		for _, r := range rec {
 			if r.GetType() != "print" {
-				want["session."+up.SessionID+".log"]++
-				sessionEvents++
+				b.want["session."+up.SessionID+".log"]++
+				b.sessionEvents++
 			}
 		}
 	}
 	step("test Teleport server on %s with %d audit events from %s and %d recordings (%d session events to forward)",
-		tp.Addr(), *n, start.Format(time.RFC3339), len(want)-1, sessionEvents)
+		b.tp.Addr(), b.n, b.start.Format(time.RFC3339), len(b.want)-1, b.sessionEvents)
+	return nil
+}
 
-	fd, err := fluentdsrv.Start(fluentdsrv.Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA), Dir: dirs["received"]})
-	if err != nil {
-		return fmt.Errorf("test fluentd receiver: %w", err)
-	}
-	defer fd.Close()
-	step("Fluentd-compatible receiver (mTLS, client certificates required) on %s", fd.URL())
-
+// demo runs the daemon until it caught up and shows what arrived.
+func demo(b *bed, binary string) error {
+	tp, fd, pki, dirs, start, want, sessionEvents := b.tp, b.fd, b.pki, b.dirs, b.start, b.want, b.sessionEvents
 	args := []string{"start",
 		"--teleport-addr", tp.Addr(),
 		"--teleport-identity", pki.IdentityFile,
@@ -105,8 +159,8 @@ func run() error {
 		// The log is a file, JSON by default; the demo's is for reading.
 		"--log-format", "text",
 	}
-	logPath := filepath.Join(*out, "daemon.log")
-	step("running %s %s (its log: %s)", *binary, strings.Join(args, " "), logPath)
+	logPath := filepath.Join(b.out, "daemon.log")
+	step("running %s %s (its log: %s)", binary, strings.Join(args, " "), logPath)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	logFile, err := os.Create(logPath)
@@ -114,7 +168,7 @@ func run() error {
 		return err
 	}
 	defer logFile.Close()
-	cmd := exec.CommandContext(ctx, *binary, args...)
+	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	began := time.Now()
 	runErr := cmd.Run()
@@ -161,8 +215,8 @@ func run() error {
 		fmt.Printf("  first record %s\n", first)
 	}
 	fmt.Printf("  state        %s\n", dirs["storage"])
-	if missing != 0 || dups != 0 || fd.Count() != *n+sessionEvents {
-		return fmt.Errorf("expected %d audit and %d session records, none missing or twice", *n, sessionEvents)
+	if missing != 0 || dups != 0 || fd.Count() != b.n+sessionEvents {
+		return fmt.Errorf("expected %d audit and %d session records, none missing or twice", b.n, sessionEvents)
 	}
 	fmt.Printf(`
 Try next:
@@ -171,7 +225,7 @@ Try next:
   - where the daemon stands, what is stuck: %s status --storage %s --teleport-addr %s
   - the options:                           %s start --help
   - the whole test suite, and the faults:  make test, make chaos
-`, logPath, dirs["received"], *binary, dirs["storage"], tp.Addr(), *binary)
+`, logPath, dirs["received"], binary, dirs["storage"], tp.Addr(), binary)
 	return nil
 }
 
