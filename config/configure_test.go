@@ -82,8 +82,6 @@ func TestConfigureErrors(t *testing.T) {
 		{[]string{"--fluentd-url", "https://fluentd:8888", "dir"}, nil, "has no path, which Fluentd needs as the tag"},
 		{[]string{"--fluentd-url", "https://fluentd:99999/x", "dir"}, nil, "invalid port"},
 		{[]string{"--fluentd-session-url", "https://localhost:8888/session/", "dir"}, nil, "ends with /, and .<session-id>.log is appended"},
-		{[]string{"--fluentd-url", "https://fluentd:8888/test.log", "dir"}, nil,
-			`invalid --fluentd-session-url "https://localhost:8888/session" (the default): is not on the scheme, host and port of --fluentd-url`},
 		{[]string{"--fluentd-session-url", "https://localhost:9999/session", "dir"}, nil, "give both URLs the same scheme, host and port"},
 		{[]string{"--password", "pw", "dir"}, nil, `invalid --password "(not shown)" (from the command line): a secret on the command line is shown to every user by ps`},
 		{[]string{"dir"}, map[string]string{PasswordEnv: "a\nb"}, `invalid FDFWD_PASSWORD "(not shown)" (from FDFWD_PASSWORD): contains control characters`},
