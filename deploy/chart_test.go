@@ -440,7 +440,7 @@ func TestChartValues(t *testing.T) {
 			"eventHandler": map[string]any{
 				"debug": true, "startTime": "2025-02-03T04:05:06Z", "types": []any{"user.login", "session.start"},
 				"skipSessionTypes": []any{}, "concurrency": 7, "windowSize": "1h", "exportMode": "search",
-				"lock": map[string]any{"enabled": true, "for": "30m"},
+				"lock": map[string]any{"enabled": true, "for": "30m", "exemptUsers": []any{"admin", "ci-bot"}, "maxPerPeriod": 0},
 			},
 			"fluentd":   map[string]any{"batch": 20, "maxConnections": 4},
 			"teleport":  map[string]any{"refresh": map[string]any{"enabled": false}},
@@ -461,6 +461,8 @@ func TestChartValues(t *testing.T) {
 		require.Equal(t, "search", cfg.ExportMode)
 		require.True(t, cfg.Lock.Enabled)
 		require.Equal(t, "30m0s", cfg.Lock.For.String())
+		require.Equal(t, []string{"admin", "ci-bot"}, cfg.Lock.ExemptUsers)
+		require.Zero(t, cfg.Lock.MaxLocks, "0, no cap, is given, not dropped for the default")
 		require.Equal(t, 20, cfg.Fluentd.Batch)
 		require.Equal(t, 4, cfg.Fluentd.MaxConnections)
 		require.False(t, cfg.Teleport.RefreshEnabled)
