@@ -44,6 +44,12 @@ const (
 // template file.
 func render(t *testing.T, overrides ...map[string]any) (map[string]string, error) {
 	t.Helper()
+	return renderAs(t, release, overrides...)
+}
+
+// renderAs renders the chart for the release named releaseName.
+func renderAs(t *testing.T, releaseName string, overrides ...map[string]any) (map[string]string, error) {
+	t.Helper()
 	var chart struct {
 		Name       string `yaml:"name"`
 		Version    string `yaml:"version"`
@@ -75,7 +81,7 @@ func render(t *testing.T, overrides ...map[string]any) (map[string]string, error
 		data := map[string]any{
 			"Values":   values,
 			"Chart":    map[string]any{"Name": chart.Name, "Version": chart.Version, "AppVersion": chart.AppVersion},
-			"Release":  map[string]any{"Name": release, "Namespace": namespace, "Service": "Helm", "IsInstall": true, "Revision": 1},
+			"Release":  map[string]any{"Name": releaseName, "Namespace": namespace, "Service": "Helm", "IsInstall": true, "Revision": 1},
 			"Template": map[string]any{"Name": name, "BasePath": path.Join(chart.Name, "templates")},
 		}
 		var b strings.Builder
@@ -165,6 +171,31 @@ func funcs(root *template.Template) template.FuncMap {
 			sum := sha256.Sum256([]byte(s))
 			return hex.EncodeToString(sum[:])
 		},
+		"fail": func(msg string) (string, error) { return "", errors.New(msg) },
+		"fromYaml": func(s string) (map[string]any, error) {
+			var m map[string]any
+			err := yaml.Unmarshal([]byte(s), &m)
+			return m, err
+		},
+		"dict": func(kv ...any) (map[string]any, error) {
+			if len(kv)%2 != 0 {
+				return nil, errors.New("dict: odd number of arguments")
+			}
+			m := map[string]any{}
+			for i := 0; i < len(kv); i += 2 {
+				m[fmt.Sprint(kv[i])] = kv[i+1]
+			}
+			return m, nil
+		},
+		"list":     func(v ...any) []any { return v },
+		"clean":    path.Clean,
+		"toString": func(v any) string { return fmt.Sprint(v) },
+		"ternary": func(yes, no any, cond bool) any {
+			if cond {
+				return yes
+			}
+			return no
+		},
 	}
 }
 
@@ -220,7 +251,12 @@ func objects(t *testing.T, docs ...string) map[string]map[string]any {
 
 func renderObjects(t *testing.T, overrides ...map[string]any) map[string]map[string]any {
 	t.Helper()
-	files, err := render(t, overrides...)
+	return renderObjectsAs(t, release, overrides...)
+}
+
+func renderObjectsAs(t *testing.T, releaseName string, overrides ...map[string]any) map[string]map[string]any {
+	t.Helper()
+	files, err := renderAs(t, releaseName, overrides...)
 	require.NoError(t, err)
 	docs := make([]string, 0, len(files))
 	for _, d := range files {
@@ -323,7 +359,7 @@ func TestChartDefaults(t *testing.T) {
 // daemon's own parser, its paths moved to files made for the test.
 func loadConfig(t *testing.T, objs map[string]map[string]any, args ...string) *config.Config {
 	t.Helper()
-	toml := get(t, objs["ConfigMap/"+release], "data", "teleport-event-handler.toml").(string)
+	toml := configFile(t, objs)
 	dir := t.TempDir()
 	pki, err := testpki.Generate(filepath.Join(dir, "pki"))
 	require.NoError(t, err)
@@ -343,6 +379,19 @@ func loadConfig(t *testing.T, objs map[string]map[string]any, args ...string) *c
 	inv, err := config.Parse(append([]string{"-c", file, "start"}, args...), func(string) (string, bool) { return "", false })
 	require.NoError(t, err, toml)
 	return inv.Config
+}
+
+// configFile is the configuration file in the chart's one ConfigMap.
+func configFile(t *testing.T, objs map[string]map[string]any) string {
+	t.Helper()
+	var maps []map[string]any
+	for name, obj := range objs {
+		if strings.HasPrefix(name, "ConfigMap/") {
+			maps = append(maps, obj)
+		}
+	}
+	require.Len(t, maps, 1, "ConfigMaps among %v", keys(objs))
+	return get(t, maps[0], "data", "teleport-event-handler.toml").(string)
 }
 
 func keys[V any](m map[string]V) []string {
