@@ -134,6 +134,15 @@ func TestOriginalValues(t *testing.T) {
 			map[string]any{"persistence": map[string]any{"mountPath": "/storage/", "size": "1Gi"}, "persistentVolumeClaim": map[string]any{"size": "1Gi"}})
 		require.Equal(t, "/storage", loadConfig(t, objs).Storage)
 	})
+
+	t.Run("a CA for the Proxy Service", func(t *testing.T) {
+		objs := renderObjectsAs(t, originalChart, originalValues(t), map[string]any{"tls": map[string]any{"existingCASecretName": "proxy-ca"}})
+		pod := get(t, objs["Deployment/"+originalChart], "spec", "template", "spec")
+		require.Equal(t, "proxy-ca", get(t, namesOf(t, get(t, pod, "volumes"))["teleport-tls-ca"], "secret", "secretName"))
+		c := get(t, pod, "containers", 0)
+		require.Equal(t, "/etc/teleport-event-handler/teleport-tls-ca", namesOf(t, get(t, c, "volumeMounts"))["teleport-tls-ca"]["mountPath"])
+		require.Equal(t, "/etc/teleport-event-handler/teleport-tls-ca/ca.pem", namesOf(t, get(t, c, "env"))["SSL_CERT_FILE"]["value"])
+	})
 }
 
 // A key of the original chart that this chart cannot honour, or that

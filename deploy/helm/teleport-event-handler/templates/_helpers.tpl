@@ -69,6 +69,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "teleport-event-handler.certDir" -}}/etc/teleport-event-handler/fluentd{{- end }}
 {{- define "teleport-event-handler.sharedKeyDir" -}}/etc/teleport-event-handler/fluentd-shared-key{{- end }}
 {{- define "teleport-event-handler.webConfigDir" -}}/etc/teleport-event-handler/web{{- end }}
+{{- define "teleport-event-handler.teleportCADir" -}}/etc/teleport-event-handler/teleport-tls-ca{{- end }}
 
 {{/*
 The key of the identity file in teleport.identitySecretName: given, or
