@@ -49,8 +49,80 @@ type ConnectError struct {
 	Err  error
 }
 
+// Error is one line: what failed and where, the fix, then the root cause
+// (the client's own text nests every attempt's gRPC and trace messages,
+// with the cause at the bottom).
 func (e *ConnectError) Error() string {
-	return fmt.Sprintf("teleport at %s: %s: %v; %s", e.Addr, e.Kind, e.Err, e.Fix)
+	return fmt.Sprintf("teleport at %s: %s: %s; cause: %s", e.Addr, e.Kind, e.Fix, e.Cause())
+}
+
+// causes mark where the root cause begins in the text of a failed
+// connection, the most specific first; cut drops the marker itself.
+var causes = []struct {
+	marker string
+	cut    bool
+}{
+	{"x509: ", false},
+	{"remote error: tls: ", false},
+	{"tls: ", false},
+	{"lookup ", false},
+	{"connect: ", true}, // connection refused, no route to host
+	{"i/o timeout", false},
+}
+
+// maxCause bounds a cause that matches no marker.
+const maxCause = 200
+
+// Cause is the root cause of the failure, condensed: "connection refused",
+// "x509: certificate signed by unknown authority", rather than the client's
+// nested text.
+func (e *ConnectError) Cause() string {
+	if e.Err == nil {
+		return "unknown"
+	}
+	msg := e.Err.Error()
+	// gRPC quotes the transport's error: desc = "transport: ...".
+	if i := strings.LastIndex(msg, `desc = "`); i >= 0 {
+		msg = quoted(msg[i+len(`desc = "`):])
+	}
+	for _, c := range causes {
+		if i := strings.LastIndex(msg, c.marker); i >= 0 {
+			if c.cut {
+				i += len(c.marker)
+			}
+			return firstLine(msg[i:])
+		}
+	}
+	if first := firstLine(msg); first != "all connection methods failed" && !strings.HasPrefix(first, "failed to connect to addr") {
+		return first
+	}
+	if strings.Contains(msg, context.DeadlineExceeded.Error()) {
+		return "no answer in time (" + context.DeadlineExceeded.Error() + ")"
+	}
+	return firstLine(strings.Join(strings.Fields(msg), " "))
+}
+
+// quoted is the text of s up to its closing quote, unescaped: gRPC quotes
+// the transport's error, which may quote a URL in turn (Get \"https://...\").
+func quoted(s string) string {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return strings.ReplaceAll(s[:i], `\"`, `"`)
+		}
+	}
+	return strings.ReplaceAll(s, `\"`, `"`)
+}
+
+// firstLine is s up to its first line break, at most maxCause bytes.
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if len(s) > maxCause {
+		s = s[:maxCause] + "..."
+	}
+	return s
 }
 
 func (e *ConnectError) Unwrap() error { return e.Err }
