@@ -27,7 +27,8 @@ type Health struct {
 	mu              sync.Mutex
 	now             func() time.Time
 	grace           time.Duration // StuckAfter when zero
-	running         bool
+	phase           phase
+	waitingFor      string             // while starting: what for, e.g. "waiting for Fluentd at ..."
 	teleport        map[string]failing // by reader: the ones failing now
 	fluentdFailing  time.Time          // first failure since the last success; zero when fine
 	fluentdErr      string
@@ -54,11 +55,54 @@ func (h *Health) stuck(since, now time.Time) bool {
 	return !since.IsZero() && now.Sub(since) > grace
 }
 
-// SetRunning says whether the actor tree is up.
+// phase is where the daemon is in its life.
+type phase int
+
+const (
+	// starting: connecting to Teleport and Fluentd, waiting for them as
+	// long as they are down, opening the state; the actor tree is not
+	// running yet.
+	starting phase = iota
+	running
+	stopped // the actor tree has stopped: the process is about to exit
+)
+
+// Starting says what the daemon waits for before its actor tree runs:
+// "waiting for Fluentd at https://fluentd:8888/teleport.log". It changes
+// nothing once the tree has run.
+func (h *Health) Starting(what string) {
+	h.mu.Lock()
+	if h.phase == starting {
+		h.waitingFor = what
+	}
+	h.mu.Unlock()
+}
+
+// WaitingFor is what the daemon waits for while it starts (empty when it
+// has not said), and false once its actor tree has run.
+func (h *Health) WaitingFor() (what string, isStarting bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.waitingFor, h.phase == starting
+}
+
+// SetRunning says that the actor tree runs (true) or has stopped (false).
 func (h *Health) SetRunning(v bool) {
 	h.mu.Lock()
-	h.running = v
+	h.phase, h.waitingFor = stopped, ""
+	if v {
+		h.phase = running
+	}
 	h.mu.Unlock()
+}
+
+// startingReason is the reason of both probes while starting; mu must be
+// held.
+func (h *Health) startingReason() string {
+	if h.waitingFor == "" {
+		return "starting"
+	}
+	return "starting: " + h.waitingFor
 }
 
 // failing is a part failing since a time, with its last error.
@@ -185,12 +229,18 @@ func (h *Health) clock() time.Time {
 	return time.Now()
 }
 
-// Live reports whether the process and its actor tree run.
+// Live reports whether the process works as designed: while it starts,
+// however long it waits for Fluentd or Teleport (a restart would only
+// start the wait again), and while its actor tree runs; not once the tree
+// has stopped.
 func (h *Health) Live() (bool, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.running {
-		return false, "the actor tree is not running"
+	switch h.phase {
+	case starting:
+		return true, h.startingReason()
+	case stopped:
+		return false, "the actor tree has stopped"
 	}
 	return true, "running"
 }
@@ -201,11 +251,15 @@ func (h *Health) Ready() (bool, string) {
 	defer h.mu.Unlock()
 	now := h.clock()
 	teleportErr, teleportFor := h.teleportStuck(now)
-	// Fixed reasons with durations only: the errors' detail (addresses,
-	// the receiver's answers) is in the logs, not on this endpoint.
+	// Fixed reasons with durations only: the errors' detail (the
+	// receiver's answers) is in the logs, not on this endpoint. The one
+	// address said is the one a starting daemon waits for, the first
+	// thing to check.
 	switch {
-	case !h.running:
-		return false, "starting or stopping: the actor tree is not running"
+	case h.phase == starting:
+		return false, h.startingReason()
+	case h.phase == stopped:
+		return false, "the actor tree has stopped"
 	case teleportErr != nil:
 		return false, fmt.Sprintf("teleport: every call has failed for %s (see the log for the error)", teleportFor.Round(time.Second))
 	case h.fluentdRefused != "":

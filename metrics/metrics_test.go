@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -24,7 +25,7 @@ func TestReadinessFollowsTheParts(t *testing.T) {
 	h := &Health{now: func() time.Time { return now }}
 	ok, reason := h.Ready()
 	require.False(t, ok)
-	require.Contains(t, reason, "not running")
+	require.Contains(t, reason, "starting")
 
 	h.SetRunning(true)
 	ok, _ = h.Ready()
@@ -87,6 +88,71 @@ func TestReadinessFollowsTheParts(t *testing.T) {
 
 	live, _ := h.Live()
 	require.True(t, live)
+}
+
+// A daemon waiting at start for Fluentd or Teleport is alive (a liveness
+// probe must not restart it in a loop for as long as they are down) and
+// not ready, saying what it waits for; once its tree has stopped it is
+// neither.
+func TestProbesWhileStartingRunningAndStopped(t *testing.T) {
+	h := &Health{}
+	const teleport, fluentd = "waiting for Teleport at teleport:3025", "waiting for Fluentd at https://fluentd:8888/teleport.log"
+	for _, c := range []struct {
+		step              func()
+		live, ready       bool
+		liveWhy, readyWhy string
+		starting          bool
+		waiting           string
+	}{
+		{func() {}, true, false, "starting", "starting", true, ""},
+		{func() { h.Starting(teleport) }, true, false, "starting: " + teleport, "starting: " + teleport, true, teleport},
+		{func() { h.Starting(fluentd) }, true, false, "starting: " + fluentd, "starting: " + fluentd, true, fluentd},
+		{func() { h.SetRunning(true) }, true, true, "running", "ready", false, ""},
+		{func() { h.SetRunning(false) }, false, false, "the actor tree has stopped", "the actor tree has stopped", false, ""},
+		{func() { h.Starting(fluentd) }, false, false, "the actor tree has stopped", "the actor tree has stopped", false, ""},
+	} {
+		c.step()
+		live, why := h.Live()
+		require.Equal(t, c.live, live, why)
+		require.Equal(t, c.liveWhy, why)
+		ready, why := h.Ready()
+		require.Equal(t, c.ready, ready, why)
+		require.Equal(t, c.readyWhy, why)
+		waiting, starting := h.WaitingFor()
+		require.Equal(t, c.starting, starting)
+		require.Equal(t, c.waiting, waiting)
+	}
+}
+
+func TestProbeHandlersAnswerWhatTheHealthSays(t *testing.T) {
+	m := New()
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+	probe := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var body struct {
+			OK     bool   `json:"ok"`
+			Reason string `json:"reason"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+		require.Equal(t, resp.StatusCode == http.StatusOK, body.OK)
+		return resp.StatusCode, body.Reason
+	}
+	m.Health.Starting("waiting for Fluentd at https://fluentd:8888/teleport.log")
+	code, why := probe("/healthz")
+	require.Equal(t, http.StatusOK, code, why)
+	code, why = probe("/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "starting: waiting for Fluentd at https://fluentd:8888/teleport.log", why)
+
+	m.Health.SetRunning(true)
+	code, _ = probe("/readyz")
+	require.Equal(t, http.StatusOK, code)
+	m.Health.SetRunning(false)
+	code, why = probe("/healthz")
+	require.Equal(t, http.StatusServiceUnavailable, code, why)
 }
 
 func TestHandlerServesJSONProbesAndMetrics(t *testing.T) {
