@@ -73,7 +73,8 @@ func waitForTeleport(ctx context.Context, cfg teleport.Config, log zerolog.Logge
 			return nil, errStopped
 		}
 		delay := teleportRetries.Delay(attempt)
-		log.Error().Str("addr", cfg.Addr).Err(ce.Err).Str("fix", ce.Fix).Dur("retry_in", delay).
+		// The cause alone: the client's own text nests every attempt.
+		log.Error().Str("addr", cfg.Addr).Str("fix", ce.Fix).Str("error", ce.Cause()).Dur("retry_in", delay).
 			Msg("teleport is unreachable; waiting for it")
 		select {
 		case <-ctx.Done():
@@ -149,6 +150,7 @@ func connectFluentd(ctx context.Context, cfg *config.Config, m *metrics.Metrics,
 			}
 			checked[pu.Scheme+pu.Host] = true
 		}
+		m.Health.Starting("waiting for Fluentd at " + u)
 		if err := fluentd.WaitReady(ctx, t, u, log); err != nil {
 			t.Close()
 			if ctx.Err() != nil {

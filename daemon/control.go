@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +20,8 @@ import (
 )
 
 // serveControl answers the status command on the control socket in the
-// state's directory while the daemon runs (the state file is locked then).
+// state's directory while the daemon runs (the state file is locked then),
+// from its start: a daemon still waiting for Teleport or Fluentd says so.
 // The socket is the daemon user's only (0600, from the moment it is
 // there). A failure to listen is logged: status then says the socket does
 // not answer.
@@ -38,6 +40,9 @@ func serveControl(store *persistence.Store, m *metrics.Metrics, log zerolog.Logg
 			return
 		}
 		r.Running = true
+		if what, starting := m.Health.WaitingFor(); starting {
+			r.Starting = cmp.Or(what, "starting")
+		}
 		active := int(gaugeValue(m.SessionsActive))
 		r.Recordings.Active = &active
 		w.Header().Set("Content-Type", "application/json")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/fdfwd/teleport-event-handler/actors/export"
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
@@ -43,11 +44,12 @@ type API interface {
 	lockpolicy.Locker
 }
 
-// Run connects to Teleport and Fluentd, starts the actor tree and blocks
-// until ctx is cancelled (a graceful stop), the stream is done
-// (--exit-on-last-event) or the tree gives up. It returns nil after a clean
-// stop, and after a stop while it was still waiting for Teleport, Fluentd
-// or Teleport's export API (nothing was started).
+// Run opens the state, connects to Teleport and Fluentd, starts the actor
+// tree and blocks until ctx is cancelled (a graceful stop), the stream is
+// done (--exit-on-last-event) or the tree gives up. It returns nil after a
+// clean stop, and after a stop while it was still waiting for Teleport,
+// Fluentd or Teleport's export API (nothing was started). While it starts,
+// the probes and the status command say what it waits for.
 func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Options) error {
 	m := opts.Metrics
 	if m == nil {
@@ -60,6 +62,13 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 		return err
 	}
 	defer stopMetrics()
+	st, err := openState(cfg)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	m.Health.Starting("waiting for Teleport at " + cfg.Teleport.Addr)
+	defer serveControl(st.store, m, log)()
 
 	api, closeTeleport, err := connectTeleport(ctx, cfg, opts, m, log)
 	if err != nil {
@@ -73,30 +82,37 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	if transport != nil {
 		defer transport.Close()
 	}
-
-	plan := planFor(cfg)
-	st, err := openState(ctx, cfg, api, plan, log)
+	exporter, plan, err := prepare(ctx, cfg, api, st, m, log)
 	if err != nil {
 		return quiet(err)
 	}
-	defer st.close()
+	return runTree(ctx, tree{
+		cfg: cfg, plan: plan, opts: opts, log: log, metrics: m,
+		api: api, exporter: exporter, transport: transport, store: st.store, start: st.start,
+	})
+}
+
+// prepare resolves the start time (taking over from the original plugin
+// on a first start over its state), plans, and chooses the read path,
+// which it stores: nil is search.
+func prepare(ctx context.Context, cfg *config.Config, api API, st *state, m *metrics.Metrics, log zerolog.Logger) (export.Exporter, Plan, error) {
+	plan := planFor(cfg)
+	m.Health.Starting("loading the state")
+	if err := st.resolveStart(ctx, cfg, api, plan, log); err != nil {
+		return nil, plan, err
+	}
+	if cfg.ExportMode != config.ExportSearch {
+		m.Health.Starting("probing Teleport's export API at " + cfg.Teleport.Addr)
+	}
 	exporter, err := chooseReadPath(ctx, cfg, api, st.store, log)
 	if err != nil {
-		return quiet(err)
+		return nil, plan, err
 	}
 	readPath := "search"
 	if exporter != nil {
 		readPath = "export"
 	}
-	if err := st.store.Apply([]persistence.Write{persistence.ReadPathWrite(readPath)}); err != nil {
-		return err
-	}
-	defer serveControl(st.store, m, log)()
-
-	return runTree(ctx, tree{
-		cfg: cfg, plan: plan, opts: opts, log: log, metrics: m,
-		api: api, exporter: exporter, transport: transport, store: st.store, start: st.start,
-	})
+	return exporter, plan, st.store.Apply([]persistence.Write{persistence.ReadPathWrite(readPath)})
 }
 
 // errStopped ends a phase that was waiting (for Teleport, for Fluentd, for

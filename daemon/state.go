@@ -32,14 +32,16 @@ type state struct {
 	close func()
 }
 
-// openState opens the state of the Teleport cluster under --storage and
-// resolves the start time, taking over from the original plugin on a first
-// start over its state. A dry run keeps its progress apart from the real
-// one, in a temporary directory it removes at the end (it takes over into
-// it, to show what a takeover would send).
-func openState(ctx context.Context, cfg *config.Config, api takeover.Searcher, plan Plan, log zerolog.Logger) (*state, error) {
-	original := persistence.Dir(cfg.Storage, cfg.Teleport.Addr)
-	dir, cleanup := original, func() {}
+// openState opens (creating) the state file of the Teleport cluster under
+// --storage first, before anything is waited for, as a database takes its
+// lock: held, it keeps a second daemon off the state at once, and tells
+// the status command that a daemon runs here, which then asks it over the
+// control socket, while it starts too. Nothing is stored before the start
+// time is resolved (resolveStart): a start that fails before leaves an
+// empty state. A dry run keeps its progress apart from the real one, in a
+// temporary directory it removes at the end.
+func openState(cfg *config.Config) (*state, error) {
+	dir, cleanup := persistence.Dir(cfg.Storage, cfg.Teleport.Addr), func() {}
 	if cfg.DryRun {
 		tmp, err := os.MkdirTemp("", "teleport-event-handler-dry-run-")
 		if err != nil {
@@ -52,15 +54,22 @@ func openState(ctx context.Context, cfg *config.Config, api takeover.Searcher, p
 		cleanup()
 		return nil, err
 	}
-	st := &state{store: store, close: func() { store.Close(); cleanup() }}
-	taker := takeOver{dir: original, store: store, api: api, log: log, retries: teleportRetries,
+	return &state{store: store, close: func() { store.Close(); cleanup() }}, nil
+}
+
+// resolveStart resolves the start time, taking over from the original
+// plugin on a first start over its state (a dry run takes over into its
+// temporary state, to show what a takeover would send).
+func (st *state) resolveStart(ctx context.Context, cfg *config.Config, api takeover.Searcher, plan Plan, log zerolog.Logger) error {
+	taker := takeOver{dir: persistence.Dir(cfg.Storage, cfg.Teleport.Addr), store: st.store, api: api, log: log, retries: teleportRetries,
 		query: takeover.Query{Types: plan.Audit.Types(), Batch: cfg.Batch, Window: cfg.WindowSize}}
-	if st.start, err = taker.startTime(ctx, cfg.StartTime); err != nil {
-		st.close()
-		return nil, err
+	start, err := taker.startTime(ctx, cfg.StartTime)
+	if err != nil {
+		return err
 	}
-	log.Info().Str("file", store.Path()).Time("start_time", st.start).Bool("dry_run", cfg.DryRun).Msg("state loaded")
-	return st, nil
+	st.start = start
+	log.Info().Str("file", st.store.Path()).Time("start_time", start).Bool("dry_run", cfg.DryRun).Msg("state loaded")
+	return nil
 }
 
 // storeStartTime stores the first run's start time: given, or now.

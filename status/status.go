@@ -26,6 +26,7 @@ type Report struct {
 	// Format is ReportFormat, for scripts reading --json.
 	Format      int         `json:"format"`
 	Running     bool        `json:"running"`
+	Starting    string      `json:"starting,omitempty"` // what a running daemon still starting waits for
 	StateFile   string      `json:"state_file"`
 	ReadPath    string      `json:"read_path,omitempty"` // search or export; empty before the first start
 	StartTime   time.Time   `json:"start_time,omitzero"`

@@ -13,7 +13,10 @@ func (r Report) Text(w io.Writer, now time.Time) {
 		fmt.Fprintf(w, "%-13s %s\n", label, fmt.Sprintf(format, args...))
 	}
 	running := "stopped"
-	if r.Running {
+	switch {
+	case r.Running && r.Starting != "":
+		running = "starting: " + r.Starting
+	case r.Running:
 		running = "running"
 	}
 	line("daemon", "%s (state %s)", running, r.StateFile)
