@@ -3,9 +3,11 @@
 package logging
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -18,8 +20,13 @@ import (
 // on a terminal, JSON otherwise. Debug lowers the level from info to debug.
 // Event bodies, keys and certificates are never logged at info level or
 // above.
+//
+// Both formats are for an operator to read: a duration says its unit
+// (retry_in=9.79s, a Go duration string; zerolog's default is a bare number
+// of milliseconds), and a field with nothing in it (last_id=) is left out.
 func New(w io.Writer, format string, debug bool) zerolog.Logger {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	out := w
 	if format == "text" || (format != "json" && isTerminal(w)) {
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
@@ -28,7 +35,35 @@ func New(w io.Writer, format string, debug bool) zerolog.Logger {
 	if debug {
 		level = zerolog.DebugLevel
 	}
-	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+	return zerolog.New(omitEmpty{out}).Level(level).With().Timestamp().Logger()
+}
+
+// omitEmpty leaves the fields whose value is the empty string out of the
+// lines zerolog writes through it, one JSON object a Write, before the
+// console writer formats them: in one place, rather than a condition at
+// each of the fields that may be empty.
+type omitEmpty struct{ w io.Writer }
+
+func (o omitEmpty) Write(p []byte) (int, error) {
+	if _, err := o.w.Write(withoutEmpty(p)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// emptyField is a field whose value is "", with the comma that separates it
+// from the one before, or else from the one after (the first of an
+// object). In zerolog's JSON a raw quote only opens or closes a key or a
+// string (a quote inside one is escaped), and only a key's closing quote is
+// followed by a colon: the pattern cannot match inside a value.
+var emptyField = regexp.MustCompile(`,"[^"\\]*":""|"[^"\\]*":"",?`)
+
+// withoutEmpty is the JSON line p without its empty fields.
+func withoutEmpty(p []byte) []byte {
+	if !bytes.Contains(p, []byte(`:""`)) {
+		return p
+	}
+	return emptyField.ReplaceAll(p, nil)
 }
 
 func isTerminal(w io.Writer) bool {
