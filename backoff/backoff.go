@@ -35,11 +35,31 @@ func (p Policy) Nominal(n int) time.Duration {
 }
 
 // Delay is the wait before retry n (1-based), with jitter when the policy
-// has it.
+// has it. A jittered wait is rounded to three significant digits, within
+// the jitter's bounds: the log line that says it reads at a glance and
+// says the wait as it is (retry_in=9.79s, not 9.785731839s).
 func (p Policy) Delay(n int) time.Duration {
 	d := p.Nominal(n)
 	if p.Jitter && d > 0 {
-		d = d/2 + rand.N(d/2+1)
+		lo := d / 2
+		j, unit := significant(lo + rand.N(d/2+1))
+		switch {
+		case j < lo:
+			j += unit
+		case j > d:
+			j -= unit
+		}
+		d = j
 	}
 	return d
+}
+
+// significant is d rounded to three significant digits, and the unit of
+// the last of them.
+func significant(d time.Duration) (rounded, unit time.Duration) {
+	unit = 1
+	for v := d; v >= 1000; v /= 10 {
+		unit *= 10
+	}
+	return d.Round(unit), unit
 }

@@ -1,6 +1,8 @@
 package backoff_test
 
 import (
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,4 +47,20 @@ func TestJitterStaysInTheUpperHalf(t *testing.T) {
 
 func TestZeroPolicyRetriesAtOnce(t *testing.T) {
 	require.Zero(t, backoff.Policy{Jitter: true}.Delay(5))
+}
+
+// A jittered wait has three significant digits at most (9.79s, 612ms, not
+// 9.785731839s): the log line that says it reads at a glance, and says the
+// wait as it is.
+func TestJitteredWaitsHaveThreeSignificantDigits(t *testing.T) {
+	p := backoff.Policy{Initial: 333 * time.Millisecond, Max: 30 * time.Second, Jitter: true}
+	for range 1000 {
+		for n := 1; n <= 9; n++ {
+			d, nominal := p.Delay(n), p.Nominal(n)
+			digits := strings.TrimRight(strconv.FormatInt(int64(d), 10), "0")
+			require.LessOrEqual(t, len(digits), 3, "retry %d: %s", n, d)
+			require.GreaterOrEqual(t, d, nominal/2, "retry %d", n)
+			require.LessOrEqual(t, d, nominal, "retry %d", n)
+		}
+	}
 }
