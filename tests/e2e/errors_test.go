@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,8 +109,7 @@ func TestFluentdCertificateThatDoesNotVerifyIsFatal(t *testing.T) {
 	require.NotZero(t, p.Wait(t, 20*time.Second))
 	require.Contains(t, p.Output(), misnamed.URL())
 	require.Contains(t, p.Output(), "certificate")
-	_, err = os.Stat(e.Storage)
-	require.True(t, os.IsNotExist(err))
+	requireNothingStored(t, e)
 }
 
 func TestFluentdRefusingTheClientCertificateIsFatal(t *testing.T) {
@@ -145,13 +145,26 @@ func TestUnreachableFluentdIsWaitedFor(t *testing.T) {
 func TestTeleportConnectionErrorsSayWhatFailed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	// Unreachable: a port nobody listens on. Waited for, saying so; a stop
-	// meanwhile is clean.
-	p := harness.Run(t, binary, nil, e.Args("--teleport-addr", "127.0.0.1:1")...)
+	// Unreachable: a port nobody listens on. Waited for, saying so, alive
+	// and not ready meanwhile; a stop meanwhile is clean.
+	health := harness.FreeAddr(t)
+	p := harness.Run(t, binary, nil, e.Args("--teleport-addr", "127.0.0.1:1", "--health-addr", health)...)
 	harness.WaitFor(t, 30*time.Second, "the waiting line", func() bool {
 		out := p.Output()
 		return strings.Contains(out, "teleport is unreachable; waiting for it") && strings.Contains(out, "127.0.0.1:1")
 	})
+	code, reason := harness.Probe(health, "/healthz")
+	require.Equal(t, http.StatusOK, code, reason)
+	code, reason = harness.Probe(health, "/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "starting: waiting for Teleport at 127.0.0.1:1", reason)
+	// One short line: the fix, and the root cause alone, not the client's
+	// nested text of every attempt.
+	line := lineWith(t, p.Output(), "teleport is unreachable; waiting for it")
+	require.Contains(t, line, `"error":"connection refused"`)
+	require.Contains(t, line, `"fix":"check --teleport-addr`)
+	require.NotContains(t, line, `\n`)
+	require.Less(t, len(line), 400, line)
 	p.Signal(15)
 	require.Equal(t, 0, p.Wait(t, 30*time.Second))
 
@@ -169,8 +182,23 @@ func TestTeleportConnectionErrorsSayWhatFailed(t *testing.T) {
 	p = harness.Run(t, binary, nil, e.Args("--teleport-ca", otherCA)...)
 	require.NotZero(t, p.Wait(t, 30*time.Second))
 	require.Contains(t, p.Output(), "tls")
-	_, err = os.Stat(e.Storage)
-	require.True(t, os.IsNotExist(err))
+	line = lineWith(t, p.Output(), "stopped with an error")
+	require.Regexp(t, `"error":"teleport at [^"]+: tls: check that --teleport-ca [^"]+; cause: x509: [^"]+"`, line)
+	require.NotContains(t, line, `\n`)
+	require.Less(t, len(line), 500, line)
+	requireNothingStored(t, e)
+}
+
+// lineWith is the first line of out that contains s.
+func lineWith(t *testing.T, out, s string) string {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	t.Fatalf("no line with %q in:\n%s", s, out)
+	return ""
 }
 
 func TestChangedStartTimeIsRefused(t *testing.T) {
