@@ -75,22 +75,33 @@ const maxCause = 200
 
 // Cause is the root cause of the failure, condensed: "connection refused",
 // "x509: certificate signed by unknown authority", rather than the client's
-// nested text.
+// nested text of every connection method it tried.
 func (e *ConnectError) Cause() string {
 	if e.Err == nil {
 		return "unknown"
 	}
 	msg := e.Err.Error()
-	// gRPC quotes the transport's error: desc = "transport: ...".
-	if i := strings.LastIndex(msg, `desc = "`); i >= 0 {
-		msg = quoted(msg[i+len(`desc = "`):])
+	// gRPC quotes each attempt's transport error: desc = "transport: ...".
+	var descs []string
+	for rest := msg; ; {
+		_, after, ok := strings.Cut(rest, `desc = "`)
+		if !ok {
+			break
+		}
+		descs, rest = append(descs, quoted(after)), after
+	}
+	if descs == nil {
+		descs = []string{msg}
 	}
 	for _, c := range causes {
-		if i := strings.LastIndex(msg, c.marker); i >= 0 {
-			if c.cut {
-				i += len(c.marker)
+		for _, d := range descs {
+			if i := strings.Index(d, c.marker); i >= 0 {
+				if c.cut {
+					i += len(c.marker)
+				}
+				cause, _, _ := strings.Cut(d[i:], " (possibly because of") // x509's guess at the chain
+				return firstLine(cause)
 			}
-			return firstLine(msg[i:])
 		}
 	}
 	if first := firstLine(msg); first != "all connection methods failed" && !strings.HasPrefix(first, "failed to connect to addr") {
