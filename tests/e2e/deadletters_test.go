@@ -134,7 +134,8 @@ func TestDeadLettersReplayAndPurgeRunAlone(t *testing.T) {
 			t.Log("\n" + out)
 			require.Equal(t, 1, code, out)
 			require.Contains(t, out, "is held by "+holder+" (pid ")
-			require.Contains(t, out, "stop it first")
+			require.Equal(t, 1, strings.Count(out, "stop it first"), "the error once: %s", out)
+			require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %s", out)
 		}
 		raw, err := os.ReadFile(letters.Path())
 		require.NoError(t, err)
