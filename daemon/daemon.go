@@ -1,7 +1,9 @@
 // Package daemon runs the daemon: a short sequence of phases, each in a
-// file of its own. Connect to Teleport and Fluentd (connect.go), open the
-// state (state.go), choose the read path (readpath.go), plan the windows and
-// filters (plan.go), and run the actor tree until it stops (tree.go).
+// file of its own. Open the state and serve the status command (state.go,
+// control.go), connect to Teleport and Fluentd (connect.go), resolve the
+// start time (state.go, takeover.go), choose the read path (readpath.go),
+// plan the windows and filters (plan.go), and run the actor tree until it
+// stops (tree.go).
 package daemon
 
 import (
