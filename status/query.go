@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -53,9 +54,53 @@ func Read(ctx context.Context, dir string, now time.Time) (Report, error) {
 	case errors.Is(err, persistence.ErrLocked):
 		return query(ctx, dir)
 	case errors.Is(err, fs.ErrNotExist):
-		return Report{}, fmt.Errorf("no state in %s: no daemon has run with this --storage and --teleport-addr", dir)
+		return Report{}, noState(dir)
 	}
 	return Report{}, err
+}
+
+// noState says that dir holds no state and, when the storage holds the
+// state of other Teleport addresses, names them: --teleport-addr picks the
+// directory and defaults to localhost:3025, so a status run without it
+// usually looks in the wrong one.
+func noState(dir string) error {
+	msg := fmt.Sprintf("no state in %s: no daemon has run with this --storage and --teleport-addr", dir)
+	if found := StateDirs(filepath.Dir(dir)); len(found) > 0 {
+		msg += fmt.Sprintf("; %s holds the state of --teleport-addr %s: give one of them", filepath.Dir(dir), strings.Join(found, ", "))
+	}
+	return errors.New(msg)
+}
+
+// StateDirs lists the Teleport addresses whose state is under storage,
+// this daemon's (state.db) or the original plugin's (start_time), as
+// host:port: the directory names of persistence.Dir with the port's
+// separator restored.
+func StateDirs(storage string) []string {
+	entries, err := os.ReadDir(storage)
+	if err != nil {
+		return nil
+	}
+	var addrs []string
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		for _, marker := range []string{persistence.FileName, "start_time"} {
+			if _, err := os.Stat(filepath.Join(storage, e.Name(), marker)); err == nil {
+				addrs = append(addrs, addrOf(e.Name()))
+				break
+			}
+		}
+	}
+	return addrs
+}
+
+// addrOf turns a state directory's name back into host:port.
+func addrOf(name string) string {
+	if i := strings.LastIndex(name, "_"); i > 0 {
+		return name[:i] + ":" + name[i+1:]
+	}
+	return name
 }
 
 // query asks the running daemon for its report.
