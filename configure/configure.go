@@ -20,7 +20,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/template"
 	"time"
 
 	"github.com/fdfwd/teleport-event-handler/certs"
@@ -106,12 +105,6 @@ const passwordBytes = 32
 
 //go:embed templates/*.tmpl
 var templateFS embed.FS
-
-var templates = template.Must(template.New("").Funcs(template.FuncMap{
-	"toml":    tomlString,
-	"fluentd": fluentdString,
-	"yaml":    tomlString, // a JSON string is a YAML string
-}).ParseFS(templateFS, "templates/*.tmpl"))
 
 // Result is what Run wrote.
 type Result struct {
@@ -281,11 +274,15 @@ func render(c *config.Configure, dir string, res *Result) (map[string]file, erro
 		RoleFile:   0o644,
 		ValuesFile: 0o644,
 	} {
-		var b bytes.Buffer
-		if err := templates.ExecuteTemplate(&b, name+".tmpl", d); err != nil {
+		src, err := templateFS.ReadFile("templates/" + name + ".tmpl")
+		if err != nil {
+			return nil, err
+		}
+		text, err := fill(string(src), d)
+		if err != nil {
 			return nil, fmt.Errorf("render %s: %w", name, err)
 		}
-		files[name] = file{b.Bytes(), mode}
+		files[name] = file{[]byte(text), mode}
 	}
 	if c.Forward() {
 		files[SharedKeyFile] = file{[]byte(res.SharedKey + "\n"), 0o600}
