@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/schollz/progressbar/v3"
 )
 
 // ReportOptions configure RunReports.
@@ -88,7 +88,7 @@ func (m *Metrics) snapshot() snapshot {
 func (m *Metrics) RunReports(ctx context.Context, log zerolog.Logger, opts ReportOptions) {
 	r := m.newReporter(log, opts)
 	if r.bar != nil {
-		defer r.bar.Exit()
+		defer r.bar.exit()
 	}
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
@@ -108,7 +108,7 @@ type reporter struct {
 	m    *Metrics
 	log  zerolog.Logger
 	opts ReportOptions
-	bar  *progressbar.ProgressBar
+	bar  *bar
 	tick time.Duration
 
 	first, last, lastSummary snapshot
@@ -124,12 +124,7 @@ func (m *Metrics) newReporter(log zerolog.Logger, opts ReportOptions) *reporter 
 	}
 	r := &reporter{m: m, log: log, opts: opts, tick: opts.Every}
 	if opts.Bar {
-		r.bar = progressbar.NewOptions(1000,
-			progressbar.OptionSetWriter(opts.Out),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionShowElapsedTimeOnFinish(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionClearOnFinish())
+		r.bar = &bar{w: opts.Out, start: time.Now()}
 		r.tick = 500 * time.Millisecond
 	}
 	r.first = m.snapshot()
@@ -142,9 +137,8 @@ func (m *Metrics) newReporter(log zerolog.Logger, opts ReportOptions) *reporter 
 func (r *reporter) report(now snapshot) {
 	switch {
 	case r.bar != nil:
-		r.bar.Describe(fmt.Sprintf("%s events, %.0f/s, at %s", count(now.audit+now.session),
-			rate(r.first, now), position(now.acked)))
-		_ = r.bar.Set(int(1000 * r.m.position(r.opts.Start, now)))
+		r.bar.draw(fmt.Sprintf("%s events, %.0f/s, at %s", count(now.audit+now.session),
+			rate(r.first, now), position(now.acked)), r.m.position(r.opts.Start, now))
 	case r.m.caughtUp() != r.caught:
 		if r.caught = !r.caught; r.caught {
 			r.log.Info().Float64("events", now.audit+now.session).Str("position", position(now.acked)).
@@ -199,3 +193,27 @@ func position(t time.Time) string {
 }
 
 func count(v float64) string { return fmt.Sprintf("%.0f", v) }
+
+// bar is a one-line progress bar redrawn in place on a terminal:
+// "desc  42% |############                  | [1m3s:1m27s]" (elapsed:left).
+type bar struct {
+	w     io.Writer
+	start time.Time
+}
+
+const barWidth = 30
+
+func (b *bar) draw(desc string, frac float64) {
+	frac = min(max(frac, 0), 1)
+	n := int(frac * barWidth)
+	elapsed := time.Since(b.start).Round(time.Second)
+	left := "?"
+	if frac > 0 {
+		left = (time.Duration(float64(elapsed)/frac) - elapsed).Round(time.Second).String()
+	}
+	fmt.Fprintf(b.w, "\r%s %3d%% |%s%s| [%s:%s]\x1b[K", desc, int(frac*100),
+		strings.Repeat("█", n), strings.Repeat(" ", barWidth-n), elapsed, left)
+}
+
+// exit ends the bar's line, so that what follows starts on a new one.
+func (b *bar) exit() { fmt.Fprintln(b.w) }
