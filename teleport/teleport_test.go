@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gravitational/teleport/api/trail"
 	"github.com/gravitational/trace"
-	"github.com/gravitational/trace/trail"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

@@ -45,10 +45,8 @@ func Binary(tags ...string) (string, error) {
 	}
 	bin := filepath.Join(dir, "teleport-event-handler")
 	_, file, _, _ := runtime.Caller(0)
-	args := []string{"build", "-o", bin}
-	if len(tags) > 0 {
-		args = append(args, "-tags", strings.Join(tags, ","))
-	}
+	// grpcnotrace as make build and the Dockerfile do (issue 27).
+	args := []string{"build", "-o", bin, "-tags", strings.Join(append(tags, "grpcnotrace"), ",")}
 	cmd := exec.Command("go", append(args, "./cmd/teleport-event-handler")...)
 	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
