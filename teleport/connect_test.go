@@ -3,7 +3,6 @@ package teleport_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,19 +10,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/teleport"
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
-
-// closedAddr is a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
 
 // A failed connection is one short line an operator reads at a glance:
 // what failed, the address, the fix, then the root cause, without the
@@ -44,8 +34,8 @@ func TestConnectErrorIsOneShortLineWithTheFixFirst(t *testing.T) {
 		kind  teleport.Kind
 		cause string
 	}{
-		{"closed port", with(keyPair, closedAddr(t), ""), teleport.Unreachable, "connection refused"},
-		{"closed port, identity file", teleport.Config{Addr: closedAddr(t), Identity: pki.IdentityFile}, teleport.Unreachable, "connection refused"},
+		{"closed port", with(keyPair, harness.FreeAddr(t), ""), teleport.Unreachable, "connection refused"},
+		{"closed port, identity file", teleport.Config{Addr: harness.FreeAddr(t), Identity: pki.IdentityFile}, teleport.Unreachable, "connection refused"},
 		{"wrong CA", with(keyPair, srv.Addr(), otherCA), teleport.TLS, "x509: certificate signed by unknown authority"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

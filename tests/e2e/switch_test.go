@@ -107,17 +107,7 @@ func switchOver(t *testing.T, start func(*testing.T, string, string) launch) {
 	require.Contains(t, out, "took over the original Event Handler plugin's state", out)
 	require.Contains(t, out, "namespace", "the retired key gets its warning")
 	require.NotContains(t, out, "first start: no state here")
-	got := e.Fluentd.CountByUID()
-	for i, ev := range evs {
-		switch {
-		case i < sent-1:
-			require.Zero(t, got[ev.GetID()], "event %d was sent by the original", i)
-		case i == sent-1:
-			require.LessOrEqual(t, got[ev.GetID()], 1, "the original's last event is sent once more at most")
-		default:
-			require.Equal(t, 1, got[ev.GetID()], "event %d was not sent by the original", i)
-		}
-	}
+	requireContinuedAfter(t, e, evs, sent)
 	requireUntouched(t, original, files)
 	_, err := os.Stat(filepath.Join(original, persistence.FileName))
 	require.NoError(t, err, "the daemon's state is beside the original's")

@@ -53,6 +53,24 @@ func searchCursor(evs []apievents.AuditEvent, i int) string {
 	return teleportsrv.SearchCursor(evs[first-1].GetTime(), evs[first-1].GetID())
 }
 
+// requireContinuedAfter checks that the daemon continued where the
+// original stopped after sending evs[:sent]: none of those arrived (its last
+// one at most once more), and every later one arrived once.
+func requireContinuedAfter(t *testing.T, e *env, evs []apievents.AuditEvent, sent int) {
+	t.Helper()
+	got := e.Fluentd.CountByUID()
+	for i, ev := range evs {
+		switch {
+		case i < sent-1:
+			require.Zero(t, got[ev.GetID()], "event %d was sent by the original", i)
+		case i == sent-1:
+			require.LessOrEqual(t, got[ev.GetID()], 1, "the original's last event is sent once more at most")
+		default:
+			require.Equal(t, 1, got[ev.GetID()], "event %d was not sent by the original", i)
+		}
+	}
+}
+
 func sessionIndex(i int64) []byte { return be.BigEndian.AppendUint64(nil, uint64(i)) }
 
 // uploads are the session IDs of the session.upload events among evs.
@@ -124,17 +142,7 @@ func takeOverSearchState(t *testing.T, export bool) {
 	if export {
 		require.Contains(t, p.Output(), "reading the audit log with the export API")
 	}
-	got := e.Fluentd.CountByUID()
-	for i, ev := range evs {
-		switch {
-		case i < sent-1:
-			require.Zero(t, got[ev.GetID()], "event %d was sent by the original", i)
-		case i == sent-1:
-			require.LessOrEqual(t, got[ev.GetID()], 1, "the original's last event is sent once more at most")
-		default:
-			require.Equal(t, 1, got[ev.GetID()], "event %d was not sent by the original", i)
-		}
-	}
+	requireContinuedAfter(t, e, evs, sent)
 	for _, sid := range done[2:] {
 		require.Empty(t, recorded(e, sid), "the original had finished recording %s", sid)
 	}
