@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func TestREADMEListsEveryOption(t *testing.T) {
 	if i < 0 || j < i {
 		t.Fatalf("%s lacks the %q ... %q markers", doc, strings.TrimSpace(begin), end)
 	}
-	want := OptionsMarkdown()
+	want := optionsMarkdown()
 	if got := s[i+len(begin) : j]; got != want {
 		if os.Getenv("UPDATE_README") != "" {
 			if err := os.WriteFile(doc, []byte(s[:i+len(begin)]+want+s[j:]), 0o644); err != nil {
@@ -32,4 +33,40 @@ func TestREADMEListsEveryOption(t *testing.T) {
 		}
 		t.Fatalf("%s option tables are out of date; run UPDATE_README=1 go test ./config -run TestREADMEListsEveryOption", doc)
 	}
+}
+
+// optionsMarkdown renders the options of start as Markdown tables, one per
+// group: the rows of docs/configuration.md, which are generated, not
+// written. It lives with the test because the daemon has no use for it.
+func optionsMarkdown() string {
+	var b strings.Builder
+	for i, g := range groups {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "**%s**\n\n", g)
+		b.WriteString("| flag | environment | TOML key | default | meaning |\n|---|---|---|---|---|\n")
+		for _, o := range options {
+			if o.group != g {
+				continue
+			}
+			def := o.defaultText()
+			switch {
+			case def == "" && o.isSwitch():
+				def = "false"
+			case def == "":
+				def = "-"
+			}
+			env := make([]string, len(o.env))
+			for j, e := range o.env {
+				env[j] = "`" + e + "`"
+			}
+			keys := make([]string, len(o.keys))
+			for j, k := range o.keys {
+				keys[j] = "`" + k + "`"
+			}
+			fmt.Fprintf(&b, "| `--%s` | %s | %s | %s | %s |\n", o.flag, strings.Join(env, ", "), strings.Join(keys, ", "), def, strings.ReplaceAll(o.help, "<", "&lt;"))
+		}
+	}
+	return b.String()
 }

@@ -34,11 +34,13 @@ type Invocation struct {
 	// JSON is status's --json.
 	JSON bool
 	// Sub is the subcommand of dead-letters (list, replay or purge),
-	// sessions or export (list, retry or drop); Yes is dead-letters' --yes
-	// or the others' --all, and Args what they act on.
+	// sessions or export (list, retry or drop), and Args what they act on.
 	Sub  string
-	Yes  bool
 	Args []string
+	// Yes is dead-letters purge's --yes: purge without asking.
+	Yes bool
+	// All is sessions' and export's --all: act on every one.
+	All bool
 	// Warnings are about settings of the original plugin that are retired
 	// but accepted, one line each, for the log (or stderr).
 	Warnings []string
@@ -63,7 +65,7 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 		return &Invocation{Command: cl.command, Configure: c, Warnings: c.Warnings}, nil
 	}
 	if _, ok := subcommands[cl.command]; ok || cl.command == "status" {
-		return parseStatus(cl, lookupEnv)
+		return parseStateCommand(cl, lookupEnv)
 	}
 	if cl.command != "start" {
 		return &Invocation{Command: cl.command, ConfigFile: cl.flags["config"]}, nil
@@ -77,12 +79,6 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 	if err := r.validate(cfg); err != nil {
 		return nil, err
 	}
-	if cfg.Fluentd.MaxConnections == 0 {
-		cfg.Fluentd.MaxConnections = 2 * cfg.Concurrency
-	}
-	if _, set := r.got["fluentd-batch"]; !set && cfg.Fluentd.UsesForward() {
-		cfg.Fluentd.Batch = DefaultForwardBatch
-	}
 	inv := &Invocation{Command: cl.command, Config: cfg, Warnings: r.warnings}
 	if r.file != nil {
 		inv.ConfigFile = r.file.path
@@ -90,9 +86,10 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 	return inv, nil
 }
 
-// parseStatus resolves start's options for status, which needs only where
-// the state is: --storage and --teleport-addr.
-func parseStatus(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invocation, error) {
+// parseStateCommand resolves start's options for the commands on the
+// state (status, dead-letters, sessions and export), which need where it is
+// (--storage and --teleport-addr) and, to replay, Fluentd's options.
+func parseStateCommand(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invocation, error) {
 	r := &resolver{flags: cl.flags, lookupEnv: lookupEnv, got: map[string]setting{}}
 	cfg, err := r.resolve()
 	if err != nil {
@@ -111,7 +108,7 @@ func parseStatus(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invoc
 			return nil, err
 		}
 	}
-	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes, Args: cl.args, Warnings: r.warnings}, nil
+	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes, All: cl.all, Args: cl.args, Warnings: r.warnings}, nil
 }
 
 // checkReplay wants what sending to Fluentd needs: the client certificate
@@ -129,9 +126,6 @@ func (r *resolver) checkReplay(c *Config) error {
 			Fix: "set " + strings.Join(ways, "; ")}
 	}
 	r.replay = true // the letters carry their URLs, which may be forward://
-	if c.Fluentd.MaxConnections == 0 {
-		c.Fluentd.MaxConnections = 2 * c.Concurrency
-	}
 	return r.checkFluentd(c)
 }
 
@@ -168,6 +162,7 @@ type commandLine struct {
 	json      bool              // status --json
 	sub       string            // the dead-letters subcommand
 	yes       bool              // dead-letters purge --yes
+	all       bool              // sessions and export --all
 }
 
 // flagSet is the go-flags view of some options: a struct built from the
@@ -323,7 +318,7 @@ func parseCommandLine(args []string) (*commandLine, error) {
 		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", rest[0]),
 			Fix: "switches take a value only as --flag=false; run " + program + " --help for the usage"}
 	}
-	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest, json: sf.Status.JSON, yes: sf.Letters.Yes || sf.Repair.All}
+	cl := &commandLine{command: p.Active.Name, flags: map[string]string{}, configure: cc, args: rest, json: sf.Status.JSON, yes: sf.Letters.Yes, all: sf.Repair.All}
 	if _, ok := subcommands[p.Active.Name]; ok && p.Active.Active != nil {
 		cl.sub = p.Active.Active.Name
 	}
@@ -400,12 +395,25 @@ func (r *resolver) resolve() (*Config, error) {
 	if err := r.resolveStorage(&cfg); err != nil {
 		return nil, err
 	}
+	r.derivedDefaults(&cfg)
 	warnings, err := r.applyRetired(&cfg)
 	if err != nil {
 		return nil, err
 	}
 	r.warnings = warnings
 	return &cfg, nil
+}
+
+// derivedDefaults sets the defaults that follow from other options, once
+// every option is resolved: the original's "0 connections means 2 x
+// --concurrency", and a forward:// URL's larger batch.
+func (r *resolver) derivedDefaults(c *Config) {
+	if c.Fluentd.MaxConnections == 0 {
+		c.Fluentd.MaxConnections = 2 * c.Concurrency
+	}
+	if _, set := r.got["fluentd-batch"]; !set && c.Fluentd.UsesForward() {
+		c.Fluentd.Batch = DefaultForwardBatch
+	}
 }
 
 // StateDirectoryEnv names the service's state directory: systemd sets it

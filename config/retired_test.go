@@ -58,3 +58,25 @@ func TestConfigureAcceptsTheRetiredOutputFlag(t *testing.T) {
 	require.ErrorContains(t, err, `invalid --output "kinesis"`)
 	require.ErrorContains(t, err, "accepted only fluentd")
 }
+
+// Each command's own switch lands in its own field, and the defaults that
+// follow from other options are set once, for every command.
+func TestCommandSwitchesAndDerivedDefaults(t *testing.T) {
+	f := newFixture(t)
+	inv, err := Parse([]string{"sessions", "drop", "--all", "--storage", f.storage}, envOf(nil))
+	require.NoError(t, err)
+	require.True(t, inv.All)
+	require.False(t, inv.Yes)
+	inv, err = Parse([]string{"dead-letters", "purge", "--yes", "--storage", f.storage}, envOf(nil))
+	require.NoError(t, err)
+	require.True(t, inv.Yes)
+	require.False(t, inv.All)
+	_, err = Parse([]string{"dead-letters", "purge", "--all", "--storage", f.storage}, envOf(nil))
+	require.ErrorContains(t, err, "unknown flag `all'")
+
+	for _, args := range [][]string{f.args(nil), {"status", "--storage", f.storage}} {
+		inv, err := Parse(append(args, "--concurrency", "4"), envOf(nil))
+		require.NoError(t, err)
+		require.Equal(t, 8, inv.Config.Fluentd.MaxConnections, "2 x --concurrency, %s", args[0])
+	}
+}

@@ -56,7 +56,7 @@ func TestPlanSizesWindowsAndFilters(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := config.Default()
-			cfg.Fluentd.MaxConnections = 2 * cfg.Concurrency // as Parse resolves it
+			cfg.Fluentd.MaxConnections = 2 * cfg.Concurrency // as config resolves it
 			if tc.cfg != nil {
 				tc.cfg(&cfg)
 			}

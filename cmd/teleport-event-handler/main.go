@@ -74,7 +74,7 @@ func run() int {
 		if inv.Command == "export" {
 			act = repair.Export
 		}
-		if err := act(dir, inv.Sub, inv.Args, inv.Yes, os.Stdout, time.Now().UTC()); err != nil {
+		if err := act(dir, inv.Sub, inv.Args, inv.All, os.Stdout, time.Now().UTC()); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			return 1
 		}
