@@ -53,7 +53,7 @@ func runTree(ctx context.Context, t tree) error {
 	kit := supervisor.NewKit(t.opts.Policy, t.log, t.metrics)
 	system := actor.NewActorSystem(logging.ActorLogger(t.log, t.cfg.Debug))
 	defer system.Shutdown()
-	supervisor.CountDeadLetters(system, t.metrics)
+	supervisor.CountUndelivered(system, t.metrics)
 	t.metrics.Health.SetRunning(true)
 	defer t.metrics.Health.SetRunning(false)
 	reports := supervisor.Go(ctx, func(ctx context.Context) {

@@ -38,7 +38,7 @@ type Metrics struct {
 	ActorRestarts       *prometheus.CounterVec // kind, reason
 	SupervisorDecisions *prometheus.CounterVec // kind, decision
 	MailboxDepth        *prometheus.GaugeVec   // kind
-	DeadLetters         prometheus.Counter
+	UndeliveredMessages prometheus.Counter
 
 	// Pipeline.
 	EventsFetched      *prometheus.CounterVec // stream
@@ -134,7 +134,7 @@ func New() *Metrics {
 	m.ActorRestarts = f.counterVec("actor_restarts_total", "Actor failures that led to a restart, by kind and reason (panic, error, runtime).", "kind", "reason")
 	m.SupervisorDecisions = f.counterVec("supervisor_decisions_total", "Supervisor decisions about failed actors, by kind and decision (restart, stop).", "kind", "decision")
 	m.MailboxDepth = f.gaugeVec("mailbox_messages", "Messages in actor mailboxes, the one being processed included, by kind.", "kind")
-	m.DeadLetters = f.counter("dead_letters_total", "Messages sent to actors that no longer exist (normal at shutdown; a steady rise is not).")
+	m.UndeliveredMessages = f.counter("actor_undelivered_messages_total", "Messages sent to actors that no longer exist, which protoactor drops (normal at shutdown; a steady rise is not).")
 
 	m.EventsFetched = f.counterVec("events_fetched_total", "Events read from Teleport, by stream (audit, session).", "stream")
 	m.EventsSent = f.counterVec("events_sent_total", "Events Fluentd accepted, by stream.", "stream")

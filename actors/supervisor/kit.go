@@ -141,12 +141,13 @@ func (b mailboxGauge) MessageReceived(msg any) {
 }
 func (mailboxGauge) MailboxEmpty() {}
 
-// CountDeadLetters counts in m the messages to actors that no longer
-// exist, which the system publishes on its event stream.
-func CountDeadLetters(system *actor.ActorSystem, m *metrics.Metrics) {
+// CountUndelivered counts in m the messages to actors that no longer
+// exist, which the system publishes on its event stream as dead letters
+// (protoactor's word; nothing to do with the events in dead-letters.jsonl).
+func CountUndelivered(system *actor.ActorSystem, m *metrics.Metrics) {
 	system.EventStream.Subscribe(func(evt any) {
 		if _, ok := evt.(*actor.DeadLetterEvent); ok {
-			m.DeadLetters.Inc()
+			m.UndeliveredMessages.Inc()
 		}
 	})
 }
