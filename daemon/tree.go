@@ -118,7 +118,7 @@ func (t tree) caughtUp(undone error, letters *persistence.DeadLetters) error {
 // audit log. Each finds its siblings by name.
 func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends context.Context, letters *persistence.DeadLetters) []root.Child {
 	cfg, m := t.cfg, t.metrics
-	ckpt, fluentdPool := root.PID(system, checkpoint.Name), root.PID(system, pool.Name)
+	ckpt, poolPID := root.PID(system, checkpoint.Name), root.PID(system, pool.Name)
 	children := []root.Child{{Name: checkpoint.Name, Props: checkpoint.Props(checkpoint.Deps{Store: t.store, Log: t.log, Metrics: m, Kit: kit})}}
 	if !cfg.DryRun {
 		// The pool drains too: deliveries it took back out of the
@@ -131,7 +131,7 @@ func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends cont
 	}
 	taps := []inflight.Tap{{PID: root.PID(system, sessions.Name), Wants: sessions.Wants}}
 	children = append(children, root.Child{Name: sessions.Name, Drain: true, Finishes: true, Props: sessions.Props(sessions.Deps{
-		Sessions: t.api, Store: t.store, Checkpoint: ckpt, Pool: fluentdPool, URL: cfg.Fluentd.SessionURL,
+		Sessions: t.api, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.SessionURL,
 		Filter: t.plan.Sessions, Concurrency: cfg.Concurrency, Window: t.plan.PlayerWindow,
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Kit: kit, Log: t.log, Metrics: m,
 	})})
@@ -147,23 +147,23 @@ func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends cont
 			DryRun: cfg.DryRun, Log: t.log, Metrics: m, Kit: kit,
 		})})
 	}
-	return append(children, t.reader(ckpt, fluentdPool, taps, kit))
+	return append(children, t.reader(ckpt, poolPID, taps, kit))
 }
 
 // reader is the child that reads the audit log: the export day-walker or
 // the search poller.
-func (t tree) reader(ckpt, fluentdPool *actor.PID, taps []inflight.Tap, kit supervisor.Kit) root.Child {
+func (t tree) reader(ckpt, poolPID *actor.PID, taps []inflight.Tap, kit supervisor.Kit) root.Child {
 	cfg, m := t.cfg, t.metrics
 	if t.exporter != nil {
 		return root.Child{Name: export.Name, Drain: true, Finishes: true, Props: export.Props(export.Deps{
-			Events: t.exporter, Store: t.store, Checkpoint: ckpt, Pool: fluentdPool, URL: cfg.Fluentd.URL,
+			Events: t.exporter, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL,
 			StartTime: t.start, Timeout: cfg.Timeout, Concurrency: cfg.Concurrency, Batch: cfg.Batch,
 			Window: t.plan.ChunkWindow, Filter: t.plan.Audit, Taps: taps,
 			DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: t.log, Metrics: m, Kit: kit,
 		})}
 	}
 	return root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: poller.Props(poller.Deps{
-		Events: t.api, Store: t.store, Checkpoint: ckpt, Pool: fluentdPool, URL: cfg.Fluentd.URL,
+		Events: t.api, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL,
 		StartTime: t.start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch, Lag: cfg.LateEventLag,
 		Filter: t.plan.Audit, Taps: taps, Window: t.plan.AuditWindow,
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: t.log, Metrics: m, Kit: kit,

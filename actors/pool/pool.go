@@ -28,8 +28,9 @@ import (
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
-// Name is the pool's name under the root.
-const Name = "fluentd"
+// Name is the pool's name under the root, its kind in the metrics and the
+// logs, and its fault kind.
+const Name = "pool"
 
 // Defaults for the Deps fields left zero.
 const (
@@ -159,7 +160,7 @@ func (p *Pool) Receive(ctx actor.Context) {
 	case *messages.Drain:
 		p.q.drainTo = ctx.Sender() // the same: a restart still answers it
 	}
-	faults.Inject("pool", msg)
+	faults.Inject(Name, msg)
 	switch m := msg.(type) {
 	case *actor.Started:
 		p.start(ctx)
@@ -202,7 +203,7 @@ func (p *Pool) Receive(ctx actor.Context) {
 // queued again first.
 func (p *Pool) start(ctx actor.Context) {
 	if n := p.q.release(func(string) bool { return true }); n > 0 {
-		p.deps.Log.Warn().Int("events", n).Msg("fluentd pool restarted; sending again what its connections held")
+		p.deps.Log.Warn().Int("events", n).Msg("pool restarted; sending again what its connections held")
 	}
 	if !p.q.owedLoaded {
 		p.q.owedLoaded = true

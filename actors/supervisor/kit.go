@@ -56,7 +56,7 @@ func Spawn(ctx actor.SpawnerContext, props *actor.Props, kind string) *actor.PID
 const Unnamed = "unnamed"
 
 // Kind names an actor by the name it was spawned with, without its
-// instance: "root/fluentd/connection-3" and "root/sessions/player-$1b" are
+// instance: "root/pool/connection-3" and "root/sessions/player-$1b" are
 // "connection" and "player", "root/poller" is "poller". Actors spawned
 // without a name are all Unnamed, so that the kinds in metric labels are
 // bounded by the names in the code.

@@ -200,13 +200,13 @@ func TestAChildFailingAfterShutdownIsStopped(t *testing.T) {
 func TestKindIsTheSpawnName(t *testing.T) {
 	for id, want := range map[string]string{
 		"root/poller":                   "poller",
-		"root/fluentd/connection-3":     "connection",
+		"root/pool/connection-3":        "connection",
 		"root/sessions/player-$1b":      "player",
 		"root/export/export-reader-$2f": "export-reader",
 		"root/export/$1a":               supervisor.Unnamed,
 		"$5":                            supervisor.Unnamed,
 		"root/lockpolicy":               "lockpolicy",
-		"root/fluentd/connection-$12":   "connection",
+		"root/pool/connection-$12":      "connection",
 		"root/sessions/player-ab":       "player-ab",
 		"root/export/export-reader-":    "export-reader-",
 		"checkpoint":                    "checkpoint",
