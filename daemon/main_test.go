@@ -3,17 +3,9 @@ package daemon
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
 // Every goroutine the daemon starts has an owner that ends it: the actors'
 // tasks, the identity refresh, the progress reports, the metrics server.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
-		// http.Transport and grpc keep idle connections' goroutines until
-		// they time out.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-	)
-}
+func TestMain(m *testing.M) { leaktest.MainIdleConns(m) }

@@ -16,6 +16,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/daemon"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -63,10 +64,7 @@ func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 	require.ErrorIs(t, err, daemon.ErrIncomplete)
 	require.ErrorContains(t, err, "session recording(s) given up")
 	require.NotContains(t, err.Error(), "dead-lettered")
-	goleak.VerifyNone(t, running,
-		goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"))
+	goleak.VerifyNone(t, append(leaktest.IgnoreIdleConns(), running)...)
 
 	require.Greater(t, testutil.ToFloat64(m.IdentityExpiresAt), float64(time.Now().Unix()), "the identity's expiry is reported")
 	for kind, n := range map[string]int{"poller": 2, "connection": 3, "checkpoint": 1} {

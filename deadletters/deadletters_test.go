@@ -13,14 +13,14 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/fluentd"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
 // Replay's senders are goroutines it joins before it returns.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.Main(m) }
 
 // accepting is a Fluentd that takes every event.
 type accepting struct {

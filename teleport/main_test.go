@@ -3,7 +3,7 @@ package teleport
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.Main(m) }

@@ -3,11 +3,7 @@ package lockpolicy_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
-func TestMain(m *testing.M) {
-	// protoactor's dead-letter throttle keeps a timer goroutine for a
-	// second after a message reaches a stopped actor; it ends by itself.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
-}
+func TestMain(m *testing.M) { leaktest.Main(m) }

@@ -16,7 +16,6 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -24,13 +23,10 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
-func TestMain(m *testing.M) {
-	// protoactor's dead-letter throttle keeps a timer goroutine for a
-	// second after a message reaches a stopped actor; it ends by itself.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
-}
+func TestMain(m *testing.M) { leaktest.Main(m) }
 
 // fakeLog serves events by index; the cursor is the index of the first event
 // of the next page, and a full page always has a next cursor (as Teleport).

@@ -18,12 +18,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.Main(m) }
 
 type fixture struct {
 	pki *testpki.Bundle

@@ -13,13 +13,13 @@ import (
 	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/gravitational/trace"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.Main(m) }
 
 type fixture struct {
 	pki *testpki.Bundle

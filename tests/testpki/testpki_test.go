@@ -11,13 +11,13 @@ import (
 	"github.com/gravitational/teleport/api/client"
 	"github.com/gravitational/teleport/api/identityfile"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 	"github.com/fdfwd/teleport-event-handler/tests/tlstest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leaktest.Main(m) }
 
 func TestGenerateWritesEveryFile(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pki")
