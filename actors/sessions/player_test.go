@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
-	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -42,27 +42,6 @@ func (h *handStream) send(t *testing.T, sid string, from, to int) {
 	}
 }
 
-// answering acknowledges every delivery and remembers the events.
-type answering struct {
-	mu  sync.Mutex
-	ids map[string]bool
-}
-
-func (a *answering) Receive(ctx actor.Context) {
-	if d, ok := ctx.Message().(*messages.Delivery); ok {
-		a.mu.Lock()
-		a.ids[d.EventID] = true
-		a.mu.Unlock()
-		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
-	}
-}
-
-func (a *answering) count() int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.ids)
-}
-
 // A stream that ends while the player is draining, after events it had not
 // handed out yet, must not count as finished: the recording stays, at the
 // index after what was confirmed, and the rest is streamed on the next
@@ -77,7 +56,7 @@ func TestAStreamThatEndsDuringTheDrainIsNotFinished(t *testing.T) {
 	require.NoError(t, store.Apply(persistence.RecordingWrites(rec)))
 
 	stream := &handStream{events: make(chan *auditlogpb.EventUnstructured)}
-	pool := &answering{ids: map[string]bool{}}
+	pool := inflighttest.NewPool()
 	ckpt := system.Root.Spawn(checkpoint.Props(checkpoint.Deps{Store: store}))
 	poolPID := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return pool }))
 	d := Deps{Sessions: stream, Store: store, Checkpoint: ckpt, Pool: poolPID, URL: "https://fluentd.test/session",
@@ -107,7 +86,7 @@ func TestAStreamThatEndsDuringTheDrainIsNotFinished(t *testing.T) {
 	player := <-players
 
 	stream.send(t, "s1", 0, 5)
-	require.Eventually(t, func() bool { return pool.count() == 5 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return pool.Events() == 5 }, 5*time.Second, time.Millisecond)
 	system.Root.Send(player, &drain{})
 	ended := <-streamDone
 	stream.send(t, "s1", 5, 10)
@@ -124,7 +103,7 @@ func TestAStreamThatEndsDuringTheDrainIsNotFinished(t *testing.T) {
 	got, ok, err := store.Recording("s1")
 	require.NoError(t, err)
 	require.True(t, ok, "the recording was removed, with events 5 to 9 never sent")
-	require.EqualValues(t, pool.count(), got.Index, "resumes after what was confirmed")
+	require.EqualValues(t, pool.Events(), got.Index, "resumes after what was confirmed")
 }
 
 // countingStream counts the streams opened.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,24 +16,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
-}
+func TestMain(m *testing.M) { leaktest.Main(m) }
 
 const base = "https://fluentd.test/session"
 
@@ -133,49 +131,28 @@ func (f *fakeTeleport) StreamUnstructuredSessionEvents(ctx context.Context, id s
 	return events, errs
 }
 
-// fakePool acknowledges every delivery and counts them by URL and ID.
-type fakePool struct {
-	mu  sync.Mutex
-	got map[string]int // url + " " + event ID
-}
-
-func (p *fakePool) Receive(ctx actor.Context) {
-	if d, ok := ctx.Message().(*messages.Delivery); ok {
-		p.mu.Lock()
-		p.got[d.URL+" "+d.EventID]++
-		p.mu.Unlock()
-		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
-	}
-}
-
-func (p *fakePool) count(sid string) (events, dups int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for k, n := range p.got {
-		if strings.HasPrefix(k, sessions.URLFor(base, sidOf(sid))+" ") {
-			events++
-			dups += n - 1
-		}
-	}
-	return events, dups
-}
-
 type fixture struct {
 	// undone is what the last run reported left undone; drainTimedOut is
 	// set when a stop had to give up waiting for the manager's drain.
 	undone        error
 	drainTimedOut bool
 	tp            *fakeTeleport
-	pool          *fakePool
+	pool          *inflighttest.Pool
 	store         *persistence.Store
 	deps          sessions.Deps
+}
+
+// count is how many different events of the session the pool answered,
+// and how many answers repeated one.
+func (f *fixture) count(sid string) (events, dups int) {
+	return f.pool.AtURL(sessions.URLFor(base, sidOf(sid)))
 }
 
 func newFixture(t *testing.T) *fixture {
 	store, err := persistence.Open(t.TempDir())
 	require.NoError(t, err)
 	t.Cleanup(func() { store.Close() })
-	return &fixture{tp: newFakeTeleport(), pool: &fakePool{got: map[string]int{}}, store: store, deps: sessions.Deps{
+	return &fixture{tp: newFakeTeleport(), pool: inflighttest.NewPool(), store: store, deps: sessions.Deps{
 		URL: base, Filter: inflight.Filter{Skip: map[string]bool{"print": true}}, Concurrency: 2, Window: 4,
 		ExitOnLastEvent: true, Log: zerolog.Nop(), UploadWait: time.Minute,
 	}}
@@ -281,7 +258,7 @@ func TestStreamsEveryRecordingOnceWithBoundedConcurrency(t *testing.T) {
 	for i := range 6 {
 		sid := fmt.Sprintf("s%d", i)
 		n := 30 + i*7
-		events, dups := f.pool.count(sid)
+		events, dups := f.count(sid)
 		require.Equal(t, n-(n+1)/3, events, "%s: every event but the skipped prints", sid)
 		require.Zero(t, dups, sid)
 	}
@@ -294,7 +271,7 @@ func TestEmptySkipListForwardsEverything(t *testing.T) {
 	f.deps.Filter = inflight.Filter{}
 	f.tp.record("all", 20)
 	require.True(t, f.run(t, []*auditlogpb.EventUnstructured{upload("all", time.Now())}, 20*time.Second))
-	events, _ := f.pool.count("all")
+	events, _ := f.count("all")
 	require.Equal(t, 20, events)
 }
 
@@ -307,8 +284,8 @@ func TestLateRecordingIsWaitedForAndMissingOneGivenUp(t *testing.T) {
 	f.tp.record("fine", 10)
 	uploads := []*auditlogpb.EventUnstructured{upload("gone", time.Now().Add(-time.Hour)), upload("late", time.Now()), upload("fine", time.Now())}
 	require.True(t, f.run(t, uploads, 30*time.Second), "did not finish")
-	late, _ := f.pool.count("late")
-	fine, _ := f.pool.count("fine")
+	late, _ := f.count("late")
+	fine, _ := f.count("fine")
 	require.Equal(t, 7, late, "10 events, 3 of them prints")
 	require.Equal(t, 7, fine)
 	require.Equal(t, sessions.DefaultMinAttempts, f.tp.calls["gone"])
@@ -321,7 +298,7 @@ func TestBrokenStreamResumesWithoutDuplicates(t *testing.T) {
 	f.tp.record("broken", 40)
 	f.tp.breakAfter["broken"] = 17
 	require.True(t, f.run(t, []*auditlogpb.EventUnstructured{upload("broken", time.Now())}, 20*time.Second))
-	events, dups := f.pool.count("broken")
+	events, dups := f.count("broken")
 	require.Equal(t, 40-(40+1)/3, events)
 	require.Zero(t, dups)
 	require.Equal(t, 2, f.tp.calls["broken"])
@@ -335,7 +312,7 @@ func TestPanickingPlayerIsRestartedAndContinuesFromItsCheckpoint(t *testing.T) {
 	faults.Arm("player", 3)
 	require.True(t, f.run(t, []*auditlogpb.EventUnstructured{upload("p", time.Now())}, 20*time.Second))
 	require.Equal(t, 3, faults.Injected("player"))
-	events, dups := f.pool.count("p")
+	events, dups := f.count("p")
 	require.Equal(t, 200-(200+1)/3, events)
 	require.LessOrEqual(t, dups, 3*f.deps.Window, "resends beyond the in-flight window")
 	require.Greater(t, f.tp.calls["p"], 1, "the restarted player streams again from its index")
@@ -349,7 +326,7 @@ func TestUnfinishedRecordingsResumeOnStart(t *testing.T) {
 	f.deps.Concurrency = 1
 	// Stop the first run early: "long" is mid-stream, "queued" waits.
 	require.False(t, f.run(t, []*auditlogpb.EventUnstructured{upload("long", time.Now()), upload("queued", time.Now())}, 150*time.Millisecond))
-	first, _ := f.pool.count("long")
+	first, _ := f.count("long")
 	require.Less(t, first, 400-(400+1)/3, "the first run finished already; nothing to resume")
 	require.False(t, f.drainTimedOut, "the manager did not answer the drain once its player stopped")
 	stored := f.stored(t)
@@ -358,8 +335,8 @@ func TestUnfinishedRecordingsResumeOnStart(t *testing.T) {
 
 	f.deps.ExitOnLastEvent = true
 	require.True(t, f.run(t, nil, 20*time.Second), "did not finish")
-	long, dups := f.pool.count("long")
-	queued, _ := f.pool.count("queued")
+	long, dups := f.count("long")
+	queued, _ := f.count("queued")
 	require.Equal(t, 400-(400+1)/3, long)
 	require.Equal(t, 30-(30+1)/3, queued)
 	require.Zero(t, dups, "a drained player checkpoints everything it sent")
@@ -394,9 +371,9 @@ func TestOddSessionIDsAreNotStreamed(t *testing.T) {
 		uploads = append(uploads, uploadID(sid, time.Now()))
 	}
 	require.True(t, f.run(t, uploads, 20*time.Second), "did not finish")
-	fine, _ := f.pool.count("fine")
+	fine, _ := f.count("fine")
 	require.Equal(t, 7, fine)
-	require.Len(t, f.pool.got, 7, "an odd session ID was sent")
+	require.Equal(t, 7, f.pool.Sent(), "an odd session ID was sent")
 	f.tp.mu.Lock()
 	require.Len(t, f.tp.calls, 1, "an odd session ID was streamed")
 	f.tp.mu.Unlock()
@@ -425,7 +402,7 @@ func TestRecordingThatKillsItsPlayerIsGivenUp(t *testing.T) {
 	faults.Arm(sessions.PlayerFault(sidOf("deadly")), 1<<20)
 	uploads := []*auditlogpb.EventUnstructured{upload("deadly", time.Now()), upload("fine", time.Now())}
 	require.True(t, f.run(t, uploads, 30*time.Second), "held up by the recording its player dies on")
-	fine, _ := f.pool.count("fine")
+	fine, _ := f.count("fine")
 	require.Equal(t, 7, fine)
 	require.Empty(t, f.stored(t))
 	require.Equal(t, 1.0, testutil.ToFloat64(m.SessionsGivenUp.WithLabelValues("failing")))

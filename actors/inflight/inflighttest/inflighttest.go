@@ -1,6 +1,7 @@
 // Package inflighttest runs a reader of audit events (the poller, the export
 // day-walker) under a root actor with a real checkpoint writer, a fake pool
-// and an optional fake tap, for the readers' tests.
+// and an optional fake tap, for the readers' tests; its Pool serves any test
+// that needs a pool that answers (the session players' too).
 package inflighttest
 
 import (
@@ -23,12 +24,14 @@ import (
 
 // Pool acknowledges deliveries, except that it stops answering after Answer
 // of them (never when negative), to leave events in flight as a crash would.
-// Read its fields once the tree has stopped, or through Count.
+// Read its fields once the tree has stopped, or through Count, Events, AtURL
+// and Sent.
 type Pool struct {
 	mu     sync.Mutex
 	Got    map[string]int // deliveries answered, by event ID
 	Order  []string       // event IDs in the order answered
 	Answer int
+	byURL  map[string]map[string]int // deliveries answered, by URL and event ID
 }
 
 // NewPool returns a pool that answers everything.
@@ -44,6 +47,13 @@ func (p *Pool) Receive(ctx actor.Context) {
 		}
 		p.Got[d.EventID]++
 		p.Order = append(p.Order, d.EventID)
+		if p.byURL == nil {
+			p.byURL = map[string]map[string]int{}
+		}
+		if p.byURL[d.URL] == nil {
+			p.byURL[d.URL] = map[string]int{}
+		}
+		p.byURL[d.URL][d.EventID]++
 		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
 	}
 }
@@ -53,6 +63,37 @@ func (p *Pool) Count(id string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.Got[id]
+}
+
+// Events is how many different event IDs were answered, while the tree runs.
+func (p *Pool) Events() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.Got)
+}
+
+// AtURL is how many different events were answered that were sent to url,
+// and how many of those answers were for an event answered before.
+func (p *Pool) AtURL(url string) (events, dups int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range p.byURL[url] {
+		events++
+		dups += n - 1
+	}
+	return events, dups
+}
+
+// Sent is how many different events were answered over all URLs: an event
+// sent to two URLs counts twice.
+func (p *Pool) Sent() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, ids := range p.byURL {
+		n += len(ids)
+	}
+	return n
 }
 
 // Tap records the events it observes and announces itself with TapStarted
