@@ -20,6 +20,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -114,7 +115,7 @@ func prepare(ctx context.Context, cfg *config.Config, api API, st *state, m *met
 	if exporter != nil {
 		readPath = "export"
 	}
-	return exporter, plan, st.store.Apply([]persistence.Write{persistence.ReadPathWrite(readPath)})
+	return exporter, plan, st.store.Apply([]kv.Write{persistence.ReadPathWrite(readPath)})
 }
 
 // errStopped ends a phase that was waiting (for Teleport, for Fluentd, for

@@ -15,6 +15,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/export"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/teleport"
 )
@@ -35,7 +36,7 @@ func chooseReadPath(ctx context.Context, cfg *config.Config, api API, store *per
 	if err != nil || !ok {
 		return nil, err
 	}
-	if err := store.Apply([]persistence.Write{persistence.AuditPositionWrite(seed)}); err != nil {
+	if err := store.Apply([]kv.Write{persistence.AuditPositionWrite(seed)}); err != nil {
 		return nil, err
 	}
 	log.Info().Time("window_start", seed.WindowStart).Msg("search resumes at the day the export path was reading")

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/takeover"
 )
@@ -78,7 +79,7 @@ func storeStartTime(store *persistence.Store, given time.Time) (time.Time, error
 	if start.IsZero() {
 		start = time.Now().UTC().Truncate(time.Second)
 	}
-	if err := store.Apply([]persistence.Write{persistence.StartTimeWrite(start)}); err != nil {
+	if err := store.Apply([]kv.Write{persistence.StartTimeWrite(start)}); err != nil {
 		return time.Time{}, err
 	}
 	return start, nil

@@ -3,6 +3,8 @@ package persistence
 import (
 	"fmt"
 	"time"
+
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // AuditPosition is where the audit stream resumes: the first event not yet
@@ -27,8 +29,8 @@ type AuditPosition struct {
 }
 
 // StartTimeWrite stores the start time of the first run.
-func StartTimeWrite(t time.Time) Write {
-	return Write{Bucket: BucketMeta, Key: KeyStartTime, Value: []byte(t.UTC().Format(time.RFC3339Nano))}
+func StartTimeWrite(t time.Time) kv.Write {
+	return kv.Write{Bucket: BucketMeta, Key: KeyStartTime, Value: []byte(t.UTC().Format(time.RFC3339Nano))}
 }
 
 // StartTime returns the start time stored by the first run.
@@ -45,8 +47,8 @@ func (s *Store) StartTime() (time.Time, bool, error) {
 }
 
 // ReadPathWrite records the read path a start chose: "search" or "export".
-func ReadPathWrite(path string) Write {
-	return Write{Bucket: BucketMeta, Key: keyReadPath, Value: []byte(path)}
+func ReadPathWrite(path string) kv.Write {
+	return kv.Write{Bucket: BucketMeta, Key: keyReadPath, Value: []byte(path)}
 }
 
 // ReadPath is the read path of the last start ("" before the first).
@@ -58,7 +60,7 @@ func (s *Store) ReadPath() (string, error) {
 const keyReadPath = "read_path"
 
 // AuditPositionWrite encodes a position for Apply.
-func AuditPositionWrite(p AuditPosition) Write {
+func AuditPositionWrite(p AuditPosition) kv.Write {
 	return putJSON(BucketAudit, KeyPosition, p)
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // BucketExport holds the export path's state, apart from the search path's
@@ -94,7 +96,7 @@ func (s *Store) ExportWalker() (ExportWalker, bool, error) {
 }
 
 // ExportWalkerWrite stores the day-walker's state.
-func ExportWalkerWrite(w ExportWalker) Write { return putJSON(BucketExport, keyExportWalker, w) }
+func ExportWalkerWrite(w ExportWalker) kv.Write { return putJSON(BucketExport, keyExportWalker, w) }
 
 // key is c's key after prefix: its day and its name, or the name's digest
 // (digested true; the record keeps the name).
@@ -121,7 +123,7 @@ func (s *Store) ExportChunk(c ChunkRef) (ExportChunk, bool, error) {
 }
 
 // ExportChunkWrite stores the position of a chunk being read.
-func ExportChunkWrite(c ChunkRef, st ExportChunk) Write {
+func ExportChunkWrite(c ChunkRef, st ExportChunk) kv.Write {
 	key, _ := c.key(prefixExportChunk)
 	st.Name = c.keyName()
 	return putJSON(BucketExport, key, st)
@@ -129,18 +131,18 @@ func ExportChunkWrite(c ChunkRef, st ExportChunk) Write {
 
 // ExportParkedWrites store the position of a chunk that is set aside, and
 // why.
-func ExportParkedWrites(c ChunkRef, st ExportChunk, p ExportParked) []Write {
+func ExportParkedWrites(c ChunkRef, st ExportChunk, p ExportParked) []kv.Write {
 	key, _ := c.key(prefixExportParked)
 	p.Name = c.keyName()
-	return []Write{ExportChunkWrite(c, st), putJSON(BucketExport, key, p)}
+	return []kv.Write{ExportChunkWrite(c, st), putJSON(BucketExport, key, p)}
 }
 
 // ExportDoneWrites record a chunk as done, in place of its position.
-func ExportDoneWrites(c ChunkRef, events uint64) []Write {
+func ExportDoneWrites(c ChunkRef, events uint64) []kv.Write {
 	chunk, _ := c.key(prefixExportChunk)
 	parked, _ := c.key(prefixExportParked)
 	done, _ := c.key(prefixExportDone)
-	return []Write{
+	return []kv.Write{
 		del(BucketExport, chunk),
 		del(BucketExport, parked),
 		putJSON(BucketExport, done, ExportDone{Events: events, Name: c.keyName()}),
@@ -169,9 +171,9 @@ func chunkName(part string, value []byte) (string, error) {
 // the days before day: days the walker no longer lists, whose records it
 // never reads again. Keys sort by day, so the scan stops at the first key
 // of day.
-func (s *Store) ExportPruneWrites(day time.Time) ([]Write, error) {
+func (s *Store) ExportPruneWrites(day time.Time) ([]kv.Write, error) {
 	stop := prefixExportDone + DayName(day)
-	var writes []Write
+	var writes []kv.Write
 	err := s.Scan(BucketExport, strings.TrimSuffix(prefixExportDone, "/"), 0, func(key string, _ []byte) bool {
 		if !strings.HasPrefix(key, prefixExportDone) || key >= stop {
 			return false
@@ -300,16 +302,16 @@ func (s *Store) ExportInProgress() ([]ChunkProgress, error) {
 
 // ExportRetryWrites give a parked chunk a fresh budget of failures: the next
 // start reads it first, from its cursor.
-func ExportRetryWrites(c ChunkProgress) []Write {
+func ExportRetryWrites(c ChunkProgress) []kv.Write {
 	p := *c.Parked
 	p.Attempts = 0
 	key, _ := c.Ref.key(prefixExportParked)
-	return []Write{putJSON(BucketExport, key, p)}
+	return []kv.Write{putJSON(BucketExport, key, p)}
 }
 
 // ExportDropWrites record a parked chunk as done without its remaining
 // events, and the drop.
-func ExportDropWrites(c ChunkProgress, now time.Time) []Write {
+func ExportDropWrites(c ChunkProgress, now time.Time) []kv.Write {
 	key, _ := c.Ref.key("export/")
 	return append(ExportDoneWrites(c.Ref, c.Chunk.Acked), putJSON(BucketDropped, key,
 		Dropped{At: now, What: "export chunk " + c.Ref.String(), Detail: "parked: " + c.Parked.Error}))

@@ -9,6 +9,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // Keys of the state file are made from what Teleport sends: user names of
@@ -77,7 +79,7 @@ func (e *UnwritableError) Unrecoverable() bool { return true }
 
 // CheckWrite returns an *UnwritableError when w can never be applied, as
 // bbolt would refuse it, without touching the file.
-func CheckWrite(w Write) error {
+func CheckWrite(w kv.Write) error {
 	var err error
 	switch {
 	case w.Err != nil:

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -23,7 +24,7 @@ func TestContentTooLongForAKeyRoundTrips(t *testing.T) {
 	long := persistence.ChunkRef{Day: day, Chunk: strings.Repeat("c", 40_000)}
 	short := persistence.ChunkRef{Day: day, Chunk: "chunk-1"}
 	parked := persistence.ChunkRef{Day: day, Chunk: strings.Repeat("p", 300)}
-	writes := []persistence.Write{persistence.SeenSetWrite(at, []persistence.SeenDigest{persistence.DigestOf(longID), persistence.DigestOf("short-id")}),
+	writes := []kv.Write{persistence.SeenSetWrite(at, []persistence.SeenDigest{persistence.DigestOf(longID), persistence.DigestOf("short-id")}),
 		persistence.ExportChunkWrite(short, persistence.ExportChunk{Cursor: "c1", Acked: 1})}
 	writes = append(writes, persistence.ExportDoneWrites(long, 7)...)
 	writes = append(writes, persistence.ExportParkedWrites(parked, persistence.ExportChunk{Cursor: "c2", Acked: 2},

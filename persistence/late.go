@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // The search path's trailing cursor (see actors/poller) reads each span of
@@ -48,7 +50,7 @@ func (s *Store) Trail() (TrailPosition, bool, error) {
 }
 
 // TrailWrite stores the trailing cursor's position.
-func TrailWrite(p TrailPosition) Write { return putJSON(BucketAudit, KeyTrail, p) }
+func TrailWrite(p TrailPosition) kv.Write { return putJSON(BucketAudit, KeyTrail, p) }
 
 // seenTime formats an event time in the keys of versions before 16-byte
 // digests: fixed width, so that keys sort by time.
@@ -72,12 +74,12 @@ func DigestOf(id string) SeenDigest {
 
 // SeenSetWrite stores the set of the events handed out in the second of t,
 // the whole set: it replaces the one stored.
-func SeenSetWrite(t time.Time, set []SeenDigest) Write {
+func SeenSetWrite(t time.Time, set []SeenDigest) kv.Write {
 	v := make([]byte, 0, len(set)*len(SeenDigest{}))
 	for _, d := range set {
 		v = append(v, d[:]...)
 	}
-	return Write{Bucket: BucketSeenSets, Key: t.UTC().Truncate(time.Second).Format(seenSecond), Value: v}
+	return kv.Write{Bucket: BucketSeenSets, Key: t.UTC().Truncate(time.Second).Format(seenSecond), Value: v}
 }
 
 // Seen returns the events recorded as handed out, with their times: to
@@ -121,8 +123,8 @@ func (s *Store) Seen() (map[SeenDigest]time.Time, error) {
 
 // SeenPruneWrites are the writes that forget the events of times before t:
 // the trailing cursor will not meet them again.
-func (s *Store) SeenPruneWrites(t time.Time) ([]Write, error) {
-	var writes []Write
+func (s *Store) SeenPruneWrites(t time.Time) ([]kv.Write, error) {
+	var writes []kv.Write
 	prune := func(bucket, stop string) error {
 		return s.Scan(bucket, "", 0, func(key string, _ []byte) bool {
 			if key >= stop {

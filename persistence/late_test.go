@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -19,14 +20,14 @@ func TestSeenSetsAndTheFormerKeys(t *testing.T) {
 	defer s.Close()
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	d := persistence.DigestOf
-	require.NoError(t, s.Apply([]persistence.Write{
+	require.NoError(t, s.Apply([]kv.Write{
 		persistence.SeenSetWrite(t0.Add(200*time.Millisecond), []persistence.SeenDigest{d("a"), d("b")}),
 		persistence.SeenSetWrite(t0.Add(time.Second+300*time.Millisecond), []persistence.SeenDigest{d("c")}),
 		// As versions before the sets wrote them.
 		{Bucket: persistence.BucketAuditSeen, Key: t0.Add(500*time.Millisecond).Format("2006-01-02T15:04:05.000000000Z") + "/old", Value: []byte{}},
 	}))
 	// A set is replaced whole.
-	require.NoError(t, s.Apply([]persistence.Write{persistence.SeenSetWrite(t0, []persistence.SeenDigest{d("a"), d("b"), d("e")})}))
+	require.NoError(t, s.Apply([]kv.Write{persistence.SeenSetWrite(t0, []persistence.SeenDigest{d("a"), d("b"), d("e")})}))
 	seen, err := s.Seen()
 	require.NoError(t, err)
 	require.Equal(t, map[persistence.SeenDigest]time.Time{

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // BucketLockPolicy maps a Teleport user to its LockState, by LockKey. The
@@ -68,13 +70,13 @@ func (s LockState) Empty() bool { return len(s.Failures) == 0 && s.Lock == nil }
 // LockStateWrite stores s, or deletes it once it is empty. A name longer
 // than MaxUserName is a write that can never be applied: the lock policy
 // does not count such names.
-func LockStateWrite(s LockState) Write {
+func LockStateWrite(s LockState) kv.Write {
 	key := LockKey(s.User)
 	switch {
 	case s.Empty():
 		return del(BucketLockPolicy, key)
 	case len(s.User) > MaxUserName:
-		return Write{Bucket: BucketLockPolicy, Key: key,
+		return kv.Write{Bucket: BucketLockPolicy, Key: key,
 			Err: fmt.Errorf("a user name of %d bytes, longer than %d", len(s.User), MaxUserName)}
 	}
 	return putJSON(BucketLockPolicy, key, s)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -20,7 +21,7 @@ func TestLockStatesRoundTripAndSurviveReopen(t *testing.T) {
 		{ID: "e1", Time: now.Add(-2 * time.Second)}, {ID: "e2", Time: now.Add(-time.Second)},
 	}}
 	alice := persistence.LockState{User: "alice", Lock: &persistence.UserLock{Trigger: now, Count: 3}}
-	require.NoError(t, s.Apply([]persistence.Write{persistence.LockStateWrite(bob), persistence.LockStateWrite(alice)}))
+	require.NoError(t, s.Apply([]kv.Write{persistence.LockStateWrite(bob), persistence.LockStateWrite(alice)}))
 	require.NoError(t, s.Close())
 
 	s, err = persistence.Open(dir)
@@ -33,14 +34,14 @@ func TestLockStatesRoundTripAndSurviveReopen(t *testing.T) {
 	require.True(t, all[0].Lock.Expires.IsZero(), "no expiry stays no expiry")
 
 	alice.Lock.Written = now
-	require.NoError(t, s.Apply([]persistence.Write{persistence.LockStateWrite(alice)}))
+	require.NoError(t, s.Apply([]kv.Write{persistence.LockStateWrite(alice)}))
 	got, ok, err := s.LockState("alice")
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.False(t, got.Lock.Pending())
 
 	// An empty state is deleted rather than stored.
-	require.NoError(t, s.Apply([]persistence.Write{persistence.LockStateWrite(persistence.LockState{User: "bob@example.com"})}))
+	require.NoError(t, s.Apply([]kv.Write{persistence.LockStateWrite(persistence.LockState{User: "bob@example.com"})}))
 	_, ok, err = s.LockState("bob@example.com")
 	require.NoError(t, err)
 	require.False(t, ok)
@@ -54,7 +55,7 @@ func TestUnreadableLockStateIsCorruption(t *testing.T) {
 	require.NoError(t, err)
 	defer s.Close()
 	key := persistence.LockKey("eve")
-	require.NoError(t, s.Apply([]persistence.Write{{Bucket: persistence.BucketLockPolicy, Key: key, Value: []byte("{not json")}}))
+	require.NoError(t, s.Apply([]kv.Write{{Bucket: persistence.BucketLockPolicy, Key: key, Value: []byte("{not json")}}))
 	_, err = s.LockStates()
 	var corrupt *persistence.CorruptError
 	require.True(t, errors.As(err, &corrupt), "got %v", err)
@@ -73,7 +74,7 @@ func TestLockStatesAreKeyedByADigestOfTheName(t *testing.T) {
 		Failures: []persistence.LoginFailure{{ID: "e1", Time: time.Unix(1, 0).UTC()}}}
 	w := persistence.LockStateWrite(long)
 	require.Len(t, w.Key, len(persistence.LockKey("alice")), "fixed size")
-	require.NoError(t, s.Apply([]persistence.Write{w}))
+	require.NoError(t, s.Apply([]kv.Write{w}))
 	got, ok, err := s.LockState(long.User)
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -82,7 +83,7 @@ func TestLockStatesAreKeyedByADigestOfTheName(t *testing.T) {
 	// Longer than any account's: a write that can never be applied, which
 	// fails before the file is touched.
 	tooLong := persistence.LockState{User: strings.Repeat("x", 40_000), Failures: long.Failures}
-	err = s.Apply([]persistence.Write{persistence.LockStateWrite(long), persistence.LockStateWrite(tooLong)})
+	err = s.Apply([]kv.Write{persistence.LockStateWrite(long), persistence.LockStateWrite(tooLong)})
 	var unwritable *persistence.UnwritableError
 	require.True(t, errors.As(err, &unwritable), "got %v", err)
 	require.True(t, persistence.Unwritable(err))
@@ -95,7 +96,7 @@ func TestLockStatesKeyedByNameAreMigratedAtOpen(t *testing.T) {
 	dir := t.TempDir()
 	s, err := persistence.Open(dir)
 	require.NoError(t, err)
-	old := []persistence.Write{
+	old := []kv.Write{
 		// The old record's user field was not relied on: the key was.
 		{Bucket: persistence.BucketLockPolicy, Key: "alice", Value: []byte(`{"user":"","failures":[{"id":"e1","time":"2026-01-02T03:04:05Z"}]}`)},
 		{Bucket: persistence.BucketLockPolicy, Key: "bob", Value: []byte(`{"user":"bob","lock":{"trigger":"2026-01-02T03:04:05Z","count":3}}`)},

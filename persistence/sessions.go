@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
 // Bucket names of the session recordings. BucketSessions maps a session ID
@@ -48,16 +50,16 @@ type Recording struct {
 func (r Recording) QueueKey() string { return fmt.Sprintf("%020d", r.Seq) }
 
 // RecordingWrites stores r.
-func RecordingWrites(r Recording) []Write {
-	return []Write{
+func RecordingWrites(r Recording) []kv.Write {
+	return []kv.Write{
 		putJSON(BucketSessions, sessionKey(r.ID), r),
 		{Bucket: BucketSessionQueue, Key: r.QueueKey(), Value: []byte(r.ID)},
 	}
 }
 
 // RecordingDeletes removes r once it is finished or given up.
-func RecordingDeletes(r Recording) []Write {
-	return []Write{del(BucketSessions, sessionKey(r.ID)), del(BucketSessionQueue, r.QueueKey())}
+func RecordingDeletes(r Recording) []kv.Write {
+	return []kv.Write{del(BucketSessions, sessionKey(r.ID)), del(BucketSessionQueue, r.QueueKey())}
 }
 
 // sessionKey is the key of session id. The manager registers UUIDs only,
@@ -157,7 +159,7 @@ type Dropped struct {
 }
 
 // RecordingGiveUpWrites take r out of the queue and keep it as given up.
-func RecordingGiveUpWrites(r Recording, reason string, at time.Time) []Write {
+func RecordingGiveUpWrites(r Recording, reason string, at time.Time) []kv.Write {
 	return append(RecordingDeletes(r), putJSON(BucketSessionsGivenUp, sessionKey(r.ID), GivenUp{Recording: r, Reason: reason, At: at}))
 }
 
@@ -183,7 +185,7 @@ func (s *Store) GivenUpRecordings() ([]GivenUp, error) {
 // RecordingRetryWrites put a given-up recording back in the queue as a new
 // registration (number seq), its failures forgotten and a fresh wait for
 // its upload from now.
-func RecordingRetryWrites(g GivenUp, seq uint64, now time.Time) []Write {
+func RecordingRetryWrites(g GivenUp, seq uint64, now time.Time) []kv.Write {
 	r := g.Recording
 	r.Seq, r.Failures, r.NotFound, r.Crashes, r.NotBefore = seq, 0, 0, 0, time.Time{}
 	r.Registered, r.UploadTime = now, now
@@ -191,8 +193,8 @@ func RecordingRetryWrites(g GivenUp, seq uint64, now time.Time) []Write {
 }
 
 // RecordingDropWrites forget a given-up recording, recording the drop.
-func RecordingDropWrites(g GivenUp, now time.Time) []Write {
-	return []Write{del(BucketSessionsGivenUp, sessionKey(g.Recording.ID)),
+func RecordingDropWrites(g GivenUp, now time.Time) []kv.Write {
+	return []kv.Write{del(BucketSessionsGivenUp, sessionKey(g.Recording.ID)),
 		putJSON(BucketDropped, "session/"+sessionKey(g.Recording.ID), Dropped{At: now, What: "session recording " + g.Recording.ID,
 			Detail: fmt.Sprintf("given up (%s) at index %d", g.Reason, g.Recording.Index)})}
 }

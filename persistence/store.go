@@ -92,26 +92,21 @@ func (s *Store) readErr(err error) error {
 	return fmt.Errorf("read state file %s: %w", s.path, err)
 }
 
-// Write is one change to the store. It is kv.Write, a plain value, so that
-// the messages that carry writes to the checkpoint writer need not import
-// the store.
-type Write = kv.Write
-
 // putJSON is the write that stores v as JSON at bucket/key. Every record of
 // the state file is a plain struct of strings, times and numbers; one that
 // does not encode all the same (a time past year 9999) is a write that
 // can never be applied, which the checkpoint writer fails rather than
 // retries.
-func putJSON(bucket, key string, v any) Write {
+func putJSON(bucket, key string, v any) kv.Write {
 	raw, err := json.Marshal(v)
 	if err != nil {
-		return Write{Bucket: bucket, Key: key, Err: fmt.Errorf("encode the record: %w", err)}
+		return kv.Write{Bucket: bucket, Key: key, Err: fmt.Errorf("encode the record: %w", err)}
 	}
-	return Write{Bucket: bucket, Key: key, Value: raw}
+	return kv.Write{Bucket: bucket, Key: key, Value: raw}
 }
 
 // del is the write that removes bucket/key.
-func del(bucket, key string) Write { return Write{Bucket: bucket, Key: key, Delete: true} }
+func del(bucket, key string) kv.Write { return kv.Write{Bucket: bucket, Key: key, Delete: true} }
 
 // Store is the state of one Teleport cluster.
 type Store struct {
@@ -231,7 +226,7 @@ var appendOnly = map[string]bool{BucketSeenSets: true}
 // Apply commits writes in one fsync'd transaction. A write that can never
 // be applied fails it at once with an *UnwritableError (see Unwritable),
 // before the file is touched.
-func (s *Store) Apply(writes []Write) error {
+func (s *Store) Apply(writes []kv.Write) error {
 	for _, w := range writes {
 		if err := CheckWrite(w); err != nil {
 			return fmt.Errorf("write %s: %w", s.path, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -28,7 +29,7 @@ func TestPositionAndStartTimeSurviveReopen(t *testing.T) {
 
 	start := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	pos := persistence.AuditPosition{WindowStart: start, Cursor: "c1", Offset: 7, LastID: "id-7", LastTime: start.Add(time.Minute), Acked: 42}
-	require.NoError(t, s.Apply([]persistence.Write{persistence.StartTimeWrite(start), persistence.AuditPositionWrite(pos)}))
+	require.NoError(t, s.Apply([]kv.Write{persistence.StartTimeWrite(start), persistence.AuditPositionWrite(pos)}))
 	require.NoError(t, s.Close())
 
 	s, err = persistence.Open(dir)
@@ -74,7 +75,7 @@ func TestUndecodablePositionIsCorruption(t *testing.T) {
 	s, err := persistence.Open(t.TempDir())
 	require.NoError(t, err)
 	defer s.Close()
-	require.NoError(t, s.Apply([]persistence.Write{{Bucket: persistence.BucketAudit, Key: persistence.KeyPosition, Value: []byte("{")}}))
+	require.NoError(t, s.Apply([]kv.Write{{Bucket: persistence.BucketAudit, Key: persistence.KeyPosition, Value: []byte("{")}}))
 	_, _, err = s.AuditPosition()
 	var corrupt *persistence.CorruptError
 	require.ErrorAs(t, err, &corrupt)
@@ -153,7 +154,7 @@ func TestStorageErrorsAreClassified(t *testing.T) {
 	// Neither is restarted by the supervisor (actors/supervisor.Unrecoverable).
 	var unrecoverable interface{ Unrecoverable() bool }
 	require.True(t, errors.As(err, &unrecoverable) && unrecoverable.Unrecoverable())
-	err = s.Apply([]persistence.Write{{Bucket: persistence.BucketAudit, Key: "k", Value: []byte("v")}})
+	err = s.Apply([]kv.Write{{Bucket: persistence.BucketAudit, Key: "k", Value: []byte("v")}})
 	require.ErrorIs(t, err, persistence.ErrClosed)
 	_, err = s.Recordings("", 10)
 	require.ErrorIs(t, err, persistence.ErrClosed)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -39,7 +40,7 @@ func Export(dir, act string, named []string, all bool, w io.Writer, now time.Tim
 	if err != nil {
 		return err
 	}
-	var writes []persistence.Write
+	var writes []kv.Write
 	for _, name := range chosen {
 		if act == "retry" {
 			writes = append(writes, persistence.ExportRetryWrites(parked[name])...)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -80,7 +81,7 @@ func Sessions(dir, act string, named []string, all bool, w io.Writer, now time.T
 	if err != nil {
 		return err
 	}
-	var writes []persistence.Write
+	var writes []kv.Write
 	for _, id := range chosen {
 		if act == "retry" {
 			seq++

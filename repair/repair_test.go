@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -16,7 +17,7 @@ func TestParkedChunksRetryAndDrop(t *testing.T) {
 	a, b := persistence.ChunkRef{Day: day, Chunk: "a"}, persistence.ChunkRef{Day: day, Chunk: "b"}
 	store, err := persistence.Open(dir)
 	require.NoError(t, err)
-	var writes []persistence.Write
+	var writes []kv.Write
 	for _, ref := range []persistence.ChunkRef{a, b} {
 		writes = append(writes, persistence.ExportParkedWrites(ref, persistence.ExportChunk{Cursor: "c-" + ref.Chunk, Acked: 7},
 			persistence.ExportParked{Error: "stream broke", Attempts: 10, At: day})...)

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -18,8 +19,8 @@ func (o *Original) UsesExport() bool { return len(o.Export) > 0 }
 // export state, and the recordings it had not finished. They are applied
 // in one transaction, so a crash during the takeover leaves nothing and
 // the next start takes over again.
-func (o *Original) Writes(start time.Time, resume *Resume, now time.Time) []persistence.Write {
-	writes := []persistence.Write{persistence.StartTimeWrite(start)}
+func (o *Original) Writes(start time.Time, resume *Resume, now time.Time) []kv.Write {
+	writes := []kv.Write{persistence.StartTimeWrite(start)}
 	if resume != nil {
 		writes = append(writes, persistence.AuditPositionWrite(resume.Position))
 	}
@@ -40,7 +41,7 @@ func (o *Original) Writes(start time.Time, resume *Resume, now time.Time) []pers
 // exportWrites are the export walker's state: it walks from the original's
 // earliest day (days before it were done and dropped by the original),
 // skips the completed chunks and resumes the others at their cursors.
-func (o *Original) exportWrites(start time.Time) []persistence.Write {
+func (o *Original) exportWrites(start time.Time) []kv.Write {
 	if !o.UsesExport() {
 		return nil
 	}
@@ -50,7 +51,7 @@ func (o *Original) exportWrites(start time.Time) []persistence.Write {
 	if first.After(since) {
 		since = first
 	}
-	writes := []persistence.Write{persistence.ExportWalkerWrite(persistence.ExportWalker{Day: first, Since: since})}
+	writes := []kv.Write{persistence.ExportWalkerWrite(persistence.ExportWalker{Day: first, Since: since})}
 	for _, day := range days {
 		d := o.Export[day]
 		for _, chunk := range d.Completed {

@@ -28,6 +28,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -53,7 +54,7 @@ type queue struct {
 
 // Store is where the writer commits: *persistence.Store, or a fake in tests.
 type Store interface {
-	Apply([]persistence.Write) error
+	Apply([]kv.Write) error
 }
 
 // Writer is the checkpoint actor.
@@ -239,7 +240,7 @@ func (w *Writer) saved(ctx actor.Context, s *messages.Save) {
 }
 
 func (w *Writer) write(ctx actor.Context) error {
-	var writes []persistence.Write
+	var writes []kv.Write
 	for _, k := range w.order {
 		writes = append(writes, w.pending[k].Writes...)
 	}

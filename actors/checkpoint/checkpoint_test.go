@@ -17,6 +17,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
@@ -29,7 +30,7 @@ type store struct {
 	mu     sync.Mutex
 	failN  int
 	calls  int
-	txs    [][]persistence.Write
+	txs    [][]kv.Write
 	values map[string]string
 	block  chan struct{} // when set, Apply waits on it (to pile saves up)
 	// refuse fails every transaction that writes this key, as bbolt fails
@@ -37,7 +38,7 @@ type store struct {
 	refuse string
 }
 
-func (s *store) Apply(ws []persistence.Write) error {
+func (s *store) Apply(ws []kv.Write) error {
 	if s.block != nil {
 		<-s.block
 	}
@@ -107,7 +108,7 @@ func (r *replies) waitFor(t *testing.T, key string, seq uint64) {
 
 func save(key string, seq uint64, to *actor.PID) *messages.Save {
 	return &messages.Save{Key: key, Seq: seq, ReplyTo: to,
-		Writes: []persistence.Write{{Bucket: "b", Key: key, Value: fmt.Appendf(nil, "%d", seq)}}}
+		Writes: []kv.Write{{Bucket: "b", Key: key, Value: fmt.Appendf(nil, "%d", seq)}}}
 }
 
 func TestCoalescesSavesPerKey(t *testing.T) {
@@ -259,7 +260,7 @@ func TestASaveThatCanNeverBeWrittenFailsAloneAndTheRestCommit(t *testing.T) {
 	system.Root.Send(w, save("first", 1, r.pid)) // blocks the writer until the rest is queued
 	system.Root.Send(w, save("audit", 2, r.pid))
 	bad := save("lock/x", 3, f.pid)
-	bad.Writes = append(bad.Writes, persistence.Write{Bucket: "b", Key: strings.Repeat("x", 40_000), Value: []byte("1")})
+	bad.Writes = append(bad.Writes, kv.Write{Bucket: "b", Key: strings.Repeat("x", 40_000), Value: []byte("1")})
 	system.Root.Send(w, bad)
 	system.Root.Send(w, save("session", 4, r.pid))
 	time.Sleep(20 * time.Millisecond) // let the mailbox fill behind the blocked write

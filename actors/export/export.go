@@ -45,6 +45,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -412,7 +413,7 @@ func (w *Walker) doneOf(d time.Time) (map[string]bool, error) {
 // window, in memory, and returns the writes that remove from the state
 // file those of the days before the window's first day but one, so that
 // the file does not grow with the days walked.
-func (w *Walker) pruneDone() []persistence.Write {
+func (w *Walker) pruneDone() []kv.Write {
 	days := w.pollDays()
 	keep := map[string]bool{}
 	for _, d := range days {
@@ -435,11 +436,11 @@ func (w *Walker) pruneDone() []persistence.Write {
 
 // save checkpoints the walker's state, with extra writes in the same
 // transaction.
-func (w *Walker) save(ctx actor.Context, extra ...persistence.Write) {
+func (w *Walker) save(ctx actor.Context, extra ...kv.Write) {
 	w.saveSeq++
 	w.savingAt = w.deliveredUpTo()
 	ctx.Send(w.Checkpoint, &messages.Save{Key: "export/walker", Epoch: w.epoch, Seq: w.saveSeq,
-		Writes: append([]persistence.Write{persistence.ExportWalkerWrite(w.st)}, extra...), ReplyTo: ctx.Self()})
+		Writes: append([]kv.Write{persistence.ExportWalkerWrite(w.st)}, extra...), ReplyTo: ctx.Self()})
 }
 
 // deliveredUpTo is the time before which every event is delivered (or

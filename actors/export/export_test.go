@@ -28,6 +28,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/backoff"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
@@ -243,7 +244,7 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	}
 	require.False(t, seed.WindowStart.After(time.Now().Add(-export.SeedMargin)))
 	require.EqualValues(t, len(ids), seed.Acked)
-	require.NoError(t, r.store.Apply([]persistence.Write{persistence.AuditPositionWrite(seed)}))
+	require.NoError(t, r.store.Apply([]kv.Write{persistence.AuditPositionWrite(seed)}))
 	_, ok, err = export.SearchSeed(r.store)
 	require.NoError(t, err)
 	require.False(t, ok, "a search position at or after the export's day is kept")
@@ -257,7 +258,7 @@ func TestSearchSeedStartsAtTheEarliestChunkNotDone(t *testing.T) {
 	day := today().AddDate(0, 0, -1)
 	late := persistence.ChunkRef{Day: today().AddDate(0, 0, -3), Chunk: "late"}
 	parked := persistence.ChunkRef{Day: today().AddDate(0, 0, -2), Chunk: "parked"}
-	writes := []persistence.Write{
+	writes := []kv.Write{
 		persistence.ExportWalkerWrite(persistence.ExportWalker{Day: day, Since: today().AddDate(0, 0, -10)}),
 		persistence.ExportChunkWrite(late, persistence.ExportChunk{Cursor: "c", Acked: 5}),
 	}
@@ -382,7 +383,7 @@ func TestSeededFromTheSearchPathNeverResendsADay(t *testing.T) {
 	api.addChunk("b", "b", 40, start.AddDate(0, 0, 1).Add(time.Hour))
 	r := newRun(t, api, start)
 	// The search path had acknowledged up to b-0009.
-	require.NoError(t, r.store.Apply([]persistence.Write{persistence.AuditPositionWrite(persistence.AuditPosition{
+	require.NoError(t, r.store.Apply([]kv.Write{persistence.AuditPositionWrite(persistence.AuditPosition{
 		WindowStart: start.AddDate(0, 0, 1), LastID: "b-0009", LastTime: start.AddDate(0, 0, 1).Add(time.Hour + 9*time.Second), Acked: 50,
 	})}))
 	require.True(t, r.start(t, 20*time.Second), "did not catch up")

@@ -18,6 +18,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -314,7 +315,7 @@ func (r *reader) advance(ctx actor.Context) {
 	}
 	r.ackCur = last.Pos.cursor
 	pos := persistence.ExportChunk{Cursor: r.ackCur, Acked: r.acked}
-	var writes []persistence.Write
+	var writes []kv.Write
 	switch {
 	case end && r.parkErr != nil:
 		writes = persistence.ExportParkedWrites(r.ref, pos,
@@ -322,7 +323,7 @@ func (r *reader) advance(ctx actor.Context) {
 	case end:
 		writes = persistence.ExportDoneWrites(r.ref, r.acked)
 	default:
-		writes = []persistence.Write{persistence.ExportChunkWrite(r.ref, pos)}
+		writes = []kv.Write{persistence.ExportChunkWrite(r.ref, pos)}
 	}
 	ctx.Send(r.Checkpoint, &messages.Save{Key: "export/" + r.ref.String(), Epoch: r.epoch, Seq: last.Seq,
 		Writes: writes, ReplyTo: ctx.Self()})

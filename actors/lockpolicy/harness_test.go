@@ -22,6 +22,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -145,7 +146,7 @@ type unwritable struct {
 	users map[string]bool
 }
 
-func (u unwritable) Apply(ws []persistence.Write) error {
+func (u unwritable) Apply(ws []kv.Write) error {
 	for user := range u.users {
 		for _, w := range ws {
 			if w.Key == persistence.LockKey(user) {

@@ -30,6 +30,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -416,7 +417,7 @@ func (p *Policy) save(ctx actor.Context, s persistence.LockState, then, answer f
 		p.onDisk[key] = append(p.onDisk[key], waiter{seq: p.saveSeq, then: then, answer: answer})
 	}
 	ctx.Send(p.Checkpoint, &messages.Save{Key: key, Epoch: p.epoch, Seq: p.saveSeq,
-		Writes: []persistence.Write{persistence.LockStateWrite(s)}, ReplyTo: ctx.Self()})
+		Writes: []kv.Write{persistence.LockStateWrite(s)}, ReplyTo: ctx.Self()})
 }
 
 // saveKey is the checkpoint key of user's state: bounded, as the state

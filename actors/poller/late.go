@@ -8,6 +8,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
@@ -134,8 +135,8 @@ func (t *trail) passed(at time.Time, id string) {
 }
 
 // flushSeen are the writes of the sets changed since the last save.
-func (t *trail) flushSeen() []persistence.Write {
-	writes := make([]persistence.Write, 0, len(t.dirty))
+func (t *trail) flushSeen() []kv.Write {
+	writes := make([]kv.Write, 0, len(t.dirty))
 	for s := range t.dirty {
 		writes = append(writes, persistence.SeenSetWrite(time.Unix(s, 0), t.sets[s]))
 		delete(t.dirty, s)
@@ -337,7 +338,7 @@ func (p *Poller) saveTrail(ctx actor.Context) {
 	pos := t.pos.TrailPosition
 	pos.Late = t.late
 	t.savingStart = pos.Start
-	writes := append([]persistence.Write{persistence.TrailWrite(pos)}, t.flushSeen()...)
+	writes := append([]kv.Write{persistence.TrailWrite(pos)}, t.flushSeen()...)
 	if t.prune {
 		t.prune = false
 		pruned, err := p.Store.SeenPruneWrites(pos.Start)

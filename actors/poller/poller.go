@@ -27,6 +27,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -460,7 +461,7 @@ func (p *Poller) advance(ctx actor.Context) {
 // save asks the checkpoint writer to store the watermark.
 func (p *Poller) save(ctx actor.Context) {
 	p.saving = true
-	writes := []persistence.Write{persistence.AuditPositionWrite(p.ackPos)}
+	writes := []kv.Write{persistence.AuditPositionWrite(p.ackPos)}
 	if p.late != nil {
 		writes = append(writes, p.late.flushSeen()...)
 	}

@@ -55,16 +55,16 @@ var allowed = map[string][]string{
 	"actors/supervisor": {"actors/timer", "backoff", "metrics"},
 	"actors/inflight":   {"eventjson", "messages", "metrics"},
 
-	"actors/checkpoint": {"actors/faults", "actors/supervisor", "actors/timer", "backoff", "messages", "metrics", "persistence"},
+	"actors/checkpoint": {"actors/faults", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
 	"actors/pool":       {"actors/faults", "actors/supervisor", "actors/timer", "fluentd", "messages", "metrics", "persistence"},
-	"actors/poller":     {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "messages", "metrics", "persistence", "teleport"},
-	"actors/export":     {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "messages", "metrics", "persistence", "teleport"},
+	"actors/poller":     {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "kv", "messages", "metrics", "persistence", "teleport"},
+	"actors/export":     {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence", "teleport"},
 	"actors/sessions":   {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "messages", "metrics", "persistence", "teleport"},
-	"actors/lockpolicy": {"actors/faults", "actors/supervisor", "actors/timer", "backoff", "messages", "metrics", "persistence"},
+	"actors/lockpolicy": {"actors/faults", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
 	"actors/root":       {"actors/supervisor", "actors/timer", "messages"},
 
 	"daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
-		"actors/root", "actors/sessions", "actors/supervisor", "backoff", "config", "fluentd", "logging", "metrics", "persistence", "status", "takeover", "teleport"},
+		"actors/root", "actors/sessions", "actors/supervisor", "backoff", "config", "fluentd", "kv", "logging", "metrics", "persistence", "status", "takeover", "teleport"},
 	"cmd/teleport-event-handler": {"config", "configure", "daemon", "deadletters", "logging", "persistence", "repair", "status"},
 }
 

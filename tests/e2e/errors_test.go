@@ -15,6 +15,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 
 	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
@@ -264,7 +265,7 @@ func TestUndecodableRecordIsReportedOnce(t *testing.T) {
 	st, err := persistence.Open(dir)
 	require.NoError(t, err)
 	sid := harness.SID("broken")
-	require.NoError(t, st.Apply([]persistence.Write{
+	require.NoError(t, st.Apply([]kv.Write{
 		{Bucket: persistence.BucketSessions, Key: sid, Value: []byte("{")},
 		{Bucket: persistence.BucketSessionQueue, Key: fmt.Sprintf("%020d", 1), Value: []byte(sid)},
 	}))
