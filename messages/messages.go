@@ -8,6 +8,7 @@ package messages
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -16,9 +17,20 @@ import (
 	"github.com/fdfwd/teleport-event-handler/kv"
 )
 
+// Epoch marks one incarnation of an actor: what it asks carries its epoch,
+// the answer carries it back, and the actor ignores an answer whose epoch is
+// not its own. Every actor that is answered (a reader, a tap, a player, a
+// connection) takes a new one when it starts, with NewEpoch. Timers need
+// none: timer.Message drops a stale one.
+type Epoch uint64
+
+// NewEpoch returns the epoch of a new incarnation: random, so that it
+// differs from its predecessors' without a count kept across restarts.
+func NewEpoch() Epoch { return Epoch(rand.Uint64()) }
+
 // Delivery asks the Fluentd pool to POST one event.
 type Delivery struct {
-	Epoch   uint64
+	Epoch   Epoch
 	Seq     uint64
 	URL     string
 	Body    []byte // the event's JSON as it is
@@ -55,7 +67,7 @@ func (o Outcome) String() string {
 // delivery once. (A failure just after an answer went out can make it two;
 // requesters ignore answers to what is settled.)
 type Delivered struct {
-	Epoch    uint64
+	Epoch    Epoch
 	Seq      uint64
 	Outcome  Outcome
 	Status   int
@@ -67,7 +79,7 @@ type Delivered struct {
 // written, and Saved reports the newest Seq committed.
 type Save struct {
 	Key     string
-	Epoch   uint64
+	Epoch   Epoch
 	Seq     uint64
 	Writes  []kv.Write // built with persistence's constructors
 	ReplyTo *actor.PID
@@ -76,7 +88,7 @@ type Save struct {
 // Saved confirms that a Save (and every earlier one with its Key) is on disk.
 type Saved struct {
 	Key   string
-	Epoch uint64
+	Epoch Epoch
 	Seq   uint64
 }
 
@@ -89,7 +101,7 @@ type Saved struct {
 // cannot go on panics with it and stops with that cause.
 type SaveFailed struct {
 	Key   string
-	Epoch uint64
+	Epoch Epoch
 	Seq   uint64
 	Err   error
 }
@@ -117,7 +129,7 @@ type CaughtUp struct {
 // until the tap answers Observed, so a tap must answer only once what it
 // needs of the event is durable: a crash then replays the event to it.
 type Observe struct {
-	Epoch   uint64
+	Epoch   Epoch
 	Seq     uint64
 	Event   *auditlogpb.EventUnstructured
 	ReplyTo *actor.PID
@@ -125,7 +137,7 @@ type Observe struct {
 
 // Observed answers Observe; Tap is the answering tap's own PID.
 type Observed struct {
-	Epoch uint64
+	Epoch Epoch
 	Seq   uint64
 	Tap   *actor.PID
 }

@@ -28,7 +28,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -93,7 +92,7 @@ type Deps struct {
 type chunkRef = persistence.ChunkRef
 
 type roundResult struct {
-	epoch uint64
+	epoch messages.Epoch
 	at    time.Time // when the listing began
 	days  []time.Time
 	lists [][]string
@@ -115,7 +114,7 @@ const DefaultParkRetry = 10 * time.Minute
 type Walker struct {
 	Deps
 	log   zerolog.Logger
-	epoch uint64
+	epoch messages.Epoch
 	st    persistence.ExportWalker
 
 	done    map[string]map[string]bool // day -> completed chunks
@@ -213,7 +212,7 @@ func (w *Walker) Receive(ctx actor.Context) {
 }
 
 func (w *Walker) start(ctx actor.Context) {
-	w.epoch = rand.Uint64()
+	w.epoch = messages.NewEpoch()
 	w.log = w.Log.With().Str("actor", Name).Logger()
 	st, err := initialState(w.Store, w.StartTime)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -49,7 +48,7 @@ const maxChunkFailures = 10
 
 // batch is what the stream goroutine hands the reader.
 type batch struct {
-	epoch  uint64
+	epoch  messages.Epoch
 	events []*auditlogpb.ExportEventUnstructured
 	eof    bool
 	err    error
@@ -72,7 +71,7 @@ type reader struct {
 	since time.Time
 	after string
 	log   zerolog.Logger
-	epoch uint64
+	epoch messages.Epoch
 
 	readCursor string // after the last event read
 	credit     chan struct{}
@@ -135,7 +134,7 @@ func (r *reader) Receive(ctx actor.Context) {
 }
 
 func (r *reader) start(ctx actor.Context) {
-	r.epoch = rand.Uint64()
+	r.epoch = messages.NewEpoch()
 	r.log = r.Log.With().Str("actor", ReaderKind).Str("day", r.ref.DayName()).Str("chunk", r.ref.Chunk).Logger()
 	r.reopen = timer.Timer{Clock: r.Clock}
 	st, _, err := r.Store.ExportChunk(r.ref)

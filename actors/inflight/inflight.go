@@ -71,9 +71,9 @@ func (it *Item[P]) Settled() bool { return !it.Sending && it.Taps == 0 }
 // Tracker is one reader's items between reading and checkpointing. It is
 // used from the reader actor only.
 type Tracker[P any] struct {
-	Epoch   uint64 // of the reader's incarnation: answers to older ones are ignored
-	URL     string // where events go
-	Stream  string // metrics label: metrics.Audit or metrics.Session
+	Epoch   messages.Epoch // of the reader's incarnation: answers to older ones are ignored
+	URL     string         // where events go
+	Stream  string         // metrics label: metrics.Audit or metrics.Session
 	Pool    *actor.PID
 	Taps    []Tap
 	Filter  Filter
@@ -88,7 +88,7 @@ type Tracker[P any] struct {
 }
 
 // Reset empties the tracker for a new incarnation of its reader.
-func (t *Tracker[P]) Reset(epoch uint64) {
+func (t *Tracker[P]) Reset(epoch messages.Epoch) {
 	t.Epoch, t.buffer, t.inflight, t.nextSeq, t.persisted = epoch, nil, nil, 1, 0
 }
 

@@ -14,7 +14,6 @@ package lockpolicy
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -155,7 +154,7 @@ type Policy struct {
 	Deps
 	win   Window
 	log   zerolog.Logger
-	epoch uint64
+	epoch messages.Epoch
 
 	users   map[string]*persistence.LockState
 	pending map[string]*attempt // users whose lock is to be written
@@ -200,7 +199,7 @@ type attempt struct {
 }
 
 type upserted struct {
-	epoch   uint64
+	epoch   messages.Epoch
 	user    string
 	trigger time.Time
 	err     error
@@ -245,7 +244,7 @@ func (p *Policy) Receive(ctx actor.Context) {
 }
 
 func (p *Policy) start(ctx actor.Context) {
-	p.epoch = rand.Uint64()
+	p.epoch = messages.NewEpoch()
 	p.log = p.Log.With().Str("actor", Name).Logger()
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.users = map[string]*persistence.LockState{}

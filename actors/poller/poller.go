@@ -11,7 +11,6 @@ package poller
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -92,7 +91,7 @@ type fetchReq struct {
 }
 
 type pageResult struct {
-	epoch  uint64
+	epoch  messages.Epoch
 	req    fetchReq
 	events []*auditlogpb.EventUnstructured
 	// bodies are the events' JSON, encoded by the fetcher while the actor
@@ -113,7 +112,7 @@ type fetchTick struct{}
 type Poller struct {
 	Deps
 	log   zerolog.Logger
-	epoch uint64
+	epoch messages.Epoch
 
 	// fetch position
 	winStart time.Time
@@ -226,7 +225,7 @@ func (p *Poller) Receive(ctx actor.Context) {
 }
 
 func (p *Poller) start(ctx actor.Context) {
-	p.epoch = rand.Uint64()
+	p.epoch = messages.NewEpoch()
 	p.log = p.Log.With().Str("actor", Name).Logger()
 	pos, ok, err := p.Store.AuditPosition()
 	if err != nil {

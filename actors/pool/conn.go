@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -29,20 +28,21 @@ const connKind = "connection"
 const Depth = 2
 
 // job is what the pool hands a connection: deliveries to one URL, sent
-// together. inc is the connection incarnation it is meant for: a job sent
+// together. epoch is the connection incarnation it is meant for: a job sent
 // to an earlier one was queued again when this one started.
 type job struct {
-	id, inc uint64
-	items   []*messages.Delivery
+	id    uint64
+	epoch messages.Epoch
+	items []*messages.Delivery
 	// probe is set on a job sent while its endpoint's breaker is open.
 	probe bool
 }
 
 // connStarted tells the pool that a connection (re)started, as incarnation
-// inc: whatever it held before is not going to finish.
+// epoch: whatever it held before is not going to finish.
 type connStarted struct {
-	pid *actor.PID
-	inc uint64
+	pid   *actor.PID
+	epoch messages.Epoch
 }
 
 // connIdle tells the pool that a connection finished a job and can take
@@ -125,7 +125,7 @@ func (j *sendJob) sending() []*messages.Delivery {
 type conn struct {
 	deps     Deps
 	log      zerolog.Logger
-	inc      uint64
+	epoch    messages.Epoch
 	requests chan<- sendReq
 	sender   *supervisor.Task
 	jobs     map[uint64]*sendJob
@@ -142,7 +142,7 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Started:
 		c.start(ctx)
 	case *job:
-		if m.inc == c.inc {
+		if m.epoch == c.epoch {
 			j := &sendJob{id: m.id, items: m.items, probe: m.probe, retry: timer.Timer{Clock: c.deps.Clock}}
 			c.jobs[m.id] = j
 			c.deps.Metrics.SendsInFlight.Inc()
@@ -162,7 +162,7 @@ func (c *conn) Receive(ctx actor.Context) {
 }
 
 func (c *conn) start(ctx actor.Context) {
-	c.inc = rand.Uint64()
+	c.epoch = messages.NewEpoch()
 	c.log = c.deps.Log.With().Str("actor", ctx.Self().Id).Logger()
 	// At most one attempt of each job is queued: Depth never blocks.
 	requests := make(chan sendReq, Depth)
@@ -173,7 +173,7 @@ func (c *conn) start(ctx actor.Context) {
 		send(ctx, s, requests, func(d *sendDone) { root.Send(self, d) })
 	})
 	c.requests = requests
-	ctx.Send(ctx.Parent(), &connStarted{pid: ctx.Self(), inc: c.inc})
+	ctx.Send(ctx.Parent(), &connStarted{pid: ctx.Self(), epoch: c.epoch})
 }
 
 // stop ends the sender, aborting its request in progress, and drops the

@@ -85,9 +85,9 @@ const refusalLogEvery = 10 * time.Second
 // connState is the pool's view of one of its connections: the incarnation
 // it reported when it started, and its free job slots.
 type connState struct {
-	pid  *actor.PID
-	inc  uint64
-	free int
+	pid   *actor.PID
+	epoch messages.Epoch
+	free  int
 }
 
 // lingerTick wakes the pool when the oldest partial batch has waited long
@@ -254,7 +254,7 @@ func (p *Pool) connStarted(ctx actor.Context, m *connStarted) {
 		return // not one of this incarnation's
 	}
 	p.q.release(func(conn string) bool { return conn == m.pid.Id })
-	c.inc, c.free = m.inc, Depth
+	c.epoch, c.free = m.epoch, Depth
 	p.dispatch(ctx)
 }
 
@@ -312,7 +312,7 @@ func (p *Pool) dispatch(ctx actor.Context) {
 		items := p.q.take(g, p.deps.Batch, p.deps.MaxBatchBytes)
 		id := p.q.hold(c.pid.Id, items)
 		c.free--
-		ctx.Send(c.pid, &job{id: id, inc: c.inc, items: items, probe: p.deps.breakers.isOpen(g.url)})
+		ctx.Send(c.pid, &job{id: id, epoch: c.epoch, items: items, probe: p.deps.breakers.isOpen(g.url)})
 	}
 }
 

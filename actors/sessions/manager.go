@@ -11,7 +11,6 @@ package sessions
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"slices"
 	"strconv"
@@ -116,7 +115,7 @@ func ValidID(sid string) bool {
 type Manager struct {
 	Deps
 	log   zerolog.Logger
-	epoch uint64
+	epoch messages.Epoch
 
 	nextSeq uint64
 	// queue holds registered recordings not playing, in order; it has
@@ -216,7 +215,7 @@ func (m *Manager) Receive(ctx actor.Context) {
 }
 
 func (m *Manager) start(ctx actor.Context) {
-	m.epoch = rand.Uint64()
+	m.epoch = messages.NewEpoch()
 	m.log = m.Log.With().Str("actor", Name).Logger()
 	m.active = map[string]*actor.PID{}
 	m.registering = map[string][]*messages.Observe{}

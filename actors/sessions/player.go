@@ -3,7 +3,6 @@ package sessions
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -41,7 +40,7 @@ func (o outcome) String() string {
 // playerDone tells the manager that a player is done, and may be stopped;
 // rec is the recording as last stored.
 type playerDone struct {
-	epoch   uint64 // the manager's
+	epoch   messages.Epoch // the manager's
 	pid     *actor.PID
 	rec     persistence.Recording
 	outcome outcome
@@ -52,7 +51,7 @@ type drain struct{}
 
 // streamEvent and streamEnd come from the goroutine reading the stream.
 type streamEvent struct {
-	epoch uint64
+	epoch messages.Epoch
 	ev    *auditlogpb.EventUnstructured
 	// body is the event's JSON, encoded by the stream's goroutine; nil
 	// when it is not sent.
@@ -61,7 +60,7 @@ type streamEvent struct {
 }
 
 type streamEnd struct {
-	epoch uint64
+	epoch messages.Epoch
 	err   error
 }
 
@@ -90,9 +89,9 @@ const maxFailures = 10
 type player struct {
 	Deps
 	rec   persistence.Recording
-	mgr   uint64 // the manager's epoch, for playerDone
+	mgr   messages.Epoch // the manager's epoch, for playerDone
 	log   zerolog.Logger
-	epoch uint64
+	epoch messages.Epoch
 
 	tr      inflight.Tracker[playerPos]
 	stream  *supervisor.Task
@@ -109,7 +108,7 @@ type player struct {
 	endSeq  uint64 // seq of the end marker, once its checkpoint is sent
 }
 
-func playerProps(d Deps, rec persistence.Recording, mgrEpoch uint64) *actor.Props {
+func playerProps(d Deps, rec persistence.Recording, mgrEpoch messages.Epoch) *actor.Props {
 	return d.Kit.Props(PlayerKind, func() actor.Actor {
 		return &player{Deps: d, rec: rec, mgr: mgrEpoch}
 	})
@@ -159,7 +158,7 @@ func (p *player) Receive(ctx actor.Context) {
 }
 
 func (p *player) start(ctx actor.Context) {
-	p.epoch = rand.Uint64()
+	p.epoch = messages.NewEpoch()
 	p.log = p.Log.With().Str("actor", PlayerKind).Str("session_id", p.rec.ID).Logger()
 	// After a restart by the supervisor the store knows better than the
 	// copy the manager gave. The manager stores a recording before it
