@@ -17,9 +17,7 @@ import (
 // With --fluentd-batch the events go as JSON arrays, each exactly once, and
 // a rejected event is found and dead-lettered alone.
 func TestFluentdBatchSendsArraysAndIsolatesARejectedEvent(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(1000, 8)
+	e, evs := seededEnv(t, 1000, 8)
 	e.AddSession("batched", 400, e.T0.Add(10*time.Second))
 	bad := evs[321].GetID()
 	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == bad })

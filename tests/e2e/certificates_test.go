@@ -24,12 +24,10 @@ import (
 // restart. Audit events go over HTTP, recordings over forward, and nothing
 // is lost through the two restarts of Fluentd.
 func TestFluentdCertificatesRotatedMidRunLoseNothing(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Fluentd.SetLatency(2 * time.Millisecond)
 	evs := e.Seed(3000, 61)
-	renewed, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	renewed := testpki.New(t)
 	// A client certificate of the new CA whose expiry tells it apart.
 	client, err := certs.IssueClient(renewed.FluentdCA, testpki.TeleportUser, certs.Options{KeyType: certs.ECDSA, TTL: 48 * time.Hour})
 	require.NoError(t, err)

@@ -36,9 +36,7 @@ func dl(t *testing.T, e *env, stdin string, sub string, extra ...string) (string
 // each letter leaves the file only once confirmed, those still rejected
 // stay; replay and purge refuse while the daemon runs; purge asks first.
 func TestDeadLettersListReplayPurge(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(200, 71)
+	e, evs := seededEnv(t, 200, 71)
 	var mu sync.Mutex
 	bad := map[string]bool{evs[3].GetID(): true, evs[50].GetID(): true, evs[120].GetID(): true}
 	e.Fluentd.RejectWhere(400, func(r map[string]any) bool {
@@ -107,8 +105,7 @@ func TestDeadLettersListReplayPurge(t *testing.T) {
 // a replay still at work, another replay or a purge is refused (exit 1),
 // naming what holds the state, and the letters stay as they were.
 func TestDeadLettersReplayAndPurgeRunAlone(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
 	s, err := persistence.Open(dir)
 	require.NoError(t, err)

@@ -24,9 +24,7 @@ import (
 const window = 256
 
 func TestCleanRunDeliversEveryEventExactlyOnce(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(1000, 1)
+	e, evs := seededEnv(t, 1000, 1)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--batch", "50")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute))
 	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil), "duplicates in a clean run")
@@ -39,9 +37,7 @@ func TestCleanRunDeliversEveryEventExactlyOnce(t *testing.T) {
 }
 
 func TestTypeFiltersApply(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(400, 2)
+	e, evs := seededEnv(t, 400, 2)
 	skipped := map[string]bool{}
 	for _, ev := range evs {
 		if ev.GetType() == "user.login" {
@@ -55,9 +51,7 @@ func TestTypeFiltersApply(t *testing.T) {
 }
 
 func TestKillNineAtRandomMomentsLosesNothing(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(3000, 3)
+	e, evs := seededEnv(t, 3000, 3)
 	e.Fluentd.SetLatency(2 * time.Millisecond) // stretch the run so kills land mid-stream
 	kills := killAtRandom(t, e, []string{"--exit-on-last-event"}, 6, 200, 600)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
@@ -68,9 +62,7 @@ func TestKillNineAtRandomMomentsLosesNothing(t *testing.T) {
 }
 
 func TestPermanentRejectIsDeadLetteredAndTheRestArrive(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(300, 4)
+	e, evs := seededEnv(t, 300, 4)
 	bad := evs[123].GetID()
 	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == bad })
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
@@ -102,9 +94,7 @@ func TestPermanentRejectIsDeadLetteredAndTheRestArrive(t *testing.T) {
 }
 
 func TestRetriesTransientFailures(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(500, 5)
+	e, evs := seededEnv(t, 500, 5)
 	e.Fluentd.FailFirst(30, 503)
 	e.Fluentd.SetRandomFailure(0.1, 500, 5)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
@@ -113,9 +103,7 @@ func TestRetriesTransientFailures(t *testing.T) {
 }
 
 func TestRidesOutAThirtySecondFluentdOutage(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(200, 6)
+	e, evs := seededEnv(t, 200, 6)
 	p := harness.Run(t, binary, nil, e.Args()...)
 	harness.WaitFor(t, 30*time.Second, "the first events", func() bool { return e.Audit() >= len(evs) })
 	e.Fluentd.Down(30 * time.Second)
@@ -132,9 +120,7 @@ func TestRidesOutAThirtySecondFluentdOutage(t *testing.T) {
 }
 
 func TestSIGTERMStopsCleanlyAndResumesWithoutDuplicates(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(2000, 8)
+	e, evs := seededEnv(t, 2000, 8)
 	e.Fluentd.SetLatency(3 * time.Millisecond)
 	p := harness.Run(t, binary, nil, e.Args()...)
 	harness.WaitFor(t, 30*time.Second, "some events", func() bool { return e.Audit() > 200 })
@@ -149,8 +135,7 @@ func TestSIGTERMStopsCleanlyAndResumesWithoutDuplicates(t *testing.T) {
 }
 
 func TestPicksUpNewEventsWhileRunning(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	first := e.Seed(50, 9)
 	p := harness.Run(t, binary, nil, e.Args()...)
 	harness.WaitFor(t, 30*time.Second, "the first events", func() bool { return e.Audit() >= 50 })
@@ -165,9 +150,7 @@ func TestPicksUpNewEventsWhileRunning(t *testing.T) {
 }
 
 func TestDryRunSendsNothingAndKeepsStateApart(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(100, 10)
+	e, evs := seededEnv(t, 100, 10)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--dry-run")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute))
 	require.Zero(t, e.Fluentd.Requests())
@@ -188,9 +171,7 @@ func TestDryRunSendsNothingAndKeepsStateApart(t *testing.T) {
 // back, holds everything, and once the receiver accepts again delivers
 // every event once, leaving the dead-letter file empty and exiting 0.
 func TestSystemicRejectionsAreHeldNotDeadLettered(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(500, 41)
+	e, evs := seededEnv(t, 500, 41)
 	e.Fluentd.FailFirst(30, 400)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, 2*time.Minute), p.Output())

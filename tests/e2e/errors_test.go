@@ -54,8 +54,7 @@ func without(args []string, flag string) []string {
 }
 
 func TestBadInputsExitAtOnceWithAClearError(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.pem")
 	require.NoError(t, os.WriteFile(garbage, []byte("not a certificate"), 0o600))
@@ -90,8 +89,7 @@ func TestBadInputsExitAtOnceWithAClearError(t *testing.T) {
 }
 
 func TestFluentdCertificateThatDoesNotVerifyIsFatal(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	otherCA, err := testpki.OtherCA(t.TempDir())
 	require.NoError(t, err)
 	p := harness.Run(t, binary, nil, e.Args("--fluentd-ca", otherCA)...)
@@ -114,11 +112,9 @@ func TestFluentdCertificateThatDoesNotVerifyIsFatal(t *testing.T) {
 }
 
 func TestFluentdRefusingTheClientCertificateIsFatal(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	// A receiver that trusts only clients of another CA.
-	other, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	other := testpki.New(t)
 	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: e.PKI.ServerTLS(e.PKI.FluentdServer, other.FluentdCA)})
 	require.NoError(t, err)
 	defer strict.Close()
@@ -129,9 +125,7 @@ func TestFluentdRefusingTheClientCertificateIsFatal(t *testing.T) {
 }
 
 func TestUnreachableFluentdIsWaitedFor(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(50, 11)
+	e, evs := seededEnv(t, 50, 11)
 	e.Fluentd.Down(time.Hour)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	harness.WaitFor(t, 20*time.Second, "an error naming the URL", func() bool {
@@ -144,8 +138,7 @@ func TestUnreachableFluentdIsWaitedFor(t *testing.T) {
 }
 
 func TestTeleportConnectionErrorsSayWhatFailed(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	// Unreachable: a port nobody listens on. Waited for, saying so, alive
 	// and not ready meanwhile; a stop meanwhile is clean.
 	health := harness.FreeAddr(t)
@@ -203,8 +196,7 @@ func lineWith(t *testing.T, out, s string) string {
 }
 
 func TestChangedStartTimeIsRefused(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Seed(10, 12)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute))
@@ -215,9 +207,7 @@ func TestChangedStartTimeIsRefused(t *testing.T) {
 }
 
 func TestIdentityFileWithRefreshWorks(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(100, 13)
+	e, evs := seededEnv(t, 100, 13)
 	args := without(without(without(e.Args(), "--teleport-ca"), "--teleport-cert"), "--teleport-key")
 	p := harness.Run(t, binary, nil, append(args, "--teleport-identity", e.PKI.IdentityFile,
 		"--teleport-refresh-enabled", "--teleport-refresh-interval", "300ms", "--debug")...)
@@ -237,8 +227,7 @@ func TestIdentityFileWithRefreshWorks(t *testing.T) {
 }
 
 func TestCorruptStateIsReportedNotReplaced(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Seed(10, 15)
 	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
 	require.NoError(t, os.MkdirAll(dir, 0o700))
@@ -258,8 +247,7 @@ func TestCorruptStateIsReportedNotReplaced(t *testing.T) {
 // file's path and a clean exit, not restarted into the same failure for
 // minutes.
 func TestUndecodableRecordIsReportedOnce(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Seed(10, 16)
 	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
 	st, err := persistence.Open(dir)
@@ -281,8 +269,7 @@ func TestUndecodableRecordIsReportedOnce(t *testing.T) {
 // is, with an error line per retry: a few minutes of Teleport downtime at
 // boot do not leave the unit failed.
 func TestTeleportUnreachableAtStartIsWaitedFor(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	addr := harness.FreeAddr(t)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--teleport-addr", addr)...)
 	harness.WaitFor(t, 30*time.Second, "waiting for teleport", func() bool {

@@ -18,8 +18,7 @@ import (
 const exportWindow = 3 * 20
 
 func TestExportAndSearchDeliverTheSameEvents(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Teleport.SetExport(true)
 	evs := e.Seed(800, 21)
 	skipped := map[string]bool{}
@@ -65,8 +64,7 @@ func TestExportAndSearchDeliverTheSameEvents(t *testing.T) {
 }
 
 func TestExportKillNineLosesNothing(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Teleport.SetExport(true)
 	evs := e.Seed(3000, 22)
 	e.Fluentd.SetLatency(10 * time.Millisecond) // stretch the run so kills land mid-export
@@ -102,8 +100,7 @@ func TestServerWithoutExportAPIFallsBackToSearch(t *testing.T) {
 }
 
 func TestSwitchingModesSendsNothingAgain(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Teleport.SetExport(true)
 	evs := e.Seed(300, 24) // 5 minutes from an hour ago: older than the seed margin
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--export-mode", "export")...)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 
+	apievents "github.com/gravitational/teleport/api/types/events"
+
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 )
 
@@ -27,3 +29,16 @@ func TestMain(m *testing.M) {
 type env = harness.Env
 
 func newEnv(t *testing.T) *env { return harness.NewEnv(t, binary) }
+
+// parallelEnv is newEnv for a test that runs beside the others, as most do.
+func parallelEnv(t *testing.T) *env {
+	t.Parallel()
+	return newEnv(t)
+}
+
+// seededEnv is parallelEnv with n audit events of seed in its Teleport
+// server, as most tests begin.
+func seededEnv(t *testing.T, n int, seed int64) (*env, []apievents.AuditEvent) {
+	e := parallelEnv(t)
+	return e, e.Seed(n, seed)
+}

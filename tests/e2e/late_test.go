@@ -21,8 +21,7 @@ import (
 // with --late-event-lag 3s, across a restart in the middle; the trailing
 // cursor's extra read cost is logged.
 func TestLateEventsArriveExactlyOnce(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Teleport.SetVisibilityDelay(1500 * time.Millisecond)
 	addr := harness.FreeAddr(t)
 	args := e.Args("--late-event-lag", "3s", "--timeout", "200ms", "--metrics-addr", addr, "--start-time", time.Now().Add(-time.Minute).UTC().Format(time.RFC3339))
@@ -82,8 +81,7 @@ func TestLateEventsArriveExactlyOnce(t *testing.T) {
 // it exits 0 saying every event up to now is delivered. (Found by the
 // fault explorer: such events waited for a run a lag later.)
 func TestExitOnLastEventDeliversLateEventsVisibleNow(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	login := func(id string, at time.Time) apievents.AuditEvent {
 		return &apievents.UserLogin{
 			Metadata:     apievents.Metadata{ID: id, Type: "user.login", Code: "T1000I", Time: at.UTC(), ClusterName: teleportsrv.DefaultClusterName},

@@ -23,8 +23,7 @@ func failedLogin(user string, i int, t time.Time) apievents.AuditEvent {
 }
 
 func TestRepeatedFailedLoginsLockTheUserOnceAcrossARestart(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Seed(20, 40)
 	lockArgs := []string{"--lock-enabled", "--lock-failed-attempts-count", "3", "--lock-period", "1m", "--lock-for", "30m",
 		"--types", "session.start,session.end"} // user.login is fetched for the policy anyway
@@ -64,8 +63,7 @@ func TestRepeatedFailedLoginsLockTheUserOnceAcrossARestart(t *testing.T) {
 // On the export path too, failed logins reach the lock policy whatever
 // --types forwards.
 func TestFailedLoginsReadWithTheExportAPILockTheUser(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Teleport.SetExport(true)
 	forwarded := 0
 	for _, ev := range e.Seed(40, 41) {

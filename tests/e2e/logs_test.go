@@ -17,9 +17,7 @@ import (
 // (log pipelines keep one of two "time" keys): in a dry run, which logs
 // each event with its time, and in a run with a rejected event.
 func TestLogLinesAreValidJSONWithoutDuplicateKeys(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(60, 51)
+	e, evs := seededEnv(t, 60, 51)
 	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == evs[7].GetID() })
 	dry := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--dry-run", "--debug")...)
 	require.Equal(t, 0, dry.Wait(t, time.Minute), dry.Output())
@@ -80,8 +78,7 @@ func uniqueKeys(d *json.Decoder) error {
 // --log-format text writes the readable lines even to a pipe, json JSON even
 // on a terminal (not testable here), auto JSON to a pipe.
 func TestLogFormatText(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Seed(20, 61)
 	p := harness.Run(t, binary, []string{"FDFWD_LOG_FORMAT=text"}, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
@@ -96,9 +93,7 @@ func TestLogFormatText(t *testing.T) {
 // A debug run logs no event content: no event body, not in a dead letter's
 // log line, not in protoactor's own debug lines.
 func TestDebugLogsCarryNoEventContent(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(200, 63)
+	e, evs := seededEnv(t, 200, 63)
 	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == evs[9].GetID() })
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--debug")...)
 	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())

@@ -14,9 +14,7 @@ import (
 )
 
 func TestMetricsMatchWhatFluentdReceived(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(600, 30)
+	e, evs := seededEnv(t, 600, 30)
 	e.Fluentd.FailFirst(7, 503)
 	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == evs[100].GetID() })
 	addr := harness.FreeAddr(t)
@@ -85,8 +83,7 @@ func TestMetricsMatchWhatFluentdReceived(t *testing.T) {
 }
 
 func TestReadyzFollowsTeleport(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Seed(20, 31)
 	addr := harness.FreeAddr(t)
 	p := harness.Run(t, binary, nil, e.Args("--metrics-addr", addr, "--ready-grace", "3s")...)

@@ -22,9 +22,7 @@ import (
 // Its event ID is as long, for the trailing cursor's record of what it
 // handed out.
 func TestAbsurdUserNameStopsNoCheckpoint(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(500, 25)
+	e, evs := seededEnv(t, 500, 25)
 	long := strings.Repeat("x", 40_000)
 	// Recent, so that the lock policy counts it (older than --lock-period
 	// it would not matter).
@@ -93,9 +91,7 @@ func TestForwardBatchesOverChunkSizeLimitAreHalvedNotRetriedForEver(t *testing.T
 // back letters are events still owed: the next start sends them, once,
 // and takes them out of the file.
 func TestLettersTakenBackSurviveARestartAsEventsOwed(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(500, 27)
+	e, evs := seededEnv(t, 500, 27)
 	var rejectAll atomic.Bool
 	rejectAll.Store(true)
 	e.Fluentd.RejectWhere(400, func(map[string]any) bool { return rejectAll.Load() })

@@ -25,8 +25,7 @@ func repairCmd(t *testing.T, e *env, args ...string) (string, int) {
 // A recording the daemon gave up is kept: listed, queued again by retry
 // (and then streamed in full), or dropped for good.
 func TestGivenUpRecordingsCanBeRetriedOrDropped(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Seed(20, 81)
 	late, gone := harness.SID("late"), harness.SID("gone")
 	e.AddSession("late", 12, e.T0.Add(30*time.Second))

@@ -18,9 +18,7 @@ func TestRecordingsStreamedAtAnyConcurrency(t *testing.T) {
 	t.Parallel()
 	for _, concurrency := range []int{1, 4} {
 		t.Run(fmt.Sprint("concurrency ", concurrency), func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t)
-			evs := e.Seed(300, 20)
+			e, evs := seededEnv(t, 300, 20)
 			e.AddSession("long-session", 3000, e.T0.Add(10*time.Second))
 			e.AddSession("late-session", 50, e.T0.Add(20*time.Second))
 			e.Teleport.SetRecordingAvailableAfter("late-session", 2)
@@ -34,8 +32,7 @@ func TestRecordingsStreamedAtAnyConcurrency(t *testing.T) {
 }
 
 func TestEmptySkipSessionTypesForwardsPrintEvents(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.AddSession("printing", 40, e.T0.Add(time.Second))
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--skip-session-types", "")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute))
@@ -44,9 +41,7 @@ func TestEmptySkipSessionTypesForwardsPrintEvents(t *testing.T) {
 }
 
 func TestMissingRecordingIsGivenUpAndTheRestArrive(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(100, 21)
+	e, evs := seededEnv(t, 100, 21)
 	up := &apievents.SessionUpload{
 		Metadata:        apievents.Metadata{ID: "upload-gone", Type: "session.upload", Code: "T2005I", Time: e.T0.Add(5 * time.Second)},
 		SessionMetadata: apievents.SessionMetadata{SessionID: harness.SID("gone")},
@@ -70,9 +65,7 @@ func TestMissingRecordingIsGivenUpAndTheRestArrive(t *testing.T) {
 }
 
 func TestKillNineMidRecordingLosesNothing(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(100, 22)
+	e, evs := seededEnv(t, 100, 22)
 	for i := range 3 {
 		e.AddSession(fmt.Sprintf("big-%d", i), 4000, e.T0.Add(time.Duration(30+i)*time.Second))
 	}

@@ -21,9 +21,7 @@ import (
 // and the status command says it is starting. Once Fluentd is up it is
 // ready and delivers.
 func TestWaitingForFluentdAtStartIsAliveNotReady(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(20, 71)
+	e, evs := seededEnv(t, 20, 71)
 	e.Fluentd.Down(0) // until Up
 	addr := harness.FreeAddr(t)
 	p := harness.Run(t, binary, nil, e.Args("--health-addr", addr)...)

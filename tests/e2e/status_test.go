@@ -35,9 +35,7 @@ func jsonUnmarshalString(s string, v any) error { return json.Unmarshal([]byte(s
 // status answers for a stopped daemon from its files and for a running one
 // through its control socket, without disturbing it.
 func TestStatusOfAStoppedAndARunningDaemon(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(300, 51)
+	e, evs := seededEnv(t, 300, 51)
 	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == evs[7].GetID() })
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())

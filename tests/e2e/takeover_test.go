@@ -176,9 +176,7 @@ func takeOverSearchState(t *testing.T, export bool) {
 // empty id: the original's page is sent again from its first event, and
 // nothing is lost. The same --start-time as the original's is accepted.
 func TestTakesOverAnEmptyIDByResendingItsPage(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	evs := e.Seed(120, 93)
+	e, evs := seededEnv(t, 120, 93)
 	const sent = 75
 	start := e.T0.Add(-time.Minute).UTC().Format(time.RFC3339)
 	files := map[string][]byte{
@@ -208,8 +206,7 @@ func TestTakesOverAnEmptyIDByResendingItsPage(t *testing.T) {
 // The export API layout (cursor_v2): completed chunks are not read again,
 // a chunk in progress resumes at its cursor.
 func TestTakesOverTheOriginalsExportCursor(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
+	e := parallelEnv(t)
 	e.Teleport.SetExport(true)
 	evs := e.Seed(150, 95)
 	chunks := e.Teleport.ExportChunks()
@@ -283,9 +280,7 @@ func TestUnusableOriginalStateStopsTheStart(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			e := newEnv(t)
-			evs := e.Seed(60, 97)
+			e, evs := seededEnv(t, 60, 97)
 			files := tc.files(evs, e.T0.Add(-time.Minute).UTC().Format(time.RFC3339))
 			dir := persistence.Dir(e.Storage, e.Teleport.Addr())
 			writeOriginal(t, dir, files)
