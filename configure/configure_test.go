@@ -277,8 +277,7 @@ func TestPathsAreQuoted(t *testing.T) {
 
 func writeIdentity(t *testing.T, dir string) *testpki.Bundle {
 	t.Helper()
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	require.NoError(t, testpki.WriteIdentityFile(filepath.Join(dir, "identity"), pki.TeleportCA, pki.TeleportClient))
 	return pki
 }

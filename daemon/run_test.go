@@ -26,8 +26,7 @@ import (
 // and each restart shows in the metrics.
 func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 	t.Cleanup(faults.Reset)
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
 	require.NoError(t, err)
 	defer tp.Close()

@@ -23,8 +23,7 @@ import (
 // the status command from the start, saying what it waits for; a stop
 // meanwhile is clean.
 func TestWaitingForFluentdIsAliveAndSaysSo(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
 	require.NoError(t, err)
 	defer tp.Close()

@@ -40,8 +40,7 @@ func TestCheckTellsFatalFromTransient(t *testing.T) {
 	require.True(t, errors.As(err, &tlsErr), "%v", err)
 	require.Contains(t, err.Error(), "--fluentd-ca")
 
-	other, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	other := testpki.New(t)
 	strict, err := fluentdsrv.Start(fluentdsrv.Config{TLS: f.pki.ServerTLS(f.pki.FluentdServer, other.FluentdCA)})
 	require.NoError(t, err)
 	defer strict.Close()

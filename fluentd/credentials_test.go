@@ -48,8 +48,7 @@ func send(creds *fluentd.Credentials, url string) fluentd.Result {
 // (the old one is refused by the receiver from then on), and a half-written
 // renewal keeps the working one.
 func TestClientCertificateIsReloaded(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	files := newCredentialFiles(t, pki.FluentdCA, pki.FluentdClient)
 
 	var refused atomic.Pointer[x509.Certificate]
@@ -103,10 +102,8 @@ func TestClientCertificateIsReloaded(t *testing.T) {
 // 127.0.0.1 (an IP address sends no server name, so a hand-made
 // verification would have nothing to compare).
 func TestCAIsReloadedAndTheServerNameStillChecked(t *testing.T) {
-	old, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
-	renewed, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	old := testpki.New(t)
+	renewed := testpki.New(t)
 	files := newCredentialFiles(t, old.FluentdCA, old.FluentdClient)
 	creds, err := fluentd.LoadCredentials(files.ca, files.cert, files.key)
 	require.NoError(t, err)

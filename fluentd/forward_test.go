@@ -27,8 +27,7 @@ import (
 
 func forwardReceiver(t *testing.T, key []byte) (*fluentdsrv.Receiver, *testpki.Bundle) {
 	t.Helper()
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	rcv, err := fluentdsrv.Start(fluentdsrv.Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA), SharedKey: key})
 	require.NoError(t, err)
 	t.Cleanup(rcv.Close)
@@ -248,8 +247,7 @@ func TestForwardGzipFromManyConnectionsSendsEachItsOwnEvents(t *testing.T) {
 // no Fluentd says. Its goroutines end with the test.
 func rawForward(t *testing.T, script func(c *tls.Conn, rd *msgp.Reader, w *msgp.Writer)) (string, *testpki.Bundle) {
 	t.Helper()
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	cfg := pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)
 	cfg.MaxVersion = tls.VersionTLS12
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -30,8 +30,7 @@ func freeAddr(t *testing.T) string {
 // With a web configuration /metrics takes TLS and basic auth as Prometheus
 // exporters do; the probes' own address answers without either.
 func TestWebConfigSecuresMetricsAndProbesStayReachable(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	require.NoError(t, err)
 	webConfig := filepath.Join(t.TempDir(), "web.yml")

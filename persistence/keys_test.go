@@ -10,14 +10,13 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 // Event IDs and chunk names come from Teleport: one too long for a key is
 // stored under its digest, and read back as itself.
 func TestContentTooLongForAKeyRoundTrips(t *testing.T) {
-	s, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.Open(t)
 	longID := strings.Repeat("i", 40_000)
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	day := persistence.Day(at)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 // The events handed out are kept as 16-byte digests packed by second; the
@@ -15,9 +16,7 @@ import (
 // both are pruned as the trailing cursor moves on, a set once its whole
 // second is behind.
 func TestSeenSetsAndTheFormerKeys(t *testing.T) {
-	s, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.Open(t)
 	t0 := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 	d := persistence.DigestOf
 	require.NoError(t, s.Apply([]kv.Write{

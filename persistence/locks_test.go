@@ -10,6 +10,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 func TestLockStatesRoundTripAndSurviveReopen(t *testing.T) {
@@ -51,12 +52,10 @@ func TestLockStatesRoundTripAndSurviveReopen(t *testing.T) {
 }
 
 func TestUnreadableLockStateIsCorruption(t *testing.T) {
-	s, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.Open(t)
 	key := persistence.LockKey("eve")
 	require.NoError(t, s.Apply([]kv.Write{{Bucket: persistence.BucketLockPolicy, Key: key, Value: []byte("{not json")}}))
-	_, err = s.LockStates()
+	_, err := s.LockStates()
 	var corrupt *persistence.CorruptError
 	require.True(t, errors.As(err, &corrupt), "got %v", err)
 	require.ErrorContains(t, err, "lock-policy/"+key)
@@ -67,9 +66,7 @@ func TestUnreadableLockStateIsCorruption(t *testing.T) {
 // A failed login's user is whatever was typed at the prompt: its state is
 // keyed by a digest of fixed size, and the name is kept in the record.
 func TestLockStatesAreKeyedByADigestOfTheName(t *testing.T) {
-	s, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.Open(t)
 	long := persistence.LockState{User: strings.Repeat("é", persistence.MaxUserName/2), // 1024 bytes
 		Failures: []persistence.LoginFailure{{ID: "e1", Time: time.Unix(1, 0).UTC()}}}
 	w := persistence.LockStateWrite(long)

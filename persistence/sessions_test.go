@@ -7,12 +7,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 func TestRecordingsQueueInOrderAndSkipStaleEntries(t *testing.T) {
-	s, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.Open(t)
 	now := time.Now().UTC().Truncate(time.Second)
 	var all []persistence.Recording
 	for i, id := range []string{"c", "a", "b", "d"} {

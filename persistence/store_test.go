@@ -13,6 +13,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 func TestDirNamesTheClusterLikeUpstream(t *testing.T) {
@@ -72,11 +73,9 @@ func TestSecondOpenIsRefused(t *testing.T) {
 }
 
 func TestUndecodablePositionIsCorruption(t *testing.T) {
-	s, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.Open(t)
 	require.NoError(t, s.Apply([]kv.Write{{Bucket: persistence.BucketAudit, Key: persistence.KeyPosition, Value: []byte("{")}}))
-	_, _, err = s.AuditPosition()
+	_, _, err := s.AuditPosition()
 	var corrupt *persistence.CorruptError
 	require.ErrorAs(t, err, &corrupt)
 }

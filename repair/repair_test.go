@@ -9,6 +9,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 func TestParkedChunksRetryAndDrop(t *testing.T) {
@@ -50,8 +51,6 @@ func TestParkedChunksRetryAndDrop(t *testing.T) {
 	require.Contains(t, string(raw), "stream broke")
 
 	// A running daemon holds the state: nothing is changed under it.
-	locked, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer locked.Close()
+	locked := storetest.Open(t)
 	require.ErrorContains(t, Export(locked.Dir(), "list", nil, false, &out, day), "stop it first")
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 const sid = "4d5a2b2e-7c1f-4a43-9d55-1b6a7a0f2c11"
@@ -244,9 +245,7 @@ func TestWritesTakeOverTheExportState(t *testing.T) {
 	now := day.Add(48 * time.Hour)
 	writes := o.Writes(start, nil, now)
 
-	store, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer store.Close()
+	store := storetest.Open(t)
 	require.NoError(t, store.Apply(writes))
 	got, ok, err := store.StartTime()
 	require.NoError(t, err)

@@ -19,8 +19,7 @@ import (
 // what failed, the address, the fix, then the root cause, without the
 // client's nested gRPC and trace text.
 func TestConnectErrorIsOneShortLineWithTheFixFirst(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	srv, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
 	require.NoError(t, err)
 	defer srv.Close()

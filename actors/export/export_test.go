@@ -32,6 +32,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }
@@ -156,9 +157,7 @@ type run struct {
 }
 
 func newRun(t *testing.T, api *fakeAPI, start time.Time) *run {
-	store, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
+	store := storetest.Open(t)
 	return &run{store: store, api: api, pool: inflighttest.NewPool(), deps: export.Deps{
 		URL: "https://fluentd.test/test.log", StartTime: start, Timeout: 20 * time.Millisecond, Retries: backoff.Policy{Initial: time.Millisecond, Max: 50 * time.Millisecond},
 		Concurrency: 3, Batch: 7, Window: 10, ExitOnLastEvent: true, Log: zerolog.Nop(),

@@ -26,6 +26,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 // fakeLocker records the locks it accepts. Calls fail with errs in order,
@@ -122,9 +123,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	store, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
+	store := storetest.Open(t)
 	f := &fixture{t: t, store: store, locker: &fakeLocker{}, logs: &logBuffer{}, clock: &clock{Clock: clockwork.NewRealClock()}, m: metrics.New()}
 	f.deps = lockpolicy.Deps{
 		Locker:   f.locker,

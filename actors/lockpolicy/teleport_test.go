@@ -19,8 +19,7 @@ import (
 // server with the unmodified teleport/api client: transient failures and a
 // missing permission come back as the errors the policy decides on.
 func TestLocksThroughTheRealClient(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	srv, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)

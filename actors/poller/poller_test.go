@@ -24,6 +24,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/poller"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }
@@ -112,9 +113,7 @@ func (r *run) startUntil(t *testing.T, timeout time.Duration, until func() bool)
 }
 
 func newRun(t *testing.T, log *fakeLog, start time.Time) *run {
-	store, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
+	store := storetest.Open(t)
 	return &run{store: store, log: log, pool: inflighttest.NewPool(), deps: poller.Deps{
 		URL: "https://fluentd.test/test.log", StartTime: start, WindowSize: time.Hour, Timeout: 10 * time.Millisecond,
 		Batch: 20, Window: 8, ExitOnLastEvent: true, Log: zerolog.Nop(),

@@ -286,8 +286,7 @@ func counter(t *testing.T, m *metrics.Metrics, name string) float64 {
 
 // A connection is opened once and reused: no TLS handshake per event.
 func TestConnectionsAreReused(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	var handshakes atomic.Int64
 	cfg := pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)
 	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {

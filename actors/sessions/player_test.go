@@ -17,6 +17,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 // handStream serves one recording whose events the test hands over one by
@@ -49,9 +50,7 @@ func (h *handStream) send(t *testing.T, sid string, from, to int) {
 func TestAStreamThatEndsDuringTheDrainIsNotFinished(t *testing.T) {
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
-	store, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer store.Close()
+	store := storetest.Open(t)
 	rec := persistence.Recording{ID: "s1", Seq: 1, Registered: time.Now(), UploadTime: time.Now()}
 	require.NoError(t, store.Apply(persistence.RecordingWrites(rec)))
 
@@ -125,9 +124,7 @@ func (c *countingStream) StreamUnstructuredSessionEvents(context.Context, string
 func TestAPlayerWhoseRecordingIsGoneReportsItSent(t *testing.T) {
 	system := actor.NewActorSystem()
 	defer system.Shutdown()
-	store, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	defer store.Close()
+	store := storetest.Open(t)
 	stream := &countingStream{}
 	d := New(Deps{Sessions: stream, Store: store, Log: zerolog.Nop()}).Deps
 	done := make(chan *playerDone, 1)

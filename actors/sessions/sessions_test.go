@@ -30,6 +30,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }
@@ -149,9 +150,7 @@ func (f *fixture) count(sid string) (events, dups int) {
 }
 
 func newFixture(t *testing.T) *fixture {
-	store, err := persistence.Open(t.TempDir())
-	require.NoError(t, err)
-	t.Cleanup(func() { store.Close() })
+	store := storetest.Open(t)
 	return &fixture{tp: newFakeTeleport(), pool: inflighttest.NewPool(), store: store, deps: sessions.Deps{
 		URL: base, Filter: inflight.Filter{Skip: map[string]bool{"print": true}}, Concurrency: 2, Window: 4,
 		ExitOnLastEvent: true, Log: zerolog.Nop(), UploadWait: time.Minute,

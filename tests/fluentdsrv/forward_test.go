@@ -19,8 +19,7 @@ import (
 // Message and Forward, with integer seconds and EventTime, and acks each
 // chunk; without a client certificate the TLS handshake fails.
 func TestForwardListenerTakesEveryMode(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	r, err := Start(Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)})
 	require.NoError(t, err)
 	defer r.Close()
@@ -79,8 +78,7 @@ func TestForwardListenerTakesEveryMode(t *testing.T) {
 // The handshake's faults: a late HELO, a HELO with keepalive false and
 // the connection closed after the ack, a PONG that echoes the PING.
 func TestForwardListenerFaults(t *testing.T) {
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	r, err := Start(Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA), SharedKey: []byte("k")})
 	require.NoError(t, err)
 	defer r.Close()

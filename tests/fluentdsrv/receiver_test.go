@@ -33,8 +33,7 @@ type fixture struct {
 
 func start(t *testing.T, cfg Config) *fixture {
 	t.Helper()
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	cfg.TLS = pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)
 	r, err := Start(cfg)
 	require.NoError(t, err)
@@ -91,8 +90,7 @@ func TestClientCertificateIsRequired(t *testing.T) {
 	require.Zero(t, f.r.Requests())
 
 	// A certificate of another CA is refused too.
-	other, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	other := testpki.New(t)
 	roots := x509.NewCertPool()
 	roots.AddCert(f.pki.FluentdCA.Cert)
 	cert, err := tls.X509KeyPair(other.FluentdClient.CertPEM, other.FluentdClient.KeyPEM)
@@ -409,10 +407,9 @@ func TestConcurrentClients(t *testing.T) {
 func TestRestartServesTheNewCertificates(t *testing.T) {
 	f := start(t, Config{})
 	require.Equal(t, 200, f.post(t, "/test.log", `{"uid":"a"}`).status)
-	renewed, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	renewed := testpki.New(t)
 	f.r.Restart(renewed.ServerTLS(renewed.FluentdServer, renewed.FluentdCA))
-	_, err = f.clt.Post(f.r.URL()+"/test.log", "application/json", bytes.NewBufferString(`{"uid":"b"}`))
+	_, err := f.clt.Post(f.r.URL()+"/test.log", "application/json", bytes.NewBufferString(`{"uid":"b"}`))
 	require.Error(t, err, "the old CA's client, on a new connection")
 	f.pki = renewed
 	f.clt = f.client(t, true)

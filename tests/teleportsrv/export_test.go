@@ -20,8 +20,7 @@ import (
 
 func startExport(t *testing.T, export bool) *fixture {
 	t.Helper()
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	srv, err := Start(Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA), Export: export})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)

@@ -28,8 +28,7 @@ type fixture struct {
 
 func start(t *testing.T) *fixture {
 	t.Helper()
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	srv, err := Start(Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
@@ -106,8 +105,7 @@ func TestUntrustedClientIsRefused(t *testing.T) {
 func TestConfigIsChecked(t *testing.T) {
 	_, err := Start(Config{})
 	require.Error(t, err)
-	pki, err := testpki.Generate(t.TempDir())
-	require.NoError(t, err)
+	pki := testpki.New(t)
 	cfg := pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)
 	cfg.ClientAuth = 0
 	_, err = Start(Config{TLS: cfg})
