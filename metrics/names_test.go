@@ -12,6 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// retired are the old names of renamed metrics, which only
+// docs/upgrading.md may name.
+var retired = map[string]bool{
+	namespace + "_dead_letters_total": true, // actor_undelivered_messages_total
+}
+
 // TestDocsAndDeployNameRealMetrics keeps the README, the docs, the alert
 // rules and the dashboard in step with the registry: every metric they name
 // exists, and docs/metrics.md lists every metric.
@@ -52,6 +58,9 @@ func TestDocsAndDeployNameRealMetrics(t *testing.T) {
 			n = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_count"), "_")
 			if known[n] || known[strings.TrimSuffix(n, "_sum")] {
 				continue
+			}
+			if retired[n] && filepath.Base(file) == "upgrading.md" {
+				continue // the upgrade notes name the old name of a renamed metric
 			}
 			// docs/metrics.md abbreviates sessions_active / _queued.
 			require.True(t, strings.HasPrefix(n, namespace+"_sessions_"), "%s names %s, which is not a metric", file, n)
