@@ -4,8 +4,10 @@
 // drives a Transport, one Sender per connection actor, and the bench and
 // the tests use the same Transport directly.
 //
-// HTTP (Fluentd's in_http: one JSON object, or an array, per POST) is the
-// transport today. Another wire protocol is another Transport: the pool
+// There are two transports, chosen by the URL's scheme (Schemes): HTTP
+// (Fluentd's in_http: one JSON object, or an array, per POST; http.go) and
+// forward (in_forward: msgpack messages acknowledged by chunk; forward.go,
+// forward_send.go). Another wire protocol is another Transport: the pool
 // hands it batches of encoded events for a URL and needs nothing else.
 package fluentd
 

@@ -28,7 +28,7 @@ type Epoch uint64
 // differs from its predecessors' without a count kept across restarts.
 func NewEpoch() Epoch { return Epoch(rand.Uint64()) }
 
-// Delivery asks the Fluentd pool to POST one event.
+// Delivery asks the pool to send one event to Fluentd.
 type Delivery struct {
 	Epoch   Epoch
 	Seq     uint64

@@ -155,7 +155,8 @@ func (h *Health) teleportStuck(now time.Time) (error, time.Duration) {
 	return worst.err, now.Sub(worst.since)
 }
 
-// FluentdSend records the outcome of a POST: nil for an answer that settled
+// FluentdSend records the outcome of a send (an HTTP POST or a forward
+// message): nil for an answer that settled
 // the event (2xx or a permanent rejection), else the cause of the retry.
 func (h *Health) FluentdSend(cause error) {
 	h.mu.Lock()
