@@ -33,17 +33,6 @@ func Marshal(s *structpb.Struct) ([]byte, error) {
 	return bytes.Clone(e.b), nil
 }
 
-// Append appends the JSON of s to dst.
-func Append(dst []byte, s *structpb.Struct) ([]byte, error) {
-	var e encoder
-	e.b = dst
-	e.object(s)
-	if e.err != nil {
-		return nil, e.err
-	}
-	return e.b, nil
-}
-
 // encoders keep their buffers between events, so encoding an event
 // allocates its result only.
 var encoders = sync.Pool{New: func() any { return &encoder{b: make([]byte, 0, 4096)} }}
