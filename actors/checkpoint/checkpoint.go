@@ -24,7 +24,6 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
@@ -245,8 +244,8 @@ func (w *Writer) write(ctx actor.Context) error {
 		writes = append(writes, w.pending[k].Writes...)
 	}
 	w.lastStart = w.wait.Clock.Now()
-	start := time.Now()                 // the transaction's own time, for the metrics
-	faults.Inject("checkpoint", writes) // as if the write failed
+	start := time.Now()            // the transaction's own time, for the metrics
+	supervisor.Fault(writes, Name) // as if the write failed
 	err := w.store.Apply(writes)
 	w.metrics.CheckpointDuration.Observe(time.Since(start).Seconds())
 	if err != nil {

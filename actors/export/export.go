@@ -39,7 +39,6 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
@@ -170,7 +169,7 @@ func Props(d Deps) *actor.Props {
 
 // Receive implements actor.Actor.
 func (w *Walker) Receive(ctx actor.Context) {
-	switch m := faults.Received(Name, timer.Message(ctx)).(type) {
+	switch m := supervisor.Fault(timer.Message(ctx), Name).(type) {
 	case *actor.Started:
 		w.start(ctx)
 	case *roundTick:

@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
@@ -94,7 +93,7 @@ type reader struct {
 }
 
 func (r *reader) Receive(ctx actor.Context) {
-	switch m := faults.Received(ReaderKind, timer.Message(ctx)).(type) {
+	switch m := supervisor.Fault(timer.Message(ctx), ReaderKind).(type) {
 	case *actor.Started:
 		r.start(ctx)
 	case *batch:

@@ -49,12 +49,8 @@ func Reset() {
 
 // Inject panics if a panic is armed for kind and msg is an ordinary message
 // (not one of the actor's lifecycle messages, which would fault the
-// supervisor's own bookkeeping rather than the actor's work). Actors call it
-// where their work can fail: on receipt for those whose work survives a
-// failure on any message (the readers reload from the store, a connection's
-// jobs are held by the pool); in the pool just after a delivery is in its
-// queue, which survives a restart; at the write for the checkpoint writer,
-// whose queue survives a failed write but not a lost Save.
+// supervisor's own bookkeeping rather than the actor's work). Actors call
+// it through supervisor.Fault, which says where.
 func Inject(kind string, msg any) {
 	if !armed.Load() {
 		return
@@ -72,11 +68,4 @@ func Inject(kind string, msg any) {
 	count[kind]++
 	mu.Unlock()
 	panic(fmt.Sprintf("fault injected into %s actor", kind))
-}
-
-// Received is Inject that hands msg on, for the first line of an actor's
-// Receive: switch m := faults.Received(kind, ctx.Message()).(type) { ... }
-func Received(kind string, msg any) any {
-	Inject(kind, msg)
-	return msg
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/backoff"
@@ -211,7 +210,7 @@ type sweepTick struct{}
 
 // Receive implements actor.Actor.
 func (p *Policy) Receive(ctx actor.Context) {
-	switch m := faults.Received(Name, timer.Message(ctx)).(type) {
+	switch m := supervisor.Fault(timer.Message(ctx), Name).(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *messages.Observe:

@@ -20,7 +20,6 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
@@ -175,7 +174,7 @@ func Props(d Deps) *actor.Props {
 
 // Receive implements actor.Actor.
 func (p *Poller) Receive(ctx actor.Context) {
-	switch m := faults.Received(Name, timer.Message(ctx)).(type) {
+	switch m := supervisor.Fault(timer.Message(ctx), Name).(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *fetchTick:

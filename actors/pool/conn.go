@@ -10,7 +10,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/rs/zerolog"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/fluentd"
@@ -138,7 +137,7 @@ func connProps(deps Deps) *actor.Props {
 }
 
 func (c *conn) Receive(ctx actor.Context) {
-	switch m := faults.Received(connKind, timer.Message(ctx)).(type) {
+	switch m := supervisor.Fault(timer.Message(ctx), connKind).(type) {
 	case *actor.Started:
 		c.start(ctx)
 	case *job:

@@ -19,7 +19,6 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/fluentd"
@@ -160,7 +159,7 @@ func (p *Pool) Receive(ctx actor.Context) {
 	case *messages.Drain:
 		p.q.drainTo = ctx.Sender() // the same: a restart still answers it
 	}
-	faults.Inject(Name, msg)
+	supervisor.Fault(msg, Name)
 	switch m := msg.(type) {
 	case *actor.Started:
 		p.start(ctx)

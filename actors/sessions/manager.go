@@ -23,7 +23,6 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
@@ -178,7 +177,7 @@ type startTick struct{}
 
 // Receive implements actor.Actor.
 func (m *Manager) Receive(ctx actor.Context) {
-	switch msg := faults.Received(Name, timer.Message(ctx)).(type) {
+	switch msg := supervisor.Fault(timer.Message(ctx), Name).(type) {
 	case *actor.Started:
 		m.start(ctx)
 	case *messages.Observe:

@@ -10,7 +10,6 @@ import (
 	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
 
-	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/eventjson"
@@ -89,6 +88,7 @@ const maxFailures = 10
 type player struct {
 	Deps
 	rec   persistence.Recording
+	fault string         // PlayerFault of the recording
 	mgr   messages.Epoch // the manager's epoch, for playerDone
 	log   zerolog.Logger
 	epoch messages.Epoch
@@ -110,15 +110,12 @@ type player struct {
 
 func playerProps(d Deps, rec persistence.Recording, mgrEpoch messages.Epoch) *actor.Props {
 	return d.Kit.Props(PlayerKind, func() actor.Actor {
-		return &player{Deps: d, rec: rec, mgr: mgrEpoch}
+		return &player{Deps: d, rec: rec, fault: PlayerFault(rec.ID), mgr: mgrEpoch}
 	})
 }
 
 func (p *player) Receive(ctx actor.Context) {
-	if faults.Armed() {
-		faults.Inject(PlayerFault(p.rec.ID), ctx.Message())
-	}
-	switch m := faults.Received(PlayerKind, ctx.Message()).(type) {
+	switch m := supervisor.Fault(ctx.Message(), PlayerKind, p.fault).(type) {
 	case *actor.Started:
 		p.start(ctx)
 	case *streamEvent:

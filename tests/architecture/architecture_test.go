@@ -52,15 +52,15 @@ var allowed = map[string][]string{
 
 	"actors/faults":     nil,
 	"actors/timer":      nil,
-	"actors/supervisor": {"actors/timer", "backoff", "metrics"},
+	"actors/supervisor": {"actors/faults", "actors/timer", "backoff", "metrics"},
 	"actors/inflight":   {"eventjson", "messages", "metrics"},
 
-	"actors/checkpoint": {"actors/faults", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
-	"actors/pool":       {"actors/faults", "actors/supervisor", "actors/timer", "fluentd", "messages", "metrics", "persistence"},
-	"actors/poller":     {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "kv", "messages", "metrics", "persistence", "teleport"},
-	"actors/export":     {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence", "teleport"},
-	"actors/sessions":   {"actors/faults", "actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "messages", "metrics", "persistence", "teleport"},
-	"actors/lockpolicy": {"actors/faults", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
+	"actors/checkpoint": {"actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
+	"actors/pool":       {"actors/supervisor", "actors/timer", "fluentd", "messages", "metrics", "persistence"},
+	"actors/poller":     {"actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "kv", "messages", "metrics", "persistence", "teleport"},
+	"actors/export":     {"actors/inflight", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence", "teleport"},
+	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "messages", "metrics", "persistence", "teleport"},
+	"actors/lockpolicy": {"actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
 	"actors/root":       {"actors/supervisor", "actors/timer", "messages"},
 
 	"daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
