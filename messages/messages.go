@@ -1,8 +1,8 @@
 // Package messages holds the plain Go types that the actors exchange.
 //
-// Every reply carries the epoch of the actor incarnation that asked, so an
-// actor restarted by its supervisor can tell answers meant for its previous
-// life (and ignore them) from its own.
+// Every reply carries the epoch (Epoch) of the actor incarnation that asked,
+// so an actor restarted by its supervisor can tell answers meant for its
+// previous life (and ignore them) from its own.
 package messages
 
 import (

@@ -1,6 +1,6 @@
 // Package faults injects panics into actors, for the tests that prove the
-// supervision tree recovers. Nothing is armed in a normal run: Inject is an
-// atomic load and returns. Tests arm it with Arm; a binary built with the
+// supervision tree recovers. The actors call it through supervisor.Fault.
+// Nothing is armed in a normal run: Inject is an atomic load and returns. Tests arm it with Arm; a binary built with the
 // "faults" tag also reads TEH_FAULTS from the environment (see env.go).
 package faults
 

@@ -12,6 +12,9 @@
 // sees it terminate, which the root turns into an orderly exit with an
 // error. Shutdown cancels the restarts still waiting, so that none outlives
 // the tree.
+//
+// Task gives every goroutine an owner, and Fault is every actor's one call
+// of the fault hook (package faults), a no-op outside the fault tests.
 package supervisor
 
 import (
