@@ -14,7 +14,7 @@ import (
 
 	flags "github.com/jessevdk/go-flags"
 
-	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 )
 
 // Configure is what the configure command writes (package configure does the

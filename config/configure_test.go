@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 )
 
 func TestConfigureDefaults(t *testing.T) {

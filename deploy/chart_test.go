@@ -27,7 +27,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/fdfwd/teleport-event-handler/config"
-	"github.com/fdfwd/teleport-event-handler/configure"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 

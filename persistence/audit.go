@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // AuditPosition is where the audit stream resumes: the first event not yet

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // BucketExport holds the export path's state, apart from the search path's

@@ -10,7 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // Keys of the state file are made from what Teleport sends: user names of

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // The search path's trailing cursor (see actors/poller) reads each span of

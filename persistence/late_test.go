@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // BucketLockPolicy maps a Teleport user to its LockState, by LockKey. The

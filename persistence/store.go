@@ -22,7 +22,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // FileName is the name of the state file inside the per-cluster directory.

@@ -17,9 +17,9 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 

@@ -27,10 +27,10 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/backoff"
-	"github.com/fdfwd/teleport-event-handler/kv"
-	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/backoff"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )

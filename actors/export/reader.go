@@ -16,11 +16,11 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
-	"github.com/fdfwd/teleport-event-handler/teleport"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // chunkDone tells the walker that a reader's chunk is settled and recorded

@@ -14,9 +14,9 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 
-	"github.com/fdfwd/teleport-event-handler/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 )
 
 // Tap is an actor that observes some audit events (the session manager, the

@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 )
 
 // fakeCtx records what the tracker sends; the rest of actor.Context is not

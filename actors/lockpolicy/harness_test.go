@@ -22,10 +22,10 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 

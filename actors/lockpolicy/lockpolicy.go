@@ -27,11 +27,11 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
-	"github.com/fdfwd/teleport-event-handler/backoff"
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/internal/backoff"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // Name is the lock policy's name under the root.

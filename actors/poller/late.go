@@ -8,9 +8,9 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
-	"github.com/fdfwd/teleport-event-handler/kv"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 )
 
 // TrailKey is the checkpoint key of the trailing cursor.

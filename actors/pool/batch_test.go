@@ -21,9 +21,9 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/pool"
-	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
@@ -41,7 +41,7 @@ type batchRun struct {
 	until func() bool
 	// transport and base replace HTTP and the receiver's HTTP URL (forward);
 	// body, when set, makes the body of delivery i.
-	transport fluentd.Transport
+	transport wire.Transport
 	base      string
 	body      func(i int) []byte
 }

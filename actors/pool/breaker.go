@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"github.com/fdfwd/teleport-event-handler/messages"
 )
 
@@ -169,7 +169,7 @@ func (b *breakers) probeFailed(url string, now time.Time, probe bool) time.Time 
 	br := b.get(url)
 	if probe {
 		br.probes++
-		br.probeAt = now.Add(fluentd.RetryDelay(br.probes, 0))
+		br.probeAt = now.Add(wire.RetryDelay(br.probes, 0))
 	}
 	return br.probeAt
 }

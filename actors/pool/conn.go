@@ -12,9 +12,9 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
-	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -85,7 +85,7 @@ type sendReq struct {
 
 type sendDone struct {
 	job  uint64
-	res  fluentd.Result
+	res  wire.Result
 	took time.Duration
 }
 
@@ -191,7 +191,7 @@ func (c *conn) stop() {
 // send makes one connection incarnation's requests, in order, until ctx
 // ends (the actor stopped, or a shutdown aborted the sends: the events in
 // flight stay unconfirmed and are sent again on the next start).
-func send(ctx context.Context, s fluentd.Sender, requests <-chan sendReq, reply func(*sendDone)) {
+func send(ctx context.Context, s wire.Sender, requests <-chan sendReq, reply func(*sendDone)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -225,30 +225,30 @@ func (c *conn) attempt(j *sendJob) {
 // responseClass labels an answer: its status class over HTTP; over the
 // forward protocol, which has no status, ack or refused (the shared key);
 // error when no answer came.
-func responseClass(res fluentd.Result) string {
+func responseClass(res wire.Result) string {
 	switch {
 	case res.Status > 0:
 		return metrics.StatusClass(res.Status)
-	case res.Class == fluentd.Success:
+	case res.Class == wire.Success:
 		return "ack"
-	case res.Class == fluentd.Refused:
+	case res.Class == wire.Refused:
 		return "refused"
 	}
 	return "error"
 }
 
 // done judges the answer to an attempt of j.
-func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time.Duration) {
+func (c *conn) done(ctx actor.Context, j *sendJob, res wire.Result, took time.Duration) {
 	send := j.sending()
 	m := c.deps.Metrics
 	m.SendDuration.Observe(took.Seconds())
 	m.BatchEvents.Observe(float64(len(send)))
 	m.FluentdResponses.WithLabelValues(responseClass(res)).Inc()
 	switch res.Class {
-	case fluentd.Success:
+	case wire.Success:
 		c.accepted(ctx, j, res)
 		return
-	case fluentd.Permanent:
+	case wire.Permanent:
 		switch {
 		case len(send) > 1:
 			// One bad event, or a body too big: find out event by event
@@ -262,10 +262,10 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time
 			c.rejected(ctx, j, res)
 		}
 		return
-	case fluentd.Refused:
+	case wire.Refused:
 		c.refused(ctx, j, res)
 		return
-	case fluentd.TooLarge:
+	case wire.TooLarge:
 		c.tooLarge(ctx, j, res)
 		return
 	}
@@ -279,7 +279,7 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res fluentd.Result, took time
 // refused handles a receiver that refuses service whatever the events:
 // the events wait (nothing is dead-lettered), readiness turns red at once,
 // and an error line goes out at most every refusalLogEvery for the pool.
-func (c *conn) refused(ctx actor.Context, j *sendJob, res fluentd.Result) {
+func (c *conn) refused(ctx actor.Context, j *sendJob, res wire.Result) {
 	send := j.sending()
 	m := c.deps.Metrics
 	for _, d := range send {
@@ -287,7 +287,7 @@ func (c *conn) refused(ctx actor.Context, j *sendJob, res fluentd.Result) {
 	}
 	url := send[0].URL
 	m.Health.FluentdRefused(res.Status, false)
-	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
+	delay := wire.RetryDelay(j.attempts, res.RetryAfter)
 	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Str("reason", excerpt(res.Reason)).
 		Int("failures", j.attempts).Int("events", len(send)).Dur("retry_in", delay).
 		Msg("the fluentd receiver refuses service (not about the events, which wait and are not dead-lettered): " +
@@ -306,7 +306,7 @@ func excerpt(reason string) string {
 
 // rejected handles the rejection for good of an event sent alone: a dead
 // letter, unless the rejections on its URL are systemic (see breakers).
-func (c *conn) rejected(ctx actor.Context, j *sendJob, res fluentd.Result) {
+func (c *conn) rejected(ctx actor.Context, j *sendJob, res wire.Result) {
 	d := j.sending()[0]
 	br := c.deps.breakers
 	if br.wasTakenBack(d) && !br.isOpen(d.URL) {
@@ -364,7 +364,7 @@ func (c *conn) takeBack(ctx actor.Context, items []*messages.Delivery) {
 // open: it is not dead-lettered but handed back to the pool, unanswered, to
 // the back of its queue (with the rest of its job), and the next probe
 // waits a backoff.
-func (c *conn) probeFailed(ctx actor.Context, j *sendJob, res fluentd.Result) {
+func (c *conn) probeFailed(ctx actor.Context, j *sendJob, res wire.Result) {
 	send := j.sending()
 	m := c.deps.Metrics
 	for _, d := range send {
@@ -382,7 +382,7 @@ func (c *conn) probeFailed(ctx actor.Context, j *sendJob, res fluentd.Result) {
 }
 
 // accepted settles what Fluentd took.
-func (c *conn) accepted(ctx actor.Context, j *sendJob, res fluentd.Result) {
+func (c *conn) accepted(ctx actor.Context, j *sendJob, res wire.Result) {
 	send := j.sending()
 	m := c.deps.Metrics
 	m.Health.FluentdSend(nil)
@@ -425,7 +425,7 @@ func (c *conn) delivered(url string, closed bool, back []*messages.Delivery) {
 
 // deadLetter writes an event Fluentd refused for good to the dead-letter
 // file.
-func (c *conn) deadLetter(d *messages.Delivery, res fluentd.Result) error {
+func (c *conn) deadLetter(d *messages.Delivery, res wire.Result) error {
 	err := c.deps.DeadLetters.Append(persistence.DeadLetter{
 		Time: time.Now().UTC(), URL: d.URL, Status: res.Status, Reason: res.Reason,
 		EventID: d.EventID, Type: d.Type, Event: d.Body, Stream: d.Stream,
@@ -442,14 +442,14 @@ func (c *conn) deadLetter(d *messages.Delivery, res fluentd.Result) error {
 }
 
 // retry schedules the next attempt of j after a failed one.
-func (c *conn) retry(ctx actor.Context, j *sendJob, res fluentd.Result) {
+func (c *conn) retry(ctx actor.Context, j *sendJob, res wire.Result) {
 	send := j.sending()
 	m := c.deps.Metrics
 	for _, d := range send {
 		m.EventsRetried.WithLabelValues(d.Stream).Inc()
 	}
 	m.Health.FluentdSend(errors.New(res.Reason))
-	delay := fluentd.RetryDelay(j.attempts, res.RetryAfter)
+	delay := wire.RetryDelay(j.attempts, res.RetryAfter)
 	ev := c.log.Warn()
 	if j.attempts >= 3 {
 		ev = c.log.Error()

@@ -5,7 +5,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 )
 
 // Over the forward protocol a receiver says nothing about a message it
@@ -41,7 +41,7 @@ type unanswered struct {
 // tooLarge handles a message larger than the receiver takes (forward:
 // --fluentd-max-message-kb), which was not sent: in halves, down to an
 // event alone, which is rejected.
-func (c *conn) tooLarge(ctx actor.Context, j *sendJob, res fluentd.Result) {
+func (c *conn) tooLarge(ctx actor.Context, j *sendJob, res wire.Result) {
 	if n := len(j.sending()); n > 1 {
 		c.log.Debug().Int("events", n).Str("reason", res.Reason).Msg("a forward message would be too large; sending it in halves")
 		j.split()
@@ -52,7 +52,7 @@ func (c *conn) tooLarge(ctx actor.Context, j *sendJob, res fluentd.Result) {
 }
 
 // noAck handles a message written in full and left unanswered (see above).
-func (c *conn) noAck(ctx actor.Context, j *sendJob, res fluentd.Result) {
+func (c *conn) noAck(ctx actor.Context, j *sendJob, res wire.Result) {
 	send := j.sending()
 	url := send[0].URL
 	if !j.marked {

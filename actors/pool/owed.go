@@ -3,8 +3,8 @@ package pool
 import (
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 

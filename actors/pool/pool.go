@@ -21,9 +21,9 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
-	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
@@ -44,7 +44,7 @@ const (
 
 // Deps are what the pool and its connections share.
 type Deps struct {
-	Transport   fluentd.Transport
+	Transport   wire.Transport
 	DeadLetters *persistence.DeadLetters
 	// MaxConnections is the number of connection actors, hence of
 	// concurrent requests.

@@ -14,9 +14,9 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/pool"
-	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
@@ -37,11 +37,11 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{pki: pki, rcv: rcv, dl: persistence.NewDeadLetters(t.TempDir())}
 }
 
-func (f *fixture) client(t *testing.T, conns int) *fluentd.HTTP {
+func (f *fixture) client(t *testing.T, conns int) *wire.HTTP {
 	t.Helper()
-	cfg, err := fluentd.LoadCredentials(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
+	cfg, err := wire.LoadCredentials(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
 	require.NoError(t, err)
-	c := fluentd.NewHTTP(cfg, conns)
+	c := wire.NewHTTP(cfg, conns)
 	t.Cleanup(c.Close)
 	return c
 }

@@ -12,11 +12,11 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 	"github.com/fdfwd/teleport-event-handler/messages"
-	"github.com/fdfwd/teleport-event-handler/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
-	"github.com/fdfwd/teleport-event-handler/teleport"
 )
 
 // PlayerKind is the kind of the session players.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
-	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )

@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 )
 
 // Kit makes the props of every actor in the tree: supervised by one

@@ -28,7 +28,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
-	"github.com/fdfwd/teleport-event-handler/backoff"
+	"github.com/fdfwd/teleport-event-handler/internal/backoff"
 )
 
 // Policy tunes the strategy. The zero value is replaced by Default.

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 

@@ -18,13 +18,13 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/fdfwd/teleport-event-handler/config"
-	"github.com/fdfwd/teleport-event-handler/configure"
-	"github.com/fdfwd/teleport-event-handler/daemon"
-	"github.com/fdfwd/teleport-event-handler/deadletters"
-	"github.com/fdfwd/teleport-event-handler/logging"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/deadletters"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/repair"
+	"github.com/fdfwd/teleport-event-handler/internal/daemon"
+	"github.com/fdfwd/teleport-event-handler/internal/logging"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/status"
 	"github.com/fdfwd/teleport-event-handler/persistence"
-	"github.com/fdfwd/teleport-event-handler/repair"
-	"github.com/fdfwd/teleport-event-handler/status"
 )
 
 // exitIncomplete is the exit status of a run with --exit-on-last-event that

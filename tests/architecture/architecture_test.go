@@ -32,46 +32,46 @@ var actors = []string{"actors/checkpoint", "actors/export", "actors/lockpolicy",
 // import (the packages under tests/ are left out: they may use anything).
 // ARCHITECTURE.md has the same table; change both together.
 var allowed = map[string][]string{
-	"kv":          nil,
-	"backoff":     nil,
-	"certs":       nil,
-	"eventjson":   nil,
-	"logging":     nil,
-	"metrics":     nil,
-	"teleport":    nil,
-	"deploy":      nil,
-	"persistence": {"kv"},
-	"messages":    {"kv"},
-	"fluentd":     {"backoff"},
-	"config":      {"certs"},
-	"configure":   {"certs", "config"},
-	"takeover":    {"kv", "persistence", "teleport"},
-	"status":      {"kv", "persistence"},
-	"deadletters": {"backoff", "fluentd", "kv", "persistence"},
-	"repair":      {"kv", "persistence"},
+	"persistence/kv":                    nil,
+	"internal/backoff":                  nil,
+	"internal/commands/configure/certs": nil,
+	"internal/deliver/eventjson":        nil,
+	"internal/logging":                  nil,
+	"internal/operate/metrics":          nil,
+	"internal/read/teleport":            nil,
+	"deploy":                            nil,
+	"persistence":                       {"persistence/kv"},
+	"messages":                          {"persistence/kv"},
+	"internal/deliver/wire":             {"internal/backoff"},
+	"config":                            {"internal/commands/configure/certs"},
+	"internal/commands/configure":       {"internal/commands/configure/certs", "config"},
+	"internal/state/takeover":           {"persistence/kv", "persistence", "internal/read/teleport"},
+	"internal/operate/status":           {"persistence/kv", "persistence"},
+	"internal/commands/deadletters":     {"internal/backoff", "internal/deliver/wire", "persistence/kv", "persistence"},
+	"internal/commands/repair":          {"persistence/kv", "persistence"},
 
 	"actors/faults":     nil,
 	"actors/timer":      nil,
-	"actors/supervisor": {"actors/faults", "actors/timer", "backoff", "metrics"},
-	"actors/inflight":   {"eventjson", "messages", "metrics"},
+	"actors/supervisor": {"actors/faults", "actors/timer", "internal/backoff", "internal/operate/metrics"},
+	"actors/inflight":   {"internal/deliver/eventjson", "messages", "internal/operate/metrics"},
 
-	"actors/checkpoint": {"actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
-	"actors/pool":       {"actors/supervisor", "actors/timer", "fluentd", "messages", "metrics", "persistence"},
-	"actors/poller":     {"actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "kv", "messages", "metrics", "persistence", "teleport"},
-	"actors/export":     {"actors/inflight", "actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence", "teleport"},
-	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "backoff", "eventjson", "messages", "metrics", "persistence", "teleport"},
-	"actors/lockpolicy": {"actors/supervisor", "actors/timer", "backoff", "kv", "messages", "metrics", "persistence"},
+	"actors/checkpoint": {"actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence"},
+	"actors/pool":       {"actors/supervisor", "actors/timer", "internal/deliver/wire", "messages", "internal/operate/metrics", "persistence"},
+	"actors/poller":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "internal/deliver/eventjson", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
+	"actors/export":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
+	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "internal/deliver/eventjson", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
+	"actors/lockpolicy": {"actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence"},
 	"actors/root":       {"actors/supervisor", "actors/timer", "messages"},
 
-	"daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
-		"actors/root", "actors/sessions", "actors/supervisor", "backoff", "config", "fluentd", "kv", "logging", "metrics", "persistence", "status", "takeover", "teleport"},
-	"cmd/teleport-event-handler": {"config", "configure", "daemon", "deadletters", "logging", "persistence", "repair", "status"},
+	"internal/daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
+		"actors/root", "actors/sessions", "actors/supervisor", "internal/backoff", "config", "internal/deliver/wire", "persistence/kv", "internal/logging", "internal/operate/metrics", "persistence", "internal/operate/status", "internal/state/takeover", "internal/read/teleport"},
+	"cmd/teleport-event-handler": {"config", "internal/commands/configure", "internal/daemon", "internal/commands/deadletters", "internal/logging", "persistence", "internal/commands/repair", "internal/operate/status"},
 }
 
 // actorFree are the packages that import nothing of protoactor: the wire,
 // the store, the metrics and the values the actors exchange stay usable
 // outside the actor system.
-var actorFree = []string{"kv", "backoff", "certs", "eventjson", "metrics", "teleport", "persistence", "fluentd", "config", "configure", "takeover", "status", "deadletters", "repair"}
+var actorFree = []string{"persistence/kv", "internal/backoff", "internal/commands/configure/certs", "internal/deliver/eventjson", "internal/operate/metrics", "internal/read/teleport", "persistence", "internal/deliver/wire", "config", "internal/commands/configure", "internal/state/takeover", "internal/operate/status", "internal/commands/deadletters", "internal/commands/repair"}
 
 // packages returns the production Go files of the module by package
 // directory, without the test helpers under tests/.
@@ -156,6 +156,27 @@ func TestFunctionsFitOnAScreen(t *testing.T) {
 				if n := end.Line - start.Line + 1; n > MaxFunctionLines {
 					t.Errorf("%s: %s is %d lines, more than %d: split it (%s)", dir, fd.Name.Name, n, MaxFunctionLines, start)
 				}
+			}
+		}
+	}
+}
+
+// The layout's roles, over the import table (which the code is held to):
+// reading and delivering know nothing of each other, the wire imports no
+// actor, and the commands beside start never reach into the actors or the
+// daemon that runs them.
+func TestRolesOfTheLayout(t *testing.T) {
+	for dir, imports := range allowed {
+		for _, imp := range imports {
+			under := func(d, prefix string) bool { return d == prefix || strings.HasPrefix(d, prefix+"/") }
+			switch {
+			case under(dir, "internal/read") && under(imp, "internal/deliver"),
+				under(dir, "internal/deliver") && under(imp, "internal/read"):
+				t.Errorf("%s imports %s: reading and delivering are apart", dir, imp)
+			case under(dir, "internal/deliver") && under(imp, "actors"):
+				t.Errorf("%s imports %s: the wire knows no actor", dir, imp)
+			case under(dir, "internal/commands") && (under(imp, "actors") || imp == "internal/daemon"):
+				t.Errorf("%s imports %s: a command does not reach into the daemon's actors", dir, imp)
 			}
 		}
 	}

@@ -11,8 +11,8 @@ import (
 	"syscall"
 
 	"github.com/fdfwd/teleport-event-handler/config"
-	"github.com/fdfwd/teleport-event-handler/daemon"
-	"github.com/fdfwd/teleport-event-handler/logging"
+	"github.com/fdfwd/teleport-event-handler/internal/daemon"
+	"github.com/fdfwd/teleport-event-handler/internal/logging"
 )
 
 // profiledDaemon is the daemon's main with a CPU profile written to file:

@@ -16,8 +16,8 @@ import (
 
 	apievents "github.com/gravitational/teleport/api/types/events"
 
-	"github.com/fdfwd/teleport-event-handler/eventjson"
-	"github.com/fdfwd/teleport-event-handler/fluentd"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
@@ -195,7 +195,7 @@ func bodies(p plan, batch int) ([]post, error) {
 // FAILURES CPU" where CPU is the process time the run took.
 func runLoadgen(pkiDir string, p plan) error {
 	pki := pkiFiles(pkiDir)
-	creds, err := fluentd.LoadCredentials(pki.FluentdCAFile, pki.FluentdClientCertFile, pki.FluentdClientKeyFile)
+	creds, err := wire.LoadCredentials(pki.FluentdCAFile, pki.FluentdClientCertFile, pki.FluentdClientKeyFile)
 	if err != nil {
 		return err
 	}
@@ -224,14 +224,14 @@ func runLoadgen(pkiDir string, p plan) error {
 }
 
 // load sends posts (up to limit events) over conns connections.
-func load(base string, creds *fluentd.Credentials, conns int, posts []post, limit int) (events, n int, secs float64, failures int64, cpu float64) {
+func load(base string, creds *wire.Credentials, conns int, posts []post, limit int) (events, n int, secs float64, failures int64, cpu float64) {
 	for n < len(posts) && (limit <= 0 || events < limit) {
 		events += posts[n].n
 		n++
 	}
 	posts = posts[:n]
-	client := fluentd.Schemes{"https": fluentd.NewHTTP(creds, conns),
-		fluentd.ForwardScheme: fluentd.NewForward(creds, fluentd.ForwardOptions{Hostname: "loadgen"})}
+	client := wire.Schemes{"https": wire.NewHTTP(creds, conns),
+		wire.ForwardScheme: wire.NewForward(creds, wire.ForwardOptions{Hostname: "loadgen"})}
 	defer client.Close()
 	var next atomic.Int64
 	var failed atomic.Int64
@@ -251,7 +251,7 @@ func load(base string, creds *fluentd.Credentials, conns int, posts []post, limi
 				}
 				for {
 					res := sender.Send(ctxBackground, base+posts[i].path, posts[i].events)
-					if res.Class == fluentd.Success {
+					if res.Class == wire.Success {
 						break
 					}
 					failed.Add(1)

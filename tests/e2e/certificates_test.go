@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )

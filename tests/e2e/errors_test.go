@@ -14,9 +14,9 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 
-	"github.com/fdfwd/teleport-event-handler/certs"
-	"github.com/fdfwd/teleport-event-handler/kv"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"

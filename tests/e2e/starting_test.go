@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/internal/operate/status"
 	"github.com/fdfwd/teleport-event-handler/persistence"
-	"github.com/fdfwd/teleport-event-handler/status"
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 )
 

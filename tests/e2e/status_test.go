@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/fdfwd/teleport-event-handler/status"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/status"
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 )
 

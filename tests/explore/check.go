@@ -12,8 +12,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/fdfwd/teleport-event-handler/internal/operate/status"
 	"github.com/fdfwd/teleport-event-handler/persistence"
-	"github.com/fdfwd/teleport-event-handler/status"
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 )
 

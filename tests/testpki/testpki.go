@@ -19,7 +19,7 @@ import (
 	"github.com/gravitational/teleport/api/identityfile"
 	"golang.org/x/crypto/ssh"
 
-	"github.com/fdfwd/teleport-event-handler/certs"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 )
 
 const (

@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
+	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/internal/backoff"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
+)
+
+// connectTeleport connects to Teleport and pings it, and reloads the
+// identity file every --teleport-refresh-interval when asked to. With
+// opts.Teleport (tests) it uses that instead.
+func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *metrics.Metrics, log zerolog.Logger) (API, func(), error) {
+	if opts.Teleport != nil {
+		return opts.Teleport, func() {}, nil
+	}
+	t := cfg.Teleport
+	conn, err := waitForTeleport(ctx, teleport.Config{Addr: t.Addr, Identity: t.Identity, CA: t.CA, Cert: t.Cert, Key: t.Key, Reload: t.RefreshEnabled}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info().Str("addr", t.Addr).Str("cluster", conn.Ping.ClusterName).Str("version", conn.Ping.ServerVersion).Msg("connected to teleport")
+	expiry := func() {
+		if exp, ok := conn.Expiry(); ok {
+			m.IdentityExpiresAt.Set(float64(exp.Unix()))
+		}
+	}
+	expiry()
+	var refresh *supervisor.Task
+	if t.RefreshEnabled {
+		refresh = supervisor.Go(ctx, func(ctx context.Context) {
+			conn.RunRefresh(ctx, t.RefreshInterval, log, func(err error) {
+				result := "ok"
+				if err != nil {
+					result = "error"
+				}
+				m.IdentityReloads.WithLabelValues(result).Inc()
+				expiry()
+			})
+		})
+	}
+	return conn, func() { refresh.Stop(); conn.Close() }, nil
+}
+
+// teleportRetries is the wait between attempts to reach Teleport at start.
+var teleportRetries = backoff.Policy{Initial: time.Second, Max: 30 * time.Second, Jitter: true}
+
+// waitForTeleport connects to Teleport, waiting with backoff while it is
+// unreachable (as for Fluentd: a Teleport down at boot must not leave the
+// unit failed), with an error line per attempt; certificate and permission
+// problems are fatal at once. A stop while waiting is errStopped.
+func waitForTeleport(ctx context.Context, cfg teleport.Config, log zerolog.Logger) (*teleport.Conn, error) {
+	for attempt := 1; ; attempt++ {
+		conn, err := teleport.Connect(ctx, cfg)
+		var ce *teleport.ConnectError
+		if err == nil || !errors.As(err, &ce) || ce.Kind != teleport.Unreachable {
+			if err == nil && attempt > 1 {
+				log.Info().Str("addr", cfg.Addr).Msg("teleport is reachable")
+			}
+			return conn, err
+		}
+		if ctx.Err() != nil {
+			return nil, errStopped
+		}
+		delay := teleportRetries.Delay(attempt)
+		// The cause alone: the client's own text nests every attempt.
+		log.Error().Str("addr", cfg.Addr).Str("fix", ce.Fix).Str("error", ce.Cause()).Dur("retry_in", delay).
+			Msg("teleport is unreachable; waiting for it")
+		select {
+		case <-ctx.Done():
+			return nil, errStopped
+		case <-time.After(delay):
+		}
+	}
+}
+
+// Transports are the transports to Fluentd of cfg, one per URL scheme, for
+// the dead-letters replay.
+func Transports(cfg *config.Config) (wire.Schemes, error) {
+	f := cfg.Fluentd
+	creds, err := wire.LoadCredentials(f.CA, f.Cert, f.Key)
+	if err != nil {
+		return nil, err
+	}
+	t := transports(cfg, creds)
+	// Letters keep the URL they were sent to, which may be forward://.
+	t[wire.ForwardScheme] = forwardTransport(cfg, creds)
+	return t, nil
+}
+
+func forwardTransport(cfg *config.Config, creds *wire.Credentials) *wire.Forward {
+	f := cfg.Fluentd
+	host, _ := os.Hostname()
+	return wire.NewForward(creds, wire.ForwardOptions{SharedKey: []byte(f.SharedKey), SharedKeyFile: f.SharedKeyFile,
+		Gzip: f.Compress == "gzip", Hostname: host, MaxMessage: f.MaxMessageKB << 10})
+}
+
+// transports are the transports of the Fluentd URLs' schemes: HTTP for
+// https://, the forward protocol for forward://.
+func transports(cfg *config.Config, creds *wire.Credentials) wire.Schemes {
+	f := cfg.Fluentd
+	t := wire.Schemes{"https": wire.NewHTTP(creds, f.MaxConnections)}
+	if f.UsesForward() {
+		t[wire.ForwardScheme] = forwardTransport(cfg, creds)
+	}
+	return t
+}
+
+// connectFluentd sets up the transport to Fluentd and waits until the
+// handshake with each endpoint works: a certificate problem is fatal, an
+// unreachable Fluentd is waited for. With --dry-run, which sends nothing,
+// there is no transport.
+func connectFluentd(ctx context.Context, cfg *config.Config, m *metrics.Metrics, log zerolog.Logger) (wire.Transport, error) {
+	if cfg.DryRun {
+		return nil, nil
+	}
+	f := cfg.Fluentd
+	creds, err := wire.LoadCredentials(f.CA, f.Cert, f.Key)
+	if err != nil {
+		return nil, err
+	}
+	m.WatchFluentdCertificate(creds.Validity)
+	creds.OnReload = func(err error) {
+		if err != nil {
+			m.FluentdCertificateReloads.WithLabelValues("error").Inc()
+			log.Error().Err(err).Msg("fluentd certificate files changed but do not load; new connections keep the previous ones")
+			return
+		}
+		m.FluentdCertificateReloads.WithLabelValues("ok").Inc()
+		log.Info().Msg("fluentd certificate files changed; new connections use them")
+	}
+	t := transports(cfg, creds)
+	checked := map[string]bool{}
+	for _, u := range []string{f.URL, f.SessionURL} {
+		// The handshake depends on the endpoint only, and both URLs
+		// usually name the same one.
+		if pu, err := url.Parse(u); err == nil {
+			if checked[pu.Scheme+pu.Host] {
+				continue
+			}
+			checked[pu.Scheme+pu.Host] = true
+		}
+		m.Health.Starting("waiting for Fluentd at " + u)
+		if err := wire.WaitReady(ctx, t, u, log); err != nil {
+			t.Close()
+			if ctx.Err() != nil {
+				return nil, errStopped
+			}
+			return nil, err
+		}
+	}
+	return t, nil
+}

@@ -1,0 +1,72 @@
+package daemon_test
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/internal/daemon"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
+	"github.com/fdfwd/teleport-event-handler/internal/operate/status"
+	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/testpki"
+)
+
+// A daemon waiting at start for Fluentd is alive, not ready, and answers
+// the status command from the start, saying what it waits for; a stop
+// meanwhile is clean.
+func TestWaitingForFluentdIsAliveAndSaysSo(t *testing.T) {
+	pki := testpki.New(t)
+	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
+	require.NoError(t, err)
+	defer tp.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	fluentdURL := "https://" + ln.Addr().String() + "/test.log"
+	require.NoError(t, ln.Close()) // nobody listens there
+	storage := filepath.Join(t.TempDir(), "storage")
+	inv, err := config.Parse([]string{"start",
+		"--teleport-addr", tp.Addr(), "--teleport-identity", pki.IdentityFile,
+		"--fluentd-url", fluentdURL, "--fluentd-session-url", fluentdURL,
+		"--fluentd-ca", pki.FluentdCAFile, "--fluentd-cert", pki.FluentdClientCertFile, "--fluentd-key", pki.FluentdClientKeyFile,
+		"--storage", storage,
+	}, func(string) (string, bool) { return "", false })
+	require.NoError(t, err)
+
+	m := metrics.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- daemon.Run(ctx, inv.Config, zerolog.Nop(), daemon.Options{Metrics: m}) }()
+
+	want := "waiting for Fluentd at " + fluentdURL
+	require.Eventually(t, func() bool { what, _ := m.Health.WaitingFor(); return what == want }, 20*time.Second, 10*time.Millisecond)
+	live, why := m.Health.Live()
+	require.True(t, live, why)
+	ready, why := m.Health.Ready()
+	require.False(t, ready)
+	require.Equal(t, "starting: "+want, why)
+
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	r, err := status.Read(rctx, persistence.Dir(storage, tp.Addr()), time.Now())
+	require.NoError(t, err)
+	require.True(t, r.Running)
+	require.Equal(t, want, r.Starting)
+	require.Equal(t, 0, *r.Recordings.Active, "nothing streams before the tree runs")
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "a stop while waiting is clean")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the stop")
+	}
+}
