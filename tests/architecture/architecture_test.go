@@ -181,3 +181,26 @@ func TestRolesOfTheLayout(t *testing.T) {
 		}
 	}
 }
+
+// MaxFileLines is the longest a production file may be, and
+// MaxTopLevelFolders the most top-level folders with Go code besides
+// tests/: the layout groups by subsystem under internal/ instead.
+const (
+	MaxFileLines       = 600
+	MaxTopLevelFolders = 10
+)
+
+func TestTheTreeStaysByTheLayout(t *testing.T) {
+	top := map[string]bool{}
+	for dir, files := range packages(t) {
+		first, _, _ := strings.Cut(dir, "/")
+		top[first] = true
+		for _, f := range files {
+			fset := positions[f]
+			if n := fset.Position(f.End()).Line; n > MaxFileLines {
+				t.Errorf("%s has %d lines, more than %d: split it where its parts are", fset.Position(f.Pos()).Filename, n, MaxFileLines)
+			}
+		}
+	}
+	require.LessOrEqual(t, len(top), MaxTopLevelFolders, "top-level Go folders: %v; group by subsystem under internal/", top)
+}
