@@ -20,9 +20,7 @@ import (
 // missing permission come back as the errors the policy decides on.
 func TestLocksThroughTheRealClient(t *testing.T) {
 	pki := testpki.New(t)
-	srv, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	require.NoError(t, err)
-	t.Cleanup(srv.Close)
+	srv := teleportsrv.StartTLS(t, pki)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	clt, err := client.New(ctx, client.Config{

@@ -27,9 +27,7 @@ import (
 func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 	t.Cleanup(faults.Reset)
 	pki := testpki.New(t)
-	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	require.NoError(t, err)
-	defer tp.Close()
+	tp := teleportsrv.StartTLS(t, pki)
 	fd, err := fluentdsrv.Start(fluentdsrv.Config{TLS: pki.ServerTLS(pki.FluentdServer, pki.FluentdCA)})
 	require.NoError(t, err)
 	defer fd.Close()

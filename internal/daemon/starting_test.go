@@ -24,9 +24,7 @@ import (
 // meanwhile is clean.
 func TestWaitingForFluentdIsAliveAndSaysSo(t *testing.T) {
 	pki := testpki.New(t)
-	tp, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	require.NoError(t, err)
-	defer tp.Close()
+	tp := teleportsrv.StartTLS(t, pki)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	fluentdURL := "https://" + ln.Addr().String() + "/test.log"

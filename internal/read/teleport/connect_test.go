@@ -20,9 +20,7 @@ import (
 // client's nested gRPC and trace text.
 func TestConnectErrorIsOneShortLineWithTheFixFirst(t *testing.T) {
 	pki := testpki.New(t)
-	srv, err := teleportsrv.Start(teleportsrv.Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := teleportsrv.StartTLS(t, pki)
 	otherCA, err := testpki.OtherCA(t.TempDir())
 	require.NoError(t, err)
 
