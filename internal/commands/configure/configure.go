@@ -56,11 +56,15 @@ const (
 var Files = []string{CACert, CAKey, CAKeyNote, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile, ValuesFile}
 
 // written are the files Run writes for c.
-func written(c *config.Configure) []string {
+func written(c *config.Configure) []string { return withSharedKey(c, Files) }
+
+// withSharedKey is files, and SharedKeyFile after them for the forward
+// variant.
+func withSharedKey(c *config.Configure, files []string) []string {
 	if c.Forward() {
-		return append(slices.Clone(Files), SharedKeyFile)
+		return append(slices.Clone(files), SharedKeyFile)
 	}
-	return Files
+	return files
 }
 
 const (
@@ -85,12 +89,7 @@ const (
 var DaemonFiles = []string{ConfigFile, CACert, ClientCert, ClientKey, Identity}
 
 // daemonFiles are DaemonFiles for c.
-func daemonFiles(c *config.Configure) []string {
-	if c.Forward() {
-		return append(slices.Clone(DaemonFiles), SharedKeyFile)
-	}
-	return DaemonFiles
-}
+func daemonFiles(c *config.Configure) []string { return withSharedKey(c, DaemonFiles) }
 
 // Names in the certificates. Fluentd's server certificate is checked against
 // its DNS names and IP addresses, not its common name.

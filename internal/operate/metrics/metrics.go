@@ -256,40 +256,38 @@ func reasonClass(reason any) string {
 
 type factory struct{ r *prometheus.Registry }
 
-func (f factory) counter(name, help string) prometheus.Counter {
-	c := prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
+// register registers c with the factory's registry and returns it.
+func register[C prometheus.Collector](f factory, c C) C {
 	f.r.MustRegister(c)
 	return c
+}
+
+func opts(name, help string) prometheus.Opts {
+	return prometheus.Opts{Namespace: namespace, Name: name, Help: help}
+}
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	return register(f, prometheus.NewCounter(prometheus.CounterOpts(opts(name, help))))
 }
 
 func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help}, labels)
-	f.r.MustRegister(c)
-	return c
+	return register(f, prometheus.NewCounterVec(prometheus.CounterOpts(opts(name, help)), labels))
 }
 
 func (f factory) gauge(name, help string) prometheus.Gauge {
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help})
-	f.r.MustRegister(g)
-	return g
+	return register(f, prometheus.NewGauge(prometheus.GaugeOpts(opts(name, help))))
 }
 
 func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
-	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, labels)
-	f.r.MustRegister(g)
-	return g
+	return register(f, prometheus.NewGaugeVec(prometheus.GaugeOpts(opts(name, help)), labels))
 }
 
 func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets})
-	f.r.MustRegister(h)
-	return h
+	return register(f, prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}))
 }
 
 func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
-	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels)
-	f.r.MustRegister(h)
-	return h
+	return register(f, prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: namespace, Name: name, Help: help, Buckets: buckets}, labels))
 }
 
 // ErrorKind is the "code" label of a failed Teleport call.
