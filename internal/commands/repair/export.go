@@ -12,51 +12,32 @@ import (
 // Export lists (when act is "list"), retries or drops parked export chunks,
 // named DAY/CHUNK, writing one line each to w.
 func Export(dir, act string, named []string, all bool, w io.Writer, now time.Time) error {
-	store, err := open(dir)
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	chunks, err := store.ExportInProgress()
-	if err != nil {
-		return err
-	}
-	parked := map[string]persistence.ChunkProgress{}
-	var names []string
-	for _, c := range chunks {
-		if c.Parked != nil {
-			parked[c.Ref.String()] = c
-			names = append(names, c.Ref.String())
-		}
-	}
-	if act == "list" {
-		for _, name := range names {
-			p := parked[name].Parked
-			fmt.Fprintf(w, "%s  parked at %s after %d failures: %s\n", name, p.At.Format(time.RFC3339), p.Attempts, p.Error)
-		}
-		return nil
-	}
-	chosen, err := pick(names, named, all, "parked chunk")
-	if err != nil {
-		return err
-	}
-	var writes []kv.Write
-	for _, name := range chosen {
-		if act == "retry" {
-			writes = append(writes, persistence.ExportRetryWrites(parked[name])...)
-		} else {
-			writes = append(writes, persistence.ExportDropWrites(parked[name], now)...)
-		}
-	}
-	if err := store.Apply(writes); err != nil {
-		return err
-	}
-	for _, name := range chosen {
-		if act == "retry" {
-			fmt.Fprintf(w, "%s  retried first at the next start, from its cursor, with a fresh budget of failures\n", name)
-		} else {
-			fmt.Fprintf(w, "%s  dropped for good (recorded in the state): its remaining events are not sent\n", name)
-		}
-	}
-	return nil
+	return run(dir, act, named, all, w, action[persistence.ChunkProgress]{
+		what: "parked chunk",
+		load: (*persistence.Store).ExportInProgress,
+		name: func(c persistence.ChunkProgress) string {
+			if c.Parked == nil {
+				return ""
+			}
+			return c.Ref.String()
+		},
+		list: func(c persistence.ChunkProgress) string {
+			p := c.Parked
+			return fmt.Sprintf("parked at %s after %d failures: %s", p.At.Format(time.RFC3339), p.Attempts, p.Error)
+		},
+		writes: func(_ *persistence.Store, chosen []persistence.ChunkProgress, retry bool) ([]kv.Write, error) {
+			var writes []kv.Write
+			for _, c := range chosen {
+				if retry {
+					writes = append(writes, persistence.ExportRetryWrites(c)...)
+				} else {
+					writes = append(writes, persistence.ExportDropWrites(c, now)...)
+				}
+			}
+			return writes, nil
+		},
+		retried: func(persistence.ChunkProgress) string {
+			return "retried first at the next start, from its cursor, with a fresh budget of failures"
+		},
+	})
 }

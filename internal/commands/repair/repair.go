@@ -52,52 +52,93 @@ func orNone(names []string) string {
 // Sessions lists (when act is "list"), retries or drops given-up
 // recordings, writing one line each to w.
 func Sessions(dir, act string, named []string, all bool, w io.Writer, now time.Time) error {
+	return run(dir, act, named, all, w, action[persistence.GivenUp]{
+		what: "given-up recording",
+		load: (*persistence.Store).GivenUpRecordings,
+		name: func(g persistence.GivenUp) string { return g.Recording.ID },
+		list: func(g persistence.GivenUp) string {
+			return fmt.Sprintf("given up (%s) at %s, at index %d", g.Reason, g.At.Format(time.RFC3339), g.Recording.Index)
+		},
+		writes: func(store *persistence.Store, chosen []persistence.GivenUp, retry bool) ([]kv.Write, error) {
+			seq, err := store.LastRecordingSeq()
+			if err != nil {
+				return nil, err
+			}
+			var writes []kv.Write
+			for _, g := range chosen {
+				if retry {
+					seq++
+					writes = append(writes, persistence.RecordingRetryWrites(g, seq, now)...)
+				} else {
+					writes = append(writes, persistence.RecordingDropWrites(g, now)...)
+				}
+			}
+			return writes, nil
+		},
+		retried: func(g persistence.GivenUp) string {
+			return fmt.Sprintf("queued again: the next start streams it from index %d", g.Recording.Index)
+		},
+	})
+}
+
+// action is what a repair command acts on: items of the state named by
+// name (those named "" are left out), listed one line each, and the writes
+// that retry or drop the chosen ones.
+type action[T any] struct {
+	what    string
+	load    func(*persistence.Store) ([]T, error)
+	name    func(T) string
+	list    func(T) string
+	writes  func(store *persistence.Store, chosen []T, retry bool) ([]kv.Write, error)
+	retried func(T) string
+}
+
+// run lists (when act is "list"), retries or drops a's items, writing one
+// line each to w.
+func run[T any](dir, act string, named []string, all bool, w io.Writer, a action[T]) error {
 	store, err := open(dir)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	given, err := store.GivenUpRecordings()
+	items, err := a.load(store)
 	if err != nil {
 		return err
 	}
-	byID := map[string]persistence.GivenUp{}
-	var ids []string
-	for _, g := range given {
-		byID[g.Recording.ID] = g
-		ids = append(ids, g.Recording.ID)
+	byName := map[string]T{}
+	var names []string
+	for _, it := range items {
+		if n := a.name(it); n != "" {
+			byName[n] = it
+			names = append(names, n)
+		}
 	}
 	if act == "list" {
-		for _, g := range given {
-			fmt.Fprintf(w, "%s  given up (%s) at %s, at index %d\n", g.Recording.ID, g.Reason, g.At.Format(time.RFC3339), g.Recording.Index)
+		for _, n := range names {
+			fmt.Fprintf(w, "%s  %s\n", n, a.list(byName[n]))
 		}
 		return nil
 	}
-	chosen, err := pick(ids, named, all, "given-up recording")
+	chosen, err := pick(names, named, all, a.what)
 	if err != nil {
 		return err
 	}
-	seq, err := store.LastRecordingSeq()
+	picked := make([]T, len(chosen))
+	for i, n := range chosen {
+		picked[i] = byName[n]
+	}
+	writes, err := a.writes(store, picked, act == "retry")
 	if err != nil {
 		return err
-	}
-	var writes []kv.Write
-	for _, id := range chosen {
-		if act == "retry" {
-			seq++
-			writes = append(writes, persistence.RecordingRetryWrites(byID[id], seq, now)...)
-		} else {
-			writes = append(writes, persistence.RecordingDropWrites(byID[id], now)...)
-		}
 	}
 	if err := store.Apply(writes); err != nil {
 		return err
 	}
-	for _, id := range chosen {
+	for i, n := range chosen {
 		if act == "retry" {
-			fmt.Fprintf(w, "%s  queued again: the next start streams it from index %d\n", id, byID[id].Recording.Index)
+			fmt.Fprintf(w, "%s  %s\n", n, a.retried(picked[i]))
 		} else {
-			fmt.Fprintf(w, "%s  dropped for good (recorded in the state): its remaining events are not sent\n", id)
+			fmt.Fprintf(w, "%s  dropped for good (recorded in the state): its remaining events are not sent\n", n)
 		}
 	}
 	return nil
