@@ -10,6 +10,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/pool"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -18,12 +19,12 @@ import (
 
 // forward is a forward transport to the fixture's receiver, whose acks
 // are waited for ackWait.
-func (f *fixture) forward(t *testing.T, ackWait time.Duration, opts wire.ForwardOptions) *wire.Forward {
+func (f *fixture) forward(t *testing.T, ackWait time.Duration, opts forward.Options) *forward.Transport {
 	t.Helper()
 	creds, err := wire.LoadCredentials(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
 	require.NoError(t, err)
 	opts.Hostname, opts.AckWait = "pool-test", ackWait
-	return wire.NewForward(creds, opts)
+	return forward.New(creds, opts)
 }
 
 // big is the body of event i, padded to size bytes.
@@ -42,7 +43,7 @@ func TestUnansweredForwardMessagesAreHalvedAndTheOversizedEventDeadLettered(t *t
 	const n, poison = 300, 133
 	m := metrics.New()
 	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Batch: 40, Metrics: m},
-		transport: f.forward(t, 150*time.Millisecond, wire.ForwardOptions{}), base: f.rcv.ForwardURL(),
+		transport: f.forward(t, 150*time.Millisecond, forward.Options{}), base: f.rcv.ForwardURL(),
 		body: func(i int) []byte {
 			if i == poison {
 				return big(i, 5000)
@@ -88,7 +89,7 @@ func TestAForwardReceiverThatAnswersNothingHoldsTheEvents(t *testing.T) {
 		f.rcv.SetForwardFaults(fluentdsrv.ForwardFaults{})
 	}()
 	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Batch: 10, Metrics: m},
-		transport: f.forward(t, 50*time.Millisecond, wire.ForwardOptions{}), base: f.rcv.ForwardURL(),
+		transport: f.forward(t, 50*time.Millisecond, forward.Options{}), base: f.rcv.ForwardURL(),
 	}.deliver(t, n, 60*time.Second)
 	require.True(t, <-red, "readiness stayed green while nothing was answered")
 	for seq, d := range got {
@@ -105,7 +106,7 @@ func TestForwardMessagesAreKeptUnderTheLimit(t *testing.T) {
 	f := newFixture(t)
 	const n, poison = 200, 77
 	got := batchRun{f: f, deps: pool.Deps{MaxConnections: 2, Batch: 50},
-		transport: f.forward(t, time.Minute, wire.ForwardOptions{MaxMessage: 2000}), base: f.rcv.ForwardURL(),
+		transport: f.forward(t, time.Minute, forward.Options{MaxMessage: 2000}), base: f.rcv.ForwardURL(),
 		body: func(i int) []byte {
 			if i == poison {
 				return big(i, 3000)

@@ -15,6 +15,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
 	"github.com/fdfwd/teleport-event-handler/actors/pool"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/jsonhttp"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -37,11 +38,11 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{pki: pki, rcv: rcv, dl: persistence.NewDeadLetters(t.TempDir())}
 }
 
-func (f *fixture) client(t *testing.T, conns int) *wire.HTTP {
+func (f *fixture) client(t *testing.T, conns int) *jsonhttp.Transport {
 	t.Helper()
 	cfg, err := wire.LoadCredentials(f.pki.FluentdCAFile, f.pki.FluentdClientCertFile, f.pki.FluentdClientKeyFile)
 	require.NoError(t, err)
-	c := wire.NewHTTP(cfg, conns)
+	c := jsonhttp.New(cfg, conns)
 	t.Cleanup(c.Close)
 	return c
 }

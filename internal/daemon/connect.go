@@ -13,6 +13,8 @@ import (
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/backoff"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/jsonhttp"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 )
@@ -94,14 +96,14 @@ func Transports(cfg *config.Config) (wire.Schemes, error) {
 	}
 	t := transports(cfg, creds)
 	// Letters keep the URL they were sent to, which may be forward://.
-	t[wire.ForwardScheme] = forwardTransport(cfg, creds)
+	t[forward.Scheme] = forwardTransport(cfg, creds)
 	return t, nil
 }
 
-func forwardTransport(cfg *config.Config, creds *wire.Credentials) *wire.Forward {
+func forwardTransport(cfg *config.Config, creds *wire.Credentials) *forward.Transport {
 	f := cfg.Fluentd
 	host, _ := os.Hostname()
-	return wire.NewForward(creds, wire.ForwardOptions{SharedKey: []byte(f.SharedKey), SharedKeyFile: f.SharedKeyFile,
+	return forward.New(creds, forward.Options{SharedKey: []byte(f.SharedKey), SharedKeyFile: f.SharedKeyFile,
 		Gzip: f.Compress == "gzip", Hostname: host, MaxMessage: f.MaxMessageKB << 10})
 }
 
@@ -109,9 +111,9 @@ func forwardTransport(cfg *config.Config, creds *wire.Credentials) *wire.Forward
 // https://, the forward protocol for forward://.
 func transports(cfg *config.Config, creds *wire.Credentials) wire.Schemes {
 	f := cfg.Fluentd
-	t := wire.Schemes{"https": wire.NewHTTP(creds, f.MaxConnections)}
+	t := wire.Schemes{"https": jsonhttp.New(creds, f.MaxConnections)}
 	if f.UsesForward() {
-		t[wire.ForwardScheme] = forwardTransport(cfg, creds)
+		t[forward.Scheme] = forwardTransport(cfg, creds)
 	}
 	return t
 }

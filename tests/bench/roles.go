@@ -18,6 +18,8 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/jsonhttp"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
@@ -230,8 +232,8 @@ func load(base string, creds *wire.Credentials, conns int, posts []post, limit i
 		n++
 	}
 	posts = posts[:n]
-	client := wire.Schemes{"https": wire.NewHTTP(creds, conns),
-		wire.ForwardScheme: wire.NewForward(creds, wire.ForwardOptions{Hostname: "loadgen"})}
+	client := wire.Schemes{"https": jsonhttp.New(creds, conns),
+		forward.Scheme: forward.New(creds, forward.Options{Hostname: "loadgen"})}
 	defer client.Close()
 	var next atomic.Int64
 	var failed atomic.Int64

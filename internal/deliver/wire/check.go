@@ -55,9 +55,9 @@ func Check(ctx context.Context, rawURL string, creds *Credentials) error {
 	if u.Port() == "" {
 		addr = net.JoinHostPort(host, "443")
 	}
-	conn, err := creds.dial(ctx, addr)
+	conn, err := creds.Dial(ctx, addr)
 	if err != nil {
-		return classifyHandshake(rawURL, err)
+		return ClassifyHandshake(rawURL, err)
 	}
 	defer conn.Close()
 	// With TLS 1.3 the server checks our certificate after the client
@@ -71,12 +71,12 @@ func Check(ctx context.Context, rawURL string, creds *Credentials) error {
 		if errors.As(err, &nerr) && nerr.Timeout() {
 			return nil
 		}
-		return classifyHandshake(rawURL, err)
+		return ClassifyHandshake(rawURL, err)
 	}
 	return nil
 }
 
-func classifyHandshake(rawURL string, err error) error {
+func ClassifyHandshake(rawURL string, err error) error {
 	var (
 		unknown   x509.UnknownAuthorityError
 		hostname  x509.HostnameError

@@ -45,6 +45,13 @@ type Credentials struct {
 	pool   *x509.CertPool
 }
 
+// FixedCredentials are credentials held in memory rather than read from
+// files, and never reloaded: a CA pool and a client certificate (which may
+// be empty). The transports' tests use them with httptest's CA.
+func FixedCredentials(pool *x509.CertPool, cert *tls.Certificate) *Credentials {
+	return &Credentials{pool: pool, cert: cert}
+}
+
 // LoadCredentials reads the three files; an error names the option. Set
 // OnReload, if at all, before the first connection.
 func LoadCredentials(caFile, certFile, keyFile string) (*Credentials, error) {
@@ -146,9 +153,9 @@ func (c *Credentials) Validity() (notBefore, notAfter time.Time) {
 	return c.cert.Leaf.NotBefore, c.cert.Leaf.NotAfter
 }
 
-// dial opens a TLS connection to addr ("host:port") with the credentials
+// Dial opens a TLS connection to addr ("host:port") with the credentials
 // of the moment: the TCP connection within 5 s, the whole within 10 s.
-func (c *Credentials) dial(ctx context.Context, addr string) (*tls.Conn, error) {
+func (c *Credentials) Dial(ctx context.Context, addr string) (*tls.Conn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, err
@@ -163,12 +170,12 @@ func (c *Credentials) dial(ctx context.Context, addr string) (*tls.Conn, error) 
 	return conn.(*tls.Conn), nil
 }
 
-// dialHTTPS is dial for http.Transport; a certificate problem reads as it
+// DialHTTPS is Dial for http.Transport; a certificate problem reads as it
 // does at start, with its fix.
-func (c *Credentials) dialHTTPS(ctx context.Context, _, addr string) (net.Conn, error) {
-	conn, err := c.dial(ctx, addr)
+func (c *Credentials) DialHTTPS(ctx context.Context, _, addr string) (net.Conn, error) {
+	conn, err := c.Dial(ctx, addr)
 	if err != nil {
-		if tlsErr := (*TLSError)(nil); errors.As(classifyHandshake("https://"+addr, err), &tlsErr) {
+		if tlsErr := (*TLSError)(nil); errors.As(ClassifyHandshake("https://"+addr, err), &tlsErr) {
 			return nil, tlsErr
 		}
 		return nil, err

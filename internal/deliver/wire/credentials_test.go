@@ -13,6 +13,8 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/jsonhttp"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -39,7 +41,7 @@ func (f credentialFiles) write(t *testing.T, client *certs.Pair, cas ...*certs.P
 
 // send posts one event on a fresh connection.
 func send(creds *wire.Credentials, url string) wire.Result {
-	h := wire.NewHTTP(creds, 1)
+	h := jsonhttp.New(creds, 1)
 	defer h.Close()
 	return h.NewSender().Send(context.Background(), url, [][]byte{[]byte(`{"uid":"x"}`)})
 }
@@ -121,7 +123,7 @@ func TestCAIsReloadedAndTheServerNameStillChecked(t *testing.T) {
 	files.write(t, renewed.FluentdClient, renewed.FluentdCA)
 	require.NoError(t, wire.Check(context.Background(), url, creds))
 	require.Equal(t, wire.Success, send(creds, url).Class)
-	fwd := wire.NewForward(creds, wire.ForwardOptions{Hostname: "test"})
+	fwd := forward.New(creds, forward.Options{Hostname: "test"})
 	sender := fwd.NewSender()
 	defer sender.Close()
 	require.Equal(t, wire.Success, sender.Send(context.Background(), rcv.ForwardURL()+"/test.log", [][]byte{[]byte(`{"uid":"y"}`)}).Class)

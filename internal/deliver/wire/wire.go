@@ -1,13 +1,14 @@
-// Package wire is the wire to the receiver (Fluentd today): TLS set-up,
-// the start-up handshake check, and the transports that send a batch of
-// events and judge the receiver's answer. It knows nothing of actors: the pool (actors/pool)
-// drives a Transport, one Sender per connection actor, and the bench and
-// the tests use the same Transport directly.
+// Package wire is what the transports to the receiver (Fluentd today)
+// share: the Transport and Sender a transport implements, the classes of an
+// answer, TLS set-up with credentials read again per connection, and the
+// start-up handshake check. It knows nothing of actors: the pool
+// (actors/pool) drives a Transport, one Sender per connection actor, and
+// the bench and the tests use the same Transport directly.
 //
-// There are two transports, chosen by the URL's scheme (Schemes): HTTP
-// (Fluentd's in_http: one JSON object, or an array, per POST; http.go) and
-// forward (in_forward: msgpack messages acknowledged by chunk; forward.go,
-// forward_send.go). Another wire protocol is another Transport: the pool
+// There are two transports, one package each, chosen by the URL's scheme
+// (Schemes): jsonhttp (Fluentd's in_http: one JSON object, or an array, per
+// POST) and forward (in_forward: msgpack messages acknowledged by chunk).
+// Another wire protocol is another package with a Transport: the pool
 // hands it batches of encoded events for a URL and needs nothing else.
 package wire
 

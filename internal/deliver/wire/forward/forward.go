@@ -1,4 +1,9 @@
-package wire
+// Package forward is the transport to Fluentd's forward input (in_forward)
+// over TLS: events as msgpack records in PackedForward (or, compressed,
+// CompressedPackedForward) messages, each acknowledged by its chunk, the
+// HELO/PING/PONG handshake with the shared key read again per connection,
+// and bounded reads of everything the server sends.
+package forward
 
 import (
 	"context"
@@ -6,6 +11,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"io"
 	"net"
 	"net/url"
@@ -18,18 +24,18 @@ import (
 	"github.com/tinylib/msgp/msgp"
 )
 
-// ForwardScheme is the URL scheme of Fluentd's forward protocol
+// Scheme is the URL scheme of Fluentd's forward protocol
 // (in_forward), always over TLS with the client certificate.
-const ForwardScheme = "forward"
+const Scheme = "forward"
 
-// DefaultForwardPort is in_forward's port when a forward URL names none.
-const DefaultForwardPort = "24224"
+// DefaultPort is in_forward's port when a forward URL names none.
+const DefaultPort = "24224"
 
 // HeloWait bounds the wait for the server's HELO, and then for its PONG.
 // in_forward with a <security> section sends its HELO as soon as the TLS
 // handshake is done, so a connection silent this long is a Fluentd too
 // busy to answer or one without <security>: the first is retried (an
-// *UnreachableError), and only a second connection in a row to the same
+// *wire.UnreachableError), and only a second connection in a row to the same
 // address that is silent for the whole wait is taken for the missing
 // section (an *AuthError, which stops a start).
 const HeloWait = 10 * time.Second
@@ -48,7 +54,7 @@ const MaxServerMessage = 4 << 10
 // take minutes.
 const AckWait = 10 * time.Second
 
-// DefaultMaxMessage is the default of ForwardOptions.MaxMessage (and of
+// DefaultMaxMessage is the default of Options.MaxMessage (and of
 // --fluentd-max-message-kb): Fluentd's default buffer chunk size
 // (chunk_limit_size 8MB), which a message must fit in to be stored.
 const DefaultMaxMessage = 8 << 20
@@ -57,8 +63,8 @@ const DefaultMaxMessage = 8 << 20
 // fields recursively).
 const maxServerDepth = 8
 
-// ForwardOptions configure the forward transport.
-type ForwardOptions struct {
+// Options configure the forward transport.
+type Options struct {
 	// SharedKey answers the <security> handshake (HELO, PING, PONG);
 	// empty when Fluentd has no <security> section.
 	SharedKey []byte
@@ -73,16 +79,16 @@ type ForwardOptions struct {
 	Hostname string
 	// MaxMessage is the most bytes one message may take on the wire
 	// (in_forward's chunk_size_limit, which drops a larger message without
-	// an ack); a batch that would be larger is TooLarge. Zero: no limit.
+	// an ack); a batch that would be larger is wire.TooLarge. Zero: no limit.
 	MaxMessage int
 	// AckWait bounds the wait for an ack (AckWait when zero).
 	AckWait time.Duration
 }
 
-// Forward is the transport to Fluentd's in_forward: each batch is one
+// Transport is the transport to Fluentd's in_forward: each batch is one
 // PackedForward message with a chunk id, confirmed by the server's ack for
 // that chunk; no ack within AckWait, a reset or a close means the batch is
-// sent again on a fresh connection (see Result.NoAck).
+// sent again on a fresh connection (see wire.Result.NoAck).
 //
 // The message types, chunk ids, EventTime and the handshake's digests are
 // github.com/IBM/fluent-forward-go's. Its Client is not used: it ignores
@@ -90,9 +96,9 @@ type ForwardOptions struct {
 // puts no deadline on writes or on the handshake, so a stalled server
 // would hold a connection for ever. Nor is its gzip helper (see
 // forwardSender.gzip).
-type Forward struct {
-	creds    *Credentials
-	opts     ForwardOptions
+type Transport struct {
+	creds    *wire.Credentials
+	opts     Options
 	heloWait time.Duration // HeloWait; shorter in tests
 
 	mu  sync.Mutex
@@ -101,17 +107,17 @@ type Forward struct {
 	silent map[string]bool
 }
 
-// NewForward returns a forward transport over mTLS with creds.
-func NewForward(creds *Credentials, opts ForwardOptions) *Forward {
+// New returns a forward transport over mTLS with creds.
+func New(creds *wire.Credentials, opts Options) *Transport {
 	if opts.AckWait <= 0 {
 		opts.AckWait = AckWait
 	}
-	return &Forward{creds: creds, opts: opts, heloWait: HeloWait, key: opts.SharedKey, silent: map[string]bool{}}
+	return &Transport{creds: creds, opts: opts, heloWait: HeloWait, key: opts.SharedKey, silent: map[string]bool{}}
 }
 
 // sharedKey is the key for a new connection: the file's, or the last one
 // read when it cannot be read or is empty.
-func (f *Forward) sharedKey() []byte {
+func (f *Transport) sharedKey() []byte {
 	if f.opts.SharedKeyFile != "" {
 		raw, err := os.ReadFile(f.opts.SharedKeyFile)
 		if k := strings.TrimRight(string(raw), "\r\n"); err == nil && k != "" {
@@ -125,12 +131,12 @@ func (f *Forward) sharedKey() []byte {
 	return f.key
 }
 
-// Close implements Transport; the senders own their connections.
-func (f *Forward) Close() {}
+// Close implements wire.Transport; the senders own their connections.
+func (f *Transport) Close() {}
 
 // NewSender implements Transport: one connection per address, opened on
 // first use and again after a failure.
-func (f *Forward) NewSender() Sender {
+func (f *Transport) NewSender() wire.Sender {
 	return &forwardSender{f: f, conns: map[string]*forwardConn{}}
 }
 
@@ -145,12 +151,12 @@ func parseTarget(raw string) (target, error) {
 	if err != nil {
 		return target{}, err
 	}
-	if u.Scheme != ForwardScheme {
-		return target{}, fmt.Errorf("%s is not a %s:// URL", raw, ForwardScheme)
+	if u.Scheme != Scheme {
+		return target{}, fmt.Errorf("%s is not a %s:// URL", raw, Scheme)
 	}
 	port := u.Port()
 	if port == "" {
-		port = DefaultForwardPort
+		port = DefaultPort
 	}
 	tag := strings.ReplaceAll(strings.Trim(u.Path, "/"), "/", ".")
 	return target{addr: net.JoinHostPort(u.Hostname(), port), tag: tag}, nil
@@ -166,9 +172,9 @@ func (e *AuthError) Error() string {
 	return fmt.Sprintf("fluentd at %s: shared-key handshake failed: %s; %s", e.URL, e.Cause, e.Fix)
 }
 
-// Check implements Transport: a TLS connection and, with a shared key, the
+// wire.Check implements Transport: a TLS connection and, with a shared key, the
 // handshake; without one, it checks that Fluentd does not ask for one.
-func (f *Forward) Check(ctx context.Context, rawURL string) error {
+func (f *Transport) Check(ctx context.Context, rawURL string) error {
 	t, err := parseTarget(rawURL)
 	if err != nil {
 		return err
@@ -192,7 +198,7 @@ func (f *Forward) Check(ctx context.Context, rawURL string) error {
 		if errors.As(err, &nerr) && nerr.Timeout() {
 			return nil
 		}
-		return classifyHandshake(rawURL, err)
+		return wire.ClassifyHandshake(rawURL, err)
 	}
 	return &AuthError{URL: rawURL, Cause: "Fluentd asks for a shared key (its in_forward has a <security> section)",
 		Fix: "give its shared_key in --fluentd-shared-key-file (or FDFWD_FLUENTD_SHARED_KEY)"}
@@ -257,11 +263,11 @@ func (b *budget) Read(p []byte) (int, error) {
 }
 
 // dial connects to t over TLS and, with a shared key, does the handshake.
-// Errors are *TLSError, *AuthError or *UnreachableError.
-func (f *Forward) dial(ctx context.Context, rawURL string, t target, key []byte) (*forwardConn, error) {
-	nc, err := f.creds.dial(ctx, t.addr)
+// Errors are *wire.TLSError, *AuthError or *wire.UnreachableError.
+func (f *Transport) dial(ctx context.Context, rawURL string, t target, key []byte) (*forwardConn, error) {
+	nc, err := f.creds.Dial(ctx, t.addr)
 	if err != nil {
-		return nil, classifyHandshake(rawURL, err)
+		return nil, wire.ClassifyHandshake(rawURL, err)
 	}
 	c := newForwardConn(nc)
 	if len(key) > 0 {
@@ -275,7 +281,7 @@ func (f *Forward) dial(ctx context.Context, rawURL string, t target, key []byte)
 
 // handshake answers the server's HELO with a PING and checks its PONG,
 // each within heloWait; a stop cuts the wait short.
-func (f *Forward) handshake(ctx context.Context, rawURL string, t target, c *forwardConn, key []byte) error {
+func (f *Transport) handshake(ctx context.Context, rawURL string, t target, c *forwardConn, key []byte) error {
 	defer context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })()
 	_ = c.conn.SetDeadline(time.Now().Add(f.heloWait))
 	helo, err := f.readHelo(ctx, rawURL, t, c)
@@ -293,10 +299,10 @@ func (f *Forward) handshake(ctx context.Context, rawURL string, t target, c *for
 		return err
 	}
 	if err := ping.EncodeMsg(c.w); err != nil {
-		return &UnreachableError{URL: rawURL, Err: err}
+		return &wire.UnreachableError{URL: rawURL, Err: err}
 	}
 	if err := c.w.Flush(); err != nil {
-		return &UnreachableError{URL: rawURL, Err: err}
+		return &wire.UnreachableError{URL: rawURL, Err: err}
 	}
 	if err := f.checkPong(ctx, rawURL, c, key, helo.Options.Nonce, salt); err != nil {
 		return err
@@ -308,23 +314,23 @@ func (f *Forward) handshake(ctx context.Context, rawURL string, t target, c *for
 // readHelo reads the server's HELO. A connection silent for the whole
 // wait is retried the first time (a busy Fluentd) and taken for a missing
 // <security> section the second time in a row.
-func (f *Forward) readHelo(ctx context.Context, rawURL string, t target, c *forwardConn) (*protocol.Helo, error) {
+func (f *Transport) readHelo(ctx context.Context, rawURL string, t target, c *forwardConn) (*protocol.Helo, error) {
 	var helo protocol.Helo
 	err := c.read(&helo)
 	switch {
 	case err == nil:
 		f.silentAgain(t.addr, false)
 	case ctx.Err() != nil: // cut short: not silent for the whole wait
-		return nil, &UnreachableError{URL: rawURL, Err: ctx.Err()}
+		return nil, &wire.UnreachableError{URL: rawURL, Err: ctx.Err()}
 	case isTimeout(err) && f.silentAgain(t.addr, true):
 		return nil, &AuthError{URL: rawURL, Cause: fmt.Sprintf("Fluentd sent no HELO within %s on two connections in a row (its in_forward has no <security> section)", f.heloWait),
 			Fix: "remove the shared key (--fluentd-shared-key-file, FDFWD_FLUENTD_SHARED_KEY), or add <security> with the same shared_key to in_forward"}
 	case isTimeout(err):
-		return nil, &UnreachableError{URL: rawURL, Err: fmt.Errorf("no HELO within %s of the TLS handshake (a busy Fluentd, or an in_forward without <security>: a second silent connection tells): %w", f.heloWait, err)}
+		return nil, &wire.UnreachableError{URL: rawURL, Err: fmt.Errorf("no HELO within %s of the TLS handshake (a busy Fluentd, or an in_forward without <security>: a second silent connection tells): %w", f.heloWait, err)}
 	case errors.Is(err, errTooLarge):
 		return nil, &AuthError{URL: rawURL, Cause: "the HELO is not Fluentd's: " + err.Error(), Fix: "check that --fluentd-url points at Fluentd's in_forward"}
 	default:
-		return nil, classifyHandshake(rawURL, err)
+		return nil, wire.ClassifyHandshake(rawURL, err)
 	}
 	if helo.Options == nil {
 		return nil, &AuthError{URL: rawURL, Cause: "Fluentd's HELO has no options", Fix: "check that the URL points at in_forward"}
@@ -334,7 +340,7 @@ func (f *Forward) readHelo(ctx context.Context, rawURL string, t target, c *forw
 
 // silentAgain records whether addr's latest connection went without a
 // HELO, and says whether the one before it did too.
-func (f *Forward) silentAgain(addr string, silent bool) bool {
+func (f *Transport) silentAgain(addr string, silent bool) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	before := f.silent[addr]
@@ -357,14 +363,14 @@ func isTimeout(err error) bool {
 // over ours it is the digest of our own PING, which a server that echoes
 // the PING sends back without knowing the key. Fluentd's out_forward
 // refuses its own hostname in a PONG for the same reason.
-func (f *Forward) checkPong(ctx context.Context, rawURL string, c *forwardConn, key, nonce, salt []byte) error {
+func (f *Transport) checkPong(ctx context.Context, rawURL string, c *forwardConn, key, nonce, salt []byte) error {
 	var pong protocol.Pong
 	if err := c.read(&pong); err != nil {
 		switch {
 		case ctx.Err() != nil:
-			return &UnreachableError{URL: rawURL, Err: ctx.Err()}
+			return &wire.UnreachableError{URL: rawURL, Err: ctx.Err()}
 		case isTimeout(err): // a busy Fluentd: it answers a wrong key with a PONG
-			return &UnreachableError{URL: rawURL, Err: fmt.Errorf("no PONG within %s of the PING: %w", f.heloWait, err)}
+			return &wire.UnreachableError{URL: rawURL, Err: fmt.Errorf("no PONG within %s of the PING: %w", f.heloWait, err)}
 		case errors.Is(err, errTooLarge):
 			return &AuthError{URL: rawURL, Cause: "the PONG is not Fluentd's: " + err.Error(), Fix: "check that --fluentd-url points at Fluentd's in_forward"}
 		}

@@ -1,4 +1,4 @@
-package wire
+package forward
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"time"
 
 	"github.com/IBM/fluent-forward-go/fluent/protocol"
@@ -14,7 +15,7 @@ import (
 // forwardSender is one connection actor's sender: a connection per
 // address, and the buffers of its messages.
 type forwardSender struct {
-	f       *Forward
+	f       *Transport
 	conns   map[string]*forwardConn
 	lastRaw string
 	last    target
@@ -28,26 +29,26 @@ type forwardSender struct {
 }
 
 // Send implements Sender: events go as one PackedForward message (gzip
-// compressed with ForwardOptions.Gzip) with a fresh chunk id, and count as
+// compressed with Options.Gzip) with a fresh chunk id, and count as
 // delivered only once the server acks that chunk.
-func (s *forwardSender) Send(ctx context.Context, rawURL string, events [][]byte) Result {
+func (s *forwardSender) Send(ctx context.Context, rawURL string, events [][]byte) wire.Result {
 	if rawURL != s.lastRaw {
 		t, err := parseTarget(rawURL)
 		if err != nil {
-			return Result{Class: Permanent, Reason: fmt.Sprintf("build message: %v", err)}
+			return wire.Result{Class: wire.Permanent, Reason: fmt.Sprintf("build message: %v", err)}
 		}
 		s.lastRaw, s.last = rawURL, t
 	}
 	stream, err := s.entries.encode(events, time.Now())
 	if err != nil {
-		return Result{Class: Permanent, Reason: err.Error()}
+		return wire.Result{Class: wire.Permanent, Reason: err.Error()}
 	}
 	msg, err := s.message(stream, len(events))
 	if err != nil {
-		return Result{Class: Permanent, Reason: fmt.Sprintf("build message: %v", err)}
+		return wire.Result{Class: wire.Permanent, Reason: fmt.Sprintf("build message: %v", err)}
 	}
 	if most := s.f.opts.MaxMessage; most > 0 && msg.Msgsize() > most {
-		return Result{Class: TooLarge, Reason: fmt.Sprintf("%d event(s) make a forward message of %d bytes, over the %d that --fluentd-max-message-kb allows (in_forward's chunk_size_limit drops a larger message without an answer)",
+		return wire.Result{Class: wire.TooLarge, Reason: fmt.Sprintf("%d event(s) make a forward message of %d bytes, over the %d that --fluentd-max-message-kb allows (in_forward's chunk_size_limit drops a larger message without an answer)",
 			len(events), msg.Msgsize(), most)}
 	}
 	c, res := s.conn(ctx, rawURL)
@@ -56,14 +57,14 @@ func (s *forwardSender) Send(ctx context.Context, rawURL string, events [][]byte
 	}
 	if err := exchange(ctx, c, msg, s.f.opts.AckWait); err != nil {
 		s.drop(s.last.addr)
-		return Result{Class: Retry, Reason: err.Error(), NoAck: errors.Is(err, errNoAck)}
+		return wire.Result{Class: wire.Retry, Reason: err.Error(), NoAck: errors.Is(err, errNoAck)}
 	}
 	if !c.keepalive {
 		// The server closes the connection after each ack (in_forward's
 		// deny_keepalive): the next message goes on a new one.
 		s.drop(s.last.addr)
 	}
-	return Result{Class: Success}
+	return wire.Result{Class: wire.Success}
 }
 
 // message is the PackedForward (or CompressedPackedForward) message of an
@@ -103,22 +104,22 @@ func (s *forwardSender) gzip(stream []byte) ([]byte, error) {
 }
 
 // conn is the open connection to the current target, dialled if needed; on
-// failure the Result says why (a refused key is Refused: nothing is sent
+// failure the wire.Result says why (a refused key is Refused: nothing is sent
 // until it is fixed, and nothing is dead-lettered).
-func (s *forwardSender) conn(ctx context.Context, rawURL string) (*forwardConn, Result) {
+func (s *forwardSender) conn(ctx context.Context, rawURL string) (*forwardConn, wire.Result) {
 	if c := s.conns[s.last.addr]; c != nil {
-		return c, Result{}
+		return c, wire.Result{}
 	}
 	c, err := s.f.dial(ctx, rawURL, s.last, s.f.sharedKey())
 	var auth *AuthError
 	switch {
 	case errors.As(err, &auth):
-		return nil, Result{Class: Refused, Reason: err.Error()}
+		return nil, wire.Result{Class: wire.Refused, Reason: err.Error()}
 	case err != nil:
-		return nil, Result{Class: Retry, Reason: err.Error()}
+		return nil, wire.Result{Class: wire.Retry, Reason: err.Error()}
 	}
 	s.conns[s.last.addr] = c
-	return c, Result{}
+	return c, wire.Result{}
 }
 
 // errNoAck is an exchange whose message was written in full and not
@@ -161,7 +162,7 @@ func (s *forwardSender) drop(addr string) {
 	}
 }
 
-// Close implements Sender.
+// Close implements wire.Sender.
 func (s *forwardSender) Close() {
 	for addr := range s.conns {
 		s.drop(addr)

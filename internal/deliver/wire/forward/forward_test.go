@@ -1,4 +1,4 @@
-package wire_test
+package forward_test
 
 import (
 	"context"
@@ -21,6 +21,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -34,14 +35,14 @@ func forwardReceiver(t *testing.T, key []byte) (*fluentdsrv.Receiver, *testpki.B
 	return rcv, pki
 }
 
-func forwardTransport(t *testing.T, pki *testpki.Bundle, opts wire.ForwardOptions) *wire.Forward {
+func forwardTransport(t *testing.T, pki *testpki.Bundle, opts forward.Options) *forward.Transport {
 	t.Helper()
 	cfg, err := wire.LoadCredentials(pki.FluentdCAFile, pki.FluentdClientCertFile, pki.FluentdClientKeyFile)
 	require.NoError(t, err)
 	if opts.Hostname == "" {
 		opts.Hostname = "test"
 	}
-	return wire.NewForward(cfg, opts)
+	return forward.New(cfg, opts)
 }
 
 const event = `{"code":"T1000I","ei":2147483647,"event":"user.login","success":true,"time":"2026-11-03T10:00:00.123456789Z",` +
@@ -54,7 +55,7 @@ func TestForwardSendsTheEventAsARecord(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	for _, gzip := range []bool{false, true} {
 		rcv, pki := forwardReceiver(t, nil)
-		tr := forwardTransport(t, pki, wire.ForwardOptions{Gzip: gzip})
+		tr := forwardTransport(t, pki, forward.Options{Gzip: gzip})
 		require.NoError(t, tr.Check(context.Background(), rcv.ForwardURL()+"/test.log"))
 		s := tr.NewSender()
 		res := s.Send(context.Background(), rcv.ForwardURL()+"/audit/events", [][]byte{[]byte(event), []byte(event)})
@@ -77,14 +78,14 @@ func TestForwardSendsTheEventAsARecord(t *testing.T) {
 func TestForwardHandshake(t *testing.T) {
 	rcv, pki := forwardReceiver(t, []byte("s3cret"))
 	url := rcv.ForwardURL() + "/test.log"
-	ok := forwardTransport(t, pki, wire.ForwardOptions{SharedKey: []byte("s3cret")})
+	ok := forwardTransport(t, pki, forward.Options{SharedKey: []byte("s3cret")})
 	require.NoError(t, ok.Check(context.Background(), url))
 	s := ok.NewSender()
 	defer s.Close()
 	require.Equal(t, wire.Success, s.Send(context.Background(), url, [][]byte{[]byte(event)}).Class)
 
-	var auth *wire.AuthError
-	wrong := forwardTransport(t, pki, wire.ForwardOptions{SharedKey: []byte("guess")})
+	var auth *forward.AuthError
+	wrong := forwardTransport(t, pki, forward.Options{SharedKey: []byte("guess")})
 	err := wrong.Check(context.Background(), url)
 	require.ErrorAs(t, err, &auth)
 	require.Contains(t, err.Error(), "shared_key mismatch", "the server's reason")
@@ -93,12 +94,12 @@ func TestForwardHandshake(t *testing.T) {
 	res := ws.Send(context.Background(), url, [][]byte{[]byte(event)})
 	require.Equal(t, wire.Refused, res.Class, "a refused key is never a dead letter")
 
-	none := forwardTransport(t, pki, wire.ForwardOptions{})
+	none := forwardTransport(t, pki, forward.Options{})
 	require.ErrorAs(t, none.Check(context.Background(), url), &auth)
 	require.Contains(t, none.Check(context.Background(), url).Error(), "--fluentd-shared-key")
 
 	plain, pki2 := forwardReceiver(t, nil)
-	silent := forwardTransport(t, pki2, wire.ForwardOptions{SharedKey: []byte("s3cret")})
+	silent := forwardTransport(t, pki2, forward.Options{SharedKey: []byte("s3cret")})
 	silent.SetHeloWait(100 * time.Millisecond)
 	var unreachable *wire.UnreachableError
 	require.ErrorAs(t, silent.Check(context.Background(), plain.ForwardURL()+"/x"), &unreachable, "once may be a slow Fluentd")
@@ -115,7 +116,7 @@ func TestForwardSharedKeyFileIsReadAgain(t *testing.T) {
 	url := rcv.ForwardURL() + "/test.log"
 	file := filepath.Join(t.TempDir(), "shared.key")
 	require.NoError(t, os.WriteFile(file, []byte("first\n"), 0o600))
-	f := forwardTransport(t, pki, wire.ForwardOptions{SharedKey: []byte("first"), SharedKeyFile: file})
+	f := forwardTransport(t, pki, forward.Options{SharedKey: []byte("first"), SharedKeyFile: file})
 	send := func() wire.Class {
 		s := f.NewSender() // a fresh connection each time
 		defer s.Close()
@@ -139,7 +140,7 @@ func TestForwardSharedKeyFileIsReadAgain(t *testing.T) {
 func TestForwardWithoutAnAckIsNotDelivered(t *testing.T) {
 	rcv, pki := forwardReceiver(t, nil)
 	url := rcv.ForwardURL() + "/test.log"
-	s := forwardTransport(t, pki, wire.ForwardOptions{}).NewSender()
+	s := forwardTransport(t, pki, forward.Options{}).NewSender()
 	defer s.Close()
 	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{DropAcks: 1, CloseMidMessage: 1})
 	for i, want := range []wire.Class{wire.Retry, wire.Retry, wire.Success} {
@@ -161,7 +162,7 @@ func TestForwardWithoutAnAckIsNotDelivered(t *testing.T) {
 func TestForwardTellsAnUnansweredMessageAndOneTooLarge(t *testing.T) {
 	rcv, pki := forwardReceiver(t, nil)
 	url := rcv.ForwardURL() + "/test.log"
-	tr := forwardTransport(t, pki, wire.ForwardOptions{AckWait: 300 * time.Millisecond})
+	tr := forwardTransport(t, pki, forward.Options{AckWait: 300 * time.Millisecond})
 	s := tr.NewSender()
 	defer s.Close()
 	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{ChunkSizeLimit: 500})
@@ -189,7 +190,7 @@ func TestForwardTellsAnUnansweredMessageAndOneTooLarge(t *testing.T) {
 	require.Equal(t, wire.Retry, res.Class)
 	require.False(t, res.NoAck, res.Reason)
 
-	limited := forwardTransport(t, pki, wire.ForwardOptions{MaxMessage: 500}).NewSender()
+	limited := forwardTransport(t, pki, forward.Options{MaxMessage: 500}).NewSender()
 	defer limited.Close()
 	res = limited.Send(context.Background(), url, batch)
 	require.Equal(t, wire.TooLarge, res.Class, res.Reason)
@@ -199,7 +200,7 @@ func TestForwardTellsAnUnansweredMessageAndOneTooLarge(t *testing.T) {
 
 func TestForwardRejectsWhatIsNotAnEvent(t *testing.T) {
 	rcv, pki := forwardReceiver(t, nil)
-	s := forwardTransport(t, pki, wire.ForwardOptions{}).NewSender()
+	s := forwardTransport(t, pki, forward.Options{}).NewSender()
 	defer s.Close()
 	res := s.Send(context.Background(), rcv.ForwardURL()+"/x", [][]byte{[]byte(event), []byte(`[1]`)})
 	require.Equal(t, wire.Permanent, res.Class)
@@ -213,7 +214,7 @@ func TestForwardRejectsWhatIsNotAnEvent(t *testing.T) {
 // a concurrent message could carry another one's events under its chunk.)
 func TestForwardGzipFromManyConnectionsSendsEachItsOwnEvents(t *testing.T) {
 	rcv, pki := forwardReceiver(t, nil)
-	tr := forwardTransport(t, pki, wire.ForwardOptions{Gzip: true})
+	tr := forwardTransport(t, pki, forward.Options{Gzip: true})
 	url := rcv.ForwardURL() + "/test.log"
 	const conns, batches, size = 8, 40, 50
 	var wg sync.WaitGroup
@@ -328,7 +329,7 @@ func TestForwardBoundsWhatTheServerSends(t *testing.T) {
 	}{"HELO nonce": {heloNonce, []byte("k")}, "HELO padding": {heloPadding, []byte("k")}, "PONG reason": {pongReason, []byte("k")}, "ack": {ack, nil}} {
 		t.Run(name, func(t *testing.T) {
 			url, pki := rawForward(t, tc.script)
-			s := forwardTransport(t, pki, wire.ForwardOptions{SharedKey: tc.key}).NewSender()
+			s := forwardTransport(t, pki, forward.Options{SharedKey: tc.key}).NewSender()
 			defer s.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -350,8 +351,8 @@ func TestForwardRefusesAnEchoedPong(t *testing.T) {
 	rcv, pki := forwardReceiver(t, []byte("s3cret"))
 	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{EchoPong: true})
 	url := rcv.ForwardURL() + "/test.log"
-	tr := forwardTransport(t, pki, wire.ForwardOptions{SharedKey: []byte("guess")})
-	var auth *wire.AuthError
+	tr := forwardTransport(t, pki, forward.Options{SharedKey: []byte("guess")})
+	var auth *forward.AuthError
 	err := tr.Check(context.Background(), url)
 	require.ErrorAs(t, err, &auth)
 	require.Contains(t, err.Error(), `names this daemon's own hostname "test"`)
@@ -368,7 +369,7 @@ func TestForwardHonoursKeepaliveFalse(t *testing.T) {
 	rcv, pki := forwardReceiver(t, []byte("s3cret"))
 	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{NoKeepalive: true})
 	url := rcv.ForwardURL() + "/test.log"
-	s := forwardTransport(t, pki, wire.ForwardOptions{SharedKey: []byte("s3cret")}).NewSender()
+	s := forwardTransport(t, pki, forward.Options{SharedKey: []byte("s3cret")}).NewSender()
 	defer s.Close()
 	const n = 5
 	for i := range n {
@@ -385,7 +386,7 @@ func TestForwardWaitsForASlowHelo(t *testing.T) {
 	rcv, pki := forwardReceiver(t, []byte("s3cret"))
 	rcv.SetForwardFaults(fluentdsrv.ForwardFaults{HeloDelay: 300 * time.Millisecond})
 	url := rcv.ForwardURL() + "/test.log"
-	tr := forwardTransport(t, pki, wire.ForwardOptions{SharedKey: []byte("s3cret")})
+	tr := forwardTransport(t, pki, forward.Options{SharedKey: []byte("s3cret")})
 	tr.SetHeloWait(time.Second)
 	require.NoError(t, tr.Check(context.Background(), url))
 	s := tr.NewSender()
@@ -400,8 +401,8 @@ func TestForwardWaitsForASlowHelo(t *testing.T) {
 func TestForwardTellsASilentServerFromASlowOne(t *testing.T) {
 	const wait = 300 * time.Millisecond
 	var unreachable *wire.UnreachableError
-	var auth *wire.AuthError
-	key := wire.ForwardOptions{SharedKey: []byte("s3cret")}
+	var auth *forward.AuthError
+	key := forward.Options{SharedKey: []byte("s3cret")}
 
 	slow, pki := forwardReceiver(t, []byte("s3cret"))
 	url := slow.ForwardURL() + "/test.log"

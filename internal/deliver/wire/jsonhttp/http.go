@@ -1,10 +1,14 @@
-package wire
+// Package jsonhttp is the transport to Fluentd's HTTP input (in_http) over
+// mTLS: one event per POST as a JSON object, or several as a JSON array,
+// and the answer judged by its status (Classify).
+package jsonhttp
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"io"
 	"net/http"
 	"net/url"
@@ -13,17 +17,17 @@ import (
 	"time"
 )
 
-// Classify judges an HTTP response status.
-func Classify(status int) Class {
+// Classify judges an Transport response status.
+func Classify(status int) wire.Class {
 	switch {
 	case status >= 200 && status < 300:
-		return Success
+		return wire.Success
 	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
-		return Retry
-	case status < 400, refusals[status]: // 1xx as a final answer, and redirects (never followed: see NewHTTP)
-		return Refused
+		return wire.Retry
+	case status < 400, refusals[status]: // 1xx as a final answer, and redirects (never followed: see New)
+		return wire.Refused
 	default:
-		return Permanent
+		return wire.Permanent
 	}
 }
 
@@ -38,21 +42,21 @@ var refusals = map[int]bool{
 // RequestTimeout bounds one POST, as upstream does.
 const RequestTimeout = 30 * time.Second
 
-// HTTP is the transport to Fluentd's in_http input over mTLS: one event per
+// Transport is the transport to Fluentd's in_http input over mTLS: one event per
 // POST as a JSON object, or several as a JSON array, which in_http splits
 // into records.
-type HTTP struct {
+type Transport struct {
 	http  *http.Client
-	creds *Credentials
+	creds *wire.Credentials
 }
 
-// NewHTTP returns a transport that keeps up to maxConns keep-alive
+// New returns a transport that keeps up to maxConns keep-alive
 // connections to Fluentd, so events do not pay a handshake each; creds
 // may be nil only for plain http:// URLs (tests).
-func NewHTTP(creds *Credentials, maxConns int) *HTTP {
+func New(creds *wire.Credentials, maxConns int) *Transport {
 	tr := &http.Transport{
 		Proxy:               nil,             // Fluentd is addressed directly, whatever HTTPS_PROXY says
-		DialTLSContext:      creds.dialHTTPS, // the credentials of the moment
+		DialTLSContext:      creds.DialHTTPS, // the credentials of the moment
 		MaxIdleConns:        maxConns,
 		MaxIdleConnsPerHost: maxConns,
 		MaxConnsPerHost:     maxConns,
@@ -60,39 +64,41 @@ func NewHTTP(creds *Credentials, maxConns int) *HTTP {
 		// POST never lands on a connection the server is closing.
 		IdleConnTimeout:       5 * time.Second,
 		ResponseHeaderTimeout: RequestTimeout,
-		ForceAttemptHTTP2:     false, // in_http speaks HTTP/1.1
+		ForceAttemptHTTP2:     false, // in_http speaks Transport/1.1
 	}
 	// A redirect is answered, never followed: following a 301/302/303
 	// turns the POST into a GET without the events (whose 2xx would count
 	// as delivered), and a 307/308 sends the events, with the client
 	// certificate, to whatever Location names.
 	noRedirects := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &HTTP{http: &http.Client{Transport: tr, Timeout: RequestTimeout, CheckRedirect: noRedirects}, creds: creds}
+	return &Transport{http: &http.Client{Transport: tr, Timeout: RequestTimeout, CheckRedirect: noRedirects}, creds: creds}
 }
 
 // Close drops idle connections.
-func (c *HTTP) Close() { c.http.CloseIdleConnections() }
+func (c *Transport) Close() { c.http.CloseIdleConnections() }
 
-// Check implements Transport: one TLS handshake with the endpoint of url.
-func (c *HTTP) Check(ctx context.Context, url string) error { return Check(ctx, url, c.creds) }
+// wire.Check implements Transport: one TLS handshake with the endpoint of url.
+func (c *Transport) Check(ctx context.Context, url string) error {
+	return wire.Check(ctx, url, c.creds)
+}
 
-// NewSender implements Transport. The senders share the transport's
+// NewSender implements wire.Transport. The senders share the transport's
 // keep-alive connections.
-func (c *HTTP) NewSender() Sender { return &httpSender{c: c} }
+func (c *Transport) NewSender() wire.Sender { return &httpSender{c: c} }
 
 // httpSender remembers the last URL it parsed: a connection sends to the
 // same few URLs again and again.
 type httpSender struct {
-	c       *HTTP
+	c       *Transport
 	lastRaw string
 	lastURL *url.URL
 }
 
-func (s *httpSender) Send(ctx context.Context, rawURL string, events [][]byte) Result {
+func (s *httpSender) Send(ctx context.Context, rawURL string, events [][]byte) wire.Result {
 	if rawURL != s.lastRaw {
 		u, err := url.Parse(rawURL)
 		if err != nil {
-			return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+			return wire.Result{Class: wire.Permanent, Reason: fmt.Sprintf("build request: %v", err)}
 		}
 		s.lastRaw, s.lastURL = rawURL, u
 	}
@@ -126,45 +132,45 @@ func Body(events [][]byte) []byte {
 var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 
 // Post sends one body and classifies the outcome. It never returns an error:
-// every failure is a Result with a reason.
-func (c *HTTP) Post(ctx context.Context, rawURL string, body []byte) Result {
+// every failure is a wire.Result with a reason.
+func (c *Transport) Post(ctx context.Context, rawURL string, body []byte) wire.Result {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+		return wire.Result{Class: wire.Permanent, Reason: fmt.Sprintf("build request: %v", err)}
 	}
 	return c.PostURL(ctx, u, body)
 }
 
 // PostURL is Post to a parsed URL, which it does not modify: callers that
 // send to the same URL again and again parse it once.
-func (c *HTTP) PostURL(ctx context.Context, u *url.URL, body []byte) Result {
+func (c *Transport) PostURL(ctx context.Context, u *url.URL, body []byte) wire.Result {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "", bytes.NewReader(body))
 	if err != nil {
-		return Result{Class: Permanent, Reason: fmt.Sprintf("build request: %v", err)}
+		return wire.Result{Class: wire.Permanent, Reason: fmt.Sprintf("build request: %v", err)}
 	}
 	req.URL, req.Host = u, u.Host
 	req.Header = jsonHeader // read only: the transport does not change it
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Result{Class: Retry, Reason: describe(err)}
+		return wire.Result{Class: wire.Retry, Reason: describe(err)}
 	}
 	defer resp.Body.Close()
 	// Read (a bounded part of) the body so the connection can be reused.
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, MaxReason+1))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	r := Result{Class: Classify(resp.StatusCode), Status: resp.StatusCode}
-	if r.Class != Success {
+	r := wire.Result{Class: Classify(resp.StatusCode), Status: resp.StatusCode}
+	if r.Class != wire.Success {
 		r.Reason = strings.TrimSpace(resp.Status + ": " + capped(strings.TrimSpace(string(msg))))
 		r.Reason = strings.TrimSuffix(r.Reason, ":")
 		if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 {
 			r.Reason = fmt.Sprintf("%s (redirect to %q not followed: set the Fluentd URL to the receiver itself)", r.Reason, capped(loc))
 		}
-		r.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
+		r.RetryAfter = retryAfter(resp.Header.Get("wire.Retry-After"), time.Now())
 	}
 	return r
 }
 
-// MaxReason bounds what of the receiver's answer a Result keeps, and so
+// MaxReason bounds what of the receiver's answer a wire.Result keeps, and so
 // what log lines and dead letters hold of it.
 const MaxReason = 300
 
@@ -176,7 +182,7 @@ func capped(s string) string {
 	return strings.ToValidUTF8(s[:MaxReason], "") + "... (cut)"
 }
 
-// retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
+// retryAfter parses a wire.Retry-After header: delay-seconds or an Transport date.
 func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0

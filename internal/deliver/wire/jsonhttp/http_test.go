@@ -1,9 +1,10 @@
-package wire
+package jsonhttp
 
 import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,14 +17,14 @@ import (
 )
 
 func TestClassify(t *testing.T) {
-	for status, want := range map[int]Class{
-		200: Success, 201: Success, 204: Success,
-		408: Retry, 429: Retry, 500: Retry, 502: Retry, 503: Retry,
-		400: Permanent, 409: Permanent, 413: Permanent, 422: Permanent,
+	for status, want := range map[int]wire.Class{
+		200: wire.Success, 201: wire.Success, 204: wire.Success,
+		408: wire.Retry, 429: wire.Retry, 500: wire.Retry, 502: wire.Retry, 503: wire.Retry,
+		400: wire.Permanent, 409: wire.Permanent, 413: wire.Permanent, 422: wire.Permanent,
 		// About the receiver, not the event: never a dead letter.
-		401: Refused, 403: Refused, 404: Refused, 405: Refused, 407: Refused, 415: Refused, 421: Refused,
-		300: Refused, 301: Refused, 302: Refused, 303: Refused, 304: Refused, 307: Refused, 308: Refused,
-		100: Refused,
+		401: wire.Refused, 403: wire.Refused, 404: wire.Refused, 405: wire.Refused, 407: wire.Refused, 415: wire.Refused, 421: wire.Refused,
+		300: wire.Refused, 301: wire.Refused, 302: wire.Refused, 303: wire.Refused, 304: wire.Refused, 307: wire.Refused, 308: wire.Refused,
+		100: wire.Refused,
 	} {
 		require.Equal(t, want, Classify(status), "status %d", status)
 	}
@@ -40,13 +41,13 @@ func TestRetryAfter(t *testing.T) {
 
 func TestRetryDelayIsCappedExponentialWithJitter(t *testing.T) {
 	for attempt, nominal := range map[int]time.Duration{1: 250 * time.Millisecond, 3: time.Second, 20: 10 * time.Second} {
-		d := RetryDelay(attempt, 0)
+		d := wire.RetryDelay(attempt, 0)
 		require.GreaterOrEqual(t, d, nominal/2, "attempt %d", attempt)
 		require.LessOrEqual(t, d, nominal, "attempt %d", attempt)
 	}
-	// Retry-After wins, within a cap.
-	require.Equal(t, 42*time.Second, RetryDelay(1, 42*time.Second))
-	require.Equal(t, 5*time.Minute, RetryDelay(1, time.Hour))
+	// wire.Retry-After wins, within a cap.
+	require.Equal(t, 42*time.Second, wire.RetryDelay(1, 42*time.Second))
+	require.Equal(t, 5*time.Minute, wire.RetryDelay(1, time.Hour))
 }
 
 // A redirect is never followed: a 301/302/303 would turn the POST into a
@@ -65,11 +66,11 @@ func TestRedirectsAreRefusalsAndNeverFollowed(t *testing.T) {
 	}))
 	defer srv.Close()
 	// Credentials without files keep the pool given: httptest's CA.
-	c := NewHTTP(&Credentials{pool: srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, cert: &tls.Certificate{}}, 1)
+	c := New(wire.FixedCredentials(srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs, &tls.Certificate{}), 1)
 	defer c.Close()
 	for _, status := range []int{301, 302, 303, 307, 308} {
 		res := c.NewSender().Send(context.Background(), fmt.Sprintf("%s/%d", srv.URL, status), [][]byte{[]byte(`{"a":1}`)})
-		require.Equal(t, Refused, res.Class, "status %d: %+v", status, res)
+		require.Equal(t, wire.Refused, res.Class, "status %d: %+v", status, res)
 		require.Equal(t, status, res.Status)
 		require.Contains(t, res.Reason, "redirect", "status %d", status)
 	}
@@ -83,10 +84,10 @@ func TestReasonIsCapped(t *testing.T) {
 		_, _ = w.Write([]byte(strings.Repeat("secret-looking body ", 1000)))
 	}))
 	defer srv.Close()
-	c := NewHTTP(nil, 1)
+	c := New(nil, 1)
 	defer c.Close()
 	res := c.Post(context.Background(), srv.URL+"/x", []byte(`{}`))
-	require.Equal(t, Permanent, res.Class)
+	require.Equal(t, wire.Permanent, res.Class)
 	require.LessOrEqual(t, len(res.Reason), MaxReason+40)
 	require.True(t, strings.HasSuffix(res.Reason, "... (cut)"), res.Reason)
 }
