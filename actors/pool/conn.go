@@ -280,19 +280,26 @@ func (c *conn) done(ctx actor.Context, j *sendJob, res wire.Result, took time.Du
 // the events wait (nothing is dead-lettered), readiness turns red at once,
 // and an error line goes out at most every refusalLogEvery for the pool.
 func (c *conn) refused(ctx actor.Context, j *sendJob, res wire.Result) {
-	send := j.sending()
-	m := c.deps.Metrics
-	for _, d := range send {
-		m.EventsRetried.WithLabelValues(d.Stream).Inc()
-	}
-	url := send[0].URL
-	m.Health.FluentdRefused(res.Status, false)
+	send, url := c.refusedSend(j, res, false)
 	delay := wire.RetryDelay(j.attempts, res.RetryAfter)
 	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Str("reason", excerpt(res.Reason)).
 		Int("failures", j.attempts).Int("events", len(send)).Dur("retry_in", delay).
 		Msg("the fluentd receiver refuses service (not about the events, which wait and are not dead-lettered): " +
 			"check its address, route, credentials or the proxy in front of it")
 	j.retry.After(ctx, delay, &retryTick{job: j.id})
+}
+
+// refusedSend counts the events j was sending as retried and turns
+// readiness red for a refusal (probing: a rejected probe of an open
+// breaker); it returns them and their URL.
+func (c *conn) refusedSend(j *sendJob, res wire.Result, probing bool) ([]*messages.Delivery, string) {
+	send := j.sending()
+	m := c.deps.Metrics
+	for _, d := range send {
+		m.EventsRetried.WithLabelValues(d.Stream).Inc()
+	}
+	m.Health.FluentdRefused(res.Status, probing)
+	return send, send[0].URL
 }
 
 // excerpt is the start of a reason, for readiness and log lines.
@@ -365,13 +372,8 @@ func (c *conn) takeBack(ctx actor.Context, items []*messages.Delivery) {
 // the back of its queue (with the rest of its job), and the next probe
 // waits a backoff.
 func (c *conn) probeFailed(ctx actor.Context, j *sendJob, res wire.Result) {
-	send := j.sending()
+	_, url := c.refusedSend(j, res, true)
 	m := c.deps.Metrics
-	for _, d := range send {
-		m.EventsRetried.WithLabelValues(d.Stream).Inc()
-	}
-	url := send[0].URL
-	m.Health.FluentdRefused(res.Status, true)
 	next := c.deps.breakers.probeFailed(url, c.deps.Clock.Now(), j.probe)
 	c.deps.refusals.Error().Str("url", url).Int("status", res.Status).Time("next_probe", next).
 		Msg(c.deps.breakers.cause(url))
