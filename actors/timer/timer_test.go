@@ -48,6 +48,14 @@ func ticker(clock clockwork.Clock, got chan<- int) *actor.Props {
 	})
 }
 
+// setup is an actor system, shut down when the test ends, a fake clock and
+// a channel for the ticks.
+func setup(t *testing.T) (*actor.ActorSystem, *clockwork.FakeClock, chan int) {
+	system := actor.NewActorSystem()
+	t.Cleanup(system.Shutdown)
+	return system, clockwork.NewFakeClock(), make(chan int, 4)
+}
+
 func waiters(t *testing.T, clock *clockwork.FakeClock, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -76,10 +84,7 @@ func none(t *testing.T, got <-chan int) {
 }
 
 func TestTimerFiresOnTheClock(t *testing.T) {
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	clock := clockwork.NewFakeClock()
-	got := make(chan int, 4)
+	system, clock, got := setup(t)
 	pid := system.Root.Spawn(ticker(clock, got))
 	system.Root.Send(pid, &arm{d: time.Minute, n: 1})
 	waiters(t, clock, 1)
@@ -91,10 +96,7 @@ func TestTimerFiresOnTheClock(t *testing.T) {
 }
 
 func TestArmingAgainReplacesAndStopCancels(t *testing.T) {
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	clock := clockwork.NewFakeClock()
-	got := make(chan int, 4)
+	system, clock, got := setup(t)
 	pid := system.Root.Spawn(ticker(clock, got))
 	system.Root.Send(pid, &arm{d: time.Second, n: 1})
 	system.Root.Send(pid, &arm{d: 2 * time.Second, n: 2})
@@ -119,10 +121,7 @@ func TestArmingAgainReplacesAndStopCancels(t *testing.T) {
 
 // A message already on its way when the timer is re-armed is dropped.
 func TestAStaleMessageIsDropped(t *testing.T) {
-	system := actor.NewActorSystem()
-	defer system.Shutdown()
-	clock := clockwork.NewFakeClock()
-	got := make(chan int, 4)
+	system, clock, got := setup(t)
 	block := make(chan struct{})
 	pid := system.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		t := &timer.Timer{Clock: clock}
