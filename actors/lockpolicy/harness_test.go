@@ -1,7 +1,6 @@
 package lockpolicy_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 	"github.com/fdfwd/teleport-event-handler/tests/storetest"
+	"github.com/fdfwd/teleport-event-handler/tests/syncbuf"
 )
 
 // fakeLocker records the locks it accepts. Calls fail with errs in order,
@@ -69,23 +69,12 @@ func (f *fakeLocker) state() (calls int, locks []*types.LockV2) {
 }
 
 // logBuffer collects log lines from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 // count returns how many lines contain every one of parts.
 func (b *logBuffer) count(parts ...string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	n := 0
-	for _, line := range strings.Split(b.buf.String(), "\n") {
+	for _, line := range strings.Split(b.String(), "\n") {
 		all := line != ""
 		for _, p := range parts {
 			all = all && strings.Contains(line, p)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
+	"github.com/fdfwd/teleport-event-handler/tests/syncbuf"
 )
 
 func TestMain(m *testing.M) { leaktest.Main(m) }
@@ -201,7 +202,7 @@ func TestLagIsTheAgeOfTheOldestEventNotConfirmed(t *testing.T) {
 // "caught up" line and no more progress.
 func TestProgressStopsOnceCaughtUp(t *testing.T) {
 	m := New()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	every := 5 * time.Second
 	r := m.newReporter(zerolog.New(&out), ReportOptions{Every: every, Summary: time.Hour, Start: time.Now().Add(-time.Hour)})
 	at := r.first.at

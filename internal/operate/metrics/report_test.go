@@ -1,33 +1,16 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fdfwd/teleport-event-handler/tests/syncbuf"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestReportsLogProgressAndSummaries(t *testing.T) {
 	m := New()
@@ -35,7 +18,7 @@ func TestReportsLogProgressAndSummaries(t *testing.T) {
 	m.EventsSent.WithLabelValues(Audit).Add(1000)
 	m.EventsSent.WithLabelValues(Session).Add(500)
 	m.SetAcked(start.Add(30 * time.Minute))
-	var out syncBuffer
+	var out syncbuf.Buffer
 	r := m.newReporter(zerolog.New(&out), ReportOptions{Start: start, Every: 5 * time.Second, Summary: time.Minute})
 	now := m.snapshot()
 	now.at = r.first.at.Add(5 * time.Second)
@@ -54,7 +37,7 @@ func TestProgressBarDrawsOnItsWriter(t *testing.T) {
 	m := New()
 	start := time.Now().Add(-time.Hour)
 	m.SetAcked(start.Add(45 * time.Minute))
-	var bar syncBuffer
+	var bar syncbuf.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
 	defer cancel()
 	m.RunReports(ctx, zerolog.Nop(), ReportOptions{Bar: true, Out: &bar, Start: start})
