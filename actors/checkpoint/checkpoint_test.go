@@ -20,6 +20,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/persistence/kv"
+	"github.com/fdfwd/teleport-event-handler/tests/await"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
@@ -238,13 +239,7 @@ func newFailures(system *actor.ActorSystem) *failures {
 
 func (f *failures) next(t *testing.T) *messages.SaveFailed {
 	t.Helper()
-	select {
-	case m := <-f.ch:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no SaveFailed")
-		return nil
-	}
+	return await.Recv(t, f.ch, 10*time.Second, "no SaveFailed")
 }
 
 // A save that can never be written (a key too large for bbolt: once, a

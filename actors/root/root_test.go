@@ -15,6 +15,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/root"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/messages"
+	"github.com/fdfwd/teleport-event-handler/tests/await"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
@@ -69,13 +70,7 @@ func startRoot(t *testing.T, policy supervisor.Policy, children ...root.Child) (
 
 func wait(t *testing.T, done <-chan error) error {
 	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(10 * time.Second):
-		t.Fatal("root did not stop")
-		return nil
-	}
+	return await.Recv(t, done, 10*time.Second, "root did not stop")
 }
 
 func TestChildThatExhaustsItsBudgetStopsTheTreeWithAnError(t *testing.T) {
@@ -196,12 +191,7 @@ func TestSiblingsAreWiredByName(t *testing.T) {
 			})},
 		}})
 	require.NoError(t, err)
-	select {
-	case s := <-got:
-		require.Equal(t, "hello", s)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the message to the sibling did not arrive")
-	}
+	require.Equal(t, "hello", await.Recv(t, got, 5*time.Second, "the message to the sibling did not arrive"))
 	stop := make(chan struct{})
 	close(stop)
 	finished, err := tree.Wait(stop, 5*time.Second)

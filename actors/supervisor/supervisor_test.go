@@ -15,6 +15,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
+	"github.com/fdfwd/teleport-event-handler/tests/await"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
@@ -85,23 +86,12 @@ func newTree(t *testing.T, p supervisor.Policy) *tree {
 // stopped waits until the parent sees child stop.
 func (tr *tree) stopped(t *testing.T, child *actor.PID) {
 	t.Helper()
-	select {
-	case who := <-tr.terminated:
-		require.True(t, who.Equal(child))
-	case <-time.After(5 * time.Second):
-		t.Fatal("the parent did not see its child stop")
-	}
+	require.True(t, await.Recv(t, tr.terminated, 5*time.Second, "the parent did not see its child stop").Equal(child))
 }
 
 func (tr *tree) decision(t *testing.T) supervisor.Decision {
 	t.Helper()
-	select {
-	case d := <-tr.decisions:
-		return d
-	case <-time.After(5 * time.Second):
-		t.Fatal("no decision")
-		return supervisor.Decision{}
-	}
+	return await.Recv(t, tr.decisions, 5*time.Second, "no decision")
 }
 
 func (tr *tree) waiting(t *testing.T, n int) {

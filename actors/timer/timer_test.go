@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
+	"github.com/fdfwd/teleport-event-handler/tests/await"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 )
 
@@ -65,13 +66,7 @@ func waiters(t *testing.T, clock *clockwork.FakeClock, n int) {
 
 func next(t *testing.T, got <-chan int) int {
 	t.Helper()
-	select {
-	case n := <-got:
-		return n
-	case <-time.After(5 * time.Second):
-		t.Fatal("no tick")
-		return 0
-	}
+	return await.Recv(t, got, 5*time.Second, "no tick")
 }
 
 func none(t *testing.T, got <-chan int) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/tests/await"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -234,13 +235,7 @@ func TestLatency(t *testing.T) {
 		_, _ = f.clt.Post(f.r.URL()+"/test.log", "application/json", bytes.NewBufferString(`{"uid":"c"}`))
 	}()
 	require.Eventually(t, func() bool { return f.r.Requests() == 3 }, 5*time.Second, 5*time.Millisecond)
-	closed := make(chan struct{})
-	go func() { f.r.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close waits for an injected delay")
-	}
+	await.Returns(t, 5*time.Second, "Close waits for an injected delay", f.r.Close)
 	wg.Wait()
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
+	"github.com/fdfwd/teleport-event-handler/tests/await"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -377,13 +378,7 @@ func TestFaults(t *testing.T) {
 	pinged := make(chan error, 1)
 	go func() { _, err := clt.Ping(context.Background()); pinged <- err }()
 	require.Eventually(t, func() bool { return f.srv.Calls("Ping") == 5 }, 5*time.Second, 10*time.Millisecond)
-	closed := make(chan struct{})
-	go func() { f.srv.Close(); close(closed) }()
-	select {
-	case <-closed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Close waits for an injected delay")
-	}
+	await.Returns(t, 5*time.Second, "Close waits for an injected delay", f.srv.Close)
 	select {
 	case err := <-pinged:
 		require.Error(t, err)
