@@ -547,29 +547,29 @@ func (r *Receiver) SetBodyLimit(n int64) {
 	r.bodyLimit = n
 }
 
+// decompressors read the bodies of each Content-Encoding it accepts.
+var decompressors = map[string]func(io.Reader) (io.ReadCloser, error){
+	"gzip":    func(r io.Reader) (io.ReadCloser, error) { return gzip.NewReader(r) },
+	"deflate": zlib.NewReader,
+}
+
 func readBody(w http.ResponseWriter, req *http.Request, limit int64) ([]byte, error) {
 	if limit <= 0 {
 		limit = maxBody
 	}
 	var body io.Reader = http.MaxBytesReader(w, req.Body, limit)
-	switch enc := strings.ToLower(req.Header.Get("Content-Encoding")); enc {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(body)
-		if err != nil {
-			return nil, fmt.Errorf("bad gzip body: %w", err)
-		}
-		defer zr.Close()
-		body = zr
-	case "deflate":
-		zr, err := zlib.NewReader(body)
-		if err != nil {
-			return nil, fmt.Errorf("bad deflate body: %w", err)
-		}
-		defer zr.Close()
-		body = zr
-	default:
+	enc := strings.ToLower(req.Header.Get("Content-Encoding"))
+	switch decompress, ok := decompressors[enc]; {
+	case enc == "" || enc == "identity":
+	case !ok:
 		return nil, fmt.Errorf("unsupported Content-Encoding %q", enc)
+	default:
+		zr, err := decompress(body)
+		if err != nil {
+			return nil, fmt.Errorf("bad %s body: %w", enc, err)
+		}
+		defer zr.Close()
+		body = zr
 	}
 	// The limit applies to the decompressed body too.
 	b, err := io.ReadAll(io.LimitReader(body, limit+1))
