@@ -214,6 +214,11 @@ func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key, signer cryp
 	if err != nil {
 		return nil, err
 	}
+	return newPair(cert, key)
+}
+
+// newPair is cert and its key with their PEM forms (the key as PKCS#8).
+func newPair(cert *x509.Certificate, key crypto.Signer) (*Pair, error) {
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("encode private key: %w", err)
@@ -221,7 +226,7 @@ func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, key, signer cryp
 	return &Pair{
 		Cert:    cert,
 		Key:     key,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
 	}, nil
 }
@@ -280,16 +285,7 @@ func ParsePair(certPEM, keyPEM []byte) (*Pair, error) {
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
 		return nil, fmt.Errorf("the private key does not belong to certificate %q", cert.Subject.CommonName)
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("encode private key: %w", err)
-	}
-	return &Pair{
-		Cert:    cert,
-		Key:     key,
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}),
-	}, nil
+	return newPair(cert, key)
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
