@@ -83,12 +83,11 @@ func run() int {
 
 	cfg := inv.Config
 	log := logging.New(os.Stderr, cfg.LogFormat, cfg.Debug)
-	log.Info().Str("version", version).Msg("starting teleport-event-handler")
-	for _, w := range inv.Warnings {
-		log.Warn().Msg(w)
-	}
 
-	// The first signal stops gracefully; a second one exits at once.
+	// The first signal stops gracefully; a second one exits at once. The
+	// handler is in place before the first line is logged: a supervisor
+	// that saw the daemon start may stop it at once, and a SIGTERM must
+	// then still drain and exit 0, not kill it.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
@@ -101,6 +100,10 @@ func run() int {
 		log.Warn().Str("signal", sig.String()).Msg("second signal: exiting now; the next start resends unconfirmed events")
 		os.Exit(1)
 	}()
+	log.Info().Str("version", version).Msg("starting teleport-event-handler")
+	for _, w := range inv.Warnings {
+		log.Warn().Msg(w)
+	}
 
 	opts := daemon.Options{Version: version}
 	if isatty.IsTerminal(os.Stderr.Fd()) {
