@@ -76,11 +76,12 @@ const (
 	Storage = "storage"
 	// Role and User are the Teleport role and user of the daemon.
 	Role = "teleport-event-handler"
+	User = "teleport-event-handler"
 	// IdentityTTL is how long the identity that the role's header and the
-	// next steps sign is valid: one day's try-out. Production renews a
-	// short-lived one with Machine ID, as the printed tbot.yaml does.
+	// next steps sign is valid: enough to try the daemon out. Production
+	// renews a short-lived one with Machine ID, as the printed tbot.yaml
+	// does.
 	IdentityTTL = "12h"
-	User        = "teleport-event-handler"
 )
 
 // DaemonFiles are the files the daemon reads, of those configure writes and
