@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +34,30 @@ func dl(t *testing.T, e *env, stdin string, sub string, extra ...string) (string
 	return string(out), code
 }
 
+// deadLetterPath is the dead-letter file of e's daemon.
+func deadLetterPath(e *env) string {
+	return filepath.Join(persistence.Dir(e.Storage, e.Teleport.Addr()), persistence.DeadLetterFile)
+}
+
+// deadLetters reads the letters in the dead-letter file of e's daemon, in
+// the file's order.
+func deadLetters(t *testing.T, e *env) []persistence.DeadLetter {
+	t.Helper()
+	f, err := os.Open(deadLetterPath(e))
+	require.NoError(t, err)
+	defer f.Close()
+	var letters []persistence.DeadLetter
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l persistence.DeadLetter
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &l))
+		letters = append(letters, l)
+	}
+	require.NoError(t, sc.Err())
+	return letters
+}
+
 // Events Fluentd rejected are listed, and sent again once it takes them:
 // each letter leaves the file only once confirmed, those still rejected
 // stay; replay and purge refuse while the daemon runs; purge asks first.
@@ -47,7 +73,7 @@ func TestDeadLettersListReplayPurge(t *testing.T) {
 	})
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())
-	file := filepath.Join(persistence.Dir(e.Storage, e.Teleport.Addr()), persistence.DeadLetterFile)
+	file := deadLetterPath(e)
 
 	out, code := dl(t, e, "", "list")
 	t.Log("\n" + out)

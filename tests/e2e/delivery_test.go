@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -70,20 +68,10 @@ func TestPermanentRejectIsDeadLetteredAndTheRestArrive(t *testing.T) {
 	// crash's 1), naming the file and counting each outcome.
 	require.Equal(t, 3, p.Wait(t, time.Minute), p.Output())
 	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, map[string]bool{bad: true}))
-	path := filepath.Join(persistence.Dir(e.Storage, e.Teleport.Addr()), persistence.DeadLetterFile)
-	require.Contains(t, p.Output(), "1 event(s) were dead-lettered in this run: see "+path)
+	require.Contains(t, p.Output(), "1 event(s) were dead-lettered in this run: see "+deadLetterPath(e))
 	require.Regexp(t, `delivered[^0-9]*\d+.*dead_lettered[^0-9]*1`, p.Output())
 
-	f, err := os.Open(path)
-	require.NoError(t, err)
-	defer f.Close()
-	var letters []persistence.DeadLetter
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var l persistence.DeadLetter
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &l))
-		letters = append(letters, l)
-	}
+	letters := deadLetters(t, e)
 	require.Len(t, letters, 1)
 	require.Equal(t, bad, letters[0].EventID)
 	require.Equal(t, 400, letters[0].Status)
@@ -91,6 +79,32 @@ func TestPermanentRejectIsDeadLetteredAndTheRestArrive(t *testing.T) {
 	require.NoError(t, json.Unmarshal(letters[0].Event, &body))
 	require.Equal(t, bad, body["uid"])
 	require.Contains(t, p.Output(), "dead-letter")
+}
+
+// With --fluentd-batch the events go as JSON arrays, each exactly once, and
+// a rejected event is found and dead-lettered alone.
+func TestFluentdBatchSendsArraysAndIsolatesARejectedEvent(t *testing.T) {
+	e, evs := seededEnv(t, 1000, 8)
+	e.AddSession("batched", 400, e.T0.Add(10*time.Second))
+	bad := evs[321].GetID()
+	e.Fluentd.RejectWhere(400, func(r map[string]any) bool { return r["uid"] == bad })
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--batch", "100", "--fluentd-batch", "25", "--skip-session-types", "")...)
+	require.Equal(t, 3, p.Wait(t, 2*time.Minute), "one event dead-lettered")
+	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, map[string]bool{bad: true}), "duplicates in a clean run")
+	require.Zero(t, e.SessionsDelivered(nil), "duplicates in a clean run")
+	require.Len(t, e.Fluentd.Records(harness.SessionTag("batched")), 400)
+
+	records := e.Fluentd.Count()
+	// Arrays: far fewer requests than records, even with the rejected
+	// batch sent again one event at a time.
+	require.Less(t, e.Fluentd.Requests(), records/5, "requests for %d records", records)
+	require.Equal(t, 2, e.Fluentd.Statuses()[400], "the bad event's batch, then the bad event alone: %v", e.Fluentd.Statuses())
+
+	var ids []string
+	for _, l := range deadLetters(t, e) {
+		ids = append(ids, l.EventID)
+	}
+	require.Equal(t, []string{bad}, ids)
 }
 
 func TestRetriesTransientFailures(t *testing.T) {
@@ -176,7 +190,7 @@ func TestSystemicRejectionsAreHeldNotDeadLettered(t *testing.T) {
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 0, p.Wait(t, 2*time.Minute), p.Output())
 	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, nil), "duplicates")
-	raw, err := os.ReadFile(filepath.Join(persistence.Dir(e.Storage, e.Teleport.Addr()), persistence.DeadLetterFile))
+	raw, err := os.ReadFile(deadLetterPath(e))
 	if !os.IsNotExist(err) {
 		require.NoError(t, err)
 		require.Empty(t, strings.TrimSpace(string(raw)), "letters of a systemic run stayed in the file")
