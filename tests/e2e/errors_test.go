@@ -289,3 +289,19 @@ func TestTeleportUnreachableAtStartIsWaitedFor(t *testing.T) {
 	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
 	require.Zero(t, harness.Delivered(t, e.Fluentd, kept, nil))
 }
+
+// requireNothingStored checks that the daemon stored nothing under
+// --storage: the state file, taken at start, holds no start time.
+func requireNothingStored(t *testing.T, e *env) {
+	t.Helper()
+	dir := persistence.Dir(e.Storage, e.TeleportAddr)
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		return
+	}
+	st, err := persistence.OpenReadOnly(dir, time.Second)
+	require.NoError(t, err)
+	defer st.Close()
+	_, ok, err := st.StartTime()
+	require.NoError(t, err)
+	require.False(t, ok, "a start time was stored")
+}

@@ -3,14 +3,17 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/fdfwd/teleport-event-handler/tests/harness"
 	"google.golang.org/grpc/codes"
+
+	"github.com/fdfwd/teleport-event-handler/internal/operate/status"
+	"github.com/fdfwd/teleport-event-handler/tests/harness"
 )
 
 func TestMetricsMatchWhatFluentdReceived(t *testing.T) {
@@ -103,4 +106,47 @@ func TestReadyzFollowsTeleport(t *testing.T) {
 	harness.WaitFor(t, 60*time.Second, "ready again", func() bool { code, _ := harness.Probe(addr, "/readyz"); return code == http.StatusOK })
 	p.Signal(15)
 	require.Equal(t, 0, p.Wait(t, 20*time.Second))
+}
+
+// A daemon waiting at start for Fluentd works as designed: /healthz is 200
+// for as long as the wait lasts (a liveness probe must not restart it in a
+// loop while Fluentd is down), /readyz is 503 naming what it waits for,
+// and the status command says it is starting. Once Fluentd is up it is
+// ready and delivers.
+func TestWaitingForFluentdAtStartIsAliveNotReady(t *testing.T) {
+	e, evs := seededEnv(t, 20, 71)
+	e.Fluentd.Down(0) // until Up
+	addr := harness.FreeAddr(t)
+	p := harness.Run(t, binary, nil, e.Args("--health-addr", addr)...)
+	url := e.Fluentd.URL() + "/test.log"
+	waiting := "waiting for Fluentd at " + url
+	harness.WaitFor(t, 30*time.Second, "/readyz naming Fluentd", func() bool {
+		code, reason := harness.Probe(addr, "/readyz")
+		return code == http.StatusServiceUnavailable && reason == "starting: "+waiting
+	})
+	// A second retry later: past the first wait, still alive.
+	harness.WaitFor(t, 30*time.Second, "a second attempt", func() bool {
+		return len(regexp.MustCompile(`fluentd is unreachable; waiting for it`).FindAllString(p.Output(), -1)) >= 2
+	})
+	code, reason := harness.Probe(addr, "/healthz")
+	require.Equal(t, http.StatusOK, code, reason)
+	require.Equal(t, "starting: "+waiting, reason)
+	require.Contains(t, statusOf(t, e, false, nil), "daemon        starting: "+waiting+" (state ")
+	var r status.Report
+	statusOf(t, e, true, &r)
+	require.True(t, r.Running)
+	require.Equal(t, waiting, r.Starting)
+	// The wait's log line says its delay with a unit.
+	require.Regexp(t, `"message":"fluentd is unreachable; waiting for it"`, p.Output())
+	require.Regexp(t, `"retry_in":"[0-9.]+(ms|s)"`, p.Output())
+
+	e.Fluentd.Up()
+	harness.WaitFor(t, time.Minute, "ready", func() bool { code, _ := harness.Probe(addr, "/readyz"); return code == http.StatusOK })
+	harness.WaitFor(t, 30*time.Second, "the events", func() bool { return harness.TallyAudit(e.Fluentd, evs, nil).Lost == 0 })
+	var after status.Report
+	statusOf(t, e, true, &after)
+	require.True(t, after.Running)
+	require.Empty(t, after.Starting)
+	p.Signal(syscall.SIGTERM)
+	require.Equal(t, 0, p.Wait(t, 30*time.Second), p.Output())
 }
