@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gravitational/teleport/api/client"
 	"github.com/gravitational/teleport/api/types"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -21,16 +20,10 @@ import (
 func TestLocksThroughTheRealClient(t *testing.T) {
 	pki := testpki.New(t)
 	srv := teleportsrv.StartTLS(t, pki)
+	clt := teleportsrv.Connect(t, srv, teleportsrv.KeyPair(pki))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	clt, err := client.New(ctx, client.Config{
-		Addrs:       []string{srv.Addr()},
-		Credentials: []client.Credentials{client.LoadKeyPair(pki.TeleportCertFile, pki.TeleportKeyFile, pki.TeleportCAFile)},
-		DialTimeout: 5 * time.Second,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { clt.Close() })
-	_, err = clt.Ping(ctx)
+	_, err := clt.Ping(ctx)
 	require.NoError(t, err)
 
 	f := newFixture(t)

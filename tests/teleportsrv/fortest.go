@@ -1,7 +1,11 @@
 package teleportsrv
 
 import (
+	"context"
 	"testing"
+	"time"
+
+	"github.com/gravitational/teleport/api/client"
 
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -17,4 +21,28 @@ func StartTLS(t testing.TB, pki *testpki.Bundle) *Server {
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// KeyPair is the bundle's Teleport client certificate, trusting its
+// Teleport CA: what a client of StartTLS's server connects with.
+func KeyPair(pki *testpki.Bundle) client.Credentials {
+	return client.LoadKeyPair(pki.TeleportCertFile, pki.TeleportKeyFile, pki.TeleportCAFile)
+}
+
+// Connect connects the unmodified teleport/api client to s with creds and
+// closes it when the test ends; it fails the test if it cannot.
+func Connect(t testing.TB, s *Server, creds client.Credentials) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	clt, err := client.New(ctx, client.Config{
+		Addrs:       []string{s.Addr()},
+		Credentials: []client.Credentials{creds},
+		DialTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("connect to the test Teleport server: %v", err)
+	}
+	t.Cleanup(func() { clt.Close() })
+	return clt
 }

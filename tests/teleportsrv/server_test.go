@@ -30,29 +30,15 @@ type fixture struct {
 func start(t *testing.T) *fixture {
 	t.Helper()
 	pki := testpki.New(t)
-	srv, err := Start(Config{TLS: pki.ServerTLS(pki.TeleportServer, pki.TeleportCA)})
-	require.NoError(t, err)
-	t.Cleanup(srv.Close)
-	return &fixture{pki: pki, srv: srv}
+	return &fixture{pki: pki, srv: StartTLS(t, pki)}
 }
 
 func (f *fixture) connect(t *testing.T, creds client.Credentials) *client.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	clt, err := client.New(ctx, client.Config{
-		Addrs:       []string{f.srv.Addr()},
-		Credentials: []client.Credentials{creds},
-		DialTimeout: 5 * time.Second,
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { clt.Close() })
-	return clt
+	return Connect(t, f.srv, creds)
 }
 
-func (f *fixture) keyPair() client.Credentials {
-	return client.LoadKeyPair(f.pki.TeleportCertFile, f.pki.TeleportKeyFile, f.pki.TeleportCAFile)
-}
+func (f *fixture) keyPair() client.Credentials { return KeyPair(f.pki) }
 
 func ctx(t *testing.T) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
