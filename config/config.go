@@ -1,6 +1,7 @@
-// Package config resolves the daemon's settings from the command line, the
-// environment and a TOML file, the way Teleport's Event Handler plugin does,
-// and validates them before anything starts.
+// Package config resolves the daemon's settings from the command line's
+// flags (parsed by the program, handed over as text), the environment and a
+// TOML file, the way Teleport's Event Handler plugin does, and validates
+// them before anything starts.
 //
 // Each option is looked up in that order and the first place that sets it
 // wins: flag > environment > file > default. The options themselves are
@@ -13,7 +14,7 @@ import (
 )
 
 // Config is everything the daemon needs to run. Default returns its defaults;
-// Parse returns it resolved and validated.
+// Resolve returns it resolved and validated.
 type Config struct {
 	// Storage is the directory of the persisted progress (--storage),
 	// absolute: a relative one is taken from the working directory. Its
@@ -101,7 +102,7 @@ type FluentdConfig struct {
 	// certificate, and our client certificate and its key.
 	CA, Cert, Key string
 	// MaxConnections caps the concurrent connections to Fluentd. Zero in the
-	// input means twice Concurrency; Parse always resolves it to that.
+	// input means twice Concurrency; Resolve always resolves it to that.
 	MaxConnections int
 	// Batch is the most events sent in one POST, as a JSON array (Fluentd's
 	// in_http makes one record of each element), or in one forward message.

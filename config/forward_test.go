@@ -11,12 +11,12 @@ func TestForwardOptions(t *testing.T) {
 	fwd := []string{"--fluentd-url", "forward://fluentd.example.com:24224/test.log", "--fluentd-session-url", "forward://fluentd.example.com/session"}
 	keyFile := writeFile(t, f.dir, "shared.key", "s3cret\n")
 
-	inv, err := Parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, fwd...), envOf(nil))
+	inv, err := parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, fwd...), envOf(nil))
 	require.NoError(t, err)
 	require.Equal(t, DefaultForwardBatch, inv.Config.Fluentd.Batch, "forward's own default")
 	require.Empty(t, inv.Config.Fluentd.Compress)
 
-	inv, err = Parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, append(fwd, "--fluentd-batch", "7", "--fluentd-compress", "GZIP",
+	inv, err = parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, append(fwd, "--fluentd-batch", "7", "--fluentd-compress", "GZIP",
 		"--fluentd-shared-key-file", keyFile)...), envOf(nil))
 	require.NoError(t, err)
 	require.Equal(t, 7, inv.Config.Fluentd.Batch)
@@ -24,17 +24,17 @@ func TestForwardOptions(t *testing.T) {
 	require.Equal(t, 8192, inv.Config.Fluentd.MaxMessageKB, "Fluentd's default buffer chunk")
 	require.Equal(t, "s3cret", inv.Config.Fluentd.SharedKey, "read from the file, without the newline")
 
-	inv, err = Parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, fwd...), envOf(map[string]string{"FDFWD_FLUENTD_MAX_MESSAGE_KB": "16"}))
+	inv, err = parse(f.args([]string{"fluentd-url", "fluentd-session-url"}, fwd...), envOf(map[string]string{"FDFWD_FLUENTD_MAX_MESSAGE_KB": "16"}))
 	require.NoError(t, err)
 	require.Equal(t, 16, inv.Config.Fluentd.MaxMessageKB)
 
-	inv, err = Parse(f.args([]string{"fluentd-session-url"}, "--fluentd-session-url", "forward://fluentd.example.com:24224/session"),
+	inv, err = parse(f.args([]string{"fluentd-session-url"}, "--fluentd-session-url", "forward://fluentd.example.com:24224/session"),
 		envOf(map[string]string{"FDFWD_FLUENTD_SHARED_KEY": "k"}))
 	require.NoError(t, err, "the two URLs may use different protocols")
 	require.Equal(t, "k", inv.Config.Fluentd.SharedKey)
 	require.Equal(t, "https://fluentd.example.com:8888/test.log", inv.Config.Fluentd.URL)
 
-	inv, err = Parse(f.args(nil), envOf(nil))
+	inv, err = parse(f.args(nil), envOf(nil))
 	require.NoError(t, err)
 	require.Equal(t, 1, inv.Config.Fluentd.Batch, "HTTP keeps the original's one event per POST")
 }
@@ -64,7 +64,7 @@ func TestForwardOptionErrors(t *testing.T) {
 			if len(tc.args) > 0 && tc.args[0] == "--fluentd-url" {
 				drop = []string{"fluentd-url"}
 			}
-			_, err := Parse(f.args(drop, tc.args...), envOf(tc.env))
+			_, err := parse(f.args(drop, tc.args...), envOf(tc.env))
 			require.Error(t, err)
 			for _, w := range tc.want {
 				require.Contains(t, err.Error(), w)
@@ -72,7 +72,7 @@ func TestForwardOptionErrors(t *testing.T) {
 			require.NotContains(t, err.Error(), "s3cret", "the key never appears in a message")
 		})
 	}
-	_, err := Parse(f.args(nil), envOf(key))
+	_, err := parse(f.args(nil), envOf(key))
 	require.ErrorContains(t, err, "(not shown)")
 }
 
@@ -83,10 +83,10 @@ func TestReplayKeepsTheForwardOptions(t *testing.T) {
 	f := newFixture(t)
 	keyFile := writeFile(t, f.dir, "shared.key", "s3cret\n")
 	args := append([]string{"dead-letters", "replay"}, f.args([]string{"fluentd-url", "fluentd-session-url"})[1:]...)
-	inv, err := Parse(append(args, "--fluentd-url", "forward://fluentd.example.com:24224/test.log", "--fluentd-shared-key-file", keyFile), envOf(nil))
+	inv, err := parse(append(args, "--fluentd-url", "forward://fluentd.example.com:24224/test.log", "--fluentd-shared-key-file", keyFile), envOf(nil))
 	require.NoError(t, err)
 	require.Equal(t, "forward://fluentd.example.com:24224/test.log", inv.Config.Fluentd.URL)
 	require.Equal(t, "s3cret", inv.Config.Fluentd.SharedKey)
-	_, err = Parse(append(args, "--fluentd-shared-key-file", keyFile), envOf(nil))
+	_, err = parse(append(args, "--fluentd-shared-key-file", keyFile), envOf(nil))
 	require.NoError(t, err, "no Fluentd URL needed to replay")
 }

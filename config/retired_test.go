@@ -12,70 +12,46 @@ import (
 func TestRetiredOptionsOfTheOriginal(t *testing.T) {
 	f := newFixture(t)
 	older := writeFile(t, f.dir, "older.toml", "storage = \"./storage\"\nnamespace = \"default\"\n")
-	inv, err := Parse(f.args(nil, "-c", older), envOf(nil))
+	inv, err := parse(f.args(nil, "-c", older), envOf(nil))
 	require.NoError(t, err)
 	require.Len(t, inv.Warnings, 1)
 	require.Contains(t, inv.Warnings[0], "namespace is retired")
 	require.Contains(t, inv.Warnings[0], "older.toml, line 2")
 
 	for _, env := range []map[string]string{nil, {"FDFWD_NAMESPACE": "default"}} {
-		inv, err := Parse(f.args(nil), envOf(env))
+		inv, err := parse(f.args(nil), envOf(env))
 		require.NoError(t, err)
 		require.Len(t, inv.Warnings, len(env), "a warning only when it is set")
 	}
 
 	other := writeFile(t, f.dir, "other.toml", "namespace = \"kube\"\n")
-	_, err = Parse(f.args(nil, "-c", other), envOf(nil))
+	_, err = parse(f.args(nil, "-c", other), envOf(nil))
 	require.ErrorContains(t, err, `only the "default" namespace`)
 	require.ErrorContains(t, err, "other.toml, line 1")
-	_, err = Parse(f.args(nil, "--namespace", "apps"), envOf(nil))
+	_, err = parse(f.args(nil, "--namespace", "apps"), envOf(nil))
 	require.ErrorContains(t, err, `remove it (or set it to "default")`)
 
-	inv, err = Parse(f.args(nil, "--teleport-debug"), envOf(nil))
+	inv, err = parse(f.args(nil, "--teleport-debug"), envOf(nil))
 	require.NoError(t, err)
 	require.True(t, inv.Config.Debug, "--teleport-debug turns debug logging on, as it did")
 	require.Len(t, inv.Warnings, 1)
 	require.Contains(t, inv.Warnings[0], "use --debug")
-	inv, err = Parse(f.args(nil), envOf(map[string]string{"FDFWD_TELEPORT_DEBUG": "false"}))
+	inv, err = parse(f.args(nil), envOf(map[string]string{"FDFWD_TELEPORT_DEBUG": "false"}))
 	require.NoError(t, err)
 	require.False(t, inv.Config.Debug)
 
 	// status and the other commands read the same files.
-	inv, err = Parse([]string{"status", "-c", older, "--storage", f.storage}, envOf(nil))
+	inv, err = parse([]string{"status", "-c", older, "--storage", f.storage}, envOf(nil))
 	require.NoError(t, err)
 	require.Len(t, inv.Warnings, 1)
 }
 
-// configure's --output named the original's only export target.
-func TestConfigureAcceptsTheRetiredOutputFlag(t *testing.T) {
-	dir := t.TempDir()
-	inv, err := Parse([]string{"configure", "--output", "fluentd", dir}, envOf(nil))
-	require.NoError(t, err)
-	require.Len(t, inv.Warnings, 1)
-	require.Contains(t, inv.Warnings[0], "--output is retired")
-
-	_, err = Parse([]string{"configure", "--output=kinesis", dir}, envOf(nil))
-	require.ErrorContains(t, err, `invalid --output "kinesis"`)
-	require.ErrorContains(t, err, "accepted only fluentd")
-}
-
-// Each command's own switch lands in its own field, and the defaults that
-// follow from other options are set once, for every command.
-func TestCommandSwitchesAndDerivedDefaults(t *testing.T) {
+// The defaults that follow from other options are set once, for every
+// command.
+func TestDerivedDefaults(t *testing.T) {
 	f := newFixture(t)
-	inv, err := Parse([]string{"sessions", "drop", "--all", "--storage", f.storage}, envOf(nil))
-	require.NoError(t, err)
-	require.True(t, inv.All)
-	require.False(t, inv.Yes)
-	inv, err = Parse([]string{"dead-letters", "purge", "--yes", "--storage", f.storage}, envOf(nil))
-	require.NoError(t, err)
-	require.True(t, inv.Yes)
-	require.False(t, inv.All)
-	_, err = Parse([]string{"dead-letters", "purge", "--all", "--storage", f.storage}, envOf(nil))
-	require.ErrorContains(t, err, "unknown flag `all'")
-
 	for _, args := range [][]string{f.args(nil), {"status", "--storage", f.storage}} {
-		inv, err := Parse(append(args, "--concurrency", "4"), envOf(nil))
+		inv, err := parse(append(args, "--concurrency", "4"), envOf(nil))
 		require.NoError(t, err)
 		require.Equal(t, 8, inv.Config.Fluentd.MaxConnections, "2 x --concurrency, %s", args[0])
 	}

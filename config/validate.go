@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -117,7 +119,7 @@ func (r *resolver) checkURLs(c *Config) error {
 			}
 			return r.fail(flag, "not a URL: "+err.Error(), fluentdURLFix)
 		}
-		if problem := checkFluentdURL(raw, []string{"https", "forward"}); problem != "" {
+		if problem := CheckFluentdURL(raw, []string{"https", "forward"}); problem != "" {
 			if u, err := url.Parse(raw); err == nil && u.User != nil {
 				s := r.got[flag]
 				s.text = u.Redacted() // the message must not carry the password
@@ -442,4 +444,41 @@ func are(items []string) string {
 		return "is"
 	}
 	return "are"
+}
+
+// CheckFluentdURL returns what is wrong with a Fluentd URL of one of the
+// schemes, "" if nothing. Every scheme is over TLS: https (in_http) and
+// forward (in_forward); plain http:// or tcp:// are refused.
+func CheckFluentdURL(s string, schemes []string) string {
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return "not a URL"
+	case !slices.Contains(schemes, u.Scheme) || u.Host == "":
+		return "not " + schemeList(schemes) + " URL with a host (Fluentd is reached over mTLS)"
+	case u.User != nil:
+		return "holds credentials (user:password@), which would end up in logs and dead letters; Fluentd authenticates the daemon by its client certificate (and, over forward, the shared key)"
+	case strings.Trim(u.Path, "/") == "":
+		return "has no path, which Fluentd needs as the tag"
+	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		return "has a query or a fragment (the tag is the path, and a session's id is appended to the session URL)"
+	case u.Port() != "":
+		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+			return "has an invalid port"
+		}
+	}
+	return ""
+}
+
+// schemeList is "an https://" or "an https:// or a forward://".
+func schemeList(schemes []string) string {
+	parts := make([]string, len(schemes))
+	for i, s := range schemes {
+		article := "a "
+		if s == "https" {
+			article = "an "
+		}
+		parts[i] = article + s + "://"
+	}
+	return strings.Join(parts, " or ")
 }

@@ -18,6 +18,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -357,7 +358,7 @@ func TestChartDefaults(t *testing.T) {
 
 // loadConfig loads the configuration file of the ConfigMap with the
 // daemon's own parser, its paths moved to files made for the test.
-func loadConfig(t *testing.T, objs map[string]map[string]any, args ...string) *config.Config {
+func loadConfig(t *testing.T, objs map[string]map[string]any) *config.Config {
 	t.Helper()
 	toml := configFile(t, objs)
 	dir := t.TempDir()
@@ -376,9 +377,9 @@ func loadConfig(t *testing.T, objs map[string]map[string]any, args ...string) *c
 	moved := strings.ReplaceAll(toml, `"/etc/teleport-event-handler/`, `"`+dir+`/`)
 	file := filepath.Join(dir, "teleport-event-handler.toml")
 	require.NoError(t, os.WriteFile(file, []byte(moved), 0o600))
-	inv, err := config.Parse(append([]string{"-c", file, "start"}, args...), func(string) (string, bool) { return "", false })
+	res, err := config.Resolve(map[string]string{"config": file}, noEnv)
 	require.NoError(t, err, toml)
-	return inv.Config
+	return res.Config
 }
 
 // configFile is the configuration file in the chart's one ConfigMap.
@@ -590,6 +591,8 @@ func TestHelm(t *testing.T) {
 	require.Equal(t, objects(t, docs...), objects(t, got))
 }
 
+func noEnv(string) (string, bool) { return "", false }
+
 func writeTemp(t *testing.T, content string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "file")
@@ -603,14 +606,15 @@ func writeTemp(t *testing.T, content string) string {
 func TestConfigureWritesTheChartsValues(t *testing.T) {
 	for _, forward := range []bool{false, true} {
 		dir := t.TempDir()
-		args := []string{"configure", "--key-type", "ecdsa", "--lock-enabled", dir, "teleport.example.com:443"}
+		flags, set := configure.Flags{KeyType: "ecdsa", LockEnabled: true}, []string{"key-type", "lock-enabled"}
 		if forward {
-			args = append(args[:1], append([]string{"--fluentd-url", "forward://fluentd.example.com:24224/audit",
-				"--fluentd-session-url", "forward://fluentd.example.com:24224/session"}, args[1:]...)...)
+			flags.FluentdURL, flags.FluentdSessionURL = "forward://fluentd.example.com:24224/audit", "forward://fluentd.example.com:24224/session"
+			set = append(set, "fluentd-url", "fluentd-session-url")
 		}
-		inv, err := config.Parse(args, func(string) (string, bool) { return "", false })
+		c, err := configure.Resolve(flags, func(flag string) bool { return slices.Contains(set, flag) },
+			[]string{dir, "teleport.example.com:443"}, noEnv)
 		require.NoError(t, err)
-		_, err = configure.Run(inv.Configure, io.Discard)
+		_, err = configure.Run(c, io.Discard)
 		require.NoError(t, err)
 		var values map[string]any
 		require.NoError(t, yaml.Unmarshal(readFile(t, filepath.Join(dir, configure.ValuesFile)), &values))
@@ -618,7 +622,7 @@ func TestConfigureWritesTheChartsValues(t *testing.T) {
 		cfg := loadConfig(t, objs)
 		pki := testpki.New(t)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "identity"), readFile(t, pki.IdentityFile), 0o600))
-		want, err := config.Parse([]string{"-c", filepath.Join(dir, configure.ConfigFile), "start"}, func(string) (string, bool) { return "", false })
+		want, err := config.Resolve(map[string]string{"config": filepath.Join(dir, configure.ConfigFile)}, noEnv)
 		require.NoError(t, err)
 		require.Equal(t, want.Config.Teleport.Addr, cfg.Teleport.Addr)
 		require.Equal(t, want.Config.Fluentd.URL, cfg.Fluentd.URL)

@@ -41,25 +41,25 @@ func main() {
 }
 
 func run() int {
-	inv, err := config.Parse(os.Args[1:], os.LookupEnv)
+	inv, err := parse(os.Args[1:], os.LookupEnv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 2
 	}
-	if inv.Command != "start" {
-		for _, w := range inv.Warnings {
+	if inv.command != "start" {
+		for _, w := range inv.warnings {
 			fmt.Fprintln(os.Stderr, "warning:", w)
 		}
 	}
-	switch inv.Command {
-	case "help":
-		fmt.Fprint(os.Stdout, inv.Help)
+	switch inv.command {
+	case "":
+		fmt.Fprint(os.Stdout, inv.help)
 		return 0
 	case "version":
 		fmt.Printf("teleport-event-handler %s\n", version)
 		return 0
 	case "configure":
-		if _, err := configure.Run(inv.Configure, os.Stdout); err != nil {
+		if _, err := configure.Run(inv.configure, os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			return 1
 		}
@@ -69,19 +69,19 @@ func run() int {
 	case "dead-letters":
 		return deadLetters(inv)
 	case "sessions", "export":
-		dir := persistence.Dir(inv.Config.Storage, inv.Config.Teleport.Addr)
+		dir := persistence.Dir(inv.start.Config.Storage, inv.start.Config.Teleport.Addr)
 		act := repair.Sessions
-		if inv.Command == "export" {
+		if inv.command == "export" {
 			act = repair.Export
 		}
-		if err := act(dir, inv.Sub, inv.Args, inv.All, os.Stdout, time.Now().UTC()); err != nil {
+		if err := act(dir, inv.sub, inv.args, inv.all, os.Stdout, time.Now().UTC()); err != nil {
 			fmt.Fprintln(os.Stderr, "error:", err)
 			return 1
 		}
 		return 0
 	}
 
-	cfg := inv.Config
+	cfg := inv.start.Config
 	log := logging.New(os.Stderr, cfg.LogFormat, cfg.Debug)
 
 	// The first signal stops gracefully; a second one exits at once. The
@@ -101,7 +101,7 @@ func run() int {
 		os.Exit(1)
 	}()
 	log.Info().Str("version", version).Msg("starting teleport-event-handler")
-	for _, w := range inv.Warnings {
+	for _, w := range inv.warnings {
 		log.Warn().Msg(w)
 	}
 
@@ -123,15 +123,15 @@ func run() int {
 
 // printStatus prints the status report of the configured state, for people
 // or (--json) for scripts.
-func printStatus(inv *config.Invocation) int {
-	dir := persistence.Dir(inv.Config.Storage, inv.Config.Teleport.Addr)
+func printStatus(inv *invocation) int {
+	dir := persistence.Dir(inv.start.Config.Storage, inv.start.Config.Teleport.Addr)
 	now := time.Now()
 	r, err := status.Read(context.Background(), dir, now)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
 	}
-	if inv.JSON {
+	if inv.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(r); err != nil {
@@ -145,15 +145,15 @@ func printStatus(inv *config.Invocation) int {
 }
 
 // deadLetters runs dead-letters list, replay or purge.
-func deadLetters(inv *config.Invocation) int {
-	cfg := inv.Config
+func deadLetters(inv *invocation) int {
+	cfg := inv.start.Config
 	dir := persistence.Dir(cfg.Storage, cfg.Teleport.Addr)
 	file := filepath.Join(dir, persistence.DeadLetterFile)
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 1
 	}
-	switch inv.Sub {
+	switch inv.sub {
 	case "list":
 		n, bad, err := deadletters.List(dir, os.Stdout)
 		if err != nil {
@@ -163,7 +163,7 @@ func deadLetters(inv *config.Invocation) int {
 		fmt.Fprintf(os.Stderr, "%d dead letter(s) in %s\n", n, file)
 	case "purge":
 		n, bad, err := deadletters.Purge(dir, func(n int, path string, bad []persistence.BadLine) bool {
-			if inv.Yes {
+			if inv.yes {
 				return true
 			}
 			stay := ""

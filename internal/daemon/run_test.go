@@ -2,7 +2,6 @@ package daemon_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
-	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/daemon"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
@@ -35,16 +33,11 @@ func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	evs := teleportsrv.GenerateAuditEvents(500, start, time.Second, 40)
 	require.NoError(t, tp.AddEvents(evs...))
-	inv, err := config.Parse([]string{"start",
-		"--teleport-addr", tp.Addr(), "--teleport-identity", pki.IdentityFile,
-		"--fluentd-url", fd.URL() + "/test.log", "--fluentd-session-url", fd.URL() + "/session",
-		"--fluentd-ca", pki.FluentdCAFile, "--fluentd-cert", pki.FluentdClientCertFile, "--fluentd-key", pki.FluentdClientKeyFile,
-		"--storage", filepath.Join(t.TempDir(), "storage"), "--start-time", start.Format(time.RFC3339),
-		"--exit-on-last-event", "--timeout", "100ms",
+	cfg := startConfig(t, pki, tp.Addr(), fd.URL(), map[string]string{
+		"start-time": start.Format(time.RFC3339), "exit-on-last-event": "true", "timeout": "100ms",
 		// The identity refresh runs, and is joined when Run returns.
-		"--teleport-refresh-enabled", "--teleport-refresh-interval", "50ms",
-	}, func(string) (string, bool) { return "", false })
-	require.NoError(t, err)
+		"teleport-refresh-enabled": "true", "teleport-refresh-interval": "50ms",
+	})
 
 	faults.Arm("poller", 2)
 	faults.Arm("connection", 3)
@@ -57,7 +50,7 @@ func TestFailingActorsAreRestartedAndCounted(t *testing.T) {
 	running := goleak.IgnoreCurrent()
 	// The generated session.upload events have no recordings on the test
 	// server: they are given up, which the run reports as left undone.
-	err = daemon.Run(ctx, inv.Config, zerolog.Nop(), daemon.Options{Metrics: m})
+	err = daemon.Run(ctx, cfg, zerolog.Nop(), daemon.Options{Metrics: m})
 	require.ErrorIs(t, err, daemon.ErrIncomplete)
 	require.ErrorContains(t, err, "session recording(s) given up")
 	require.NotContains(t, err.Error(), "dead-lettered")

@@ -3,14 +3,12 @@ package daemon_test
 import (
 	"context"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
-	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/daemon"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/status"
@@ -27,24 +25,16 @@ func TestWaitingForFluentdIsAliveAndSaysSo(t *testing.T) {
 	tp := teleportsrv.StartTLS(t, pki)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	fluentdURL := "https://" + ln.Addr().String() + "/test.log"
 	require.NoError(t, ln.Close()) // nobody listens there
-	storage := filepath.Join(t.TempDir(), "storage")
-	inv, err := config.Parse([]string{"start",
-		"--teleport-addr", tp.Addr(), "--teleport-identity", pki.IdentityFile,
-		"--fluentd-url", fluentdURL, "--fluentd-session-url", fluentdURL,
-		"--fluentd-ca", pki.FluentdCAFile, "--fluentd-cert", pki.FluentdClientCertFile, "--fluentd-key", pki.FluentdClientKeyFile,
-		"--storage", storage,
-	}, func(string) (string, bool) { return "", false })
-	require.NoError(t, err)
+	cfg := startConfig(t, pki, tp.Addr(), "https://"+ln.Addr().String(), nil)
 
 	m := metrics.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- daemon.Run(ctx, inv.Config, zerolog.Nop(), daemon.Options{Metrics: m}) }()
+	go func() { done <- daemon.Run(ctx, cfg, zerolog.Nop(), daemon.Options{Metrics: m}) }()
 
-	want := "waiting for Fluentd at " + fluentdURL
+	want := "waiting for Fluentd at " + cfg.Fluentd.URL
 	require.Eventually(t, func() bool { what, _ := m.Health.WaitingFor(); return what == want }, 20*time.Second, 10*time.Millisecond)
 	live, why := m.Health.Live()
 	require.True(t, live, why)
@@ -54,7 +44,7 @@ func TestWaitingForFluentdIsAliveAndSaysSo(t *testing.T) {
 
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
-	r, err := status.Read(rctx, persistence.Dir(storage, tp.Addr()), time.Now())
+	r, err := status.Read(rctx, persistence.Dir(cfg.Storage, tp.Addr()), time.Now())
 	require.NoError(t, err)
 	require.True(t, r.Running)
 	require.Equal(t, want, r.Starting)

@@ -45,7 +45,7 @@ var allowed = map[string][]string{
 	"internal/deliver/wire":             {"internal/backoff"},
 	"internal/deliver/wire/jsonhttp":    {"internal/deliver/wire"},
 	"internal/deliver/wire/forward":     {"internal/deliver/wire"},
-	"config":                            {"internal/commands/configure/certs"},
+	"config":                            nil,
 	"internal/commands/configure":       {"internal/commands/configure/certs", "config"},
 	"internal/state/takeover":           {"persistence/kv", "persistence", "internal/read/teleport"},
 	"internal/operate/status":           {"persistence/kv", "persistence"},
@@ -145,6 +145,18 @@ func TestActorsDoNotImportEachOther(t *testing.T) {
 	}
 }
 
+// The command line is the program's: config resolves an option's text from
+// any source, and the commands' flags and parser live in cmd.
+func TestOnlyTheProgramParsesTheCommandLine(t *testing.T) {
+	for dir, files := range packages(t) {
+		for _, f := range files {
+			if slices.Contains(imports(f), "github.com/jessevdk/go-flags") {
+				require.Equal(t, "cmd/teleport-event-handler", dir, "%s parses a command line: that is cmd/teleport-event-handler's", dir)
+			}
+		}
+	}
+}
+
 func TestFunctionsFitOnAScreen(t *testing.T) {
 	for dir, files := range packages(t) {
 		for _, f := range files {
@@ -170,7 +182,6 @@ var roles = map[string]string{
 	"cmd":                               "commands",
 	"internal/commands":                 "commands",
 	"config":                            "config",
-	"internal/commands/configure/certs": "shared",
 	"internal/daemon":                   "run",
 	"actors":                            "actors",
 	"messages":                          "actors",
@@ -191,7 +202,7 @@ var mayImport = map[string][]string{
 	"deliver":  {"shared"},
 	"state":    {"read", "shared"},
 	"operate":  {"state", "shared"},
-	"config":   {"shared"},
+	"config":   nil,
 	"actors":   {"read", "deliver", "state", "operate", "shared"},
 	"run":      {"actors", "read", "deliver", "state", "operate", "config", "shared"},
 	"commands": {"run", "deliver", "state", "operate", "config", "shared"},

@@ -43,3 +43,15 @@ func TestPlanBuildsTheBacklogItSays(t *testing.T) {
 		}
 	}
 }
+
+// The profiled daemon resolves the command line the bench writes for the
+// binary: start, --flag VALUE, --flag=VALUE and switches alone.
+func TestStartFlagsOfTheBenchsCommandLine(t *testing.T) {
+	got, err := startFlags([]string{"start", "--storage", "/s", "--skip-session-types", "", "--exit-on-last-event", "--batch=7"})
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"storage": "/s", "skip-session-types": "", "exit-on-last-event": "true", "batch": "7"}, got)
+	for _, bad := range [][]string{{"start", "--nope"}, {"start", "--storage"}, {"start", "stray"}} {
+		_, err := startFlags(bad)
+		require.Error(t, err, bad)
+	}
+}

@@ -19,7 +19,12 @@ import (
 // `bench -cpuprofile DIR` runs the daemon this way (the bench binary
 // re-executed) instead of the binary given with -binary.
 func profiledDaemon(file string, args []string) int {
-	inv, err := config.Parse(args, os.LookupEnv)
+	flags, err := startFlags(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		return 2
+	}
+	inv, err := config.Resolve(flags, os.LookupEnv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
 		return 2
@@ -50,4 +55,35 @@ func profiledDaemon(file string, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// startFlags turns the daemon's command line as the bench writes it (start,
+// then --flag VALUE, --flag=VALUE, or --flag alone for a switch) into the
+// options' text by long name, which config resolves.
+func startFlags(args []string) (map[string]string, error) {
+	switches := map[string]bool{}
+	for _, f := range config.Flags() {
+		switches[f.Long] = f.Switch
+	}
+	given := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		if i == 0 && args[i] == "start" {
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(args[i], "--"), "=")
+		switch isSwitch, known := switches[name]; {
+		case !known || !strings.HasPrefix(args[i], "--"):
+			return nil, fmt.Errorf("not an option of start: %q", args[i])
+		case hasValue:
+		case isSwitch:
+			value = "true"
+		case i+1 < len(args):
+			i++
+			value = args[i]
+		default:
+			return nil, fmt.Errorf("%s wants a value", args[i])
+		}
+		given[name] = value
+	}
+	return given, nil
 }

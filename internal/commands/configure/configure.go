@@ -56,11 +56,11 @@ const (
 var Files = []string{CACert, CAKey, CAKeyNote, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile, ValuesFile}
 
 // written are the files Run writes for c.
-func written(c *config.Configure) []string { return withSharedKey(c, Files) }
+func written(c *Options) []string { return withSharedKey(c, Files) }
 
 // withSharedKey is files, and SharedKeyFile after them for the forward
 // variant.
-func withSharedKey(c *config.Configure, files []string) []string {
+func withSharedKey(c *Options, files []string) []string {
 	if c.Forward() {
 		return append(slices.Clone(files), SharedKeyFile)
 	}
@@ -90,7 +90,7 @@ const (
 var DaemonFiles = []string{ConfigFile, CACert, ClientCert, ClientKey, Identity}
 
 // daemonFiles are DaemonFiles for c.
-func daemonFiles(c *config.Configure) []string { return withSharedKey(c, DaemonFiles) }
+func daemonFiles(c *Options) []string { return withSharedKey(c, DaemonFiles) }
 
 // Names in the certificates. Fluentd's server certificate is checked against
 // its DNS names and IP addresses, not its common name.
@@ -122,7 +122,7 @@ type Result struct {
 // Run generates everything in memory, then writes the files into c.OutDir,
 // creating it if needed, and prints what it wrote and the next steps to out.
 // Unless c.Force is set it writes nothing if any of the files exists.
-func Run(c *config.Configure, out io.Writer) (*Result, error) {
+func Run(c *Options, out io.Writer) (*Result, error) {
 	dir, err := filepath.Abs(c.OutDir)
 	if err != nil {
 		return nil, fmt.Errorf("output directory %s: %w", c.OutDir, err)
@@ -192,7 +192,7 @@ func makeDirs(dir string) error {
 // checkDir refuses an output directory that is a file, and, without
 // --force, one that already holds any of the files: a half-replaced set
 // (a new CA with old certificates) would fail in confusing ways.
-func checkDir(c *config.Configure, dir string) error {
+func checkDir(c *Options, dir string) error {
 	info, err := os.Stat(dir)
 	switch {
 	case os.IsNotExist(err):
@@ -234,7 +234,7 @@ type file struct {
 }
 
 // render makes every file in memory, so that a failure writes nothing.
-func render(c *config.Configure, dir string, res *Result) (map[string]file, error) {
+func render(c *Options, dir string, res *Result) (map[string]file, error) {
 	opts := certs.Options{KeyType: c.KeyType, RSABits: c.RSABits, TTL: c.TTL}
 	ca, err := certs.NewCA(caName, opts)
 	if err != nil {
@@ -299,7 +299,7 @@ Kubernetes Secret.
 `
 
 // serverName is the common name of Fluentd's certificate: its first name.
-func serverName(c *config.Configure) string {
+func serverName(c *Options) string {
 	if len(c.DNSNames) > 0 {
 		return c.DNSNames[0]
 	}
@@ -331,7 +331,7 @@ type templateData struct {
 	IdentitySecret, CertSecret, SharedKeySecret string
 }
 
-func newTemplateData(c *config.Configure, dir string, res *Result) (*templateData, error) {
+func newTemplateData(c *Options, dir string, res *Result) (*templateData, error) {
 	audit, err := url.Parse(c.FluentdURL)
 	if err != nil {
 		return nil, fmt.Errorf("--fluentd-url: %w", err)
@@ -348,7 +348,7 @@ func newTemplateData(c *config.Configure, dir string, res *Result) (*templateDat
 	daemon, storage := abs, abs(Storage)
 	if c.InstallDir != "" {
 		daemon = func(name string) string { return filepath.Join(c.InstallDir, name) }
-		storage = config.SystemdStateDir
+		storage = SystemdStateDir
 	}
 	return &templateData{
 		CACert: abs(CACert), ServerCert: abs(ServerCert), ServerKey: abs(ServerKey),
@@ -423,7 +423,7 @@ func syncDir(dir string) error {
 
 // printSummary lists the files and the steps that follow. Paths are shown as
 // the user gave the directory, so that the commands can be pasted.
-func printSummary(w io.Writer, c *config.Configure, res *Result) {
+func printSummary(w io.Writer, c *Options, res *Result) {
 	p := func(name string) string { return filepath.Join(c.OutDir, name) }
 	keys := string(c.KeyType)
 	if c.KeyType == certs.RSA {
@@ -510,7 +510,7 @@ func tbotServer(addr string) string {
 // startStep is the last step: start the daemon, or with --install-dir
 // install for the systemd unit what the daemon reads (never ca-private/,
 // server.key or fluent.conf, Fluentd's and the CA's secrets) and start it.
-func startStep(c *config.Configure, p func(string) string) string {
+func startStep(c *Options, p func(string) string) string {
 	if c.InstallDir == "" {
 		return "Start the daemon:\n       teleport-event-handler -c " + p(ConfigFile) + " start"
 	}

@@ -36,16 +36,12 @@ import (
 
 func noEnv(string) (string, bool) { return "", false }
 
-// parse runs the command line through config, as main does.
-func parse(t *testing.T, env map[string]string, args ...string) *config.Configure {
+// parse resolves configure's command line, as main does.
+func parse(t *testing.T, env map[string]string, args ...string) *configure.Options {
 	t.Helper()
-	inv, err := config.Parse(append([]string{"configure"}, args...), func(k string) (string, bool) {
-		v, ok := env[k]
-		return v, ok
-	})
+	c, err := resolve(args, env)
 	require.NoError(t, err)
-	require.Equal(t, "configure", inv.Command)
-	return inv.Configure
+	return c
 }
 
 // run configures dir with ECDSA keys (RSA generation would dominate the
@@ -242,7 +238,7 @@ func TestGeneratedConfigurationLoads(t *testing.T) {
 		run(t, dir, append(args, "teleport.example.com:443")...)
 		writeIdentity(t, dir)
 
-		inv, err := config.Parse([]string{"-c", filepath.Join(dir, "teleport-event-handler.toml"), "start"}, noEnv)
+		inv, err := config.Resolve(map[string]string{"config": filepath.Join(dir, "teleport-event-handler.toml")}, noEnv)
 		require.NoError(t, err)
 		c := inv.Config
 		require.Equal(t, filepath.Join(dir, "storage"), c.Storage)
@@ -269,7 +265,7 @@ func TestPathsAreQuoted(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), `we"ird\dir`)
 	run(t, dir)
 	writeIdentity(t, dir)
-	inv, err := config.Parse([]string{"-c", filepath.Join(dir, "teleport-event-handler.toml"), "start"}, noEnv)
+	inv, err := config.Resolve(map[string]string{"config": filepath.Join(dir, "teleport-event-handler.toml")}, noEnv)
 	require.NoError(t, err)
 	require.Equal(t, filepath.Join(dir, "client.key"), inv.Config.Fluentd.Key)
 	require.Contains(t, string(read(t, dir, "fluent.conf")), `ca_path '`+strings.ReplaceAll(filepath.Join(dir, "ca.crt"), `\`, `\\`)+`'`)
@@ -395,8 +391,8 @@ func TestEndToEnd(t *testing.T) {
 		SessionMetadata: apievents.SessionMetadata{SessionID: sid},
 	}))
 
-	inv, err := config.Parse([]string{"-c", filepath.Join(dir, "teleport-event-handler.toml"), "start",
-		"--start-time", start.Format(time.RFC3339), "--exit-on-last-event", "--timeout", "100ms"}, noEnv)
+	inv, err := config.Resolve(map[string]string{"config": filepath.Join(dir, "teleport-event-handler.toml"),
+		"start-time": start.Format(time.RFC3339), "exit-on-last-event": "true", "timeout": "100ms"}, noEnv)
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -461,9 +457,9 @@ func generatedTLS(t *testing.T, dir, password string) *tls.Config {
 // installed set loads.
 func TestInstallDirMatchesTheSystemdUnit(t *testing.T) {
 	unit := string(read(t, "../../../deploy", "teleport-event-handler.service"))
-	require.Contains(t, unit, "-c "+config.SystemdConfigDir+"/"+configure.ConfigFile+" start")
-	require.Contains(t, unit, "StateDirectory="+filepath.Base(config.SystemdStateDir)+"\n")
-	require.Contains(t, unit, "-g teleport-event-handler "+strings.Join(configure.DaemonFiles, " ")+" "+config.SystemdConfigDir+"/\n")
+	require.Contains(t, unit, "-c "+configure.SystemdConfigDir+"/"+configure.ConfigFile+" start")
+	require.Contains(t, unit, "StateDirectory="+filepath.Base(configure.SystemdStateDir)+"\n")
+	require.Contains(t, unit, "-g teleport-event-handler "+strings.Join(configure.DaemonFiles, " ")+" "+configure.SystemdConfigDir+"/\n")
 
 	dir, install := t.TempDir(), filepath.Join(t.TempDir(), "etc", "teleport-event-handler")
 	_, out := run(t, dir, "--install-dir", install, "teleport.example.com:443")
@@ -486,17 +482,17 @@ func TestInstallDirMatchesTheSystemdUnit(t *testing.T) {
 	}
 	require.Equal(t, configure.DaemonFiles, copied)
 
-	inv, err := config.Parse([]string{"-c", filepath.Join(install, configure.ConfigFile), "start"}, noEnv)
+	inv, err := config.Resolve(map[string]string{"config": filepath.Join(install, configure.ConfigFile)}, noEnv)
 	require.NoError(t, err)
 	c := inv.Config
-	require.Equal(t, config.SystemdStateDir, c.Storage)
+	require.Equal(t, configure.SystemdStateDir, c.Storage)
 	for _, path := range []string{c.Fluentd.CA, c.Fluentd.Cert, c.Fluentd.Key, c.Teleport.Identity} {
 		require.Equal(t, install, filepath.Dir(path))
 		require.FileExists(t, path)
 	}
 	require.Contains(t, string(read(t, dir, "fluent.conf")), "ca_path '"+filepath.Join(dir, "ca.crt")+"'", "Fluentd's files stay where configure wrote them")
 
-	_, err = config.Parse([]string{"configure", "--install-dir", "etc/x", "out"}, noEnv)
+	_, err = resolve([]string{"--install-dir", "etc/x", "out"}, nil)
 	require.ErrorContains(t, err, "--install-dir")
 	require.ErrorContains(t, err, "absolute")
 }
@@ -525,8 +521,8 @@ func TestEndToEndForward(t *testing.T) {
 	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	evs := teleportsrv.GenerateAuditEvents(300, start, time.Second, 7)
 	require.NoError(t, tp.AddEvents(evs...))
-	inv, err := config.Parse([]string{"-c", filepath.Join(dir, "teleport-event-handler.toml"), "start",
-		"--start-time", start.Format(time.RFC3339), "--exit-on-last-event", "--timeout", "100ms"}, noEnv)
+	inv, err := config.Resolve(map[string]string{"config": filepath.Join(dir, "teleport-event-handler.toml"),
+		"start-time": start.Format(time.RFC3339), "exit-on-last-event": "true", "timeout": "100ms"}, noEnv)
 	require.NoError(t, err)
 	require.Equal(t, res.SharedKey, inv.Config.Fluentd.SharedKey)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -542,8 +538,7 @@ func TestEndToEndForward(t *testing.T) {
 
 // configure --help names every file configure writes, in both variants.
 func TestHelpListsEveryFileWritten(t *testing.T) {
-	inv, err := config.Parse([]string{"configure", "--help"}, noEnv)
-	require.NoError(t, err)
+	help := configure.Usage()
 	for _, args := range [][]string{nil, {"--fluentd-url", "forward://localhost:24224/test.log"}} {
 		dir := t.TempDir()
 		run(t, dir, args...)
@@ -553,7 +548,7 @@ func TestHelpListsEveryFileWritten(t *testing.T) {
 				return err
 			}
 			n++
-			require.Contains(t, inv.Help, d.Name(), "the help names %s", path)
+			require.Contains(t, help, d.Name(), "the help names %s", path)
 			return nil
 		}))
 		require.GreaterOrEqual(t, n, 11)

@@ -17,7 +17,7 @@ func TestTestbedConfigurationIsValid(t *testing.T) {
 	defer b.close()
 	path, err := b.writeConfig()
 	require.NoError(t, err)
-	inv, err := config.Parse([]string{"-c", path, "start"}, func(string) (string, bool) { return "", false })
+	inv, err := config.Resolve(map[string]string{"config": path}, func(string) (string, bool) { return "", false })
 	require.NoError(t, err)
 	require.Equal(t, b.tp.Addr(), inv.Config.Teleport.Addr)
 	require.Equal(t, b.fd.URL()+"/test.log", inv.Config.Fluentd.URL)

@@ -1,4 +1,4 @@
-package config
+package configure
 
 import (
 	"fmt"
@@ -12,16 +12,14 @@ import (
 	"time"
 	"unicode"
 
-	flags "github.com/jessevdk/go-flags"
-
+	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 )
 
-// Configure is what the configure command writes (package configure does the
-// writing): a CA, Fluentd's server certificate and the daemon's client
+// Options is what configure writes: a CA, Fluentd's server certificate and the daemon's client
 // certificate for mutual TLS, fluent.conf, a configuration file for start and
 // a Teleport role and user, all in OutDir.
-type Configure struct {
+type Options struct {
 	// OutDir receives the files; it is created if missing.
 	OutDir string
 	// TeleportAddr is written to the configuration file.
@@ -56,8 +54,8 @@ type Configure struct {
 // Defaults of the configure command. The URLs match fluent.conf's port and
 // the tags that its matches expect.
 const (
-	DefaultConfigureFluentdURL        = "https://localhost:8888/test.log"
-	DefaultConfigureFluentdSessionURL = "https://localhost:8888/session"
+	DefaultFluentdURL        = "https://localhost:8888/test.log"
+	DefaultFluentdSessionURL = "https://localhost:8888/session"
 	// PasswordEnv gives the passphrase of server.key without putting it in
 	// the process list.
 	PasswordEnv = "FDFWD_PASSWORD"
@@ -73,9 +71,25 @@ var (
 	rsaSizes        = []int{2048, 3072, 4096}
 )
 
-// configureFlags are the flags of configure, as text: typing them is done
+// program is the command's name in the messages.
+const program = "teleport-event-handler"
+
+// splitList splits repeated, comma-separated values, dropping blanks.
+func splitList(values []string) []string {
+	var list []string
+	for _, v := range values {
+		for item := range strings.SplitSeq(v, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				list = append(list, item)
+			}
+		}
+	}
+	return list
+}
+
+// Flags are the flags of configure, as text: typing them is done
 // below, where the errors can name the flag and the fix.
-type configureFlags struct {
+type Flags struct {
 	KeyType           string   `long:"key-type"`
 	Length            string   `long:"length"`
 	TTL               string   `long:"ttl"`
@@ -90,39 +104,27 @@ type configureFlags struct {
 	Output            string   `long:"output"` // the original's, retired: see resolveOutput
 }
 
-// configureCommand is the configure command of the parser and what it got.
-type configureCommand struct {
-	cmd   *flags.Command
-	flags configureFlags
+// resolver types configure's flags; isSet reports whether one was on the
+// command line, for a flag given empty is not one left out.
+type resolver struct {
+	flags Flags
+	isSet func(flag string) bool
 }
 
-func addConfigureCommand(p *flags.Parser) *configureCommand {
-	cc := &configureCommand{}
-	cmd, err := p.AddCommand("configure", "", "", &cc.flags)
-	if err != nil {
-		panic("config: building the command line: " + err.Error())
-	}
-	cc.cmd = cmd
-	return cc
+func flagError(flag, value, problem, fix string) *config.Error {
+	return &config.Error{Option: "--" + flag, Value: value, Source: "flag", Problem: problem, Fix: fix}
 }
 
-// isSet reports whether a flag of configure was on the command line.
-func (cc *configureCommand) isSet(flag string) bool {
-	o := cc.cmd.FindOptionByLongName(flag)
-	return o != nil && o.IsSet()
-}
-
-func flagError(flag, value, problem, fix string) *Error {
-	return &Error{Option: "--" + flag, Value: value, Source: "flag", Problem: problem, Fix: fix}
-}
-
-// resolve types and checks the flags and arguments of configure.
-func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (string, bool)) (*Configure, error) {
+// Resolve types and checks configure's flags and its arguments (OUT_DIR
+// and TELEPORT_ADDR): isSet reports whether a flag was on the command line,
+// and lookupEnv is normally os.LookupEnv. Bad input gives a *config.Error.
+func Resolve(flags Flags, isSet func(flag string) bool, args []string, lookupEnv func(string) (string, bool)) (*Options, error) {
+	cc := &resolver{flags: flags, isSet: isSet}
 	c, err := cc.resolveArgs(args)
 	if err != nil {
 		return nil, err
 	}
-	for _, step := range []func(*Configure) error{cc.resolveOutput, cc.resolveKeys, cc.resolveNames, cc.resolveURLs, addURLHost, cc.resolveInstallDir} {
+	for _, step := range []func(*Options) error{cc.resolveOutput, cc.resolveKeys, cc.resolveNames, cc.resolveURLs, addURLHost, cc.resolveInstallDir} {
 		if err := step(c); err != nil {
 			return nil, err
 		}
@@ -135,23 +137,23 @@ func (cc *configureCommand) resolve(args []string, lookupEnv func(string) (strin
 
 // resolveArgs checks OUT_DIR and TELEPORT_ADDR and starts from the
 // defaults.
-func (cc *configureCommand) resolveArgs(args []string) (*Configure, error) {
+func (cc *resolver) resolveArgs(args []string) (*Options, error) {
 	const example = "e.g. " + program + " configure ./event-handler teleport.example.com:443"
 	switch {
 	case len(args) == 0:
-		return nil, &Error{Option: "OUT_DIR", Problem: "no output directory given",
+		return nil, &config.Error{Option: "OUT_DIR", Problem: "no output directory given",
 			Fix: "give the directory to write the files to, " + example}
 	case len(args) > 2:
-		return nil, &Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", args[2]),
+		return nil, &config.Error{Option: "command line", Problem: fmt.Sprintf("unexpected argument %q", args[2]),
 			Fix: "configure takes OUT_DIR and TELEPORT_ADDR only; run " + program + " configure --help for the usage"}
 	case strings.TrimSpace(args[0]) == "":
-		return nil, &Error{Option: "OUT_DIR", Problem: "empty output directory", Fix: "give a directory, " + example}
+		return nil, &config.Error{Option: "OUT_DIR", Problem: "empty output directory", Fix: "give a directory, " + example}
 	}
-	c := &Configure{
+	c := &Options{
 		OutDir:            args[0],
-		TeleportAddr:      Default().Teleport.Addr,
-		FluentdURL:        DefaultConfigureFluentdURL,
-		FluentdSessionURL: DefaultConfigureFluentdSessionURL,
+		TeleportAddr:      config.Default().Teleport.Addr,
+		FluentdURL:        DefaultFluentdURL,
+		FluentdSessionURL: DefaultFluentdSessionURL,
 		KeyType:           certs.RSA,
 		RSABits:           certs.DefaultRSABits,
 		TTL:               certs.DefaultTTL,
@@ -163,7 +165,7 @@ func (cc *configureCommand) resolveArgs(args []string) (*Configure, error) {
 	if len(args) == 2 {
 		c.TeleportAddr = strings.TrimSpace(args[1])
 		if host, port, err := net.SplitHostPort(c.TeleportAddr); err != nil || host == "" || port == "" {
-			return nil, &Error{Option: "TELEPORT_ADDR", Value: args[1], Source: "flag", Problem: "not a host:port address",
+			return nil, &config.Error{Option: "TELEPORT_ADDR", Value: args[1], Source: "flag", Problem: "not a host:port address",
 				Fix: "give the Auth Service or Proxy Service address such as teleport.example.com:443"}
 		}
 	}
@@ -173,7 +175,7 @@ func (cc *configureCommand) resolveArgs(args []string) (*Configure, error) {
 // resolveOutput accepts the original's --output, which named the export
 // target and took only its default, fluentd: the URL schemes choose the
 // receiver here.
-func (cc *configureCommand) resolveOutput(c *Configure) error {
+func (cc *resolver) resolveOutput(c *Options) error {
 	if !cc.isSet("output") {
 		return nil
 	}
@@ -187,7 +189,7 @@ func (cc *configureCommand) resolveOutput(c *Configure) error {
 
 // resolveInstallDir checks --install-dir: an absolute path, since the
 // daemon runs elsewhere than configure.
-func (cc *configureCommand) resolveInstallDir(c *Configure) error {
+func (cc *resolver) resolveInstallDir(c *Options) error {
 	if !cc.isSet("install-dir") {
 		return nil
 	}
@@ -201,7 +203,7 @@ func (cc *configureCommand) resolveInstallDir(c *Configure) error {
 }
 
 // resolveKeys checks --key-type, --length and --ttl.
-func (cc *configureCommand) resolveKeys(c *Configure) error {
+func (cc *resolver) resolveKeys(c *Options) error {
 	f := cc.flags
 	if cc.isSet("key-type") {
 		switch certs.KeyType(strings.ToLower(strings.TrimSpace(f.KeyType))) {
@@ -235,10 +237,10 @@ func (cc *configureCommand) resolveKeys(c *Configure) error {
 
 // resolveNames checks --dns-names and --ip, the names of Fluentd's server
 // certificate.
-func (cc *configureCommand) resolveNames(c *Configure) error {
+func (cc *resolver) resolveNames(c *Options) error {
 	f := cc.flags
 	if cc.isSet("dns-names") {
-		c.DNSNames = splitList(strings.Join(f.DNSNames, ","))
+		c.DNSNames = splitList(f.DNSNames)
 		for _, name := range c.DNSNames {
 			if net.ParseIP(name) != nil {
 				return flagError("dns-names", name, "is an IP address", "give it with --ip")
@@ -250,7 +252,7 @@ func (cc *configureCommand) resolveNames(c *Configure) error {
 	}
 	if cc.isSet("ip") {
 		c.IPs = nil
-		for _, s := range splitList(strings.Join(f.IP, ",")) {
+		for _, s := range splitList(f.IP) {
 			ip := net.ParseIP(s)
 			if ip == nil {
 				return flagError("ip", s, "not an IP address", "use addresses such as 127.0.0.1 or ::1, and --dns-names for names")
@@ -259,7 +261,7 @@ func (cc *configureCommand) resolveNames(c *Configure) error {
 		}
 	}
 	if len(c.DNSNames) == 0 && len(c.IPs) == 0 {
-		return &Error{Option: "--dns-names", Problem: "no DNS name and no IP address for Fluentd's server certificate",
+		return &config.Error{Option: "--dns-names", Problem: "no DNS name and no IP address for Fluentd's server certificate",
 			Fix: "give the names the daemon reaches Fluentd by with --dns-names and --ip"}
 	}
 	return nil
@@ -268,7 +270,7 @@ func (cc *configureCommand) resolveNames(c *Configure) error {
 // addURLHost adds the host of --fluentd-url to the names of Fluentd's
 // server certificate: the daemon reaches Fluentd by it, and a certificate
 // for localhost alone fails the handshake of a real deployment.
-func addURLHost(c *Configure) error {
+func addURLHost(c *Options) error {
 	u, err := url.Parse(c.FluentdURL)
 	if err != nil {
 		return nil // resolveURLs reported it
@@ -285,7 +287,7 @@ func addURLHost(c *Configure) error {
 }
 
 // resolveURLs checks --fluentd-url and --fluentd-session-url.
-func (cc *configureCommand) resolveURLs(c *Configure) error {
+func (cc *resolver) resolveURLs(c *Options) error {
 	f := cc.flags
 	for _, u := range []struct {
 		flag string
@@ -295,8 +297,8 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 		if !cc.isSet(u.flag) {
 			continue
 		}
-		if err := checkFluentdURL(u.text, []string{"https", "forward"}); err != "" {
-			return flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultConfigureFluentdURL+
+		if err := config.CheckFluentdURL(u.text, []string{"https", "forward"}); err != "" {
+			return flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultFluentdURL+
 				" (in_http), or a forward:// URL such as forward://localhost:24224/test.log (in_forward)")
 		}
 		*u.dst = u.text
@@ -307,7 +309,7 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 	// The daemon posts recordings to <session-url>.<sid>.log.
 	if strings.HasSuffix(c.FluentdSessionURL, "/") {
 		return flagError("fluentd-session-url", c.FluentdSessionURL, "ends with /, and .<session-id>.log is appended to it",
-			"drop the trailing /, as in "+DefaultConfigureFluentdSessionURL)
+			"drop the trailing /, as in "+DefaultFluentdSessionURL)
 	}
 	// One <source> of fluent.conf serves both URLs.
 	if a, s := hostPort(c.FluentdURL), hostPort(c.FluentdSessionURL); a != s || scheme(c.FluentdURL) != scheme(c.FluentdSessionURL) {
@@ -315,7 +317,7 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 		if cc.isSet("fluentd-session-url") {
 			src = "flag"
 		}
-		return &Error{Option: "--fluentd-session-url", Value: c.FluentdSessionURL, Source: src,
+		return &config.Error{Option: "--fluentd-session-url", Value: c.FluentdSessionURL, Source: src,
 			Problem: "is not on the scheme, host and port of --fluentd-url " + c.FluentdURL + ", and fluent.conf has one input",
 			Fix:     "give both URLs the same scheme, host and port"}
 	}
@@ -327,16 +329,16 @@ func (cc *configureCommand) resolveURLs(c *Configure) error {
 // and the session tag of the defaults.
 func sessionURLOf(audit string) string {
 	u, _ := url.Parse(audit) // checked by resolveURLs
-	def, _ := url.Parse(DefaultConfigureFluentdSessionURL)
+	def, _ := url.Parse(DefaultFluentdSessionURL)
 	u.Path, u.RawPath = def.Path, ""
 	return u.String()
 }
 
 // resolvePassword takes the passphrase of server.key from the environment;
 // empty means one is generated. --password is understood only to say so.
-func (cc *configureCommand) resolvePassword(c *Configure, lookupEnv func(string) (string, bool)) error {
+func (cc *resolver) resolvePassword(c *Options, lookupEnv func(string) (string, bool)) error {
 	if cc.isSet("password") {
-		return &Error{Option: "--password", Value: "(not shown)", Source: "flag",
+		return &config.Error{Option: "--password", Value: "(not shown)", Source: "flag",
 			Problem: "a secret on the command line is shown to every user by ps and kept in shell history",
 			Fix:     "set " + PasswordEnv + ", or leave it out to have one generated and printed once"}
 	}
@@ -345,47 +347,10 @@ func (cc *configureCommand) resolvePassword(c *Configure, lookupEnv func(string)
 		c.Password = v
 	}
 	if strings.IndexFunc(c.Password, unicode.IsControl) >= 0 {
-		return &Error{Option: PasswordEnv, Value: "(not shown)", Source: "env " + PasswordEnv, Problem: "contains control characters, which fluent.conf cannot hold",
+		return &config.Error{Option: PasswordEnv, Value: "(not shown)", Source: "env " + PasswordEnv, Problem: "contains control characters, which fluent.conf cannot hold",
 			Fix: "use printable characters only"}
 	}
 	return nil
-}
-
-// checkFluentdURL returns what is wrong with a Fluentd URL of one of the
-// schemes, "" if nothing. Every scheme is over TLS: https (in_http) and
-// forward (in_forward); plain http:// or tcp:// are refused.
-func checkFluentdURL(s string, schemes []string) string {
-	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return "not a URL"
-	case !slices.Contains(schemes, u.Scheme) || u.Host == "":
-		return "not " + schemeList(schemes) + " URL with a host (Fluentd is reached over mTLS)"
-	case u.User != nil:
-		return "holds credentials (user:password@), which would end up in logs and dead letters; Fluentd authenticates the daemon by its client certificate (and, over forward, the shared key)"
-	case strings.Trim(u.Path, "/") == "":
-		return "has no path, which Fluentd needs as the tag"
-	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
-		return "has a query or a fragment (the tag is the path, and a session's id is appended to the session URL)"
-	case u.Port() != "":
-		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
-			return "has an invalid port"
-		}
-	}
-	return ""
-}
-
-// schemeList is "an https://" or "an https:// or a forward://".
-func schemeList(schemes []string) string {
-	parts := make([]string, len(schemes))
-	for i, s := range schemes {
-		article := "a "
-		if s == "https" {
-			article = "an "
-		}
-		parts[i] = article + s + "://"
-	}
-	return strings.Join(parts, " or ")
 }
 
 func scheme(s string) string {
@@ -395,7 +360,7 @@ func scheme(s string) string {
 
 // Forward reports whether configure writes the forward variant: an
 // in_forward source, with a shared key.
-func (c *Configure) Forward() bool { return scheme(c.FluentdURL) == "forward" }
+func (c *Options) Forward() bool { return scheme(c.FluentdURL) == "forward" }
 
 // hostPort is the host:port of a checked URL, the port made explicit.
 func hostPort(s string) string {
@@ -428,8 +393,8 @@ func isDNSName(s string) bool {
 	return true
 }
 
-// configureUsage is the help of configure, laid out like that of start.
-func configureUsage() string {
+// Usage is the help of configure, laid out like that of start.
+func Usage() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Usage: %s configure [options] OUT_DIR [TELEPORT_ADDR]\n\n", program)
 	b.WriteString("Writes into OUT_DIR (created if missing) what a deployment needs, under the\n" +
@@ -450,10 +415,10 @@ func configureUsage() string {
 	for _, o := range []struct{ flag, value, help, def string }{
 		{"key-type", "rsa|ecdsa", "Key algorithm of the certificates", "rsa"},
 		{"length", "BITS", "RSA key size: 2048, 3072 or 4096", strconv.Itoa(certs.DefaultRSABits)},
-		{"ttl", "DURATION", "Validity of the certificates", formatDuration(certs.DefaultTTL)},
+		{"ttl", "DURATION", "Validity of the certificates", strings.TrimSuffix(certs.DefaultTTL.String(), "0m0s")},
 		{"dns-names", "LIST", "DNS names of Fluentd's server certificate; repeat or comma-separate", strings.Join(defaultDNSNames, ",")},
 		{"ip", "LIST", "IP addresses of Fluentd's server certificate; '' for none", "127.0.0.1"},
-		{"fluentd-url", "URL", "Fluentd URL for audit events, in the configuration", DefaultConfigureFluentdURL},
+		{"fluentd-url", "URL", "Fluentd URL for audit events, in the configuration", DefaultFluentdURL},
 		{"fluentd-session-url", "URL", "Base URL for session recordings", "/session on --fluentd-url's input"},
 		{"lock-enabled", "", "Enable user auto-locking and grant the role create and update on locks", ""},
 		{"install-dir", "DIR", "Where the daemon's files go, for the configuration's paths\n      (the systemd unit's: " + SystemdConfigDir + ")", "the paths of OUT_DIR"},

@@ -13,62 +13,23 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-const program = "teleport-event-handler"
-
-// Invocation is what the command line asks for.
-type Invocation struct {
-	// Command is "start", "configure", "version", or "help" when -h/--help
-	// was given.
-	Command string
-	// Config is resolved and validated; set for "start" only.
+// Resolved is start's options, resolved and checked.
+type Resolved struct {
 	Config *Config
-	// Configure is set for "configure" only.
-	Configure *Configure
-	// ConfigFile is the TOML file read (from -c or FDFWD_CONFIG), "" if none.
-	ConfigFile string
-	// Help is the text to print on stdout for "help".
-	Help string
-	// JSON is status's --json.
-	JSON bool
-	// Sub is the subcommand of dead-letters (list, replay or purge),
-	// sessions or export (list, retry or drop), and Args what they act on.
-	Sub  string
-	Args []string
-	// Yes is dead-letters purge's --yes: purge without asking.
-	Yes bool
-	// All is sessions' and export's --all: act on every one.
-	All bool
+	// File is the TOML file read (from -c or FDFWD_CONFIG), "" if none.
+	File string
 	// Warnings are about settings of the original plugin that are retired
 	// but accepted, one line each, for the log (or stderr).
 	Warnings []string
 }
 
-// Parse parses the command line (args without the program name) and the
-// environment (lookupEnv, normally os.LookupEnv) and returns what to run. Bad
-// input gives an *Error. Parse only reads files; it creates nothing.
-func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, error) {
-	cl, err := parseCommandLine(args)
-	if err != nil {
-		return nil, err
-	}
-	if cl.help != "" {
-		return &Invocation{Command: "help", Help: cl.help}, nil
-	}
-	if cl.command == "configure" {
-		c, err := cl.configure.resolve(cl.args, lookupEnv)
-		if err != nil {
-			return nil, err
-		}
-		return &Invocation{Command: cl.command, Configure: c, Warnings: c.Warnings}, nil
-	}
-	if _, ok := subcommands[cl.command]; ok || cl.command == "status" {
-		return parseStateCommand(cl, lookupEnv)
-	}
-	if cl.command != "start" {
-		return &Invocation{Command: cl.command, ConfigFile: cl.flags["config"]}, nil
-	}
-
-	r := &resolver{flags: cl.flags, lookupEnv: lookupEnv, got: map[string]setting{}}
+// Resolve resolves and validates start's options. flags holds the text of
+// each option given on the command line, by long name (as Flags names
+// them); lookupEnv is normally os.LookupEnv. Below them come the
+// configuration file and the defaults. Bad input gives an *Error. Resolve
+// only reads files; it creates nothing.
+func Resolve(flags map[string]string, lookupEnv func(string) (string, bool)) (*Resolved, error) {
+	r := &resolver{flags: flags, lookupEnv: lookupEnv, got: map[string]setting{}}
 	cfg, err := r.resolve()
 	if err != nil {
 		return nil, err
@@ -76,18 +37,15 @@ func Parse(args []string, lookupEnv func(string) (string, bool)) (*Invocation, e
 	if err := r.validate(cfg); err != nil {
 		return nil, err
 	}
-	inv := &Invocation{Command: cl.command, Config: cfg, Warnings: r.warnings}
-	if r.file != nil {
-		inv.ConfigFile = r.file.path
-	}
-	return inv, nil
+	return r.resolved(cfg), nil
 }
 
-// parseStateCommand resolves start's options for the commands on the
-// state (status, dead-letters, sessions and export), which need where it is
-// (--storage and --teleport-addr) and, to replay, Fluentd's options.
-func parseStateCommand(cl *commandLine, lookupEnv func(string) (string, bool)) (*Invocation, error) {
-	r := &resolver{flags: cl.flags, lookupEnv: lookupEnv, got: map[string]setting{}}
+// ResolveForState resolves start's options for the commands that work on
+// the state (status, dead-letters, sessions and export). They need where it
+// is (--storage and --teleport-addr) and, to replay dead letters, what
+// sending to Fluentd needs; the rest may be missing.
+func ResolveForState(flags map[string]string, lookupEnv func(string) (string, bool), replay bool) (*Resolved, error) {
+	r := &resolver{flags: flags, lookupEnv: lookupEnv, got: map[string]setting{}}
 	cfg, err := r.resolve()
 	if err != nil {
 		return nil, err
@@ -99,13 +57,20 @@ func parseStateCommand(cl *commandLine, lookupEnv func(string) (string, bool)) (
 	if err := r.checkTeleportAddr(cfg); err != nil {
 		return nil, err
 	}
-	if cl.sub == "replay" {
-		// Replay sends to Fluentd as start does.
+	if replay {
 		if err := r.checkReplay(cfg); err != nil {
 			return nil, err
 		}
 	}
-	return &Invocation{Command: cl.command, Config: cfg, JSON: cl.json, Sub: cl.sub, Yes: cl.yes, All: cl.all, Args: cl.args, Warnings: r.warnings}, nil
+	return r.resolved(cfg), nil
+}
+
+func (r *resolver) resolved(cfg *Config) *Resolved {
+	res := &Resolved{Config: cfg, Warnings: r.warnings}
+	if r.file != nil {
+		res.File = r.file.path
+	}
+	return res
 }
 
 // checkReplay wants what sending to Fluentd needs: the client certificate

@@ -1,4 +1,4 @@
-package config
+package configure_test
 
 import (
 	"net"
@@ -6,15 +6,37 @@ import (
 	"testing"
 	"time"
 
+	flags "github.com/jessevdk/go-flags"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fdfwd/teleport-event-handler/config"
+	"github.com/fdfwd/teleport-event-handler/internal/commands/configure"
 	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 )
 
+// resolve parses configure's flags and arguments with go-flags, as the
+// program's command line does, and resolves them.
+func resolve(args []string, env map[string]string) (*configure.Options, error) {
+	var f configure.Flags
+	p := flags.NewParser(&f, flags.PassDoubleDash|flags.AllowBoolValues)
+	rest, err := p.ParseArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	isSet := func(flag string) bool {
+		o := p.FindOptionByLongName(flag)
+		return o != nil && o.IsSet()
+	}
+	return configure.Resolve(f, isSet, rest, func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	})
+}
+
 func TestConfigureDefaults(t *testing.T) {
-	inv, err := Parse([]string{"configure", "out"}, envOf(nil))
+	c, err := resolve([]string{"out"}, nil)
 	require.NoError(t, err)
-	require.Equal(t, &Invocation{Command: "configure", Configure: &Configure{
+	require.Equal(t, &configure.Options{
 		OutDir:            "out",
 		TeleportAddr:      "localhost:3025",
 		FluentdURL:        "https://localhost:8888/test.log",
@@ -24,17 +46,16 @@ func TestConfigureDefaults(t *testing.T) {
 		TTL:               87600 * time.Hour,
 		DNSNames:          []string{"localhost"},
 		IPs:               []net.IP{net.IPv4(127, 0, 0, 1)},
-	}}, inv)
+	}, c)
 }
 
 func TestConfigureFlags(t *testing.T) {
-	inv, err := Parse([]string{"-d", "configure", "--key-type", "ECDSA", "--ttl", "8760h",
+	c, err := resolve([]string{"--key-type", "ECDSA", "--ttl", "8760h",
 		"--dns-names", "fluentd.example.com,*.fluentd.example.com", "--dns-names", "localhost", "--ip", "10.0.0.1,::1",
 		"--fluentd-url", "https://fluentd.example.com/audit", "--fluentd-session-url", "https://fluentd.example.com:443/rec",
 		"--lock-enabled", "--force", "dir", "teleport.example.com:443"},
-		envOf(map[string]string{PasswordEnv: "from-env"}))
+		map[string]string{configure.PasswordEnv: "from-env"})
 	require.NoError(t, err)
-	c := inv.Configure
 	require.Equal(t, "dir", c.OutDir)
 	require.Equal(t, "teleport.example.com:443", c.TeleportAddr)
 	require.Equal(t, certs.ECDSA, c.KeyType)
@@ -46,17 +67,17 @@ func TestConfigureFlags(t *testing.T) {
 	require.True(t, c.LockEnabled)
 	require.True(t, c.Force)
 
-	inv, err = Parse([]string{"configure", "--length=2048", "--ip", "", "dir"}, envOf(map[string]string{PasswordEnv: "from-env"}))
+	c, err = resolve([]string{"--length=2048", "--ip", "", "dir"}, map[string]string{configure.PasswordEnv: "from-env"})
 	require.NoError(t, err)
-	require.Equal(t, 2048, inv.Configure.RSABits)
-	require.Empty(t, inv.Configure.IPs)
-	require.Equal(t, []string{"localhost"}, inv.Configure.DNSNames)
-	require.Equal(t, "from-env", inv.Configure.Password)
+	require.Equal(t, 2048, c.RSABits)
+	require.Empty(t, c.IPs)
+	require.Equal(t, []string{"localhost"}, c.DNSNames)
+	require.Equal(t, "from-env", c.Password)
 
 	// make passes PASS= through: an empty variable asks for a generated one.
-	inv, err = Parse([]string{"configure", "dir"}, envOf(map[string]string{PasswordEnv: ""}))
+	c, err = resolve([]string{"dir"}, map[string]string{configure.PasswordEnv: ""})
 	require.NoError(t, err)
-	require.Empty(t, inv.Configure.Password)
+	require.Empty(t, c.Password)
 }
 
 func TestConfigureErrors(t *testing.T) {
@@ -84,48 +105,54 @@ func TestConfigureErrors(t *testing.T) {
 		{[]string{"--fluentd-session-url", "https://localhost:8888/session/", "dir"}, nil, "ends with /, and .<session-id>.log is appended"},
 		{[]string{"--fluentd-session-url", "https://localhost:9999/session", "dir"}, nil, "give both URLs the same scheme, host and port"},
 		{[]string{"--password", "pw", "dir"}, nil, `invalid --password "(not shown)" (from the command line): a secret on the command line is shown to every user by ps`},
-		{[]string{"dir"}, map[string]string{PasswordEnv: "a\nb"}, `invalid FDFWD_PASSWORD "(not shown)" (from FDFWD_PASSWORD): contains control characters`},
-		{[]string{"--nope", "dir"}, nil, "unknown flag `nope'"},
+		{[]string{"dir"}, map[string]string{configure.PasswordEnv: "a\nb"}, `invalid FDFWD_PASSWORD "(not shown)" (from FDFWD_PASSWORD): contains control characters`},
 	} {
-		_, err := Parse(append([]string{"configure"}, tt.args...), envOf(tt.env))
+		_, err := resolve(tt.args, tt.env)
 		require.Error(t, err, tt.args)
-		require.IsType(t, &Error{}, err, tt.args)
+		require.IsType(t, &config.Error{}, err, tt.args)
 		require.Contains(t, err.Error(), tt.want, tt.args)
 		require.NotContains(t, err.Error(), "\n")
 	}
 }
 
 func TestConfigureHelp(t *testing.T) {
-	for _, args := range [][]string{{"configure", "--help"}, {"configure", "-h", "dir"}} {
-		inv, err := Parse(args, envOf(nil))
-		require.NoError(t, err)
-		require.Equal(t, "help", inv.Command)
-		require.Contains(t, inv.Help, "Usage: teleport-event-handler configure [options] OUT_DIR [TELEPORT_ADDR]")
-		for _, flag := range []string{"--key-type", "--length", "--ttl", "--dns-names", "--ip", PasswordEnv,
-			"--fluentd-url", "--fluentd-session-url", "--lock-enabled", "--force"} {
-			require.Contains(t, inv.Help, flag)
-		}
-		for _, line := range strings.Split(inv.Help, "\n") {
-			require.LessOrEqual(t, len(line), 80, line)
-		}
+	help := configure.Usage()
+	require.Contains(t, help, "Usage: teleport-event-handler configure [options] OUT_DIR [TELEPORT_ADDR]")
+	for _, flag := range []string{"--key-type", "--length", "--ttl", "--dns-names", "--ip", configure.PasswordEnv,
+		"--fluentd-url", "--fluentd-session-url", "--lock-enabled", "--force"} {
+		require.Contains(t, help, flag)
 	}
-	inv, err := Parse([]string{"--help"}, envOf(nil))
-	require.NoError(t, err)
-	require.Contains(t, inv.Help, "  configure  Write certificates")
+	require.Contains(t, help, "Default: 87600h.")
+	for _, line := range strings.Split(help, "\n") {
+		require.LessOrEqual(t, len(line), 80, line)
+	}
 }
 
 // Fluentd's server certificate is for the host the daemon reaches it by:
 // the host of --fluentd-url is always among its names.
 func TestConfigureCertificateNamesFollowTheURL(t *testing.T) {
-	inv, err := Parse([]string{"configure", "--fluentd-url", "https://fluentd.example.com:8888/test.log",
-		"--fluentd-session-url", "https://fluentd.example.com:8888/session", "dir"}, envOf(nil))
+	c, err := resolve([]string{"--fluentd-url", "https://fluentd.example.com:8888/test.log",
+		"--fluentd-session-url", "https://fluentd.example.com:8888/session", "dir"}, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{"localhost", "fluentd.example.com"}, inv.Configure.DNSNames)
-	require.Equal(t, []net.IP{net.IPv4(127, 0, 0, 1)}, inv.Configure.IPs)
+	require.Equal(t, []string{"localhost", "fluentd.example.com"}, c.DNSNames)
+	require.Equal(t, []net.IP{net.IPv4(127, 0, 0, 1)}, c.IPs)
 
-	inv, err = Parse([]string{"configure", "--fluentd-url", "https://10.1.2.3:8888/test.log",
-		"--fluentd-session-url", "https://10.1.2.3:8888/session", "--dns-names", "fluentd.internal", "dir"}, envOf(nil))
+	c, err = resolve([]string{"--fluentd-url", "https://10.1.2.3:8888/test.log",
+		"--fluentd-session-url", "https://10.1.2.3:8888/session", "--dns-names", "fluentd.internal", "dir"}, nil)
 	require.NoError(t, err)
-	require.Equal(t, []string{"fluentd.internal"}, inv.Configure.DNSNames)
-	require.Equal(t, []net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP("10.1.2.3")}, inv.Configure.IPs)
+	require.Equal(t, []string{"fluentd.internal"}, c.DNSNames)
+	require.Equal(t, []net.IP{net.IPv4(127, 0, 0, 1), net.ParseIP("10.1.2.3")}, c.IPs)
+}
+
+// configure's --output named the original's only export target.
+func TestConfigureAcceptsTheRetiredOutputFlag(t *testing.T) {
+	dir := t.TempDir()
+	c, err := resolve([]string{"--output", "fluentd", dir}, nil)
+	require.NoError(t, err)
+	require.Len(t, c.Warnings, 1)
+	require.Contains(t, c.Warnings[0], "--output is retired")
+
+	_, err = resolve([]string{"--output=kinesis", dir}, nil)
+	require.ErrorContains(t, err, `invalid --output "kinesis"`)
+	require.ErrorContains(t, err, "accepted only fluentd")
 }
