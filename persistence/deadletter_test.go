@@ -219,3 +219,62 @@ func TestLettersTakenBackAreMarked(t *testing.T) {
 	require.Len(t, all, 3)
 	require.Equal(t, []bool{true, false, true}, []bool{all[0].TakenBack, all[1].TakenBack, all[2].TakenBack})
 }
+
+func TestDeadLettersAppendJSONLines(t *testing.T) {
+	dir := t.TempDir()
+	d := NewDeadLetters(dir)
+	require.NoError(t, d.Append(DeadLetter{Status: 400, Reason: "bad", EventID: "a", Event: []byte(`{"uid":"a"}`)}))
+	require.NoError(t, d.Append(DeadLetter{Status: 413, Reason: "too big", EventID: "b", Event: []byte(`not json`)}))
+	raw, err := os.ReadFile(d.Path())
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	require.Len(t, lines, 2)
+	require.Contains(t, lines[0], `"event":{"uid":"a"}`)
+	require.Contains(t, lines[1], `"event":"not json"`)
+}
+
+// The dead-letter file is bounded and never silently loses a letter: at
+// the limit an append fails, saying so, and works again once the operator
+// has moved the file away.
+func TestDeadLettersStopAtTheLimit(t *testing.T) {
+	d := NewDeadLetters(t.TempDir())
+	d.SetLimit(400)
+	letter := DeadLetter{Status: 400, Reason: "bad", EventID: "a", Event: []byte(`{"uid":"a","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`)}
+	require.NoError(t, d.Append(letter))
+	require.NoError(t, d.Append(letter))
+	err := d.Append(letter)
+	var full *DeadLettersFullError
+	require.ErrorAs(t, err, &full)
+	require.ErrorContains(t, err, d.Path())
+	require.ErrorContains(t, err, "--dead-letter-max-mb")
+	size := d.Size()
+	require.Positive(t, size)
+	require.LessOrEqual(t, size, int64(400))
+	require.Equal(t, 2, d.Count())
+
+	require.NoError(t, os.Rename(d.Path(), d.Path()+".handled"))
+	require.Zero(t, d.Size())
+	require.NoError(t, d.Append(letter), "the operator dealt with the letters")
+}
+
+// Letters taken back are removed from the file, one per key, and the rest
+// stay as they were.
+func TestDeadLettersRemove(t *testing.T) {
+	d := NewDeadLetters(t.TempDir())
+	for _, id := range []string{"a", "b", "a", "c"} {
+		require.NoError(t, d.Append(DeadLetter{URL: "https://f/t", Status: 400, EventID: id, Event: []byte(`{}`)}))
+	}
+	n, err := d.Remove([]string{LetterKey("https://f/t", "a", nil), LetterKey("https://f/t", "c", nil), LetterKey("https://f/other", "b", nil)})
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	raw, err := os.ReadFile(d.Path())
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	require.Len(t, lines, 2)
+	require.Contains(t, lines[0], `"event_id":"b"`)
+	require.Contains(t, lines[1], `"event_id":"a"`)
+	require.Equal(t, 2, d.Count())
+	info, err := os.Stat(d.Path())
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
+}
