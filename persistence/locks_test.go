@@ -14,20 +14,15 @@ import (
 )
 
 func TestLockStatesRoundTripAndSurviveReopen(t *testing.T) {
-	dir := t.TempDir()
-	s, err := persistence.Open(dir)
-	require.NoError(t, err)
+	s := storetest.Open(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	bob := persistence.LockState{User: "bob@example.com", Failures: []persistence.LoginFailure{
 		{ID: "e1", Time: now.Add(-2 * time.Second)}, {ID: "e2", Time: now.Add(-time.Second)},
 	}}
 	alice := persistence.LockState{User: "alice", Lock: &persistence.UserLock{Trigger: now, Count: 3}}
 	require.NoError(t, s.Apply([]kv.Write{persistence.LockStateWrite(bob), persistence.LockStateWrite(alice)}))
-	require.NoError(t, s.Close())
 
-	s, err = persistence.Open(dir)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.Reopen(t, s)
 	all, err := s.LockStates()
 	require.NoError(t, err)
 	require.Equal(t, []persistence.LockState{alice, bob}, all, "in user order")
@@ -90,20 +85,16 @@ func TestLockStatesAreKeyedByADigestOfTheName(t *testing.T) {
 // Lock states written by an earlier version, keyed by the name itself, are
 // moved under their digest at the next Open; a second Open moves nothing.
 func TestLockStatesKeyedByNameAreMigratedAtOpen(t *testing.T) {
-	dir := t.TempDir()
-	s, err := persistence.Open(dir)
-	require.NoError(t, err)
+	s := storetest.Open(t)
 	old := []kv.Write{
 		// The old record's user field was not relied on: the key was.
 		{Bucket: persistence.BucketLockPolicy, Key: "alice", Value: []byte(`{"user":"","failures":[{"id":"e1","time":"2026-01-02T03:04:05Z"}]}`)},
 		{Bucket: persistence.BucketLockPolicy, Key: "bob", Value: []byte(`{"user":"bob","lock":{"trigger":"2026-01-02T03:04:05Z","count":3}}`)},
 	}
 	require.NoError(t, s.Apply(old))
-	require.NoError(t, s.Close())
 
 	for range 2 {
-		s, err = persistence.Open(dir)
-		require.NoError(t, err)
+		s = storetest.Reopen(t, s)
 		all, err := s.LockStates()
 		require.NoError(t, err)
 		require.Len(t, all, 2)
@@ -121,6 +112,5 @@ func TestLockStatesKeyedByNameAreMigratedAtOpen(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, ok)
 		require.Equal(t, "alice", got.User)
-		require.NoError(t, s.Close())
 	}
 }

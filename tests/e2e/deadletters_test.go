@@ -16,6 +16,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 // dl runs dead-letters SUB with start's arguments, stdin given.
@@ -133,9 +134,7 @@ func TestDeadLettersListReplayPurge(t *testing.T) {
 func TestDeadLettersReplayAndPurgeRunAlone(t *testing.T) {
 	e := parallelEnv(t)
 	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
-	s, err := persistence.Open(dir)
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
+	storetest.Seed(t, dir)
 	letters := persistence.NewDeadLetters(dir)
 	for _, id := range []string{"a", "b"} {
 		require.NoError(t, letters.Append(persistence.DeadLetter{URL: e.FluentdURL + "/test.log", Status: 400,

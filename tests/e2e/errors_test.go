@@ -18,6 +18,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/persistence/kv"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
@@ -250,14 +251,11 @@ func TestUndecodableRecordIsReportedOnce(t *testing.T) {
 	e := parallelEnv(t)
 	e.Seed(10, 16)
 	dir := persistence.Dir(e.Storage, e.Teleport.Addr())
-	st, err := persistence.Open(dir)
-	require.NoError(t, err)
 	sid := harness.SID("broken")
-	require.NoError(t, st.Apply([]kv.Write{
-		{Bucket: persistence.BucketSessions, Key: sid, Value: []byte("{")},
-		{Bucket: persistence.BucketSessionQueue, Key: fmt.Sprintf("%020d", 1), Value: []byte(sid)},
-	}))
-	require.NoError(t, st.Close())
+	storetest.Seed(t, dir,
+		kv.Write{Bucket: persistence.BucketSessions, Key: sid, Value: []byte("{")},
+		kv.Write{Bucket: persistence.BucketSessionQueue, Key: fmt.Sprintf("%020d", 1), Value: []byte(sid)},
+	)
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 1, p.Wait(t, 20*time.Second), p.Output())
 	out := p.Output()

@@ -17,6 +17,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 // Replay's senders are goroutines it joins before it returns.
@@ -44,9 +45,7 @@ func (a *accepting) Send(_ context.Context, _ string, events [][]byte) wire.Resu
 func state(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := persistence.Open(dir)
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
+	storetest.Seed(t, dir)
 	return dir
 }
 

@@ -16,15 +16,12 @@ func TestParkedChunksRetryAndDrop(t *testing.T) {
 	dir := t.TempDir()
 	day := time.Date(2026, 11, 3, 0, 0, 0, 0, time.UTC)
 	a, b := persistence.ChunkRef{Day: day, Chunk: "a"}, persistence.ChunkRef{Day: day, Chunk: "b"}
-	store, err := persistence.Open(dir)
-	require.NoError(t, err)
 	var writes []kv.Write
 	for _, ref := range []persistence.ChunkRef{a, b} {
 		writes = append(writes, persistence.ExportParkedWrites(ref, persistence.ExportChunk{Cursor: "c-" + ref.Chunk, Acked: 7},
 			persistence.ExportParked{Error: "stream broke", Attempts: 10, At: day})...)
 	}
-	require.NoError(t, store.Apply(writes))
-	require.NoError(t, store.Close())
+	storetest.Seed(t, dir, writes...)
 
 	var out bytes.Buffer
 	require.NoError(t, Export(dir, "list", nil, false, &out, day))
@@ -33,7 +30,7 @@ func TestParkedChunksRetryAndDrop(t *testing.T) {
 	require.NoError(t, Export(dir, "retry", []string{"2026-11-03/a"}, false, &out, day))
 	require.NoError(t, Export(dir, "drop", []string{"2026-11-03/b"}, false, &out, day.Add(time.Hour)))
 
-	store, err = persistence.OpenReadOnly(dir, time.Second)
+	store, err := persistence.OpenReadOnly(dir, time.Second)
 	require.NoError(t, err)
 	defer store.Close()
 	chunks, err := store.ExportInProgress()

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/persistence"
+	"github.com/fdfwd/teleport-event-handler/tests/storetest"
 )
 
 // status without --teleport-addr looks in localhost_3025; when that is not
@@ -21,9 +22,7 @@ func TestNoStateNamesTheStateDirectoriesFound(t *testing.T) {
 	require.EqualError(t, err, "no state in "+filepath.Join(storage, "localhost_3025")+
 		": no daemon has run with this --storage and --teleport-addr")
 
-	store, err := persistence.Open(persistence.Dir(storage, "teleport.example.com:443"))
-	require.NoError(t, err)
-	require.NoError(t, store.Close())
+	storetest.Seed(t, persistence.Dir(storage, "teleport.example.com:443"))
 	original := persistence.Dir(storage, "10.0.0.7:3025")
 	require.NoError(t, os.MkdirAll(original, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(original, "start_time"), []byte("2024-01-01T00:00:00Z"), 0o600))
