@@ -1,8 +1,9 @@
-// Package configure writes what a deployment of teleport-event-handler needs:
-// certificates for mutual TLS between the daemon and Fluentd, fluent.conf, a
-// configuration file for start and a Teleport role and user. The file names
-// are those of Teleport's Event Handler plugin, so that its guides still
-// apply.
+// Package configure is the configure command: its flags, checked into
+// Options (options.go), and what it writes for a deployment of
+// teleport-event-handler: certificates for mutual TLS between the daemon and
+// Fluentd, fluent.conf, a configuration file for start, a Teleport role and
+// user, and Helm values. The file names are those of Teleport's Event
+// Handler plugin, so that its guides still apply.
 package configure
 
 import (
