@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"syscall"
 	"testing"
@@ -38,4 +39,24 @@ func killAtRandom(t *testing.T, e *env, args []string, rounds, minMs, spanMs int
 		t.Logf("kill %d: %d audit events received", kills, e.Audit())
 	}
 	return kills
+}
+
+// userLogin is a user.login event of user at t as Teleport writes it: a
+// success, or a failure with invalid credentials.
+func userLogin(id, user string, t time.Time, success bool) apievents.AuditEvent {
+	code, status := "T1000I", apievents.Status{Success: true}
+	if !success {
+		code, status = "T1000W", apievents.Status{Success: false, Error: "invalid credentials"}
+	}
+	return &apievents.UserLogin{
+		Metadata:     apievents.Metadata{ID: id, Type: "user.login", Code: code, Time: t.UTC(), ClusterName: teleportsrv.DefaultClusterName},
+		UserMetadata: apievents.UserMetadata{User: user, Login: "root"},
+		Status:       status,
+		Method:       "local",
+	}
+}
+
+// failedLogin is the i-th user.login failure of user, at t.
+func failedLogin(user string, i int, t time.Time) apievents.AuditEvent {
+	return userLogin(fmt.Sprintf("fail-%s-%d", user, i), user, t, false)
 }

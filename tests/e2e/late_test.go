@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
-	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 )
 
 // Search can show an event after later ones (Athena's batches, DynamoDB's
@@ -33,12 +32,7 @@ func TestLateEventsArriveExactlyOnce(t *testing.T) {
 		for b := range 40 {
 			batch := make([]apievents.AuditEvent, 0, 15)
 			for i := range 15 {
-				batch = append(batch, &apievents.UserLogin{
-					Metadata:     apievents.Metadata{ID: fmt.Sprintf("late-%02d-%02d", b, i), Type: "user.login", Code: "T1000I", Time: time.Now().UTC(), ClusterName: teleportsrv.DefaultClusterName},
-					UserMetadata: apievents.UserMetadata{User: "alice", Login: "root"},
-					Status:       apievents.Status{Success: true},
-					Method:       "local",
-				})
+				batch = append(batch, userLogin(fmt.Sprintf("late-%02d-%02d", b, i), "alice", time.Now(), true))
 			}
 			if err := e.Teleport.AddEvents(batch...); err != nil {
 				t.Error(err)
@@ -82,12 +76,7 @@ func TestLateEventsArriveExactlyOnce(t *testing.T) {
 // fault explorer: such events waited for a run a lag later.)
 func TestExitOnLastEventDeliversLateEventsVisibleNow(t *testing.T) {
 	e := parallelEnv(t)
-	login := func(id string, at time.Time) apievents.AuditEvent {
-		return &apievents.UserLogin{
-			Metadata:     apievents.Metadata{ID: id, Type: "user.login", Code: "T1000I", Time: at.UTC(), ClusterName: teleportsrv.DefaultClusterName},
-			UserMetadata: apievents.UserMetadata{User: "alice", Login: "root"}, Status: apievents.Status{Success: true}, Method: "local",
-		}
-	}
+	login := func(id string, at time.Time) apievents.AuditEvent { return userLogin(id, "alice", at, true) }
 	now := time.Now()
 	first := []apievents.AuditEvent{login("before", now.Add(-3*time.Minute)), login("newest", now.Add(-time.Minute))}
 	require.NoError(t, e.Teleport.AddEvents(first...))

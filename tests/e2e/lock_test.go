@@ -1,26 +1,14 @@
 package e2e
 
 import (
-	"fmt"
 	"syscall"
 	"testing"
 	"time"
 
-	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 )
-
-// failedLogin is a user.login failure of user at t.
-func failedLogin(user string, i int, t time.Time) apievents.AuditEvent {
-	return &apievents.UserLogin{
-		Metadata:     apievents.Metadata{ID: fmt.Sprintf("fail-%s-%d", user, i), Type: "user.login", Code: "T1000W", Time: t},
-		UserMetadata: apievents.UserMetadata{User: user, Login: "root"},
-		Status:       apievents.Status{Success: false, Error: "invalid credentials"},
-		Method:       "local",
-	}
-}
 
 func TestRepeatedFailedLoginsLockTheUserOnceAcrossARestart(t *testing.T) {
 	e := parallelEnv(t)
