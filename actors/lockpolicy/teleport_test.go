@@ -11,15 +11,13 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/lockpolicy"
 	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
-	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
 // TestLocksThroughTheRealClient runs the policy against the test Teleport
 // server with the unmodified teleport/api client: transient failures and a
 // missing permission come back as the errors the policy decides on.
 func TestLocksThroughTheRealClient(t *testing.T) {
-	pki := testpki.New(t)
-	srv := teleportsrv.StartTLS(t, pki)
+	srv, pki := teleportsrv.StartNew(t)
 	clt := teleportsrv.Connect(t, srv, teleportsrv.KeyPair(pki))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

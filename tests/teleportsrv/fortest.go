@@ -23,6 +23,14 @@ func StartTLS(t testing.TB, pki *testpki.Bundle) *Server {
 	return s
 }
 
+// StartNew is StartTLS with a fresh bundle of the test's own, which it
+// returns too: its client certificates are what the server trusts.
+func StartNew(t testing.TB) (*Server, *testpki.Bundle) {
+	t.Helper()
+	pki := testpki.New(t)
+	return StartTLS(t, pki), pki
+}
+
 // KeyPair is the bundle's Teleport client certificate, trusting its
 // Teleport CA: what a client of StartTLS's server connects with.
 func KeyPair(pki *testpki.Bundle) client.Credentials {

@@ -29,8 +29,8 @@ type fixture struct {
 
 func start(t *testing.T) *fixture {
 	t.Helper()
-	pki := testpki.New(t)
-	return &fixture{pki: pki, srv: StartTLS(t, pki)}
+	srv, pki := StartNew(t)
+	return &fixture{pki: pki, srv: srv}
 }
 
 func (f *fixture) connect(t *testing.T, creds client.Credentials) *client.Client {

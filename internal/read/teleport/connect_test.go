@@ -19,8 +19,7 @@ import (
 // what failed, the address, the fix, then the root cause, without the
 // client's nested gRPC and trace text.
 func TestConnectErrorIsOneShortLineWithTheFixFirst(t *testing.T) {
-	pki := testpki.New(t)
-	srv := teleportsrv.StartTLS(t, pki)
+	srv, pki := teleportsrv.StartNew(t)
 	otherCA, err := testpki.OtherCA(t.TempDir())
 	require.NoError(t, err)
 
