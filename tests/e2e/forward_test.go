@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,4 +111,29 @@ func TestForwardKillNineLosesNothing(t *testing.T) {
 	dups := harness.Delivered(t, e.Fluentd, evs, nil)
 	t.Logf("%d kills, %d duplicates (bound %d)", kills, dups, kills*forwardWindow)
 	require.LessOrEqual(t, dups, kills*forwardWindow)
+}
+
+// in_forward drops a message over its chunk_size_limit without an ack.
+// Measured against a real Fluentd 1.18 with chunk_size_limit 16k, 0 of
+// 3,000 events arrived in 90 s: every batch of 100 was retried unchanged
+// for ever. Now the messages are halved until they are answered, the one
+// event too large alone is dead-lettered naming chunk_size_limit, and the
+// run ends.
+func TestForwardBatchesOverChunkSizeLimitAreHalvedNotRetriedForEver(t *testing.T) {
+	t.Parallel()
+	e := forwardEnv(t, "")
+	e.Fluentd.SetForwardFaults(fluentdsrv.ForwardFaults{ChunkSizeLimit: 16 << 10})
+	evs := e.Seed(3000, 26)
+	huge := failedLogin(strings.Repeat("u", 20_000), 1, e.T0.Add(1500*time.Second+time.Millisecond))
+	require.NoError(t, e.Teleport.AddEvents(huge))
+	began := time.Now()
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 3, p.Wait(t, 3*time.Minute), "caught up with one event dead-lettered: %s", harness.Tail(p.Output(), 20))
+	t.Logf("%d events in %s, %d messages dropped by the receiver", len(evs)+1, time.Since(began).Round(time.Second), e.Fluentd.ForwardDropped())
+	require.Zero(t, harness.Delivered(t, e.Fluentd, evs, map[string]bool{huge.GetID(): true}), "duplicates")
+	require.Zero(t, e.SessionsDelivered(defaultSkip), "recording duplicates")
+	letters := deadLetters(t, e)
+	require.Len(t, letters, 1)
+	require.Equal(t, huge.GetID(), letters[0].EventID)
+	require.Contains(t, letters[0].Reason, "chunk_size_limit")
 }
