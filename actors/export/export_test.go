@@ -19,8 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/export"
 	"github.com/fdfwd/teleport-event-handler/actors/faults"
@@ -60,11 +58,6 @@ func newAPI() *fakeAPI {
 		broken: map[string]int{}, reads: map[string]int{}}
 }
 
-func event(id, typ string, t time.Time) *auditlogpb.EventUnstructured {
-	st, _ := structpb.NewStruct(map[string]any{"uid": id, "event": typ, "time": t.Format(time.RFC3339Nano)})
-	return &auditlogpb.EventUnstructured{Id: id, Type: typ, Time: timestamppb.New(t), Unstructured: st}
-}
-
 // addChunk adds a chunk of n events of the given types, one a second from
 // start (all on start's UTC day), with IDs prefix-i.
 func (f *fakeAPI) addChunk(name, prefix string, n int, start time.Time, types ...string) []string {
@@ -77,7 +70,7 @@ func (f *fakeAPI) addChunk(name, prefix string, n int, start time.Time, types ..
 		}
 		id := fmt.Sprintf("%s-%04d", prefix, i)
 		ids = append(ids, id)
-		evs = append(evs, event(id, typ, start.Add(time.Duration(i)*time.Second)))
+		evs = append(evs, inflighttest.Event(id, typ, start.Add(time.Duration(i)*time.Second)))
 	}
 	day := start.UTC().Format(time.DateOnly)
 	f.mu.Lock()

@@ -16,8 +16,6 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight/inflighttest"
@@ -50,9 +48,8 @@ func newFakeLog(n int, start time.Time, types ...string) *fakeLog {
 }
 
 func (f *fakeLog) add(id, typ string, t time.Time) {
-	st, _ := structpb.NewStruct(map[string]any{"uid": id, "event": typ, "time": t.Format(time.RFC3339Nano)})
 	f.mu.Lock()
-	f.events = append(f.events, &auditlogpb.EventUnstructured{Id: id, Type: typ, Time: timestamppb.New(t), Unstructured: st})
+	f.events = append(f.events, inflighttest.Event(id, typ, t))
 	// In time order, as Teleport returns them: an event added late lands
 	// before later ones.
 	slices.SortStableFunc(f.events, func(a, b *auditlogpb.EventUnstructured) int { return a.Time.AsTime().Compare(b.Time.AsTime()) })

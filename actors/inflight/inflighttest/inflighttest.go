@@ -13,6 +13,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/checkpoint"
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
@@ -130,6 +132,13 @@ func (f *Tap) Receive(ctx actor.Context) {
 			ctx.Send(m.ReplyTo, &messages.Observed{Epoch: m.Epoch, Seq: m.Seq, Tap: ctx.Self()})
 		}
 	}
+}
+
+// Event is an audit event of the given ID, type and time as the search
+// and export APIs return it, with the same in its JSON.
+func Event(id, typ string, t time.Time) *auditlogpb.EventUnstructured {
+	st, _ := structpb.NewStruct(map[string]any{"uid": id, "event": typ, "time": t.Format(time.RFC3339Nano)})
+	return &auditlogpb.EventUnstructured{Id: id, Type: typ, Time: timestamppb.New(t), Unstructured: st}
 }
 
 // Tree is a root with the checkpoint writer, Pool, Tap (when set) and the
