@@ -23,8 +23,14 @@ type Config struct {
 	// Timeout is how long to sleep between polls once the poller has caught up
 	// with the audit log. Upstream calls it a timeout; it is a poll interval.
 	Timeout time.Duration
-	// Batch is the number of events fetched per request.
+	// Batch is the number of events fetched per search request: the first
+	// page's, when GrowBatch.
 	Batch int
+	// GrowBatch: a search page grows from Batch up to MaxBatch while pages
+	// come back with more to read (a backlog), and falls back to Batch at
+	// the live edge. The default; Resolve turns it off when --batch is set
+	// anywhere, to keep the user's page size.
+	GrowBatch bool
 	// Types lists the event types to forward; empty forwards all of them.
 	Types []string
 	// SkipEventTypes lists the event types never forwarded.
@@ -170,6 +176,11 @@ type LockConfig struct {
 // built in memory.
 const MaxForwardMessageKB = 1 << 20
 
+// MaxBatch bounds --batch, and is what a search page grows to: Teleport's
+// audit log refuses a larger search limit (its EventsMaxIterationLimit),
+// and ends a page at 1 MiB of events whatever the limit.
+const MaxBatch = 10000
+
 // MaxFluentdBatch bounds --fluentd-batch: the events held in memory grow
 // with it (see the daemon's Plan).
 const MaxFluentdBatch = 1000
@@ -187,6 +198,7 @@ func Default() Config {
 		Timeout:          5 * time.Second,
 		LogFormat:        "auto",
 		Batch:            20,
+		GrowBatch:        true,
 		SkipSessionTypes: []string{"print", "desktop.recording"},
 		WindowSize:       24 * time.Hour,
 		LateEventLag:     5 * time.Minute,

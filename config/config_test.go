@@ -437,6 +437,31 @@ func TestAliases(t *testing.T) {
 	require.Equal(t, 9, cfg.Fluentd.MaxConnections)
 }
 
+// Search pages grow unless --batch is set, from any source; Teleport
+// refuses a limit over 10000, so --batch does too.
+func TestBatchGrowsUnlessSet(t *testing.T) {
+	f := newFixture(t)
+	cfg := parseStart(t, f.args(nil), nil)
+	require.True(t, cfg.GrowBatch)
+	require.Equal(t, 20, cfg.Batch)
+	file := writeFile(t, f.dir, "batch.toml", "batch = 20\n")
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"flag": {args: []string{"--batch", "500"}},
+		"env":  {env: map[string]string{"FDFWD_BATCH": "500"}},
+		"file": {args: []string{"-c", file}},
+	} {
+		cfg := parseStart(t, f.args(nil, tc.args...), tc.env)
+		require.False(t, cfg.GrowBatch, name)
+	}
+	_, err := parse(f.args(nil, "--batch", "10001"), envOf(nil))
+	require.ErrorContains(t, err, `invalid --batch "10001" (from the command line): must be at most 10000`)
+	cfg = parseStart(t, f.args(nil, "--batch", "10000"), nil)
+	require.Equal(t, MaxBatch, cfg.Batch)
+}
+
 func TestLists(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct {
@@ -771,7 +796,7 @@ func TestStartHelp(t *testing.T) {
 			require.Contains(t, help, key)
 		}
 	}
-	for _, def := range []string{"Default: localhost:3025.", "Default: 1m.", "Default: 2 x --concurrency.", "Default: 20.",
+	for _, def := range []string{"Default: localhost:3025.", "Default: 1m.", "Default: 2 x --concurrency.", "Default: 20, doubling up to 10000 while a backlog is read.",
 		"Default: 5s.", "Default: print,desktop.recording.", "Default: 5.", "Default: 24h.", "Default: 3.", "Default: 0, never expires."} {
 		require.Contains(t, help, def)
 	}

@@ -113,7 +113,8 @@ var options = []*option{
 		field: func(c *Config) any { return &c.Fluentd.Compress }},
 
 	{flag: "batch", group: groupEvents, env: []string{"FDFWD_BATCH"}, keys: []string{"batch"}, value: "N",
-		help:  "Events fetched per request",
+		help:  "Events fetched per search request (Teleport allows at most 10000)",
+		def:   "20, doubling up to 10000 while a backlog is read",
 		field: func(c *Config) any { return &c.Batch }},
 	{flag: "timeout", group: groupEvents, env: []string{"FDFWD_TIMEOUT"}, keys: []string{"timeout"}, value: "DURATION",
 		help:  "Pause between polls once all events are read",

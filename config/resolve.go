@@ -162,10 +162,14 @@ func (r *resolver) resolve() (*Config, error) {
 
 // derivedDefaults sets the defaults that follow from other options, once
 // every option is resolved: the original's "0 connections means 2 x
-// --concurrency", and a forward:// URL's larger batch.
+// --concurrency", a forward:// URL's larger batch, and search pages that
+// grow unless --batch is set.
 func (r *resolver) derivedDefaults(c *Config) {
 	if c.Fluentd.MaxConnections == 0 {
 		c.Fluentd.MaxConnections = 2 * c.Concurrency
+	}
+	if _, set := r.got["batch"]; set {
+		c.GrowBatch = false // the user's page size, kept
 	}
 	if _, set := r.got["fluentd-batch"]; !set && c.Fluentd.UsesForward() {
 		c.Fluentd.Batch = DefaultForwardBatch

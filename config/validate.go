@@ -182,6 +182,7 @@ func (r *resolver) checkNumbers(c *Config) error {
 	}
 	checks := []error{
 		atLeast("batch", c.Batch, 1),
+		atMost("batch", c.Batch, MaxBatch),
 		atLeast("concurrency", c.Concurrency, 1),
 		atLeast("fluentd-max-connections", c.Fluentd.MaxConnections, 0),
 		atLeast("fluentd-batch", c.Fluentd.Batch, 1),

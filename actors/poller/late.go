@@ -49,6 +49,7 @@ type trail struct {
 	// frontier: the live cursor has read what was visible, when it read
 	// it, of the log before frontier.
 	frontier time.Time
+	pages    pages
 	fetching bool
 	// sweeping: with --exit-on-last-event, once the live cursor has caught
 	// up, the span not yet lag old is read once (the sweep), so that late
@@ -100,6 +101,8 @@ func (p *Poller) startTrail() {
 		t.sets[at.Unix()] = append(t.sets[at.Unix()], d)
 	}
 	t.pos = trailPos{TrailPosition: pos}
+	t.pages = newPages(p.Batch, p.GrowTo)
+	t.pages.resume(t.skip)
 	t.tr = inflight.Tracker[trailPos]{URL: p.URL, Stream: p.tr.Stream, Pool: p.Pool, Taps: p.Taps,
 		Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
 	t.tr.Reset(p.epoch + 1) // apart from the live cursor's answers
@@ -184,7 +187,7 @@ func (t *trail) forget() {
 // has caught up, it sweeps what is not lag old yet.
 func (p *Poller) maybeFetchTrail(ctx actor.Context) {
 	t := p.late
-	if t == nil || t.fetching || p.draining || p.finished || t.tr.Buffered() >= p.Batch {
+	if t == nil || t.fetching || p.draining || p.finished || t.tr.Buffered() >= t.pages.size {
 		return
 	}
 	if t.wait.Armed() {
@@ -202,7 +205,7 @@ func (p *Poller) maybeFetchTrail(ctx actor.Context) {
 	}
 	t.fetching = true
 	p.Metrics.TeleportSearches.WithLabelValues("trail").Inc()
-	p.fetches <- fetchReq{trail: true, winStart: t.start, to: t.end, key: t.key, skip: t.skip}
+	p.fetches <- fetchReq{trail: true, winStart: t.start, to: t.end, key: t.key, skip: t.skip, limit: t.pages.size}
 }
 
 // nextSpan is the end of the next span to read: the sweep's once it is
@@ -285,7 +288,9 @@ func (p *Poller) onTrailPage(ctx actor.Context, r *pageResult) {
 	switch {
 	case r.nextKey != "":
 		t.key, t.skip = r.nextKey, max(0, r.req.skip-len(r.events))
+		t.pages.more()
 	case t.sweeping:
+		t.pages.edge()
 		t.sweeping, t.swept = false, true
 		t.end, t.key, t.skip = t.start, "", 0
 	default:
@@ -293,6 +298,7 @@ func (p *Poller) onTrailPage(ctx actor.Context, r *pageResult) {
 		// cursor polls, so that the trailing cursor costs about one more
 		// search per poll.
 		t.start, t.key, t.skip = t.end, "", 0
+		t.pages.edge()
 		t.forget()
 		t.tr.Mark(trailPos{TrailPosition: persistence.TrailPosition{Start: t.end, End: t.end}})
 		t.wait.After(ctx, p.Timeout, &trailTick{})

@@ -54,7 +54,11 @@ type Deps struct {
 	StartTime  time.Time
 	WindowSize time.Duration
 	Timeout    time.Duration // wait between polls once caught up
-	Batch      int
+	// Batch is the events per search page, the first page's when pages
+	// grow: GrowTo, when above it, is the most a page may grow to while a
+	// backlog is read (pages.go).
+	Batch  int
+	GrowTo int
 	// Filter says what is sent; the types it lets through are what
 	// Teleport is asked for.
 	Filter inflight.Filter
@@ -86,6 +90,7 @@ type fetchReq struct {
 	winStart, to time.Time
 	key          string
 	skip         int
+	limit        int  // the page size
 	trail        bool // a page of the trailing cursor
 }
 
@@ -120,6 +125,7 @@ type Poller struct {
 	lastID   string
 	lastTime time.Time
 
+	pages      pages
 	fetching   bool
 	fetchFails int
 	// live is set while the last page read was of the present (caught up
@@ -234,6 +240,8 @@ func (p *Poller) start(ctx actor.Context) {
 		pos = persistence.AuditPosition{WindowStart: p.StartTime}
 	}
 	p.winStart, p.pageKey, p.skip = pos.WindowStart, pos.Cursor, pos.Offset
+	p.pages = newPages(p.Batch, p.GrowTo)
+	p.pages.resume(p.skip)
 	p.lastID, p.lastTime, p.acked, p.ackPos = pos.LastID, pos.LastTime, pos.Acked, pos
 	p.tr = inflight.Tracker[persistence.AuditPosition]{URL: p.URL, Stream: metrics.Audit, Pool: p.Pool,
 		Taps: p.Taps, Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
@@ -246,7 +254,7 @@ func (p *Poller) start(ctx actor.Context) {
 	fetches := make(chan fetchReq, 2) // one of each cursor
 	p.fetches = fetches
 	epoch := p.epoch
-	f := fetcher{events: p.Events, filter: p.Filter, types: p.Filter.Types(), batch: p.Batch, now: p.Clock.Now,
+	f := fetcher{events: p.Events, filter: p.Filter, types: p.Filter.Types(), now: p.Clock.Now,
 		reply: func(r *pageResult) { r.epoch = epoch; root.Send(self, r) }}
 	p.fetcher = supervisor.Go(context.Background(), func(ctx context.Context) { f.run(ctx, fetches) })
 	p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
@@ -273,7 +281,7 @@ func (p *Poller) stop(ctx actor.Context) {
 // maybeFetch starts the next page request unless one is running, the
 // buffer already holds a page, or a wait is pending.
 func (p *Poller) maybeFetch() {
-	if p.fetching || p.draining || p.wait.Armed() || p.finished || p.tr.Buffered() >= p.Batch {
+	if p.fetching || p.draining || p.wait.Armed() || p.finished || p.tr.Buffered() >= p.pages.size {
 		return
 	}
 	if p.caughtUp {
@@ -281,7 +289,7 @@ func (p *Poller) maybeFetch() {
 	}
 	p.fetching = true
 	p.Metrics.TeleportSearches.WithLabelValues("live").Inc()
-	p.fetches <- fetchReq{winStart: p.winStart, to: p.winStart.Add(p.WindowSize), key: p.pageKey, skip: p.skip}
+	p.fetches <- fetchReq{winStart: p.winStart, to: p.winStart.Add(p.WindowSize), key: p.pageKey, skip: p.skip, limit: p.pages.size}
 }
 
 // fetcher makes the page requests of one poller incarnation. A long-lived
@@ -291,7 +299,6 @@ type fetcher struct {
 	events Searcher
 	filter inflight.Filter
 	types  []string
-	batch  int
 	now    func() time.Time
 	reply  func(*pageResult)
 }
@@ -304,7 +311,7 @@ func (f fetcher) run(ctx context.Context, reqs <-chan fetchReq) {
 		case req := <-reqs:
 			rctx, cancel := context.WithTimeout(ctx, time.Minute)
 			issued := f.now()
-			evs, next, err := f.events.SearchUnstructuredEvents(rctx, req.winStart, req.to, teleport.Namespace, f.types, f.batch, types.EventOrderAscending, req.key)
+			evs, next, err := f.events.SearchUnstructuredEvents(rctx, req.winStart, req.to, teleport.Namespace, f.types, req.limit, types.EventOrderAscending, req.key)
 			cancel()
 			if ctx.Err() != nil {
 				return
@@ -349,6 +356,7 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 	switch {
 	case r.nextKey != "":
 		p.pageKey, p.skip, p.caughtUp = r.nextKey, max(0, r.req.skip-len(r.events)), false
+		p.pages.more()
 	case !r.req.to.After(r.issuedAt):
 		// The window is in the past and fully read: move to the next.
 		p.winStart, p.pageKey, p.skip = r.req.to, "", 0
@@ -359,6 +367,10 @@ func (p *Poller) onPage(ctx actor.Context, r *pageResult) {
 		// --timeout and skip what it already gave.
 		p.skip = max(r.req.skip, len(r.events))
 		p.caughtUp, p.live = true, true
+		if p.pages.anchor(p.skip) {
+			p.caughtUp = false // the anchoring page now, the wait after it
+			break
+		}
 		if !p.ExitOnLastEvent {
 			p.wait.After(ctx, p.Timeout, &fetchTick{})
 		}

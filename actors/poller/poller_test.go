@@ -33,6 +33,7 @@ type fakeLog struct {
 	mu     sync.Mutex
 	events []*auditlogpb.EventUnstructured
 	calls  int
+	limits []int // of each search, in order
 }
 
 func newFakeLog(n int, start time.Time, types ...string) *fakeLog {
@@ -60,6 +61,7 @@ func (f *fakeLog) SearchUnstructuredEvents(_ context.Context, from, to time.Time
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
+	f.limits = append(f.limits, limit)
 	var inRange []*auditlogpb.EventUnstructured
 	for _, e := range f.events {
 		if t := e.Time.AsTime(); !t.Before(from) && t.Before(to) {
@@ -136,6 +138,69 @@ func TestDeliversEveryEventOnceAcrossWindows(t *testing.T) {
 	require.True(t, ok)
 	require.EqualValues(t, 250, pos.Acked)
 	require.Equal(t, "ev-00249", pos.LastID)
+}
+
+// Without --batch, pages double while they come back with more to read, so
+// that a backlog takes few round trips, and fall back to the first size at
+// the live edge; a --batch given is kept.
+func TestPagesGrowThroughABacklogAndShrinkAtTheLiveEdge(t *testing.T) {
+	start := time.Now().Add(-3 * time.Hour)
+	log := newFakeLog(5000, start)
+	r := newRun(t, log, start)
+	r.deps.WindowSize, r.deps.GrowTo, r.deps.Window = 24*time.Hour, 10000, 500
+	r.deps.ExitOnLastEvent = false
+	polled := func() bool {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return r.pool.Events() == 5000 && len(log.limits) > 12 // the backlog, then polls of the live edge
+	}
+	require.False(t, r.startUntil(t, 20*time.Second, polled))
+	require.Equal(t, 5000, r.pool.Events())
+	// 20+40+...+2560 is past 5000: eight pages, the last one short. Its
+	// 2460 events are read again once, to anchor the cursor after them;
+	// the page after that finds nothing new, and small pages poll on.
+	require.Equal(t, []int{20, 40, 80, 160, 320, 640, 1280, 2560, 2460, 4920}, log.limits[:10])
+	for _, limit := range log.limits[10:] {
+		require.Equal(t, 20, limit, "the live edge reads small pages")
+	}
+
+	fixed := newFakeLog(500, start)
+	r = newRun(t, fixed, start)
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Equal(t, 500, r.pool.Events())
+	require.Equal(t, []int{20}, slices.Compact(slices.Clone(fixed.limits)), "--batch 20 kept")
+	require.Greater(t, len(fixed.limits), 25)
+}
+
+// A poller that grows its pages resumes at an offset deep into a large page
+// with one request that reaches past it, and the offset holds: nothing is
+// sent twice that was confirmed.
+func TestGrownPagesResumeAtTheirOffset(t *testing.T) {
+	start := time.Now().Add(-3 * time.Hour)
+	log := newFakeLog(3000, start)
+	r := newRun(t, log, start)
+	r.deps.WindowSize, r.deps.GrowTo, r.deps.Window = 24*time.Hour, 10000, 100
+	r.pool.Answer = 1500 // the rest stay in flight, as in a crash
+	r.deps.ExitOnLastEvent = false
+	require.False(t, r.start(t, 3*time.Second))
+	pos, ok, err := r.store.AuditPosition()
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Positive(t, pos.Offset, "the checkpoint is inside a page")
+
+	log.limits = nil
+	resumed := inflighttest.NewPool()
+	r.pool, r.deps.ExitOnLastEvent = resumed, true
+	require.True(t, r.start(t, 20*time.Second), "did not catch up")
+	require.Equal(t, min(pos.Offset+20, 10000), log.limits[0], "one request past the offset")
+	for i := range 3000 {
+		id := fmt.Sprintf("ev-%05d", i)
+		if i < int(pos.Acked) {
+			require.Zero(t, resumed.Count(id), "%s was confirmed before the stop", id)
+		} else {
+			require.Equal(t, 1, resumed.Count(id), id)
+		}
+	}
 }
 
 func TestSkipsConfiguredTypesButCountsThem(t *testing.T) {

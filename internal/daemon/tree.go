@@ -164,7 +164,7 @@ func (t tree) reader(ckpt, poolPID *actor.PID, taps []inflight.Tap, kit supervis
 	}
 	return root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: poller.Props(poller.Deps{
 		Events: t.api, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL,
-		StartTime: t.start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch, Lag: cfg.LateEventLag,
+		StartTime: t.start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch, GrowTo: growTo(cfg), Lag: cfg.LateEventLag,
 		Filter: t.plan.Audit, Taps: taps, Window: t.plan.AuditWindow,
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: t.log, Metrics: m, Kit: kit,
 	})}
@@ -178,4 +178,13 @@ func maxBatchBytes(f config.FluentdConfig) int {
 		return min(pool.DefaultMaxBatchBytes, f.MaxMessageKB<<10)
 	}
 	return pool.DefaultMaxBatchBytes
+}
+
+// growTo is the size the poller's pages may grow to: --batch given is the
+// user's choice, kept as given.
+func growTo(cfg *config.Config) int {
+	if cfg.GrowBatch {
+		return config.MaxBatch
+	}
+	return 0
 }

@@ -40,10 +40,16 @@ const (
 	DefaultClusterName = "test-cluster"
 	// ServerVersion is the Teleport version Ping reports.
 	ServerVersion = "18.0.0-dev"
-	// defaultLimit and maxLimit mirror Teleport's page size defaults
-	// (defaults.EventsIterationLimit and EventsMaxIterationLimit).
+	// defaultLimit and MaxLimit mirror Teleport's page size defaults
+	// (defaults.EventsIterationLimit and EventsMaxIterationLimit): its
+	// audit log backends refuse a larger limit with BadParameter, "limit N
+	// exceeds 10000".
 	defaultLimit = 500
-	maxLimit     = 10000
+	MaxLimit     = 10000
+	// MaxPageBytes mirrors Teleport's events.MaxEventBytesInResponse: its
+	// backends end a page before the events' size reaches 1 MiB and return
+	// a cursor, whatever the limit.
+	MaxPageBytes = 1024 * 1024
 )
 
 // Config configures Start.
@@ -99,8 +105,9 @@ type Server struct {
 }
 
 type entry struct {
-	t  time.Time
-	ev *auditlogpb.EventUnstructured
+	t    time.Time
+	ev   *auditlogpb.EventUnstructured
+	size int // what the event counts toward MaxPageBytes
 	// visible is when search starts to return it (zero: at once).
 	visible time.Time
 }
@@ -207,7 +214,9 @@ func (s *Server) AddUnstructured(us ...*auditlogpb.EventUnstructured) error {
 			return fmt.Errorf("teleportsrv: event ID %s given twice", u.Id)
 		}
 		seen[u.Id] = struct{}{}
-		add = append(add, entry{t: u.Time.AsTime(), ev: u})
+		// Teleport counts an event's stored JSON; its protobuf size is
+		// near it and cheap to take for a million events.
+		add = append(add, entry{t: u.Time.AsTime(), ev: u, size: protobuf.Size(u.Unstructured)})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -489,9 +498,10 @@ type auditLogService struct {
 }
 
 // GetUnstructuredEvents serves SearchUnstructuredEvents: events with time in
-// [start, end), of the requested types, at most limit, in the requested
-// order, starting strictly after the cursor in StartKey. A full page returns
-// a cursor even if nothing follows; a shorter page returns none.
+// [start, end), of the requested types, at most limit (and less than
+// MaxPageBytes of them, but at least one), in the requested order, starting
+// strictly after the cursor in StartKey. A page full by count or by size
+// returns a cursor even if nothing follows; a shorter page returns none.
 func (l *auditLogService) GetUnstructuredEvents(_ context.Context, req *auditlogpb.GetUnstructuredEventsRequest) (*auditlogpb.EventsUnstructured, error) {
 	if req.Namespace != "" && req.Namespace != "default" {
 		return nil, status.Errorf(codes.InvalidArgument, "unknown namespace %q", req.Namespace)
@@ -506,8 +516,8 @@ func (l *auditLogService) GetUnstructuredEvents(_ context.Context, req *auditlog
 		return nil, status.Errorf(codes.InvalidArgument, "negative limit %d", limit)
 	case limit == 0:
 		limit = defaultLimit
-	case limit > maxLimit:
-		limit = maxLimit
+	case limit > MaxLimit:
+		return nil, status.Errorf(codes.InvalidArgument, "limit %d exceeds %d", limit, MaxLimit)
 	}
 	// The client casts types.EventOrder into the wire enum, so ascending (0)
 	// arrives as ORDER_DESCENDING_UNSPECIFIED: decode it the same way back.
@@ -539,12 +549,19 @@ func (l *auditLogService) GetUnstructuredEvents(_ context.Context, req *auditlog
 	evs := l.s.events
 	var page []*auditlogpb.EventUnstructured
 	now := time.Now()
+	bytes, full := 0, false
 	take := func(e entry) bool {
 		if (wanted == nil || wanted[e.ev.Type]) && !e.visible.After(now) {
+			if len(page) > 0 && bytes+e.size >= MaxPageBytes {
+				full = true
+				return false
+			}
 			page = append(page, e.ev)
+			bytes += e.size
 			l.s.served++
 		}
-		return len(page) < limit
+		full = len(page) == limit
+		return !full
 	}
 	if order == types.EventOrderAscending {
 		i, _ := slices.BinarySearchFunc(evs, from, func(e entry, t time.Time) int { return e.t.Compare(t) })
@@ -569,7 +586,7 @@ func (l *auditLogService) GetUnstructuredEvents(_ context.Context, req *auditlog
 		}
 	}
 	resp := &auditlogpb.EventsUnstructured{Items: page}
-	if len(page) == limit {
+	if full {
 		last := page[len(page)-1]
 		resp.LastKey = encodeKey(last.Time.AsTime(), last.Id)
 	}

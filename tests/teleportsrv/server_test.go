@@ -14,6 +14,7 @@ import (
 	"github.com/gravitational/trace"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fdfwd/teleport-event-handler/tests/await"
 	"github.com/fdfwd/teleport-event-handler/tests/leaktest"
@@ -113,7 +114,12 @@ func pageAll(t *testing.T, clt *client.Client, from, to time.Time, types_ []stri
 		if next == "" {
 			return got, pages, lastStart
 		}
-		require.Len(t, evs, limit, "a page with a cursor is full")
+		size := 0
+		for _, ev := range evs {
+			size += proto.Size(ev.Unstructured)
+		}
+		require.True(t, len(evs) == limit || size+2000 > MaxPageBytes,
+			"a page with a cursor is full, by count or by size: %d events, %d bytes", len(evs), size)
 		key = next
 		require.Less(t, pages, 10000, "pagination does not end")
 	}
@@ -267,6 +273,35 @@ func TestBadRequestsAreRejected(t *testing.T) {
 	require.True(t, trace.IsBadParameter(err), "%v", err)
 	_, _, err = clt.SearchUnstructuredEvents(ctx(t), now, now, "other", nil, 10, types.EventOrderAscending, "")
 	require.True(t, trace.IsBadParameter(err), "%v", err)
+	// Teleport refuses a limit over its EventsMaxIterationLimit.
+	_, _, err = clt.SearchUnstructuredEvents(ctx(t), now, now, "default", nil, MaxLimit+1, types.EventOrderAscending, "")
+	require.True(t, trace.IsBadParameter(err), "%v", err)
+	require.ErrorContains(t, err, "limit 10001 exceeds 10000")
+	_, _, err = clt.SearchUnstructuredEvents(ctx(t), now, now, "default", nil, MaxLimit, types.EventOrderAscending, "")
+	require.NoError(t, err)
+}
+
+// As Teleport's backends do, a page ends before its events reach
+// MaxPageBytes, with a cursor, however large the limit: the largest limit
+// reads the whole log all the same.
+func TestPagesEndAtAMegabyte(t *testing.T) {
+	f := start(t)
+	clt := f.connect(t, f.keyPair())
+	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	evs := GenerateAuditEvents(10000, t0, time.Millisecond, 1)
+	require.NoError(t, f.srv.AddEvents(evs...))
+	page, next, err := clt.SearchUnstructuredEvents(ctx(t), t0, t0.Add(time.Hour), "default", nil, MaxLimit, types.EventOrderAscending, "")
+	require.NoError(t, err)
+	require.NotEmpty(t, next, "cut by size: more follows")
+	require.Less(t, len(page), 10000)
+	size := 0
+	for _, ev := range page {
+		size += proto.Size(ev.Unstructured)
+	}
+	require.Less(t, size, MaxPageBytes)
+	got, pages, _ := pageAll(t, clt, t0, t0.Add(time.Hour), nil, MaxLimit, types.EventOrderAscending)
+	require.Equal(t, 10000, len(got))
+	require.Greater(t, pages, 2)
 }
 
 func TestSessionRecordings(t *testing.T) {
