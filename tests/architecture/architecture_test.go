@@ -179,20 +179,20 @@ func TestFunctionsFitOnAScreen(t *testing.T) {
 // prefix wins), and mayImport the roles each may import besides its own:
 // the import table's rows by role. ARCHITECTURE.md has the same rows.
 var roles = map[string]string{
-	"cmd":                               "commands",
-	"internal/commands":                 "commands",
-	"config":                            "config",
-	"internal/daemon":                   "run",
-	"actors":                            "actors",
-	"messages":                          "actors",
-	"internal/read":                     "read",
-	"internal/deliver":                  "deliver",
-	"persistence":                       "state",
-	"internal/state":                    "state",
-	"internal/operate":                  "operate",
-	"internal/backoff":                  "shared",
-	"internal/logging":                  "shared",
-	"deploy":                            "deploy", // its tests only
+	"cmd":               "commands",
+	"internal/commands": "commands",
+	"config":            "config",
+	"internal/daemon":   "run",
+	"actors":            "actors",
+	"messages":          "actors",
+	"internal/read":     "read",
+	"internal/deliver":  "deliver",
+	"persistence":       "state",
+	"internal/state":    "state",
+	"internal/operate":  "operate",
+	"internal/backoff":  "shared",
+	"internal/logging":  "shared",
+	"deploy":            "deploy", // its tests only
 }
 
 var mayImport = map[string][]string{
