@@ -57,22 +57,27 @@ func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *m
 // teleportRetries is the wait between attempts to reach Teleport at start.
 var teleportRetries = backoff.Policy{Initial: time.Second, Max: 30 * time.Second, Jitter: true}
 
+// dialTeleport is teleport.Connect; a test stands in for it.
+var dialTeleport = teleport.Connect
+
 // waitForTeleport connects to Teleport, waiting with backoff while it is
 // unreachable (as for Fluentd: a Teleport down at boot must not leave the
 // unit failed), with an error line per attempt; certificate and permission
 // problems are fatal at once. A stop while waiting is errStopped.
 func waitForTeleport(ctx context.Context, cfg teleport.Config, log zerolog.Logger) (*teleport.Conn, error) {
 	for attempt := 1; ; attempt++ {
-		conn, err := teleport.Connect(ctx, cfg)
+		conn, err := dialTeleport(ctx, cfg)
+		if err != nil && ctx.Err() != nil {
+			// A stop wins over what the attempt met meanwhile, as it
+			// does for Fluentd: the daemon was asked to stop.
+			return nil, errStopped
+		}
 		var ce *teleport.ConnectError
 		if err == nil || !errors.As(err, &ce) || ce.Kind != teleport.Unreachable {
 			if err == nil && attempt > 1 {
 				log.Info().Str("addr", cfg.Addr).Msg("teleport is reachable")
 			}
 			return conn, err
-		}
-		if ctx.Err() != nil {
-			return nil, errStopped
 		}
 		delay := teleportRetries.Delay(attempt)
 		// The cause alone: the client's own text nests every attempt.
