@@ -796,7 +796,7 @@ func TestStartHelp(t *testing.T) {
 			require.Contains(t, help, key)
 		}
 	}
-	for _, def := range []string{"Default: localhost:3025.", "Default: 1m.", "Default: 2 x --concurrency.", "Default: 20, doubling up to 10000 while a backlog is read.",
+	for _, def := range []string{"Default: localhost:3025.", "Default: 1m.", "Default: 2 x --concurrency.", "Default: 20, doubling up to 1000 while a backlog is read.",
 		"Default: 5s.", "Default: print,desktop.recording.", "Default: 5.", "Default: 24h.", "Default: 3.", "Default: 0, never expires."} {
 		require.Contains(t, help, def)
 	}

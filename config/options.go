@@ -114,7 +114,7 @@ var options = []*option{
 
 	{flag: "batch", group: groupEvents, env: []string{"FDFWD_BATCH"}, keys: []string{"batch"}, value: "N",
 		help:  "Events fetched per search request (Teleport allows at most 10000)",
-		def:   "20, doubling up to 10000 while a backlog is read",
+		def:   "20, doubling up to 1000 while a backlog is read",
 		field: func(c *Config) any { return &c.Batch }},
 	{flag: "timeout", group: groupEvents, env: []string{"FDFWD_TIMEOUT"}, keys: []string{"timeout"}, value: "DURATION",
 		help:  "Pause between polls once all events are read",

@@ -184,7 +184,7 @@ func maxBatchBytes(f config.FluentdConfig) int {
 // user's choice, kept as given.
 func growTo(cfg *config.Config) int {
 	if cfg.GrowBatch {
-		return config.MaxBatch
+		return config.GrowBatchTo
 	}
 	return 0
 }

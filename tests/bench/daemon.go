@@ -100,7 +100,7 @@ func runDaemonOver(o *options, scheme, name string, tp *child, from time.Time, e
 		"--metrics-addr", metricsAddr,
 		"--exit-on-last-event",
 	}
-	if !slices.Contains(flags, "--batch") && !slices.Contains(o.extra, "--batch") {
+	if o.page > 0 && !slices.Contains(flags, "--batch") && !slices.Contains(o.extra, "--batch") {
 		args = append(args, "--batch", strconv.Itoa(o.page))
 	}
 	if !slices.Contains(flags, "--export-mode") && !slices.Contains(o.extra, "--export-mode") {

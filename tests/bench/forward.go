@@ -24,6 +24,7 @@ func forwardRuns(o *options, rep *report, lg *child, tp *child, total, limit int
 	}{
 		{"forward-single", "daemon, forward, 1 event per message", []string{"--fluentd-batch", "1"}},
 		{"forward-batch", "daemon, forward, --fluentd-batch " + batch, []string{"--fluentd-batch", batch}},
+		{"forward-export", "daemon, forward, export API, --fluentd-batch " + batch, append(exportFlags(), "--fluentd-batch", batch)},
 		{"forward-gzip", "daemon, forward, --fluentd-batch " + batch + ", gzip", []string{"--fluentd-batch", batch, "--fluentd-compress", "gzip"}},
 	} {
 		if !o.runs[run.key] {

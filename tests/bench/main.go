@@ -111,9 +111,9 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.latencyEvents, "latency-events", 10_000, "audit events of the backlog's tail read in the latency runs (with their recordings)")
 	flag.IntVar(&o.capacityLimit, "capacity-events", 0, "events the load generator sends per capacity run (0: as many as the daemon)")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "leave out the latency runs")
-	flag.StringVar(&runs, "runs", "capacity,single,lock,single-page20,export,capacity-batch,batch,export-batch,capacity-forward,forward-single,forward-batch,forward-gzip,latency,latency-batch", "the runs to make, comma-separated")
+	flag.StringVar(&runs, "runs", "capacity,single,lock,single-page20,export,capacity-batch,batch,export-batch,capacity-forward,forward-single,forward-batch,forward-export,forward-gzip,latency,latency-batch", "the runs to make, comma-separated")
 	flag.IntVar(&o.forwardBatch, "forward-batch", 100, "--fluentd-batch of the batched forward runs (the daemon's default over forward), and the load generator's message size")
-	flag.IntVar(&o.page, "page", 500, "--batch (events per page read from Teleport) of the daemon runs, unless a run says otherwise; 500 is Teleport's own default page")
+	flag.IntVar(&o.page, "page", 500, "--batch (events per page read from Teleport) of the daemon runs, unless a run says otherwise; 500 is Teleport's own default page, 0 the daemon's default (pages that grow from 20)")
 	flag.BoolVar(&o.memory, "memory", false, "the memory run: 1,000,000 audit events, 1,000 recordings queued at once (sizes can be changed with -audit, -recordings, -sessions)")
 	flag.BoolVar(&quick, "quick", false, "small sizes for a quick check: 20,000 audit events, 200 recordings, 5,000 session events, 2,000 in the latency runs")
 	flag.StringVar(&o.readme, "readme", "", "README file whose bench section (between <!-- bench:begin --> and <!-- bench:end -->) is replaced with the results")
@@ -202,8 +202,12 @@ func orchestrate(o *options) error {
 	auditAll, sessionAll := totals(audit, recs, o.plan.Start)
 	rep.Plan = fmt.Sprintf("%d audit events, %d recordings with %d session events (%d events in all)", auditAll, len(recs), sessionAll, auditAll+sessionAll)
 	step("backlog: %s", rep.Plan)
-	rep.Daemon = fmt.Sprintf("teleport-event-handler start --teleport-addr <test server> --teleport-identity <file> --fluentd-url <receiver>/test.log --fluentd-session-url <receiver>/session --fluentd-ca/cert/key <files> --storage <fresh dir> --start-time <first event> --fluentd-max-connections %d --skip-session-types '' --metrics-addr <port> --exit-on-last-event --batch %d --export-mode search (export API runs: --export-mode export) %s",
-		o.conns, o.page, strings.Join(o.extra, " "))
+	page := fmt.Sprintf("--batch %d ", o.page)
+	if o.page == 0 {
+		page = "" // the daemon's pages, growing from 20
+	}
+	rep.Daemon = fmt.Sprintf("teleport-event-handler start --teleport-addr <test server> --teleport-identity <file> --fluentd-url <receiver>/test.log --fluentd-session-url <receiver>/session --fluentd-ca/cert/key <files> --storage <fresh dir> --start-time <first event> --fluentd-max-connections %d --skip-session-types '' --metrics-addr <port> --exit-on-last-event %s--export-mode search (export API runs: --export-mode export) %s",
+		o.conns, page, strings.Join(o.extra, " "))
 
 	began := time.Now()
 	step("starting the test Teleport server (generating the backlog)")

@@ -60,10 +60,10 @@ func singleRuns(o *options, rep *report, lg, tp *child, total, limit int) (float
 }
 
 // readRuns measure one event per POST read otherwise: in pages of 20 (the
-// daemon's default) and with the export API.
+// original's default) and with the export API.
 func readRuns(o *options, rep *report, tp *child, total int, capacity float64) error {
 	if o.runs["single-page20"] && o.page != 20 {
-		if err := addDaemonRun(o, rep, tp, "https", "daemon, 1 event per POST, --batch 20 (pages of 20, the default)", total, []string{"--batch", "20"}, singleBaseline, capacity); err != nil {
+		if err := addDaemonRun(o, rep, tp, "https", "daemon, 1 event per POST, --batch 20 (pages of 20, the original's default)", total, []string{"--batch", "20"}, singleBaseline, capacity); err != nil {
 			return err
 		}
 	}
