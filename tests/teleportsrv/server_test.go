@@ -125,14 +125,23 @@ func pageAll(t *testing.T, clt *client.Client, from, to time.Time, types_ []stri
 	}
 }
 
-func TestPagingVisitsEveryEventOnceInOrder(t *testing.T) {
-	f := start(t)
-	clt := f.connect(t, f.keyPair())
-	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	evs := GenerateAuditEvents(1000, t0, time.Second, 1)
-	require.NoError(t, f.srv.AddEvents(evs...))
+// logStart is when the generated logs of the paging tests begin.
+var logStart = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
-	got, pages, _ := pageAll(t, clt, t0.Add(-time.Minute), t0.Add(time.Hour), nil, 100, types.EventOrderAscending)
+// startWithLog starts a server holding n generated events from logStart, step
+// apart, and connects a client to it.
+func startWithLog(t *testing.T, n int, step time.Duration) (*fixture, *client.Client, []apievents.AuditEvent) {
+	t.Helper()
+	f := start(t)
+	evs := GenerateAuditEvents(n, logStart, step, 1)
+	require.NoError(t, f.srv.AddEvents(evs...))
+	return f, f.connect(t, f.keyPair()), evs
+}
+
+func TestPagingVisitsEveryEventOnceInOrder(t *testing.T) {
+	f, clt, evs := startWithLog(t, 1000, time.Second)
+
+	got, pages, _ := pageAll(t, clt, logStart.Add(-time.Minute), logStart.Add(time.Hour), nil, 100, types.EventOrderAscending)
 	require.Equal(t, 11, pages, "ten full pages, then an empty one")
 	require.Len(t, got, 1000)
 	for i, ev := range got {
@@ -142,14 +151,14 @@ func TestPagingVisitsEveryEventOnceInOrder(t *testing.T) {
 	}
 
 	// Descending gives the reverse.
-	got, _, _ = pageAll(t, clt, t0.Add(-time.Minute), t0.Add(time.Hour), nil, 64, types.EventOrderDescending)
+	got, _, _ = pageAll(t, clt, logStart.Add(-time.Minute), logStart.Add(time.Hour), nil, 64, types.EventOrderDescending)
 	require.Len(t, got, 1000)
 	for i, ev := range got {
 		require.Equal(t, evs[len(evs)-1-i].GetID(), ev.Id)
 	}
 
 	// [from, to): the event at `to` is outside, the one at `from` inside.
-	got, _, _ = pageAll(t, clt, t0.Add(10*time.Second), t0.Add(20*time.Second), nil, 3, types.EventOrderAscending)
+	got, _, _ = pageAll(t, clt, logStart.Add(10*time.Second), logStart.Add(20*time.Second), nil, 3, types.EventOrderAscending)
 	require.Len(t, got, 10)
 	require.Equal(t, evs[10].GetID(), got[0].Id)
 	require.Equal(t, evs[19].GetID(), got[9].Id)
@@ -285,12 +294,8 @@ func TestBadRequestsAreRejected(t *testing.T) {
 // MaxPageBytes, with a cursor, however large the limit: the largest limit
 // reads the whole log all the same.
 func TestPagesEndAtAMegabyte(t *testing.T) {
-	f := start(t)
-	clt := f.connect(t, f.keyPair())
-	t0 := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	evs := GenerateAuditEvents(10000, t0, time.Millisecond, 1)
-	require.NoError(t, f.srv.AddEvents(evs...))
-	page, next, err := clt.SearchUnstructuredEvents(ctx(t), t0, t0.Add(time.Hour), "default", nil, MaxLimit, types.EventOrderAscending, "")
+	_, clt, _ := startWithLog(t, 10000, time.Millisecond)
+	page, next, err := clt.SearchUnstructuredEvents(ctx(t), logStart, logStart.Add(time.Hour), "default", nil, MaxLimit, types.EventOrderAscending, "")
 	require.NoError(t, err)
 	require.NotEmpty(t, next, "cut by size: more follows")
 	require.Less(t, len(page), 10000)
@@ -299,7 +304,7 @@ func TestPagesEndAtAMegabyte(t *testing.T) {
 		size += proto.Size(ev.Unstructured)
 	}
 	require.Less(t, size, MaxPageBytes)
-	got, pages, _ := pageAll(t, clt, t0, t0.Add(time.Hour), nil, MaxLimit, types.EventOrderAscending)
+	got, pages, _ := pageAll(t, clt, logStart, logStart.Add(time.Hour), nil, MaxLimit, types.EventOrderAscending)
 	require.Equal(t, 10000, len(got))
 	require.Greater(t, pages, 2)
 }
