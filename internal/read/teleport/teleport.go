@@ -81,6 +81,9 @@ func (e *ConnectError) Cause() string {
 		return "unknown"
 	}
 	msg := e.Err.Error()
+	if authDialOutOfTime(msg) {
+		return noAnswer
+	}
 	// gRPC quotes each attempt's transport error: desc = "transport: ...".
 	var descs []string
 	for rest := msg; ; {
@@ -108,10 +111,13 @@ func (e *ConnectError) Cause() string {
 		return first
 	}
 	if strings.Contains(msg, context.DeadlineExceeded.Error()) {
-		return "no answer in time (" + context.DeadlineExceeded.Error() + ")"
+		return noAnswer
 	}
 	return firstLine(strings.Join(strings.Fields(msg), " "))
 }
+
+// noAnswer is the cause of a dial that ran out of time.
+var noAnswer = "no answer in time (" + context.DeadlineExceeded.Error() + ")"
 
 // quoted is the text of s up to its closing quote, unescaped: gRPC quotes
 // the transport's error, which may quote a URL in turn (Get \"https://...\").
@@ -235,16 +241,36 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 func classify(addr string, err error) error {
 	msg := err.Error()
 	switch {
+	case authDialOutOfTime(msg):
+		// Unreachable, below.
 	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls:") || strings.Contains(msg, "certificate"):
 		return &ConnectError{Addr: addr, Kind: TLS, Err: err,
 			Fix: "check that --teleport-ca (or the identity file's CA) is the cluster's CA, that --teleport-addr names the Auth or Proxy service, and that the certificate is not expired or revoked"}
 	case trace.IsAccessDenied(err):
 		return &ConnectError{Addr: addr, Kind: AccessDenied, Err: err,
 			Fix: "give the event handler's role read and list on event and session"}
-	default:
-		return &ConnectError{Addr: addr, Kind: Unreachable, Err: err,
-			Fix: "check --teleport-addr and that the Auth or Proxy service is running and reachable"}
 	}
+	return &ConnectError{Addr: addr, Kind: Unreachable, Err: err,
+		Fix: "check --teleport-addr and that the Auth or Proxy service is running and reachable"}
+}
+
+// authDialOutOfTime reports whether the client's dial as an auth server
+// ran out of time before anything answered. The client then also reports
+// the other ways it tried, among them a web proxy's /webapi/find verified
+// against the system's roots, which fails with x509 against any private
+// CA: no certificate problem of the daemon's, and no reason to give up.
+func authDialOutOfTime(msg string) bool {
+	_, auth, ok := strings.Cut(msg, " as an auth server\n")
+	if !ok {
+		return false
+	}
+	auth, _, _ = strings.Cut(auth, "\n\tfailed to connect to addr")
+	for part := range strings.SplitSeq(strings.TrimSpace(auth), ", ") {
+		if part != context.DeadlineExceeded.Error() && part != context.Canceled.Error() {
+			return false
+		}
+	}
+	return true
 }
 
 func leafNotAfter(certPEM []byte) (time.Time, error) {
