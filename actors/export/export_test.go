@@ -233,8 +233,10 @@ func TestExportsEveryEventOnceAcrossDaysAndChunks(t *testing.T) {
 	require.False(t, seed.WindowStart.Before(today()), "not before the day walked")
 	if time.Since(today()) > export.SeedMargin+time.Minute {
 		require.True(t, seed.WindowStart.After(today()), "the export had caught up: after the day's start")
+		// Within the margin after midnight UTC the seed is the day's
+		// start, which is later than the margin asks.
+		require.False(t, seed.WindowStart.After(time.Now().Add(-export.SeedMargin)))
 	}
-	require.False(t, seed.WindowStart.After(time.Now().Add(-export.SeedMargin)))
 	require.EqualValues(t, len(ids), seed.Acked)
 	require.NoError(t, r.store.Apply([]kv.Write{persistence.AuditPositionWrite(seed)}))
 	_, ok, err = export.SearchSeed(r.store)
