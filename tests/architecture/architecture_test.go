@@ -44,7 +44,8 @@ var allowed = map[string][]string{
 	"messages":                          {"persistence/kv"},
 	"internal/deliver/wire":             {"internal/backoff"},
 	"internal/deliver/wire/jsonhttp":    {"internal/deliver/wire"},
-	"internal/deliver/wire/forward":     {"internal/deliver/wire"},
+	"internal/deliver/eventmsgpack":     {"internal/deliver/eventjson"},
+	"internal/deliver/wire/forward":     {"internal/deliver/eventmsgpack", "internal/deliver/wire"},
 	"config":                            nil,
 	"internal/commands/configure":       {"internal/commands/configure/certs", "config"},
 	"internal/state/takeover":           {"persistence/kv", "persistence", "internal/read/teleport"},
@@ -58,22 +59,22 @@ var allowed = map[string][]string{
 	"actors/inflight":   {"internal/deliver/eventjson", "messages", "internal/operate/metrics"},
 
 	"actors/checkpoint": {"actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence"},
-	"actors/pool":       {"actors/supervisor", "actors/timer", "internal/deliver/wire", "messages", "internal/operate/metrics", "persistence"},
-	"actors/poller":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "internal/deliver/eventjson", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
+	"actors/pool":       {"actors/supervisor", "actors/timer", "internal/deliver/eventmsgpack", "internal/deliver/wire", "messages", "internal/operate/metrics", "persistence"},
+	"actors/poller":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
 	"actors/export":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
-	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "internal/deliver/eventjson", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
+	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
 	"actors/lockpolicy": {"actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence"},
 	"actors/root":       {"actors/supervisor", "actors/timer", "messages"},
 
 	"internal/daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
-		"actors/root", "actors/sessions", "actors/supervisor", "internal/backoff", "config", "internal/deliver/wire", "internal/deliver/wire/forward", "internal/deliver/wire/jsonhttp", "persistence/kv", "internal/logging", "internal/operate/metrics", "persistence", "internal/operate/status", "internal/state/takeover", "internal/read/teleport"},
+		"actors/root", "actors/sessions", "actors/supervisor", "internal/backoff", "config", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/deliver/wire", "internal/deliver/wire/forward", "internal/deliver/wire/jsonhttp", "persistence/kv", "internal/logging", "internal/operate/metrics", "persistence", "internal/operate/status", "internal/state/takeover", "internal/read/teleport"},
 	"cmd/teleport-event-handler": {"config", "internal/commands/configure", "internal/daemon", "internal/commands/deadletters", "internal/logging", "persistence", "internal/commands/repair", "internal/operate/status"},
 }
 
 // actorFree are the packages that import nothing of protoactor: the wire,
 // the store, the metrics and the values the actors exchange stay usable
 // outside the actor system.
-var actorFree = []string{"persistence/kv", "internal/backoff", "internal/commands/configure/certs", "internal/deliver/eventjson", "internal/operate/metrics", "internal/read/teleport", "persistence", "internal/deliver/wire", "internal/deliver/wire/jsonhttp", "internal/deliver/wire/forward", "config", "internal/commands/configure", "internal/state/takeover", "internal/operate/status", "internal/commands/deadletters", "internal/commands/repair"}
+var actorFree = []string{"persistence/kv", "internal/backoff", "internal/commands/configure/certs", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/operate/metrics", "internal/read/teleport", "persistence", "internal/deliver/wire", "internal/deliver/wire/jsonhttp", "internal/deliver/wire/forward", "config", "internal/commands/configure", "internal/state/takeover", "internal/operate/status", "internal/commands/deadletters", "internal/commands/repair"}
 
 // packages returns the production Go files of the module by package
 // directory, without the test helpers under tests/.

@@ -61,7 +61,7 @@ func (e *encoder) object(s *structpb.Struct) {
 		if i > 0 {
 			e.b = append(e.b, ',')
 		}
-		e.b = appendString(e.b, k)
+		e.b = AppendString(e.b, k)
 		e.b = append(e.b, ':')
 		e.value(fields[k])
 	}
@@ -73,7 +73,7 @@ func (e *encoder) object(s *structpb.Struct) {
 func (e *encoder) value(v *structpb.Value) {
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_StringValue:
-		e.b = appendString(e.b, k.StringValue)
+		e.b = AppendString(e.b, k.StringValue)
 	case *structpb.Value_NumberValue:
 		e.number(k.NumberValue)
 	case *structpb.Value_BoolValue:
@@ -96,26 +96,33 @@ func (e *encoder) value(v *structpb.Value) {
 
 // number formats f as encoding/json does (ES6 number to string).
 func (e *encoder) number(f float64) {
+	var err error
+	if e.b, err = AppendNumber(e.b, f); err != nil && e.err == nil {
+		e.err = err
+	}
+}
+
+// AppendNumber appends f as encoding/json formats a float64 (ES6 number to
+// string). A NaN or infinite number, which JSON has no form for, appends 0
+// and fails as json.Marshal does.
+func AppendNumber(b []byte, f float64) ([]byte, error) {
 	if math.IsInf(f, 0) || math.IsNaN(f) {
-		if e.err == nil {
-			e.err = fmt.Errorf("json: unsupported value: %s", strconv.FormatFloat(f, 'g', -1, 64))
-		}
-		e.b = append(e.b, '0')
-		return
+		return append(b, '0'), fmt.Errorf("json: unsupported value: %s", strconv.FormatFloat(f, 'g', -1, 64))
 	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		format = 'e'
 	}
-	e.b = strconv.AppendFloat(e.b, f, format, -1, 64)
+	b = strconv.AppendFloat(b, f, format, -1, 64)
 	if format == 'e' {
 		// Clean up e-09 to e-9.
-		n := len(e.b)
-		if n >= 4 && e.b[n-4] == 'e' && e.b[n-3] == '-' && e.b[n-2] == '0' {
-			e.b[n-2] = e.b[n-1]
-			e.b = e.b[:n-1]
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
 		}
 	}
+	return b, nil
 }
 
 const hex = "0123456789abcdef"
@@ -129,9 +136,9 @@ var safe = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
-// appendString quotes s as encoding/json does: invalid UTF-8 becomes
+// AppendString quotes s as encoding/json does: invalid UTF-8 becomes
 // U+FFFD, and U+2028 and U+2029 are escaped.
-func appendString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -192,9 +199,9 @@ func Event(ev *auditlogpb.EventUnstructured) []byte {
 	if err == nil {
 		return body
 	}
-	b := append([]byte(`{"event":`), appendString(nil, ev.GetType())...)
-	b = append(append(b, `,"uid":`...), appendString(nil, ev.GetId())...)
+	b := append([]byte(`{"event":`), AppendString(nil, ev.GetType())...)
+	b = append(append(b, `,"uid":`...), AppendString(nil, ev.GetId())...)
 	b = strconv.AppendInt(append(b, `,"ei":`...), ev.GetIndex(), 10)
-	b = append(append(b, `,"encode_error":`...), appendString(nil, err.Error())...)
+	b = append(append(b, `,"encode_error":`...), AppendString(nil, err.Error())...)
 	return append(b, '}')
 }

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 
@@ -82,54 +81,11 @@ func TestSameBytesAsEncodingJSONForOddValues(t *testing.T) {
 func TestRandomStructs(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 500 {
-		s := randomStruct(rng, 3)
+		s := teleportsrv.RandomStruct(rng, 3)
 		got, err := eventjson.Marshal(s)
 		require.NoError(t, err)
 		require.Equal(t, string(reference(t, s)), string(got), "struct %d", i)
 	}
-}
-
-func randomStruct(rng *rand.Rand, depth int) *structpb.Struct {
-	s := &structpb.Struct{Fields: map[string]*structpb.Value{}}
-	for range rng.IntN(8) {
-		s.Fields[randomString(rng)] = randomValue(rng, depth)
-	}
-	return s
-}
-
-func randomValue(rng *rand.Rand, depth int) *structpb.Value {
-	switch k := rng.IntN(7); {
-	case k == 0:
-		return structpb.NewNullValue()
-	case k == 1:
-		return structpb.NewBoolValue(rng.IntN(2) == 0)
-	case k == 2:
-		return structpb.NewNumberValue(math.Float64frombits(rng.Uint64()&^(0x7ff<<52)) * math.Pow(10, float64(rng.IntN(60)-30)))
-	case k == 3 && depth > 0:
-		return structpb.NewStructValue(randomStruct(rng, depth-1))
-	case k == 4 && depth > 0:
-		l := &structpb.ListValue{}
-		for range rng.IntN(5) {
-			l.Values = append(l.Values, randomValue(rng, depth-1))
-		}
-		return structpb.NewListValue(l)
-	default:
-		return structpb.NewStringValue(randomString(rng))
-	}
-}
-
-func randomString(rng *rand.Rand) string {
-	const alphabet = "abc<>&\"\\/\n\t\x01 é✓\u2028🙂"
-	var b strings.Builder
-	runes := []rune(alphabet)
-	for range rng.IntN(12) {
-		if rng.IntN(20) == 0 {
-			b.WriteByte(byte(0x80 + rng.IntN(0x80))) // a stray continuation byte
-			continue
-		}
-		b.WriteRune(runes[rng.IntN(len(runes))])
-	}
-	return b.String()
 }
 
 func TestNaNFails(t *testing.T) {

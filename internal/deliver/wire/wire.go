@@ -36,8 +36,9 @@ type Transport interface {
 // Sender sends the batches of one connection, one at a time: it is used by
 // one goroutine.
 type Sender interface {
-	// Send delivers events (each one JSON object) to url in one request
-	// and judges the answer. It never returns an error: every failure is a
+	// Send delivers events to url in one request and judges the answer.
+	// Each event is a JSON object or, for the forward transport, what
+	// eventmsgpack made of it. It never returns an error: every failure is a
 	// Result with a reason.
 	Send(ctx context.Context, url string, events [][]byte) Result
 	// Close releases what the sender holds.

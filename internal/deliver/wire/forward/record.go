@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -9,14 +10,18 @@ import (
 	"github.com/IBM/fluent-forward-go/fluent/protocol"
 	"github.com/tinylib/msgp/msgp"
 	"github.com/valyala/fastjson"
+
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
 )
 
-// entries encodes events (JSON objects) as the entry stream of a
-// PackedForward message: for each, [time, record], the time an EventTime
-// (seconds and nanoseconds) from the event's "time" field and the record
-// the event's fields as a msgpack map, so that Fluentd stores what in_http
-// with the README's <parse> section stores: strings as str, integers as
-// integers, objects and arrays kept, the time field kept too.
+// entries encodes events as the entry stream of a PackedForward message:
+// for each, [time, record], the time an EventTime (seconds and
+// nanoseconds) from the event's "time" field and the record the event's
+// fields as a msgpack map, so that Fluentd stores what in_http with the
+// README's <parse> section stores: strings as str, integers as integers,
+// objects and arrays kept, the time field kept too. An event is its JSON
+// object, or what eventmsgpack made of it: an entry, taken as it is, or a
+// record without a time.
 type entries struct {
 	parser fastjson.Parser
 	buf    []byte
@@ -27,22 +32,41 @@ type entries struct {
 func (e *entries) encode(events [][]byte, now time.Time) ([]byte, error) {
 	b := e.buf[:0]
 	for i, ev := range events {
-		v, err := e.parser.ParseBytes(ev)
-		if err != nil {
-			return nil, fmt.Errorf("event %d of the batch is not JSON: %w", i+1, err)
+		var err error
+		switch eventmsgpack.Is(ev) {
+		case eventmsgpack.WithTime:
+			b = append(b, ev...)
+		case eventmsgpack.RecordOnly:
+			b = msgp.AppendArrayHeader(b, 2)
+			if b, err = msgp.AppendExtension(b, &protocol.EventTime{Time: now}); err != nil {
+				return nil, err
+			}
+			b = append(b, ev...)
+		default:
+			if b, err = e.fromJSON(b, ev, now); err != nil {
+				return nil, fmt.Errorf("event %d of the batch %w", i+1, err)
+			}
 		}
-		obj, err := v.Object()
-		if err != nil {
-			return nil, fmt.Errorf("event %d of the batch is not a JSON object", i+1)
-		}
-		b = msgp.AppendArrayHeader(b, 2)
-		if b, err = msgp.AppendExtension(b, &protocol.EventTime{Time: eventTime(obj, now)}); err != nil {
-			return nil, err
-		}
-		b = appendValue(b, v)
 	}
 	e.buf = b
 	return b, nil
+}
+
+// fromJSON appends the entry of an event's JSON.
+func (e *entries) fromJSON(b, ev []byte, now time.Time) ([]byte, error) {
+	v, err := e.parser.ParseBytes(ev)
+	if err != nil {
+		return nil, fmt.Errorf("is not JSON: %w", err)
+	}
+	obj, err := v.Object()
+	if err != nil {
+		return nil, errors.New("is not a JSON object")
+	}
+	b = msgp.AppendArrayHeader(b, 2)
+	if b, err = msgp.AppendExtension(b, &protocol.EventTime{Time: eventTime(obj, now)}); err != nil {
+		return nil, err
+	}
+	return appendValue(b, v), nil
 }
 
 // eventTime is the event's "time" field, or now when it has none that
@@ -97,5 +121,9 @@ func appendNumber(b []byte, v *fastjson.Value) []byte {
 			return msgp.AppendUint64(b, n)
 		}
 	}
-	return msgp.AppendFloat64(b, v.GetFloat64())
+	// fastjson's own float parsing is not correctly rounded (9.99e-7
+	// reads one unit in the last place off): strconv's is.
+	// Out of range, it is ±Inf, as fastjson's.
+	f, _ := strconv.ParseFloat(string(raw), 64)
+	return msgp.AppendFloat64(b, f)
 }
