@@ -68,6 +68,8 @@ type Deps struct {
 	Checkpoint *actor.PID
 	Pool       *actor.PID // unused with DryRun
 	URL        string
+	// Encode makes the body of each event sent (nil: its JSON).
+	Encode inflight.Encode
 
 	StartTime   time.Time
 	Timeout     time.Duration  // wait between polls once caught up

@@ -142,7 +142,7 @@ func (r *reader) start(ctx actor.Context) {
 	}
 	r.readCursor, r.ackCur, r.acked = st.Cursor, st.Cursor, st.Acked
 	r.tr = inflight.Tracker[chunkPos]{URL: r.URL, Stream: metrics.Audit, Pool: r.Pool, Taps: r.Taps,
-		Filter: r.Filter, Metrics: r.Metrics, Window: r.Window}
+		Filter: r.Filter, Metrics: r.Metrics, Encode: r.Encode, Window: r.Window}
 	r.tr.Reset(r.epoch)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	r.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {

@@ -50,13 +50,26 @@ func (f Filter) Types() []string {
 	return out
 }
 
+// Encode makes the body the pool sends of an event: eventjson.Event for
+// Fluentd's in_http, eventmsgpack.Entry for its in_forward (the daemon
+// picks it for the reader's URL). Nil is eventjson.Event.
+type Encode func(*auditlogpb.EventUnstructured) []byte
+
+// Or is e, or eventjson.Event when e is nil.
+func (e Encode) Or() Encode {
+	if e == nil {
+		return eventjson.Event
+	}
+	return e
+}
+
 // Item is one event, or a marker without one, in read order. Pos is where
 // the reader resumes once the item and everything before it are settled.
 type Item[P any] struct {
 	Seq uint64
 	Pos P
 	Ev  *auditlogpb.EventUnstructured // nil for markers
-	// Body is the event's JSON, set when it goes to Fluentd.
+	// Body is the event as it is sent (Encode), set when it goes to Fluentd.
 	Body    []byte
 	Fetched time.Time // when the event arrived from Teleport
 	// Sending is set while the pool has not settled the event; Taps has a
@@ -78,6 +91,7 @@ type Tracker[P any] struct {
 	Taps    []Tap
 	Filter  Filter
 	Metrics *metrics.Metrics
+	Encode  Encode // the events' bodies, when the reader has not made them
 	// Window is the most items handed out and not yet checkpointed.
 	Window int
 
@@ -94,13 +108,13 @@ func (t *Tracker[P]) Reset(epoch messages.Epoch) {
 
 // Event queues an event read from Teleport, after which the reader resumes
 // at pos. It is sent to Fluentd when the filter lets its type through, as
-// body (encoded here when nil), and observed by the taps that want it.
+// body (made here with Encode when nil), and observed by the taps that want it.
 func (t *Tracker[P]) Event(ev *auditlogpb.EventUnstructured, pos P, fetched time.Time, body []byte) {
 	it := &Item[P]{Pos: pos, Ev: ev, Fetched: fetched, Taps: t.tapsFor(ev)}
 	t.Metrics.EventsFetched.WithLabelValues(t.Stream).Inc()
 	if t.Filter.Sends(ev.GetType()) {
 		if body == nil {
-			body = eventjson.Event(ev)
+			body = t.Encode.Or()(ev)
 		}
 		it.Body, it.Sending = body, true
 	} else {

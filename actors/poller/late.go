@@ -104,7 +104,7 @@ func (p *Poller) startTrail() {
 	t.pages = newPages(p.Batch, p.GrowTo)
 	t.pages.resume(t.skip)
 	t.tr = inflight.Tracker[trailPos]{URL: p.URL, Stream: p.tr.Stream, Pool: p.Pool, Taps: p.Taps,
-		Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
+		Filter: p.Filter, Metrics: p.Metrics, Encode: p.Encode, Window: p.Window}
 	t.tr.Reset(p.epoch + 1) // apart from the live cursor's answers
 	p.late = t
 }

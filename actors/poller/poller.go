@@ -24,7 +24,6 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/internal/backoff"
-	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 	"github.com/fdfwd/teleport-event-handler/messages"
@@ -50,6 +49,8 @@ type Deps struct {
 	Checkpoint *actor.PID
 	Pool       *actor.PID // unused with DryRun
 	URL        string     // --fluentd-url
+	// Encode makes the body of each event sent (nil: its JSON).
+	Encode inflight.Encode
 
 	StartTime  time.Time
 	WindowSize time.Duration
@@ -244,7 +245,7 @@ func (p *Poller) start(ctx actor.Context) {
 	p.pages.resume(p.skip)
 	p.lastID, p.lastTime, p.acked, p.ackPos = pos.LastID, pos.LastTime, pos.Acked, pos
 	p.tr = inflight.Tracker[persistence.AuditPosition]{URL: p.URL, Stream: metrics.Audit, Pool: p.Pool,
-		Taps: p.Taps, Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
+		Taps: p.Taps, Filter: p.Filter, Metrics: p.Metrics, Encode: p.Encode, Window: p.Window}
 	p.tr.Reset(p.epoch)
 	p.startTrail()
 	p.log.Info().Time("window_start", pos.WindowStart).Int("offset", pos.Offset).Str("last_id", pos.LastID).
@@ -254,7 +255,7 @@ func (p *Poller) start(ctx actor.Context) {
 	fetches := make(chan fetchReq, 2) // one of each cursor
 	p.fetches = fetches
 	epoch := p.epoch
-	f := fetcher{events: p.Events, filter: p.Filter, types: p.Filter.Types(), now: p.Clock.Now,
+	f := fetcher{events: p.Events, filter: p.Filter, encode: p.Encode.Or(), types: p.Filter.Types(), now: p.Clock.Now,
 		reply: func(r *pageResult) { r.epoch = epoch; root.Send(self, r) }}
 	p.fetcher = supervisor.Go(context.Background(), func(ctx context.Context) { f.run(ctx, fetches) })
 	p.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
@@ -298,6 +299,7 @@ func (p *Poller) maybeFetch() {
 type fetcher struct {
 	events Searcher
 	filter inflight.Filter
+	encode inflight.Encode
 	types  []string
 	now    func() time.Time
 	reply  func(*pageResult)
@@ -321,7 +323,7 @@ func (f fetcher) run(ctx context.Context, reqs <-chan fetchReq) {
 				r.bodies = make([][]byte, len(evs))
 				for i, ev := range evs {
 					if i >= req.skip && f.filter.Sends(ev.Type) {
-						r.bodies[i] = eventjson.Event(ev)
+						r.bodies[i] = f.encode(ev)
 					}
 				}
 			}

@@ -284,13 +284,13 @@ func (b *breakers) cause(url string) string {
 	return ""
 }
 
-// eventKey tells events apart for the run: by ID, or by body when there is
-// no ID.
+// eventKey tells events apart for the run: by ID, or by JSON when there is
+// no ID (a copy taken back is JSON, a delivery for in_forward is not).
 func eventKey(d *messages.Delivery) string {
 	if d.EventID != "" {
 		return d.EventID
 	}
-	return string(d.Body)
+	return string(letterEvent(d))
 }
 
 // likelyCause names what an operator should look at when a receiver

@@ -414,7 +414,7 @@ func (c *conn) delivered(url string, closed bool, back []*messages.Delivery) {
 	}
 	keys := make([]string, len(back))
 	for i, d := range back {
-		keys[i] = persistence.LetterKey(d.URL, d.EventID, d.Body)
+		keys[i] = letterKey(d)
 	}
 	n, err := c.deps.DeadLetters.Remove(keys)
 	if err != nil {
@@ -430,7 +430,7 @@ func (c *conn) delivered(url string, closed bool, back []*messages.Delivery) {
 func (c *conn) deadLetter(d *messages.Delivery, res wire.Result) error {
 	err := c.deps.DeadLetters.Append(persistence.DeadLetter{
 		Time: time.Now().UTC(), URL: d.URL, Status: res.Status, Reason: res.Reason,
-		EventID: d.EventID, Type: d.Type, Event: d.Body, Stream: d.Stream,
+		EventID: d.EventID, Type: d.Type, Event: letterEvent(d), Stream: d.Stream,
 	})
 	if err != nil {
 		return err

@@ -6,9 +6,13 @@ import (
 	"testing"
 	"time"
 
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fdfwd/teleport-event-handler/actors/pool"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
@@ -99,9 +103,18 @@ func TestAForwardReceiverThatAnswersNothingHoldsTheEvents(t *testing.T) {
 	require.Empty(t, deadLetterIDs(t, f))
 }
 
+// bigEntry is event i, padded to size bytes, as the daemon sends it to
+// in_forward: eventmsgpack's entry.
+func bigEntry(i, size int) *auditlogpb.EventUnstructured {
+	return &auditlogpb.EventUnstructured{Type: "exec", Id: fmt.Sprint("ev-", i), Unstructured: &structpb.Struct{Fields: map[string]*structpb.Value{
+		"uid": structpb.NewStringValue(fmt.Sprint("ev-", i)), "event": structpb.NewStringValue("exec"),
+		"time": structpb.NewStringValue("2026-12-08T01:02:03.456Z"), "pad": structpb.NewStringValue(strings.Repeat("p", size)),
+	}}}
+}
+
 // A message that would be larger than --fluentd-max-message-kb is not sent:
 // the batch goes in halves, and an event too large alone is dead-lettered
-// at once, naming the option.
+// at once, naming the option, as its JSON.
 func TestForwardMessagesAreKeptUnderTheLimit(t *testing.T) {
 	f := newFixture(t)
 	const n, poison = 200, 77
@@ -109,9 +122,9 @@ func TestForwardMessagesAreKeptUnderTheLimit(t *testing.T) {
 		transport: f.forward(t, time.Minute, forward.Options{MaxMessage: 2000}), base: f.rcv.ForwardURL(),
 		body: func(i int) []byte {
 			if i == poison {
-				return big(i, 3000)
+				return eventmsgpack.Entry(bigEntry(i, 3000))
 			}
-			return big(i, 60)
+			return eventmsgpack.Entry(bigEntry(i, 60))
 		},
 	}.deliver(t, n, 30*time.Second)
 	require.Equal(t, messages.DeadLettered, got[poison].Outcome)
@@ -119,6 +132,7 @@ func TestForwardMessagesAreKeptUnderTheLimit(t *testing.T) {
 	letters, _, err := f.dl.Letters()
 	require.NoError(t, err)
 	require.Len(t, letters, 1)
+	require.Equal(t, string(eventjson.Event(bigEntry(poison, 3000))), string(letters[0].Event))
 	require.Contains(t, letters[0].Reason, "--fluentd-max-message-kb")
 	require.Zero(t, f.rcv.ForwardDropped())
 }

@@ -1,8 +1,12 @@
 package pool
 
 import (
+	"encoding/base64"
+	"encoding/json"
+
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -26,7 +30,26 @@ type owedEvent struct {
 	waiters  []*messages.Delivery // requesters' deliveries of the event, answered with the copy
 }
 
-func letterKey(d *messages.Delivery) string { return persistence.LetterKey(d.URL, d.EventID, d.Body) }
+// letterKey is the key of d's letter in the dead-letter file.
+func letterKey(d *messages.Delivery) string {
+	if d.EventID != "" {
+		return persistence.LetterKey(d.URL, d.EventID, nil) // the body is not part of it: spare its JSON
+	}
+	return persistence.LetterKey(d.URL, "", letterEvent(d))
+}
+
+// letterEvent is the event of d as its dead letter holds it: its JSON,
+// made back from the entry when the body was made for in_forward.
+func letterEvent(d *messages.Delivery) json.RawMessage {
+	js, err := eventmsgpack.ToJSON(d.Body)
+	if err == nil {
+		return js
+	}
+	// Never seen (every body is the daemon's own): the bytes are kept
+	// rather than the event lost, for whoever reads the file.
+	b, _ := json.Marshal(map[string]string{"undecodable_body_base64": base64.StdEncoding.EncodeToString(d.Body), "decode_error": err.Error()})
+	return b
+}
 
 // owe records cp, a copy taken back; mu must be held.
 func (b *breakers) owe(cp *messages.Delivery) {

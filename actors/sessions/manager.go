@@ -63,6 +63,8 @@ type Deps struct {
 	Pool       *actor.PID // unused with DryRun
 	// URL is --fluentd-session-url; recording <sid> goes to URL.<sid>.log.
 	URL string
+	// Encode makes the body of each event sent (nil: its JSON).
+	Encode inflight.Encode
 	// Filter says which session events are sent (--skip-session-types).
 	Filter inflight.Filter
 	// Concurrency bounds the players (--concurrency).

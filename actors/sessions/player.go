@@ -12,7 +12,6 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
-	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 	"github.com/fdfwd/teleport-event-handler/messages"
@@ -174,7 +173,7 @@ func (p *player) start(ctx actor.Context) {
 	p.rec = rec
 	p.next = p.rec.Index
 	p.tr = inflight.Tracker[playerPos]{URL: URLFor(p.URL, p.rec.ID), Stream: metrics.Session, Pool: p.Pool,
-		Filter: p.Filter, Metrics: p.Metrics, Window: p.Window}
+		Filter: p.Filter, Metrics: p.Metrics, Encode: p.Encode, Window: p.Window}
 	p.tr.Reset(p.epoch)
 	if p.rec.Index > 0 {
 		p.log.Info().Int64("index", p.rec.Index).Msg("resuming session recording")
@@ -190,7 +189,7 @@ func (p *player) start(ctx actor.Context) {
 func (p *player) startStream(ctx actor.Context) {
 	p.credits = make(chan struct{}, p.Window)
 	self, root, epoch, credits := ctx.Self(), ctx.ActorSystem().Root, p.epoch, p.credits
-	filter, dryRun, sessions, sid, from := p.Filter, p.DryRun, p.Sessions, p.rec.ID, p.next
+	filter, encode, dryRun, sessions, sid, from := p.Filter, p.Encode.Or(), p.DryRun, p.Sessions, p.rec.ID, p.next
 	p.stream = supervisor.Go(context.Background(), func(ctx context.Context) {
 		events, errs := sessions.StreamUnstructuredSessionEvents(ctx, sid, from)
 		for {
@@ -203,7 +202,7 @@ func (p *player) startStream(ctx actor.Context) {
 				fetched := time.Now()
 				var body []byte
 				if filter.Sends(ev.Type) && !dryRun {
-					body = eventjson.Event(ev)
+					body = encode(ev)
 				}
 				select {
 				case credits <- struct{}{}:

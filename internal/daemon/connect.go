@@ -5,13 +5,17 @@ import (
 	"errors"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/backoff"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/jsonhttp"
@@ -113,6 +117,16 @@ func forwardTransport(cfg *config.Config, creds *wire.Credentials) *forward.Tran
 }
 
 // transports are the transports of the Fluentd URLs' schemes: HTTP for
+// encodeFor is how the events sent to url are encoded: for Fluentd's
+// in_forward, as its entries, straight from Teleport's Struct
+// (eventmsgpack); for in_http, as JSON.
+func encodeFor(url string) inflight.Encode {
+	if strings.HasPrefix(url, forward.Scheme+"://") {
+		return eventmsgpack.Entry
+	}
+	return eventjson.Event
+}
+
 // https://, the forward protocol for forward://.
 func transports(cfg *config.Config, creds *wire.Credentials) wire.Schemes {
 	f := cfg.Fluentd

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"testing"
 
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 )
 
@@ -36,4 +39,18 @@ func TestAStopWinsOverAFailedAttempt(t *testing.T) {
 	var ce *teleport.ConnectError
 	require.ErrorAs(t, err, &ce)
 	require.Equal(t, teleport.TLS, ce.Kind)
+}
+
+// Events for in_forward are encoded as its entries, from the Struct; for
+// in_http as JSON.
+func TestEventsAreEncodedForTheirURL(t *testing.T) {
+	ev := &auditlogpb.EventUnstructured{Type: "user.login", Id: "u1", Unstructured: &structpb.Struct{Fields: map[string]*structpb.Value{
+		"time": structpb.NewStringValue("2026-12-08T01:02:03Z"), "uid": structpb.NewStringValue("u1")}}}
+	for url, kind := range map[string]eventmsgpack.Kind{
+		"forward://127.0.0.1:24224/audit": eventmsgpack.WithTime, "forward://fluentd/session": eventmsgpack.WithTime,
+		"https://127.0.0.1:8888/test.log": eventmsgpack.JSON,
+	} {
+		require.Equal(t, kind, eventmsgpack.Is(encodeFor(url)(ev)), url)
+	}
+	require.JSONEq(t, `{"time":"2026-12-08T01:02:03Z","uid":"u1"}`, string(encodeFor("https://fluentd:8888/a")(ev)))
 }
