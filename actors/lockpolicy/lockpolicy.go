@@ -26,6 +26,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
+	"github.com/fdfwd/teleport-event-handler/internal/eventwire"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -109,7 +110,7 @@ func Wants(ev *auditlogpb.EventUnstructured) bool {
 	if ev.GetType() != LoginEvent {
 		return false
 	}
-	v, ok := ev.GetUnstructured().GetFields()["success"].GetKind().(*structpb.Value_BoolValue)
+	v, ok := eventwire.Field(ev, "success").GetKind().(*structpb.Value_BoolValue)
 	return ok && !v.BoolValue
 }
 
@@ -489,7 +490,7 @@ func clone(s persistence.LockState) persistence.LockState {
 }
 
 func stringField(ev *auditlogpb.EventUnstructured, name string) string {
-	return ev.GetUnstructured().GetFields()[name].GetStringValue()
+	return eventwire.Field(ev, name).GetStringValue()
 }
 
 // eventTime is the event's time, from its envelope or its time field.

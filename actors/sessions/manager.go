@@ -27,6 +27,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/actors/timer"
 	"github.com/fdfwd/teleport-event-handler/internal/backoff"
+	"github.com/fdfwd/teleport-event-handler/internal/eventwire"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -481,8 +482,5 @@ func (m *Manager) stillGivenUp() []string {
 var retries = backoff.Policy{Initial: time.Second, Max: time.Minute, Jitter: true}
 
 func stringField(ev *auditlogpb.EventUnstructured, name string) string {
-	if ev.Unstructured == nil {
-		return ""
-	}
-	return ev.Unstructured.GetFields()[name].GetStringValue()
+	return eventwire.Field(ev, name).GetStringValue()
 }

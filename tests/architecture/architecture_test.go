@@ -35,16 +35,17 @@ var allowed = map[string][]string{
 	"persistence/kv":                    nil,
 	"internal/backoff":                  nil,
 	"internal/commands/configure/certs": nil,
-	"internal/deliver/eventjson":        nil,
+	"internal/eventwire":                nil,
+	"internal/deliver/eventjson":        {"internal/eventwire"},
 	"internal/logging":                  nil,
 	"internal/operate/metrics":          nil,
-	"internal/read/teleport":            nil,
+	"internal/read/teleport":            {"internal/eventwire"},
 	"deploy":                            nil,
 	"persistence":                       {"persistence/kv"},
 	"messages":                          {"persistence/kv"},
 	"internal/deliver/wire":             {"internal/backoff"},
 	"internal/deliver/wire/jsonhttp":    {"internal/deliver/wire"},
-	"internal/deliver/eventmsgpack":     {"internal/deliver/eventjson"},
+	"internal/deliver/eventmsgpack":     {"internal/deliver/eventjson", "internal/eventwire"},
 	"internal/deliver/wire/forward":     {"internal/deliver/eventmsgpack", "internal/deliver/wire"},
 	"config":                            nil,
 	"internal/commands/configure":       {"internal/commands/configure/certs", "config"},
@@ -62,8 +63,8 @@ var allowed = map[string][]string{
 	"actors/pool":       {"actors/supervisor", "actors/timer", "internal/deliver/eventmsgpack", "internal/deliver/wire", "messages", "internal/operate/metrics", "persistence"},
 	"actors/poller":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
 	"actors/export":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
-	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
-	"actors/lockpolicy": {"actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence"},
+	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "internal/eventwire", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
+	"actors/lockpolicy": {"actors/supervisor", "actors/timer", "internal/backoff", "internal/eventwire", "persistence/kv", "messages", "internal/operate/metrics", "persistence"},
 	"actors/root":       {"actors/supervisor", "actors/timer", "messages"},
 
 	"internal/daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
@@ -74,7 +75,7 @@ var allowed = map[string][]string{
 // actorFree are the packages that import nothing of protoactor: the wire,
 // the store, the metrics and the values the actors exchange stay usable
 // outside the actor system.
-var actorFree = []string{"persistence/kv", "internal/backoff", "internal/commands/configure/certs", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/operate/metrics", "internal/read/teleport", "persistence", "internal/deliver/wire", "internal/deliver/wire/jsonhttp", "internal/deliver/wire/forward", "config", "internal/commands/configure", "internal/state/takeover", "internal/operate/status", "internal/commands/deadletters", "internal/commands/repair"}
+var actorFree = []string{"persistence/kv", "internal/backoff", "internal/commands/configure/certs", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/eventwire", "internal/operate/metrics", "internal/read/teleport", "persistence", "internal/deliver/wire", "internal/deliver/wire/jsonhttp", "internal/deliver/wire/forward", "config", "internal/commands/configure", "internal/state/takeover", "internal/operate/status", "internal/commands/deadletters", "internal/commands/repair"}
 
 // packages returns the production Go files of the module by package
 // directory, without the test helpers under tests/.
@@ -146,6 +147,25 @@ func TestActorsDoNotImportEachOther(t *testing.T) {
 	}
 }
 
+// An event that came through eventwire.Codec has its fields as bytes and
+// no Struct: code reading the Struct itself would see an empty event, and
+// send or judge it so. Only eventwire reads it.
+func TestOnlyEventwireReadsTheEventsStruct(t *testing.T) {
+	for dir, files := range packages(t) {
+		if dir == "internal/eventwire" {
+			continue
+		}
+		for _, f := range files {
+			ast.Inspect(f, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok && (sel.Sel.Name == "Unstructured" || sel.Sel.Name == "GetUnstructured") {
+					t.Errorf("%s reads an event's Struct (.%s): use eventwire (Walk, Field)", positions[f].Position(sel.Pos()), sel.Sel.Name)
+				}
+				return true
+			})
+		}
+	}
+}
+
 // The command line is the program's: config resolves an option's text from
 // any source, and the commands' flags and parser live in cmd.
 func TestOnlyTheProgramParsesTheCommandLine(t *testing.T) {
@@ -180,20 +200,21 @@ func TestFunctionsFitOnAScreen(t *testing.T) {
 // prefix wins), and mayImport the roles each may import besides its own:
 // the import table's rows by role. ARCHITECTURE.md has the same rows.
 var roles = map[string]string{
-	"cmd":               "commands",
-	"internal/commands": "commands",
-	"config":            "config",
-	"internal/daemon":   "run",
-	"actors":            "actors",
-	"messages":          "actors",
-	"internal/read":     "read",
-	"internal/deliver":  "deliver",
-	"persistence":       "state",
-	"internal/state":    "state",
-	"internal/operate":  "operate",
-	"internal/backoff":  "shared",
-	"internal/logging":  "shared",
-	"deploy":            "deploy", // its tests only
+	"cmd":                "commands",
+	"internal/commands":  "commands",
+	"config":             "config",
+	"internal/daemon":    "run",
+	"actors":             "actors",
+	"messages":           "actors",
+	"internal/read":      "read",
+	"internal/deliver":   "deliver",
+	"persistence":        "state",
+	"internal/state":     "state",
+	"internal/operate":   "operate",
+	"internal/backoff":   "shared",
+	"internal/logging":   "shared",
+	"internal/eventwire": "shared",
+	"deploy":             "deploy", // its tests only
 }
 
 var mayImport = map[string][]string{

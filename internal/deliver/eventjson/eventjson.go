@@ -1,32 +1,40 @@
 // Package eventjson encodes Teleport's unstructured events (a
-// google.protobuf.Struct) as JSON, byte for byte as
-// json.Marshal(s.AsMap()) does, without building the map: keys sorted,
+// google.protobuf.Struct, or its bytes: eventwire) as JSON, byte for byte
+// as json.Marshal(s.AsMap()) does, without building the map: keys sorted,
 // the same string escaping and the same number format. It is the daemon's
-// hottest path (every event is encoded once), and the round trip through
-// map[string]any and reflection costs several times more.
+// hottest path for in_http (every event is encoded once), and the round
+// trip through map[string]any and reflection costs several times more.
 package eventjson
 
 import (
 	"bytes"
 	"fmt"
 	"math"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"unicode/utf8"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/fdfwd/teleport-event-handler/internal/eventwire"
 )
 
 // Marshal returns the JSON of s, in a slice of its own exact size. Like
 // json.Marshal, it fails only on a NaN or infinite number.
 func Marshal(s *structpb.Struct) ([]byte, error) {
+	return marshal(&auditlogpb.EventUnstructured{Unstructured: s})
+}
+
+// marshal returns the JSON of the event's fields; it fails on a NaN or
+// infinite number, and on bytes that do not decode.
+func marshal(ev *auditlogpb.EventUnstructured) ([]byte, error) {
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
-	e.b, e.err = e.b[:0], nil
-	e.object(s)
+	e.Reset()
+	if err := eventwire.Walk(ev, e); err != nil {
+		return nil, err
+	}
 	if e.err != nil {
 		return nil, e.err
 	}
@@ -37,61 +45,83 @@ func Marshal(s *structpb.Struct) ([]byte, error) {
 // allocates its result only.
 var encoders = sync.Pool{New: func() any { return &encoder{b: make([]byte, 0, 4096)} }}
 
+// encoder is an eventwire.Visitor writing JSON.
 type encoder struct {
-	b    []byte
-	keys []string // reused by object, for sorting
-	err  error
+	b []byte
+	// open has, for each object or list begun, whether it is a list and
+	// whether it holds an element yet (a comma before the next).
+	open     []container
+	afterKey bool // a value follows its key: no comma
+	err      error
 }
 
-func (e *encoder) object(s *structpb.Struct) {
-	fields := s.GetFields()
-	if len(fields) == 0 {
-		e.b = append(e.b, '{', '}')
+type container struct{ list, some bool }
+
+func (e *encoder) Reset() {
+	e.b, e.open, e.afterKey, e.err = e.b[:0], e.open[:0], false, nil
+}
+
+// value starts a value: after a comma, unless it is the first element or
+// follows its key.
+func (e *encoder) value() {
+	if e.afterKey {
+		e.afterKey = false
 		return
 	}
-	// Nested objects reuse the tail of the key buffer.
-	base := len(e.keys)
-	for k := range fields {
-		e.keys = append(e.keys, k)
-	}
-	keys := e.keys[base:]
-	slices.SortFunc(keys, strings.Compare)
-	e.b = append(e.b, '{')
-	for i, k := range keys {
-		if i > 0 {
+	if n := len(e.open); n > 0 {
+		if e.open[n-1].some {
 			e.b = append(e.b, ',')
 		}
-		e.b = AppendString(e.b, k)
-		e.b = append(e.b, ':')
-		e.value(fields[k])
+		e.open[n-1].some = true
 	}
-	e.b = append(e.b, '}')
-	clear(keys)
-	e.keys = e.keys[:base]
 }
 
-func (e *encoder) value(v *structpb.Value) {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_StringValue:
-		e.b = AppendString(e.b, k.StringValue)
-	case *structpb.Value_NumberValue:
-		e.number(k.NumberValue)
-	case *structpb.Value_BoolValue:
-		e.b = strconv.AppendBool(e.b, k.BoolValue)
-	case *structpb.Value_StructValue:
-		e.object(k.StructValue)
-	case *structpb.Value_ListValue:
-		e.b = append(e.b, '[')
-		for i, item := range k.ListValue.GetValues() {
-			if i > 0 {
-				e.b = append(e.b, ',')
-			}
-			e.value(item)
-		}
+func (e *encoder) Object(int) {
+	e.value()
+	e.b = append(e.b, '{')
+	e.open = append(e.open, container{})
+}
+
+func (e *encoder) List(int) {
+	e.value()
+	e.b = append(e.b, '[')
+	e.open = append(e.open, container{list: true})
+}
+
+func (e *encoder) End() {
+	c := e.open[len(e.open)-1]
+	e.open = e.open[:len(e.open)-1]
+	if c.list {
 		e.b = append(e.b, ']')
-	default: // null, or no kind at all: AsInterface gives nil
-		e.b = append(e.b, "null"...)
+	} else {
+		e.b = append(e.b, '}')
 	}
+}
+
+func (e *encoder) Key(k string) {
+	e.value()
+	e.b = append(AppendString(e.b, k), ':')
+	e.afterKey = true
+}
+
+func (e *encoder) String(s string) {
+	e.value()
+	e.b = AppendString(e.b, s)
+}
+
+func (e *encoder) Bool(v bool) {
+	e.value()
+	e.b = strconv.AppendBool(e.b, v)
+}
+
+func (e *encoder) Null() {
+	e.value()
+	e.b = append(e.b, "null"...)
+}
+
+func (e *encoder) Number(f float64) {
+	e.value()
+	e.number(f)
 }
 
 // number formats f as encoding/json does (ES6 number to string).
@@ -190,12 +220,13 @@ func AppendString(dst []byte, s string) []byte {
 }
 
 // Event returns the JSON that Fluentd receives for a Teleport event (an
-// audit or a session event). An event that does not encode (only a NaN or
-// infinite number can do that) is kept rather than dropped: it is sent as
+// audit or a session event). An event that does not encode (a NaN or
+// infinite number, or fields whose bytes do not decode, which Teleport does
+// not send) is kept rather than dropped: it is sent as
 // an object naming its type, ID and index, and the error, so that the
 // receiver sees it and the stream goes on.
 func Event(ev *auditlogpb.EventUnstructured) []byte {
-	body, err := Marshal(ev.GetUnstructured())
+	body, err := marshal(ev)
 	if err == nil {
 		return body
 	}

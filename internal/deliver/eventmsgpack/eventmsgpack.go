@@ -17,7 +17,6 @@ package eventmsgpack
 import (
 	"bytes"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,100 +26,85 @@ import (
 	"github.com/IBM/fluent-forward-go/fluent/protocol"
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	"github.com/tinylib/msgp/msgp"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
+	"github.com/fdfwd/teleport-event-handler/internal/eventwire"
 )
 
 // Entry returns ev as a forward entry: an array of its time (an EventTime
 // from its "time" field) and its record. An event without a time that
 // parses is its record alone, which the transport stamps with the time it
-// sends, as it does the JSON of such an event. An event with a NaN or
-// infinite number, which JSON cannot hold, is eventjson.Event's JSON (an
+// sends, as it does the JSON of such an event. An event that does not
+// encode as JSON (a NaN or infinite number) is eventjson.Event's JSON (an
 // object naming it and the error), converted by the transport as any JSON.
 func Entry(ev *auditlogpb.EventUnstructured) []byte {
 	e := encoders.Get().(*encoder)
 	defer encoders.Put(e)
-	e.b, e.bad = e.b[:0], false
-	s := ev.GetUnstructured()
-	if t, ok := eventTime(s); ok {
-		e.b = msgp.AppendArrayHeader(e.b, 2)
-		e.b, _ = msgp.AppendExtension(e.b, &protocol.EventTime{Time: t}) // fails only on a wrong length
-	}
-	e.object(s)
-	if e.bad {
+	e.Reset()
+	if err := eventwire.Walk(ev, e); err != nil || e.bad {
 		return eventjson.Event(ev)
 	}
-	return bytes.Clone(e.b)
-}
-
-// eventTime is the event's "time" field, as the forward transport reads it
-// from the JSON.
-func eventTime(s *structpb.Struct) (time.Time, bool) {
-	v, ok := s.GetFields()["time"].GetKind().(*structpb.Value_StringValue)
-	if !ok {
-		return time.Time{}, false
+	if !e.hasTime {
+		return bytes.Clone(e.b)
 	}
-	t, err := time.Parse(time.RFC3339Nano, validUTF8(v.StringValue))
-	return t, err == nil
+	out := msgp.AppendArrayHeader(make([]byte, 0, 12+len(e.b)), 2)
+	out, _ = msgp.AppendExtension(out, &protocol.EventTime{Time: e.time}) // fails only on a wrong length
+	return append(out, e.b...)
 }
 
 // encoders keep their buffers between events, so encoding an event
 // allocates its result only.
 var encoders = sync.Pool{New: func() any { return &encoder{b: make([]byte, 0, 4096)} }}
 
+// encoder is an eventwire.Visitor writing the record, and taking the
+// time of the event from its "time" field as the forward transport reads
+// it from the JSON.
 type encoder struct {
-	b    []byte
-	keys []string // reused by object, for sorting
-	bad  bool     // a NaN or infinite number
+	b       []byte
+	depth   int
+	timeKey bool // the value visited next is the event's "time"
+	hasTime bool
+	time    time.Time
+	bad     bool // a NaN or infinite number
 }
 
-func (e *encoder) object(s *structpb.Struct) {
-	fields := s.GetFields()
-	e.b = msgp.AppendMapHeader(e.b, uint32(len(fields)))
-	if len(fields) == 0 {
-		return
-	}
-	// Nested objects reuse the tail of the key buffer.
-	base := len(e.keys)
-	for k := range fields {
-		e.keys = append(e.keys, k)
-	}
-	keys := e.keys[base:]
-	slices.SortFunc(keys, strings.Compare)
-	for _, k := range keys {
-		e.b = msgp.AppendString(e.b, validUTF8(k))
-		e.value(fields[k])
-	}
-	clear(keys)
-	e.keys = e.keys[:base]
+func (e *encoder) Reset() {
+	e.b, e.depth, e.timeKey, e.hasTime, e.time, e.bad = e.b[:0], 0, false, false, time.Time{}, false
 }
 
-func (e *encoder) value(v *structpb.Value) {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_StringValue:
-		e.b = msgp.AppendString(e.b, validUTF8(k.StringValue))
-	case *structpb.Value_NumberValue:
-		e.number(k.NumberValue)
-	case *structpb.Value_BoolValue:
-		e.b = msgp.AppendBool(e.b, k.BoolValue)
-	case *structpb.Value_StructValue:
-		e.object(k.StructValue)
-	case *structpb.Value_ListValue:
-		items := k.ListValue.GetValues()
-		e.b = msgp.AppendArrayHeader(e.b, uint32(len(items)))
-		for _, item := range items {
-			e.value(item)
-		}
-	default: // null, or no kind at all: JSON's null
-		e.b = msgp.AppendNil(e.b)
+func (e *encoder) Object(n int) {
+	e.b = msgp.AppendMapHeader(e.b, uint32(n))
+	e.depth++
+}
+
+func (e *encoder) List(n int) {
+	e.b = msgp.AppendArrayHeader(e.b, uint32(n))
+	e.depth++
+}
+
+func (e *encoder) End() { e.depth-- }
+
+func (e *encoder) Key(k string) {
+	e.b = msgp.AppendString(e.b, validUTF8(k))
+	e.timeKey = e.depth == 1 && k == "time"
+}
+
+func (e *encoder) String(s string) {
+	s = validUTF8(s)
+	e.b = msgp.AppendString(e.b, s)
+	if e.timeKey && e.depth == 1 {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		e.time, e.hasTime = t, err == nil
 	}
 }
+
+func (e *encoder) Bool(v bool) { e.b = msgp.AppendBool(e.b, v) }
+func (e *encoder) Null()       { e.b = msgp.AppendNil(e.b) }
 
 // number appends f as the forward transport encodes the JSON number
 // eventjson writes for it: an integer when that has no fraction or
 // exponent and fits 64 bits, a float otherwise.
-func (e *encoder) number(f float64) {
+func (e *encoder) Number(f float64) {
 	switch {
 	case math.IsInf(f, 0) || math.IsNaN(f):
 		e.bad = true

@@ -18,8 +18,11 @@ import (
 	"github.com/gravitational/teleport/api/identityfile"
 	"github.com/gravitational/trace"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/fdfwd/teleport-event-handler/internal/eventwire"
 )
 
 // Namespace is the only audit namespace Teleport has.
@@ -223,6 +226,8 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		Addrs:       []string{cfg.Addr},
 		Credentials: []client.Credentials{creds},
 		DialTimeout: DialTimeout,
+		// Events keep their fields as bytes until encoded (eventwire).
+		DialOpts: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(eventwire.Codec()))},
 	})
 	if err != nil {
 		return nil, classify(cfg.Addr, err)
