@@ -43,6 +43,14 @@ type Delivery struct {
 	Fetched time.Time
 }
 
+// Deliveries hands the pool, in one message, the deliveries a reader hands
+// out at once (a page's events, to one URL): a message through the actors
+// per page rather than per event. Each is still a Delivery of its own,
+// answered, dead-lettered and checkpointed alone.
+type Deliveries struct {
+	Items []*Delivery
+}
+
 // Outcome says how a delivery ended.
 type Outcome int
 
@@ -72,6 +80,13 @@ type Delivered struct {
 	Outcome  Outcome
 	Status   int
 	Attempts int
+}
+
+// Answers carries, in one message, the Delivered of one requester's
+// deliveries settled together (a batch's, or those a copy taken back
+// settled).
+type Answers struct {
+	Items []Delivered
 }
 
 // Save asks the checkpoint writer to commit writes in one fsync'd
@@ -161,6 +176,21 @@ type Shutdown struct {
 func (d *Delivery) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("event_id", d.EventID), slog.String("event_type", d.Type),
 		slog.String("url", d.URL), slog.Int("bytes", len(d.Body)))
+}
+
+// LogValue keeps the events' bodies out of log lines, as Delivery's does.
+func (d *Deliveries) LogValue() slog.Value {
+	url, bytes := "", 0
+	for _, item := range d.Items {
+		url, bytes = item.URL, bytes+len(item.Body)
+	}
+	return slog.GroupValue(slog.Int("events", len(d.Items)), slog.String("url", url), slog.Int("bytes", bytes))
+}
+
+// String keeps the bodies out of fmt's %v too.
+func (d *Deliveries) String() string {
+	v := d.LogValue().Group()
+	return fmt.Sprintf("Deliveries{events=%d url=%s bytes=%d}", v[0].Value.Int64(), v[1].Value.String(), v[2].Value.Int64())
 }
 
 // LogValue keeps the event out of log lines that name an Observe.

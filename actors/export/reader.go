@@ -102,7 +102,7 @@ func (r *reader) Receive(ctx actor.Context) {
 		}
 	case *reopenTick:
 		r.open(ctx)
-	case *messages.Delivered, *messages.Observed:
+	case *messages.Delivered, *messages.Answers, *messages.Observed:
 		if r.tr.Answered(m) {
 			r.pump(ctx)
 		}

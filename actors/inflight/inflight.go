@@ -164,6 +164,7 @@ func (t *Tracker[P]) Buffered() int { return len(t.buffer) }
 // goes to the taps that want it and, when it is to be sent, to the pool, or
 // to dryRun (non-nil with --dry-run), after which it counts as sent.
 func (t *Tracker[P]) HandOut(ctx actor.Context, dryRun func(*Item[P])) {
+	var out []*messages.Delivery
 	for len(t.buffer) > 0 && t.nextSeq-1-t.persisted < uint64(t.Window) {
 		it := t.buffer[0]
 		t.buffer[0] = nil
@@ -178,9 +179,12 @@ func (t *Tracker[P]) HandOut(ctx actor.Context, dryRun func(*Item[P])) {
 			dryRun(it)
 			it.Sending = false
 		default:
-			ctx.Send(t.Pool, &messages.Delivery{Epoch: t.Epoch, Seq: it.Seq, URL: t.URL, Body: it.Body,
+			out = append(out, &messages.Delivery{Epoch: t.Epoch, Seq: it.Seq, URL: t.URL, Body: it.Body,
 				EventID: it.Ev.Id, Type: it.Ev.Type, Stream: t.Stream, ReplyTo: ctx.Self(), Fetched: it.Fetched})
 		}
+	}
+	if len(out) > 0 {
+		ctx.Send(t.Pool, &messages.Deliveries{Items: out}) // one message for what is handed out at once
 	}
 	if len(t.buffer) == 0 {
 		t.buffer = nil
@@ -210,11 +214,17 @@ func (t *Tracker[P]) item(seq uint64) *Item[P] {
 }
 
 // Answered records an answer to what the tracker handed out, the pool's
-// *messages.Delivered or a tap's *messages.Observed; false when it changes
-// nothing (an answer to a resend, to an earlier incarnation, or another
-// message).
+// *messages.Delivered or *messages.Answers or a tap's *messages.Observed;
+// false when it changes nothing (an answer to a resend, to an earlier
+// incarnation or another tracker of the reader, or another message).
 func (t *Tracker[P]) Answered(msg any) bool {
 	switch m := msg.(type) {
+	case *messages.Answers:
+		changed := false
+		for i := range m.Items {
+			changed = t.Delivered(&m.Items[i]) || changed
+		}
+		return changed
 	case *messages.Delivered:
 		return t.Delivered(m)
 	case *messages.Observed:

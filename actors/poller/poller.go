@@ -197,8 +197,10 @@ func (p *Poller) Receive(ctx actor.Context) {
 		default:
 			p.onPage(ctx, m)
 		}
-	case *messages.Delivered, *messages.Observed:
-		if p.tr.Answered(m) || (p.late != nil && p.late.tr.Answered(m)) {
+	case *messages.Delivered, *messages.Answers, *messages.Observed:
+		// Answers may hold answers of both trackers: each takes its own.
+		live := p.tr.Answered(m)
+		if late := p.late != nil && p.late.tr.Answered(m); live || late {
 			p.pump(ctx)
 		}
 	case *messages.SaveFailed:

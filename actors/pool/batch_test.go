@@ -54,9 +54,14 @@ func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64
 	got := map[uint64]*messages.Delivered{}
 	all := make(chan struct{})
 	requester := system.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
-		if d, ok := ctx.Message().(*messages.Delivered); ok {
-			mu.Lock()
-			defer mu.Unlock()
+		answers, ok := ctx.Message().(*messages.Answers)
+		if !ok {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range answers.Items {
+			d := &answers.Items[i]
 			if _, dup := got[d.Seq]; dup {
 				t.Errorf("delivery %d settled twice", d.Seq)
 			}
@@ -88,12 +93,20 @@ func (r batchRun) deliver(t *testing.T, n int, timeout time.Duration) map[uint64
 	if urls == nil {
 		urls = func(int) string { return "/test.log" }
 	}
+	// As a reader hands them out: several in one message, or one alone
+	// when spaced.
+	var run []*messages.Delivery
 	for i := range n {
-		system.Root.Send(pool, &messages.Delivery{Seq: uint64(i), URL: base + urls(i),
+		run = append(run, &messages.Delivery{Seq: uint64(i), URL: base + urls(i),
 			Body: body(i), EventID: fmt.Sprintf("ev-%d", i),
 			Stream: metrics.Audit, Fetched: time.Now(), ReplyTo: requester})
 		if r.spacing > 0 {
+			system.Root.Send(pool, run[0])
+			run = nil
 			time.Sleep(r.spacing)
+		} else if len(run) == 7 || i == n-1 {
+			system.Root.Send(pool, &messages.Deliveries{Items: run})
+			run = nil
 		}
 	}
 	select {

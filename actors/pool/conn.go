@@ -320,7 +320,7 @@ func (c *conn) rejected(ctx actor.Context, j *sendJob, res wire.Result) {
 		// Sent again after a breaker closed, and rejected again: a bad
 		// event after all, whose letter is in the file already. It does not
 		// count towards a run.
-		answer(ctx, br.relettered(d), messages.DeadLettered, res.Status)
+		answer(ctx, br.relettered(d), messages.DeadLettered, res.Status, 0)
 		c.deps.Metrics.Health.FluentdSend(nil)
 		c.settle(ctx, j, 1, messages.DeadLettered, res.Status)
 		return
@@ -392,7 +392,7 @@ func (c *conn) accepted(ctx actor.Context, j *sendJob, res wire.Result) {
 	if wasOpen || len(back) > 0 {
 		c.delivered(send[0].URL, wasOpen, back)
 	}
-	answer(ctx, waiters, messages.Sent, res.Status)
+	answer(ctx, waiters, messages.Sent, res.Status, 0)
 	acked := time.Now()
 	for _, d := range send {
 		m.EventsSent.WithLabelValues(d.Stream).Inc()
@@ -464,11 +464,7 @@ func (c *conn) retry(ctx actor.Context, j *sendJob, res wire.Result) {
 // settle answers the first n deliveries of j and moves on: to the next
 // event of a batch being sent one at a time, or frees the job's slot.
 func (c *conn) settle(ctx actor.Context, j *sendJob, n int, o messages.Outcome, status int) {
-	for _, d := range j.items[:n] {
-		if d.ReplyTo != nil { // nil for a delivery taken back: its requester was answered
-			ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: j.attempts})
-		}
-	}
+	answer(ctx, j.items[:n], o, status, j.attempts)
 	if n < len(j.items) {
 		for _, d := range j.items[:n] {
 			ctx.Send(ctx.Parent(), &connSettled{pid: ctx.Self(), job: j.id, d: d})

@@ -3,6 +3,7 @@ package pool
 import (
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -117,12 +118,24 @@ func (b *breakers) load(letters []persistence.DeadLetter) []*messages.Delivery {
 	return out
 }
 
-// answer sends each delivery's requester its Delivered, with outcome and
-// status.
-func answer(ctx actor.Context, ds []*messages.Delivery, o messages.Outcome, status int) {
+// answer sends the requesters of ds their Delivered, with outcome, status
+// and attempts: one Answers message per requester (a batch's deliveries
+// are usually one reader's).
+func answer(ctx actor.Context, ds []*messages.Delivery, o messages.Outcome, status, attempts int) {
+	var to []*actor.PID
+	var answers []*messages.Answers
 	for _, d := range ds {
-		if d.ReplyTo != nil {
-			ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status})
+		if d.ReplyTo == nil { // a delivery taken back: its requester was answered
+			continue
 		}
+		i := slices.IndexFunc(to, d.ReplyTo.Equal)
+		if i < 0 {
+			i = len(to)
+			to, answers = append(to, d.ReplyTo), append(answers, &messages.Answers{})
+		}
+		answers[i].Items = append(answers[i].Items, messages.Delivered{Epoch: d.Epoch, Seq: d.Seq, Outcome: o, Status: status, Attempts: attempts})
+	}
+	for i, pid := range to {
+		ctx.Send(pid, answers[i])
 	}
 }

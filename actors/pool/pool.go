@@ -149,13 +149,10 @@ func (p *Pool) Receive(ctx actor.Context) {
 	switch m := msg.(type) {
 	case *messages.Delivery:
 		// Into the queue that survives restarts before anything else, so
-		// that a failure while handling the delivery loses nothing; but an
-		// event taken back is sent once (see owed.go).
-		if joined, sent := p.deps.breakers.join(m); sent {
-			answer(ctx, []*messages.Delivery{m}, messages.Sent, 0)
-		} else if !joined {
-			p.q.add(m, p.deps.Clock.Now())
-		}
+		// that a failure while handling the delivery loses nothing.
+		p.take(ctx, []*messages.Delivery{m})
+	case *messages.Deliveries:
+		p.take(ctx, m.Items)
 	case *messages.Drain:
 		p.q.drainTo = ctx.Sender() // the same: a restart still answers it
 	}
@@ -163,7 +160,7 @@ func (p *Pool) Receive(ctx actor.Context) {
 	switch m := msg.(type) {
 	case *actor.Started:
 		p.start(ctx)
-	case *messages.Delivery, *lingerTick:
+	case *messages.Delivery, *messages.Deliveries, *lingerTick:
 		p.dispatch(ctx)
 	case *connStarted:
 		p.connStarted(ctx, m)
@@ -195,6 +192,21 @@ func (p *Pool) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		p.connStopped(ctx, m.Who)
 	}
+}
+
+// take queues a requester's deliveries; but an event taken back is sent
+// once (see owed.go): a delivery of it waits for its copy, or is answered
+// at once when the copy was accepted already.
+func (p *Pool) take(ctx actor.Context, ds []*messages.Delivery) {
+	var sent []*messages.Delivery
+	for _, d := range ds {
+		if joined, ok := p.deps.breakers.join(d); ok {
+			sent = append(sent, d)
+		} else if !joined {
+			p.q.add(d, p.deps.Clock.Now())
+		}
+	}
+	answer(ctx, sent, messages.Sent, 0, 0)
 }
 
 // start spawns the connections. After a restart, the jobs that the

@@ -127,7 +127,7 @@ func (p *player) Receive(ctx actor.Context) {
 		if m.epoch == p.epoch && !p.ending {
 			p.onEnd(ctx, m.err)
 		}
-	case *messages.Delivered:
+	case *messages.Delivered, *messages.Answers:
 		if p.tr.Answered(m) {
 			p.pump(ctx)
 		}

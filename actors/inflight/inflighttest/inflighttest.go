@@ -39,25 +39,35 @@ type Pool struct {
 // NewPool returns a pool that answers everything.
 func NewPool() *Pool { return &Pool{Got: map[string]int{}, Answer: -1} }
 
-// Receive implements actor.Actor.
+// Receive implements actor.Actor: a delivery alone, or a reader's
+// Deliveries, answered one by one.
 func (p *Pool) Receive(ctx actor.Context) {
-	if d, ok := ctx.Message().(*messages.Delivery); ok {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.Answer >= 0 && len(p.Order) >= p.Answer {
-			return
+	switch m := ctx.Message().(type) {
+	case *messages.Delivery:
+		p.deliver(ctx, m)
+	case *messages.Deliveries:
+		for _, d := range m.Items {
+			p.deliver(ctx, d)
 		}
-		p.Got[d.EventID]++
-		p.Order = append(p.Order, d.EventID)
-		if p.byURL == nil {
-			p.byURL = map[string]map[string]int{}
-		}
-		if p.byURL[d.URL] == nil {
-			p.byURL[d.URL] = map[string]int{}
-		}
-		p.byURL[d.URL][d.EventID]++
-		ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
 	}
+}
+
+func (p *Pool) deliver(ctx actor.Context, d *messages.Delivery) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.Answer >= 0 && len(p.Order) >= p.Answer {
+		return
+	}
+	p.Got[d.EventID]++
+	p.Order = append(p.Order, d.EventID)
+	if p.byURL == nil {
+		p.byURL = map[string]map[string]int{}
+	}
+	if p.byURL[d.URL] == nil {
+		p.byURL[d.URL] = map[string]int{}
+	}
+	p.byURL[d.URL][d.EventID]++
+	ctx.Send(d.ReplyTo, &messages.Delivered{Epoch: d.Epoch, Seq: d.Seq})
 }
 
 // Count is how many times the event was answered, while the tree runs.
