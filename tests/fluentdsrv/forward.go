@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/IBM/fluent-forward-go/fluent/protocol"
@@ -19,7 +20,9 @@ import (
 // port of its own, with the same TLS (client certificates required) and
 // the same records: the four event modes, the <security> handshake when
 // Config.SharedKey is set, an ack for every message with a chunk, and
-// faults on demand (ForwardFaults).
+// faults on demand (ForwardFaults). As in_forward, it acks a message once
+// it is buffered: its records are made and stored behind the ack, in
+// order (storeForward), and what reads the records waits for them.
 
 // ForwardFaults are faults of the forward listener: counts are for the
 // next N messages, the others for every connection opened while they are
@@ -104,7 +107,7 @@ func (r *Receiver) ForwardMessages() map[string]int {
 // EventTimes are the forward times of the records of tag, in order, as
 // the message carried them (zero for records that came over HTTP).
 func (r *Receiver) EventTimes(tag string) []time.Time {
-	r.mu.Lock()
+	r.lockStored()
 	defer r.mu.Unlock()
 	var out []time.Time
 	for _, i := range r.byTag[tag] {
@@ -119,6 +122,9 @@ func (r *Receiver) serveForward() error {
 		return fmt.Errorf("fluentdsrv: listen for forward: %w", err)
 	}
 	r.fwdAddr, r.fwdLn = ln.Addr().String(), ln
+	r.fwdBuffer, r.fwdStoreDone = make(chan *forwardMsg, 1024), make(chan struct{})
+	r.fwdStored = sync.NewCond(&r.mu)
+	go r.storeForward()
 	r.fwdWG.Add(1)
 	go func() {
 		defer r.fwdWG.Done()
@@ -159,6 +165,8 @@ func (r *Receiver) stopForward() {
 	r.fwdConns = nil
 	r.mu.Unlock()
 	r.fwdWG.Wait()
+	close(r.fwdBuffer)
+	<-r.fwdStoreDone
 }
 
 func (r *Receiver) setErr(err error) {
@@ -266,19 +274,18 @@ func (r *Receiver) forwardMessage(c net.Conn, w *msgp.Writer, msg []byte) bool {
 	if closeMid {
 		return false
 	}
-	mode, recs, chunk, err := decodeForward(msg)
+	m, err := readForward(msg)
 	if err != nil {
 		r.setErr(fmt.Errorf("fluentdsrv: forward message: %w", err))
 		return false
 	}
-	if err := r.store(recs); err != nil {
-		r.setErr(err)
-		return false
-	}
 	r.mu.Lock()
-	r.fwdModes[mode]++
+	r.fwdModes[m.mode]++
 	r.requests++
+	r.fwdPending++
 	r.mu.Unlock()
+	r.fwdBuffer <- m // buffered: stored behind the ack
+	chunk := m.chunk
 	if dropAck {
 		return false
 	}
@@ -300,60 +307,103 @@ func (r *Receiver) forwardMessage(c net.Conn, w *msgp.Writer, msg []byte) bool {
 	return ack.EncodeMsg(w) == nil && w.Flush() == nil
 }
 
-// decodeForward reads a message of any mode: its records, as JSON, and its
+// forwardMsg is a forward message as buffered: its entries, not yet
+// records.
+type forwardMsg struct {
+	mode, tag, chunk string
+	entries          []byte // gzip'd in mode "compressed"
+}
+
+// readForward reads a message of any mode: its mode, tag, entries and
 // chunk.
-func decodeForward(msg []byte) (mode string, recs []record, chunk string, err error) {
+func readForward(msg []byte) (*forwardMsg, error) {
 	n, b, err := msgp.ReadArrayHeaderBytes(msg)
 	if err != nil || n < 2 {
-		return "", nil, "", fmt.Errorf("not a forward message (array of %d): %v", n, err)
+		return nil, fmt.Errorf("not a forward message (array of %d): %v", n, err)
 	}
-	tag, b, err := msgp.ReadStringBytes(b)
-	if err != nil {
-		return "", nil, "", fmt.Errorf("tag: %w", err)
+	m := &forwardMsg{}
+	if m.tag, b, err = msgp.ReadStringBytes(b); err != nil {
+		return nil, fmt.Errorf("tag: %w", err)
 	}
-	var entries []byte
 	switch msgp.NextType(b) {
 	case msgp.ExtensionType, msgp.IntType, msgp.UintType:
-		mode, entries = "message", b // [time, record] in place
+		m.mode, m.entries = "message", b // [time, record] in place
 		if b, err = skipN(b, 2); err != nil {
-			return "", nil, "", err
+			return nil, err
 		}
-		entries = entries[:len(entries)-len(b)]
+		m.entries = m.entries[:len(m.entries)-len(b)]
 		n-- // time and record count as one entry
 	case msgp.ArrayType:
-		mode = "forward"
+		m.mode = "forward"
 		var count uint32
 		if count, b, err = msgp.ReadArrayHeaderBytes(b); err != nil {
-			return "", nil, "", err
+			return nil, err
 		}
 		start := b
 		if b, err = skipN(b, int(count)); err != nil {
-			return "", nil, "", err
+			return nil, err
 		}
-		entries = start[:len(start)-len(b)]
+		m.entries = start[:len(start)-len(b)]
 	default:
-		mode = "packed"
-		if entries, b, err = readBinOrStr(b); err != nil {
-			return "", nil, "", fmt.Errorf("entries: %w", err)
+		m.mode = "packed"
+		if m.entries, b, err = readBinOrStr(b); err != nil {
+			return nil, fmt.Errorf("entries: %w", err)
 		}
 	}
 	opts := map[string]any{}
 	if n == 3 && msgp.NextType(b) == msgp.MapType {
 		var v any
 		if v, _, err = msgp.ReadIntfBytes(b); err != nil {
-			return "", nil, "", fmt.Errorf("options: %w", err)
+			return nil, fmt.Errorf("options: %w", err)
 		}
 		opts, _ = v.(map[string]any)
 	}
 	if opts["compressed"] == "gzip" {
-		mode = "compressed"
+		m.mode = "compressed"
+	}
+	m.chunk, _ = opts["chunk"].(string)
+	return m, nil
+}
+
+// records decodes the message's entries.
+func (m *forwardMsg) records() ([]record, error) {
+	entries := m.entries
+	if m.mode == "compressed" {
+		var err error
 		if entries, err = gunzip(entries); err != nil {
-			return "", nil, "", err
+			return nil, err
 		}
 	}
-	chunk, _ = opts["chunk"].(string)
-	recs, err = decodeEntries(tag, entries, mode == "message")
-	return mode, recs, chunk, err
+	return decodeEntries(m.tag, entries, m.mode == "message")
+}
+
+// storeForward stores the buffered messages' records, in order, until the
+// buffer is closed.
+func (r *Receiver) storeForward() {
+	defer close(r.fwdStoreDone)
+	for m := range r.fwdBuffer {
+		recs, err := m.records()
+		if err == nil {
+			err = r.store(recs)
+		}
+		if err != nil {
+			r.setErr(fmt.Errorf("fluentdsrv: forward message: %w", err))
+		}
+		r.mu.Lock()
+		if r.fwdPending--; r.fwdPending == 0 {
+			r.fwdStored.Broadcast()
+		}
+		r.mu.Unlock()
+	}
+}
+
+// lockStored locks mu once the records of every forward message buffered
+// are stored.
+func (r *Receiver) lockStored() {
+	r.mu.Lock()
+	for r.fwdPending > 0 {
+		r.fwdStored.Wait()
+	}
 }
 
 func skipN(b []byte, n int) ([]byte, error) {

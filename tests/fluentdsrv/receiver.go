@@ -100,6 +100,13 @@ type Receiver struct {
 	fwdHandshakes int
 	// fwdDropped counts the forward messages dropped unanswered.
 	fwdDropped int
+	// fwdBuffer holds the messages acked and not yet stored, fwdPending
+	// counts them (guarded by mu), fwdStored is signalled when none is
+	// left; fwdStoreDone is closed when storeForward returns.
+	fwdBuffer    chan *forwardMsg
+	fwdPending   int
+	fwdStored    *sync.Cond
+	fwdStoreDone chan struct{}
 }
 
 type record struct {
@@ -340,14 +347,14 @@ func (r *Receiver) Up() {
 func (r *Receiver) Err() error {
 	r.srvMu.Lock()
 	defer r.srvMu.Unlock()
-	r.mu.Lock()
+	r.lockStored()
 	defer r.mu.Unlock()
 	return errors.Join(r.upFailed, r.fwdErr)
 }
 
 // Records are the accepted records of tag, in arrival order.
 func (r *Receiver) Records(tag string) []json.RawMessage {
-	r.mu.Lock()
+	r.lockStored()
 	defer r.mu.Unlock()
 	idx := r.byTag[tag]
 	out := make([]json.RawMessage, len(idx))
@@ -359,21 +366,21 @@ func (r *Receiver) Records(tag string) []json.RawMessage {
 
 // Tags are the tags that have accepted records, in order of their first.
 func (r *Receiver) Tags() []string {
-	r.mu.Lock()
+	r.lockStored()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.tags...)
 }
 
 // Count is the number of accepted records of all tags.
 func (r *Receiver) Count() int {
-	r.mu.Lock()
+	r.lockStored()
 	defer r.mu.Unlock()
 	return len(r.records)
 }
 
 // CountTag is the number of accepted records of tag.
 func (r *Receiver) CountTag(tag string) int {
-	r.mu.Lock()
+	r.lockStored()
 	defer r.mu.Unlock()
 	return len(r.byTag[tag])
 }
@@ -382,7 +389,7 @@ func (r *Receiver) CountTag(tag string) int {
 // event ID), for exactly-once checks. Records without a uid (session print
 // events) are keyed by tag + "/" + their "ei" (event index).
 func (r *Receiver) CountByUID() map[string]int {
-	r.mu.Lock()
+	r.lockStored()
 	defer r.mu.Unlock()
 	out := make(map[string]int, len(r.records))
 	for _, rec := range r.records {
