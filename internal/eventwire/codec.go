@@ -38,6 +38,9 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	src := buf.ReadOnlyData()
+	if decodeFast(src, v) {
+		return nil
+	}
 	out, ok := divert(make([]byte, 0, len(src)+len(src)/64), src)
 	if !ok {
 		out = src // malformed: proto.Unmarshal says how

@@ -233,3 +233,89 @@ type protoCodec struct{}
 func (protoCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
 }
+
+// BenchmarkEntryFromBytes is the encoding alone: events decoded by Codec,
+// encoded as forward entries.
+func BenchmarkEntryFromBytes(b *testing.B) {
+	evs := corpus(b)[:1000]
+	page := received(b, &auditlogpb.EventsUnstructured{Items: evs}, &auditlogpb.EventsUnstructured{})
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		eventmsgpack.Entry(page.Items[i%len(page.Items)])
+	}
+}
+
+// Events written by hand, in forms Teleport's server does not write: the
+// codec gives what proto.Unmarshal gives (or its error).
+func TestUnusualEventBytesAreReadAsProtoReadsThem(t *testing.T) {
+	tag := func(n protowire.Number, typ protowire.Type) []byte { return protowire.AppendTag(nil, n, typ) }
+	str := func(n protowire.Number, s string) []byte {
+		return protowire.AppendString(tag(n, protowire.BytesType), s)
+	}
+	msg := func(n protowire.Number, parts ...[]byte) []byte {
+		return protowire.AppendBytes(tag(n, protowire.BytesType), join(parts...))
+	}
+	varint := func(n protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(tag(n, protowire.VarintType), v)
+	}
+	fields := msg(5, msg(1, str(1, "k"), msg(2, str(3, "v"))))
+	ts := msg(3, varint(1, 1700000000), varint(2, 5))
+	events := map[string][]byte{
+		"plain":                         join(str(1, "t"), str(2, "id"), ts, varint(4, 3), fields),
+		"fields before the rest":        join(fields, varint(4, 3), str(2, "id"), str(1, "t")),
+		"fields twice, merged":          join(str(1, "t"), fields, msg(5, msg(1, str(1, "j"), msg(2, varint(4, 1))))),
+		"the time twice, merged":        join(str(1, "t"), ts, msg(3, varint(2, 9)), fields),
+		"a type twice, the last counts": join(str(1, "t"), str(1, "u"), fields),
+		"unknown fields kept":           join(str(1, "t"), varint(9, 1), fields, str(1000, "x")),
+		"no fields":                     join(str(1, "t"), str(2, "id")),
+		"an index of wrong wire type":   join(str(1, "t"), str(4, "x"), fields),
+		"a type of invalid UTF-8":       join(str(1, "t\xff"), fields),
+		"a time with an unknown field":  join(str(1, "t"), msg(3, varint(1, 5), varint(3, 1)), fields),
+		"a negative index and nanos":    join(str(1, "t"), msg(3, varint(2, uint64(1<<64-1))), varint(4, uint64(1<<64-2)), fields),
+		"truncated":                     join(str(1, "t"), fields)[:6],
+	}
+	for name, ev := range events {
+		t.Run(name, func(t *testing.T) {
+			want := &auditlogpb.EventUnstructured{}
+			wantErr := proto.Unmarshal(ev, want)
+			page := join(msg(1, ev), msg(1, ev), str(2, "key"), varint(7, 1))
+			exported := join(msg(1, ev), str(2, "cursor"))
+			for _, c := range []struct {
+				bytes []byte
+				into  proto.Message
+				event func() *auditlogpb.EventUnstructured
+			}{
+				{ev, &auditlogpb.EventUnstructured{}, nil},
+				{page, &auditlogpb.EventsUnstructured{}, nil},
+				{exported, &auditlogpb.ExportEventUnstructured{}, nil},
+			} {
+				err := eventwire.Codec().Unmarshal(mem.BufferSlice{mem.SliceBuffer(c.bytes)}, c.into)
+				if wantErr != nil {
+					require.Error(t, err)
+					continue
+				}
+				require.NoError(t, err)
+				var got []*auditlogpb.EventUnstructured
+				switch m := c.into.(type) {
+				case *auditlogpb.EventUnstructured:
+					got = append(got, m)
+				case *auditlogpb.EventsUnstructured:
+					require.Equal(t, "key", m.LastKey)
+					require.NotEmpty(t, m.ProtoReflect().GetUnknown(), "the page's unknown field is kept")
+					got = m.Items
+				case *auditlogpb.ExportEventUnstructured:
+					require.Equal(t, "cursor", m.Cursor)
+					got = append(got, m.Event)
+				}
+				for _, g := range got {
+					require.Equal(t, want.Type, g.Type)
+					require.Equal(t, want.Id, g.Id)
+					require.Equal(t, want.Index, g.Index)
+					require.True(t, proto.Equal(want.Time, g.Time), "%v %v", want.Time, g.Time)
+					require.Equal(t, string(eventjson.Event(want)), string(eventjson.Event(g)))
+					require.Equal(t, eventmsgpack.Entry(want), eventmsgpack.Entry(g))
+				}
+			}
+		})
+	}
+}

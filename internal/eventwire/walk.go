@@ -43,7 +43,7 @@ func Walk(ev *auditlogpb.EventUnstructured, v Visitor) error {
 	}
 	w := walkers.Get().(*walker)
 	defer walkers.Put(w)
-	w.v, w.fields = v, w.fields[:0]
+	w.v, w.fields, w.order = v, w.fields[:0], w.order[:0]
 	err := w.object(raw, 0)
 	clear(w.fields[:cap(w.fields)])
 	w.v = nil
@@ -109,16 +109,36 @@ const maxDepth = 100
 
 var walkers = sync.Pool{New: func() any { return &walker{} }}
 
-// walker reads a Struct's bytes. fields is a stack of the objects being
-// visited: each object sorts its own at the top.
+// walker reads a Struct's bytes. fields and order are stacks of the
+// objects being visited: each object sorts its own at the top.
 type walker struct {
 	v      Visitor
 	fields []field
+	order  []sortKey
 }
 
 type field struct {
 	key   string // in the bytes
 	value []byte // a Value message
+}
+
+// sortKey orders fields cheaply: by the first 8 bytes of the key, then
+// by the whole key, then by position (of a key sent twice, the last one
+// counts, as in the map proto.Unmarshal builds).
+type sortKey struct {
+	prefix uint64
+	i      int32 // into fields
+}
+
+func prefixOf(k string) uint64 {
+	var p uint64
+	for i := range 8 {
+		p <<= 8
+		if i < len(k) {
+			p |= uint64(k[i])
+		}
+	}
+	return p
 }
 
 // Field numbers of Struct (fields = 1, map entries of key = 1 and
@@ -136,35 +156,50 @@ func (w *walker) object(b []byte, depth int) error {
 	if depth > maxDepth {
 		return errUnusual
 	}
-	base := len(w.fields)
-	defer func() { w.fields = w.fields[:base] }()
-	err := each(b, func(num protowire.Number, typ protowire.Type, entry []byte) error {
+	base, obase := len(w.fields), len(w.order)
+	defer func() { w.fields, w.order = w.fields[:base], w.order[:obase] }()
+	for len(b) > 0 {
+		num, typ, entry, n := next(b)
+		if n < 0 {
+			return errUnusual
+		}
+		b = b[n:]
 		if num != 1 {
-			return nil // unknown: proto.Unmarshal skips it too
+			continue // unknown: proto.Unmarshal skips it too
 		}
 		if typ != protowire.BytesType {
 			return errUnusual
 		}
 		f, err := mapEntry(entry)
+		if err != nil {
+			return err
+		}
+		w.order = append(w.order, sortKey{prefix: prefixOf(f.key), i: int32(len(w.fields))})
 		w.fields = append(w.fields, f)
-		return err
-	})
-	if err != nil {
-		return err
 	}
-	// Sorted by key; of a key sent twice, the last one counts, as in the
-	// map proto.Unmarshal builds.
-	fields := w.fields[base:]
-	slices.SortStableFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
-	n := len(fields)
-	for i := 1; i < len(fields); i++ {
-		if fields[i].key == fields[i-1].key {
+	fields, order := w.fields, w.order[obase:]
+	slices.SortFunc(order, func(a, b sortKey) int {
+		if a.prefix != b.prefix {
+			if a.prefix < b.prefix {
+				return -1
+			}
+			return 1
+		}
+		if c := strings.Compare(fields[a.i].key, fields[b.i].key); c != 0 {
+			return c
+		}
+		return int(a.i - b.i)
+	})
+	n := len(order)
+	for i := 1; i < len(order); i++ {
+		if fields[order[i].i].key == fields[order[i-1].i].key {
 			n--
 		}
 	}
 	w.v.Object(n)
-	for i, f := range fields {
-		if i+1 < len(fields) && fields[i+1].key == f.key {
+	for i, o := range order {
+		f := w.fields[o.i]
+		if i+1 < len(order) && w.fields[order[i+1].i].key == f.key {
 			continue
 		}
 		w.v.Key(f.key)
@@ -181,52 +216,31 @@ func (w *walker) object(b []byte, depth int) error {
 func mapEntry(b []byte) (field, error) {
 	var f field
 	seen := false
-	err := each(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
+	for len(b) > 0 {
+		num, typ, v, n := next(b)
+		if n < 0 {
+			return f, errUnusual
+		}
+		b = b[n:]
 		switch {
 		case num != 1 && num != 2:
-			return nil
 		case typ != protowire.BytesType || (num == 2 && seen): // a value twice is merged
-			return errUnusual
+			return f, errUnusual
 		case num == 1:
 			if !utf8.Valid(v) {
-				return errUnusual
+				return f, errUnusual
 			}
 			f.key = unsafe.String(unsafe.SliceData(v), len(v))
 		default:
 			f.value, seen = v, true
 		}
-		return nil
-	})
-	return f, err
+	}
+	return f, nil
 }
 
 // value visits a Value message: of its kinds, the last one sent counts.
 func (w *walker) value(b []byte, depth int) error {
-	kind, last := protowire.Number(0), protowire.Number(0)
-	var payload []byte
-	var bits uint64
-	err := each(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		want := protowire.VarintType
-		switch num {
-		case kindNumber:
-			want = protowire.Fixed64Type
-		case kindString, kindStruct, kindList:
-			want = protowire.BytesType
-		case kindNull, kindBool:
-		default:
-			return nil
-		}
-		if typ != want || ((num == kindStruct || num == kindList) && last == num) {
-			return errUnusual // a message kind twice in a row is merged
-		}
-		kind, last = num, num
-		if typ == protowire.BytesType {
-			payload = v
-		} else {
-			bits = scalar(v, typ)
-		}
-		return nil
-	})
+	kind, payload, bits, err := valueKind(b)
 	if err != nil {
 		return err
 	}
@@ -250,32 +264,64 @@ func (w *walker) value(b []byte, depth int) error {
 	return nil
 }
 
+// valueKind reads a Value message's kind: a bytes kind's content, or a
+// scalar's bits.
+func valueKind(b []byte) (kind protowire.Number, payload []byte, bits uint64, err error) {
+	last := protowire.Number(0)
+	for len(b) > 0 {
+		num, typ, v, n := next(b)
+		if n < 0 {
+			return 0, nil, 0, errUnusual
+		}
+		b = b[n:]
+		want := protowire.VarintType
+		switch num {
+		case kindNumber:
+			want = protowire.Fixed64Type
+		case kindString, kindStruct, kindList:
+			want = protowire.BytesType
+		case kindNull, kindBool:
+		default:
+			continue
+		}
+		if typ != want || ((num == kindStruct || num == kindList) && last == num) {
+			return 0, nil, 0, errUnusual // a message kind twice in a row is merged
+		}
+		kind, last = num, num
+		if typ == protowire.BytesType {
+			payload = v
+		} else {
+			bits = scalar(v, typ)
+		}
+	}
+	return kind, payload, bits, nil
+}
+
 func (w *walker) list(b []byte, depth int) error {
 	if depth > maxDepth {
 		return errUnusual
 	}
-	n := 0
-	err := each(b, func(num protowire.Number, typ protowire.Type, _ []byte) error {
-		if num == 1 && typ != protowire.BytesType {
+	count := 0
+	for rest := b; len(rest) > 0; {
+		num, typ, _, n := next(rest)
+		if n < 0 || num == 1 && typ != protowire.BytesType {
 			return errUnusual
 		}
+		rest = rest[n:]
 		if num == 1 {
-			n++
+			count++
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
-	w.v.List(n)
-	err = each(b, func(num protowire.Number, _ protowire.Type, item []byte) error {
+	w.v.List(count)
+	for len(b) > 0 {
+		num, _, item, n := next(b)
+		b = b[n:]
 		if num != 1 {
-			return nil
+			continue
 		}
-		return w.value(item, depth)
-	})
-	if err != nil {
-		return err
+		if err := w.value(item, depth); err != nil {
+			return err
+		}
 	}
 	w.v.End()
 	return nil
@@ -291,26 +337,43 @@ func scalar(v []byte, typ protowire.Type) uint64 {
 	return x
 }
 
-// each calls f with each field of msg: a bytes field's content, or the
-// bytes of another's value.
+// next reads the field at the start of msg: its number, type, and a bytes
+// field's content or the bytes of another's value; n is the field's
+// length, negative when msg is malformed.
+func next(msg []byte) (num protowire.Number, typ protowire.Type, v []byte, n int) {
+	// Most fields of an event are bytes of under 128, with a tag of one
+	// byte: read those without the general decoder.
+	if len(msg) >= 2 && msg[0] < 0x80 && msg[0]&7 == byte(protowire.BytesType) && msg[0]>>3 != 0 && msg[1] < 0x80 {
+		if end := 2 + int(msg[1]); end <= len(msg) {
+			return protowire.Number(msg[0] >> 3), protowire.BytesType, msg[2:end], end
+		}
+	}
+	num, typ, n = protowire.ConsumeTag(msg)
+	if n < 0 {
+		return 0, 0, nil, n
+	}
+	m := protowire.ConsumeFieldValue(num, typ, msg[n:])
+	if m < 0 {
+		return 0, 0, nil, m
+	}
+	v = msg[n : n+m]
+	if typ == protowire.BytesType {
+		v, _ = protowire.ConsumeBytes(v)
+	}
+	return num, typ, v, n + m
+}
+
+// each calls f with each field of msg, as next reads them.
 func each(msg []byte, f func(num protowire.Number, typ protowire.Type, v []byte) error) error {
 	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
+		num, typ, v, n := next(msg)
 		if n < 0 {
 			return errUnusual
-		}
-		m := protowire.ConsumeFieldValue(num, typ, msg[n:])
-		if m < 0 {
-			return errUnusual
-		}
-		v := msg[n : n+m]
-		if typ == protowire.BytesType {
-			v, _ = protowire.ConsumeBytes(v)
 		}
 		if err := f(num, typ, v); err != nil {
 			return err
 		}
-		msg = msg[n+m:]
+		msg = msg[n:]
 	}
 	return nil
 }
