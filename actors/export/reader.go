@@ -49,6 +49,9 @@ const maxChunkFailures = 10
 type batch struct {
 	epoch  messages.Epoch
 	events []*auditlogpb.ExportEventUnstructured
+	// bodies are the events' bodies, made beside the stream (off the
+	// actor, as the poller's fetcher does), nil for those not sent.
+	bodies [][]byte
 	eof    bool
 	err    error
 	at     time.Time
@@ -163,14 +166,19 @@ func (r *reader) open(ctx actor.Context) {
 	r.credit = credit
 	self, root, epoch := ctx.Self(), ctx.ActorSystem().Root, r.epoch
 	req := &auditlogpb.ExportUnstructuredEventsRequest{Date: timestamppb.New(r.ref.Day), Chunk: r.ref.Chunk, Cursor: r.readCursor}
-	size, src := max(r.Batch, 1), r.Events
+	size, src, filter, encode, dryRun := max(r.Batch, 1), r.Events, r.Filter, r.Encode.Or(), r.DryRun
 	r.stream = supervisor.Go(context.Background(), func(ctx context.Context) {
 		st := src.ExportUnstructuredEvents(ctx, req)
 		defer st.Done()
 		for {
 			b := &batch{epoch: epoch}
 			for len(b.events) < size && st.Next() {
-				b.events = append(b.events, st.Item())
+				x := st.Item()
+				var body []byte
+				if ev := x.GetEvent(); ev != nil && filter.Sends(ev.Type) && !dryRun {
+					body = encode(ev)
+				}
+				b.events, b.bodies = append(b.events, x), append(b.bodies, body)
 			}
 			if len(b.events) < size {
 				if err := st.Done(); err != nil && !errors.Is(err, io.EOF) {
@@ -207,7 +215,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 	if r.stream == nil {
 		return // a stream stopped by Drain
 	}
-	for _, x := range b.events {
+	for i, x := range b.events {
 		ev := x.GetEvent()
 		if ev == nil {
 			continue
@@ -216,7 +224,7 @@ func (r *reader) onBatch(ctx actor.Context, b *batch) {
 		if r.before(ev) {
 			r.tr.Pass(ev, chunkPos{cursor: x.Cursor})
 		} else {
-			r.tr.Event(ev, chunkPos{cursor: x.Cursor}, b.at, nil)
+			r.tr.Event(ev, chunkPos{cursor: x.Cursor}, b.at, b.bodies[i])
 		}
 	}
 	r.Metrics.Health.TeleportCall(ctx.Self().Id, b.err)
