@@ -23,7 +23,15 @@ import (
 // addDaemonRun runs the daemon over the whole backlog with the Fluentd URLs
 // of scheme, as runDaemonOver, and adds the result to the report, compared
 // with the baseline's rate.
+// With -before, the earlier build runs first, as a row of its own.
 func addDaemonRun(o *options, rep *report, tp *child, scheme, name string, total int, flags []string, baseline string, rate float64) error {
+	if o.before != "" && o.cpuprofile == "" {
+		before := *o
+		before.binary, before.before = o.before, ""
+		if err := addDaemonRun(&before, rep, tp, scheme, "before: "+name, total, flags, baseline, rate); err != nil {
+			return err
+		}
+	}
 	r, err := runDaemonOver(o, scheme, name, tp, o.plan.Start, total, flags, 0, 0, time.Time{})
 	if err != nil {
 		return err

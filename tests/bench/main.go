@@ -44,6 +44,9 @@ type options struct {
 	pki    string
 	plan   plan
 	binary string
+	// before is another build of the daemon (-before) run just before
+	// each daemon run of binary, for before/after ratios in one run.
+	before string
 	out    string
 	conns  int
 	batch  int
@@ -104,6 +107,7 @@ func parseFlags() (*options, error) {
 	flag.BoolVar(&o.plan.UploadsFirst, "uploads-first", false, "keep the first uploads rather than spreading them over the backlog")
 	flag.IntVar(&o.plan.FailedLogins, "failed-logins", 10_000, "failed logins of 50 users within a minute in the middle of the backlog (the lock run locks them)")
 	flag.StringVar(&o.binary, "binary", "bin/teleport-event-handler", "the daemon to run")
+	flag.StringVar(&o.before, "before", "", "another build of the daemon (an earlier commit's) to run just before each throughput run of -binary, as a row of its own named \"before: ...\", so that both are measured in the same run on the same backlog")
 	flag.StringVar(&o.out, "out", "", "directory for credentials, state, logs and results, emptied first (default bench-out/throughput, or bench-out/memory with -memory)")
 	flag.IntVar(&o.conns, "connections", 10, "--fluentd-max-connections, and the load generator's connections (10 is the daemon's default: 2 x --concurrency)")
 	flag.IntVar(&o.batch, "fluentd-batch", 20, "--fluentd-batch of the batched runs, and the load generator's array size")
@@ -183,6 +187,14 @@ func orchestrate(o *options) error {
 		return err
 	}
 	o.binary = bin
+	if o.before != "" {
+		if o.before, err = filepath.Abs(o.before); err != nil {
+			return err
+		}
+		if _, err := os.Stat(o.before); err != nil {
+			return fmt.Errorf("-before: %w", err)
+		}
+	}
 	if err := os.RemoveAll(o.out); err != nil {
 		return err
 	}
