@@ -12,19 +12,21 @@ import (
 )
 
 // Kit makes the props of every actor in the tree: supervised by one
-// Strategy (for the actor's own children) and counted by kind in the
-// metrics (actors alive, messages in mailboxes). Either may be nil.
+// Strategy (for the actor's own children), counted by kind in the metrics
+// (actors alive, messages in mailboxes) and run by Workers. Any may be nil
+// (Workers: protoactor's default dispatcher).
 type Kit struct {
 	Strategy *Strategy
 	Metrics  *metrics.Metrics
+	Workers  *Workers
 }
 
 // NewKit returns a kit with a fresh strategy whose decisions are counted in
-// m.
+// m, and workers to Close once the actor system is shut down.
 func NewKit(p Policy, log zerolog.Logger, m *metrics.Metrics) Kit {
 	s := New(p, log)
 	s.Observe(func(d Decision) { m.CountDecision(d.Kind, d.GaveUp, d.Cause) })
-	return Kit{Strategy: s, Metrics: m}
+	return Kit{Strategy: s, Metrics: m, Workers: NewWorkers(DefaultThroughput)}
 }
 
 // Props returns the props of an actor of kind.
@@ -40,6 +42,9 @@ func (k Kit) Options(kind string) []actor.PropsOption {
 	}
 	if k.Strategy != nil {
 		opts = append(opts, actor.WithSupervisor(k.Strategy))
+	}
+	if k.Workers != nil {
+		opts = append(opts, actor.WithDispatcher(k.Workers))
 	}
 	return opts
 }

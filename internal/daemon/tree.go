@@ -51,6 +51,7 @@ func runTree(ctx context.Context, t tree) error {
 	sends, abortSends := context.WithCancel(context.Background())
 	defer abortSends()
 	kit := supervisor.NewKit(t.opts.Policy, t.log, t.metrics)
+	defer kit.Workers.Close() // after the shutdown below
 	system := actor.NewActorSystem(logging.ActorLogger(t.log, t.cfg.Debug))
 	defer system.Shutdown()
 	supervisor.CountUndelivered(system, t.metrics)
