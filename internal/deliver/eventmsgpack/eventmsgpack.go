@@ -45,12 +45,20 @@ func Entry(ev *auditlogpb.EventUnstructured) []byte {
 		return eventjson.Event(ev)
 	}
 	if !e.hasTime {
-		return bytes.Clone(e.b)
+		return bytes.Clone(e.b[headRoom:])
 	}
-	out := msgp.AppendArrayHeader(make([]byte, 0, 12+len(e.b)), 2)
-	out, _ = msgp.AppendExtension(out, &protocol.EventTime{Time: e.time}) // fails only on a wrong length
-	return append(out, e.b...)
+	// The array and the time go in the room left before the record.
+	head := msgp.AppendArrayHeader(e.b[:0:headRoom], 2)
+	head, _ = msgp.AppendExtension(head, &protocol.EventTime{Time: e.time}) // fails only on a wrong length
+	if len(head) != headRoom {
+		return append(head, e.b[headRoom:]...) // never: an EventTime is a fixext8
+	}
+	return bytes.Clone(e.b)
 }
+
+// headRoom is the bytes of an entry before its record: a fixarray of two
+// and an EventTime (fixext8: 2 + 8 bytes).
+const headRoom = 1 + 10
 
 // encoders keep their buffers between events, so encoding an event
 // allocates its result only.
@@ -69,7 +77,7 @@ type encoder struct {
 }
 
 func (e *encoder) Reset() {
-	e.b, e.depth, e.timeKey, e.hasTime, e.time, e.bad = e.b[:0], 0, false, false, time.Time{}, false
+	e.b, e.depth, e.timeKey, e.hasTime, e.time, e.bad = e.b[:headRoom], 0, false, false, time.Time{}, false
 }
 
 func (e *encoder) Object(n int) {
