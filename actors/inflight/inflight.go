@@ -97,6 +97,7 @@ type Tracker[P any] struct {
 
 	buffer    []*Item[P] // read, not handed out
 	inflight  []*Item[P] // handed out, not yet part of the watermark
+	slab      []Item[P]  // items to come, allocated a run at a time
 	nextSeq   uint64
 	persisted uint64
 }
@@ -110,7 +111,8 @@ func (t *Tracker[P]) Reset(epoch messages.Epoch) {
 // at pos. It is sent to Fluentd when the filter lets its type through, as
 // body (made here with Encode when nil), and observed by the taps that want it.
 func (t *Tracker[P]) Event(ev *auditlogpb.EventUnstructured, pos P, fetched time.Time, body []byte) {
-	it := &Item[P]{Pos: pos, Ev: ev, Fetched: fetched, Taps: t.tapsFor(ev)}
+	it := t.newItem()
+	*it = Item[P]{Pos: pos, Ev: ev, Fetched: fetched, Taps: t.tapsFor(ev)}
 	t.Metrics.EventsFetched.WithLabelValues(t.Stream).Inc()
 	if t.Filter.Sends(ev.GetType()) {
 		if body == nil {
@@ -121,6 +123,21 @@ func (t *Tracker[P]) Event(ev *auditlogpb.EventUnstructured, pos P, fetched time
 		t.Metrics.EventsSkipped.WithLabelValues(t.Stream, "type").Inc()
 	}
 	t.buffer = append(t.buffer, it)
+}
+
+// slabSize is how many items the tracker allocates at once: one
+// allocation per slab rather than per event (a slab is freed once none of
+// its items is referenced: at most this many items of memory are kept
+// after they settle).
+const slabSize = 64
+
+func (t *Tracker[P]) newItem() *Item[P] {
+	if len(t.slab) == 0 {
+		t.slab = make([]Item[P], slabSize)
+	}
+	it := &t.slab[0]
+	t.slab = t.slab[1:]
+	return it
 }
 
 // Pass queues an event read from Teleport that is neither sent nor
@@ -165,6 +182,7 @@ func (t *Tracker[P]) Buffered() int { return len(t.buffer) }
 // to dryRun (non-nil with --dry-run), after which it counts as sent.
 func (t *Tracker[P]) HandOut(ctx actor.Context, dryRun func(*Item[P])) {
 	var out []*messages.Delivery
+	var ds []messages.Delivery // the deliveries of this call, allocated at once
 	for len(t.buffer) > 0 && t.nextSeq-1-t.persisted < uint64(t.Window) {
 		it := t.buffer[0]
 		t.buffer[0] = nil
@@ -179,8 +197,12 @@ func (t *Tracker[P]) HandOut(ctx actor.Context, dryRun func(*Item[P])) {
 			dryRun(it)
 			it.Sending = false
 		default:
-			out = append(out, &messages.Delivery{Epoch: t.Epoch, Seq: it.Seq, URL: t.URL, Body: it.Body,
-				EventID: it.Ev.Id, Type: it.Ev.Type, Stream: t.Stream, ReplyTo: ctx.Self(), Fetched: it.Fetched})
+			if len(ds) == 0 {
+				ds = make([]messages.Delivery, min(len(t.buffer)+1, t.Window))
+			}
+			ds[0] = messages.Delivery{Epoch: t.Epoch, Seq: it.Seq, URL: t.URL, Body: it.Body,
+				EventID: it.Ev.Id, Type: it.Ev.Type, Stream: t.Stream, ReplyTo: ctx.Self(), Fetched: it.Fetched}
+			out, ds = append(out, &ds[0]), ds[1:]
 		}
 	}
 	if len(out) > 0 {
