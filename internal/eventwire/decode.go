@@ -31,63 +31,52 @@ func decodeFast(b []byte, v any) bool {
 
 // decodePage reads a search page: items = 1, last_key = 2.
 func decodePage(b []byte, m *auditlogpb.EventsUnstructured) bool {
-	var unknown []byte
-	for len(b) > 0 {
-		num, typ, v, n := next(b)
-		if n < 0 {
-			return false
-		}
-		field := b[:n]
-		b = b[n:]
-		switch {
-		case num == 1 && typ == protowire.BytesType:
-			ev := &auditlogpb.EventUnstructured{}
-			if !decodeEvent(v, ev) {
-				return false
-			}
-			m.Items = append(m.Items, ev)
-		case num == 2 && typ == protowire.BytesType && utf8.Valid(v):
-			m.LastKey = string(v)
-		case num == 1 || num == 2:
-			return false
-		default:
-			unknown = append(unknown, field...)
-		}
-	}
-	if unknown != nil {
+	unknown, ok := decodeHolder(b, false, func(ev *auditlogpb.EventUnstructured) { m.Items = append(m.Items, ev) }, &m.LastKey)
+	if ok && unknown != nil {
 		m.ProtoReflect().SetUnknown(unknown)
 	}
-	return true
+	return ok
 }
 
 // decodeExported reads an export stream's event: event = 1, cursor = 2.
 func decodeExported(b []byte, m *auditlogpb.ExportEventUnstructured) bool {
+	unknown, ok := decodeHolder(b, true, func(ev *auditlogpb.EventUnstructured) { m.Event = ev }, &m.Cursor)
+	if ok && unknown != nil {
+		m.ProtoReflect().SetUnknown(unknown)
+	}
+	return ok
+}
+
+// decodeHolder reads a message holding events in field 1, each given to
+// add (one at most when once: a message field sent twice is merged), and
+// a string in field 2; it returns the other fields' bytes.
+func decodeHolder(b []byte, once bool, add func(*auditlogpb.EventUnstructured), str *string) ([]byte, bool) {
 	var unknown []byte
+	events := 0
 	for len(b) > 0 {
 		num, typ, v, n := next(b)
 		if n < 0 {
-			return false
+			return nil, false
 		}
 		field := b[:n]
 		b = b[n:]
 		switch {
-		case num == 1 && typ == protowire.BytesType && m.Event == nil: // twice is merged
-			m.Event = &auditlogpb.EventUnstructured{}
-			if !decodeEvent(v, m.Event) {
-				return false
+		case num == 1 && typ == protowire.BytesType && (!once || events == 0):
+			ev := &auditlogpb.EventUnstructured{}
+			if !decodeEvent(v, ev) {
+				return nil, false
 			}
+			add(ev)
+			events++
 		case num == 2 && typ == protowire.BytesType && utf8.Valid(v):
-			m.Cursor = string(v)
+			*str = string(v)
 		case num == 1 || num == 2:
-			return false
+			return nil, false
 		default:
 			unknown = append(unknown, field...)
 		}
 	}
-	if unknown != nil {
-		m.ProtoReflect().SetUnknown(unknown)
-	}
-	return true
+	return unknown, true
 }
 
 // decodeEvent reads an event: type = 1, id = 2, time = 3, index = 4, and

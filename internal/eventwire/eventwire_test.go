@@ -8,7 +8,6 @@ import (
 	"time"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
-	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -58,14 +57,7 @@ func validValue(v *structpb.Value) *structpb.Value {
 
 func corpus(t testing.TB) []*auditlogpb.EventUnstructured {
 	start := time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC)
-	evs := teleportsrv.GenerateAuditEvents(1000, start, 1700*time.Millisecond, 42)
-	evs = append(evs, teleportsrv.GenerateRecording("4f9c2b8e-0d1a-4c55-9a3e-2b7d5e6f8a90", 200, start)...)
-	var out []*auditlogpb.EventUnstructured
-	for _, ev := range evs {
-		u, err := apievents.ToUnstructured(ev)
-		require.NoError(t, err)
-		out = append(out, u)
-	}
+	out := teleportsrv.GenerateUnstructured(1000, 200, start, 42)
 	rng := rand.New(rand.NewPCG(7, 8))
 	for i := range 2000 {
 		out = append(out, &auditlogpb.EventUnstructured{Type: "random", Id: "r", Index: int64(i),

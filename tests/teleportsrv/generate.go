@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
 	apievents "github.com/gravitational/teleport/api/types/events"
 )
 
@@ -247,6 +248,23 @@ func GenerateRecording(sessionID string, n int, start time.Time) []apievents.Aud
 			chunk++
 			offset += int64(len(data))
 		}
+	}
+	return out
+}
+
+// GenerateUnstructured is n audit events (GenerateAuditEvents, from start,
+// seed) and a recording of sessionEvents (GenerateRecording), as Teleport
+// sends them: for the encoders' tests.
+func GenerateUnstructured(n, sessionEvents int, start time.Time, seed int64) []*auditlogpb.EventUnstructured {
+	evs := GenerateAuditEvents(n, start, 1700*time.Millisecond, seed)
+	evs = append(evs, GenerateRecording("4f9c2b8e-0d1a-4c55-9a3e-2b7d5e6f8a90", sessionEvents, start)...)
+	out := make([]*auditlogpb.EventUnstructured, len(evs))
+	for i, ev := range evs {
+		u, err := apievents.ToUnstructured(ev)
+		if err != nil {
+			panic(fmt.Sprintf("teleportsrv: generated event %d does not convert: %v", i, err))
+		}
+		out[i] = u
 	}
 	return out
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
-	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -35,12 +34,7 @@ func wantJSON(ev *auditlogpb.EventUnstructured) string {
 }
 
 func TestToJSONGivesBackTheEventsJSON(t *testing.T) {
-	start := time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC)
-	evs := teleportsrv.GenerateAuditEvents(500, start, 1700*time.Millisecond, 7)
-	evs = append(evs, teleportsrv.GenerateRecording("4f9c2b8e-0d1a-4c55-9a3e-2b7d5e6f8a90", 100, start)...)
-	for i, ev := range evs {
-		u, err := apievents.ToUnstructured(ev)
-		require.NoError(t, err)
+	for i, u := range teleportsrv.GenerateUnstructured(500, 100, time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC), 7) {
 		body := eventmsgpack.Entry(u)
 		require.Equal(t, eventmsgpack.WithTime, eventmsgpack.Is(body), "event %d", i)
 		got, err := eventmsgpack.ToJSON(body)
@@ -91,13 +85,7 @@ func TestToJSONRefusesWhatIsNoRecord(t *testing.T) {
 }
 
 func BenchmarkEntry(b *testing.B) {
-	start := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
-	var evs []*auditlogpb.EventUnstructured
-	for _, ev := range teleportsrv.GenerateAuditEvents(1000, start, time.Second, 1) {
-		u, err := apievents.ToUnstructured(ev)
-		require.NoError(b, err)
-		evs = append(evs, u)
-	}
+	evs := teleportsrv.GenerateUnstructured(1000, 0, time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC), 1)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		eventmsgpack.Entry(evs[i%len(evs)])

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
-	apievents "github.com/gravitational/teleport/api/types/events"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -34,16 +33,7 @@ func sameEntries(t *testing.T, evs []*auditlogpb.EventUnstructured) {
 }
 
 func TestEntriesFromTheStructAreTheJSONsForTeleportEvents(t *testing.T) {
-	start := time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC)
-	evs := teleportsrv.GenerateAuditEvents(2000, start, 1700*time.Millisecond, 42)
-	evs = append(evs, teleportsrv.GenerateRecording("4f9c2b8e-0d1a-4c55-9a3e-2b7d5e6f8a90", 300, start)...)
-	var out []*auditlogpb.EventUnstructured
-	for _, ev := range evs {
-		u, err := apievents.ToUnstructured(ev)
-		require.NoError(t, err)
-		out = append(out, u)
-	}
-	sameEntries(t, out)
+	sameEntries(t, teleportsrv.GenerateUnstructured(2000, 300, time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC), 42))
 }
 
 func TestEntriesFromTheStructAreTheJSONsForOddValues(t *testing.T) {
