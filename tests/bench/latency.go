@@ -35,6 +35,14 @@ func latencyRuns(o *options, rep *report, tp *child, audit []apievents.AuditEven
 		r.setBaseline(targetName, target)
 		rep.Results = append(rep.Results, r)
 	}
-	rep.Notes = append(rep.Notes, fmt.Sprintf("Latency runs read the last %d audit events of the backlog and their recordings (%d events); the latency is a toxiproxy latency toxic of %s on the receiver's answers. Their CPU per event is mostly fixed costs (start-up, a checkpoint transaction every 10 ms) over few events, and their fetch-to-ack times are the wait of a backlog read ahead (pages of %d and the in-flight window) behind the connections.", a, a+s, o.latency, o.page))
+	rep.Notes = append(rep.Notes, fmt.Sprintf("Latency runs read the last %d audit events of the backlog and their recordings (%d events); the latency is a toxiproxy latency toxic of %s on the receiver's answers. Their CPU per event is mostly fixed costs (start-up, a checkpoint transaction every 10 ms) over few events, and their fetch-to-ack times are the wait of a backlog read ahead (%s and the in-flight window) behind the connections.", a, a+s, o.latency, o.pagesRead()))
 	return nil
+}
+
+// pagesRead names the pages the daemon runs read from Teleport.
+func (o *options) pagesRead() string {
+	if o.page > 0 {
+		return fmt.Sprintf("pages of %d", o.page)
+	}
+	return "the daemon's default pages, which grow through a backlog"
 }
