@@ -203,12 +203,7 @@ func markdown(rep *report) string {
 // targets says whether the figures meet the issue's targets.
 func targets(rep *report) []string {
 	var out []string
-	verdict := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "**not met**"
-	}
+	verdict := verdictOf
 	var capacity *result
 	for i, r := range rep.Results {
 		if r.Kind == "capacity" && strings.Contains(r.Name, "1 event per POST") {
@@ -230,10 +225,64 @@ func targets(rep *report) []string {
 			out = append(out, fmt.Sprintf("%s: at least %.0f events/s (%s): %.0f, %s", r.Name, r.Baseline, strings.TrimPrefix(r.BaselineName, "target: "), r.Rate, verdict(r.Ratio >= 1)))
 		}
 		if r.Kind == "daemon" && r.Queued > 0 {
-			out = append(out, fmt.Sprintf("%s: peak RSS under 150 MB with this backlog: %.0f MB, %s", r.Name, r.MaxRSSMB, verdict(r.MaxRSSMB < 150)))
+			out = append(out, fmt.Sprintf("%s: peak RSS at most 100 MiB with this backlog: %.0f MB, %s", r.Name, r.MaxRSSMB, verdict(r.MaxRSSMB <= 100)))
 		}
 	}
-	return append(out, batchTargets(rep, verdict)...)
+	out = append(out, batchTargets(rep, verdict)...)
+	return append(out, cpuTargets(rep, verdict)...)
+}
+
+func verdictOf(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+// cpuTargets are issue 29's: the daemon's CPU per event on the export
+// path (forward batched, HTTP batched, one event per POST), search within
+// 15 % of export over forward and at least twice the build before
+// (-before), and the daemon below the receiver or the Teleport server at
+// the highest rate of the run.
+func cpuTargets(rep *report, verdict func(bool) string) []string {
+	rows := map[string]*result{}
+	var top *result
+	for i, r := range rep.Results {
+		if r.Kind != "daemon" {
+			continue
+		}
+		rows[r.Name] = &rep.Results[i]
+		if !strings.HasPrefix(r.Name, "before: ") && (top == nil || r.Rate > top.Rate) {
+			top = &rep.Results[i]
+		}
+	}
+	perEvent := func(r *result) float64 { return r.CPUPer10k * 100 } // s per 10,000 events to µs per event
+	var out []string
+	for _, c := range []struct {
+		prefix string
+		limit  float64
+	}{{"daemon, forward, export API, --fluentd-batch", 10}, {"daemon, export API, --fluentd-batch", 25}, {"daemon, export API, 1 event per POST", 80}} {
+		for _, r := range rep.Results {
+			if r.Kind == "daemon" && strings.HasPrefix(r.Name, c.prefix) {
+				out = append(out, fmt.Sprintf("%s: daemon CPU at most %.0f µs per event: %.1f µs, %s", r.Name, c.limit, perEvent(&r), verdict(perEvent(&r) <= c.limit)))
+			}
+		}
+	}
+	search, export := rows["daemon, forward, --fluentd-batch 100"], rows["daemon, forward, export API, --fluentd-batch 100"]
+	if search != nil && export != nil {
+		x := search.Rate / export.Rate
+		out = append(out, fmt.Sprintf("%s: within 15 %% of the events/s of %s: %.0f / %.0f = %.2f, %s", search.Name, export.Name, search.Rate, export.Rate, x, verdict(x >= 0.85)))
+	}
+	if before := rows["before: daemon, forward, --fluentd-batch 100"]; search != nil && before != nil {
+		x := search.Rate / before.Rate
+		out = append(out, fmt.Sprintf("%s: at least 2 x the events/s of the build before: %.0f / %.0f = %.2f, %s", search.Name, search.Rate, before.Rate, x, verdict(x >= 2)))
+	}
+	if top != nil && (top.ReceiverCPUPer10k > 0 || top.TeleportCPUPer10k > 0) {
+		ok := top.CPUPer10k < top.ReceiverCPUPer10k || top.CPUPer10k < top.TeleportCPUPer10k
+		out = append(out, fmt.Sprintf("%s (the highest rate): daemon CPU %.1f µs per event, below the receiver's (%.1f) or the Teleport server's (%.1f): %s",
+			top.Name, perEvent(top), top.ReceiverCPUPer10k*100, top.TeleportCPUPer10k*100, verdict(ok)))
+	}
+	return out
 }
 
 // batchTargets: batched sends bound by CPU (at least 0.6 of the
