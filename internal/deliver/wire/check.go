@@ -50,11 +50,21 @@ func Check(ctx context.Context, rawURL string, creds *Credentials) error {
 	if err != nil {
 		return fmt.Errorf("parse %s: %w", rawURL, err)
 	}
-	host := u.Hostname()
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(host, "443")
+	return CheckAt(ctx, rawURL, Addr(u, "443"), creds)
+}
+
+// Addr is the host:port of u, with defaultPort when u names none.
+func Addr(u *url.URL, defaultPort string) string {
+	port := u.Port()
+	if port == "" {
+		port = defaultPort
 	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// CheckAt is Check of the endpoint at addr, for a protocol whose server
+// speaks only when spoken to.
+func CheckAt(ctx context.Context, rawURL, addr string, creds *Credentials) error {
 	conn, err := creds.Dial(ctx, addr)
 	if err != nil {
 		return ClassifyHandshake(rawURL, err)

@@ -14,6 +14,7 @@ package wire
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/fdfwd/teleport-event-handler/internal/backoff"
@@ -97,4 +98,27 @@ func RetryDelay(attempt int, retryAfter time.Duration) time.Duration {
 		return min(retryAfter, MaxRetryAfter)
 	}
 	return Retries.Delay(attempt)
+}
+
+// Classify judges a status: an HTTP response's, or a RELP rsp's, whose
+// codes RELP models on HTTP's.
+func Classify(status int) Class {
+	switch {
+	case status >= 200 && status < 300:
+		return Success
+	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
+		return Retry
+	case status < 400, refusals[status]: // 1xx as a final answer, and redirects (never followed: see New)
+		return Refused
+	default:
+		return Permanent
+	}
+}
+
+// refusals are the 4xx answers that are about the receiver (its address,
+// credentials, route or proxy), not about the events sent.
+var refusals = map[int]bool{
+	http.StatusUnauthorized: true, http.StatusForbidden: true, http.StatusNotFound: true,
+	http.StatusMethodNotAllowed: true, http.StatusProxyAuthRequired: true,
+	http.StatusUnsupportedMediaType: true, http.StatusMisdirectedRequest: true,
 }

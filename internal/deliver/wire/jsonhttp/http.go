@@ -17,28 +17,6 @@ import (
 	"time"
 )
 
-// Classify judges an Transport response status.
-func Classify(status int) wire.Class {
-	switch {
-	case status >= 200 && status < 300:
-		return wire.Success
-	case status == http.StatusRequestTimeout, status == http.StatusTooManyRequests, status >= 500:
-		return wire.Retry
-	case status < 400, refusals[status]: // 1xx as a final answer, and redirects (never followed: see New)
-		return wire.Refused
-	default:
-		return wire.Permanent
-	}
-}
-
-// refusals are the 4xx answers that are about the receiver (its address,
-// credentials, route or proxy), not about the events sent.
-var refusals = map[int]bool{
-	http.StatusUnauthorized: true, http.StatusForbidden: true, http.StatusNotFound: true,
-	http.StatusMethodNotAllowed: true, http.StatusProxyAuthRequired: true,
-	http.StatusUnsupportedMediaType: true, http.StatusMisdirectedRequest: true,
-}
-
 // RequestTimeout bounds one POST, as upstream does.
 const RequestTimeout = 30 * time.Second
 
@@ -158,7 +136,7 @@ func (c *Transport) PostURL(ctx context.Context, u *url.URL, body []byte) wire.R
 	// Read (a bounded part of) the body so the connection can be reused.
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, MaxReason+1))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	r := wire.Result{Class: Classify(resp.StatusCode), Status: resp.StatusCode}
+	r := wire.Result{Class: wire.Classify(resp.StatusCode), Status: resp.StatusCode}
 	if r.Class != wire.Success {
 		r.Reason = strings.TrimSpace(resp.Status + ": " + capped(strings.TrimSpace(string(msg))))
 		r.Reason = strings.TrimSuffix(r.Reason, ":")
