@@ -129,6 +129,15 @@ type FluentdConfig struct {
 	// default buffer chunk (chunk_limit_size 8MB), which a message must
 	// fit in to be stored.
 	MaxMessageKB int
+	// SyslogFacility is the facility of syslog messages, a name
+	// ("logaudit", "authpriv", "local0", ...) or its number; Facility is
+	// its number once resolved.
+	SyslogFacility string
+	Facility       int
+	// SyslogMaxMessageKB is the most KiB one syslog message may take: the
+	// receiver's limit (rsyslog's maxMessageSize, 8k by default), past
+	// which it would cut the message. A larger event is a dead letter.
+	SyslogMaxMessageKB int
 }
 
 // DefaultForwardBatch is --fluentd-batch when a Fluentd URL uses the
@@ -136,6 +145,39 @@ type FluentdConfig struct {
 // behaviour to keep, and one message of many events is what in_forward is
 // made for.
 const DefaultForwardBatch = 100
+
+// Syslog schemes: RFC 5424 over TLS, and RELP over TLS.
+const (
+	SyslogTLSScheme  = "syslog+tls"
+	SyslogRELPScheme = "relp+tls"
+)
+
+// Schemes are the URL schemes a receiver URL may have.
+var Schemes = []string{"https", "forward", SyslogTLSScheme, SyslogRELPScheme}
+
+// IsSyslog reports whether url sends to a syslog receiver.
+func IsSyslog(url string) bool {
+	return strings.HasPrefix(url, SyslogTLSScheme+"://") || strings.HasPrefix(url, SyslogRELPScheme+"://")
+}
+
+// Protocol names the protocol a URL sends with, for metrics and status:
+// http (Fluentd's in_http), forward (its in_forward), syslog (RFC 5424
+// over TLS) or relp.
+func Protocol(url string) string {
+	switch scheme, _, _ := strings.Cut(url, "://"); scheme {
+	case "https":
+		return "http"
+	case SyslogTLSScheme:
+		return "syslog"
+	case SyslogRELPScheme:
+		return "relp"
+	default:
+		return scheme
+	}
+}
+
+// UsesSyslog reports whether either URL sends to a syslog receiver.
+func (f FluentdConfig) UsesSyslog() bool { return IsSyslog(f.URL) || IsSyslog(f.SessionURL) }
 
 // UsesForward reports whether either Fluentd URL uses the forward protocol.
 func (f FluentdConfig) UsesForward() bool {
@@ -176,6 +218,10 @@ type LockConfig struct {
 // built in memory.
 const MaxForwardMessageKB = 1 << 20
 
+// MaxSyslogMessageKB bounds --syslog-max-message-kb (64 MiB): far past any
+// receiver's limit, and what the in-flight window may hold of each event.
+const MaxSyslogMessageKB = 64 << 10
+
 // MaxBatch bounds --batch: Teleport's audit log refuses a larger search
 // limit (its EventsMaxIterationLimit), and ends a page at 1 MiB of events
 // whatever the limit.
@@ -214,7 +260,7 @@ func Default() Config {
 		Concurrency:      5,
 		ReadyGrace:       time.Minute,
 		DeadLetterMaxMB:  256,
-		Fluentd:          FluentdConfig{Batch: 1, MaxMessageKB: 8192},
+		Fluentd:          FluentdConfig{Batch: 1, MaxMessageKB: 8192, SyslogFacility: "logaudit", SyslogMaxMessageKB: 8},
 		Teleport: TeleportConfig{
 			Addr:            "localhost:3025",
 			RefreshInterval: time.Minute,

@@ -154,7 +154,7 @@ func parse(args []string, lookupEnv func(string) (string, bool)) (*Resolved, err
 			words = append(words, args[i])
 			continue
 		}
-		at := slices.IndexFunc(options, func(o *option) bool { return o.flag == name || string(o.short) == name })
+		at := slices.IndexFunc(options, func(o *option) bool { return o.flag == name || o.lead == name && name != "" || string(o.short) == name })
 		if at < 0 {
 			return nil, fmt.Errorf("the test's command line: unknown flag %s", args[i])
 		}
@@ -165,7 +165,10 @@ func parse(args []string, lookupEnv func(string) (string, bool)) (*Resolved, err
 			i++
 			value = args[i]
 		}
-		given[o.flag] = value
+		if name != o.lead {
+			name = o.flag
+		}
+		given[name] = value
 	}
 	if len(words) > 0 && words[0] == "start" {
 		return Resolve(given, lookupEnv)
@@ -206,7 +209,7 @@ func TestDefault(t *testing.T) {
 	cfg := parseStart(t, f.args(nil), nil)
 	want := Default()
 	want.Storage = f.storage
-	want.Fluentd = FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 10, Batch: 1, MaxMessageKB: 8192}
+	want.Fluentd = FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 10, Batch: 1, MaxMessageKB: 8192, SyslogFacility: "logaudit", Facility: 13, SyslogMaxMessageKB: 8}
 	want.Teleport.Identity = f.identity
 	require.Equal(t, want, *cfg)
 }
@@ -339,7 +342,7 @@ refresh.interval = "2m"
 		DeadLetterMaxMB:  256,
 		ExitOnLastEvent:  true,
 		Debug:            true,
-		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4, Batch: 50, MaxMessageKB: 8192},
+		Fluentd:          FluentdConfig{URL: f.fluentdURL, SessionURL: f.fluentdSURL, CA: f.ca, Cert: f.cert, Key: f.key, MaxConnections: 4, Batch: 50, MaxMessageKB: 8192, SyslogFacility: "logaudit", Facility: 13, SyslogMaxMessageKB: 8},
 		Teleport: TeleportConfig{Addr: "teleport.example.com:443", Identity: f.identity,
 			RefreshEnabled: true, RefreshInterval: 2 * time.Minute},
 		Lock: Default().Lock,
@@ -663,9 +666,9 @@ func TestErrors(t *testing.T) {
 
 		// URLs.
 		{name: "http url", drop: []string{"fluentd-url"}, args: []string{"--fluentd-url", "http://fluentd:8888/a"},
-			want: []string{`invalid --fluentd-url "http://fluentd:8888/a" (from the command line): not an https:// or a forward:// URL`, "forward://fluentd.example.com:24224/test.log"}},
+			want: []string{`invalid --fluentd-url "http://fluentd:8888/a" (from the command line): not an https://, a forward://, a syslog+tls:// or a relp+tls:// URL`, "forward://fluentd.example.com:24224/test.log"}},
 		{name: "url without host", drop: []string{"fluentd-session-url"}, env: map[string]string{"FDFWD_FLUENTD_SESSION_URL": "https:///s"},
-			want: []string{`invalid --fluentd-session-url "https:///s" (from FDFWD_FLUENTD_SESSION_URL): not an https:// or a forward:// URL with a host`}},
+			want: []string{`invalid --fluentd-session-url "https:///s" (from FDFWD_FLUENTD_SESSION_URL): not an https://, a forward://, a syslog+tls:// or a relp+tls:// URL with a host`}},
 		{name: "not a url", drop: []string{"fluentd-url"}, args: []string{"--fluentd-url", "https://[::1"},
 			want: []string{`invalid --fluentd-url "https://[::1"`, "not a URL"}},
 		// A session's id is appended to the session URL: without a path it

@@ -65,7 +65,11 @@ func optionsMarkdown() string {
 			for j, k := range o.keys {
 				keys[j] = "`" + k + "`"
 			}
-			fmt.Fprintf(&b, "| `--%s` | %s | %s | %s | %s |\n", o.flag, strings.Join(env, ", "), strings.Join(keys, ", "), def, strings.ReplaceAll(o.help, "<", "&lt;"))
+			flag := "`--" + o.flag + "`"
+			if o.lead != "" {
+				flag = "`--" + o.lead + "`, `--" + o.flag + "`"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", flag, strings.Join(env, ", "), strings.Join(keys, ", "), def, strings.ReplaceAll(o.help, "<", "&lt;"))
 		}
 	}
 	return b.String()

@@ -26,9 +26,12 @@ type Flag struct {
 // Flags lists every option the command line takes, in the table's order,
 // the original plugin's retired ones included.
 func Flags() []Flag {
-	fs := make([]Flag, len(options))
-	for i, o := range options {
-		fs[i] = Flag{Long: o.flag, Short: o.short, Switch: o.isSwitch(), Global: o.global}
+	fs := make([]Flag, 0, len(options)+8)
+	for _, o := range options {
+		if o.lead != "" {
+			fs = append(fs, Flag{Long: o.lead, Switch: o.isSwitch(), Global: o.global})
+		}
+		fs = append(fs, Flag{Long: o.flag, Short: o.short, Switch: o.isSwitch(), Global: o.global})
 	}
 	return fs
 }
@@ -41,8 +44,13 @@ func Closest(name string) string {
 		if o.retired != nil {
 			continue
 		}
-		if d := levenshtein.ComputeDistance(name, o.flag); best == "" || d < bestD {
-			best, bestD = o.flag, d
+		for _, n := range []string{o.lead, o.flag} {
+			if n == "" {
+				continue
+			}
+			if d := levenshtein.ComputeDistance(name, n); best == "" || d < bestD {
+				best, bestD = n, d
+			}
 		}
 	}
 	if name == "" || bestD > max(2, len(name)/3) {

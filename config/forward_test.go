@@ -48,7 +48,7 @@ func TestForwardOptionErrors(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		"plain tcp":        {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, nil, []string{"--fluentd-url", "not an https:// or a forward:// URL", "in_forward"}},
+		"plain tcp":        {[]string{"--fluentd-url", "tcp://fluentd:24224/test.log"}, nil, []string{"--fluentd-url", "not an https://, a forward://, a syslog+tls:// or a relp+tls:// URL", "in_forward"}},
 		"credentials":      {[]string{"--fluentd-url", "https://bob:s3cret@fluentd:8888/test.log"}, nil, []string{"--fluentd-url", "holds credentials", "bob:xxxxx@"}},
 		"key over https":   {nil, key, []string{"--fluentd-shared-key", "forward:// Fluentd URLs only"}},
 		"key as a flag":    {append(fwd, "--fluentd-shared-key", "s3cret"), nil, []string{"--fluentd-shared-key", "(not shown)", "ps", "--fluentd-shared-key-file", "FDFWD_FLUENTD_SHARED_KEY"}},

@@ -12,6 +12,10 @@ import (
 // keys are all derived from it.
 type option struct {
 	flag   string   // long flag name, without the dashes
+	// lead is a neutral name for an option named for Fluentd that now
+	// sets a syslog receiver too (--receiver-url for --fluentd-url): the
+	// help and the docs lead with it; both names work.
+	lead   string
 	short  rune     // short flag, 0 for none
 	global bool     // accepted before the command, like -c and -d upstream
 	group  string   // section of the help
@@ -37,7 +41,7 @@ type option struct {
 
 const (
 	groupTeleport = "Teleport connection"
-	groupFluentd  = "Fluentd connection"
+	groupFluentd  = "Receiver connection (Fluentd or syslog)"
 	groupEvents   = "Event processing"
 	groupRun      = "Operation"
 	groupLock     = "User auto-locking"
@@ -78,26 +82,26 @@ var options = []*option{
 		help:  "How often to reload the identity file",
 		field: func(c *Config) any { return &c.Teleport.RefreshInterval }},
 
-	{flag: "fluentd-url", group: groupFluentd, env: []string{"FDFWD_FLUENTD_URL"}, keys: []string{"forward.fluentd.url"}, value: "URL",
-		help:  "Fluentd URL for audit events, https:// or forward:// (required)",
+	{flag: "fluentd-url", lead: "receiver-url", group: groupFluentd, env: []string{"FDFWD_RECEIVER_URL", "FDFWD_FLUENTD_URL"}, keys: []string{"receiver.url", "forward.fluentd.url"}, value: "URL",
+		help:  "Audit event URL (https, forward, syslog+tls or relp+tls; required)",
 		field: func(c *Config) any { return &c.Fluentd.URL }},
-	{flag: "fluentd-session-url", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SESSION_URL"}, keys: []string{"forward.fluentd.session-url"}, value: "URL",
+	{flag: "fluentd-session-url", lead: "receiver-session-url", group: groupFluentd, env: []string{"FDFWD_RECEIVER_SESSION_URL", "FDFWD_FLUENTD_SESSION_URL"}, keys: []string{"receiver.session-url", "forward.fluentd.session-url"}, value: "URL",
 		help:  "Base URL for session recordings; .<session-id>.log is appended (required)",
 		field: func(c *Config) any { return &c.Fluentd.SessionURL }},
-	{flag: "fluentd-ca", group: groupFluentd, env: []string{"FDFWD_FLUENTD_CA", "FDWRD_FLUENTD_CA"}, keys: []string{"forward.fluentd.ca"}, value: "PATH",
-		help:  "CA certificate file of Fluentd's server (required unless --dry-run)",
+	{flag: "fluentd-ca", lead: "receiver-ca", group: groupFluentd, env: []string{"FDFWD_RECEIVER_CA", "FDFWD_FLUENTD_CA", "FDWRD_FLUENTD_CA"}, keys: []string{"receiver.ca", "forward.fluentd.ca"}, value: "PATH",
+		help:  "CA certificate file of the receiver's server (required unless --dry-run)",
 		field: func(c *Config) any { return &c.Fluentd.CA }},
-	{flag: "fluentd-cert", group: groupFluentd, env: []string{"FDFWD_FLUENTD_CERT", "FDWRD_FLUENTD_CERT"}, keys: []string{"forward.fluentd.cert"}, value: "PATH",
-		help:  "Client certificate file for Fluentd (required unless --dry-run)",
+	{flag: "fluentd-cert", lead: "receiver-cert", group: groupFluentd, env: []string{"FDFWD_RECEIVER_CERT", "FDFWD_FLUENTD_CERT", "FDWRD_FLUENTD_CERT"}, keys: []string{"receiver.cert", "forward.fluentd.cert"}, value: "PATH",
+		help:  "Client certificate file for the receiver (required unless --dry-run)",
 		field: func(c *Config) any { return &c.Fluentd.Cert }},
-	{flag: "fluentd-key", group: groupFluentd, env: []string{"FDFWD_FLUENTD_KEY", "FDWRD_FLUENTD_KEY"}, keys: []string{"forward.fluentd.key"}, value: "PATH",
-		help:  "Client private key file for Fluentd (required unless --dry-run)",
+	{flag: "fluentd-key", lead: "receiver-key", group: groupFluentd, env: []string{"FDFWD_RECEIVER_KEY", "FDFWD_FLUENTD_KEY", "FDWRD_FLUENTD_KEY"}, keys: []string{"receiver.key", "forward.fluentd.key"}, value: "PATH",
+		help:  "Client private key file for the receiver (required unless --dry-run)",
 		field: func(c *Config) any { return &c.Fluentd.Key }},
 	{flag: "fluentd-max-connections", group: groupFluentd, env: []string{"FDFWD_MAX_CONNECTIONS", "FDWRD_MAX_CONNECTIONS"}, keys: []string{"forward.fluentd.max-connections"}, value: "N",
 		help: "Maximum concurrent connections to Fluentd", def: "2 x --concurrency",
 		field: func(c *Config) any { return &c.Fluentd.MaxConnections }},
 	{flag: "fluentd-batch", group: groupFluentd, env: []string{"FDFWD_FLUENTD_BATCH"}, keys: []string{"forward.fluentd.batch"}, value: "N",
-		help: "Events per POST (a JSON array) or forward message", def: "1; 100 with forward://",
+		help: "Events per POST (a JSON array), forward message or syslog window", def: "1; 100 with forward:// and syslog",
 		field: func(c *Config) any { return &c.Fluentd.Batch }},
 	{flag: "fluentd-shared-key", group: groupFluentd, env: []string{"FDFWD_FLUENTD_SHARED_KEY"}, keys: []string{"forward.fluentd.shared-key"}, value: "KEY",
 		help: "forward:// only: in_forward's <security> shared_key; env or TOML only", secret: true,
@@ -108,6 +112,12 @@ var options = []*option{
 	{flag: "fluentd-max-message-kb", group: groupFluentd, env: []string{"FDFWD_FLUENTD_MAX_MESSAGE_KB"}, keys: []string{"forward.fluentd.max-message-kb"}, value: "KIB",
 		help:  "forward:// only: the most one message may take (chunk_size_limit)",
 		field: func(c *Config) any { return &c.Fluentd.MaxMessageKB }},
+	{flag: "syslog-facility", group: groupFluentd, env: []string{"FDFWD_SYSLOG_FACILITY"}, keys: []string{"forward.syslog.facility"}, value: "NAME|N",
+		help: "syslog URLs only: the messages' facility", def: "logaudit (13)",
+		field: func(c *Config) any { return &c.Fluentd.SyslogFacility }},
+	{flag: "syslog-max-message-kb", group: groupFluentd, env: []string{"FDFWD_SYSLOG_MAX_MESSAGE_KB"}, keys: []string{"forward.syslog.max-message-kb"}, value: "KIB",
+		help:  "syslog URLs only: the receiver's limit; a larger event is a dead letter",
+		field: func(c *Config) any { return &c.Fluentd.SyslogMaxMessageKB }},
 	{flag: "fluentd-compress", group: groupFluentd, env: []string{"FDFWD_FLUENTD_COMPRESS"}, keys: []string{"forward.fluentd.compress"}, value: "none|gzip",
 		help: "forward:// only: gzip sends CompressedPackedForward", def: "none",
 		field: func(c *Config) any { return &c.Fluentd.Compress }},
@@ -335,9 +345,16 @@ func (o *option) writeHelp(b *strings.Builder) {
 		if o.short != 0 {
 			fmt.Fprintf(b, "-%c, ", o.short)
 		}
-		b.WriteString("--" + o.flag)
+		name := o.flag
+		if o.lead != "" {
+			name = o.lead
+		}
+		b.WriteString("--" + name)
 		if o.value != "" {
 			b.WriteString("=" + o.value)
+		}
+		if o.lead != "" {
+			b.WriteString(" (or --" + o.flag + ")")
 		}
 	}
 	b.WriteString("\n      " + o.help + ".\n")

@@ -89,6 +89,7 @@ type setting struct {
 	text string
 	src  string // as in Error.Source
 	key  string // the TOML key, when from the file
+	name string // the flag given, when it is not the option's own name (its lead)
 }
 
 // resolver applies the precedence flag > environment > file > default and
@@ -104,7 +105,15 @@ type resolver struct {
 
 // lookup returns the text that sets o, if anything does.
 func (r *resolver) lookup(o *option) (setting, bool, error) {
-	if text, ok := r.flags[o.flag]; ok {
+	text, byFlag := r.flags[o.flag]
+	if lead, ok := r.flags[o.lead]; ok && o.lead != "" {
+		if byFlag {
+			return setting{}, false, &Error{Option: "--" + o.lead, Value: lead, Source: "flag",
+				Problem: "sets the same option as --" + o.flag, Fix: "give only one of them (--" + o.flag + " is its older name)"}
+		}
+		return setting{text: lead, src: "flag", name: o.lead}, true, nil
+	}
+	if byFlag {
 		return setting{text: text, src: "flag"}, true, nil
 	}
 	for _, name := range o.env {
@@ -162,7 +171,7 @@ func (r *resolver) resolve() (*Config, error) {
 
 // derivedDefaults sets the defaults that follow from other options, once
 // every option is resolved: the original's "0 connections means 2 x
-// --concurrency", a forward:// URL's larger batch, and search pages that
+// --concurrency", a forward:// or syslog URL's larger batch, and search pages that
 // grow unless --batch is set.
 func (r *resolver) derivedDefaults(c *Config) {
 	if c.Fluentd.MaxConnections == 0 {
@@ -171,7 +180,7 @@ func (r *resolver) derivedDefaults(c *Config) {
 	if _, set := r.got["batch"]; set {
 		c.GrowBatch = false // the user's page size, kept
 	}
-	if _, set := r.got["fluentd-batch"]; !set && c.Fluentd.UsesForward() {
+	if _, set := r.got["fluentd-batch"]; !set && (c.Fluentd.UsesForward() || c.Fluentd.UsesSyslog()) {
 		c.Fluentd.Batch = DefaultForwardBatch
 	}
 }
@@ -231,5 +240,9 @@ func (r *resolver) fail(flag, problem, fix string) *Error {
 	if o := optionByFlag(flag); o != nil && o.secret && s.text != "" {
 		s.text = "(not shown)"
 	}
-	return &Error{Option: "--" + flag, Value: s.text, Source: s.src, key: s.key, Problem: problem, Fix: fix}
+	name := flag
+	if s.name != "" {
+		name = s.name
+	}
+	return &Error{Option: "--" + name, Value: s.text, Source: s.src, key: s.key, Problem: problem, Fix: fix}
 }

@@ -102,12 +102,17 @@ func (r *resolver) checkTeleportAddr(c *Config) error {
 
 // ways lists where a required option can be set, for messages.
 func (o *option) ways() string {
-	return fmt.Sprintf("--%s, %s or %s in the config file", o.flag, o.env[0], o.keys[0])
+	if o.lead == "" {
+		return fmt.Sprintf("--%s, %s or %s in the config file", o.flag, o.env[0], o.keys[0])
+	}
+	return fmt.Sprintf("--%s, %s or %s in the config file (or by their older names --%s, %s, %s)",
+		o.lead, o.env[0], o.keys[0], o.flag, o.env[1], o.keys[1])
 }
 
 // fluentdURLFix names the accepted forms of a Fluentd URL.
 const fluentdURLFix = "use https://fluentd.example.com:8888/test.log for Fluentd's in_http, " +
-	"or forward://fluentd.example.com:24224/test.log for its in_forward (both over TLS with the client certificate)"
+	"forward://fluentd.example.com:24224/test.log for its in_forward, " +
+	"or syslog+tls://siem.example.com:6514 or relp+tls://siem.example.com:2514 for a syslog receiver (all over TLS with the client certificate)"
 
 func (r *resolver) checkURLs(c *Config) error {
 	for _, flag := range []string{"fluentd-url", "fluentd-session-url"} {
@@ -119,7 +124,7 @@ func (r *resolver) checkURLs(c *Config) error {
 			}
 			return r.fail(flag, "not a URL: "+err.Error(), fluentdURLFix)
 		}
-		if problem := CheckFluentdURL(raw, []string{"https", "forward"}); problem != "" {
+		if problem := CheckFluentdURL(raw, Schemes); problem != "" {
 			if u, err := url.Parse(raw); err == nil && u.User != nil {
 				s := r.got[flag]
 				s.text = u.Redacted() // the message must not carry the password
@@ -189,6 +194,8 @@ func (r *resolver) checkNumbers(c *Config) error {
 		atMost("fluentd-batch", c.Fluentd.Batch, MaxFluentdBatch),
 		atLeast("fluentd-max-message-kb", c.Fluentd.MaxMessageKB, 1),
 		atMost("fluentd-max-message-kb", c.Fluentd.MaxMessageKB, MaxForwardMessageKB),
+		atLeast("syslog-max-message-kb", c.Fluentd.SyslogMaxMessageKB, 1),
+		atMost("syslog-max-message-kb", c.Fluentd.SyslogMaxMessageKB, MaxSyslogMessageKB),
 		atLeast("lock-failed-attempts-count", c.Lock.FailedAttempts, 1),
 		atLeast("lock-max-per-period", c.Lock.MaxLocks, 0),
 		atLeast("dead-letter-max-mb", c.DeadLetterMaxMB, 1),
@@ -296,7 +303,10 @@ func (r *resolver) checkFluentd(c *Config) error {
 			return err
 		}
 	}
-	return r.checkForward(c)
+	if err := r.checkForward(c); err != nil {
+		return err
+	}
+	return r.checkSyslog(c)
 }
 
 // checkLogFormat wants auto, text or json.
@@ -456,10 +466,10 @@ func CheckFluentdURL(s string, schemes []string) string {
 	case err != nil:
 		return "not a URL"
 	case !slices.Contains(schemes, u.Scheme) || u.Host == "":
-		return "not " + schemeList(schemes) + " URL with a host (Fluentd is reached over mTLS)"
+		return "not " + schemeList(schemes) + " URL with a host (the receiver is reached over mTLS)"
 	case u.User != nil:
 		return "holds credentials (user:password@), which would end up in logs and dead letters; Fluentd authenticates the daemon by its client certificate (and, over forward, the shared key)"
-	case strings.Trim(u.Path, "/") == "":
+	case strings.Trim(u.Path, "/") == "" && !IsSyslog(s):
 		return "has no path, which Fluentd needs as the tag"
 	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
 		return "has a query or a fragment (the tag is the path, and a session's id is appended to the session URL)"
@@ -471,7 +481,8 @@ func CheckFluentdURL(s string, schemes []string) string {
 	return ""
 }
 
-// schemeList is "an https://" or "an https:// or a forward://".
+// schemeList is "an https://", "an https:// or a forward://", or "an
+// https://, a forward:// or a ...".
 func schemeList(schemes []string) string {
 	parts := make([]string, len(schemes))
 	for i, s := range schemes {
@@ -481,5 +492,8 @@ func schemeList(schemes []string) string {
 		}
 		parts[i] = article + s + "://"
 	}
-	return strings.Join(parts, " or ")
+	if len(parts) < 3 {
+		return strings.Join(parts, " or ")
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " or " + parts[len(parts)-1]
 }
