@@ -1,9 +1,10 @@
 // Package configure is the configure command: its flags, checked into
 // Options (options.go), and what it writes for a deployment of
 // teleport-event-handler: certificates for mutual TLS between the daemon and
-// Fluentd, fluent.conf, a configuration file for start, a Teleport role and
-// user, and Helm values. The file names are those of Teleport's Event
-// Handler plugin, so that its guides still apply.
+// its receiver, the receiver's configuration (fluent.conf for Fluentd,
+// rsyslog-teleport.conf for rsyslog: rsyslog.go), a configuration file for
+// start, a Teleport role and user, and Helm values. The file names are
+// those of Teleport's Event Handler plugin, so that its guides still apply.
 package configure
 
 import (
@@ -17,6 +18,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -53,11 +55,12 @@ const (
 )
 
 // Files lists every file Run writes, in the order it writes them (and
-// SharedKeyFile after them, for the forward variant).
+// SharedKeyFile after them, for the forward variant; RsyslogConf in place
+// of FluentConf for the syslog variant).
 var Files = []string{CACert, CAKey, CAKeyNote, ServerCert, ServerKey, ClientCert, ClientKey, FluentConf, ConfigFile, RoleFile, ValuesFile}
 
 // written are the files Run writes for c.
-func written(c *Options) []string { return withSharedKey(c, Files) }
+func written(c *Options) []string { return withSharedKey(c, withReceiverConf(c, Files)) }
 
 // withSharedKey is files, and SharedKeyFile after them for the forward
 // variant.
@@ -112,7 +115,8 @@ type Result struct {
 	// Dir is the absolute output directory.
 	Dir string
 	// Password encrypts server.key. PasswordGenerated says Run made it up,
-	// in which case it was printed.
+	// in which case it was printed. Both are empty for the syslog variant,
+	// whose key is not encrypted.
 	Password          string
 	PasswordGenerated bool
 	// SharedKey is in_forward's shared key, generated for the forward
@@ -132,7 +136,8 @@ func Run(c *Options, out io.Writer) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Dir: dir, Password: c.Password}
-	if res.Password == "" {
+	// rsyslog reads no encrypted keys: no passphrase for it.
+	if res.Password == "" && !c.Syslog() {
 		if res.Password, err = generatePassword(); err != nil {
 			return nil, err
 		}
@@ -236,44 +241,19 @@ type file struct {
 
 // render makes every file in memory, so that a failure writes nothing.
 func render(c *Options, dir string, res *Result) (map[string]file, error) {
-	opts := certs.Options{KeyType: c.KeyType, RSABits: c.RSABits, TTL: c.TTL}
-	ca, err := certs.NewCA(caName, opts)
+	files, err := issue(c, res)
 	if err != nil {
-		return nil, fmt.Errorf("certificate authority: %w", err)
+		return nil, err
 	}
-	server, err := certs.IssueServer(ca, serverName(c), c.DNSNames, c.IPs, opts)
-	if err != nil {
-		return nil, fmt.Errorf("server certificate: %w", err)
-	}
-	// Only the server key is encrypted: the daemon's client key is not,
-	// as upstream, since Go's TLS stack reads no encrypted keys.
-	serverKey, err := certs.EncryptKeyPEM(server.KeyPEM, res.Password)
-	if err != nil {
-		return nil, fmt.Errorf("server key: %w", err)
-	}
-	client, err := certs.IssueClient(ca, clientName, opts)
-	if err != nil {
-		return nil, fmt.Errorf("client certificate: %w", err)
-	}
-
 	d, err := newTemplateData(c, dir, res)
 	if err != nil {
 		return nil, err
 	}
-	files := map[string]file{
-		CACert:     {ca.CertPEM, 0o644},
-		CAKey:      {ca.KeyPEM, 0o600},
-		CAKeyNote:  {[]byte(caKeyNote), 0o600},
-		ServerCert: {server.CertPEM, 0o644},
-		ServerKey:  {serverKey, 0o600},
-		ClientCert: {client.CertPEM, 0o644},
-		ClientKey:  {client.KeyPEM, 0o600},
-	}
 	for name, mode := range map[string]os.FileMode{
-		FluentConf: 0o600, // it holds the passphrase
-		ConfigFile: 0o644,
-		RoleFile:   0o644,
-		ValuesFile: 0o644,
+		receiverConf(c): 0o600, // fluent.conf holds the passphrase; rsyslog's names the key
+		ConfigFile:      0o644,
+		RoleFile:        0o644,
+		ValuesFile:      0o644,
 	} {
 		src, err := templateFS.ReadFile("templates/" + name + ".tmpl")
 		if err != nil {
@@ -299,7 +279,45 @@ for renewal); never copy it to the daemon's or Fluentd's host, an image or a
 Kubernetes Secret.
 `
 
-// serverName is the common name of Fluentd's certificate: its first name.
+// issue makes the certificates and keys.
+func issue(c *Options, res *Result) (map[string]file, error) {
+	opts := certs.Options{KeyType: c.KeyType, RSABits: c.RSABits, TTL: c.TTL}
+	ca, err := certs.NewCA(caName, opts)
+	if err != nil {
+		return nil, fmt.Errorf("certificate authority: %w", err)
+	}
+	server, err := certs.IssueServer(ca, serverName(c), c.DNSNames, c.IPs, opts)
+	if err != nil {
+		return nil, fmt.Errorf("server certificate: %w", err)
+	}
+	// Only the server key is encrypted: the daemon's client key is not,
+	// as upstream, since Go's TLS stack reads no encrypted keys; nor is
+	// rsyslog's server key, since neither its gtls driver nor librelp
+	// takes a passphrase (an encrypted one fails as "Decryption has
+	// failed" when rsyslog starts, though rsyslogd -N1 passes it).
+	serverKey := server.KeyPEM
+	if !c.Syslog() {
+		if serverKey, err = certs.EncryptKeyPEM(server.KeyPEM, res.Password); err != nil {
+			return nil, fmt.Errorf("server key: %w", err)
+		}
+	}
+	client, err := certs.IssueClient(ca, clientName, opts)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	return map[string]file{
+		CACert:     {ca.CertPEM, 0o644},
+		CAKey:      {ca.KeyPEM, 0o600},
+		CAKeyNote:  {[]byte(caKeyNote), 0o600},
+		ServerCert: {server.CertPEM, 0o644},
+		ServerKey:  {serverKey, 0o600},
+		ClientCert: {client.CertPEM, 0o644},
+		ClientKey:  {client.KeyPEM, 0o600},
+	}, nil
+}
+
+// serverName is the common name of the receiver's certificate: its first
+// name.
 func serverName(c *Options) string {
 	if len(c.DNSNames) > 0 {
 		return c.DNSNames[0]
@@ -321,7 +339,12 @@ type templateData struct {
 	// SharedKeyFile for the daemon.
 	Forward                  bool
 	SharedKey, SharedKeyFile string
-	// Port is where fluent.conf listens, from FluentdURL.
+	// Syslog writes rsyslog-teleport.conf, with imrelp if RELP, else imtcp:
+	// it routes on the structured data of SDID, to AuditLog and SessionLog.
+	Syslog, RELP                           bool
+	SDID, AuditLog, SessionLog, MaxMessage string
+	// Port is where fluent.conf or rsyslog-teleport.conf listens, from
+	// FluentdURL.
 	Port int
 	// AuditTag and SessionMatch are fluent.conf's <match> patterns: Fluentd's
 	// HTTP input tags a record with its URL path, / turned into dots.
@@ -356,6 +379,8 @@ func newTemplateData(c *Options, dir string, res *Result) (*templateData, error)
 		DaemonCA: daemon(CACert), ClientCert: daemon(ClientCert), ClientKey: daemon(ClientKey),
 		Identity: daemon(Identity), Storage: storage,
 		Forward: c.Forward(), SharedKey: res.SharedKey, SharedKeyFile: daemon(SharedKeyFile),
+		Syslog: c.Syslog(), RELP: c.RELP(), SDID: sdID, MaxMessage: rsyslogMaxMessage,
+		AuditLog: path.Join(RsyslogLogDir, "audit.log"), SessionLog: path.Join(RsyslogLogDir, "sessions.log"),
 		Password:       res.Password,
 		FluentdURL:     c.FluentdURL,
 		SessionURL:     c.FluentdSessionURL,
@@ -372,12 +397,10 @@ func newTemplateData(c *Options, dir string, res *Result) (*templateData, error)
 	}, nil
 }
 
-// portOf is the port of a URL, https (443) or forward (24224) by default.
+// portOf is the port of a URL, its scheme's default if it gives none.
 func portOf(u *url.URL) (int, error) {
-	if u.Port() == "" && u.Scheme == "forward" {
-		return 24224, nil
-	} else if u.Port() == "" {
-		return 443, nil
+	if u.Port() == "" {
+		return defaultPorts[u.Scheme], nil
 	}
 	return strconv.Atoi(u.Port())
 }
@@ -445,16 +468,13 @@ func printSummary(w io.Writer, c *Options, res *Result) {
 		ttl = fmt.Sprintf("%dh", c.TTL/time.Hour)
 	}
 	fmt.Fprintf(w, "Wrote to %s (%s keys, valid for %s):\n", res.Dir, strings.ToUpper(keys), ttl)
-	input := "Fluentd's HTTP input, mTLS required"
-	if c.Forward() {
-		input = "Fluentd's forward input, mTLS and a shared key required"
-	}
+	receiver := receiverLines(c, sans)
 	lines := [][2]string{
 		{CACert, "CA certificate of the mTLS pair"},
 		{CAKey, "its key, apart: neither side needs it; keep it offline"},
-		{"server.crt, server.key", "Fluentd's, for " + strings.Join(sans, ", ") + "; key encrypted"},
+		receiver[0],
 		{"client.crt, client.key", "the daemon's client certificate"},
-		{FluentConf, input},
+		receiver[1],
 		{ConfigFile, "the configuration for start"},
 		{RoleFile, "Teleport role and user: " + grants},
 		{ValuesFile, "values for the Helm chart"},
@@ -477,10 +497,9 @@ Next steps:
        tctl create -f %s
   2. Sign a short-lived identity file for the user, to try it out:
        tctl auth sign --format=file --user=%s --out=%s --ttl=%s
-  3. Start Fluentd, after replacing the stdout outputs of fluent.conf with yours:
-       fluentd -c %s
+  3. %s
   4. %s
-`, p(RoleFile), User, p(Identity), IdentityTTL, p(FluentConf), startStep(c, p))
+`, p(RoleFile), User, p(Identity), IdentityTTL, receiverStep(c, p), startStep(c, p))
 	fmt.Fprintf(w, `
 An identity signed by tctl expires (here in %s). For production let
 Machine ID keep a short-lived one renewed, as Teleport recommends, rather
@@ -510,7 +529,8 @@ func tbotServer(addr string) string {
 
 // startStep is the last step: start the daemon, or with --install-dir
 // install for the systemd unit what the daemon reads (never ca-private/,
-// server.key or fluent.conf, Fluentd's and the CA's secrets) and start it.
+// server.key or fluent.conf (or rsyslog-teleport.conf), the receiver's and
+// the CA's secrets) and start it.
 func startStep(c *Options, p func(string) string) string {
 	if c.InstallDir == "" {
 		return "Start the daemon:\n       teleport-event-handler -c " + p(ConfigFile) + " start"

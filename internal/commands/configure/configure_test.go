@@ -536,10 +536,10 @@ func TestEndToEndForward(t *testing.T) {
 	require.Positive(t, fd.ForwardMessages()["packed"])
 }
 
-// configure --help names every file configure writes, in both variants.
+// configure --help names every file configure writes, in every variant.
 func TestHelpListsEveryFileWritten(t *testing.T) {
 	help := configure.Usage()
-	for _, args := range [][]string{nil, {"--fluentd-url", "forward://localhost:24224/test.log"}} {
+	for _, args := range [][]string{nil, {"--fluentd-url", "forward://localhost:24224/test.log"}, {"--fluentd-url", "relp+tls://localhost"}} {
 		dir := t.TempDir()
 		run(t, dir, args...)
 		n := 0

@@ -16,9 +16,10 @@ import (
 	"github.com/fdfwd/teleport-event-handler/internal/commands/configure/certs"
 )
 
-// Options is what configure writes: a CA, Fluentd's server certificate and the daemon's client
-// certificate for mutual TLS, fluent.conf, a configuration file for start and
-// a Teleport role and user, all in OutDir.
+// Options is what configure writes: a CA, the receiver's server certificate
+// and the daemon's client certificate for mutual TLS, fluent.conf (or
+// rsyslog-teleport.conf), a configuration file for start and a Teleport
+// role and user, all in OutDir.
 type Options struct {
 	// OutDir receives the files; it is created if missing.
 	OutDir string
@@ -181,9 +182,9 @@ func (cc *resolver) resolveOutput(c *Options) error {
 	}
 	if strings.TrimSpace(cc.flags.Output) != "fluentd" {
 		return flagError("output", cc.flags.Output, "not an output: the original plugin's --output accepted only fluentd, and here the scheme of --fluentd-url chooses the receiver",
-			"drop --output, and give --fluentd-url as https:// (in_http) or forward:// (in_forward)")
+			"drop --output, and give --fluentd-url as https:// (in_http), forward:// (in_forward), syslog+tls:// or relp+tls:// (rsyslog)")
 	}
-	c.Warnings = append(c.Warnings, "--output is retired and can be dropped: the scheme of --fluentd-url chooses the receiver (https:// or forward://)")
+	c.Warnings = append(c.Warnings, "--output is retired and can be dropped: the scheme of --fluentd-url chooses the receiver (https://, forward://, syslog+tls:// or relp+tls://)")
 	return nil
 }
 
@@ -297,28 +298,31 @@ func (cc *resolver) resolveURLs(c *Options) error {
 		if !cc.isSet(u.flag) {
 			continue
 		}
-		if err := config.CheckFluentdURL(u.text, []string{"https", "forward"}); err != "" {
+		if err := checkURL(u.text); err != "" {
 			return flagError(u.flag, u.text, err, "use an https:// URL such as "+DefaultFluentdURL+
-				" (in_http), or a forward:// URL such as forward://localhost:24224/test.log (in_forward)")
+				" (in_http), a forward:// URL such as forward://localhost:24224/test.log (in_forward), or "+
+				"syslog+tls://localhost:6514 or relp+tls://localhost:2514 (rsyslog)")
 		}
 		*u.dst = u.text
 	}
 	if cc.isSet("fluentd-url") && !cc.isSet("fluentd-session-url") {
 		c.FluentdSessionURL = sessionURLOf(c.FluentdURL)
 	}
-	// The daemon posts recordings to <session-url>.<sid>.log.
-	if strings.HasSuffix(c.FluentdSessionURL, "/") {
+	// The daemon posts recordings to <session-url>.<sid>.log; the syslog
+	// transports ignore the path.
+	if strings.HasSuffix(c.FluentdSessionURL, "/") && !isSyslog(c.FluentdSessionURL) {
 		return flagError("fluentd-session-url", c.FluentdSessionURL, "ends with /, and .<session-id>.log is appended to it",
 			"drop the trailing /, as in "+DefaultFluentdSessionURL)
 	}
-	// One <source> of fluent.conf serves both URLs.
+	// One <source> of fluent.conf, or one input of rsyslog-teleport.conf,
+	// serves both URLs.
 	if a, s := hostPort(c.FluentdURL), hostPort(c.FluentdSessionURL); a != s || scheme(c.FluentdURL) != scheme(c.FluentdSessionURL) {
 		src := "default"
 		if cc.isSet("fluentd-session-url") {
 			src = "flag"
 		}
 		return &config.Error{Option: "--fluentd-session-url", Value: c.FluentdSessionURL, Source: src,
-			Problem: "is not on the scheme, host and port of --fluentd-url " + c.FluentdURL + ", and fluent.conf has one input",
+			Problem: "is not on the scheme, host and port of --fluentd-url " + c.FluentdURL + ", and " + receiverConf(c) + " has one input",
 			Fix:     "give both URLs the same scheme, host and port"}
 	}
 	return nil
@@ -326,8 +330,13 @@ func (cc *resolver) resolveURLs(c *Options) error {
 
 // sessionURLOf is the session URL that goes with an audit URL: the same
 // input (scheme, host and port, which fluent.conf's one <source> serves)
-// and the session tag of the defaults.
+// and the session tag of the defaults. A syslog URL is its own session
+// URL: its path is ignored, and rsyslog-teleport.conf tells recordings by
+// their structured data.
 func sessionURLOf(audit string) string {
+	if isSyslog(audit) {
+		return audit
+	}
 	u, _ := url.Parse(audit) // checked by resolveURLs
 	def, _ := url.Parse(DefaultFluentdSessionURL)
 	u.Path, u.RawPath = def.Path, ""
@@ -345,6 +354,13 @@ func (cc *resolver) resolvePassword(c *Options, lookupEnv func(string) (string, 
 	// An empty variable counts as unset: make passes PASS= through.
 	if v, ok := lookupEnv(PasswordEnv); ok && v != "" {
 		c.Password = v
+	}
+	// A passphrase that is not used would let one believe server.key is
+	// encrypted.
+	if c.Password != "" && c.Syslog() {
+		return &config.Error{Option: PasswordEnv, Value: "(not shown)", Source: "env " + PasswordEnv,
+			Problem: "is set, but rsyslog reads no encrypted keys (neither its gtls driver nor librelp takes a passphrase), so server.key is written unencrypted for " + scheme(c.FluentdURL) + "://",
+			Fix:     "unset " + PasswordEnv + " and keep server.key readable by rsyslog only"}
 	}
 	if strings.IndexFunc(c.Password, unicode.IsControl) >= 0 {
 		return &config.Error{Option: PasswordEnv, Value: "(not shown)", Source: "env " + PasswordEnv, Problem: "contains control characters, which fluent.conf cannot hold",
@@ -366,10 +382,8 @@ func (c *Options) Forward() bool { return scheme(c.FluentdURL) == "forward" }
 func hostPort(s string) string {
 	u, _ := url.Parse(s)
 	port := u.Port()
-	if port == "" && u.Scheme == "forward" {
-		port = "24224"
-	} else if port == "" {
-		port = "443"
+	if port == "" {
+		port = strconv.Itoa(defaultPorts[u.Scheme])
 	}
 	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
@@ -402,10 +416,15 @@ func Usage() string {
 		"  ca.crt                  a CA for mutual TLS between the daemon and Fluentd\n" +
 		"  ca-private/ca.key       its key, apart with a README, to keep offline:\n" +
 		"                          neither side needs it\n" +
-		"  server.crt, server.key  Fluentd's server certificate; the key is encrypted\n" +
+		"  server.crt, server.key  the receiver's server certificate; the key is\n" +
+		"                          encrypted, but for rsyslog, which reads no\n" +
+		"                          encrypted keys\n" +
 		"  client.crt, client.key  the daemon's client certificate (key unencrypted)\n" +
 		"  fluent.conf             Fluentd's input (HTTP, or forward for a forward://\n" +
 		"                          --fluentd-url) with mTLS and JSON parsing\n" +
+		"  rsyslog-teleport.conf   for a syslog+tls:// or relp+tls:// --fluentd-url,\n" +
+		"                          instead of fluent.conf: rsyslog's input with\n" +
+		"                          mTLS, writing events and recordings to files\n" +
 		"  shared.key              in_forward's shared key, with a forward:// URL only\n" +
 		"  teleport-event-handler.toml         configuration for start (-c)\n" +
 		"  teleport-event-handler-role.yaml    Teleport role and user, for tctl create\n" +
@@ -418,7 +437,8 @@ func Usage() string {
 		{"ttl", "DURATION", "Validity of the certificates", strings.TrimSuffix(certs.DefaultTTL.String(), "0m0s")},
 		{"dns-names", "LIST", "DNS names of Fluentd's server certificate; repeat or comma-separate", strings.Join(defaultDNSNames, ",")},
 		{"ip", "LIST", "IP addresses of Fluentd's server certificate; '' for none", "127.0.0.1"},
-		{"fluentd-url", "URL", "Fluentd URL for audit events, in the configuration", DefaultFluentdURL},
+		{"fluentd-url", "URL", "Receiver URL for audit events, in the configuration: https://\n" +
+			"      or forward:// (Fluentd), syslog+tls:// or relp+tls:// (rsyslog)", DefaultFluentdURL},
 		{"fluentd-session-url", "URL", "Base URL for session recordings", "/session on --fluentd-url's input"},
 		{"lock-enabled", "", "Enable user auto-locking and grant the role create and update on locks", ""},
 		{"install-dir", "DIR", "Where the daemon's files go, for the configuration's paths\n      (the systemd unit's: " + SystemdConfigDir + ")", "the paths of OUT_DIR"},

@@ -99,7 +99,7 @@ func TestConfigureErrors(t *testing.T) {
 		{[]string{"--dns-names", "bad_name", "dir"}, nil, "not a DNS name"},
 		{[]string{"--ip", "localhost", "dir"}, nil, `invalid --ip "localhost" (from the command line): not an IP address`},
 		{[]string{"--dns-names", "", "--ip", "", "dir"}, nil, "--dns-names: no DNS name and no IP address"},
-		{[]string{"--fluentd-url", "http://fluentd:8888/test.log", "dir"}, nil, "not an https:// or a forward:// URL with a host"},
+		{[]string{"--fluentd-url", "http://fluentd:8888/test.log", "dir"}, nil, "a relp+tls:// URL with a host"},
 		{[]string{"--fluentd-url", "https://fluentd:8888", "dir"}, nil, "has no path, which Fluentd needs as the tag"},
 		{[]string{"--fluentd-url", "https://fluentd:99999/x", "dir"}, nil, "invalid port"},
 		{[]string{"--fluentd-session-url", "https://localhost:8888/session/", "dir"}, nil, "ends with /, and .<session-id>.log is appended"},

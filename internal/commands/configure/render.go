@@ -8,8 +8,9 @@ import (
 
 // fill fills one of templates/*.tmpl. It knows the little the templates
 // use, with text/template's meaning: {{.Name}}, {{fn .Name}} with fn toml,
-// fluentd or yaml, and {{if .Flag}} ... {{else}} ... {{end}}, where "{{- "
-// drops the white space before the action and " -}}" that after it.
+// fluentd, rsyslog or yaml, and {{if .Flag}} ... {{else}} ... {{end}},
+// where "{{- " drops the white space before the action and " -}}" that
+// after it.
 //
 // It stands in for text/template because of the binary's size: a reachable
 // text/template Execute calls reflect.Value.MethodByName, and the linker
@@ -55,6 +56,7 @@ type filler struct {
 var funcs = map[string]func(string) (string, error){
 	"toml":    tomlString,
 	"fluentd": fluentdString,
+	"rsyslog": rsyslogString,
 	"yaml":    tomlString, // a JSON string is a YAML string
 }
 
@@ -69,8 +71,9 @@ func newFiller(d *templateData) *filler {
 			"AuditTag": d.AuditTag, "SessionMatch": d.SessionMatch,
 			"Role": d.Role, "User": d.User, "IdentityTTL": d.IdentityTTL,
 			"IdentitySecret": d.IdentitySecret, "CertSecret": d.CertSecret, "SharedKeySecret": d.SharedKeySecret,
+			"SDID": d.SDID, "AuditLog": d.AuditLog, "SessionLog": d.SessionLog, "MaxMessage": d.MaxMessage,
 		},
-		flags: map[string]bool{"Forward": d.Forward, "LockEnabled": d.LockEnabled},
+		flags: map[string]bool{"Forward": d.Forward, "LockEnabled": d.LockEnabled, "Syslog": d.Syslog, "RELP": d.RELP},
 	}
 }
 

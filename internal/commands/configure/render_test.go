@@ -14,19 +14,21 @@ import (
 // in for text/template only as long as the two cannot be told apart.
 func TestFillRendersAsTextTemplate(t *testing.T) {
 	reference := template.Must(template.New("").Funcs(template.FuncMap{
-		"toml": tomlString, "fluentd": fluentdString, "yaml": tomlString,
+		"toml": tomlString, "fluentd": fluentdString, "rsyslog": rsyslogString, "yaml": tomlString,
 	}).ParseFS(templateFS, "templates/*.tmpl"))
 	names, err := fs.Glob(templateFS, "templates/*.tmpl")
 	require.NoError(t, err)
-	require.Len(t, names, 4)
-	for _, forward := range []bool{false, true} {
+	require.Len(t, names, 5)
+	// The receivers: in_http, in_forward, syslog over TLS and RELP.
+	for _, v := range []struct{ forward, syslog, relp bool }{{}, {forward: true}, {syslog: true}, {syslog: true, relp: true}} {
 		for _, lock := range []bool{false, true} {
 			d := &templateData{
 				CACert: `/srv/it's "here"/ca.crt`, ServerCert: `C:\fluentd\server.crt`, ServerKey: "/srv/server.key",
 				DaemonCA: "/etc/teleport-event-handler/ca.crt", ClientCert: "/etc/t/client.crt", ClientKey: "/etc/t/client.key",
 				Identity: "/etc/t/identity", Storage: "./storage", Password: `p'ss\word #{x}`,
 				FluentdURL: "forward://fluentd.example.com:24224/test.log", SessionURL: "forward://fluentd.example.com:24224/session",
-				TeleportAddr: "teleport.example.com:443", Forward: forward, SharedKey: "k3y", SharedKeyFile: "/etc/t/shared.key",
+				TeleportAddr: "teleport.example.com:443", Forward: v.forward, SharedKey: "k3y", SharedKeyFile: "/etc/t/shared.key",
+				Syslog: v.syslog, RELP: v.relp, SDID: sdID, AuditLog: "/var/log/t/audit.log", SessionLog: "/var/log/t/sessions.log", MaxMessage: "64k",
 				Port: 24224, AuditTag: "test.log", SessionMatch: "session.*.log", Role: Role, User: User, IdentityTTL: IdentityTTL,
 				LockEnabled: lock, IdentitySecret: "id", CertSecret: "tls", SharedKeySecret: "sk",
 			}
@@ -38,7 +40,7 @@ func TestFillRendersAsTextTemplate(t *testing.T) {
 				require.NoError(t, err)
 				got, err := fill(string(src), d)
 				require.NoError(t, err, base)
-				require.Equal(t, want.String(), got, "%s, forward %v, lock %v", base, forward, lock)
+				require.Equal(t, want.String(), got, "%s, %+v, lock %v", base, v, lock)
 			}
 		}
 	}
