@@ -43,15 +43,24 @@ build: deps
 vet: deps
 	$(GO) vet ./...
 
-# The end-to-end tests drive the binary built here (TEH_BINARY).
+# The end-to-end tests drive the binary built here (TEH_BINARY), and a real
+# rsyslogd they start themselves (TEH_REQUIRE_RSYSLOG: fail, not skip,
+# without one).
 test: build vet test-alerts test-tools
-	TEH_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m ./...
+	TEH_BINARY=$(CURDIR)/$(BIN) TEH_REQUIRE_RSYSLOG=1 $(GO) test -race -count=1 -timeout 20m ./...
 
-# What the Go tests run besides Go: systemd-analyze verifies the unit in
-# deploy/ (Debian's systemd package, installed when missing).
+# What the Go tests run besides Go, from Debian's packages when missing:
+# systemd-analyze verifies the unit in deploy/ (systemd); rsyslogd receives
+# the syslog outputs in tests/rsyslogsrv and the end-to-end tests (rsyslog,
+# with its TLS driver and RELP input, which a preinstalled rsyslog may
+# lack). rsyslog's postinst starts the system service only where systemd
+# runs (not in a container); that one listens on no TCP port, and the
+# tests' rsyslogd has its own configuration, pid file and ports.
 test-tools:
 	@command -v systemd-analyze >/dev/null || { apt-get install -y --no-install-recommends systemd >/dev/null 2>&1 || \
 		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends systemd >/dev/null; }; }
+	@{ PATH=$$PATH:/usr/sbin command -v rsyslogd && dpkg -s rsyslog-gnutls rsyslog-relp; } >/dev/null 2>&1 || { apt-get install -y --no-install-recommends rsyslog rsyslog-gnutls rsyslog-relp >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends rsyslog rsyslog-gnutls rsyslog-relp >/dev/null; }; }
 
 # The alert rules' unit tests, with promtool (Debian's prometheus package,
 # installed when missing).
@@ -63,8 +72,8 @@ test-alerts:
 test-unit: deps test-tools
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v /tests/)
 
-test-e2e: build
-	TEH_BINARY=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 20m -v ./tests/e2e/
+test-e2e: build test-tools
+	TEH_BINARY=$(CURDIR)/$(BIN) TEH_REQUIRE_RSYSLOG=1 $(GO) test -race -count=1 -timeout 20m -v ./tests/e2e/
 
 demo: build
 	$(GO) run ./tests/cmd/demo -binary $(CURDIR)/$(BIN)
