@@ -343,6 +343,9 @@ type templateData struct {
 	// it routes on the structured data of SDID, to AuditLog and SessionLog.
 	Syslog, RELP                           bool
 	SDID, AuditLog, SessionLog, MaxMessage string
+	// MaxMessageKB is MaxMessage for the daemon's --syslog-max-message-kb,
+	// kept in step with rsyslog's.
+	MaxMessageKB string
 	// Port is where fluent.conf or rsyslog-teleport.conf listens, from
 	// FluentdURL.
 	Port int
@@ -379,7 +382,7 @@ func newTemplateData(c *Options, dir string, res *Result) (*templateData, error)
 		DaemonCA: daemon(CACert), ClientCert: daemon(ClientCert), ClientKey: daemon(ClientKey),
 		Identity: daemon(Identity), Storage: storage,
 		Forward: c.Forward(), SharedKey: res.SharedKey, SharedKeyFile: daemon(SharedKeyFile),
-		Syslog: c.Syslog(), RELP: c.RELP(), SDID: sdID, MaxMessage: rsyslogMaxMessage,
+		Syslog: c.Syslog(), RELP: c.RELP(), SDID: sdID, MaxMessage: rsyslogMaxMessage, MaxMessageKB: strings.TrimSuffix(rsyslogMaxMessage, "k"),
 		AuditLog: path.Join(RsyslogLogDir, "audit.log"), SessionLog: path.Join(RsyslogLogDir, "sessions.log"),
 		Password:       res.Password,
 		FluentdURL:     c.FluentdURL,

@@ -72,6 +72,7 @@ func newFiller(d *templateData) *filler {
 			"Role": d.Role, "User": d.User, "IdentityTTL": d.IdentityTTL,
 			"IdentitySecret": d.IdentitySecret, "CertSecret": d.CertSecret, "SharedKeySecret": d.SharedKeySecret,
 			"SDID": d.SDID, "AuditLog": d.AuditLog, "SessionLog": d.SessionLog, "MaxMessage": d.MaxMessage,
+			"MaxMessageKB": d.MaxMessageKB,
 		},
 		flags: map[string]bool{"Forward": d.Forward, "LockEnabled": d.LockEnabled, "Syslog": d.Syslog, "RELP": d.RELP},
 	}

@@ -28,7 +28,7 @@ func TestFillRendersAsTextTemplate(t *testing.T) {
 				Identity: "/etc/t/identity", Storage: "./storage", Password: `p'ss\word #{x}`,
 				FluentdURL: "forward://fluentd.example.com:24224/test.log", SessionURL: "forward://fluentd.example.com:24224/session",
 				TeleportAddr: "teleport.example.com:443", Forward: v.forward, SharedKey: "k3y", SharedKeyFile: "/etc/t/shared.key",
-				Syslog: v.syslog, RELP: v.relp, SDID: sdID, AuditLog: "/var/log/t/audit.log", SessionLog: "/var/log/t/sessions.log", MaxMessage: "64k",
+				Syslog: v.syslog, RELP: v.relp, SDID: sdID, AuditLog: "/var/log/t/audit.log", SessionLog: "/var/log/t/sessions.log", MaxMessage: "64k", MaxMessageKB: "64",
 				Port: 24224, AuditTag: "test.log", SessionMatch: "session.*.log", Role: Role, User: User, IdentityTTL: IdentityTTL,
 				LockEnabled: lock, IdentitySecret: "id", CertSecret: "tls", SharedKeySecret: "sk",
 			}

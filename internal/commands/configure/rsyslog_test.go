@@ -104,6 +104,11 @@ func TestWritesRsyslogConf(t *testing.T) {
 		require.Contains(t, toml, "url = \""+url+"\"")
 		require.Contains(t, toml, "session-url = \""+url+"\"")
 		require.NotContains(t, toml, "fluent.conf")
+		writeIdentity(t, dir)
+		inv, err := config.Resolve(map[string]string{"config": filepath.Join(dir, configure.ConfigFile)}, noEnv)
+		require.NoError(t, err, "the daemon loads it as it is")
+		require.Equal(t, url, inv.Config.Fluentd.URL)
+		require.Equal(t, 64, inv.Config.Fluentd.SyslogMaxMessageKB, "in step with maxMessageSize")
 		var values struct {
 			Fluentd struct {
 				URL        string `yaml:"url"`
@@ -339,8 +344,11 @@ func (r *receiver) strangers(t *testing.T) map[string]*tls.Config {
 	pair, err := tls.X509KeyPair(other.CertPEM, other.KeyPEM)
 	require.NoError(t, err)
 	return map[string]*tls.Config{
-		"no certificate":      {RootCAs: r.roots, ServerName: "localhost"},
-		"another CA's client": {Certificates: []tls.Certificate{pair}, RootCAs: r.roots, ServerName: "localhost"},
+		"no certificate": {RootCAs: r.roots, ServerName: "localhost"},
+		// GetClientCertificate, not Certificates: Go's client sends no
+		// certificate that the CAs the server names did not sign.
+		"another CA's client": {GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil },
+			RootCAs: r.roots, ServerName: "localhost"},
 	}
 }
 
