@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,7 +25,7 @@ type TLSError struct {
 }
 
 func (e *TLSError) Error() string {
-	return fmt.Sprintf("fluentd at %s: TLS handshake failed: %s; %s", e.URL, e.Cause, e.Fix)
+	return fmt.Sprintf("%s at %s: TLS handshake failed: %s; %s", receiver(e.URL), e.URL, e.Cause, e.Fix)
 }
 
 func (e *TLSError) Unwrap() error { return e.Err }
@@ -37,7 +38,7 @@ type UnreachableError struct {
 }
 
 func (e *UnreachableError) Error() string {
-	return fmt.Sprintf("fluentd at %s is unreachable: %v", e.URL, e.Err)
+	return fmt.Sprintf("%s at %s is unreachable: %v", receiver(e.URL), e.URL, e.Err)
 }
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
@@ -105,7 +106,11 @@ func ClassifyHandshake(rawURL string, err error) error {
 	case errors.As(err, &verifyErr):
 		return &TLSError{URL: rawURL, Cause: verifyErr.Error(), Fix: "check --fluentd-ca and Fluentd's server certificate", Err: err}
 	case errors.As(err, &alert), isRemoteAlert(err):
-		return &TLSError{URL: rawURL, Cause: "the server refused the client certificate (" + err.Error() + ")", Fix: "use a --fluentd-cert signed by the CA that Fluentd trusts (its ca_path)", Err: err}
+		fix := "use a --fluentd-cert signed by the CA that Fluentd trusts (its ca_path)"
+		if receiver(rawURL) != "fluentd" {
+			fix = "use a --receiver-cert signed by the CA that the syslog receiver trusts (rsyslog: DefaultNetstreamDriverCAFile, or imrelp's tls.caCert)"
+		}
+		return &TLSError{URL: rawURL, Cause: "the server refused the client certificate (" + err.Error() + ")", Fix: fix, Err: err}
 	case errors.As(err, &opErr), errors.Is(err, context.DeadlineExceeded):
 		return &UnreachableError{URL: rawURL, Err: err}
 	default:
@@ -149,4 +154,13 @@ func WaitReady(ctx context.Context, t Transport, rawURL string, log zerolog.Logg
 		case <-time.After(delay):
 		}
 	}
+}
+
+// receiver names the receiver of a URL in messages: Fluentd, or a syslog
+// receiver.
+func receiver(rawURL string) string {
+	if strings.HasPrefix(rawURL, "syslog+tls://") || strings.HasPrefix(rawURL, "relp+tls://") {
+		return "the syslog receiver"
+	}
+	return "fluentd"
 }
