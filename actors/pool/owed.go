@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventsyslog"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/messages"
 	"github.com/fdfwd/teleport-event-handler/persistence"
@@ -40,9 +41,14 @@ func letterKey(d *messages.Delivery) string {
 }
 
 // letterEvent is the event of d as its dead letter holds it: its JSON,
-// made back from the entry when the body was made for in_forward.
+// made back from the entry when the body was made for in_forward, and
+// taken from the message's MSG when it was made for a syslog receiver.
 func letterEvent(d *messages.Delivery) json.RawMessage {
-	js, err := eventmsgpack.ToJSON(d.Body)
+	toJSON := eventmsgpack.ToJSON
+	if eventsyslog.Is(d.Body) {
+		toJSON = eventsyslog.ToJSON
+	}
+	js, err := toJSON(d.Body)
 	if err == nil {
 		return js
 	}

@@ -103,7 +103,12 @@ func Key(sid string) string { return "session/" + sid }
 // URLFor is where the events of recording sid are posted. The ID is escaped
 // (a well-formed one, a UUID, has nothing to escape): whatever it holds
 // stays in the last segment of the path.
-func URLFor(base, sid string) string { return base + "." + url.PathEscape(sid) + ".log" }
+func URLFor(base, sid string) string {
+	if _, rest, _ := strings.Cut(base, "://"); !strings.Contains(rest, "/") {
+		base += "/" // a syslog URL needs no path: the session's goes after one
+	}
+	return base + "." + url.PathEscape(sid) + ".log"
+}
 
 // ValidID reports whether sid is a session ID as Teleport makes them: a
 // UUID in its canonical form. Anything else is not streamed, as it is not

@@ -16,9 +16,11 @@ import (
 	"github.com/fdfwd/teleport-event-handler/internal/backoff"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventjson"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventsyslog"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/forward"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/jsonhttp"
+	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/syslog"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 )
@@ -26,14 +28,15 @@ import (
 // connectTeleport connects to Teleport and pings it, and reloads the
 // identity file every --teleport-refresh-interval when asked to. With
 // opts.Teleport (tests) it uses that instead.
-func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *metrics.Metrics, log zerolog.Logger) (API, func(), error) {
+// It returns the cluster's name too ("" with opts.Teleport).
+func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *metrics.Metrics, log zerolog.Logger) (API, string, func(), error) {
 	if opts.Teleport != nil {
-		return opts.Teleport, func() {}, nil
+		return opts.Teleport, "", func() {}, nil
 	}
 	t := cfg.Teleport
 	conn, err := waitForTeleport(ctx, teleport.Config{Addr: t.Addr, Identity: t.Identity, CA: t.CA, Cert: t.Cert, Key: t.Key, Reload: t.RefreshEnabled}, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	log.Info().Str("addr", t.Addr).Str("cluster", conn.Ping.ClusterName).Str("version", conn.Ping.ServerVersion).Msg("connected to teleport")
 	expiry := func() {
@@ -55,7 +58,7 @@ func connectTeleport(ctx context.Context, cfg *config.Config, opts Options, m *m
 			})
 		})
 	}
-	return conn, func() { refresh.Stop(); conn.Close() }, nil
+	return conn, conn.Ping.ClusterName, func() { refresh.Stop(); conn.Close() }, nil
 }
 
 // teleportRetries is the wait between attempts to reach Teleport at start.
@@ -103,9 +106,11 @@ func Transports(cfg *config.Config) (wire.Schemes, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := transports(cfg, creds)
-	// Letters keep the URL they were sent to, which may be forward://.
+	t := transports(cfg, creds, zerolog.Nop(), nil)
+	// Letters keep the URL they were sent to, which may be of any scheme.
 	t[forward.Scheme] = forwardTransport(cfg, creds)
+	t[syslog.TLSScheme] = syslog.NewTLS(creds, syslogOptions(cfg, zerolog.Nop(), nil))
+	t[syslog.RELPScheme] = syslog.NewRELP(creds, syslogOptions(cfg, zerolog.Nop(), nil))
 	return t, nil
 }
 
@@ -117,22 +122,44 @@ func forwardTransport(cfg *config.Config, creds *wire.Credentials) *forward.Tran
 }
 
 // transports are the transports of the Fluentd URLs' schemes: HTTP for
+// syslogOptions are the syslog transports' options of cfg; resent
+// messages are logged and counted (m may be nil).
+func syslogOptions(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) syslog.Options {
+	return syslog.Options{MaxMessage: cfg.Fluentd.SyslogMaxMessageKB << 10, Software: "teleport-event-handler",
+		OnResend: func(addr string, n int) {
+			if m != nil {
+				m.SyslogResent.Add(float64(n))
+			}
+			log.Warn().Str("addr", addr).Int("events", n).
+				Msg("a syslog+tls connection broke: the messages not known received were sent again on a new one (the receiver may log them twice)")
+		}}
+}
+
 // encodeFor is how the events sent to url are encoded: for Fluentd's
 // in_forward, as its entries, straight from Teleport's Struct
-// (eventmsgpack); for in_http, as JSON.
-func encodeFor(url string) inflight.Encode {
-	if strings.HasPrefix(url, forward.Scheme+"://") {
+// (eventmsgpack); for a syslog receiver, as RFC 5424 messages
+// (eventsyslog), with the cluster's name for events that lack one; for
+// in_http, as JSON.
+func encodeFor(cfg *config.Config, url, cluster string, recording bool) inflight.Encode {
+	switch {
+	case strings.HasPrefix(url, forward.Scheme+"://"):
 		return eventmsgpack.Entry
+	case config.IsSyslog(url):
+		return eventsyslog.Encoder{Facility: cfg.Fluentd.Facility, Cluster: cluster, Recording: recording}.Message
 	}
 	return eventjson.Event
 }
 
 // https://, the forward protocol for forward://.
-func transports(cfg *config.Config, creds *wire.Credentials) wire.Schemes {
+func transports(cfg *config.Config, creds *wire.Credentials, log zerolog.Logger, m *metrics.Metrics) wire.Schemes {
 	f := cfg.Fluentd
 	t := wire.Schemes{"https": jsonhttp.New(creds, f.MaxConnections)}
 	if f.UsesForward() {
 		t[forward.Scheme] = forwardTransport(cfg, creds)
+	}
+	if f.UsesSyslog() {
+		t[syslog.TLSScheme] = syslog.NewTLS(creds, syslogOptions(cfg, log, m))
+		t[syslog.RELPScheme] = syslog.NewRELP(creds, syslogOptions(cfg, log, m))
 	}
 	return t
 }
@@ -160,7 +187,8 @@ func connectFluentd(ctx context.Context, cfg *config.Config, m *metrics.Metrics,
 		m.FluentdCertificateReloads.WithLabelValues("ok").Inc()
 		log.Info().Msg("fluentd certificate files changed; new connections use them")
 	}
-	t := transports(cfg, creds)
+	t := transports(cfg, creds, log, m)
+	warnUnacknowledged(f, log)
 	checked := map[string]bool{}
 	for _, u := range []string{f.URL, f.SessionURL} {
 		// The handshake depends on the endpoint only, and both URLs
@@ -181,4 +209,16 @@ func connectFluentd(ctx context.Context, cfg *config.Config, m *metrics.Metrics,
 		}
 	}
 	return t, nil
+}
+
+// warnUnacknowledged says at start, for each syslog+tls:// URL, what plain
+// syslog cannot promise.
+func warnUnacknowledged(f config.FluentdConfig, log zerolog.Logger) {
+	for _, u := range []string{f.URL, f.SessionURL} {
+		if strings.HasPrefix(u, syslog.TLSScheme+"://") {
+			log.Warn().Str("url", u).Msg("syslog over TLS has no acknowledgements: a message written to a connection that then breaks " +
+				"can be lost (the messages written in the last moments before a break are sent again, so a receiver may also log some twice); " +
+				"use relp+tls:// when nothing may be lost")
+		}
+	}
 }

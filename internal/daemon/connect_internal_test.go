@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
 )
@@ -42,10 +44,14 @@ func TestAStopWinsOverAFailedAttempt(t *testing.T) {
 }
 
 // Events for in_forward are encoded as its entries, from the Struct; for
-// in_http as JSON.
+// in_http as JSON; for a syslog receiver as RFC 5424 messages, with the
+// facility of --syslog-facility and the cluster's name from Teleport.
 func TestEventsAreEncodedForTheirURL(t *testing.T) {
 	ev := &auditlogpb.EventUnstructured{Type: "user.login", Id: "u1", Unstructured: &structpb.Struct{Fields: map[string]*structpb.Value{
 		"time": structpb.NewStringValue("2026-12-08T01:02:03Z"), "uid": structpb.NewStringValue("u1")}}}
+	cfg := &config.Config{Fluentd: config.FluentdConfig{Facility: 10}}
+	encode := encodeFor
+	encodeFor := func(url string) inflight.Encode { return encode(cfg, url, "prod", false) }
 	for url, kind := range map[string]eventmsgpack.Kind{
 		"forward://127.0.0.1:24224/audit": eventmsgpack.WithTime, "forward://fluentd/session": eventmsgpack.WithTime,
 		"https://127.0.0.1:8888/test.log": eventmsgpack.JSON,
@@ -53,4 +59,10 @@ func TestEventsAreEncodedForTheirURL(t *testing.T) {
 		require.Equal(t, kind, eventmsgpack.Is(encodeFor(url)(ev)), url)
 	}
 	require.JSONEq(t, `{"time":"2026-12-08T01:02:03Z","uid":"u1"}`, string(encodeFor("https://fluentd:8888/a")(ev)))
+	for _, url := range []string{"syslog+tls://siem:6514", "relp+tls://siem:2514/audit"} {
+		require.Equal(t, `<85>1 2026-12-08T01:02:03Z prod teleport - user.login [teleport@32473 uid="u1" type="user.login" cluster="prod"] `+
+			`{"time":"2026-12-08T01:02:03Z","uid":"u1"}`, string(encodeFor(url)(ev)), url)
+	}
+	rec := encode(cfg, "relp+tls://siem:2514", "prod", true)(ev)
+	require.Contains(t, string(rec), `sid="" ei="0"]`, "a recording's events carry their session and index")
 }

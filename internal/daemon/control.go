@@ -43,6 +43,9 @@ func serveControl(store *persistence.Store, m *metrics.Metrics, log zerolog.Logg
 		if what, starting := m.Health.WaitingFor(); starting {
 			r.Starting = cmp.Or(what, "starting")
 		}
+		for _, o := range m.Outputs() {
+			r.Outputs = append(r.Outputs, status.Output{Stream: o.Stream, URL: o.URL, Protocol: o.Protocol})
+		}
 		active := int(gaugeValue(m.SessionsActive))
 		r.Recordings.Active = &active
 		w.Header().Set("Content-Type", "application/json")

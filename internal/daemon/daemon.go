@@ -60,6 +60,10 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	}
 	m.Health.SetGrace(cfg.ReadyGrace)
 	m.SetBuild(opts.Version)
+	m.SetOutputs([]metrics.Output{
+		{Stream: metrics.Audit, URL: cfg.Fluentd.URL, Protocol: config.Protocol(cfg.Fluentd.URL)},
+		{Stream: metrics.Session, URL: cfg.Fluentd.SessionURL, Protocol: config.Protocol(cfg.Fluentd.SessionURL)},
+	})
 	stopMetrics, err := serveMetrics(cfg, m, log)
 	if err != nil {
 		return err
@@ -73,7 +77,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	m.Health.Starting("waiting for Teleport at " + cfg.Teleport.Addr)
 	defer serveControl(st.store, m, log)()
 
-	api, closeTeleport, err := connectTeleport(ctx, cfg, opts, m, log)
+	api, cluster, closeTeleport, err := connectTeleport(ctx, cfg, opts, m, log)
 	if err != nil {
 		return quiet(err)
 	}
@@ -91,7 +95,7 @@ func Run(ctx context.Context, cfg *config.Config, log zerolog.Logger, opts Optio
 	}
 	return runTree(ctx, tree{
 		cfg: cfg, plan: plan, opts: opts, log: log, metrics: m,
-		api: api, exporter: exporter, transport: transport, store: st.store, start: st.start,
+		api: api, cluster: cluster, exporter: exporter, transport: transport, store: st.store, start: st.start,
 	})
 }
 

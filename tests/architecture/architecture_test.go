@@ -47,6 +47,8 @@ var allowed = map[string][]string{
 	"internal/deliver/wire/jsonhttp":    {"internal/deliver/wire"},
 	"internal/deliver/eventmsgpack":     {"internal/deliver/eventjson", "internal/eventwire"},
 	"internal/deliver/wire/forward":     {"internal/deliver/eventmsgpack", "internal/deliver/wire"},
+	"internal/deliver/wire/syslog":      {"internal/deliver/wire"},
+	"internal/deliver/eventsyslog":      {"internal/deliver/eventjson", "internal/eventwire"},
 	"config":                            nil,
 	"internal/commands/configure":       {"internal/commands/configure/certs", "config"},
 	"internal/state/takeover":           {"persistence/kv", "persistence", "internal/read/teleport"},
@@ -60,7 +62,7 @@ var allowed = map[string][]string{
 	"actors/inflight":   {"internal/deliver/eventjson", "messages", "internal/operate/metrics"},
 
 	"actors/checkpoint": {"actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence"},
-	"actors/pool":       {"actors/supervisor", "actors/timer", "internal/deliver/eventmsgpack", "internal/deliver/wire", "messages", "internal/operate/metrics", "persistence"},
+	"actors/pool":       {"actors/supervisor", "actors/timer", "internal/deliver/eventmsgpack", "internal/deliver/eventsyslog", "internal/deliver/wire", "messages", "internal/operate/metrics", "persistence"},
 	"actors/poller":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
 	"actors/export":     {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "persistence/kv", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
 	"actors/sessions":   {"actors/inflight", "actors/supervisor", "actors/timer", "internal/backoff", "internal/eventwire", "messages", "internal/operate/metrics", "persistence", "internal/read/teleport"},
@@ -68,14 +70,14 @@ var allowed = map[string][]string{
 	"actors/root":       {"actors/supervisor", "actors/timer", "messages"},
 
 	"internal/daemon": {"actors/checkpoint", "actors/export", "actors/inflight", "actors/lockpolicy", "actors/poller", "actors/pool",
-		"actors/root", "actors/sessions", "actors/supervisor", "internal/backoff", "config", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/deliver/wire", "internal/deliver/wire/forward", "internal/deliver/wire/jsonhttp", "persistence/kv", "internal/logging", "internal/operate/metrics", "persistence", "internal/operate/status", "internal/state/takeover", "internal/read/teleport"},
+		"actors/root", "actors/sessions", "actors/supervisor", "internal/backoff", "config", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/deliver/eventsyslog", "internal/deliver/wire", "internal/deliver/wire/forward", "internal/deliver/wire/jsonhttp", "internal/deliver/wire/syslog", "persistence/kv", "internal/logging", "internal/operate/metrics", "persistence", "internal/operate/status", "internal/state/takeover", "internal/read/teleport"},
 	"cmd/teleport-event-handler": {"config", "internal/commands/configure", "internal/daemon", "internal/commands/deadletters", "internal/logging", "persistence", "internal/commands/repair", "internal/operate/status"},
 }
 
 // actorFree are the packages that import nothing of protoactor: the wire,
 // the store, the metrics and the values the actors exchange stay usable
 // outside the actor system.
-var actorFree = []string{"persistence/kv", "internal/backoff", "internal/commands/configure/certs", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/eventwire", "internal/operate/metrics", "internal/read/teleport", "persistence", "internal/deliver/wire", "internal/deliver/wire/jsonhttp", "internal/deliver/wire/forward", "config", "internal/commands/configure", "internal/state/takeover", "internal/operate/status", "internal/commands/deadletters", "internal/commands/repair"}
+var actorFree = []string{"persistence/kv", "internal/backoff", "internal/commands/configure/certs", "internal/deliver/eventjson", "internal/deliver/eventmsgpack", "internal/eventwire", "internal/operate/metrics", "internal/read/teleport", "persistence", "internal/deliver/wire", "internal/deliver/wire/jsonhttp", "internal/deliver/wire/forward", "internal/deliver/wire/syslog", "internal/deliver/eventsyslog", "config", "internal/commands/configure", "internal/state/takeover", "internal/operate/status", "internal/commands/deadletters", "internal/commands/repair"}
 
 // packages returns the production Go files of the module by package
 // directory, without the test helpers under tests/.

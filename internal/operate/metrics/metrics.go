@@ -70,6 +70,13 @@ type Metrics struct {
 	// FluentdCertificateReloads counts changes of the Fluentd CA,
 	// certificate and key files, by whether they loaded.
 	FluentdCertificateReloads *prometheus.CounterVec // result
+	// OutputInfo is 1 for each stream, labelled with the protocol it is
+	// sent with (SetOutputs).
+	OutputInfo *prometheus.GaugeVec // stream, protocol
+	// SyslogResent counts messages written again after a syslog+tls
+	// connection broke before they were known received.
+	SyslogResent prometheus.Counter
+	outputs      atomic.Pointer[[]Output]
 	// IdentityExpiresAt is when the Teleport identity in use expires.
 	IdentityExpiresAt prometheus.Gauge
 	// BuildInfo is 1, labelled with this daemon's version and Go's
@@ -172,6 +179,8 @@ func New() *Metrics {
 	m.LockFailuresIgnored = f.counterVec("lock_failures_ignored_total", "Failed logins the lock policy could not count, by reason (user_name_too_long: over 1024 bytes, no account's; unwritable: its state could not be stored).", "reason")
 	m.LocksCapped = f.counter("locks_capped_total", "Locks not written because --lock-max-per-period were decided within --lock-period (a mass lock-out).")
 	m.BuildInfo = f.gaugeVec("build_info", "Always 1: the daemon's version and the Go version it was built with.", "version", "goversion")
+	m.OutputInfo = f.gaugeVec("output_info", "Always 1: the protocol each stream (audit, session) is sent with: http, forward, syslog or relp.", "stream", "protocol")
+	m.SyslogResent = f.counter("syslog_resent_total", "Syslog messages written again on a new syslog+tls:// connection because the one they were written to broke before they were known received (the receiver may hold them twice).")
 	m.IdentityExpiresAt = f.gauge("identity_expires_at_seconds", "When the Teleport identity in use expires (Unix seconds); renew it before (tbot, or tctl auth sign and --teleport-refresh-enabled).")
 	m.IdentityReloads = f.counterVec("identity_reloads_total", "Reloads of the Teleport identity file, by result (ok, error).", "result")
 	f.r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: "fluentd_certificate_issued_at_seconds",
@@ -310,4 +319,26 @@ func ErrorKind(err error) string {
 	default:
 		return "other"
 	}
+}
+
+// Output is where a stream's events go, and over what protocol.
+type Output struct {
+	Stream, URL, Protocol string
+}
+
+// SetOutputs records the outputs of the streams, for output_info and
+// the status report.
+func (m *Metrics) SetOutputs(outs []Output) {
+	for _, o := range outs {
+		m.OutputInfo.WithLabelValues(o.Stream, o.Protocol).Set(1)
+	}
+	m.outputs.Store(&outs)
+}
+
+// Outputs are what SetOutputs recorded.
+func (m *Metrics) Outputs() []Output {
+	if p := m.outputs.Load(); p != nil {
+		return *p
+	}
+	return nil
 }

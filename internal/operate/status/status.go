@@ -35,6 +35,17 @@ type Report struct {
 	Recordings  Recordings  `json:"recordings"`
 	DeadLetters DeadLetters `json:"dead_letters"`
 	Locks       []Lock      `json:"pending_locks"`
+	// Outputs are where each stream goes: known only while the daemon
+	// runs.
+	Outputs []Output `json:"outputs,omitempty"`
+}
+
+// Output is a stream's receiver and the protocol it is sent with (http,
+// forward, syslog, relp).
+type Output struct {
+	Stream   string `json:"stream"`
+	URL      string `json:"url"`
+	Protocol string `json:"protocol"`
 }
 
 // Audit is the search path's acknowledged position.

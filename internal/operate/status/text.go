@@ -21,6 +21,13 @@ func (r Report) Text(w io.Writer, now time.Time) {
 	}
 	line("daemon", "%s (state %s)", running, r.StateFile)
 	line("read path", "%s", orNone(r.ReadPath, "not chosen yet"))
+	for i, o := range r.Outputs {
+		label := ""
+		if i == 0 {
+			label = "outputs"
+		}
+		line(label, "%s over %s to %s", o.Stream, o.Protocol, o.URL)
+	}
 	line("start time", "%s", timeOr(r.StartTime, "not set yet"))
 	if a := r.Audit; a != nil {
 		if a.LastTime.IsZero() {
