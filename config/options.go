@@ -12,10 +12,7 @@ import (
 // keys are all derived from it.
 type option struct {
 	flag   string   // long flag name, without the dashes
-	// lead is a neutral name for an option named for Fluentd that now
-	// sets a syslog receiver too (--receiver-url for --fluentd-url): the
-	// help and the docs lead with it; both names work.
-	lead   string
+	lead   string   // a neutral name the help leads with (--receiver-url for --fluentd-url); both work
 	short  rune     // short flag, 0 for none
 	global bool     // accepted before the command, like -c and -d upstream
 	group  string   // section of the help
