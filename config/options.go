@@ -95,7 +95,7 @@ var options = []*option{
 		help:  "Client private key file for the receiver (required unless --dry-run)",
 		field: func(c *Config) any { return &c.Fluentd.Key }},
 	{flag: "fluentd-max-connections", group: groupFluentd, env: []string{"FDFWD_MAX_CONNECTIONS", "FDWRD_MAX_CONNECTIONS"}, keys: []string{"forward.fluentd.max-connections"}, value: "N",
-		help: "Maximum concurrent connections to Fluentd", def: "2 x --concurrency",
+		help: "Maximum concurrent connections to the receiver", def: "2 x --concurrency",
 		field: func(c *Config) any { return &c.Fluentd.MaxConnections }},
 	{flag: "fluentd-batch", group: groupFluentd, env: []string{"FDFWD_FLUENTD_BATCH"}, keys: []string{"forward.fluentd.batch"}, value: "N",
 		help: "Events per POST (a JSON array), forward message or syslog window", def: "1; 100 with forward:// and syslog",
@@ -156,7 +156,7 @@ var options = []*option{
 		field: func(c *Config) any { return &c.Storage }},
 
 	{flag: "dry-run", group: groupRun, env: []string{"FDFWD_DRY_RUN"}, keys: []string{"dry-run"},
-		help:  "Read events without sending them to Fluentd",
+		help:  "Read events without sending them",
 		field: func(c *Config) any { return &c.DryRun }},
 	{flag: "exit-on-last-event", group: groupRun, env: []string{"FDFWD_EXIT_ON_LAST_EVENT"}, keys: []string{"exit-on-last-event"},
 		help:  "Exit once the last event is processed",
@@ -177,7 +177,7 @@ var options = []*option{
 		help:  "Bound of dead-letters.jsonl; at it, rejected events wait",
 		field: func(c *Config) any { return &c.DeadLetterMaxMB }},
 	{flag: "ready-grace", group: groupRun, env: []string{"FDFWD_READY_GRACE"}, keys: []string{"ready-grace"}, value: "DURATION",
-		help:  "Grace for failing Fluentd sends or Teleport calls before /readyz is red",
+		help:  "Grace for failing sends or Teleport calls before /readyz is red",
 		field: func(c *Config) any { return &c.ReadyGrace }},
 
 	{flag: "lock-enabled", group: groupLock, env: []string{"FDFWD_LOCKING_ENABLED"}, keys: []string{"lock-enabled", "lock.enabled"},

@@ -68,7 +68,7 @@ func TestHelp(t *testing.T) {
 
 	inv, err := parse([]string{"start", "--help"}, noEnv)
 	require.NoError(t, err)
-	for _, want := range []string{"Teleport connection:", "--fluentd-url=URL", "FDFWD_FLUENTD_URL", "Default: 20, doubling up to 1000 while a backlog is read."} {
+	for _, want := range []string{"Teleport connection:", "--receiver-url=URL (or --fluentd-url)", "FDFWD_FLUENTD_URL", "Default: 20, doubling up to 1000 while a backlog is read."} {
 		require.Contains(t, inv.help, want)
 	}
 	for _, line := range strings.Split(inv.help+usage(""), "\n") {

@@ -11,22 +11,23 @@ import (
 // does; "" is the program's. The subcommands name their command's help.
 var help = map[string]struct{ synopsis, text string }{
 	"": {"[-c FILE] [-d] <command> [options]",
-		"Exports the Teleport audit log and session recordings to Fluentd, as a\n" +
-			"drop-in replacement for Teleport's Event Handler plugin.\n\n" +
+		"Exports the Teleport audit log and session recordings to Fluentd or a syslog\n" +
+			"receiver, as a drop-in replacement for Teleport's Event Handler plugin.\n\n" +
 			"Commands:\n" +
-			"  start      Export events to Fluentd\n" +
+			"  start      Export events to Fluentd or a syslog receiver\n" +
 			"  status     Print where the daemon is and what is stuck\n" +
 			"  dead-letters list|replay|purge\n" +
-			"             List, send again or remove what Fluentd rejected\n" +
+			"             List, send again or remove what the receiver rejected\n" +
 			"  sessions list|retry|drop, export list|retry|drop\n" +
 			"             Retry or drop given-up recordings and parked export chunks\n" +
-			"  configure  Write certificates, fluent.conf, a configuration and a role\n" +
+			"  configure  Write certificates, the receiver's configuration, a role\n" +
 			"  version    Print the version\n"},
 	"start": {"[-c FILE] [-d] start [options]",
-		"Exports the Teleport audit log and session recordings to Fluentd, resuming\n" +
-			"where the last run stopped. Each option is taken from its flag, else from its\n" +
-			"environment variable, else from the configuration file (-c), else its\n" +
-			"default. Switches also take =true or =false. Secrets are never flags.\n"},
+		"Exports the Teleport audit log and session recordings to Fluentd or a syslog\n" +
+			"receiver, resuming where the last run stopped. Each option is taken from its\n" +
+			"flag, else from its environment variable, else from the configuration file\n" +
+			"(-c), else its default. Switches also take =true or =false. Secrets are\n" +
+			"never flags.\n"},
 	"version": {"version", "Prints the version.\n"},
 	"dead-letters": {"[-c FILE] dead-letters list|replay|purge [--yes] [start's options]",
 		"list prints the events Fluentd rejected for good (dead-letters.jsonl beside\n" +
