@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,11 +11,7 @@ import (
 
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
 	"github.com/fdfwd/teleport-event-handler/tests/rsyslogsrv"
-	"github.com/fdfwd/teleport-event-handler/tests/teleportsrv"
 )
-
-// sdID is the structured data element the daemon writes.
-const sdID = "teleport@32473"
 
 // syslogEnv is an environment whose daemon sends to a real rsyslogd, over
 // RELP or, with input rsyslogsrv.Syslog, plain syslog over TLS.
@@ -35,100 +28,6 @@ func syslogEnv(t *testing.T, input string, diskQueue bool) (*env, *rsyslogsrv.Se
 	return e, srv
 }
 
-// syslogTally counts what rsyslog received of the seeded audit events and
-// recordings, checking the header and structured data of every message
-// against its event (checkMessage), not only its MSG.
-func syslogTally(t *testing.T, e *env, msgs []rsyslogsrv.Message, evs []apievents.AuditEvent) (audit, sessions harness.Tally) {
-	t.Helper()
-	byUID := map[string]apievents.AuditEvent{}
-	for _, ev := range evs {
-		byUID[ev.GetID()] = ev
-	}
-	gotAudit, gotRec := map[string]int{}, map[string]int{}
-	for _, m := range msgs {
-		sd := m.SD[sdID]
-		require.NotNil(t, sd, "a message without the daemon's structured data: %+v", m)
-		if sid, ok := sd["sid"]; ok {
-			ei, err := strconv.ParseInt(sd["ei"], 10, 64)
-			require.NoError(t, err, "%+v", m)
-			rec := e.Recordings[sid]
-			require.True(t, ei >= 0 && ei < int64(len(rec)), "a recording's event the test did not seed: %+v", m)
-			checkMessage(t, m, rec[ei], true)
-			gotRec[fmt.Sprintf("%s/%d", sid, ei)]++
-			continue
-		}
-		ev, ok := byUID[sd["uid"]]
-		require.True(t, ok, "an audit event the test did not seed: %+v", m)
-		checkMessage(t, m, ev, false)
-		gotAudit[sd["uid"]]++
-	}
-	for _, ev := range evs {
-		tallyOne(&audit, ev.GetID(), gotAudit[ev.GetID()])
-	}
-	for sid, rec := range e.Recordings {
-		for _, ev := range rec {
-			if !defaultSkip[ev.GetType()] {
-				tallyOne(&sessions, fmt.Sprintf("%s/%d", sid, ev.GetIndex()), gotRec[fmt.Sprintf("%s/%d", sid, ev.GetIndex())])
-			}
-		}
-	}
-	return audit, sessions
-}
-
-func tallyOne(t *harness.Tally, id string, got int) {
-	t.Expected++
-	switch {
-	case got == 0:
-		t.Lost++
-		if t.FirstLost == "" {
-			t.FirstLost = id
-		}
-	default:
-		t.Delivered++
-		t.Duplicated += got - 1
-	}
-}
-
-// checkMessage compares a message with the event it carries: PRI (log
-// audit, and the severity of docs/syslog.md's table), TIMESTAMP, HOSTNAME,
-// APP-NAME, MSGID, the structured data, and MSG, the event's JSON.
-func checkMessage(t *testing.T, m rsyslogsrv.Message, ev apievents.AuditEvent, recording bool) {
-	t.Helper()
-	raw, err := json.Marshal(ev)
-	require.NoError(t, err)
-	var fields map[string]any
-	require.NoError(t, json.Unmarshal(raw, &fields))
-	code, _ := fields["code"].(string)
-	severity := 5
-	switch success, said := fields["success"].(bool); {
-	case strings.HasSuffix(code, "E"):
-		severity = 3
-	case said && !success, strings.HasSuffix(code, "W"):
-		severity = 4
-	case recording:
-		severity = 6
-	}
-	msgID := ev.GetType()
-	if len(msgID) > 32 {
-		msgID = msgID[:32]
-	}
-	require.Equal(t, []any{13, severity, ev.GetTime().UTC().Format("2006-01-02T15:04:05.999999Z07:00"), teleportsrv.DefaultClusterName, "teleport", "-", msgID},
-		[]any{m.Facility, m.Severity, m.Timestamp, m.Hostname, m.AppName, m.ProcID, m.MsgID}, "header of %s", m.SDRaw)
-	sd := m.SD[sdID]
-	require.Equal(t, ev.GetType(), sd["type"])
-	require.Equal(t, teleportsrv.DefaultClusterName, sd["cluster"])
-	require.Equal(t, code, sd["code"])
-	var msg map[string]any
-	require.NoError(t, json.Unmarshal([]byte(m.Msg), &msg), "MSG is the event's JSON")
-	require.Equal(t, ev.GetType(), msg["event"])
-	if recording {
-		require.Equal(t, float64(ev.GetIndex()), msg["ei"])
-		return
-	}
-	require.Equal(t, ev.GetID(), sd["uid"])
-	require.Equal(t, ev.GetID(), msg["uid"])
-}
-
 // Over RELP every audit event and every recording's event arrives once,
 // each message's header and structured data matching its event.
 func TestRELPDeliversEveryEventOnceToRsyslog(t *testing.T) {
@@ -140,7 +39,7 @@ func TestRELPDeliversEveryEventOnceToRsyslog(t *testing.T) {
 	require.NotContains(t, p.Output(), "no acknowledgements", "the warning is plain syslog's")
 	msgs, err := srv.Messages(rsyslogsrv.RELP)
 	require.NoError(t, err)
-	audit, sessions := syslogTally(t, e, msgs, evs)
+	audit, sessions := e.TallySyslog(msgs, evs, defaultSkip)
 	require.Equal(t, harness.Tally{Expected: len(evs), Delivered: len(evs)}, audit)
 	require.Zero(t, sessions.Lost, "e.g. %s", sessions.FirstLost)
 	require.Zero(t, sessions.Duplicated)
@@ -157,7 +56,7 @@ func TestSyslogTLSDeliversEveryEventToRsyslog(t *testing.T) {
 	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
 	require.Contains(t, p.Output(), "syslog over TLS has no acknowledgements")
 	msgs := srv.Await(t, rsyslogsrv.Syslog, len(evs), 20*time.Second)
-	audit, sessions := syslogTally(t, e, msgs, evs)
+	audit, sessions := e.TallySyslog(msgs, evs, defaultSkip)
 	require.Zero(t, audit.Lost, "e.g. %s", audit.FirstLost)
 	require.Zero(t, sessions.Lost, "e.g. %s", sessions.FirstLost)
 }
@@ -194,7 +93,7 @@ func TestRELPKillNineOfTheDaemonLosesNothing(t *testing.T) {
 	require.Equal(t, 0, p.Wait(t, 2*time.Minute), p.Output())
 	msgs, err := srv.Messages(rsyslogsrv.RELP)
 	require.NoError(t, err)
-	audit, sessions := syslogTally(t, e, msgs, evs)
+	audit, sessions := e.TallySyslog(msgs, evs, defaultSkip)
 	t.Logf("%d kills: audit %+v, recordings %+v", kills, audit, sessions)
 	require.Zero(t, audit.Lost, "e.g. %s", audit.FirstLost)
 	require.Zero(t, sessions.Lost, "e.g. %s", sessions.FirstLost)
@@ -212,7 +111,7 @@ func restartMidRun(t *testing.T, e *env, srv *rsyslogsrv.Server, input string, e
 	require.Less(t, len(got), len(evs), "the restart must come mid-run")
 	require.Equal(t, 0, p.Wait(t, 2*time.Minute), p.Output())
 	msgs := srv.Await(t, input, len(evs), 20*time.Second)
-	return syslogTally(t, e, msgs, evs)
+	return e.TallySyslog(msgs, evs, defaultSkip)
 }
 
 // rsyslog restarted gracefully mid-run (SIGTERM: it sends serverclose)
@@ -266,7 +165,7 @@ func TestSyslogTLSConnectionCutMidRunIsMeasured(t *testing.T) {
 	time.Sleep(time.Second) // what the proxy still held reaches rsyslog
 	msgs, err := srv.Messages(rsyslogsrv.Syslog)
 	require.NoError(t, err)
-	audit, sessions := syslogTally(t, e, msgs, evs)
+	audit, sessions := e.TallySyslog(msgs, evs, defaultSkip)
 	t.Logf("syslog+tls over a connection cut with 300 ms in flight: audit %+v, recordings %+v", audit, sessions)
 	require.Contains(t, p.Output(), "were sent again on a new one")
 	require.Zero(t, audit.Lost+sessions.Lost, "e.g. %s%s", audit.FirstLost, sessions.FirstLost)
@@ -302,7 +201,7 @@ func TestRELPReceiverAnswering500IsHeldAndThenDelivered(t *testing.T) {
 		require.NoError(t, err)
 		msgs = append(msgs, m)
 	}
-	audit, sessions := syslogTally(t, e, msgs, evs)
+	audit, sessions := e.TallySyslog(msgs, evs, defaultSkip)
 	require.Zero(t, audit.Lost, "e.g. %s", audit.FirstLost)
 	require.Zero(t, sessions.Lost, "e.g. %s", sessions.FirstLost)
 	require.Empty(t, deadLetters(t, e))

@@ -39,17 +39,24 @@ const requireEnv = "TEH_REQUIRE_RSYSLOG"
 // binary is rsyslogd's path; it skips or fails t when there is none.
 func binary(t testing.TB) string {
 	t.Helper()
-	// /usr/sbin is not on every user's PATH.
-	for _, p := range []string{"rsyslogd", "/usr/sbin/rsyslogd"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
+	if path, err := lookPath(); err == nil {
+		return path
 	}
 	if os.Getenv(requireEnv) != "" {
 		t.Fatalf("rsyslogsrv: rsyslogd is not installed and %s is set (make test-tools installs it)", requireEnv)
 	}
 	t.Skipf("rsyslogsrv: rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls rsyslog-relp; %s=1 makes this a failure)", requireEnv)
 	return ""
+}
+
+// lookPath finds rsyslogd: /usr/sbin is not on every user's PATH.
+func lookPath() (string, error) {
+	for _, p := range []string{"rsyslogd", "/usr/sbin/rsyslogd"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path, nil
+		}
+	}
+	return "", errors.New("rsyslogsrv: rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls rsyslog-relp)")
 }
 
 // checkConfig runs rsyslogd -N1: rsyslogd itself runs on past most errors

@@ -87,7 +87,30 @@ func Start(t testing.TB, o Options) *Server {
 	if o.CAFile == "" || o.CertFile == "" || o.KeyFile == "" {
 		t.Fatal("rsyslogsrv: Options need CAFile, CertFile and KeyFile")
 	}
-	dir := t.TempDir()
+	s, err := launch(bin, t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("rsyslogsrv: rsyslogd's log (%s):%s", s.logFile, s.logTail())
+		}
+		s.Stop()
+	})
+	return s
+}
+
+// Launch is Start outside a test (the bench): rsyslogd's files go in dir,
+// and the caller stops it.
+func Launch(dir string, o Options) (*Server, error) {
+	bin, err := lookPath()
+	if err != nil {
+		return nil, err
+	}
+	return launch(bin, dir, o)
+}
+
+func launch(bin, dir string, o Options) (*Server, error) {
 	s := &Server{
 		opts:    o,
 		bin:     bin,
@@ -119,15 +142,9 @@ func Start(t testing.TB, o Options) *Server {
 		}
 	}
 	if err != nil {
-		t.Fatalf("rsyslogsrv: start rsyslogd: %v%s", err, s.logTail())
+		return nil, fmt.Errorf("rsyslogsrv: start rsyslogd: %w%s", err, s.logTail())
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("rsyslogsrv: rsyslogd's log (%s):%s", s.logFile, s.logTail())
-		}
-		s.Stop()
-	})
-	return s
+	return s, nil
 }
 
 // freePorts picks a free port of 127.0.0.1 for each name: the kernel
