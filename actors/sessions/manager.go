@@ -64,8 +64,10 @@ type Deps struct {
 	Pool       *actor.PID // unused with DryRun
 	// URL is --fluentd-session-url; recording <sid> goes to URL.<sid>.log.
 	URL string
-	// Encode makes the body of each event sent (nil: its JSON).
-	Encode inflight.Encode
+	// EncodeFor makes the body of each event of recording sid (nil: its
+	// JSON): a syslog message names its session, which a recording's
+	// events do not all carry.
+	EncodeFor func(sid string) inflight.Encode
 	// Filter says which session events are sent (--skip-session-types).
 	Filter inflight.Filter
 	// Concurrency bounds the players (--concurrency).

@@ -173,7 +173,7 @@ func (p *player) start(ctx actor.Context) {
 	p.rec = rec
 	p.next = p.rec.Index
 	p.tr = inflight.Tracker[playerPos]{URL: URLFor(p.URL, p.rec.ID), Stream: metrics.Session, Pool: p.Pool,
-		Filter: p.Filter, Metrics: p.Metrics, Encode: p.Encode, Window: p.Window}
+		Filter: p.Filter, Metrics: p.Metrics, Encode: p.encoder(), Window: p.Window}
 	p.tr.Reset(p.epoch)
 	if p.rec.Index > 0 {
 		p.log.Info().Int64("index", p.rec.Index).Msg("resuming session recording")
@@ -183,13 +183,21 @@ func (p *player) start(ctx actor.Context) {
 	p.startStream(ctx)
 }
 
+// encoder is the Encode of the player's recording.
+func (p *player) encoder() inflight.Encode {
+	if p.EncodeFor == nil {
+		return nil
+	}
+	return p.EncodeFor(p.rec.ID)
+}
+
 // startStream reads the recording from its index in a goroutine that
 // forwards each event to the actor, holding a credit per event, so that at
 // most Window events are read ahead of the checkpoint.
 func (p *player) startStream(ctx actor.Context) {
 	p.credits = make(chan struct{}, p.Window)
 	self, root, epoch, credits := ctx.Self(), ctx.ActorSystem().Root, p.epoch, p.credits
-	filter, encode, dryRun, sessions, sid, from := p.Filter, p.Encode.Or(), p.DryRun, p.Sessions, p.rec.ID, p.next
+	filter, encode, dryRun, sessions, sid, from := p.Filter, p.encoder().Or(), p.DryRun, p.Sessions, p.rec.ID, p.next
 	p.stream = supervisor.Go(context.Background(), func(ctx context.Context) {
 		events, errs := sessions.StreamUnstructuredSessionEvents(ctx, sid, from)
 		for {

@@ -138,14 +138,15 @@ func syslogOptions(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics) s
 // encodeFor is how the events sent to url are encoded: for Fluentd's
 // in_forward, as its entries, straight from Teleport's Struct
 // (eventmsgpack); for a syslog receiver, as RFC 5424 messages
-// (eventsyslog), with the cluster's name for events that lack one; for
-// in_http, as JSON.
-func encodeFor(cfg *config.Config, url, cluster string, recording bool) inflight.Encode {
+// (eventsyslog), with the cluster's name for events that lack one, and
+// recording sid's session (sid is "" for the audit log); for in_http, as
+// JSON.
+func encodeFor(cfg *config.Config, url, cluster, sid string) inflight.Encode {
 	switch {
 	case strings.HasPrefix(url, forward.Scheme+"://"):
 		return eventmsgpack.Entry
 	case config.IsSyslog(url):
-		return eventsyslog.Encoder{Facility: cfg.Fluentd.Facility, Cluster: cluster, Recording: recording}.Message
+		return eventsyslog.Encoder{Facility: cfg.Fluentd.Facility, Cluster: cluster, Session: sid}.Message
 	}
 	return eventjson.Event
 }

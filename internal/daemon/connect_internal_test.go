@@ -51,7 +51,7 @@ func TestEventsAreEncodedForTheirURL(t *testing.T) {
 		"time": structpb.NewStringValue("2026-12-08T01:02:03Z"), "uid": structpb.NewStringValue("u1")}}}
 	cfg := &config.Config{Fluentd: config.FluentdConfig{Facility: 10}}
 	encode := encodeFor
-	encodeFor := func(url string) inflight.Encode { return encode(cfg, url, "prod", false) }
+	encodeFor := func(url string) inflight.Encode { return encode(cfg, url, "prod", "") }
 	for url, kind := range map[string]eventmsgpack.Kind{
 		"forward://127.0.0.1:24224/audit": eventmsgpack.WithTime, "forward://fluentd/session": eventmsgpack.WithTime,
 		"https://127.0.0.1:8888/test.log": eventmsgpack.JSON,
@@ -63,6 +63,6 @@ func TestEventsAreEncodedForTheirURL(t *testing.T) {
 		require.Equal(t, `<85>1 2026-12-08T01:02:03Z prod teleport - user.login [teleport@32473 uid="u1" type="user.login" cluster="prod"] `+
 			`{"time":"2026-12-08T01:02:03Z","uid":"u1"}`, string(encodeFor(url)(ev)), url)
 	}
-	rec := encode(cfg, "relp+tls://siem:2514", "prod", true)(ev)
-	require.Contains(t, string(rec), `sid="" ei="0"]`, "a recording's events carry their session and index")
+	rec := encode(cfg, "relp+tls://siem:2514", "prod", "s-1")(ev)
+	require.Contains(t, string(rec), `sid="s-1" ei="0"]`, "a recording's events carry their session and index")
 }

@@ -133,7 +133,7 @@ func (t tree) children(system *actor.ActorSystem, kit supervisor.Kit, sends cont
 	}
 	taps := []inflight.Tap{{PID: root.PID(system, sessions.Name), Wants: sessions.Wants}}
 	children = append(children, root.Child{Name: sessions.Name, Drain: true, Finishes: true, Props: sessions.Props(sessions.Deps{
-		Sessions: t.api, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.SessionURL, Encode: encodeFor(cfg, cfg.Fluentd.SessionURL, t.cluster, true),
+		Sessions: t.api, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.SessionURL, EncodeFor: func(sid string) inflight.Encode { return encodeFor(cfg, cfg.Fluentd.SessionURL, t.cluster, sid) },
 		Filter: t.plan.Sessions, Concurrency: cfg.Concurrency, Window: t.plan.PlayerWindow,
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Kit: kit, Log: t.log, Metrics: m,
 	})})
@@ -158,14 +158,14 @@ func (t tree) reader(ckpt, poolPID *actor.PID, taps []inflight.Tap, kit supervis
 	cfg, m := t.cfg, t.metrics
 	if t.exporter != nil {
 		return root.Child{Name: export.Name, Drain: true, Finishes: true, Props: export.Props(export.Deps{
-			Events: t.exporter, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL, Encode: encodeFor(cfg, cfg.Fluentd.URL, t.cluster, false),
+			Events: t.exporter, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL, Encode: encodeFor(cfg, cfg.Fluentd.URL, t.cluster, ""),
 			StartTime: t.start, Timeout: cfg.Timeout, Concurrency: cfg.Concurrency, Batch: cfg.Batch,
 			Window: t.plan.ChunkWindow, Filter: t.plan.Audit, Taps: taps,
 			DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: t.log, Metrics: m, Kit: kit,
 		})}
 	}
 	return root.Child{Name: poller.Name, Drain: true, Finishes: true, Props: poller.Props(poller.Deps{
-		Events: t.api, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL, Encode: encodeFor(cfg, cfg.Fluentd.URL, t.cluster, false),
+		Events: t.api, Store: t.store, Checkpoint: ckpt, Pool: poolPID, URL: cfg.Fluentd.URL, Encode: encodeFor(cfg, cfg.Fluentd.URL, t.cluster, ""),
 		StartTime: t.start, WindowSize: cfg.WindowSize, Timeout: cfg.Timeout, Batch: cfg.Batch, GrowTo: growTo(cfg), Lag: cfg.LateEventLag,
 		Filter: t.plan.Audit, Taps: taps, Window: t.plan.AuditWindow,
 		DryRun: cfg.DryRun, ExitOnLastEvent: cfg.ExitOnLastEvent, Log: t.log, Metrics: m, Kit: kit,

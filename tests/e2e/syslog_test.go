@@ -29,17 +29,18 @@ func syslogEnv(t *testing.T, input string, diskQueue bool) (*env, *rsyslogsrv.Se
 }
 
 // Over RELP every audit event and every recording's event arrives once,
-// each message's header and structured data matching its event.
+// each message's header and structured data matching its event: print
+// events too, which name no session of their own.
 func TestRELPDeliversEveryEventOnceToRsyslog(t *testing.T) {
 	t.Parallel()
 	e, srv := syslogEnv(t, rsyslogsrv.RELP, false)
 	evs := e.Seed(800, 91)
-	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event", "--skip-session-types", "")...)
 	require.Equal(t, 0, p.Wait(t, time.Minute), p.Output())
 	require.NotContains(t, p.Output(), "no acknowledgements", "the warning is plain syslog's")
 	msgs, err := srv.Messages(rsyslogsrv.RELP)
 	require.NoError(t, err)
-	audit, sessions := e.TallySyslog(msgs, evs, defaultSkip)
+	audit, sessions := e.TallySyslog(msgs, evs, nil)
 	require.Equal(t, harness.Tally{Expected: len(evs), Delivered: len(evs)}, audit)
 	require.Zero(t, sessions.Lost, "e.g. %s", sessions.FirstLost)
 	require.Zero(t, sessions.Duplicated)

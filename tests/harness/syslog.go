@@ -41,7 +41,9 @@ func (e *Env) TallySyslog(msgs []rsyslogsrv.Message, evs []apievents.AuditEvent,
 			continue
 		}
 		ev, ok := byUID[sd["uid"]]
-		require.True(t, ok, "an audit event the test did not seed: %+v", m)
+		if !ok {
+			continue // another audit event (AddSession's upload), counted by no one, as TallyAudit does
+		}
 		checkMessage(t, m, ev, false)
 		gotAudit[sd["uid"]]++
 	}

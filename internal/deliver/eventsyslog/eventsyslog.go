@@ -59,10 +59,12 @@ type Encoder struct {
 	// Cluster is HOSTNAME for an event without a cluster_name field: the
 	// name of the cluster the daemon reads (its Ping), or "" for "-".
 	Cluster string
-	// Recording marks the encoder of session recordings: their messages
-	// carry the session id and the event's index in the structured data,
-	// and their severity is informational unless the event failed.
-	Recording bool
+	// Session is the recording whose events this encoder makes, "" for
+	// the audit log: its messages carry the session's id (which not every
+	// event of a recording has: print events do not) and the event's
+	// index in the structured data, and their severity is informational
+	// unless the event failed.
+	Session string
 }
 
 // Message returns ev as a syslog message, without the transport's framing.
@@ -89,8 +91,8 @@ func (e Encoder) Message(ev *auditlogpb.EventUnstructured) []byte {
 	if f.code != "" {
 		b = appendParam(b, "code", f.code)
 	}
-	if e.Recording {
-		b = appendParam(b, "sid", f.sid)
+	if e.Session != "" {
+		b = appendParam(b, "sid", e.Session)
 		b = appendParam(b, "ei", strconv.FormatInt(ev.GetIndex(), 10))
 	}
 	b = append(b, "] "...)
@@ -100,7 +102,7 @@ func (e Encoder) Message(ev *auditlogpb.EventUnstructured) []byte {
 // fields are what the header and the structured data take from the
 // event's own fields.
 type fields struct {
-	cluster, code, sid string
+	cluster, code string
 	failed             bool // "success": false
 }
 
@@ -108,7 +110,6 @@ func readFields(ev *auditlogpb.EventUnstructured) fields {
 	f := fields{
 		cluster: eventwire.Field(ev, "cluster_name").GetStringValue(),
 		code:    eventwire.Field(ev, "code").GetStringValue(),
-		sid:     eventwire.Field(ev, "sid").GetStringValue(),
 	}
 	if v, ok := eventwire.Field(ev, "success").GetKind().(*structpb.Value_BoolValue); ok {
 		f.failed = !v.BoolValue
@@ -126,7 +127,7 @@ func (e Encoder) severity(f fields) int {
 		return SeverityError
 	case f.failed || strings.HasSuffix(f.code, "W"):
 		return SeverityWarning
-	case e.Recording:
+	case e.Session != "":
 		return SeverityInfo
 	}
 	return SeverityNotice

@@ -37,9 +37,9 @@ func TestMessageHeaderAndStructuredData(t *testing.T) {
 	require.Equal(t, `<108>1 2026-12-08T04:05:06.123456Z prod teleport - user.login [teleport@32473 uid="uid-1" type="user.login" cluster="prod" code="T1000W"] `+
 		string(eventjson.Event(ev)), msg, "a failure is a warning (13*8+4); no sid outside recordings")
 
-	rec := event("print", map[string]any{"sid": `s"1]`, "code": "T2000I"})
+	rec := event("print", map[string]any{"code": "T2000I"}) // print events carry no sid
 	rec.Time = timestamppb.New(time.Date(2026, 12, 8, 4, 5, 6, 0, time.UTC))
-	msg = string(eventsyslog.Encoder{Facility: 10, Cluster: "from-ping", Recording: true}.Message(rec))
+	msg = string(eventsyslog.Encoder{Facility: 10, Cluster: "from-ping", Session: `s"1]`}.Message(rec))
 	require.Equal(t, `<86>1 2026-12-08T04:05:06Z from-ping teleport - print [teleport@32473 uid="uid-1" type="print" cluster="from-ping" code="T2000I" sid="s\"1\]" ei="7"] `+
 		string(eventjson.Event(rec)), msg, "a recording's event is informational (10*8+6), with its session and index")
 }
@@ -58,7 +58,11 @@ func TestSeverityTable(t *testing.T) {
 		{map[string]any{"code": "T2000I"}, true, eventsyslog.SeverityInfo},
 		{map[string]any{"code": "T2000W"}, true, eventsyslog.SeverityWarning},
 	} {
-		msg := eventsyslog.Encoder{Facility: 0, Recording: c.recording}.Message(event("x", c.fields))
+		sid := ""
+		if c.recording {
+			sid = "s-1"
+		}
+		msg := eventsyslog.Encoder{Facility: 0, Session: sid}.Message(event("x", c.fields))
 		m := header.FindSubmatch(msg)
 		require.NotNil(t, m, "%s", msg)
 		require.Equal(t, c.want, atoi(t, string(m[1])), "%v", c.fields)
@@ -100,8 +104,8 @@ func TestMessagesParseAndGiveBackTheirJSON(t *testing.T) {
 		evs = append(evs, &auditlogpb.EventUnstructured{Type: "random", Id: "r", Unstructured: teleportsrv.RandomStruct(rng, 3)})
 	}
 	for i, ev := range evs {
-		for _, rec := range []bool{false, true} {
-			msg := eventsyslog.Encoder{Facility: 13, Cluster: "c", Recording: rec}.Message(ev)
+		for _, sid := range []string{"", "6c8a36a4-0c1f-4d0e-9b2b-3f5c4f1c9a7e"} {
+			msg := eventsyslog.Encoder{Facility: 13, Cluster: "c", Session: sid}.Message(ev)
 			require.True(t, eventsyslog.Is(msg))
 			require.NotNil(t, header.Find(msg), "event %d: %s", i, msg)
 			js, err := eventsyslog.ToJSON(msg)
