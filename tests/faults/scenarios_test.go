@@ -18,6 +18,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/persistence"
 	"github.com/fdfwd/teleport-event-handler/tests/fluentdsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/harness"
+	"github.com/fdfwd/teleport-event-handler/tests/rsyslogsrv"
 	"github.com/fdfwd/teleport-event-handler/tests/testpki"
 )
 
@@ -370,4 +371,39 @@ func (s *scenario) resetsThenTimeouts(px *harness.Proxy) {
 	time.Sleep(3 * time.Second)
 	px.Remove(s.t, "timeout")
 	s.fault("connection resets for 2 s; timeouts for 3 s")
+}
+
+// RELP into a real rsyslogd: kill -9 of the daemon at random moments, and
+// graceful restarts of rsyslog (serverclose to every session) between
+// them. Whatever rsyslog did not acknowledge is sent again; nothing is
+// lost, and each message's header and structured data match its event.
+func TestRELPKillNineAndRsyslogRestarts(t *testing.T) {
+	s := newScenario(t, "relp: kill -9, rsyslog restarts")
+	evs := s.seedAll(3000, 2, 1000)
+	srv := rsyslogsrv.Start(t, rsyslogsrv.PKIOptions(s.e.PKI))
+	s.e.FluentdURL = srv.RELPURL()
+	// Small windows on two connections stretch the run so faults land
+	// mid-stream.
+	args := []string{"--skip-session-types", "", "--fluentd-batch", "10", "--fluentd-max-connections", "2"}
+	kills, restarts := 0, 0
+	for round := range 6 {
+		p := s.e.Run(nil, s.e.Args(args...)...)
+		time.Sleep(time.Duration(300+s.rng.IntN(900)) * time.Millisecond)
+		if round%2 == 1 {
+			srv.Restart(t)
+			restarts++
+			time.Sleep(300 * time.Millisecond)
+		}
+		p.Signal(syscall.SIGKILL)
+		p.Wait(t, 10*time.Second)
+		kills++
+		lines, _ := srv.Lines(rsyslogsrv.RELP)
+		t.Logf("round %d: %d messages at rsyslog", round, len(lines))
+	}
+	s.fault("%d x kill -9 at random moments, %d graceful rsyslog restarts", kills, restarts)
+	s.finish(args...)
+	msgs, err := srv.Messages(rsyslogsrv.RELP)
+	require.NoError(t, err)
+	audit, sessions := s.e.TallySyslog(msgs, evs, nil)
+	s.check(audit.Plus(sessions), (kills+restarts)*(auditWindow+sessionWindow))
 }
