@@ -27,3 +27,20 @@ func queueEmpty(conn *tls.Conn) bool {
 	})
 	return empty
 }
+
+// quickAck asks the kernel to acknowledge what conn receives at once
+// rather than up to 40 ms later. A RELP server with Nagle's algorithm on
+// (rsyslog's) holds its second answer of a window until the first is
+// acknowledged, and the client, which sends nothing until the window is
+// answered, would otherwise delay that acknowledgement: every window
+// would wait 40 ms. The switch does not last (the kernel may leave quick
+// acknowledgement again), so it is set before each read.
+func quickAck(conn *tls.Conn) {
+	sc, ok := conn.NetConn().(syscall.Conn)
+	if !ok {
+		return
+	}
+	if raw, err := sc.SyscallConn(); err == nil {
+		_ = raw.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1) })
+	}
+}

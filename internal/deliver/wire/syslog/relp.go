@@ -121,6 +121,9 @@ func offersSyslog(offers string) bool {
 // answer reads the rsp to transaction txnr. A serverclose (the receiver
 // shuts down) or any other frame fails the session.
 func (s *session) answer(txnr int) (rsp, error) {
+	if s.r.Buffered() == 0 {
+		quickAck(s.conn)
+	}
 	f, err := readFrame(s.r)
 	if err != nil {
 		return rsp{}, err
