@@ -18,6 +18,8 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/fdfwd/teleport-event-handler/tests/rsyslogsrv"
 )
 
 // addDaemonRun runs the daemon over the whole backlog with the Fluentd URLs
@@ -63,7 +65,7 @@ func runDaemon(o *options, name string, tp *child, from time.Time, expected int,
 func runDaemonOver(o *options, scheme, name string, tp *child, from time.Time, expected int, flags []string, latency time.Duration, recordings int, lastUpload time.Time) (result, error) {
 	step("%s: %d events expected", name, expected)
 	teleportAddr := tp.Ready
-	rcv, err := startChild(o, "fluentd")
+	rcv, err := startReceiver(o, scheme)
 	if err != nil {
 		return result{}, err
 	}
@@ -73,7 +75,10 @@ func runDaemonOver(o *options, scheme, name string, tp *child, from time.Time, e
 			rcv.stop()
 		}
 	}()
-	url := receiverURL(rcv, scheme)
+	url := rcv.url(scheme)
+	if scheme == rsyslogsrv.RELP {
+		scheme = "relp+tls"
+	}
 	if latency > 0 {
 		srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 		p := toxiproxy.NewProxy(srv, "fluentd", "127.0.0.1:0", strings.TrimPrefix(url, scheme+"://"))
@@ -137,7 +142,7 @@ func runDaemonOver(o *options, scheme, name string, tp *child, from time.Time, e
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	tpCPU := procCPU(tp.cmd.Process.Pid)
-	rcvCPU := procCPU(rcv.cmd.Process.Pid)
+	rcvCPU := procCPU(rcv.pid())
 	began := time.Now()
 	if err := cmd.Start(); err != nil {
 		return result{}, err
@@ -183,7 +188,7 @@ loop:
 	}
 	wall := time.Since(began).Seconds()
 	tpCPU = procCPU(tp.cmd.Process.Pid) - tpCPU
-	rcvCPU = procCPU(rcv.cmd.Process.Pid) - rcvCPU
+	rcvCPU = procCPU(rcv.pid()) - rcvCPU
 	r := result{Name: name, Kind: "daemon", Expected: expected, Seconds: wall, Command: append([]string{"teleport-event-handler"}, args...), Queued: waiting,
 		PeakHeapInuseMB: round(peaks.PeakHeapInuseMB, 1), PeakHeapSysMB: round(peaks.PeakHeapSysMB, 1), PeakStackMB: round(peaks.PeakStackMB, 1), PeakGoroutines: peaks.PeakGoroutines}
 	if cmd.ProcessState != nil {
@@ -194,12 +199,10 @@ loop:
 			r.CPUPer10k = cpu / float64(expected) * 10000
 		}
 	}
-	stats, err := rcv.ask("stats")
+	count, unique, requests, handshakes, err := rcv.tally()
 	if err != nil {
 		return result{}, err
 	}
-	var count, unique, requests, handshakes int
-	fmt.Sscanf(stats, "%d %d %d %d", &count, &unique, &requests, &handshakes)
 	r.Events, r.Posts, r.Handshakes = unique, requests, handshakes
 	if expected > 0 {
 		r.TeleportCPUPer10k = tpCPU / float64(expected) * 10000

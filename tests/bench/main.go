@@ -115,7 +115,7 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.latencyEvents, "latency-events", 10_000, "audit events of the backlog's tail read in the latency runs (with their recordings)")
 	flag.IntVar(&o.capacityLimit, "capacity-events", 0, "events the load generator sends per capacity run (0: as many as the daemon)")
 	flag.BoolVar(&o.skipLatency, "skip-latency", false, "leave out the latency runs")
-	flag.StringVar(&runs, "runs", "capacity,single,lock,single-page20,export,capacity-batch,batch,export-batch,capacity-forward,forward-single,forward-batch,forward-export,forward-gzip,latency,latency-batch", "the runs to make, comma-separated")
+	flag.StringVar(&runs, "runs", "capacity,single,lock,single-page20,export,capacity-batch,batch,export-batch,capacity-forward,forward-single,forward-batch,forward-export,forward-gzip,relp,relp-export,latency,latency-batch", "the runs to make, comma-separated")
 	flag.IntVar(&o.forwardBatch, "forward-batch", 100, "--fluentd-batch of the batched forward runs (the daemon's default over forward), and the load generator's message size")
 	flag.IntVar(&o.page, "page", 500, "--batch (events per page read from Teleport) of the daemon runs, unless a run says otherwise; 500 is Teleport's own default page, 0 the daemon's default (pages that grow from 20)")
 	flag.BoolVar(&o.memory, "memory", false, "the memory run: 1,000,000 audit events, 1,000 recordings queued at once (sizes can be changed with -audit, -recordings, -sessions)")

@@ -50,7 +50,8 @@ func pkiFiles(dir string) *testpki.Bundle {
 	return &testpki.Bundle{
 		Dir: dir, TeleportCAFile: filepath.Join(dir, "teleport-ca.crt"), IdentityFile: filepath.Join(dir, "teleport-identity"),
 		FluentdCAFile: filepath.Join(dir, "fluentd-ca.crt"), FluentdClientCertFile: filepath.Join(dir, "fluentd-client.crt"),
-		FluentdClientKeyFile: filepath.Join(dir, "fluentd-client.key"),
+		FluentdClientKeyFile:  filepath.Join(dir, "fluentd-client.key"),
+		FluentdServerCertFile: filepath.Join(dir, "fluentd-server.crt"), FluentdServerKeyFile: filepath.Join(dir, "fluentd-server.key"),
 	}
 }
 

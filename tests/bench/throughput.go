@@ -37,7 +37,10 @@ func throughputRuns(o *options, rep *report, lg, tp *child, total int) error {
 	if err := batchRuns(o, rep, lg, tp, total, limit); err != nil {
 		return err
 	}
-	return forwardRuns(o, rep, lg, tp, total, limit)
+	if err := forwardRuns(o, rep, lg, tp, total, limit); err != nil {
+		return err
+	}
+	return relpRuns(o, rep, tp, total)
 }
 
 // singleRuns measure the receiver's capacity with one event per POST and
