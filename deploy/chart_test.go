@@ -438,6 +438,17 @@ func TestChartValues(t *testing.T) {
 		require.Equal(t, 100, cfg.Fluentd.Batch)
 	})
 
+	t.Run("relp with syslog options", func(t *testing.T) {
+		objs := renderObjects(t, base, map[string]any{
+			"fluentd": map[string]any{"url": "relp+tls://siem.example.com:2514", "sessionUrl": "relp+tls://siem.example.com:2514"},
+			"syslog":  map[string]any{"facility": "authpriv", "maxMessageKB": 64}})
+		cfg := loadConfig(t, objs)
+		require.Equal(t, "relp+tls://siem.example.com:2514", cfg.Fluentd.URL)
+		require.Equal(t, 10, cfg.Fluentd.Facility)
+		require.Equal(t, 64, cfg.Fluentd.SyslogMaxMessageKB)
+		require.Equal(t, 100, cfg.Fluentd.Batch, "a window of 100 messages")
+	})
+
 	t.Run("secured metrics", func(t *testing.T) {
 		objs := renderObjects(t, base, map[string]any{"metrics": map[string]any{"webConfig": map[string]any{"secretName": "web"}}})
 		spec := get(t, objs["Deployment/"+release], "spec", "template", "spec").(map[string]any)
@@ -602,14 +613,20 @@ func writeTemp(t *testing.T, content string) string {
 
 // The values file configure writes installs the chart as configured: the
 // same Teleport address, Fluentd URLs and auto-locking as the daemon's own
-// configuration file, over HTTP and over forward (the shared key a Secret).
+// configuration file, over HTTP, over forward (the shared key a Secret)
+// and over RELP (rsyslog's message size limit in step).
 func TestConfigureWritesTheChartsValues(t *testing.T) {
-	for _, forward := range []bool{false, true} {
+	for _, url := range []string{"", "forward://fluentd.example.com:24224/audit", "relp+tls://siem.example.com:2514"} {
+		forward := strings.HasPrefix(url, "forward")
 		dir := t.TempDir()
 		flags, set := configure.Flags{KeyType: "ecdsa", LockEnabled: true}, []string{"key-type", "lock-enabled"}
-		if forward {
-			flags.FluentdURL, flags.FluentdSessionURL = "forward://fluentd.example.com:24224/audit", "forward://fluentd.example.com:24224/session"
+		switch {
+		case forward:
+			flags.FluentdURL, flags.FluentdSessionURL = url, "forward://fluentd.example.com:24224/session"
 			set = append(set, "fluentd-url", "fluentd-session-url")
+		case url != "":
+			flags.FluentdURL = url
+			set = append(set, "fluentd-url")
 		}
 		c, err := configure.Resolve(flags, func(flag string) bool { return slices.Contains(set, flag) },
 			[]string{dir, "teleport.example.com:443"}, noEnv)
@@ -628,6 +645,7 @@ func TestConfigureWritesTheChartsValues(t *testing.T) {
 		require.Equal(t, want.Config.Fluentd.URL, cfg.Fluentd.URL)
 		require.Equal(t, want.Config.Fluentd.SessionURL, cfg.Fluentd.SessionURL)
 		require.True(t, cfg.Lock.Enabled)
+		require.Equal(t, want.Config.Fluentd.SyslogMaxMessageKB, cfg.Fluentd.SyslogMaxMessageKB)
 		if forward {
 			require.Equal(t, "the shared key", cfg.Fluentd.SharedKey, "from the mounted Secret")
 		}
