@@ -27,3 +27,19 @@ func TestTextSaysWhatAStartingDaemonWaitsFor(t *testing.T) {
 		require.Equal(t, c.want, string(first)+"\n")
 	}
 }
+
+// A running daemon names each stream's receiver and protocol; a stopped
+// one, which does not know them, prints no such line.
+func TestTextNamesTheOutputs(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := Report{StateFile: "/s/state.db", Running: true, Outputs: []Output{
+		{Stream: "audit", URL: "relp+tls://siem:2514", Protocol: "relp"},
+		{Stream: "session", URL: "https://fluentd:8888/session", Protocol: "http"},
+	}}
+	var out bytes.Buffer
+	r.Text(&out, now)
+	require.Contains(t, out.String(), "outputs       audit over relp to relp+tls://siem:2514\n              session over http to https://fluentd:8888/session\n")
+	out.Reset()
+	Report{StateFile: "/s/state.db"}.Text(&out, now)
+	require.NotContains(t, out.String(), "outputs")
+}
