@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +28,16 @@ func syslogEnv(t *testing.T, input string, diskQueue bool) (*env, *rsyslogsrv.Se
 		e.FluentdURL = srv.SyslogURL()
 	}
 	return e, srv
+}
+
+// slowRELP puts 20 ms between rsyslog's answers and the daemon (a proxy
+// with latency), so that with small windows on two connections a run
+// lasts seconds and faults land in its middle.
+func slowRELP(t *testing.T, e *env, srv *rsyslogsrv.Server) {
+	t.Helper()
+	proxy := harness.NewProxy(t, "relp", srv.RELPAddr())
+	proxy.Toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 20})
+	e.FluentdURL = "relp+tls://" + proxy.Addr()
 }
 
 // Over RELP every audit event and every recording's event arrives once,
@@ -87,6 +99,7 @@ func TestSyslogReceiverRefusesAClientWithoutATrustedCertificate(t *testing.T) {
 func TestRELPKillNineOfTheDaemonLosesNothing(t *testing.T) {
 	t.Parallel()
 	e, srv := syslogEnv(t, rsyslogsrv.RELP, false)
+	slowRELP(t, e, srv)
 	evs := e.Seed(4000, 93)
 	args := []string{"--exit-on-last-event", "--fluentd-batch", "10", "--fluentd-max-connections", "2"}
 	kills := killAtRandom(t, e, args, 5, 150, 500)
@@ -121,6 +134,7 @@ func restartMidRun(t *testing.T, e *env, srv *rsyslogsrv.Server, input string, e
 func TestRELPGracefulRsyslogRestartLosesNothing(t *testing.T) {
 	t.Parallel()
 	e, srv := syslogEnv(t, rsyslogsrv.RELP, false)
+	slowRELP(t, e, srv)
 	evs := e.Seed(3000, 94)
 	audit, sessions := restartMidRun(t, e, srv, rsyslogsrv.RELP, evs)
 	t.Logf("RELP over a graceful rsyslog restart: audit %+v, recordings %+v", audit, sessions)
@@ -207,4 +221,39 @@ func TestRELPReceiverAnswering500IsHeldAndThenDelivered(t *testing.T) {
 	require.Zero(t, sessions.Lost, "e.g. %s", sessions.FirstLost)
 	require.Empty(t, deadLetters(t, e))
 	require.NoError(t, peer.Err(), "the daemon spoke RELP as the peer expects")
+}
+
+// An event larger than --syslog-max-message-kb is never cut (rsyslog would
+// cut it, or over syslog+tls take the rest for a message of its own): it
+// is a dead letter naming the option, with its JSON, and the stream goes
+// on.
+func TestSyslogMessagesOverTheLimitAreDeadLetteredWhole(t *testing.T) {
+	t.Parallel()
+	e, srv := syslogEnv(t, rsyslogsrv.RELP, false)
+	evs := e.Seed(300, 98)
+	big := map[string]bool{}
+	for i := range 3 {
+		ev := userLogin(fmt.Sprintf("big-%d", i), "alice", e.T0.Add(time.Duration(100+i)*time.Second+time.Millisecond), false)
+		ev.(*apievents.UserLogin).Status.Error = strings.Repeat("x", 9<<10)
+		require.NoError(t, e.Teleport.AddEvents(ev))
+		big[ev.GetID()] = true
+	}
+	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
+	require.Equal(t, 3, p.Wait(t, time.Minute), "caught up, not everything delivered: %s", p.Output())
+	letters := deadLetters(t, e)
+	require.Len(t, letters, len(big))
+	for _, l := range letters {
+		require.True(t, big[l.EventID], l.EventID)
+		require.Contains(t, l.Reason, "--syslog-max-message-kb")
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal(l.Event, &ev), "the letter holds the event's JSON")
+		require.Len(t, ev["error"], 9<<10, "whole")
+	}
+	msgs, err := srv.Messages(rsyslogsrv.RELP)
+	require.NoError(t, err)
+	audit, _ := e.TallySyslog(msgs, evs, defaultSkip)
+	require.Zero(t, audit.Lost, "e.g. %s", audit.FirstLost)
+	for _, m := range msgs {
+		require.False(t, big[m.SD["teleport@32473"]["uid"]], "an oversized event was sent")
+	}
 }

@@ -381,9 +381,11 @@ func TestRELPKillNineAndRsyslogRestarts(t *testing.T) {
 	s := newScenario(t, "relp: kill -9, rsyslog restarts")
 	evs := s.seedAll(3000, 2, 1000)
 	srv := rsyslogsrv.Start(t, rsyslogsrv.PKIOptions(s.e.PKI))
-	s.e.FluentdURL = srv.RELPURL()
-	// Small windows on two connections stretch the run so faults land
-	// mid-stream.
+	px := harness.NewProxy(t, "relp", srv.RELPAddr())
+	px.Toxic(t, "latency", "latency", "downstream", map[string]any{"latency": 20})
+	s.e.FluentdURL = "relp+tls://" + px.Addr()
+	// Small windows on two connections, answered 20 ms late, stretch the
+	// run so faults land mid-stream.
 	args := []string{"--skip-session-types", "", "--fluentd-batch", "10", "--fluentd-max-connections", "2"}
 	kills, restarts := 0, 0
 	for round := range 6 {
@@ -400,7 +402,7 @@ func TestRELPKillNineAndRsyslogRestarts(t *testing.T) {
 		lines, _ := srv.Lines(rsyslogsrv.RELP)
 		t.Logf("round %d: %d messages at rsyslog", round, len(lines))
 	}
-	s.fault("%d x kill -9 at random moments, %d graceful rsyslog restarts", kills, restarts)
+	s.fault("%d x kill -9 at random moments, %d graceful rsyslog restarts; answers 20 ms late", kills, restarts)
 	s.finish(args...)
 	msgs, err := srv.Messages(rsyslogsrv.RELP)
 	require.NoError(t, err)
