@@ -102,6 +102,24 @@ func Wants(ev *auditlogpb.EventUnstructured) bool { return ev.Type == UploadEven
 // Key is the checkpoint key of recording sid.
 func Key(sid string) string { return "session/" + sid }
 
+// SessionOf is the recording whose events go to u (URLFor's), "" for a
+// URL that is not a recording's.
+func SessionOf(u string) string {
+	rest, ok := strings.CutSuffix(u, ".log")
+	if !ok {
+		return ""
+	}
+	i := strings.LastIndexByte(rest, '.')
+	if i < 0 || strings.Contains(rest[i:], "/") {
+		return ""
+	}
+	sid, err := url.PathUnescape(rest[i+1:])
+	if err != nil {
+		return ""
+	}
+	return sid
+}
+
 // URLFor is where the events of recording sid are posted. The ID is escaped
 // (a well-formed one, a UUID, has nothing to escape): whatever it holds
 // stays in the last segment of the path.

@@ -386,6 +386,20 @@ func TestSessionURLEscapesTheID(t *testing.T) {
 	require.Equal(t, "https://f:8888/session."+id+".log", sessions.URLFor("https://f:8888/session", id))
 }
 
+// A syslog URL needs no path: the session's suffix goes after one, and
+// SessionOf reads the recording back from any recording's URL.
+func TestSessionURLOfASyslogReceiverAndBack(t *testing.T) {
+	id := sidOf("x")
+	require.Equal(t, "relp+tls://siem:2514/."+id+".log", sessions.URLFor("relp+tls://siem:2514", id))
+	for _, base := range []string{"relp+tls://siem:2514", "syslog+tls://siem/rec", "https://f:8888/session"} {
+		for _, sid := range []string{id, "a/b"} {
+			require.Equal(t, sid, sessions.SessionOf(sessions.URLFor(base, sid)), base)
+		}
+	}
+	require.Empty(t, sessions.SessionOf("relp+tls://siem:2514/audit"))
+	require.Empty(t, sessions.SessionOf("https://f.example.com:8888/test"))
+}
+
 // A recording its player fails on every time (a player that panics on one
 // of its events) is given up after MaxCrashes player deaths; it does not
 // hold up --exit-on-last-event, which reports it.

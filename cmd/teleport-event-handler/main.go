@@ -210,7 +210,7 @@ func replay(cfg *config.Config, dir string) int {
 	defer t.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	res, err := deadletters.Replay(ctx, dir, t, cfg.Fluentd.MaxConnections, log)
+	res, err := deadletters.Replay(ctx, dir, t, cfg.Fluentd.MaxConnections, daemon.LetterBody(cfg), log)
 	if err != nil {
 		log.Error().Err(err).Msg("replaying the dead letters failed")
 		return 1

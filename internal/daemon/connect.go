@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fdfwd/teleport-event-handler/actors/inflight"
+	"github.com/fdfwd/teleport-event-handler/actors/sessions"
 	"github.com/fdfwd/teleport-event-handler/actors/supervisor"
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/backoff"
@@ -23,6 +24,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire/syslog"
 	"github.com/fdfwd/teleport-event-handler/internal/operate/metrics"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
+	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
 // connectTeleport connects to Teleport and pings it, and reloads the
@@ -221,5 +223,21 @@ func warnUnacknowledged(f config.FluentdConfig, log zerolog.Logger) {
 				"can be lost (the messages written in the last moments before a break are sent again, so a receiver may also log some twice); " +
 				"use relp+tls:// when nothing may be lost")
 		}
+	}
+}
+
+// LetterBody is what a dead letter is sent again as: its JSON, or, for a
+// syslog URL, the message eventsyslog makes of that JSON (a recording's
+// naming its session, from the letter's URL): deadletters.Body.
+func LetterBody(cfg *config.Config) func(persistence.DeadLetter) ([]byte, error) {
+	return func(l persistence.DeadLetter) ([]byte, error) {
+		if !config.IsSyslog(l.URL) {
+			return l.Event, nil
+		}
+		e := eventsyslog.Encoder{Facility: cfg.Fluentd.Facility}
+		if l.Stream == metrics.Session {
+			e.Session = sessions.SessionOf(l.URL)
+		}
+		return e.FromJSON(l.Event, l.EventID)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/fdfwd/teleport-event-handler/config"
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/eventmsgpack"
 	"github.com/fdfwd/teleport-event-handler/internal/read/teleport"
+	"github.com/fdfwd/teleport-event-handler/persistence"
 )
 
 // A stop that comes while an attempt to reach Teleport is on its way wins
@@ -65,4 +66,21 @@ func TestEventsAreEncodedForTheirURL(t *testing.T) {
 	}
 	rec := encode(cfg, "relp+tls://siem:2514", "prod", "s-1")(ev)
 	require.Contains(t, string(rec), `sid="s-1" ei="0"]`, "a recording's events carry their session and index")
+}
+
+// A dead letter goes back as its JSON to Fluentd, and as a syslog message
+// of that JSON to a syslog URL: a recording's naming the session of its URL.
+func TestLettersAreSentAgainAsTheirURLTakes(t *testing.T) {
+	body := LetterBody(&config.Config{Fluentd: config.FluentdConfig{Facility: 13}})
+	js := []byte(`{"cluster_name":"prod","code":"T2000I","ei":3,"event":"print","time":"2026-12-08T01:02:03.5Z"}`)
+	got, err := body(persistence.DeadLetter{URL: "https://f:8888/session.s-1.log", Stream: "session", Event: js})
+	require.NoError(t, err)
+	require.Equal(t, string(js), string(got))
+	got, err = body(persistence.DeadLetter{URL: "relp+tls://siem:2514/.6c8a36a4-0c1f-4d0e-9b2b-3f5c4f1c9a7e.log", Stream: "session", EventID: "e1", Event: js})
+	require.NoError(t, err)
+	require.Equal(t, `<110>1 2026-12-08T01:02:03.5Z prod teleport - print [teleport@32473 uid="e1" type="print" cluster="prod" code="T2000I" `+
+		`sid="6c8a36a4-0c1f-4d0e-9b2b-3f5c4f1c9a7e" ei="3"] `+string(js), string(got))
+	got, err = body(persistence.DeadLetter{URL: "syslog+tls://siem:6514", Stream: "audit", EventID: "e2", Event: []byte(`{"event":"user.login","uid":"e2"}`)})
+	require.NoError(t, err)
+	require.Equal(t, `<109>1 - - teleport - user.login [teleport@32473 uid="e2" type="user.login" cluster=""] {"event":"user.login","uid":"e2"}`, string(got))
 }

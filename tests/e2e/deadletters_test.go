@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +23,11 @@ import (
 func dl(t *testing.T, e *env, stdin string, sub string, extra ...string) (string, int) {
 	t.Helper()
 	args := append(append([]string{"dead-letters", sub}, e.Args()[1:]...), extra...)
-	cmd := exec.Command(binary, args...)
+	// A replay that never ends (a letter retried for ever) fails the test
+	// rather than hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	code := 0

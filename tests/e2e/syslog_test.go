@@ -226,17 +226,24 @@ func TestRELPReceiverAnswering500IsHeldAndThenDelivered(t *testing.T) {
 // An event larger than --syslog-max-message-kb is never cut (rsyslog would
 // cut it, or over syslog+tls take the rest for a message of its own): it
 // is a dead letter naming the option, with its JSON, and the stream goes
-// on.
+// on. Replayed with the limit raised (rsyslog's is 64k here), it arrives
+// whole, as the message the event would have made.
 func TestSyslogMessagesOverTheLimitAreDeadLetteredWhole(t *testing.T) {
 	t.Parallel()
-	e, srv := syslogEnv(t, rsyslogsrv.RELP, false)
+	e := newEnv(t)
+	o := rsyslogsrv.PKIOptions(e.PKI)
+	o.MaxMessageSize = 64 << 10
+	srv := rsyslogsrv.Start(t, o)
+	e.FluentdURL = srv.RELPURL()
 	evs := e.Seed(300, 98)
 	big := map[string]bool{}
+	var bigEvs []apievents.AuditEvent
 	for i := range 3 {
 		ev := userLogin(fmt.Sprintf("big-%d", i), "alice", e.T0.Add(time.Duration(100+i)*time.Second+time.Millisecond), false)
 		ev.(*apievents.UserLogin).Status.Error = strings.Repeat("x", 9<<10)
 		require.NoError(t, e.Teleport.AddEvents(ev))
 		big[ev.GetID()] = true
+		bigEvs = append(bigEvs, ev)
 	}
 	p := harness.Run(t, binary, nil, e.Args("--exit-on-last-event")...)
 	require.Equal(t, 3, p.Wait(t, time.Minute), "caught up, not everything delivered: %s", p.Output())
@@ -256,4 +263,14 @@ func TestSyslogMessagesOverTheLimitAreDeadLetteredWhole(t *testing.T) {
 	for _, m := range msgs {
 		require.False(t, big[m.SD["teleport@32473"]["uid"]], "an oversized event was sent")
 	}
+
+	out, code := dl(t, e, "", "replay")
+	require.Equal(t, 3, code, "still too large: kept, not retried for ever: %s", out)
+	require.Len(t, deadLetters(t, e), len(big))
+	out, code = dl(t, e, "", "replay", "--syslog-max-message-kb", "64")
+	require.Equal(t, 0, code, out)
+	require.Empty(t, deadLetters(t, e))
+	msgs = srv.Await(t, rsyslogsrv.RELP, len(msgs)+len(big), 20*time.Second)
+	replayed, _ := e.TallySyslog(msgs, bigEvs, defaultSkip)
+	require.Equal(t, harness.Tally{Expected: 3, Delivered: 3}, replayed, "each once, its header as the event's")
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -78,7 +79,7 @@ func TestReplayAndPurgeRefuseWhileAnotherProcessHoldsTheState(t *testing.T) {
 			require.ErrorIs(t, err, persistence.ErrLocked)
 			require.ErrorContains(t, err, fmt.Sprintf("is held by process (pid %d: ", os.Getpid()))
 			require.ErrorContains(t, err, "stop it first")
-			_, err = Replay(context.Background(), dir, &accepting{}, 1, zerolog.Nop())
+			_, err = Replay(context.Background(), dir, &accepting{}, 1, LetterJSON, zerolog.Nop())
 			require.ErrorAs(t, err, &he)
 			raw, err := os.ReadFile(file)
 			require.NoError(t, err)
@@ -107,7 +108,7 @@ func TestHeldErrorNamesTheHolder(t *testing.T) {
 // Replay and purge need the daemon's state directory: they do not make one.
 func TestReplayWithoutStateMakesNone(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "typo_3025")
-	_, err := Replay(context.Background(), dir, &accepting{}, 1, zerolog.Nop())
+	_, err := Replay(context.Background(), dir, &accepting{}, 1, LetterJSON, zerolog.Nop())
 	require.ErrorContains(t, err, "no daemon has run with this --storage and --teleport-addr")
 	_, err = os.Stat(dir)
 	require.True(t, os.IsNotExist(err))
@@ -137,7 +138,7 @@ func TestBadLinesAreReportedAndTheOtherLettersReplayed(t *testing.T) {
 
 	var logs bytes.Buffer
 	fd := &accepting{}
-	res, err := Replay(context.Background(), dir, fd, 2, zerolog.New(&logs))
+	res, err := Replay(context.Background(), dir, fd, 2, LetterJSON, zerolog.New(&logs))
 	require.NoError(t, err)
 	require.Equal(t, Result{Replayed: 3, Unreadable: 2}, res)
 	require.ElementsMatch(t, []string{`{"uid":"a"}`, `{"uid":"b"}`, `{"uid":"c"}`}, fd.sent)
@@ -174,4 +175,30 @@ func TestPurgeKeepsTheBadLines(t *testing.T) {
 	raw, err := os.ReadFile(file)
 	require.NoError(t, err)
 	require.Equal(t, "not a letter\n", string(raw))
+}
+
+// tooLarge judges every event too large, as a receiver's limit does.
+type tooLarge struct{ accepting }
+
+func (t *tooLarge) NewSender() wire.Sender { return t }
+func (t *tooLarge) Send(context.Context, string, [][]byte) wire.Result {
+	return wire.Result{Class: wire.TooLarge, Reason: "over --syslog-max-message-kb"}
+}
+
+// A letter still too large for the receiver stays a letter; it is not
+// retried for ever. What a letter is sent as is the Body's.
+func TestReplayKeepsWhatIsStillTooLargeAndSendsTheBody(t *testing.T) {
+	dir := state(t)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, persistence.DeadLetterFile), append(line(t, "a"), line(t, "b")...), 0o600))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := Replay(ctx, dir, &tooLarge{}, 1, LetterJSON, zerolog.Nop())
+	require.NoError(t, err)
+	require.Equal(t, Result{Kept: 2}, res)
+
+	a := &accepting{}
+	res, err = Replay(ctx, dir, a, 1, func(l persistence.DeadLetter) ([]byte, error) { return []byte("<13>1 " + l.EventID), nil }, zerolog.Nop())
+	require.NoError(t, err)
+	require.Equal(t, Result{Replayed: 2}, res)
+	require.ElementsMatch(t, []string{"<13>1 a", "<13>1 b"}, a.sent)
 }

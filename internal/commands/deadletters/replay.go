@@ -25,12 +25,21 @@ type Result struct {
 	Unreadable int
 }
 
+// Body is what a letter is sent again as: its event's JSON, or what the
+// URL's protocol takes (a syslog message made of it). An error keeps the
+// letter.
+type Body func(persistence.DeadLetter) ([]byte, error)
+
+// LetterJSON is the Body of a letter sent as it is kept: its JSON.
+func LetterJSON(l persistence.DeadLetter) ([]byte, error) { return l.Event, nil }
+
 // Replay sends every letter again to its URL with t, over up to conns
-// connections, with the daemon's rules: Fluentd's 2xx (or forward ack)
-// confirms a letter, which is then removed from the file; a rejection for
-// good keeps it; anything else is retried with the same backoff until it
-// is confirmed or rejected, or ctx ends (what is left stays a letter).
-func Replay(ctx context.Context, dir string, t wire.Transport, conns int, log zerolog.Logger) (Result, error) {
+// connections, with the daemon's rules: the receiver's 2xx (a forward ack,
+// a RELP rsp 200) confirms a letter, which is then removed from the file;
+// a rejection for good keeps it, as does an event still too large for the
+// receiver; anything else is retried with the same backoff until it is
+// confirmed or rejected, or ctx ends (what is left stays a letter).
+func Replay(ctx context.Context, dir string, t wire.Transport, conns int, body Body, log zerolog.Logger) (Result, error) {
 	store, err := exclusive(dir)
 	if err != nil {
 		return Result{}, err
@@ -48,7 +57,7 @@ func Replay(ctx context.Context, dir string, t wire.Transport, conns int, log ze
 	res := Result{Unreadable: len(bad)}
 	for start := 0; start < len(letters); start += replayGroup {
 		group := letters[start:min(start+replayGroup, len(letters))]
-		confirmed, kept := sendGroup(ctx, t, max(conns, 1), group, log)
+		confirmed, kept := sendGroup(ctx, t, max(conns, 1), group, body, log)
 		if _, err := d.Remove(confirmed); err != nil {
 			return res, err
 		}
@@ -64,7 +73,7 @@ func Replay(ctx context.Context, dir string, t wire.Transport, conns int, log ze
 
 // sendGroup sends the letters over conns senders and returns the keys of
 // those confirmed and the number rejected again.
-func sendGroup(ctx context.Context, t wire.Transport, conns int, group []persistence.DeadLetter, log zerolog.Logger) ([]string, int) {
+func sendGroup(ctx context.Context, t wire.Transport, conns int, group []persistence.DeadLetter, body Body, log zerolog.Logger) ([]string, int) {
 	var (
 		mu        sync.Mutex
 		confirmed []string
@@ -79,7 +88,7 @@ func sendGroup(ctx context.Context, t wire.Transport, conns int, group []persist
 			s := t.NewSender()
 			defer s.Close()
 			for l := range next {
-				switch send(ctx, s, l, log) {
+				switch send(ctx, s, l, body, log) {
 				case wire.Success:
 					mu.Lock()
 					confirmed = append(confirmed, persistence.LetterKey(l.URL, l.EventID, l.Event))
@@ -105,13 +114,19 @@ func sendGroup(ctx context.Context, t wire.Transport, conns int, group []persist
 
 // send tries one letter until it is confirmed or rejected for good, or ctx
 // ends (Retry then).
-func send(ctx context.Context, s wire.Sender, l persistence.DeadLetter, log zerolog.Logger) wire.Class {
+func send(ctx context.Context, s wire.Sender, l persistence.DeadLetter, body Body, log zerolog.Logger) wire.Class {
+	b, err := body(l)
+	if err != nil {
+		log.Warn().Str("event_id", l.EventID).Str("url", l.URL).Err(err).
+			Msg("the dead letter cannot be made into what its URL takes; it stays in the dead-letter file")
+		return wire.Permanent
+	}
 	for attempt := 1; ; attempt++ {
-		res := s.Send(ctx, l.URL, [][]byte{l.Event})
+		res := s.Send(ctx, l.URL, [][]byte{b})
 		switch res.Class {
 		case wire.Success:
 			return wire.Success
-		case wire.Permanent:
+		case wire.Permanent, wire.TooLarge: // too large alone: it never fits
 			log.Warn().Str("event_id", l.EventID).Str("url", l.URL).Int("status", res.Status).Str("reason", res.Reason).
 				Msg("fluentd rejected the event again; it stays in the dead-letter file")
 			return wire.Permanent

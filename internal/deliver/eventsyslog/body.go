@@ -2,7 +2,14 @@ package eventsyslog
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"time"
+
+	auditlogpb "github.com/gravitational/teleport/api/gen/proto/go/teleport/auditlog/v1"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Is reports whether body is a syslog message (it starts with PRI's "<",
@@ -63,4 +70,30 @@ func skipSD(b []byte) ([]byte, bool) {
 		n++
 	}
 	return b, n > 0
+}
+
+// FromJSON makes the message of an event from its JSON (a dead letter's,
+// sent again), with that JSON, byte for byte, as MSG; id is the event's
+// ID (the letter's). The header and structured data come from the JSON's
+// fields, as Message takes them from the event's.
+func (e Encoder) FromJSON(js []byte, id string) ([]byte, error) {
+	var fields map[string]any
+	if err := json.Unmarshal(js, &fields); err != nil {
+		return nil, fmt.Errorf("a dead letter's event is not a JSON object: %w", err)
+	}
+	s, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, fmt.Errorf("a dead letter's event: %w", err)
+	}
+	ev := &auditlogpb.EventUnstructured{Id: id, Unstructured: s}
+	ev.Type, _ = fields["event"].(string)
+	if ei, ok := fields["ei"].(float64); ok {
+		ev.Index = int64(ei)
+	}
+	if at, ok := fields["time"].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, at); err == nil {
+			ev.Time = timestamppb.New(t)
+		}
+	}
+	return e.message(ev, js), nil
 }

@@ -69,7 +69,11 @@ type Encoder struct {
 
 // Message returns ev as a syslog message, without the transport's framing.
 func (e Encoder) Message(ev *auditlogpb.EventUnstructured) []byte {
-	body := eventjson.Event(ev)
+	return e.message(ev, eventjson.Event(ev))
+}
+
+// message is the message of ev with body as MSG.
+func (e Encoder) message(ev *auditlogpb.EventUnstructured, body []byte) []byte {
 	f := readFields(ev)
 	b := make([]byte, 0, len(body)+256)
 	b = append(b, '<')
@@ -103,7 +107,7 @@ func (e Encoder) Message(ev *auditlogpb.EventUnstructured) []byte {
 // event's own fields.
 type fields struct {
 	cluster, code string
-	failed             bool // "success": false
+	failed        bool // "success": false
 }
 
 func readFields(ev *auditlogpb.EventUnstructured) fields {

@@ -125,3 +125,17 @@ func TestToJSONRefusesWhatIsNotAMessage(t *testing.T) {
 		require.Error(t, err, "%q", body)
 	}
 }
+
+// A dead letter holds the event's JSON; sent again to a syslog URL it
+// becomes the same message the event made in the first place.
+func TestFromJSONMakesTheMessageTheEventMade(t *testing.T) {
+	for i, ev := range teleportsrv.GenerateUnstructured(500, 100, time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC), 9) {
+		for _, e := range []eventsyslog.Encoder{{Facility: 13, Cluster: "c"}, {Facility: 10, Session: "6c8a36a4-0c1f-4d0e-9b2b-3f5c4f1c9a7e"}} {
+			got, err := e.FromJSON(eventjson.Event(ev), ev.GetId())
+			require.NoError(t, err)
+			require.Equal(t, string(e.Message(ev)), string(got), "event %d", i)
+		}
+	}
+	_, err := eventsyslog.Encoder{}.FromJSON([]byte(`[1]`), "x")
+	require.Error(t, err)
+}
