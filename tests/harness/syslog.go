@@ -100,4 +100,3 @@ func checkMessage(t testing.TB, m rsyslogsrv.Message, ev apievents.AuditEvent, r
 	require.Equal(t, ev.GetID(), sd["uid"])
 	require.Equal(t, ev.GetID(), msg["uid"])
 }
-
