@@ -468,7 +468,7 @@ func CheckFluentdURL(s string, schemes []string) string {
 	case !slices.Contains(schemes, u.Scheme) || u.Host == "":
 		return "not " + schemeList(schemes) + " URL with a host (the receiver is reached over mTLS)"
 	case u.User != nil:
-		return "holds credentials (user:password@), which would end up in logs and dead letters; Fluentd authenticates the daemon by its client certificate (and, over forward, the shared key)"
+		return "holds credentials (user:password@), which would end up in logs and dead letters; the receiver authenticates the daemon by its client certificate (and, over forward, the shared key)"
 	case strings.Trim(u.Path, "/") == "" && !IsSyslog(s):
 		return "has no path, which Fluentd needs as the tag"
 	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:

@@ -2,9 +2,7 @@ package configure
 
 import (
 	"fmt"
-	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/fdfwd/teleport-event-handler/config"
@@ -37,8 +35,8 @@ const sdID = "teleport@32473"
 const (
 	schemeHTTPS     = "https"
 	schemeForward   = "forward"
-	schemeSyslogTLS = "syslog+tls"
-	schemeRELPTLS   = "relp+tls"
+	schemeSyslogTLS = config.SyslogTLSScheme
+	schemeRELPTLS   = config.SyslogRELPScheme
 )
 
 // defaultPorts are the ports of URLs that give none, as the transports
@@ -71,37 +69,9 @@ func receiverConf(c *Options) string {
 	return FluentConf
 }
 
-// checkURL checks a receiver URL: config.CheckFluentdURL for Fluentd's,
-// which need a path (the tag), checkSyslogURL for rsyslog's. An unknown
-// scheme is CheckFluentdURL's, whose message lists every scheme.
-func checkURL(s string) string {
-	if isSyslog(s) {
-		return checkSyslogURL(s)
-	}
-	return config.CheckFluentdURL(s, []string{schemeHTTPS, schemeForward, schemeSyslogTLS, schemeRELPTLS})
-}
-
-// checkSyslogURL is config.CheckFluentdURL for the syslog schemes, whose
-// transports ignore the path: one may be given, none is needed. The config
-// package is to export its own; until then configure keeps this one.
-func checkSyslogURL(s string) string {
-	u, err := url.Parse(s)
-	switch {
-	case err != nil:
-		return "not a URL"
-	case u.Hostname() == "":
-		return "has no host"
-	case u.User != nil:
-		return "holds credentials (user:password@), which would end up in logs and dead letters; rsyslog authenticates the daemon by its client certificate"
-	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
-		return "has a query or a fragment, which a syslog receiver has no use for"
-	case u.Port() != "":
-		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
-			return "has an invalid port"
-		}
-	}
-	return ""
-}
+// checkURL checks a receiver URL as the daemon does: a syslog URL needs no
+// path; a Fluentd URL needs one (the tag).
+func checkURL(s string) string { return config.CheckFluentdURL(s, config.Schemes) }
 
 // rsyslogString quotes s as a string of rsyslog's configuration (a
 // RainerScript constant): in double quotes, with \ and " escaped, which

@@ -56,7 +56,7 @@ func TestSyslogURLs(t *testing.T) {
 		{[]string{"--fluentd-url", "syslog+tls://user:pw@siem"}, nil, "holds credentials"},
 		{[]string{"--fluentd-url", "relp+tls://siem?tag=x"}, nil, "has a query or a fragment"},
 		{[]string{"--fluentd-url", "relp+tls://siem:99999"}, nil, "has an invalid port"},
-		{[]string{"--fluentd-url", "relp+tls:///path"}, nil, `invalid --fluentd-url "relp+tls:///path" (from the command line): has no host; use an https:// URL`},
+		{[]string{"--fluentd-url", "relp+tls:///path"}, nil, `invalid --fluentd-url "relp+tls:///path" (from the command line): not an https://, a forward://, a syslog+tls:// or a relp+tls:// URL with a host`},
 		{[]string{"--fluentd-url", "syslog://siem:514"}, nil, "a relp+tls:// URL with a host"},
 		{[]string{"--fluentd-url", "syslog+tls://siem", "--fluentd-session-url", "relp+tls://siem:6514"}, nil,
 			"is not on the scheme, host and port of --fluentd-url syslog+tls://siem, and rsyslog-teleport.conf has one input"},

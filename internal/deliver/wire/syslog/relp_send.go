@@ -11,8 +11,7 @@ import (
 type relpSender struct {
 	t        *RELP
 	sessions map[string]*session
-	lastRaw  string
-	lastAddr string
+	last     target
 }
 
 // Send implements wire.Sender: the events as a window of syslog commands,
@@ -21,28 +20,25 @@ type relpSender struct {
 // (the pool sends a rejected batch again one event at a time, so the
 // events the receiver took before the rejected one arrive twice).
 func (s *relpSender) Send(ctx context.Context, rawURL string, events [][]byte) wire.Result {
-	if rawURL != s.lastRaw {
-		addr, err := addrOf(rawURL, RELPScheme, RELPDefaultPort)
-		if err != nil {
-			return wire.Result{Class: wire.Permanent, Reason: err.Error()}
-		}
-		s.lastRaw, s.lastAddr = rawURL, addr
+	addr, bad := s.last.of(rawURL, RELPScheme, RELPDefaultPort)
+	if bad != nil {
+		return *bad
 	}
 	if res, over := oversize(events, s.t.opts.MaxMessage); over {
 		return res
 	}
-	sess := s.sessions[s.lastAddr]
+	sess := s.sessions[addr]
 	if sess == nil {
 		var err error
-		if sess, err = s.t.open(ctx, rawURL, s.lastAddr); err != nil {
+		if sess, err = s.t.open(ctx, rawURL, addr); err != nil {
 			return wire.Result{Class: wire.Retry, Reason: err.Error()}
 		}
-		s.sessions[s.lastAddr] = sess
+		s.sessions[addr] = sess
 	}
 	res, broken := s.exchange(ctx, sess, events)
 	if broken {
 		_ = sess.conn.Close()
-		delete(s.sessions, s.lastAddr)
+		delete(s.sessions, addr)
 	}
 	return res
 }

@@ -96,6 +96,25 @@ func addrOf(raw, scheme, defaultPort string) (string, error) {
 	return wire.Addr(u, defaultPort), nil
 }
 
+// target is the address of the URL last sent to, kept: a connection
+// actor's sender sends to one URL over and over.
+type target struct {
+	raw, addr string
+}
+
+// of is the address of rawURL, of scheme; a URL that does not parse is a
+// Result that fails the batch for good.
+func (t *target) of(rawURL, scheme, defaultPort string) (string, *wire.Result) {
+	if rawURL != t.raw {
+		addr, err := addrOf(rawURL, scheme, defaultPort)
+		if err != nil {
+			return "", &wire.Result{Class: wire.Permanent, Reason: err.Error()}
+		}
+		t.raw, t.addr = rawURL, addr
+	}
+	return t.addr, nil
+}
+
 // oversize is the Result of a batch holding a message over most bytes,
 // which is not sent: the pool halves the batch, down to that message
 // alone, which it dead-letters with the reason.

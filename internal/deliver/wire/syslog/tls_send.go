@@ -46,29 +46,24 @@ func (h *held) settle(queueEmpty bool, now time.Time, hold time.Duration) {
 
 // tlsSender is one connection actor's sender: a connection per address.
 type tlsSender struct {
-	t        *TLS
-	conns    map[string]*octetConn
-	held     map[string]*held
-	lastRaw  string
-	lastAddr string
-	buf      []byte
+	t     *TLS
+	conns map[string]*octetConn
+	held  map[string]*held
+	last  target
+	buf   []byte
 }
 
 // Send implements wire.Sender: the held messages of a broken connection
 // again on a new one, then the events, flushed; the batch counts as
 // delivered once written (see the top of tls.go).
 func (s *tlsSender) Send(ctx context.Context, rawURL string, events [][]byte) wire.Result {
-	if rawURL != s.lastRaw {
-		addr, err := addrOf(rawURL, TLSScheme, TLSDefaultPort)
-		if err != nil {
-			return wire.Result{Class: wire.Permanent, Reason: err.Error()}
-		}
-		s.lastRaw, s.lastAddr = rawURL, addr
+	addr, bad := s.last.of(rawURL, TLSScheme, TLSDefaultPort)
+	if bad != nil {
+		return *bad
 	}
 	if res, over := oversize(events, s.t.opts.MaxMessage); over {
 		return res
 	}
-	addr := s.lastAddr
 	h := s.held[addr]
 	if h == nil {
 		h = &held{}
@@ -161,11 +156,14 @@ func (s *tlsSender) drop(addr string) {
 	}
 }
 
+// closeWait bounds Close, which the daemon's stop waits for.
+const closeWait = 5 * time.Second
+
 // Close implements wire.Sender: each connection's held messages get a last
-// chance (within AckWait) to be known received, on a new connection if
+// chance (within closeWait) to be known received, on a new connection if
 // the old one broke, before it is closed.
 func (s *tlsSender) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), s.t.opts.AckWait)
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.t.opts.AckWait, closeWait))
 	defer cancel()
 	for addr, h := range s.held {
 		if len(h.msgs) > 0 {
