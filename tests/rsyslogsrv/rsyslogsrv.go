@@ -107,6 +107,12 @@ func Launch(dir string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// rsyslogd changes to / as it starts: its files need absolute paths.
+	for _, p := range []*string{&dir, &o.CAFile, &o.CertFile, &o.KeyFile} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return nil, err
+		}
+	}
 	return launch(bin, dir, o)
 }
 
