@@ -218,13 +218,18 @@ func TestSyslogTLSResendsWhatWasNotKnownReceivedAfterABreak(t *testing.T) {
 // within AckWait.
 func TestSyslogTLSHoldsAtMostUnconfirmedMessages(t *testing.T) {
 	f := newFixture(t, 0)
-	tr := syslog.NewTLS(f.creds, syslog.Options{Hold: time.Minute, Unconfirmed: 20, AckWait: 300 * time.Millisecond})
+	var resent atomic.Int64
+	tr := syslog.NewTLS(f.creds, syslog.Options{Hold: time.Minute, Unconfirmed: 20, AckWait: 300 * time.Millisecond,
+		OnResend: func(_ string, n int) { resent.Add(int64(n)) }})
 	s := tr.NewSender()
 	defer s.Close()
 	require.Equal(t, wire.Success, s.Send(context.Background(), f.srv.SyslogURL(), messages(0, 20)).Class)
 	res := s.Send(context.Background(), f.srv.SyslogURL(), messages(20, 5))
 	require.Equal(t, wire.Retry, res.Class)
 	require.Contains(t, res.Reason, "not known received")
+	res = s.Send(context.Background(), f.srv.SyslogURL(), messages(20, 5))
+	require.Equal(t, wire.Retry, res.Class, "still over the bound")
+	require.EqualValues(t, 20, resent.Load(), "the failed batch is the pool's to send again, not held twice")
 
 	short := syslog.NewTLS(f.creds, syslog.Options{Hold: 50 * time.Millisecond, Unconfirmed: 20}).NewSender()
 	defer short.Close()

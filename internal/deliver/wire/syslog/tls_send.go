@@ -24,6 +24,13 @@ func (h *held) add(events [][]byte) {
 	}
 }
 
+// unadd lets go of the last n messages added: their batch failed, and the
+// pool sends it again.
+func (h *held) unadd(n int) {
+	clear(h.msgs[len(h.msgs)-n:])
+	h.msgs, h.drained = h.msgs[:len(h.msgs)-n], h.drained[:len(h.drained)-n]
+}
+
 // settle marks every held message drained at now when the queue is empty,
 // and lets go of those drained more than hold before now.
 func (h *held) settle(queueEmpty bool, now time.Time, hold time.Duration) {
@@ -79,6 +86,9 @@ func (s *tlsSender) Send(ctx context.Context, rawURL string, events [][]byte) wi
 	}
 	h.add(events)
 	if err := s.confirm(ctx, c, h); err != nil {
+		// The pool sends this batch again; the older held messages are
+		// written again on the next connection.
+		h.unadd(len(events))
 		s.drop(addr)
 		return wire.Result{Class: wire.Retry, Reason: "syslog: " + describe(ctx, err)}
 	}
