@@ -142,12 +142,12 @@ func WaitReady(ctx context.Context, t Transport, rawURL string, log zerolog.Logg
 		var unreachable *UnreachableError
 		if err == nil || !errors.As(err, &unreachable) {
 			if err == nil && attempt > 1 {
-				log.Info().Str("url", rawURL).Msg("fluentd is reachable")
+				log.Info().Str("url", rawURL).Msg(receiver(rawURL) + " is reachable")
 			}
 			return err
 		}
 		delay := Retries.Delay(attempt)
-		log.Error().Str("url", rawURL).Err(unreachable.Err).Dur("retry_in", delay).Msg("fluentd is unreachable; waiting for it")
+		log.Error().Str("url", rawURL).Err(unreachable.Err).Dur("retry_in", delay).Msg(receiver(rawURL) + " is unreachable; waiting for it")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

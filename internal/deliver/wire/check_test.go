@@ -1,11 +1,13 @@
 package wire_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fdfwd/teleport-event-handler/internal/deliver/wire"
@@ -53,4 +55,30 @@ func TestCheckTellsFatalFromTransient(t *testing.T) {
 	err = wire.Check(ctx, f.rcv.URL(), cfg)
 	require.True(t, errors.As(err, &unreachable), "%v", err)
 	f.rcv.Up()
+}
+
+// once is unreachable at its first check, reachable after.
+type once struct{ checks int }
+
+func (o *once) Check(_ context.Context, url string) error {
+	if o.checks++; o.checks == 1 {
+		return &wire.UnreachableError{URL: url, Err: errors.New("connection refused")}
+	}
+	return nil
+}
+func (o *once) NewSender() wire.Sender { return nil }
+func (o *once) Close()                 {}
+
+// While it waits, the log names the receiver a URL reaches: Fluentd, or a
+// syslog receiver.
+func TestWaitReadyNamesTheReceiver(t *testing.T) {
+	for url, want := range map[string]string{
+		"https://fluentd:8888/a":  "fluentd is unreachable; waiting for it",
+		"relp+tls://siem:2514":    "the syslog receiver is unreachable; waiting for it",
+		"syslog+tls://siem:6514/": "the syslog receiver is reachable",
+	} {
+		var out bytes.Buffer
+		require.NoError(t, wire.WaitReady(context.Background(), &once{}, url, zerolog.New(&out)))
+		require.Contains(t, out.String(), want, url)
+	}
 }
