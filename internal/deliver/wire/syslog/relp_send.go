@@ -20,12 +20,9 @@ type relpSender struct {
 // (the pool sends a rejected batch again one event at a time, so the
 // events the receiver took before the rejected one arrive twice).
 func (s *relpSender) Send(ctx context.Context, rawURL string, events [][]byte) wire.Result {
-	addr, bad := s.last.of(rawURL, RELPScheme, RELPDefaultPort)
+	addr, bad := s.last.check(rawURL, RELPScheme, RELPDefaultPort, events, s.t.opts.MaxMessage)
 	if bad != nil {
 		return *bad
-	}
-	if res, over := oversize(events, s.t.opts.MaxMessage); over {
-		return res
 	}
 	sess := s.sessions[addr]
 	if sess == nil {

@@ -102,15 +102,19 @@ type target struct {
 	raw, addr string
 }
 
-// of is the address of rawURL, of scheme; a URL that does not parse is a
-// Result that fails the batch for good.
-func (t *target) of(rawURL, scheme, defaultPort string) (string, *wire.Result) {
+// check is the address of rawURL, of scheme, for a batch of events; a
+// URL that does not parse, or a message over most bytes, is the Result
+// that judges the batch instead (nothing was sent).
+func (t *target) check(rawURL, scheme, defaultPort string, events [][]byte, most int) (string, *wire.Result) {
 	if rawURL != t.raw {
 		addr, err := addrOf(rawURL, scheme, defaultPort)
 		if err != nil {
 			return "", &wire.Result{Class: wire.Permanent, Reason: err.Error()}
 		}
 		t.raw, t.addr = rawURL, addr
+	}
+	if res, over := oversize(events, most); over {
+		return "", &res
 	}
 	return t.addr, nil
 }

@@ -64,12 +64,9 @@ type tlsSender struct {
 // again on a new one, then the events, flushed; the batch counts as
 // delivered once written (see the top of tls.go).
 func (s *tlsSender) Send(ctx context.Context, rawURL string, events [][]byte) wire.Result {
-	addr, bad := s.last.of(rawURL, TLSScheme, TLSDefaultPort)
+	addr, bad := s.last.check(rawURL, TLSScheme, TLSDefaultPort, events, s.t.opts.MaxMessage)
 	if bad != nil {
 		return *bad
-	}
-	if res, over := oversize(events, s.t.opts.MaxMessage); over {
-		return res
 	}
 	h := s.held[addr]
 	if h == nil {
